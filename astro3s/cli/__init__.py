@@ -1,0 +1,1 @@
+"""Hydra entry points (``astro3s-*`` console scripts)."""

@@ -1,0 +1,87 @@
+"""Atomic file writing: write to a temporary name beside the target, then rename.
+
+A crash (exception, Ctrl-C, killed process) therefore never leaves a half-written
+file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from astro3s.errors import InputError
+
+__all__ = ["atomic_path", "write_json", "write_text"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path that is renamed to ``path`` when the block succeeds.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final destination. Its parent folder is created if needed.
+    suffix : str, optional
+        Suffix of the temporary file (default: the suffix of ``path``, so that
+        writers that dispatch on the extension keep working).
+
+    Yields
+    ------
+    tmp : Path
+        Where the caller writes. On an exception the temporary file is removed
+        and the exception propagates; ``path`` is left untouched.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(path.parent, f"cannot create the output folder ({err.strerror}).",
+                         "choose a writable output folder.") from None
+    if suffix is None:
+        suffix = "".join(path.suffixes) or ".tmp"
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{suffix}",
+                                        dir=path.parent)
+    except OSError as err:
+        raise InputError(path.parent, f"cannot write in the output folder ({err.strerror}).",
+                         "choose a writable output folder.") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+            raise InputError(path, f"could not be written ({err.strerror or err}).",
+                             "check free disk space and permissions of the output folder.") from err
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8) and return the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars/arrays and paths appear in summaries; make them plain JSON
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def write_json(path: str | Path, data: Any, *, indent: int = 2) -> Path:
+    """Write ``data`` as JSON atomically; NumPy values become plain numbers/lists."""
+    return write_text(path, json.dumps(data, indent=indent, default=_json_default) + "\n")
