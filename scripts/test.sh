@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set everything up (or reuse .venv) and run the test suite.
+#   bash scripts/test.sh            # default suite (< 10 min on 2 cores)
+#   bash scripts/test.sh --slow     # only the tests marked slow
+#   bash scripts/test.sh --all      # everything
+# Extra arguments go to pytest. Exit code 5 (no tests collected) is a failure.
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
+export WANDB_MODE=disabled
+marker=()
+case "${1:-}" in
+    --slow) marker=(-m slow); shift ;;
+    --all) marker=(-m "slow or not slow"); shift ;;
+esac
+set +e
+python -m pytest "${marker[@]}" "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+    echo "[astro3s] pytest collected no tests: treating as a failure" >&2
+fi
+exit "$status"
