@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from astro3s.cli._config import CONFIG_DIR
 
-ENTRY_CONFIGS = ["simulate", "preprocess"]
+ENTRY_CONFIGS = ["simulate", "preprocess", "eval"]
 GROUPS = {
     group: sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
     for group in ["trainer", "logger", "callbacks", "debug", "extras", "paths"]
