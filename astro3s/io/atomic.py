@@ -55,6 +55,9 @@ def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates 0600 files; give outputs the usual permissions (umask)
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException as err:
         with contextlib.suppress(OSError):
@@ -63,6 +66,12 @@ def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path
             raise InputError(path, f"could not be written ({err.strerror or err}).",
                              "check free disk space and permissions of the output folder.") from err
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -246,7 +246,10 @@ class Movie:
         dtype = np.dtype(dtype)
         start, stop, _ = slice(start, stop).indices(self.n_frames)
         for t0 in range(start, stop, chunk_frames):
-            raw = self[t0:min(t0 + chunk_frames, stop)]
+            t1 = min(t0 + chunk_frames, stop)
+            raw = self._read_file_frames(t0, t1)
+            if raw is None:
+                raw = self[t0:t1]
             block = raw.astype(dtype, copy=False)
             if block is raw and not (raw.flags.owndata and raw.flags.writeable):
                 block = raw.copy()  # a view of a read-only memmap: give the caller its own
@@ -255,6 +258,35 @@ class Movie:
             elif raw.dtype.kind in "fc":
                 self._check_finite(raw, t0)
             yield t0, block
+
+    def _read_file_frames(self, t0: int, t1: int) -> np.ndarray | None:
+        """Read frames ``t0:t1`` of a memory-mapped file with plain file reads.
+
+        Streaming through a memory map leaves every touched page resident, so
+        one pass over a 5 GB movie would show 5 GB of RSS; reading each block
+        into a fresh buffer keeps the footprint at one block. Returns None when
+        the backend is not a C-contiguous file memory map.
+        """
+        data = self._data
+        if not (isinstance(data, np.memmap) and data.flags.c_contiguous
+                and getattr(data, "filename", None)):
+            return None
+        frame_items = math.prod(self._native_shape[1:]) if self._keep[0] == 0 else None
+        if frame_items is None:
+            return None  # time is not the leading axis of the file: use the generic path
+        count = (t1 - t0) * frame_items
+        out = np.empty(count, dtype=data.dtype)
+        try:
+            with open(data.filename, "rb") as fh:
+                fh.seek(int(data.offset) + t0 * frame_items * data.dtype.itemsize)
+                n_read = fh.readinto(memoryview(out).cast("B"))
+        except OSError as err:
+            raise InputError(self.path, f"could not be read ({_short(err)}).",
+                             "check that the file is complete and readable.") from err
+        if n_read != out.nbytes:
+            raise InputError(self.path, f"ends early: frames {t0}-{t1 - 1} are missing.",
+                             "the file is truncated; copy it again.")
+        return out.reshape((t1 - t0, *self.shape[1:]))
 
     def _check_finite(self, block: np.ndarray, t0: int) -> None:
         finite = np.isfinite(block).all(axis=(1, 2))
@@ -815,10 +847,16 @@ def write_movie(path: str | Path, movie: Any, *, fs: float | None = None,
         options["metadata"] = {"fs": fs} if fs else {}
 
     with atomic_path(path) as tmp:
-        # an empty contiguous file, then filled through a memory map: bounded
-        # memory and one vectorised copy per block instead of per-frame writes
-        target = tifffile.memmap(tmp, shape=native_shape, dtype=out_dtype, **options)
-        try:
+        # tifffile lays out an empty contiguous file (header + data area); the
+        # blocks are then written with plain file writes at the data offset.
+        # Filling through the memory map instead would keep every written page
+        # resident (RSS = file size for a 5 GB movie).
+        layout = tifffile.memmap(tmp, shape=native_shape, dtype=out_dtype, **options)
+        data_offset = int(layout.offset)
+        file_dtype = layout.dtype
+        del layout
+        with open(tmp, "r+b") as fh:
+            fh.seek(data_offset)
             t = 0
             for block in blocks:
                 block = np.asarray(block)
@@ -828,14 +866,11 @@ def write_movie(path: str | Path, movie: Any, *, fs: float | None = None,
                     raise InputError(path, f"block of shape {block.shape} at frame {t} does not "
                                      f"fit a movie of shape {native_shape}.",
                                      "yield (t, H, W) blocks that add up to shape=.")
-                target[t:t + len(block)] = block
+                fh.write(np.ascontiguousarray(block, dtype=file_dtype).tobytes())
                 t += len(block)
             if t != native_shape[0]:
                 raise InputError(path, f"the blocks held {t} frames, but shape= promised "
                                  f"{native_shape[0]}.", "pass the true number of frames.")
-            target.flush()
-        finally:
-            del target
     return path
 
 
