@@ -1,0 +1,67 @@
+"""Traces and the cross-correlation (CC) domain analysis of ASTRA.
+
+- :func:`extract_traces` -> :class:`RoiTraces`: dF/F of every soma and process
+  ROI, one chunked pass over a lazy movie.
+- :func:`find_domains` -> :class:`Domains`: per-cell CC domains, CC maps and
+  the per-FOV automatic threshold (:func:`choose_threshold`).
+- :func:`correlation_analysis`: both, from one :class:`CorrelationParams`.
+- :func:`plot_domains`, :func:`plot_traces`: figures.
+
+Importing this package does no work; torch, SciPy and matplotlib are imported
+inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from astro3s.correlation.domains import (Domains, ThresholdChoice, background_pixels, bf16_error_bound,
+                                         cell_centroids, choose_threshold, false_rate, find_domains,
+                                         lagged_max_correlation, normalise_traces)
+from astro3s.correlation.figures import plot_domains, plot_traces
+from astro3s.correlation.params import CorrelationParams
+from astro3s.correlation.traces import RoiTraces, baseline_f0, extract_traces, roi_table
+
+__all__ = [
+    "CorrelationParams",
+    "Domains",
+    "RoiTraces",
+    "ThresholdChoice",
+    "background_pixels",
+    "baseline_f0",
+    "bf16_error_bound",
+    "cell_centroids",
+    "choose_threshold",
+    "correlation_analysis",
+    "extract_traces",
+    "false_rate",
+    "find_domains",
+    "lagged_max_correlation",
+    "normalise_traces",
+    "plot_domains",
+    "plot_traces",
+    "roi_table",
+]
+
+
+def correlation_analysis(movie: Any, soma: Any, processes: Any, params: CorrelationParams | None = None,
+                         ) -> tuple[RoiTraces, Domains]:
+    """Traces and CC domains of one FOV.
+
+    Parameters
+    ----------
+    movie : Movie, CorrectedMovie or ndarray, shape (T, H, W)
+        Motion-corrected movie.
+    soma, processes : ndarray of int, shape (H, W)
+        Label images with shared cell ids.
+    params : CorrelationParams, optional
+        Options (default: the published values).
+
+    Returns
+    -------
+    traces : RoiTraces
+    domains : Domains
+    """
+    params = params or CorrelationParams()
+    return (extract_traces(movie, soma, processes, **params.traces_kwargs()),
+            find_domains(movie, soma, processes, **params.domains_kwargs()))

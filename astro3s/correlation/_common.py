@@ -1,0 +1,91 @@
+"""Input checks and movie access shared by the trace and domain modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from astro3s.errors import ConfigError, InputError
+
+__all__ = ["as_labels", "check_pair", "iter_blocks", "movie_shape", "resolve_device"]
+
+
+def movie_shape(movie: Any) -> tuple[int, int, int]:
+    """``(T, H, W)`` of a Movie, CorrectedMovie or array; InputError when not 3-D."""
+    shape = tuple(int(s) for s in getattr(movie, "shape", ()))
+    if len(shape) != 3:
+        raise InputError(getattr(movie, "path", None), f"a (T, H, W) movie is needed, got shape {shape}.",
+                         "pass the movie time first, e.g. Movie.from_array(arr, fs=...).")
+    return shape  # type: ignore[return-value]
+
+
+def iter_blocks(movie: Any, chunk_frames: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(t0, block)`` float32 blocks of shape (t, H, W) from any kind of movie.
+
+    ``Movie`` and ``CorrectedMovie`` are read through their own ``chunks`` (lazy;
+    NaN/Inf checked by ``Movie``); a plain array is wrapped in a ``Movie`` so that
+    the same checks apply.
+    """
+    if not hasattr(movie, "chunks"):
+        from astro3s.io import Movie
+
+        movie = Movie.from_array(np.asarray(movie))
+    for t0, block in movie.chunks(int(chunk_frames)):
+        yield t0, np.asarray(block, dtype=np.float32)
+
+
+def as_labels(labels: Any, name: str, shape: tuple[int, int]) -> np.ndarray:
+    """Check a label image and return it as a C-contiguous integer array.
+
+    Raises
+    ------
+    InputError
+        When it is not 2-D, does not have the movie's frame shape, is not
+        integer-valued, or has negative ids.
+    """
+    arr = np.asarray(labels)
+    if arr.ndim != 2:
+        raise InputError(None, f"the {name} label image must be 2-D (H, W), got shape {arr.shape}.")
+    if arr.shape != tuple(shape):
+        raise InputError(None, f"the {name} label image has shape {arr.shape}, but the movie frames are "
+                         f"{tuple(shape)}.", "use labels made from this movie (same height and width).")
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.uint16)
+    elif arr.dtype.kind == "f":
+        if not (np.isfinite(arr).all() and np.array_equal(arr, np.round(arr))):
+            raise InputError(None, f"the {name} label image must hold integer cell ids, got non-integer values.")
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind not in "iu":
+        raise InputError(None, f"the {name} label image must be an integer array, got dtype {arr.dtype}.")
+    if arr.size and arr.min() < 0:
+        raise InputError(None, f"the {name} label image has negative ids; cell ids are >= 1, 0 is background.")
+    return np.ascontiguousarray(arr)
+
+
+def check_pair(soma: Any, processes: Any, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the soma and process label images together (no pixel may be in both)."""
+    soma = as_labels(soma, "soma", shape)
+    processes = as_labels(processes, "processes", shape)
+    both = (soma > 0) & (processes > 0)
+    if both.any():
+        y, x = np.argwhere(both)[0]
+        raise InputError(None, f"{int(both.sum())} pixel(s) are both soma and process (first at y={y}, x={x}); "
+                         "every pixel must be one or the other.",
+                         "remove the soma pixels from the process labels.")
+    return soma, processes
+
+
+def resolve_device(device: str) -> str:
+    """``"cpu"`` or a CUDA device name for ``device`` (``"auto"``: CUDA when available)."""
+    device = str(device)
+    if device == "cpu":
+        return device
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} requested but no CUDA GPU is available; use device='auto'.")
+    return device

@@ -1,0 +1,139 @@
+"""Parameters of the cross-correlation (CC) domain analysis, with ASTRA's values as defaults."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from astro3s.errors import ConfigError
+
+__all__ = ["CorrelationParams"]
+
+
+@dataclass(frozen=True)
+class CorrelationParams:
+    """Every option of :func:`~astro3s.correlation.extract_traces` and
+    :func:`~astro3s.correlation.find_domains`, with its default.
+
+    Published values (Bonato et al. 2023, and the ASTRA code) are noted in
+    brackets.
+
+    Attributes
+    ----------
+    f0_percentile : float
+        Percentile of the raw ROI trace used as baseline F0 [ASTRA: 20].
+    f0_window_s : float
+        Length in seconds of the centred running window of F0 [~30 s]. When
+        the frame rate is unknown or the movie is shorter than the window, F0
+        is the per-ROI percentile of the whole trace.
+    chunk_frames : int
+        Frames read per chunk from a lazy movie (bounds the memory of the
+        single pass over the movie).
+    radius : float
+        Domain radius in px around the soma centroid [ASTRA: 45-60, 50].
+    max_lag : int
+        Largest lag in frames of the cross-correlation, both signs [10].
+    smooth_frames : int
+        Length of the moving average applied to pixel traces [5].
+    threshold : float or None
+        Correlation threshold; ``None`` picks it per FOV by false discovery.
+    threshold_start : float
+        First threshold tried by the automatic search [0.85].
+    threshold_up : tuple of float
+        Thresholds tried, in order, while the false rate is too high
+        [0.88, 0.90, 0.91 ... 0.95].
+    threshold_down : tuple of float
+        Thresholds tried, in order, while the false rate is too low
+        [0.80, 0.75 ... 0.60].
+    false_rate_band : (float, float)
+        Acceptance band ``[low, high)`` of the false-correlation rate [0.02, 0.06].
+    n_background : int
+        Random background pixels of the false-discovery estimate [ASTRA: 250;
+        here 300].
+    border : int
+        Background pixels are at least this far from the FOV edge [6].
+    seed : int
+        Seed of the background draw.
+    device : str
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:n]"``.
+    precision : str
+        Matrix-product precision of the domain search: ``"auto"`` (bfloat16
+        screening on CPUs with native bfloat16, else float32), ``"float32"``
+        or ``"bfloat16"``. bfloat16 screening never changes the domains
+        (pixels within its error bound of the threshold are recomputed in
+        float32); the CC maps are then accurate to about 0.01.
+    """
+
+    # traces
+    f0_percentile: float = 20.0
+    f0_window_s: float = 30.0
+    chunk_frames: int = 256
+    # domains
+    radius: float = 50.0
+    max_lag: int = 10
+    smooth_frames: int = 5
+    threshold: float | None = None
+    threshold_start: float = 0.85
+    threshold_up: tuple[float, ...] = (0.88, 0.90, 0.91, 0.92, 0.93, 0.94, 0.95)
+    threshold_down: tuple[float, ...] = (0.80, 0.75, 0.70, 0.65, 0.60)
+    false_rate_band: tuple[float, float] = (0.02, 0.06)
+    n_background: int = 300
+    border: int = 6
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_params(**asdict(self))
+
+    def traces_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~astro3s.correlation.extract_traces`."""
+        return {k: getattr(self, k) for k in ("f0_percentile", "f0_window_s", "chunk_frames")}
+
+    def domains_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~astro3s.correlation.find_domains`."""
+        skip = {"f0_percentile", "f0_window_s"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+
+def check_params(**kw: Any) -> None:
+    """Raise :class:`ConfigError` for an out-of-range option (only the ones given are checked)."""
+
+    def bad(name: str, why: str) -> None:
+        raise ConfigError(f"correlation option {name}={kw[name]!r} {why}")
+
+    if "f0_percentile" in kw and not 0 <= kw["f0_percentile"] <= 100:
+        bad("f0_percentile", "must lie in [0, 100].")
+    if "f0_window_s" in kw and not kw["f0_window_s"] > 0:
+        bad("f0_window_s", "must be > 0 s.")
+    if "chunk_frames" in kw and int(kw["chunk_frames"]) < 1:
+        bad("chunk_frames", "must be >= 1.")
+    if "radius" in kw and not kw["radius"] > 0:
+        bad("radius", "must be > 0 px.")
+    if "max_lag" in kw and int(kw["max_lag"]) < 0:
+        bad("max_lag", "must be >= 0 frames.")
+    if "smooth_frames" in kw and int(kw["smooth_frames"]) < 1:
+        bad("smooth_frames", "must be >= 1 frame.")
+    if kw.get("threshold") is not None and not -1 <= kw["threshold"] <= 1:
+        bad("threshold", "must lie in [-1, 1] (or be None for the automatic threshold).")
+    for name in ("threshold_up", "threshold_down"):
+        if name in kw and any(not -1 <= t <= 1 for t in kw[name]):
+            bad(name, "must hold correlations in [-1, 1].")
+    if "threshold_up" in kw and any(b <= a for a, b in zip((kw.get("threshold_start", -1), *kw["threshold_up"]),
+                                                          kw["threshold_up"])):
+        bad("threshold_up", "must increase from threshold_start.")
+    if "threshold_down" in kw and any(b >= a for a, b in zip((kw.get("threshold_start", 1), *kw["threshold_down"]),
+                                                            kw["threshold_down"])):
+        bad("threshold_down", "must decrease from threshold_start.")
+    if "false_rate_band" in kw:
+        band = tuple(kw["false_rate_band"])
+        if len(band) != 2 or not 0 <= band[0] < band[1] <= 1:
+            bad("false_rate_band", "must be (low, high) with 0 <= low < high <= 1.")
+    if "n_background" in kw and int(kw["n_background"]) < 1:
+        bad("n_background", "must be >= 1.")
+    if "border" in kw and int(kw["border"]) < 0:
+        bad("border", "must be >= 0 px.")
+    if "precision" in kw and kw["precision"] not in ("auto", "float32", "bfloat16"):
+        bad("precision", "must be 'auto', 'float32' or 'bfloat16'.")
+    if "device" in kw and not (kw["device"] in ("auto", "cpu") or str(kw["device"]).startswith("cuda")):
+        bad("device", "must be 'auto', 'cpu' or 'cuda[:n]'.")

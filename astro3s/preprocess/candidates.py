@@ -1,0 +1,150 @@
+"""Stage 4: soma candidates by adaptive thresholding of the activity map.
+
+ASTRA's search: threshold the activity map at a fraction of the number of
+frames (0.6 T), keep connected components (8-connected) of at least a
+minimum area, and lower first the area (in steps) and then the threshold
+(in steps of 25 frames) until the expected number of components (4) is
+found; at the lowest threshold the area keeps decreasing to a last value.
+Components smaller than a tiny area are removed at the end.
+
+Extension (not in ASTRA): the search stops as soon as the expected number of
+components is found, so a faint soma in a FOV with several bright ones is
+never reached. Candidates are proposals that the network accepts or rejects,
+so recall matters most: components of the map above a lower
+``extension_threshold`` (0.35 T; :func:`~astro3s.preprocess.fit_parameters`
+fits it on annotated data) that touch no candidate and have at least the
+minimum soma area are added. ``extension_threshold=None`` gives the
+published search. Here every area
+is a fraction of the smallest soma area ``A`` of the data
+(``soma_area_range[0]``), the published pixel values being those fractions
+for ``A = 89 px`` (ASTRA's D1), so the search follows the soma size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["area_schedule", "find_candidates", "threshold_schedule"]
+
+log = logging.getLogger(__name__)
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def threshold_schedule(n_frames: int, *, start: float = 0.6, step: float = 0.045,
+                       floor: float = 0.42) -> np.ndarray:
+    """Activity thresholds tried, in frames, from ``start * T`` down to ``floor * T``.
+
+    Returns
+    -------
+    thresholds : ndarray of float64, shape (n,)
+    """
+    count = int(math.floor((start - floor) / step + 1e-9)) + 1
+    return n_frames * (start - step * np.arange(count))
+
+
+def area_schedule(min_soma_area: float, *, start: float, low: float, step: float,
+                  inclusive: bool = False) -> np.ndarray:
+    """Minimum component areas tried at one threshold, px, decreasing.
+
+    From ``start * A`` in steps of ``step * A``: values above ``low * A``
+    (``inclusive=False``, the published search at all but the last threshold)
+    or at least ``low * A`` (``inclusive=True``). At least one value.
+    """
+    a = float(min_soma_area)
+    count = (start - low) / step + (1e-9 if inclusive else -1e-9)
+    count = max(int(math.floor(count)) + 1, 1)
+    return a * (start - step * np.arange(count))
+
+
+def find_candidates(activity: np.ndarray, n_frames: int, *, soma_area_range: tuple[float, float] = (89, 345),
+                    threshold_start: float = 0.6, threshold_step: float = 0.045,
+                    threshold_floor: float = 0.42, expected_cells: int = 4,
+                    start_area_fraction: float = 100 / 89, min_area_fraction: float = 80 / 89,
+                    area_step_fraction: float = 10 / 89, last_area_fraction: float = 30 / 89,
+                    tiny_area_fraction: float = 20 / 89,
+                    extension_threshold: float | None = 0.35) -> tuple[np.ndarray, dict[str, Any]]:
+    """Label the soma candidates of an activity map.
+
+    Parameters
+    ----------
+    activity : ndarray, shape (H, W)
+        Activity map in frames (:func:`astro3s.preprocess.activity_map`).
+    n_frames : int
+        Frames ``T`` the map was computed from.
+    soma_area_range : (float, float)
+        Soma areas of the data, px; the lower end ``A`` scales every area below.
+    threshold_start, threshold_step, threshold_floor : float
+        Threshold schedule as fractions of ``T``.
+    expected_cells : int
+        Stop when at least this many components pass the area threshold.
+    start_area_fraction, min_area_fraction, area_step_fraction, last_area_fraction,
+    tiny_area_fraction : float
+        Area schedule as fractions of ``A`` (see :class:`PreprocessParams`).
+    extension_threshold : float or None
+        Fraction of ``T`` of the recall extension (see the module docstring).
+
+    Returns
+    -------
+    labels : ndarray of uint16, shape (H, W)
+        0 = background, candidates 1..N in raster order.
+    details : dict
+        ``threshold`` (frames), ``min_area`` (px), ``found`` (candidates),
+        ``added`` (by the extension), ``converged`` (the expected number was reached).
+    """
+    from scipy import ndimage
+
+    activity = np.asarray(activity, dtype=np.float32)
+    a = float(soma_area_range[0])
+    thresholds = threshold_schedule(n_frames, start=threshold_start, step=threshold_step,
+                                    floor=threshold_floor)
+    chosen: tuple[float, float, np.ndarray, np.ndarray] | None = None
+    converged = False
+    for i, threshold in enumerate(thresholds):  # a handful of thresholds
+        last = i == len(thresholds) - 1
+        areas_tried = area_schedule(a, start=start_area_fraction,
+                                    low=last_area_fraction if last else min_area_fraction,
+                                    step=area_step_fraction, inclusive=last)
+        labels, _ = ndimage.label(activity > threshold, structure=_EIGHT)
+        areas = np.bincount(labels.ravel())[1:]
+        # components passing each area threshold, all thresholds at once
+        passing = (areas[None, :] >= areas_tried[:, None]).sum(axis=1)
+        hit = np.flatnonzero(passing >= expected_cells)
+        k = int(hit[0]) if hit.size else len(areas_tried) - 1
+        chosen = (float(threshold), float(areas_tried[k]), labels, areas)
+        if hit.size:
+            converged = True
+            break
+    assert chosen is not None
+    threshold, min_area, labels, areas = chosen
+    keep = np.concatenate([[False], areas >= min_area])
+    mask = keep[labels]
+    added = 0
+    if extension_threshold is not None and extension_threshold * n_frames < threshold:
+        low, _ = ndimage.label(activity > extension_threshold * n_frames, structure=_EIGHT)
+        low_areas = np.bincount(low.ravel())
+        touched = np.zeros(len(low_areas), bool)
+        touched[np.unique(low[mask])] = True
+        new = (low_areas >= min_area_fraction * a) & ~touched
+        new[0] = False
+        added = int(new.sum())
+        mask |= new[low]
+    # final clean-up of the published method: relabel, drop tiny fragments
+    labels, _ = ndimage.label(mask, structure=_EIGHT)
+    areas = np.bincount(labels.ravel())
+    tiny = tiny_area_fraction * a
+    keep = areas >= tiny
+    keep[0] = False
+    new_id = np.zeros(len(areas), np.uint16)
+    new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint16)
+    out = new_id[labels]
+    details = {"threshold": threshold, "min_area": min_area, "found": int(keep.sum()), "added": added,
+               "converged": converged}
+    log.info("soma candidates: %d (%d by the extension) at threshold %.0f of %d frames, "
+             "min area %.0f px%s", details["found"], added, threshold, n_frames, min_area,
+             "" if converged else f" (fewer than the {expected_cells} expected)")
+    return out, details

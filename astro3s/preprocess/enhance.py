@@ -1,0 +1,192 @@
+"""Stage 2: spatial enhancement, one sharpened summary image per FOV.
+
+ASTRA's recipe: subtract each frame's low percentile (removes the global
+brightness drift of the frame, clipped at 0), take the temporal median,
+rescale to the 16-bit range, apply CLAHE (OpenCV semantics, clip 0.5 on
+8 x 8 tiles) and a 3 x 3 sharpening kernel. The result here is float32 in
+[0, 1] (the 16-bit range divided by 65535).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from astro3s.preprocess._backend import quantile_lastaxis, transpose_2d
+
+__all__ = ["clahe", "enhance", "enhance_image", "frame_percentiles", "sharpen",
+           "subtract_baseline", "temporal_median"]
+
+_SHARPEN = np.array([[-1, -1, -1], [-1, 9, -1], [-1, -1, -1]], dtype=np.float32)
+
+
+def frame_percentiles(frames: np.ndarray, q: float, *, stride: int = 1, device: str = "cpu") -> np.ndarray:
+    """Percentile ``q`` of each frame.
+
+    Parameters
+    ----------
+    frames : ndarray, shape (B, H, W)
+    q : float
+        Percentile in [0, 100].
+    stride : int
+        Use every ``stride``-th pixel along y and x (1 = exact over all pixels).
+
+    Returns
+    -------
+    values : ndarray of float32, shape (B,)
+    """
+    frames = np.asarray(frames)
+    sub = frames[:, ::stride, ::stride]
+    return quantile_lastaxis(sub.reshape(len(frames), -1), q, device=device)
+
+
+def subtract_baseline(frames: np.ndarray, baselines: np.ndarray) -> np.ndarray:
+    """``max(frame - baseline, 0)`` for each frame; float32, shape (B, H, W)."""
+    out = np.asarray(frames, dtype=np.float32) - np.asarray(baselines, np.float32)[:, None, None]
+    np.maximum(out, 0, out=out)
+    return out
+
+
+def temporal_median(frames: np.ndarray, *, block_pixels: int = 65536, device: str = "cpu") -> np.ndarray:
+    """Per-pixel median over time (NumPy's definition: mean of the two middle values).
+
+    Parameters
+    ----------
+    frames : ndarray, shape (T, H, W)
+    block_pixels : int
+        Pixels handled at once (bounds the temporary transposed copy).
+
+    Returns
+    -------
+    median : ndarray of float32, shape (H, W)
+    """
+    frames = np.asarray(frames)
+    n, height, width = frames.shape
+    flat = frames.reshape(n, -1)
+    out = np.empty(height * width, np.float32)
+    # selection along a contiguous axis is several times faster: transpose block-wise
+    for a in range(0, flat.shape[1], block_pixels):
+        block = transpose_2d(flat[:, a:a + block_pixels])
+        out[a:a + block.shape[0]] = quantile_lastaxis(block, 50.0, device=device)
+    return out.reshape(height, width)
+
+
+def clahe(image: np.ndarray, *, clip_limit: float = 0.5, tiles: tuple[int, int] = (8, 8),
+          nbins: int = 65536) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation with OpenCV's semantics.
+
+    Matches ``cv2.createCLAHE(clipLimit, tileGridSize).apply`` on a 16-bit
+    image when ``nbins = 65536``: the histogram of each tile is clipped at
+    ``max(clip_limit * tile_area / nbins, 1)`` counts, the excess spread over
+    all bins, and the per-tile mappings are interpolated bilinearly between
+    tile centres. The image is padded by reflection to a multiple of the grid.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        Values in [0, 1] (quantised to ``nbins`` grey levels).
+    clip_limit : float
+        OpenCV ``clipLimit`` (0 disables clipping).
+    tiles : (int, int)
+        Tile grid (rows, columns).
+    nbins : int
+        Grey levels.
+
+    Returns
+    -------
+    out : ndarray of float32, shape (H, W), values in [0, 1]
+    """
+    image = np.asarray(image, dtype=np.float32)
+    height, width = image.shape
+    ty, tx = int(tiles[0]), int(tiles[1])
+    levels = np.clip(image, 0, 1) * (nbins - 1)
+    levels = levels.astype(np.int64)  # truncation, like a cast to uint16
+    pad_y, pad_x = (-height) % ty, (-width) % tx
+    padded = np.pad(levels, ((0, pad_y), (0, pad_x)), mode="reflect") if (pad_y or pad_x) else levels
+    tile_h, tile_w = padded.shape[0] // ty, padded.shape[1] // tx
+    area = tile_h * tile_w
+    # histogram of every tile in one bincount
+    tile_id = (np.arange(padded.shape[0]) // tile_h)[:, None] * tx + (np.arange(padded.shape[1]) // tile_w)[None]
+    hist = np.bincount((tile_id * nbins + padded).ravel(), minlength=ty * tx * nbins).reshape(ty * tx, nbins)
+    if clip_limit > 0:
+        limit = max(int(clip_limit * area / nbins), 1)
+        excess = np.maximum(hist - limit, 0).sum(axis=1)
+        np.minimum(hist, limit, out=hist)
+        batch = excess // nbins
+        residual = excess - batch * nbins
+        hist += batch[:, None]
+        # OpenCV adds the remaining counts one per bin, every `step` bins from bin 0
+        step = np.maximum(nbins // np.maximum(residual, 1), 1)
+        bins = np.arange(nbins)[None]
+        hist += ((bins % step[:, None] == 0) & (bins // step[:, None] < residual[:, None])).astype(hist.dtype)
+    lut = np.cumsum(hist, axis=1).astype(np.float32) * ((nbins - 1) / area)
+    lut = np.minimum(np.rint(lut), nbins - 1).reshape(ty, tx, nbins)
+
+    def coords(n: int, tile: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.arange(n, dtype=np.float32) / tile - 0.5
+        first = np.floor(pos).astype(np.int64)
+        weight = (pos - first).astype(np.float32)
+        return np.maximum(first, 0), np.minimum(first + 1, count - 1), weight
+
+    y1, y2, wy = coords(height, tile_h, ty)
+    x1, x2, wx = coords(width, tile_w, tx)
+    val = levels
+    top = lut[y1[:, None], x1[None], val] * (1 - wx)[None] + lut[y1[:, None], x2[None], val] * wx[None]
+    bottom = lut[y2[:, None], x1[None], val] * (1 - wx)[None] + lut[y2[:, None], x2[None], val] * wx[None]
+    out = top * (1 - wy)[:, None] + bottom * wy[:, None]
+    return (np.rint(out) / (nbins - 1)).astype(np.float32)
+
+
+def sharpen(image: np.ndarray) -> np.ndarray:
+    """3 x 3 sharpening (centre 9, neighbours -1), reflected borders, clipped to [0, 1].
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W), values in [0, 1]
+
+    Returns
+    -------
+    out : ndarray of float32, shape (H, W)
+    """
+    from scipy import ndimage
+
+    # 'mirror' is OpenCV's default BORDER_REFLECT_101
+    out = ndimage.convolve(np.asarray(image, np.float32), _SHARPEN, mode="mirror")
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def enhance_image(median_image: np.ndarray, *, clip_limit: float = 0.5, tiles: tuple[int, int] = (8, 8),
+                  nbins: int = 65536) -> np.ndarray:
+    """Rescale, CLAHE and sharpen a temporal-median image.
+
+    Parameters
+    ----------
+    median_image : ndarray, shape (H, W)
+        Temporal median of the baseline-subtracted frames (non-negative).
+
+    Returns
+    -------
+    enhanced : ndarray of float32, shape (H, W), values in [0, 1]
+    """
+    median_image = np.asarray(median_image, np.float32)
+    top = float(median_image.max())
+    scaled = median_image / top if top > 0 else np.zeros_like(median_image)
+    return sharpen(clahe(scaled, clip_limit=clip_limit, tiles=tiles, nbins=nbins))
+
+
+def enhance(frames: np.ndarray, *, baseline_percentile: float = 10.0, stride: int = 1,
+            clip_limit: float = 0.5, tiles: tuple[int, int] = (8, 8), nbins: int = 65536,
+            device: str = "cpu") -> np.ndarray:
+    """The whole stage on an in-memory movie.
+
+    Parameters
+    ----------
+    frames : ndarray, shape (T, H, W)
+        Motion-corrected frames.
+
+    Returns
+    -------
+    enhanced : ndarray of float32, shape (H, W), values in [0, 1]
+    """
+    baselines = frame_percentiles(frames, baseline_percentile, stride=stride, device=device)
+    median = temporal_median(subtract_baseline(frames, baselines), device=device)
+    return enhance_image(median, clip_limit=clip_limit, tiles=tiles, nbins=nbins)

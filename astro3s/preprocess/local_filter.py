@@ -1,0 +1,157 @@
+"""Stage 5: local activity filter around each soma candidate.
+
+In a square around the candidate (ASTRA: 86 px), a pixel is kept when it is
+above the crop's high percentile (90th, over all pixels and frames) in at
+least ``th1 * T`` frames; a second pass repeats this on the pixels not kept,
+with the percentile recomputed after removing the kept ones, and a lower
+fraction ``th2``. The union of the two passes is the candidate's filter mask.
+
+ASTRA removes the kept pixels by setting them to zero, which assumes
+non-negative data; here they are set to the crop's minimum, which gives the
+same result for non-negative data and also works for movies with negative
+values (baseline-subtracted or offset recordings).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["candidate_boxes", "candidate_centres", "local_activity_filter", "local_activity_filters"]
+
+
+def candidate_centres(labels: np.ndarray) -> np.ndarray:
+    """Centroid of each label 1..N.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+
+    Returns
+    -------
+    centres : ndarray of float64, shape (N, 2)
+        ``(y, x)``; rows of absent labels are NaN.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max()) if labels.size else 0
+    flat = labels.ravel()
+    yy, xx = np.indices(labels.shape)
+    count = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cy = np.bincount(flat, weights=yy.ravel(), minlength=n + 1)[1:] / count
+        cx = np.bincount(flat, weights=xx.ravel(), minlength=n + 1)[1:] / count
+    return np.stack([cy, cx], axis=1)
+
+
+def candidate_boxes(centres: np.ndarray, shape: tuple[int, int], box: int = 86) -> np.ndarray:
+    """Square boxes of side ``box`` centred on ``centres``, moved inside the FOV.
+
+    Parameters
+    ----------
+    centres : ndarray, shape (N, 2)
+        ``(y, x)`` of each candidate.
+    shape : (int, int)
+        FOV ``(H, W)``; an axis shorter than ``box`` is taken whole.
+
+    Returns
+    -------
+    boxes : ndarray of int32, shape (N, 4)
+        ``(y0, x0, y1, x1)``, end exclusive: ``image[y0:y1, x0:x1]``.
+    """
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    size = np.minimum(np.asarray(shape), box)
+    # ASTRA truncates the centroid and starts the box half a side before it
+    start = np.floor(centres).astype(np.int64) - size // 2
+    start = np.clip(start, 0, np.asarray(shape) - size)
+    return np.concatenate([start, start + size], axis=1).astype(np.int32)
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def _percentile_of_sorted_merge(n_low: int, low_value: float, rest: np.ndarray, pos: float) -> float:
+    # percentile at fractional rank `pos` of (n_low copies of low_value) + rest, low_value <= rest
+    lo = int(math.floor(pos))
+    n = n_low + rest.size
+
+    def at(i: int, part: np.ndarray | None) -> float:
+        return low_value if i < n_low else float(part[i - n_low])
+
+    part = None
+    if lo >= n_low and rest.size:
+        part = np.partition(rest, lo - n_low)
+    value = at(lo, part)
+    if pos > lo and lo + 1 < n:
+        if lo + 1 < n_low:
+            upper = low_value
+        elif part is not None:
+            upper = float(part[lo - n_low + 1:].min())
+        else:  # lo is the last masked rank: the next one is the smallest of the rest
+            upper = float(rest.min())
+        value += (pos - lo) * (upper - value)
+    return value
+
+
+def local_activity_filters(crop_stack: np.ndarray, *, percentile: float = 90.0,
+                           pairs: Sequence[tuple[float, float]] = ((0.25, 0.10),),
+                           stride: int = 1) -> np.ndarray:
+    """Local activity filter masks of one crop for several ``(th1, th2)`` pairs.
+
+    Parameters
+    ----------
+    crop_stack : ndarray, shape (T, h, w)
+        The corrected movie inside the candidate's box.
+    percentile : float
+        Percentile (0-100) over all values of the crop.
+    pairs : sequence of (float, float)
+        ``(th1, th2)`` fractions of frames.
+    stride : int
+        The percentiles are taken on every ``stride``-th pixel along y and x
+        (all frames); the counts use every pixel.
+
+    Returns
+    -------
+    masks : ndarray of bool, shape (P, h, w)
+    """
+    crop_stack = np.asarray(crop_stack, dtype=np.float32)
+    n_frames = crop_stack.shape[0]
+    stride = max(int(stride), 1)
+    sample = crop_stack[:, ::stride, ::stride]
+    first = _percentile_of_sorted_merge(0, 0.0, sample.reshape(-1), percentile / 100.0 * (sample.size - 1))
+    count1 = np.count_nonzero(crop_stack >= first, axis=0)
+    minimum = float(sample.min())
+    out = np.zeros((len(pairs),) + crop_stack.shape[1:], dtype=bool)
+    for p, (th1, th2) in enumerate(pairs):  # a few threshold pairs
+        keep1 = count1 >= _round_half_up(th1 * n_frames)
+        # second pass: the kept pixels count as the crop's minimum value
+        kept_sample = keep1[::stride, ::stride]
+        rest = sample[:, ~kept_sample].reshape(-1)
+        second = _percentile_of_sorted_merge(int(kept_sample.sum()) * n_frames, minimum, rest,
+                                             percentile / 100.0 * (sample.size - 1))
+        count2 = np.count_nonzero(crop_stack >= second, axis=0)
+        keep2 = (count2 >= _round_half_up(th2 * n_frames)) & ~keep1
+        out[p] = keep1 | keep2
+    return out
+
+
+def local_activity_filter(crop_stack: np.ndarray, *, percentile: float = 90.0, th1: float = 0.25,
+                          th2: float = 0.10, stride: int = 1) -> np.ndarray:
+    """Local activity filter mask of one crop.
+
+    Parameters
+    ----------
+    crop_stack : ndarray, shape (T, h, w)
+    percentile : float
+    th1, th2 : float
+        Fractions of frames of the first and second pass.
+    stride : int
+        Pixel stride of the percentile estimate (see :func:`local_activity_filters`).
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (h, w)
+    """
+    return local_activity_filters(crop_stack, percentile=percentile, pairs=((th1, th2),), stride=stride)[0]

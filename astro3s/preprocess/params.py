@@ -1,0 +1,339 @@
+"""Parameters of the pre-processing, and their YAML files.
+
+Every number of ASTRA's pre-processing (Bonato et al. 2023; values of the
+reference implementation, github.com/jbonato1/ASTRA, ``dict_param`` of the
+D1 pipelines) is a field of :class:`PreprocessParams`. Areas are not given in
+pixels but as fractions of the lower end of ``soma_area_range`` so that a
+parameter set fitted on another dataset (:func:`astro3s.preprocess.fit_parameters`)
+moves every area threshold with the size of its somata; temporal thresholds
+are fractions of the number of frames ``T``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from astro3s.errors import CheckpointError, ConfigError
+
+__all__ = ["PreprocessParams", "load_params", "params_from_dict", "save_params"]
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """Every setting of :func:`astro3s.preprocess.preprocess`.
+
+    Published values are the ASTRA D1 settings; ``T`` is the number of frames and
+    ``A`` the lower end of ``soma_area_range`` (89 px on D1).
+
+    Motion correction
+    -----------------
+    motion_correction : bool
+        Estimate and correct rigid translations (default True).
+    reference_frames : int
+        Frames sampled evenly over the movie to build the reference (200).
+    reference_stable_fraction : float
+        Fraction of the sample, the most similar to the template, averaged into
+        the reference (0.5).
+    upsample_factor : int
+        1 (default): sub-pixel shifts by a parabola through the correlation
+        peak's neighbours; U > 1: correlation first upsampled to a grid of
+        ``1 / U`` px by matrix DFT (ASTRA: skimage's upsampled registration).
+        Same accuracy on simulated data, U = 10 is slower (see ``register_spectra``).
+    bandpass_sigmas : (float, float)
+        Gaussian low-pass and high-pass scales (px) of the images used for the
+        shift estimate: the high-pass removes slow brightness changes (bright
+        transients, bleaching), the low-pass the shot noise ((1, 8)).
+    max_shift_fraction : float
+        Largest shift searched, as a fraction of the FOV side (0.25).
+
+    Spatial enhancement
+    -------------------
+    baseline_percentile : float
+        Per-frame percentile subtracted before the temporal median ([10]).
+    median_max_frames : int
+        The temporal median is exact when ``T`` is at most this (and the frames
+        fit ``memory_budget_mb``); otherwise it is the median of an even
+        subsample of that many frames (1000).
+    clahe_clip_limit : float
+        CLAHE clip limit, OpenCV semantics ([0.5]).
+    clahe_tiles : (int, int)
+        CLAHE tile grid ([8, 8]).
+    clahe_bins : int
+        Grey levels of the CLAHE histograms (65536, OpenCV on 16-bit images).
+
+    Activity map
+    ------------
+    tile_size, tile_step : int
+        Overlapping square tiles for the local thresholds ([96], [40] px).
+    activity_percentile : float
+        Per-tile, per-frame percentile used as the local threshold ([80]).
+    percentile_stride : int
+        Per-frame percentiles (tile thresholds, frame baselines) are taken on
+        every ``percentile_stride``-th pixel in y and x (1 = all pixels). 2 keeps
+        2304 of a tile's 9216 pixels: the estimated percentile level is within
+        about 1 % of the requested one, and the computation is 4 times faster.
+
+    Soma candidates
+    ---------------
+    soma_area_range : (float, float)
+        Smallest and largest soma area of the data, px ([89, 345] on D1).
+    threshold_start : float
+        First activity threshold, fraction of ``T`` ([0.6]).
+    threshold_step : float
+        Threshold decrement, fraction of ``T`` ([25 frames] = 0.045 T at T=550).
+    threshold_floor : float
+        Lowest threshold tried, fraction of ``T`` (0.42: the published search
+        stops lowering after about 105 frames per 750).
+    expected_cells : int
+        The search stops when this many components are found ([4]).
+    start_area_fraction, min_area_fraction, area_step_fraction : float
+        Minimum component area starts at ``start_area_fraction * A`` and is
+        lowered by ``area_step_fraction * A`` down to ``min_area_fraction * A``
+        at each threshold ([100, 80, 10 px] for A = 89).
+    last_area_fraction : float
+        At the lowest threshold the area keeps decreasing down to this
+        (0.3 x 100 px = 30 px for A = 89).
+    tiny_area_fraction : float
+        Components smaller than this are removed at the end ([80 // 4 px]).
+    extension_threshold : float or None
+        Recall extension (not in ASTRA): components above this fraction of
+        ``T`` that touch no candidate and have at least ``min_area_fraction * A``
+        pixels are added (0.35; fitted by ``fit_parameters``; null = off).
+
+    Local activity filter and crops
+    -------------------------------
+    filter_box : int
+        Side of the square around a candidate analysed by the filter ([86] px).
+    filter_percentile : float
+        Percentile of the crop's values over space and time ([90]).
+    th1, th2 : float
+        Fractions of frames a pixel must exceed the first / second-pass
+        percentile to be kept ([0.25], [0.10]).
+    crop_pad : int
+        Zero padding around each filtered crop ([5] px).
+    crop_size : int
+        Side of the network's input; crops are padded to it ([96] px).
+
+    Execution
+    ---------
+    chunk_frames : int
+        Frames read and processed at once (256; lowered for large frames so
+        that a chunk takes at most 1/16 of ``memory_budget_mb``).
+    memory_budget_mb : float
+        Memory the pipeline plans for (1536): the corrected movie is kept in
+        memory when it takes at most half of it (else re-read and re-corrected),
+        the temporal-median frames and the candidates' crop stacks take at most
+        a quarter each (else even subsamples of frames), chunks 1/16.
+    device : str
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda[:i]"``.
+    """
+
+    # motion correction
+    motion_correction: bool = True
+    reference_frames: int = 200
+    reference_stable_fraction: float = 0.5
+    upsample_factor: int = 1
+    bandpass_sigmas: tuple[float, float] = (1.0, 8.0)
+    max_shift_fraction: float = 0.25
+    # spatial enhancement
+    baseline_percentile: float = 10.0
+    median_max_frames: int = 1000
+    clahe_clip_limit: float = 0.5
+    clahe_tiles: tuple[int, int] = (8, 8)
+    clahe_bins: int = 65536
+    # activity map
+    tile_size: int = 96
+    tile_step: int = 40
+    activity_percentile: float = 80.0
+    percentile_stride: int = 2
+    # soma candidates
+    soma_area_range: tuple[float, float] = (89.0, 345.0)
+    threshold_start: float = 0.6
+    threshold_step: float = 0.045
+    threshold_floor: float = 0.42
+    expected_cells: int = 4
+    start_area_fraction: float = 100 / 89
+    min_area_fraction: float = 80 / 89
+    area_step_fraction: float = 10 / 89
+    last_area_fraction: float = 30 / 89
+    tiny_area_fraction: float = 20 / 89
+    extension_threshold: float | None = 0.35
+    # local activity filter and crops
+    filter_box: int = 86
+    filter_percentile: float = 90.0
+    th1: float = 0.25
+    th2: float = 0.10
+    crop_pad: int = 5
+    crop_size: int = 96
+    # execution
+    chunk_frames: int = 256
+    memory_budget_mb: float = 1536.0
+    device: str = "auto"
+    # free text saying where the values come from (e.g. "fit_parameters on 24 FOVs")
+    note: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        # YAML/Hydra hand over lists and ints; store tuples and floats so that
+        # parameter sets compare and hash reliably
+        for name in ("bandpass_sigmas", "soma_area_range"):
+            _set(self, name, _pair(name, getattr(self, name), float))
+        _set(self, "clahe_tiles", _pair("clahe_tiles", self.clahe_tiles, int))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", int) and not isinstance(value, bool):
+                if isinstance(value, float) and value.is_integer():
+                    _set(self, f.name, int(value))
+                elif not isinstance(value, int):
+                    raise ConfigError(f"preprocess.{f.name} must be an integer, got {value!r}")
+            elif f.type in ("float", float):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ConfigError(f"preprocess.{f.name} must be a finite number, got {value!r}")
+                _set(self, f.name, float(value))
+            elif f.type == "float | None" and value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ConfigError(f"preprocess.{f.name} must be a finite number or null, got {value!r}")
+                _set(self, f.name, float(value))
+            elif f.type in ("bool", bool) and not isinstance(value, bool):
+                raise ConfigError(f"preprocess.{f.name} must be true or false, got {value!r}")
+        self._check()
+
+    def _check(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"preprocess: {what}")
+
+        lo, hi = self.soma_area_range
+        need(0 < lo <= hi, f"soma_area_range must be 0 < low <= high, got {self.soma_area_range}")
+        for name in ("baseline_percentile", "activity_percentile", "filter_percentile"):
+            need(0 <= getattr(self, name) <= 100, f"{name} must be within [0, 100]")
+        for name in ("th1", "th2", "threshold_start", "threshold_floor", "threshold_step",
+                     "reference_stable_fraction", "max_shift_fraction"):
+            need(0 <= getattr(self, name) <= 1, f"{name} must be a fraction within [0, 1]")
+        if self.extension_threshold is not None:
+            need(0 <= self.extension_threshold <= 1, "extension_threshold must be a fraction within [0, 1] or null")
+        need(self.threshold_floor <= self.threshold_start, "threshold_floor must be <= threshold_start")
+        need(self.threshold_step > 0, "threshold_step must be > 0")
+        need(self.area_step_fraction > 0, "area_step_fraction must be > 0")
+        need(self.min_area_fraction <= self.start_area_fraction,
+             "min_area_fraction must be <= start_area_fraction")
+        for name in ("reference_frames", "upsample_factor", "tile_size", "tile_step", "percentile_stride",
+                     "expected_cells", "filter_box", "crop_size", "chunk_frames", "median_max_frames",
+                     "clahe_bins"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1")
+        need(self.crop_pad >= 0, "crop_pad must be >= 0")
+        need(self.crop_size >= self.filter_box + 2 * self.crop_pad,
+             f"crop_size ({self.crop_size}) must be >= filter_box + 2 * crop_pad "
+             f"({self.filter_box + 2 * self.crop_pad})")
+        need(min(self.clahe_tiles) >= 1, "clahe_tiles must be >= 1")
+        need(0 < self.bandpass_sigmas[0] < self.bandpass_sigmas[1],
+             "bandpass_sigmas must be 0 < low-pass < high-pass")
+        need(self.clahe_clip_limit >= 0, "clahe_clip_limit must be >= 0")
+        need(self.memory_budget_mb > 0, "memory_budget_mb must be > 0")
+        device = str(self.device)
+        need(device in ("auto", "cpu") or device.startswith("cuda"),
+             f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}")
+
+    # -- derived values ---------------------------------------------------------------------
+
+    @property
+    def min_soma_area(self) -> float:
+        """Lower end of the soma area range, px (``A``)."""
+        return self.soma_area_range[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python (YAML/JSON-ready) copy of the fields."""
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+    def replace(self, **changes: Any) -> PreprocessParams:
+        """Return a copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+def _pair(name: str, value: Any, kind: type) -> tuple:
+    try:
+        a, b = value
+        out = (kind(a), kind(b))
+    except (TypeError, ValueError):
+        raise ConfigError(f"preprocess.{name} must be a pair of numbers, got {value!r}") from None
+    if kind is int and (out[0] != a or out[1] != b):
+        raise ConfigError(f"preprocess.{name} must be a pair of integers, got {value!r}")
+    return out
+
+
+def params_from_dict(values: Any) -> PreprocessParams:
+    """Build :class:`PreprocessParams` from a mapping (a Hydra/OmegaConf node or a dict).
+
+    Keys starting with ``_`` (such as Hydra's ``_target_``) are ignored; unknown
+    keys raise :class:`~astro3s.errors.ConfigError` naming the valid ones.
+    """
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(values, DictConfig):
+            values = OmegaConf.to_container(values, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    if not isinstance(values, dict):
+        raise ConfigError(f"preprocess parameters must be a mapping, got {type(values).__name__}")
+    names = {f.name for f in dataclasses.fields(PreprocessParams)}
+    values = {k: v for k, v in values.items() if not str(k).startswith("_")}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown preprocess parameter(s) {', '.join(unknown)}; "
+                          f"valid ones: {', '.join(sorted(names))}")
+    return PreprocessParams(**values)
+
+
+def save_params(params: PreprocessParams, path: str | Path) -> Path:
+    """Write ``params`` as a YAML file (atomically) and return its path.
+
+    The file is also a valid Hydra config of the ``preprocess`` group (it names
+    its ``_target_``), so it can be copied into ``conf/preprocess/``.
+    """
+    import yaml
+
+    from astro3s.io.atomic import write_text
+
+    body = {"_target_": "astro3s.preprocess.PreprocessParams", **params.to_dict()}
+    header = ("# astro3s pre-processing parameters (astro3s.preprocess.PreprocessParams).\n"
+              "# Load with astro3s.preprocess.load_params(path) or pass params=<this file>.\n")
+    return write_text(path, header + yaml.safe_dump(body, sort_keys=False))
+
+
+def load_params(path: str | Path) -> PreprocessParams:
+    """Read a YAML file written by :func:`save_params` (or a ``conf/preprocess`` file).
+
+    Raises
+    ------
+    CheckpointError
+        When the file is missing or not valid YAML.
+    ConfigError
+        When a key is unknown or a value is out of range.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: parameter file not found.") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise CheckpointError(f"{path}: not a readable YAML parameter file ({err}).") from None
+    if values is None:
+        values = {}
+    try:
+        return params_from_dict(values)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

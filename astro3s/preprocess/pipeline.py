@@ -1,0 +1,514 @@
+"""The whole pre-processing of one movie, streamed in time chunks, and its file.
+
+One pass over the movie does stages 1-3: each chunk of frames is registered to
+a reference (built beforehand from a sample of frames), corrected by Fourier
+shift, and feeds the per-frame baselines, the temporal-median buffer and the
+activity counts. Stage 4 works on the activity map alone; stages 5-6 need the
+corrected movie around each candidate, which is read again (from a cache of
+the corrected movie when it fits ``memory_budget_mb``, otherwise corrected
+again chunk by chunk). The corrected movie is never written: the result keeps
+a :class:`~astro3s.preprocess.motion.CorrectedMovie` handle.
+
+Exact versus approximate: everything is exact and independent of
+``chunk_frames`` when the movie is small enough; for movies beyond the memory
+budget the temporal median is the median of an even subsample of frames, and
+the local filter of stage 5 uses an even subsample of frames per candidate
+(both logged). Per-frame percentiles use every ``percentile_stride``-th pixel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from astro3s.errors import InputError
+from astro3s.preprocess._backend import irfft2, resolve_device, rfft2
+from astro3s.preprocess.activity import activity_counts, tile_coverage, tile_thresholds
+from astro3s.preprocess.candidates import find_candidates
+from astro3s.preprocess.crops import extract_crops, fov_map
+from astro3s.preprocess.enhance import enhance_image, frame_percentiles, subtract_baseline, temporal_median
+from astro3s.preprocess.local_filter import candidate_boxes, candidate_centres, local_activity_filters
+from astro3s.preprocess.motion import (CorrectedMovie, bandpass_filter, build_reference, fourier_shift,
+                                       register_spectra)
+from astro3s.preprocess.params import PreprocessParams, params_from_dict
+
+__all__ = ["Preprocessed", "as_movie", "load_preprocessed", "preprocess", "save_preprocessed"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MIN_FRAMES = 2
+MIN_SIDE = 8
+
+
+def as_movie(movie: Any) -> Any:
+    """Wrap an array as :class:`astro3s.io.Movie`; Movies and CorrectedMovies pass through."""
+    from astro3s.io import Movie
+
+    if isinstance(movie, (Movie, CorrectedMovie)):
+        return movie
+    if isinstance(movie, (str, Path)):
+        from astro3s.io import read_movie
+
+        return read_movie(movie)
+    return Movie.from_array(np.asarray(movie) if not hasattr(movie, "shape") else movie)
+
+
+@dataclass
+class Preprocessed:
+    """Result of :func:`preprocess` for one FOV.
+
+    Attributes
+    ----------
+    shifts : ndarray of float32, shape (T, 2)
+        ``(dy, dx)`` displacement of each frame relative to ``reference``
+        (see :mod:`astro3s.preprocess.motion`).
+    reference : ndarray of float32, shape (H, W)
+        Motion-correction reference image.
+    mean_image : ndarray of float32, shape (H, W)
+        Temporal mean of the raw (uncorrected) movie.
+    enhanced : ndarray of float32, shape (H, W)
+        Enhanced image, values in [0, 1].
+    activity_map : ndarray of float32, shape (H, W)
+        Coverage-normalised supra-threshold counts, in frames [0, T].
+    candidates : ndarray of uint16, shape (H, W)
+        Soma candidate labels 1..N (0 = background).
+    crop_boxes : ndarray of int32, shape (N, 4)
+        ``(y0, x0, y1, x1)`` of each candidate's filter box in the FOV.
+    crop_masks : ndarray of bool, shape (N, S, S)
+        Local-activity masks, padded like ``crops``.
+    crops : ndarray of float32, shape (N, S, S)
+        Enhanced image x mask in each box, zero-padded to ``S = crop_size``;
+        ``astro3s.preprocess.paste_crops`` puts arrays of this layout back.
+    fov_map : ndarray of float32, shape (H, W)
+        Enhanced image x union of the masks (the whole-FOV network input).
+    fov_mask : ndarray of bool, shape (H, W)
+        Union of the masks.
+    params : PreprocessParams
+        The parameters used.
+    shape : (int, int, int)
+        ``(T, H, W)`` of the movie.
+    fs : float or None
+        Frame rate in Hz.
+    source : str or None
+        Path of the movie file.
+    details : dict
+        Candidate search outcome, approximations used, timings (s) per stage.
+    corrected : CorrectedMovie or None
+        Lazy motion-corrected movie (original movie + shifts).
+    """
+
+    shifts: np.ndarray
+    reference: np.ndarray
+    mean_image: np.ndarray
+    enhanced: np.ndarray
+    activity_map: np.ndarray
+    candidates: np.ndarray
+    crop_boxes: np.ndarray
+    crop_masks: np.ndarray
+    crops: np.ndarray
+    fov_map: np.ndarray
+    fov_mask: np.ndarray
+    params: PreprocessParams
+    shape: tuple[int, int, int]
+    fs: float | None = None
+    source: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    corrected: CorrectedMovie | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def n_candidates(self) -> int:
+        """Number of soma candidates ``N``."""
+        return int(len(self.crop_boxes))
+
+
+# ---------------------------------------------------------------------------------------------
+# stages 1-3: one streamed pass
+
+
+def _validate(movie: Any) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in movie.shape)
+    if len(shape) != 3:
+        raise InputError(movie.path, f"is not a (T, H, W) movie (shape {shape}).",
+                         "give a single-channel time series of 2-D frames.")
+    t, h, w = shape
+    if t < MIN_FRAMES:
+        raise InputError(movie.path, f"has {t} frame(s); pre-processing needs a movie of at least "
+                         f"{MIN_FRAMES} frames (activity is counted over time).",
+                         "give the whole recording, not a single image.")
+    if min(h, w) < MIN_SIDE:
+        raise InputError(movie.path, f"frames are {h} x {w} px; at least {MIN_SIDE} x {MIN_SIDE} are needed.")
+    return shape
+
+
+def _even_subsample(n: int, count: int) -> np.ndarray:
+    count = max(1, min(int(count), n))
+    return np.unique(np.round(np.linspace(0, n - 1, count)).astype(np.int64))
+
+
+def _read_frames(movie: Any, index: np.ndarray) -> np.ndarray:
+    # frames one by one: a lazy reader fetches only those (I/O, not computation)
+    frames = np.stack([np.asarray(movie[int(t)], dtype=np.float32) for t in index])
+    finite = np.isfinite(frames).all(axis=(1, 2))
+    if not finite.all():
+        bad = int(index[np.argmin(finite)])
+        raise InputError(movie.path, f"frame {bad} (counted from 0) contains NaN or Inf values.",
+                         "fix or drop the damaged frames, e.g. replace them by a neighbouring frame.")
+    return frames
+
+
+def _constant_error(movie: Any) -> InputError:
+    return InputError(movie.path, "is constant (every pixel of every frame has the same value), "
+                      "so it holds no image to segment.",
+                      "check the acquisition channel and the export of the movie.")
+
+
+def effective_chunk_frames(params: PreprocessParams, frame_bytes: int) -> int:
+    """``params.chunk_frames``, lowered so that a float32 chunk takes at most 1/16 of the memory budget.
+
+    A chunk lives in about eight copies at once (raw, float32, spectra, product,
+    correlation, corrected), so this keeps the working set near half the budget.
+    """
+    room = int((params.memory_budget_mb * 2**20 / 16) // frame_bytes)
+    return max(1, min(params.chunk_frames, room))
+
+
+def _stream(movie: Any, params: PreprocessParams, device: str, *,
+            activity_percentiles: Sequence[float], progress: bool | None,
+            cache: bool | None = None) -> dict[str, Any]:
+    """Stages 1-3 in one pass over ``movie``; returns the pieces the later stages need."""
+    from tqdm.auto import tqdm
+
+    n_frames, height, width = _validate(movie)
+    shape2 = (height, width)
+    budget = params.memory_budget_mb * 2**20
+    frame_bytes = 4 * height * width
+    timings: dict[str, float] = {}
+    details: dict[str, Any] = {}
+
+    # reference from an even sample of frames
+    tick = time.perf_counter()
+    sample = _read_frames(movie, _even_subsample(n_frames, params.reference_frames))
+    max_shift = params.max_shift_fraction * min(height, width)
+    if params.motion_correction:
+        reference, reference_spectrum = build_reference(
+            sample, bandpass_sigmas=params.bandpass_sigmas, stable_fraction=params.reference_stable_fraction,
+            upsample_factor=params.upsample_factor, max_shift=max_shift, device=device)
+        band = bandpass_filter(shape2, params.bandpass_sigmas)
+    else:
+        reference, reference_spectrum, band = sample.mean(axis=0), None, None
+    del sample
+    timings["reference"] = time.perf_counter() - tick
+
+    # buffers: corrected-movie cache, median frames
+    if cache is None:
+        cache = n_frames * frame_bytes <= budget / 2
+    cache = np.empty((n_frames, height, width), np.float32) if cache else None
+    median_room = int((budget / 4) // frame_bytes)
+    median_index = _even_subsample(n_frames, min(params.median_max_frames, max(median_room, 1)))
+    if len(median_index) < n_frames:
+        log.info("temporal median from %d of %d frames (memory budget %.0f MB)", len(median_index),
+                 n_frames, params.memory_budget_mb)
+    details["median_frames"] = int(len(median_index))
+    median_frames = np.empty((len(median_index), height, width), np.float32)
+    median_slot = np.full(n_frames, -1, np.int64)
+    median_slot[median_index] = np.arange(len(median_index))
+
+    shifts = np.zeros((n_frames, 2), np.float32)
+    raw_sum = np.zeros(shape2, np.float64)
+    lowest, highest = math.inf, -math.inf
+    counts = np.zeros((len(activity_percentiles), height, width), np.int64)
+    stage = {"motion": 0.0, "baseline": 0.0, "activity": 0.0}
+
+    chunk_frames = effective_chunk_frames(params, frame_bytes)
+    chunks = movie.chunks(chunk_frames, dtype=np.float32)
+    bar = tqdm(chunks, total=math.ceil(n_frames / chunk_frames), desc="preprocess", unit="chunk",
+               disable=(not progress) if progress is not None else None, leave=False)
+    for t0, block in bar:
+        t1 = t0 + len(block)
+        raw_sum += block.sum(axis=0, dtype=np.float64)
+        lowest, highest = min(lowest, float(block.min())), max(highest, float(block.max()))
+        tick = time.perf_counter()
+        if params.motion_correction:
+            spectra = rfft2(block, device=device)
+            shifts[t0:t1], _ = register_spectra(
+                spectra * band, reference_spectrum, shape2, upsample_factor=params.upsample_factor,
+                max_shift=max_shift, with_similarity=False, device=device)
+            corrected = irfft2(fourier_shift(spectra, shifts[t0:t1], shape2), shape2, device=device)
+            corrected = corrected.astype(np.float32, copy=False)
+            del spectra
+        else:
+            corrected = block
+        if cache is not None:
+            cache[t0:t1] = corrected
+        stage["motion"] += time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        baselines = frame_percentiles(corrected, params.baseline_percentile,
+                                      stride=params.percentile_stride, device=device)
+        here = np.flatnonzero(median_slot[t0:t1] >= 0)
+        if here.size:
+            median_frames[median_slot[t0 + here]] = subtract_baseline(corrected[here], baselines[here])
+        stage["baseline"] += time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        thresholds = tile_thresholds(corrected, list(activity_percentiles), size=params.tile_size,
+                                     step=params.tile_step, stride=params.percentile_stride, device=device)
+        for k in range(len(activity_percentiles)):  # one percentile in normal use
+            counts[k] += activity_counts(corrected, thresholds[k], size=params.tile_size, step=params.tile_step)
+        stage["activity"] += time.perf_counter() - tick
+    if highest == lowest:
+        raise _constant_error(movie)
+    timings.update(stage)
+
+    tick = time.perf_counter()
+    median = temporal_median(median_frames, device=device)
+    del median_frames
+    enhanced = enhance_image(median, clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
+                             nbins=params.clahe_bins)
+    timings["median_enhance"] = time.perf_counter() - tick
+    coverage = tile_coverage(shape2, size=params.tile_size, step=params.tile_step)
+    activity = (counts / coverage[None]).astype(np.float32)
+    return {
+        "shifts": shifts, "reference": reference.astype(np.float32),
+        "mean_image": (raw_sum / n_frames).astype(np.float32), "enhanced": enhanced,
+        "activity": activity, "corrected": CorrectedMovie(movie, shifts, device=device, cache=cache),
+        "timings": timings, "details": details,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 5: local filters need each candidate's crop over time
+
+
+def crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: float,
+                 pairs: Sequence[tuple[float, float]], stride: int = 1, chunk_frames: int = 256,
+                 memory_budget_mb: float = 2048.0) -> tuple[np.ndarray, int]:
+    """Local activity filter masks of every box, for one or more ``(th1, th2)`` pairs.
+
+    Parameters
+    ----------
+    corrected : CorrectedMovie
+    boxes : ndarray, shape (N, 4)
+        Boxes of equal size ``h x w``.
+    percentile : float
+    pairs : sequence of (float, float)
+    stride : int
+        Pixel stride of the percentile estimates.
+    chunk_frames : int
+    memory_budget_mb : float
+        The crops of all boxes over all frames are gathered in one pass when
+        they fit a quarter of it; otherwise an even subsample of frames is used.
+
+    Returns
+    -------
+    masks : ndarray of bool, shape (P, N, h, w)
+    frames_used : int
+        Frames the filter statistics were computed on.
+    """
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    n_frames = corrected.shape[0]
+    if len(boxes) == 0:
+        return np.zeros((len(pairs), 0, 0, 0), bool), n_frames
+    h, w = int(boxes[0, 2] - boxes[0, 0]), int(boxes[0, 3] - boxes[0, 1])
+    out = np.zeros((len(pairs), len(boxes), h, w), bool)
+    if corrected.cache is not None:
+        for n, (y0, x0, y1, x1) in enumerate(boxes):  # loop over candidates
+            out[:, n] = local_activity_filters(corrected.cache[:, y0:y1, x0:x1], percentile=percentile,
+                                               pairs=pairs, stride=stride)
+        return out, n_frames
+    room = int((memory_budget_mb * 2**20 / 4) // (4 * h * w * len(boxes)))
+    index = _even_subsample(n_frames, max(room, 1))
+    if len(index) < n_frames:
+        log.info("local activity filter on %d of %d frames (memory budget %.0f MB)", len(index), n_frames,
+                 memory_budget_mb)
+    stacks = np.empty((len(boxes), len(index), h, w), np.float32)
+    slot = np.full(n_frames, -1, np.int64)
+    slot[index] = np.arange(len(index))
+    for t0, block in corrected.chunks(chunk_frames):  # chunk_frames is already memory-capped
+        here = np.flatnonzero(slot[t0:t0 + len(block)] >= 0)
+        if not here.size:
+            continue
+        for n, (y0, x0, y1, x1) in enumerate(boxes):  # loop over candidates
+            stacks[n, slot[t0 + here]] = block[here, y0:y1, x0:x1]
+    for n in range(len(boxes)):
+        out[:, n] = local_activity_filters(stacks[n], percentile=percentile, pairs=pairs, stride=stride)
+    return out, len(index)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def preprocess(movie: Any, params: PreprocessParams | None = None, *,
+               progress: bool | None = None, cache: bool | None = None) -> Preprocessed:
+    """Pre-process one movie: motion correction to single-cell crops.
+
+    Parameters
+    ----------
+    movie : Movie, ndarray or path
+        ``(T, H, W)`` movie; read lazily in chunks of ``params.chunk_frames``.
+    params : PreprocessParams, optional
+        Defaults to ASTRA's published values.
+    progress : bool, optional
+        Show a progress bar (default: when writing to a terminal).
+    cache : bool, optional
+        Keep the corrected movie in memory for stage 5 (default: when it
+        takes at most half of ``params.memory_budget_mb``); False re-reads and
+        re-corrects the movie in chunks, as for movies larger than memory.
+
+    Returns
+    -------
+    Preprocessed
+
+    Raises
+    ------
+    InputError
+        Fewer than 2 frames, frames smaller than 8 x 8, a constant movie, or
+        NaN/Inf values.
+    """
+    params = params or PreprocessParams()
+    movie = as_movie(movie)
+    device = resolve_device(params.device)
+    start = time.perf_counter()
+    log.info("pre-processing %s (%d x %d x %d) on %s", movie.path or "array", *movie.shape, device)
+    streamed = _stream(movie, params, device, activity_percentiles=[params.activity_percentile],
+                       progress=progress, cache=cache)
+    activity = streamed["activity"][0]
+    n_frames, height, width = (int(s) for s in movie.shape)
+    timings, details = streamed["timings"], streamed["details"]
+
+    tick = time.perf_counter()
+    candidates, search = find_candidates(
+        activity, n_frames, soma_area_range=params.soma_area_range, threshold_start=params.threshold_start,
+        threshold_step=params.threshold_step, threshold_floor=params.threshold_floor,
+        expected_cells=params.expected_cells, start_area_fraction=params.start_area_fraction,
+        min_area_fraction=params.min_area_fraction, area_step_fraction=params.area_step_fraction,
+        last_area_fraction=params.last_area_fraction, tiny_area_fraction=params.tiny_area_fraction,
+        extension_threshold=params.extension_threshold)
+    details["candidate_search"] = search
+    timings["candidates"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    boxes = candidate_boxes(candidate_centres(candidates), (height, width), params.filter_box)
+    masks, frames_used = crop_filters(streamed["corrected"], boxes, percentile=params.filter_percentile,
+                                      pairs=[(params.th1, params.th2)], stride=params.percentile_stride,
+                                      chunk_frames=effective_chunk_frames(params, 4 * height * width),
+                                      memory_budget_mb=params.memory_budget_mb)
+    masks = masks[0]
+    details["filter_frames"] = int(frames_used)
+    timings["local_filter"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    enhanced = streamed["enhanced"]
+    crops = extract_crops(enhanced, boxes, masks, crop_size=params.crop_size)
+    crop_masks = extract_crops(np.ones_like(enhanced), boxes, masks, crop_size=params.crop_size) > 0
+    fov, union = fov_map(enhanced, boxes, masks)
+    timings["crops"] = time.perf_counter() - tick
+    timings["total"] = time.perf_counter() - start
+    details["timings"] = timings
+    log.info("pre-processed %s: %d candidate(s), max |shift| %.2f px, %.2f s",
+             movie.path or "array", len(boxes),
+             float(np.abs(streamed["shifts"]).max()) if n_frames else 0.0, timings["total"])
+    return Preprocessed(
+        shifts=streamed["shifts"], reference=streamed["reference"], mean_image=streamed["mean_image"],
+        enhanced=enhanced, activity_map=activity, candidates=candidates, crop_boxes=boxes,
+        crop_masks=crop_masks, crops=crops, fov_map=fov, fov_mask=union, params=params,
+        shape=(n_frames, height, width), fs=getattr(movie, "fs", None),
+        source=None if getattr(movie, "path", None) is None else str(movie.path),
+        details=details, corrected=streamed["corrected"])
+
+
+# ---------------------------------------------------------------------------------------------
+# file
+
+_ARRAYS = ("shifts", "reference", "mean_image", "enhanced", "activity_map", "candidates", "crop_boxes",
+           "crop_masks", "crops", "fov_map", "fov_mask")
+
+
+def save_preprocessed(result: Preprocessed, path: str | Path) -> Path:
+    """Write ``result`` to an ``.npz`` file atomically and return its path.
+
+    The file holds the arrays of :class:`Preprocessed` under their names, plus
+    ``params`` (JSON of the parameters), ``fs``, ``shape``, ``source`` and
+    ``details`` (JSON), and ``format_version``.
+    """
+    from astro3s.io.atomic import atomic_path
+
+    path = Path(path)
+    meta = {"fs": result.fs, "shape": list(result.shape), "source": result.source,
+            "format_version": FORMAT_VERSION}
+    payload = {name: np.asarray(getattr(result, name)) for name in _ARRAYS}
+    payload["params"] = np.asarray(json.dumps(result.params.to_dict()))
+    payload["meta"] = np.asarray(json.dumps(meta))
+    payload["details"] = np.asarray(json.dumps(result.details, default=_jsonable))
+    # the figures and the loader need these too, without reading the JSON
+    payload["fs"] = np.asarray(np.nan if result.fs is None else float(result.fs))
+    payload["shape"] = np.asarray(result.shape, dtype=np.int64)
+    payload["source"] = np.asarray("" if result.source is None else result.source)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **payload)
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def load_preprocessed(path: str | Path, *, movie: Any = None) -> Preprocessed:
+    """Read a file written by :func:`save_preprocessed`.
+
+    Parameters
+    ----------
+    path : str or Path
+    movie : Movie or ndarray, optional
+        The original movie, for ``result.corrected``; by default the file named
+        in the result is opened lazily if it still exists (else ``corrected`` is None).
+
+    Raises
+    ------
+    InputError
+        When the file is missing, damaged or not a pre-processing result.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in _ARRAYS}
+            params = params_from_dict(json.loads(str(data["params"])))
+            meta = json.loads(str(data["meta"]))
+            details = json.loads(str(data["details"]))
+    except FileNotFoundError:
+        raise InputError(path, "not found.", "run astro3s-preprocess first.") from None
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(path, f"is not a readable pre-processing result ({err}).",
+                         "run astro3s-preprocess again with overwrite=true.") from None
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(path, f"was written by a newer astro3s (format {meta['format_version']}).",
+                         "upgrade astro3s.")
+    shape = tuple(int(s) for s in meta["shape"])
+    corrected = None
+    if movie is None and meta.get("source") and Path(meta["source"]).exists():
+        try:
+            from astro3s.io import read_movie
+
+            movie = read_movie(meta["source"], fs=meta.get("fs"))
+        except InputError as err:
+            log.warning("corrected movie unavailable: %s", err)
+    if movie is not None:
+        movie = as_movie(movie)
+        if tuple(movie.shape) != shape:
+            raise InputError(getattr(movie, "path", None), f"has shape {tuple(movie.shape)}, but the "
+                             f"pre-processing result {path} was made from a {shape} movie.")
+        corrected = CorrectedMovie(movie, arrays["shifts"], device=resolve_device(params.device))
+    arrays["candidates"] = arrays["candidates"].astype(np.uint16, copy=False)
+    return Preprocessed(**arrays, params=params, shape=shape, fs=meta.get("fs"), source=meta.get("source"),
+                        details=details, corrected=corrected)

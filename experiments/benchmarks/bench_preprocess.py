@@ -1,0 +1,121 @@
+"""Speed and memory of astro3s.preprocess (a benchmark, not a test; prints its figures).
+
+    python experiments/benchmarks/bench_preprocess.py                 # d1_like speed
+    python experiments/benchmarks/bench_preprocess.py --large PATH    # + peak RSS on a large movie file
+    python experiments/benchmarks/bench_preprocess.py --simulate-large DIR   # simulate `large` first
+
+Speed: a d1_like movie (550 x 256 x 256) is simulated, loaded into memory
+(file reading excluded) and pre-processed ``--repeats`` times; the best and
+median wall-clock times are printed next to one plain pass over the same data
+(``movie.mean(0)``) and their ratio. Target: under 3 s on 2 CPU cores.
+
+Memory: the large movie is pre-processed from its file in a subprocess, whose
+peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is printed. Target:
+under 2 GB for the > 4 GB ``large`` preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def bench_speed(repeats: int, seed: int) -> dict:
+    import numpy as np
+
+    from astro3s.preprocess import PreprocessParams, preprocess
+    from astro3s.simulate import simulate_preset
+
+    sim = simulate_preset("d1_like", seed=seed)
+    movie = np.ascontiguousarray(sim.movie)
+    params = PreprocessParams()
+    preprocess(movie[:64], params, progress=False)  # warm-up: imports, thread pools, first-touch memory
+    times, cpu, stages = [], [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = preprocess(movie, params, progress=False)
+        times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+        stages.append(result.details["timings"])
+    plain = []
+    for _ in range(max(repeats, 3)):
+        start = time.perf_counter()
+        movie.mean(0)
+        plain.append(time.perf_counter() - start)
+    best = min(range(repeats), key=lambda i: times[i])
+    return {
+        "movie": list(movie.shape), "dtype": str(movie.dtype), "cores": len(os.sched_getaffinity(0)),
+        "preprocess_best_s": round(times[best], 3), "preprocess_median_s": round(statistics.median(times), 3),
+        "cpu_s_of_best": round(cpu[best], 3), "plain_pass_best_s": round(min(plain), 4),
+        "ratio_best": round(times[best] / min(plain), 1),
+        "stages_of_best_s": {k: round(v, 3) for k, v in stages[best].items()},
+        "candidates": int(result.n_candidates),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _child(path: str, chunk_frames: int) -> None:
+    # runs in a fresh process so that ru_maxrss is this pipeline's alone
+    import resource
+
+    from astro3s.io import read_movie
+    from astro3s.preprocess import PreprocessParams, preprocess
+
+    movie = read_movie(path)
+    start = time.perf_counter()
+    result = preprocess(movie, PreprocessParams(chunk_frames=chunk_frames), progress=False)
+    elapsed = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"movie": list(movie.shape), "file_gb": round(Path(path).stat().st_size / 1e9, 2),
+                      "peak_rss_gb": round(peak_kb / 2**20, 3), "seconds": round(elapsed, 1),
+                      "candidates": result.n_candidates, "details": {
+                          k: v for k, v in result.details.items() if k != "timings"}}))
+
+
+def bench_memory(path: Path, chunk_frames: int) -> dict:
+    run = subprocess.run([sys.executable, __file__, "--child", str(path), "--chunk-frames", str(chunk_frames)],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"large-movie run failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def simulate_large(folder: Path) -> Path:
+    from astro3s.simulate import simulate_preset, write_simulation
+
+    sim = simulate_preset("large", seed=0)
+    out = write_simulation(sim, folder, overview=False)
+    return out / f"{out.name}.tif"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--large", type=Path, help="a large movie file for the peak-RSS measurement")
+    parser.add_argument("--simulate-large", type=Path, metavar="DIR",
+                        help="simulate the `large` preset into DIR and measure it")
+    parser.add_argument("--chunk-frames", type=int, default=64)
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child, args.chunk_frames)
+        return
+    if not args.skip_speed:
+        print(json.dumps({"d1_like": bench_speed(args.repeats, args.seed)}, indent=2))
+    large = args.large
+    if args.simulate_large:
+        large = simulate_large(args.simulate_large)
+    if large:
+        print(json.dumps({"large": bench_memory(large, args.chunk_frames)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

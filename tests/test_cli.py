@@ -1,0 +1,62 @@
+"""The console scripts as a user runs them: subprocesses, exit codes, messages, multirun."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    exe = BIN / args[0]
+    if not exe.exists():
+        pytest.fail(f"console script {args[0]} is not installed; run `pip install -e .`")
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([str(exe), *args[1:]], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_config_typo_fails_with_a_clear_message(tmp_path: Path) -> None:
+    result = _run(["astro3s-simulate", "simulatee=tiny", f"out={tmp_path}"], tmp_path)
+    assert result.returncode != 0
+    assert "Could not override 'simulatee'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_preset_fails_with_one_line(tmp_path: Path) -> None:
+    result = _run(["astro3s-simulate", "simulate=tinyy", f"out={tmp_path}"], tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("astro3s: error")]
+    assert len(lines) == 1 and "tinyy" in lines[0] and "d1_like" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_joblib_multirun_of_two_simulations(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    out = tmp_path / "movies"
+    result = _run(["astro3s-simulate", "-m", "simulate=tiny", "seed=0,1", f"out={out}",
+                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "extras=quiet",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["tiny_s0000", "tiny_s0001"]
+    for folder in out.iterdir():
+        assert (folder / f"{folder.name}.tif").stat().st_size > 0
+        assert (folder / "ground_truth" / "soma.tif").exists()
+    assert (tmp_path / "sweep" / "multirun.yaml").exists()
+
+
+def test_run_folder_holds_config_and_log(tmp_path: Path) -> None:
+    out = tmp_path / "movies"
+    result = _run(["astro3s-simulate", "simulate=tiny", f"out={out}", "extras=quiet",
+                   f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "run"
+    assert (run / ".hydra" / "config.yaml").exists()
+    assert (run / "simulate.log").read_text().strip()
+    shutil.rmtree(out)

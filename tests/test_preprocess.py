@@ -1,0 +1,280 @@
+"""Unit tests of astro3s.preprocess on small in-memory movies (fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from astro3s.errors import CheckpointError, ConfigError, InputError
+from astro3s.preprocess import (PreprocessParams, activity_map, candidate_boxes, clahe, enhance,
+                                extract_crops, find_candidates, frame_percentiles, load_params,
+                                load_preprocessed, paste_crops, preprocess, save_params, save_preprocessed,
+                                temporal_median, tile_coverage, tile_starts, tile_thresholds)
+from astro3s.preprocess._backend import quantile_flat, quantile_lastaxis
+from astro3s.preprocess.local_filter import local_activity_filters
+from astro3s.preprocess.motion import correct_frames
+
+CENTRES = [(30, 30), (30, 80), (75, 50)]
+
+
+def synthetic_movie(n_frames: int = 120, size: int = 112, *, seed: int = 0, motion: float = 1.0,
+                    radius: float = 7.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three bright, active disc 'somata' on a textured background, moved by sub-pixel shifts.
+
+    Returns the movie (float32), the soma labels and the true (dy, dx) shifts.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    labels = np.zeros((size, size), np.uint16)
+    for k, (cy, cx) in enumerate(CENTRES, start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = k
+    texture = ndimage.gaussian_filter(rng.normal(size=(size, size)), 3) * 20 + 100
+    events = rng.random((n_frames, len(CENTRES))) < 0.1
+    activity = ndimage.uniform_filter1d(events.astype(float), 8, axis=0) * 8
+    base = np.stack([labels == k for k in range(1, len(CENTRES) + 1)]).astype(float)
+    base = ndimage.gaussian_filter(base, (0, 1, 1))
+    clean = texture[None] + np.einsum("tk,kyx->tyx", 60 + 80 * activity, base)
+    shifts = (rng.normal(size=(n_frames, 2)) * motion).astype(np.float32)
+    spectra = np.fft.fft2(clean)
+    moved = np.stack([np.fft.ifft2(ndimage.fourier_shift(s, d)).real for s, d in zip(spectra, shifts)])
+    movie = rng.poisson(np.clip(moved, 0, None)).astype(np.float32)
+    return movie, labels, shifts
+
+
+@pytest.fixture(scope="module")
+def small():
+    return synthetic_movie()
+
+
+@pytest.fixture(scope="module")
+def small_params():
+    return PreprocessParams(soma_area_range=(120, 200), tile_size=48, tile_step=20, filter_box=40,
+                            crop_size=50, reference_frames=60)
+
+
+@pytest.fixture(scope="module")
+def small_result(small, small_params):
+    return preprocess(small[0], small_params, progress=False)
+
+
+def test_quantiles_match_numpy():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(33, 257)).astype(np.float32)
+    for q in (0, 10, 50, 80, 90, 100, 37.5):
+        np.testing.assert_allclose(quantile_lastaxis(x, q), np.percentile(x, q, axis=1), atol=1e-5)
+        assert quantile_flat(x, q) == pytest.approx(np.percentile(x, q), abs=1e-5)
+    big = rng.random((4, 300_000)).astype(np.float32)  # threaded path
+    np.testing.assert_allclose(quantile_lastaxis(big, 80), np.percentile(big, 80, axis=1), atol=1e-5)
+
+
+def test_shifts_recovered(small, small_result):
+    _, _, true = small
+    error = small_result.shifts - true
+    error -= np.median(error, axis=0)  # the reference's own position is arbitrary
+    assert np.sqrt((error**2).mean()) < 0.2
+    # correcting by the estimate aligns the movie: the mean image gets sharper
+    corrected_mean = small_result.corrected.load().mean(0)
+    assert np.abs(np.diff(corrected_mean, axis=1)).mean() > np.abs(np.diff(small[0].mean(0), axis=1)).mean()
+
+
+def test_stage_shapes_and_types(small, small_result, small_params):
+    movie, labels, _ = small
+    t, h, w = movie.shape
+    r = small_result
+    n = r.n_candidates
+    assert r.shifts.shape == (t, 2) and r.shifts.dtype == np.float32
+    for name in ("enhanced", "activity_map", "fov_map", "mean_image", "reference"):
+        image = getattr(r, name)
+        assert image.shape == (h, w) and image.dtype == np.float32, name
+    assert 0 <= r.enhanced.min() and r.enhanced.max() <= 1
+    assert 0 <= r.activity_map.min() and r.activity_map.max() <= t
+    assert r.candidates.shape == (h, w) and r.candidates.dtype == np.uint16
+    assert r.candidates.max() == n
+    assert r.crops.shape == (n, 50, 50) and r.crops.dtype == np.float32
+    assert r.crop_masks.shape == (n, 50, 50) and r.crop_masks.dtype == bool
+    assert r.crop_boxes.shape == (n, 4) and r.crop_boxes.dtype == np.int32
+    assert r.fov_mask.shape == (h, w) and r.fov_mask.dtype == bool
+    assert r.corrected.shape == movie.shape
+    # every disc is a candidate, and the crops hold the filtered enhanced image
+    for k in range(1, labels.max() + 1):
+        assert (r.candidates[labels == k] > 0).any()
+    assert np.array_equal(r.fov_map, r.enhanced * r.fov_mask)
+    assert np.all(r.crops[~r.crop_masks] == 0)
+
+
+def test_stage_functions_on_arrays(small):
+    movie = small[0]
+    t, h, w = movie.shape
+    assert frame_percentiles(movie, 10).shape == (t,)
+    np.testing.assert_allclose(frame_percentiles(movie, 10), np.percentile(movie.reshape(t, -1), 10, axis=1),
+                               rtol=1e-5)
+    np.testing.assert_allclose(temporal_median(movie), np.median(movie, axis=0), rtol=1e-5)
+    enhanced = enhance(movie)
+    assert enhanced.shape == (h, w) and enhanced.dtype == np.float32
+    act = activity_map(movie, size=48, step=20)
+    assert act.shape == (h, w) and act.dtype == np.float32
+    thr = tile_thresholds(movie[:5], [50, 80], size=48, step=20)
+    assert thr.shape == (2, 5, len(tile_starts(h, 48, 20)), len(tile_starts(w, 48, 20)))
+    assert np.all(thr[1] >= thr[0])
+
+
+def test_tiles_cover_fov():
+    assert tile_starts(256, 96, 40).tolist() == [0, 40, 80, 120, 160]  # ASTRA's grid
+    assert tile_starts(250, 96, 40).tolist() == [0, 40, 80, 120, 154]
+    assert tile_starts(50, 96, 40).tolist() == [0]
+    assert tile_coverage((250, 70), size=96, step=40).min() >= 1
+
+
+def test_clahe_equalises_and_keeps_order():
+    rng = np.random.default_rng(0)
+    image = ndimage.gaussian_filter(rng.random((64, 64)), 2).astype(np.float32)
+    image = (image - image.min()) / np.ptp(image) * 0.2  # low contrast
+    out = clahe(image, clip_limit=0.5, tiles=(8, 8))
+    assert out.shape == image.shape and out.dtype == np.float32
+    assert np.ptp(out) > 0.5  # contrast stretched
+    # in the corner only the first tile's mapping applies: monotonic there
+    a, b = image[0:4, 0:4].ravel(), out[0:4, 0:4].ravel()
+    order = np.argsort(a)
+    assert np.all(np.diff(b[order]) >= -1e-6)
+
+
+def test_candidate_areas_scale_with_soma_size():
+    activity = np.zeros((128, 128), np.float32)
+    yy, xx = np.mgrid[:128, :128]
+    for cy, cx in [(20, 20), (20, 100), (100, 20), (100, 100)]:
+        activity[(yy - cy) ** 2 + (xx - cx) ** 2 <= 4**2] = 90  # ~50 px blobs
+    small_cells, _ = find_candidates(activity, 100, soma_area_range=(50, 80), extension_threshold=None)
+    assert small_cells.max() == 4 and small_cells.dtype == np.uint16
+    large_cells, details = find_candidates(activity, 100, soma_area_range=(500, 900), extension_threshold=None)
+    assert large_cells.max() == 0 and not details["converged"]
+
+
+def test_extension_adds_faint_somata():
+    activity = np.zeros((96, 96), np.float32)
+    yy, xx = np.mgrid[:96, :96]
+    for k, (cy, cx) in enumerate([(20, 20), (20, 70), (70, 20), (70, 70)]):
+        activity[(yy - cy) ** 2 + (xx - cx) ** 2 <= 36] = 95 if k < 3 else 40  # one faint
+    plain, _ = find_candidates(activity, 100, soma_area_range=(100, 150), expected_cells=3,
+                               extension_threshold=None)
+    extended, details = find_candidates(activity, 100, soma_area_range=(100, 150), expected_cells=3,
+                                        extension_threshold=0.35)
+    assert plain.max() == 3 and extended.max() == 4 and details["added"] == 1
+
+
+def test_local_filter_keeps_active_pixels():
+    rng = np.random.default_rng(0)
+    stack = rng.normal(100, 5, size=(200, 30, 30)).astype(np.float32)
+    stack[:, 10:20, 10:20] += 50  # bright and always active
+    stack[::3, 0:4, 0:4] += 40  # active a third of the time
+    masks = local_activity_filters(stack, percentile=90, pairs=[(0.25, 0.10), (0.9, 0.5), (0.25, 0.2)])
+    assert masks.shape == (3, 30, 30) and masks.dtype == bool
+    assert masks[0, 10:20, 10:20].all() and masks[0, 0:4, 0:4].all()
+    # pure-noise pixels exceed the 90th percentile in ~10 % of frames: th2 = 0.2 drops them
+    assert masks[2, 10:20, 10:20].all() and masks[2].sum() < 0.3 * masks[2].size
+    assert not masks[1, 0:4, 0:4].any()  # stricter pair drops the intermittent pixels
+    # negative-valued data work the same (shift invariance)
+    shifted = local_activity_filters(stack - 1000, percentile=90, pairs=[(0.25, 0.10)])
+    assert np.array_equal(shifted[0], masks[0])
+
+
+def test_crops_paste_back():
+    rng = np.random.default_rng(0)
+    image = rng.random((100, 90)).astype(np.float32)
+    boxes = candidate_boxes(np.array([[5.0, 5.0], [50.2, 44.9], [98.0, 88.0]]), image.shape, 40)
+    assert boxes.tolist()[0] == [0, 0, 40, 40] and boxes.tolist()[2] == [60, 50, 100, 90]
+    crops = extract_crops(image, boxes, crop_size=50)
+    assert crops.shape == (3, 50, 50)
+    back = paste_crops(crops, boxes, image.shape, reduce="max")
+    inside = back != 0
+    np.testing.assert_array_equal(back[inside], image[inside])
+    multi = paste_crops(np.stack([crops, 2 * crops], axis=1), boxes, image.shape, reduce="mean")
+    assert multi.shape == (2, 100, 90)
+
+
+def test_chunked_equals_in_memory(small, small_params):
+    movie = small[0][:60]
+    whole = preprocess(movie, small_params.replace(chunk_frames=1000), progress=False)
+    chunked = preprocess(movie, small_params.replace(chunk_frames=7), progress=False, cache=False)
+    assert whole.corrected.cache is not None and chunked.corrected.cache is None
+    np.testing.assert_allclose(chunked.shifts, whole.shifts, atol=1e-5)
+    np.testing.assert_allclose(chunked.enhanced, whole.enhanced, atol=2e-3)
+    np.testing.assert_allclose(chunked.activity_map, whole.activity_map, atol=1e-4)
+    assert np.array_equal(chunked.candidates, whole.candidates)
+    assert np.array_equal(chunked.crop_boxes, whole.crop_boxes)
+    assert (chunked.crop_masks != whole.crop_masks).mean() < 1e-3
+    # lazy corrected frames equal the cached ones
+    np.testing.assert_allclose(chunked.corrected[10:20], whole.corrected[10:20], atol=1e-3)
+
+
+def test_correct_frames_undoes_shift():
+    rng = np.random.default_rng(0)
+    image = ndimage.gaussian_filter(rng.random((64, 64)), 2).astype(np.float32)
+    moved = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(image), (1.3, -0.7))).real.astype(np.float32)
+    back = correct_frames(moved[None], np.array([[1.3, -0.7]]))[0]
+    # the real FFT's Nyquist row/column cannot carry a sub-pixel phase: tiny residual
+    np.testing.assert_allclose(back, image, atol=5e-3)
+    assert np.abs(back - image).mean() < 1e-3
+
+
+@pytest.mark.parametrize("case", ["constant", "one_frame", "nan", "tiny_frames"])
+def test_bad_input_is_a_clear_error(case):
+    movie = np.random.default_rng(0).random((20, 32, 32)).astype(np.float32)
+    if case == "constant":
+        movie = np.full((20, 32, 32), 7, np.uint16)
+    elif case == "one_frame":
+        movie = movie[:1]
+    elif case == "nan":
+        movie[5, 3, 3] = np.nan
+    elif case == "tiny_frames":
+        movie = movie[:, :4, :4]
+    with pytest.raises(InputError) as info:
+        preprocess(movie, progress=False)
+    message = str(info.value)
+    expected = {"constant": "constant", "one_frame": "frame", "nan": "NaN", "tiny_frames": "px"}[case]
+    assert expected in message
+
+
+def test_result_round_trip(tmp_path, small, small_result):
+    path = save_preprocessed(small_result, tmp_path / "pp" / "preprocessed.npz")
+    back = load_preprocessed(path, movie=small[0])
+    for name in ("shifts", "enhanced", "activity_map", "candidates", "crops", "crop_masks", "crop_boxes",
+                 "fov_map", "fov_mask", "mean_image", "reference"):
+        got, want = getattr(back, name), getattr(small_result, name)
+        assert got.dtype == want.dtype and np.array_equal(got, want), name
+    assert back.params == small_result.params and back.shape == small_result.shape
+    assert back.details["candidate_search"] == small_result.details["candidate_search"]
+    np.testing.assert_allclose(back.corrected[3], small_result.corrected[3], atol=1e-3)
+    with pytest.raises(InputError):
+        load_preprocessed(tmp_path / "missing.npz")
+
+
+def test_params_round_trip_and_validation(tmp_path):
+    params = PreprocessParams(soma_area_range=(50, 120), th1=0.2, th2=0.07, extension_threshold=None)
+    path = save_params(params, tmp_path / "params.yaml")
+    assert load_params(path) == params
+    assert load_params(tmp_path / "params.yaml").soma_area_range == (50.0, 120.0)
+    (tmp_path / "bad.yaml").write_text("th1: 0.2\nthreshhold_start: 0.5\n")
+    with pytest.raises(ConfigError, match="threshhold_start"):
+        load_params(tmp_path / "bad.yaml")
+    with pytest.raises(CheckpointError):
+        load_params(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError):
+        PreprocessParams(th1=1.5)
+    with pytest.raises(ConfigError):
+        PreprocessParams(crop_size=90)  # < filter_box + 2 * pad
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    from astro3s.cli._config import CONFIG_DIR
+
+    files = sorted((Path(CONFIG_DIR) / "preprocess").glob("*.yaml"))
+    assert any(f.name == "astra.yaml" for f in files)
+    for f in files:
+        load_params(f)
+    astra = load_params(Path(CONFIG_DIR) / "preprocess" / "astra.yaml")
+    defaults = PreprocessParams()
+    assert (astra.activity_percentile, astra.th1, astra.th2, astra.tile_size, astra.tile_step) == (
+        defaults.activity_percentile, 0.25, 0.10, 96, 40)
