@@ -1,0 +1,1 @@
+"""Datasets, augmentations and the LightningDataModule (sub-modules are imported on use)."""

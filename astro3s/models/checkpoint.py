@@ -1,0 +1,285 @@
+"""Loading trained models and encoder weights.
+
+:func:`load_model` turns a ``.ckpt`` file written by Lightning (or the name of a
+bundled model) into an eval-mode :class:`~astro3s.models.SegmentationModule`;
+:func:`load_encoder_weights` loads the matching part of any state dict into a
+network's encoder. Every failure a user can cause raises
+:class:`~astro3s.errors.CheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from astro3s.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from astro3s.models.module import SegmentationModule
+
+log = logging.getLogger(__name__)
+
+#: Names reserved for models shipped with astro3s.
+BUNDLED_MODELS: tuple[str, ...] = ("default",)
+
+_FIX = "re-download or re-train it, or pass a different model= checkpoint"
+
+
+def read_checkpoint_file(
+    path: str | Path, *, map_location: Any = "cpu", trusted: bool = False
+) -> Any:
+    """``torch.load`` a checkpoint, turning every failure into :class:`CheckpointError`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    map_location : str or torch.device
+        Passed to ``torch.load``.
+    trusted : bool
+        Allow arbitrary pickled Python objects (``weights_only=False``). Only for
+        files from a source you trust: unpickling can run code.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file. Fix: check the path, or {_FIX}.")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is not a file. Fix: pass the .ckpt file itself.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the checkpoint file is empty. Fix: {_FIX}.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not trusted)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower() and not trusted:
+            raise CheckpointError(
+                f"{path}: the checkpoint holds Python objects other than tensors and plain "
+                "containers, which are not loaded by default. Fix: if you trust its source, "
+                "pass trusted=True; otherwise re-train it with this version of astro3s."
+            ) from None
+        raise CheckpointError(
+            f"{path}: the checkpoint file is corrupt or not a PyTorch checkpoint ({error}). "
+            f"Fix: {_FIX}."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as error:
+        raise CheckpointError(
+            f"{path}: the checkpoint file is corrupt, truncated or not a PyTorch checkpoint "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+            f"Fix: {_FIX}."
+        ) from None
+
+
+@dataclass
+class EncoderLoadReport:
+    """What :func:`load_encoder_weights` loaded.
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    loaded : list of str
+        Encoder keys that received weights.
+    missing : list of str
+        Encoder keys with no matching weight in the file (left as initialised).
+    unexpected : list of str
+        Keys of the file that matched nothing in the encoder.
+    shape_mismatched : list of str
+        Encoder keys whose weight in the file has another shape (left as initialised).
+    source_prefix, target_prefix : str
+        Key prefix removed from the file's keys / added to match the encoder.
+    """
+
+    path: Path
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatched: list[str] = field(default_factory=list)
+    source_prefix: str = ""
+    target_prefix: str = ""
+
+
+def _extract_state_dict(raw: Any, path: Path) -> dict[str, torch.Tensor]:
+    state = raw
+    if isinstance(raw, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(raw.get(key), Mapping):
+                state = raw[key]
+                break
+    if not isinstance(state, Mapping) or not state:
+        raise CheckpointError(
+            f"{path}: holds no state dict (expected a mapping of parameter names to tensors, "
+            f"or a Lightning checkpoint with 'state_dict'). Fix: {_FIX}."
+        )
+    tensors = {str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: its state dict holds no tensors. Fix: {_FIX}.")
+    return tensors
+
+
+def _dotted_splits(key: str) -> list[int]:
+    """Positions just after each '.' of ``key`` (where a prefix can end)."""
+    return [i + 1 for i, ch in enumerate(key) if ch == "."]
+
+
+def _best_prefixes(
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+) -> tuple[str, str]:
+    """The (strip, add) prefix pair that maps the most source keys onto target keys of equal shape."""
+    votes: Counter[tuple[str, str]] = Counter()
+    for key, tensor in source.items():
+        for split in [0, *_dotted_splits(key)]:
+            rest = key[split:]
+            if rest in target and target[rest].shape == tensor.shape:
+                votes[(key[:split], "")] += 1
+    for key, tensor in target.items():
+        for split in _dotted_splits(key):
+            rest = key[split:]
+            if rest in source and source[rest].shape == tensor.shape:
+                votes[("", key[:split])] += 1
+    if not votes:
+        return "", ""
+    return max(votes.items(), key=lambda item: (item[1], -len(item[0][0]) - len(item[0][1])))[0]
+
+
+def load_encoder_weights(
+    encoder: nn.Module, path: str | Path, *, prefix: str | None = None
+) -> EncoderLoadReport:
+    """Load the weights of ``path`` whose names match ``encoder``'s parameters.
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        The module to fill (e.g. ``network.encoder``); modified in place.
+    path : str or Path
+        A ``torch.save``-d state dict, or a Lightning checkpoint (its
+        ``state_dict`` is used).
+    prefix : str or None
+        Key prefix to strip from the file's keys (e.g. ``"net.encoder."`` for a
+        whole astro3s checkpoint). ``None`` finds the prefix pair (one to strip
+        from the file's keys, one to add) that matches the most weights, so that
+        a whole-network state dict, a Lightning checkpoint, an encoder state dict
+        and an ImageNet Inception-ResNet-v2 state dict (into
+        ``DenseUp.encoder.inception``) all load.
+
+    Returns
+    -------
+    EncoderLoadReport
+        Loaded, missing, unexpected and shape-mismatched keys (also logged).
+
+    Raises
+    ------
+    CheckpointError
+        The file is missing, corrupt, holds no state dict, or no weight matches.
+    """
+    path = Path(path)
+    state = _extract_state_dict(read_checkpoint_file(path), path)
+    target = encoder.state_dict()
+    if prefix is None:
+        strip, add = _best_prefixes(state, target)
+    else:
+        strip, add = prefix, ""
+    report = EncoderLoadReport(path=path, source_prefix=strip, target_prefix=add)
+    selected: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if not key.startswith(strip):
+            report.unexpected.append(key)
+            continue
+        name = add + key[len(strip) :]
+        if name not in target:
+            report.unexpected.append(key)
+        elif target[name].shape != tensor.shape:
+            report.shape_mismatched.append(name)
+        else:
+            selected[name] = tensor
+    if not selected:
+        raise CheckpointError(
+            f"{path}: no weight in this file matches the encoder "
+            f"({len(state)} tensors in the file, {len(target)} in the encoder, "
+            f"{len(report.shape_mismatched)} with the right name but another shape). "
+            "Fix: pass a checkpoint of the same network and width, or encoder_ckpt=null."
+        )
+    encoder.load_state_dict(selected, strict=False)
+    report.loaded = sorted(selected)
+    report.missing = sorted(set(target) - set(selected) - set(report.shape_mismatched))
+    log.info(
+        "%s: loaded %d encoder tensors (strip %r, add %r); %d missing, %d unexpected, "
+        "%d of another shape",
+        path,
+        len(report.loaded),
+        strip,
+        add,
+        len(report.missing),
+        len(report.unexpected),
+        len(report.shape_mismatched),
+    )
+    return report
+
+
+def load_model(
+    path_or_name: str | Path, *, map_location: Any = "cpu", trusted: bool = False
+) -> SegmentationModule:
+    """Load a trained :class:`SegmentationModule` for inference (eval mode).
+
+    Parameters
+    ----------
+    path_or_name : str or Path
+        A ``.ckpt`` file written by Lightning's ``ModelCheckpoint`` /
+        ``Trainer.save_checkpoint``, or the name of a bundled model
+        (``"default"``, not available yet).
+    map_location : str or torch.device
+        Device of the loaded weights.
+    trusted : bool
+        Allow arbitrary pickled objects in the file (see :func:`read_checkpoint_file`).
+
+    Raises
+    ------
+    CheckpointError
+        Unknown bundled model, missing / corrupt / truncated / incompatible file.
+    """
+    from astro3s.models.module import SegmentationModule
+
+    if isinstance(path_or_name, str) and path_or_name in BUNDLED_MODELS:
+        raise CheckpointError(
+            f"the bundled {path_or_name} model is not available yet: astro3s does not ship "
+            "trained weights in this version. Fix: train one with astro3s-train and pass "
+            "model=PATH/TO/model.ckpt."
+        )
+    path = Path(path_or_name)
+    raw = read_checkpoint_file(path, map_location=map_location, trusted=trusted)
+    if not isinstance(raw, Mapping) or "state_dict" not in raw:
+        raise CheckpointError(
+            f"{path}: is not a Lightning checkpoint (no 'state_dict'). Fix: pass the .ckpt "
+            "written during training, or re-train."
+        )
+    hparams = raw.get("hyper_parameters") or {}
+    if not isinstance(hparams, Mapping) or not hparams.get("net_config"):
+        raise CheckpointError(
+            f"{path}: is not an astro3s SegmentationModule checkpoint (no 'net_config' in its "
+            f"hyper-parameters). Fix: pass a checkpoint written by astro3s-train, or re-train."
+        )
+    try:
+        module = SegmentationModule(**dict(hparams))
+    except Exception as error:  # incompatible hyper-parameters
+        raise CheckpointError(
+            f"{path}: its hyper-parameters do not build a model with this version of astro3s "
+            f"({type(error).__name__}: {error}). Fix: re-train, or pass a different model=."
+        ) from None
+    try:
+        module.load_state_dict(raw["state_dict"], strict=True)
+    except RuntimeError as error:
+        first_lines = " ".join(str(error).splitlines()[:3])
+        raise CheckpointError(
+            f"{path}: its weights do not fit the network it describes ({first_lines}). "
+            f"Fix: {_FIX}."
+        ) from None
+    module.to(map_location if not callable(map_location) else "cpu")
+    module.eval()
+    return module

@@ -1,0 +1,45 @@
+"""Combination of network outputs into cells (ASTRA's post-processing).
+
+::
+
+    from astro3s.postprocess import combine, CombineParams
+    seg = combine(crop_probs, pre.crop_boxes, fov_probs,
+                  params=CombineParams.from_preprocess(pre.params))
+    seg.soma, seg.processes          # uint16 (H, W) label images sharing ids
+
+Modules: :mod:`~astro3s.postprocess.params` (settings),
+:mod:`~astro3s.postprocess.blend` (crops into FOV coordinates),
+:mod:`~astro3s.postprocess.rules` (one function per combination rule),
+:mod:`~astro3s.postprocess.split` (one id per cell),
+:mod:`~astro3s.postprocess.combine` (the whole chain). Importing does no work.
+"""
+
+from astro3s.postprocess.blend import blend_crops, crop_weight
+from astro3s.postprocess.combine import Segmentation, combine, combine_maps
+from astro3s.postprocess.params import BLENDS, SPLITS, CombineParams
+from astro3s.postprocess.rules import (class_masks, component_areas, merge_somata, remove_orphan_processes,
+                                       small_somata_to_processes, soma_area_filter)
+from astro3s.postprocess.split import (keep_connected_to_soma, label_somata, soma_centroids, split_disc,
+                                       split_watershed)
+
+__all__ = [
+    "BLENDS",
+    "SPLITS",
+    "CombineParams",
+    "Segmentation",
+    "blend_crops",
+    "class_masks",
+    "combine",
+    "combine_maps",
+    "component_areas",
+    "crop_weight",
+    "keep_connected_to_soma",
+    "label_somata",
+    "merge_somata",
+    "remove_orphan_processes",
+    "small_somata_to_processes",
+    "soma_area_filter",
+    "soma_centroids",
+    "split_disc",
+    "split_watershed",
+]

@@ -1,0 +1,152 @@
+"""Parameters of the combination of network outputs into cells.
+
+Published values are those of ASTRA's inference scripts (Bonato et al. 2023,
+``jbonato1/ASTRA``, ``pipelines/Tr_Inf/Inf_data1.py`` and
+``modules/test_fun.py``). Soma areas are not fixed numbers: every area
+threshold is a factor of ``soma_area_range``, the smallest and largest soma
+area of the training data, which the pre-processing fit estimates
+(:attr:`astro3s.preprocess.PreprocessParams.soma_area_range`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from astro3s.errors import ConfigError
+from astro3s.metrics import DISC_RADIUS
+
+if TYPE_CHECKING:
+    from astro3s.preprocess.params import PreprocessParams
+
+__all__ = ["BLENDS", "SPLITS", "CombineParams"]
+
+#: Ways of splitting a connected group of cells, see :mod:`astro3s.postprocess.split`.
+SPLITS: tuple[str, ...] = ("watershed", "disc")
+#: Ways of combining overlapping crops, see :func:`astro3s.postprocess.blend_crops`.
+BLENDS: tuple[str, ...] = ("gaussian", "mean", "max")
+
+
+@dataclass(frozen=True)
+class CombineParams:
+    """Every setting of :func:`astro3s.postprocess.combine`.
+
+    Attributes
+    ----------
+    soma_area_range : (float, float)
+        Smallest and largest soma area of the data, px (D1: (89, 345)); use
+        the fitted pre-processing value (:meth:`from_preprocess`).
+    small_soma_factor : float
+        Somata of the crop map smaller than ``small_soma_factor * min area``
+        are relabelled as processes (ASTRA: 2/3).
+    merge_overlap : float
+        A crop soma and a whole-FOV soma are merged (their union kept) when
+        they share more than this fraction of the smaller one's pixels
+        (ASTRA: 0.1).
+    area_factors : (float, float)
+        Merged somata with area below ``area_factors[0] * min area`` or above
+        ``area_factors[1] * max area`` are removed (ASTRA: 0.9, 1.15).
+    fov_area_factors : (float, float) or None
+        Whole-FOV somata outside ``[f0 * min area, f1 * max area]`` take no
+        part in the merge (ASTRA's ``prob_calc``: 1.0, 1.15); None keeps all.
+    keep_unmatched : bool
+        Keep crop somata that overlap no whole-FOV soma. ASTRA (False) keeps
+        only somata confirmed by both predictions.
+    split : {"watershed", "disc"}
+        How a connected group of several cells is divided: ``"watershed"``
+        (default) floods ``1 - P(cell)`` from the somata inside the cell mask,
+        so each process pixel goes to the soma it is best connected to;
+        ``"disc"`` is ASTRA's rule (pixels within ``disc_radius`` of a soma
+        centroid), kept for benchmark fidelity.
+    disc_radius : float
+        Radius (px) of the discs of ``split="disc"`` (ASTRA: 40).
+    blend : {"gaussian", "mean", "max"}
+        How the probabilities of overlapping crops combine in FOV
+        coordinates (see :func:`astro3s.postprocess.blend_crops`).
+    blend_sigma : float
+        Width of the ``"gaussian"`` weight, as a fraction of the crop side.
+    connectivity : {1, 2}
+        Pixel connectivity of every connected component; 2 (8-connectivity,
+        OpenCV's default) as in ASTRA.
+    """
+
+    soma_area_range: tuple[float, float] = (89.0, 345.0)
+    small_soma_factor: float = 2.0 / 3.0
+    merge_overlap: float = 0.1
+    area_factors: tuple[float, float] = (0.9, 1.15)
+    fov_area_factors: tuple[float, float] | None = (1.0, 1.15)
+    keep_unmatched: bool = False
+    split: Literal["watershed", "disc"] = "watershed"
+    disc_radius: float = float(DISC_RADIUS)
+    blend: Literal["gaussian", "mean", "max"] = "gaussian"
+    blend_sigma: float = 0.25
+    connectivity: int = 2
+
+    def __post_init__(self) -> None:
+        # configs (YAML, Hydra) hand over lists; the dataclass stays hashable with tuples
+        for name in ("soma_area_range", "area_factors", "fov_area_factors"):
+            value = getattr(self, name)
+            if value is not None:
+                if len(value) != 2:
+                    raise ConfigError(f"postprocess.{name} must be a pair (low, high), got {value!r}.")
+                object.__setattr__(self, name, (float(value[0]), float(value[1])))
+        low, high = self.soma_area_range
+        if not 0 < low <= high:
+            raise ConfigError(f"postprocess.soma_area_range must satisfy 0 < low <= high, "
+                              f"got {self.soma_area_range}.")
+        for name in ("area_factors", "fov_area_factors"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value[0] <= value[1]:
+                raise ConfigError(f"postprocess.{name} must satisfy 0 <= low <= high, got {value}.")
+        if not 0 <= self.small_soma_factor:
+            raise ConfigError(f"postprocess.small_soma_factor must be >= 0, got {self.small_soma_factor}.")
+        if not 0 <= self.merge_overlap < 1:
+            raise ConfigError(f"postprocess.merge_overlap must be in [0, 1), got {self.merge_overlap}.")
+        if self.split not in SPLITS:
+            raise ConfigError(f"postprocess.split must be one of {', '.join(SPLITS)}, got {self.split!r}.")
+        if self.blend not in BLENDS:
+            raise ConfigError(f"postprocess.blend must be one of {', '.join(BLENDS)}, got {self.blend!r}.")
+        if not self.disc_radius > 0:
+            raise ConfigError(f"postprocess.disc_radius must be > 0, got {self.disc_radius}.")
+        if not self.blend_sigma > 0:
+            raise ConfigError(f"postprocess.blend_sigma must be > 0, got {self.blend_sigma}.")
+        if self.connectivity not in (1, 2):
+            raise ConfigError(f"postprocess.connectivity must be 1 or 2, got {self.connectivity}.")
+
+    @classmethod
+    def from_preprocess(cls, params: PreprocessParams, **overrides: Any) -> CombineParams:
+        """Parameters whose soma areas come from fitted pre-processing parameters.
+
+        Parameters
+        ----------
+        params : PreprocessParams
+            Supplies ``soma_area_range``.
+        **overrides
+            Any other field of :class:`CombineParams`.
+        """
+        return cls.from_dict({"soma_area_range": params.soma_area_range, **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CombineParams:
+        """Build from a mapping (a config section), naming unknown keys in the error.
+
+        Raises
+        ------
+        ConfigError
+            Unknown key or bad value.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown postprocess option(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}.")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> CombineParams:
+        """A copy with some fields changed (unknown names raise :class:`ConfigError`)."""
+        return self.from_dict({**dataclasses.asdict(self), **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready dict of the fields."""
+        return dataclasses.asdict(self)

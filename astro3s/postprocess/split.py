@@ -1,0 +1,194 @@
+"""Instance split: one id per cell, shared by its soma and its processes.
+
+Every soma component is one cell. A connected group of soma and process
+pixels that holds one soma is that cell. A group that holds several somata
+(touching cells) has to be divided; two rules:
+
+``split_watershed`` (default)
+    Floods ``1 - P(cell)`` from the somata inside the group
+    (``skimage.segmentation.watershed``, markers = soma labels, mask = the
+    group). A process pixel goes to the soma it is connected to through the
+    most cell-like path; boundaries fall where the cell probability dips
+    between two cells. With flat (e.g. one-hot) probabilities the flood is a
+    breadth-first search, i.e. assignment by geodesic distance inside the
+    mask. A process is never cut off by a distance limit and never given to
+    a soma it is not connected to.
+
+``split_disc`` (ASTRA, ``modules/test_fun.py`` ``gen_sc_mask``)
+    Pixels within ``radius`` (40 px) of a soma's centroid (truncated to
+    whole pixels) belong to that cell; pixels outside every disc are
+    dropped, as are process pieces cut off from their soma. ASTRA lets
+    overlapping discs share pixels and then removes from each cell the
+    processes of the cell before it; here a pixel in several discs goes to
+    the nearest centroid (ties to the lower id), so no pixel is in two cells.
+
+Both are label-wise: the watershed is one call on the FOV; the disc rule
+loops over the groups with several somata only, each on its bounding box.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from astro3s.metrics import DISC_RADIUS, label_components
+
+__all__ = ["keep_connected_to_soma", "label_somata", "soma_centroids", "split_disc", "split_watershed"]
+
+
+def label_somata(soma: np.ndarray, *, connectivity: int = 2) -> tuple[np.ndarray, int]:
+    """One id per soma component.
+
+    Parameters
+    ----------
+    soma : array_like of bool, shape (H, W)
+    connectivity : {1, 2}
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (H, W)
+        0 background, somata 1..n in raster order of their first pixel.
+    n : int
+    """
+    return label_components(soma, connectivity=connectivity)
+
+
+def soma_centroids(soma_labels: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid and area of every label.
+
+    Parameters
+    ----------
+    soma_labels : array_like of int, shape (H, W)
+        0 background, labels 1..n.
+    n : int, optional
+        Number of labels (default: the maximum label).
+
+    Returns
+    -------
+    centroids : ndarray of float64, shape (n, 2)
+        ``(y, x)`` in pixels; NaN for an empty label.
+    areas : ndarray of int64, shape (n,)
+    """
+    labels = np.asarray(soma_labels)
+    n = int(labels.max(initial=0)) if n is None else int(n)
+    flat = labels.ravel().astype(np.int64)
+    rows, cols = np.divmod(np.arange(flat.size), labels.shape[1])
+    areas = np.bincount(flat, minlength=n + 1)[1:n + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cy = np.bincount(flat, rows, minlength=n + 1)[1:n + 1] / areas
+        cx = np.bincount(flat, cols, minlength=n + 1)[1:n + 1] / areas
+    return np.stack([cy, cx], axis=1), areas
+
+
+def keep_connected_to_soma(soma_labels: np.ndarray, process_labels: np.ndarray, *,
+                           connectivity: int = 2) -> np.ndarray:
+    """Drop process pixels cut off from the soma of their own cell.
+
+    Parameters
+    ----------
+    soma_labels, process_labels : array_like of int, shape (H, W)
+        Disjoint label images sharing ids.
+    connectivity : {1, 2}
+
+    Returns
+    -------
+    process_labels : ndarray of int32, shape (H, W)
+        Each process pixel kept when a path of pixels of the same id
+        (soma or process) joins it to that id's soma.
+    """
+    from skimage.measure import label
+
+    soma_labels = np.asarray(soma_labels)
+    cells = np.where(soma_labels > 0, soma_labels, process_labels).astype(np.int32)
+    # skimage labels runs of equal value separately, so pieces of different cells stay apart
+    pieces = label(cells, background=0, connectivity=connectivity)
+    has_soma = np.bincount(pieces[soma_labels > 0], minlength=int(pieces.max(initial=0)) + 1) > 0
+    has_soma[0] = False
+    return np.where(has_soma[pieces] & (soma_labels == 0), cells, 0).astype(np.int32)
+
+
+def split_watershed(soma_labels: np.ndarray, processes: np.ndarray, cell_probability: np.ndarray | None = None,
+                    *, connectivity: int = 2) -> np.ndarray:
+    """Give every process pixel to a soma by flooding the cell probability.
+
+    Parameters
+    ----------
+    soma_labels : array_like of int, shape (H, W)
+        Soma ids (the markers).
+    processes : array_like of bool, shape (H, W)
+    cell_probability : array_like of float, shape (H, W), optional
+        ``P(soma) + P(processes)``; the flood runs on ``1 - P``. None: flat,
+        i.e. assignment by geodesic distance.
+    connectivity : {1, 2}
+
+    Returns
+    -------
+    process_labels : ndarray of int32, shape (H, W)
+        Id of the cell of each process pixel; 0 for background, soma pixels
+        and process pixels connected to no soma.
+    """
+    from skimage.segmentation import watershed
+
+    soma_labels = np.asarray(soma_labels).astype(np.int32, copy=False)
+    processes = np.asarray(processes, dtype=bool) & (soma_labels == 0)
+    if cell_probability is None:
+        surface = np.zeros(soma_labels.shape, np.float32)
+    else:
+        surface = 1.0 - np.asarray(cell_probability, dtype=np.float32)
+    flooded = watershed(surface, markers=soma_labels, mask=processes | (soma_labels > 0),
+                        connectivity=connectivity)
+    return np.where(processes, flooded, 0).astype(np.int32)
+
+
+def split_disc(soma_labels: np.ndarray, processes: np.ndarray, *, radius: float = DISC_RADIUS,
+               connectivity: int = 2) -> np.ndarray:
+    """ASTRA's disc rule: process pixels of a multi-soma group go to the nearest soma centroid within ``radius``.
+
+    Parameters
+    ----------
+    soma_labels : array_like of int, shape (H, W)
+        Soma ids 1..n.
+    processes : array_like of bool, shape (H, W)
+    radius : float
+        Disc radius, px (ASTRA: 40).
+    connectivity : {1, 2}
+
+    Returns
+    -------
+    process_labels : ndarray of int32, shape (H, W)
+        Groups with one soma keep all their processes; in groups with several,
+        pixels outside every disc and pieces cut off from their soma are 0.
+    """
+    soma_labels = np.asarray(soma_labels).astype(np.int32, copy=False)
+    soma = soma_labels > 0
+    processes = np.asarray(processes, dtype=bool) & ~soma
+    n = int(soma_labels.max(initial=0))
+    groups, n_groups = label_components(soma | processes, connectivity=connectivity)
+    parent = np.zeros(n + 1, np.int64)  # the group holding each soma
+    parent[soma_labels[soma]] = groups[soma]
+    somata_in = np.bincount(parent[1:], minlength=n_groups + 1)
+
+    # groups with one soma: all their processes belong to it
+    owner = np.zeros(n_groups + 1, np.int32)
+    single = np.flatnonzero(somata_in[parent[1:]] == 1) + 1
+    owner[parent[single]] = single
+    out = np.where(processes, owner[groups], 0).astype(np.int32)
+
+    multi = np.flatnonzero(somata_in[1:] > 1) + 1
+    if multi.size:
+        centroids, _ = soma_centroids(soma_labels, n)
+        centres = np.floor(centroids)  # ASTRA: int() of the moment centroid
+        members = np.argsort(parent[1:], kind="stable") + 1  # soma ids sorted by group
+        starts = np.searchsorted(parent[members], np.arange(n_groups + 2))
+        boxes = ndimage.find_objects(groups)
+        for g in multi:  # groups of touching cells only; work is local to each box
+            box = boxes[g - 1]
+            ids = members[starts[g]:starts[g + 1]]
+            yy = np.arange(box[0].start, box[0].stop)[None, :, None]
+            xx = np.arange(box[1].start, box[1].stop)[None, None, :]
+            d2 = (yy - centres[ids - 1, 0, None, None]) ** 2 + (xx - centres[ids - 1, 1, None, None]) ** 2
+            nearest = np.argmin(d2, axis=0)
+            inside = np.take_along_axis(d2, nearest[None], axis=0)[0] <= radius ** 2
+            here = processes[box] & (groups[box] == g) & inside
+            out[box][here] = ids[nearest[here]]
+    return keep_connected_to_soma(soma_labels, out, connectivity=connectivity)
