@@ -58,6 +58,7 @@ import numpy as np
 
 from astro3s.io import read_roiset
 from astro3s.io.atomic import write_text
+from astro3s.resources import annotations_dir
 from astro3s.metrics import AstraScores, astra_scores
 
 #: FOV shape (H, W) used to read each dataset; D3 is drawn on 435 x 435, scored on 430 x 430
@@ -65,7 +66,7 @@ DATASET_SHAPES = {"D1": (256, 256), "D2": (512, 512), "D3": (430, 430)}
 SOMA_ONLY = {"D3"}
 ANNOTATORS = ("annot_1", "annot_2", "annot_3")
 CONSENSUS = "consensus"
-DEFAULT_ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "astra_annotations"
+DEFAULT_ANNOTATIONS = annotations_dir()
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "annotator_agreement.md"
 
 

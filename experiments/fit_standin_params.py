@@ -33,13 +33,17 @@ DATASETS = {  # preset, FOV shape (README of the annotations)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--annotations", type=Path,
-                        default=ROOT.parent / "shared" / "data" / "astra_annotations" / "consensus")
+                        default=None, help="consensus folder (default: the annotations shipped with astro3s)")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--fovs", type=int, default=3, help="annotated FOVs per dataset")
     parser.add_argument("--frames", type=int, default=250, help="frames per simulated movie")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "conf" / "preprocess")
     args = parser.parse_args()
+    if args.annotations is None:
+        from astro3s.resources import annotations_dir
+
+        args.annotations = annotations_dir() / "consensus"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from astro3s.preprocess import PreprocessParams, fit_parameters, save_params

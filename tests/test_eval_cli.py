@@ -72,8 +72,9 @@ def label_folders(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _annotations() -> Path:
-    env = os.environ.get("ASTRO3S_ANNOTATIONS")
-    folder = Path(env) if env else REPO.parent / "shared" / "data" / "astra_annotations"
+    from astro3s.resources import annotations_dir
+
+    folder = annotations_dir()
     if not (folder / "consensus" / "D1").is_dir():
         if os.environ.get("CI"):
             pytest.fail(f"ASTRA annotations not found at {folder} (set ASTRO3S_ANNOTATIONS)")

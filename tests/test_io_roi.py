@@ -12,9 +12,9 @@ import pytest
 from astro3s.errors import InputError
 from astro3s.io import read_roiset, read_roiset_meta, write_roiset
 
-ANNOTATIONS = Path(os.environ.get(
-    "ASTRO3S_ANNOTATIONS",
-    Path(__file__).parents[1] / ".." / "shared" / "data" / "astra_annotations")).resolve()
+from astro3s.resources import annotations_dir
+
+ANNOTATIONS = annotations_dir().resolve()
 MISSING = f"ASTRA annotations not found at {ANNOTATIONS} (set ASTRO3S_ANNOTATIONS)"
 SHAPES = {"D1": (256, 256), "D2": (512, 512), "D3": (430, 430), "D4": (512, 512)}
 needs_annotations = pytest.mark.skipif(not ANNOTATIONS.is_dir(), reason=MISSING)

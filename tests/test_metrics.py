@@ -247,8 +247,9 @@ def test_domain_iou_per_matched_cell() -> None:
 
 
 def _annotations() -> Path | None:
-    env = os.environ.get("ASTRO3S_ANNOTATIONS")
-    folder = Path(env) if env else REPO.parent / "shared" / "data" / "astra_annotations"
+    from astro3s.resources import annotations_dir
+
+    folder = annotations_dir()
     if (folder / "consensus" / "D1").is_dir():
         return folder
     if os.environ.get("CI"):

@@ -27,7 +27,9 @@ from astro3s.simulate import (
 )
 from astro3s.simulate.render import render_signal
 
-ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "astra_annotations"
+from astro3s.resources import annotations_dir
+
+ANNOTATIONS = annotations_dir()
 D1_ZIP = ANNOTATIONS / "consensus" / "D1" / "RoiSet_SMALL_001.zip"
 D3_ZIP = ANNOTATIONS / "consensus" / "D3" / "RoiSet_LARGE_001.zip"
 PRESETS = ["tiny", "d1_like", "d2_like", "d3_like", "d4_like", "large", "randomised"]

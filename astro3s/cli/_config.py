@@ -21,4 +21,15 @@ def config_dir() -> Path:
     )
 
 
+def _register_resolvers() -> None:
+    # ${astro3s.resource:NAME} -> absolute path of a file shipped in astro3s/resources
+    from omegaconf import OmegaConf
+
+    from astro3s.resources import resource_path
+
+    if not OmegaConf.has_resolver("astro3s.resource"):
+        OmegaConf.register_new_resolver("astro3s.resource", lambda name: str(resource_path(name)))
+
+
 CONFIG_DIR = str(config_dir())
+_register_resolvers()
