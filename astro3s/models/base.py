@@ -90,8 +90,18 @@ class SegmentationNetwork(nn.Module):
 
     # -- subclass hooks -------------------------------------------------
     def _forward_heads_padded(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Logits of every output head for an input whose size is a multiple of ``stride``."""
-        raise NotImplementedError
+        """Logits of every output head for an input whose size is a multiple of ``stride``.
+
+        The default is the U-Net pattern shared by ``unet`` and ``dense_up``: an
+        ``encoder`` returning its feature maps from fine to coarse, ``decoder``
+        blocks that each take the up-sampled coarser map concatenated with the
+        matching skip, and one 1x1 ``head``. Other topologies override it.
+        """
+        features = self.encoder(image)
+        x = features[-1]
+        for block, skip in zip(self.decoder, reversed(features[:-1]), strict=True):
+            x = block(torch.cat([upsample_to(x, skip), skip], dim=1))
+        return [self.head(x)]
 
     # -- public API -----------------------------------------------------
     def forward_heads(self, image: torch.Tensor) -> list[torch.Tensor]:

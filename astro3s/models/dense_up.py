@@ -35,7 +35,6 @@ from astro3s.models.base import (
     check_positive_int,
     double_conv,
     scaled_channels,
-    upsample_to,
 )
 from astro3s.models.classes import NUM_CLASSES
 from astro3s.models.inception_resnet import InceptionResNetStages
@@ -166,13 +165,6 @@ class DenseUp(SegmentationNetwork):
     def inception_parameters(self) -> list[nn.Parameter]:
         """Parameters of the Inception-ResNet stages only (what ASTRA freezes at first)."""
         return list(self.encoder.inception.parameters())
-
-    def _forward_heads_padded(self, image: torch.Tensor) -> list[torch.Tensor]:
-        features = self.encoder(image)
-        x = features[-1]
-        for block, skip in zip(self.decoder, reversed(features[:-1]), strict=True):
-            x = block(torch.cat([upsample_to(x, skip), skip], dim=1))
-        return [self.head(x)]
 
 
 def _triple(name: str, values: Sequence[Any], *, kind: type) -> tuple:

@@ -105,13 +105,6 @@ class UNet(SegmentationNetwork):
         if encoder_ckpt is not None:
             self.encoder_load_report = self.load_encoder_checkpoint(encoder_ckpt)
 
-    def _forward_heads_padded(self, image: torch.Tensor) -> list[torch.Tensor]:
-        features = self.encoder(image)
-        x = features[-1]
-        for block, skip in zip(self.decoder, reversed(features[:-1]), strict=True):
-            x = block(torch.cat([upsample_to(x, skip), skip], dim=1))
-        return [self.head(x)]
-
 
 class UNetPlusPlus(SegmentationNetwork):
     """UNet++ (Zhou et al. 2018): nested U-Net with dense skip pathways.
