@@ -60,3 +60,32 @@ def test_run_folder_holds_config_and_log(tmp_path: Path) -> None:
     assert (run / ".hydra" / "config.yaml").exists()
     assert (run / "simulate.log").read_text().strip()
     shutil.rmtree(out)
+
+
+@pytest.mark.parametrize("case", ["nan", "flat", "image2d", "avi", "missing"])
+def test_preprocess_bad_movie_gives_one_line(tmp_path: Path, case: str) -> None:
+    import numpy as np
+
+    movie = np.random.default_rng(0).random((20, 32, 32)).astype(np.float32)
+    path = tmp_path / f"{case}.npy"
+    if case == "nan":
+        movie[7, 3, 3] = np.nan
+        np.save(path, movie)
+    elif case == "flat":
+        np.save(path, np.ones_like(movie))
+    elif case == "image2d":
+        np.save(path, movie[0])
+    elif case == "avi":
+        path = tmp_path / "movie.avi"
+        path.write_bytes(b"not a movie")
+    result = _run(["astro3s-preprocess", f"input={path}", f"out={tmp_path / 'out'}", "extras=quiet"],
+                  tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("astro3s: error")]
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and "Fix:" in lines[0]
+    assert "Traceback" not in result.stderr
+    expected = {"nan": "frame 7", "flat": "constant", "image2d": "(T, H, W)", "avi": ".avi",
+                "missing": "does not exist"}[case]
+    assert expected in lines[0]
+    assert not (tmp_path / "out" / case).exists() or not any((tmp_path / "out" / case).iterdir())

@@ -133,6 +133,8 @@ def preprocess_task(cfg: DictConfig) -> list[Path]:
                                           figure=figure))
             log.info("%s: done in %.1f s -> %s", movie_path.name, time.perf_counter() - start, folder)
         except Astro3sError as err:
+            if len(movies) == 1:
+                raise  # one movie: its own message is the clearest report
             log.error("%s: failed: %s", movie_path.name, err)
             failed.append((movie_path, str(err)))
         except Exception as err:  # keep going; the traceback goes to the log
@@ -142,7 +144,8 @@ def preprocess_task(cfg: DictConfig) -> list[Path]:
     if failed:
         lines = "; ".join(f"{p.name}: {why}" for p, why in failed)
         raise InputError(None, f"{len(failed)} of {len(movies)} movie(s) failed: {lines}",
-                         "see the log above; the other movies' outputs were written.")
+                         "see the log above; the other movies' outputs were written, and a rerun "
+                         "skips them.")
     return written
 
 
