@@ -223,12 +223,25 @@ class SegmentationModule(pl.LightningModule):
         return terms["loss"]
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch, batch_idx, stage="val")
+
+    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch, batch_idx, stage="test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_scores(stage="val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_scores(stage="test")
+
+    def _evaluation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int, *, stage: str) -> None:
+        # validation and test never run at the same time, so they share the metric objects
         image, target = self._unpack(batch)
         logits = self.net(image)
         terms = self.loss.terms(logits, target)
         batch_size = image.shape[0]
         self.log(
-            "val/loss",
+            f"{stage}/loss",
             terms["loss"],
             prog_bar=True,
             on_epoch=True,
@@ -242,17 +255,17 @@ class SegmentationModule(pl.LightningModule):
         metric_prediction = prediction.masked_fill(ignored, BACKGROUND)
         self.val_dice.update(metric_prediction, metric_target)
         self.val_iou.update(metric_prediction, metric_target)
-        if batch_idx == 0:
+        if batch_idx == 0 and stage == "val":
             self._log_panels(image, target, prediction)
 
-    def on_validation_epoch_end(self) -> None:
+    def _log_epoch_scores(self, *, stage: str) -> None:
         dice = self.val_dice.compute()
         iou = self.val_iou.compute()
         scores = {}
         for index, name in enumerate(CLASS_NAMES):
-            scores[f"val/dice_{name}"] = dice[index]
-            scores[f"val/iou_{name}"] = iou[index]
-        scores["val/dice_mean"] = (scores["val/dice_soma"] + scores["val/dice_processes"]) / 2
+            scores[f"{stage}/dice_{name}"] = dice[index]
+            scores[f"{stage}/iou_{name}"] = iou[index]
+        scores[f"{stage}/dice_mean"] = (scores[f"{stage}/dice_soma"] + scores[f"{stage}/dice_processes"]) / 2
         # torchmetrics already reduced the scores over processes: identical on every rank
         self.log_dict(scores, prog_bar=False, sync_dist=True)
         self.val_dice.reset()

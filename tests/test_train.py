@@ -1,0 +1,147 @@
+"""astro3s.cli.train end to end through Hydra compose, and the FreezeThenFinetune callback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig, open_dict
+
+from astro3s.cli._config import CONFIG_DIR
+
+TINY_DATA = ["data=synthetic", "data.preset=tiny", "data.n_fovs=2", "data.batch_size=4",
+             "extras.print_config=false", "callbacks.rich_progress_bar=null"]
+TINY_NETS = {
+    "unet": ["model.net.base_channels=8", "model.net.depth=3"],
+    "unetpp": ["model.net.base_channels=8", "model.net.depth=3"],
+    "dense_up_small": ["model.net.depths=[1,1,1]", "model.net.width=0.125"],
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared by the runs: the synthetic FOVs and the pre-processing cache are made once."""
+    return tmp_path_factory.mktemp("train_data")
+
+
+def _compose(overrides: list[str], tmp_path: Path, data_dir: Path) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.log_dir = str(tmp_path / "logs")
+        cfg.paths.data_dir = str(data_dir)
+    return cfg
+
+
+@pytest.mark.parametrize("model", sorted(TINY_NETS))
+def test_fast_dev_run_each_model(model: str, tmp_path: Path, data_dir: Path) -> None:
+    from astro3s.cli.train import train_task
+    from astro3s.preprocess import PreprocessParams, load_params
+
+    cfg = _compose([*TINY_DATA, f"model={model}", *TINY_NETS[model], "debug=fast_dev_run"], tmp_path, data_dir)
+    metrics = train_task(cfg)
+    assert "train/loss" in metrics and "test/loss" in metrics and "test/dice_soma" in metrics
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    params = load_params(tmp_path / "checkpoints" / "preprocess.yaml")
+    assert params == PreprocessParams(**{k: v for k, v in cfg.data.preprocess.items() if not k.startswith("_")})
+    assert (tmp_path / "test_metrics.json").is_file()
+    assert (data_dir / "synthetic" / "tiny" / "tiny_s0001").is_dir()
+
+
+def test_one_epoch_saves_and_tests_the_best_checkpoint(tmp_path: Path, data_dir: Path) -> None:
+    import json
+
+    from astro3s.cli.train import train_task
+
+    cfg = _compose([*TINY_DATA, "model=unet", *TINY_NETS["unet"], "trainer.max_epochs=1"], tmp_path, data_dir)
+    metrics = train_task(cfg)
+    saved = json.loads((tmp_path / "test_metrics.json").read_text())
+    assert Path(saved["checkpoint"]).parent == tmp_path / "checkpoints"
+    assert saved["metrics"]["test/loss"] == pytest.approx(metrics["test/loss"])
+    hparams = (tmp_path / "csv" / "version_0" / "hparams.yaml").read_text()
+    assert "preprocess" in hparams and "data_summary" in hparams
+
+
+def test_ddp_sim_two_processes_one_epoch(tmp_path: Path, data_dir: Path) -> None:
+    from astro3s.cli.train import train_task
+
+    cfg = _compose([*TINY_DATA, "model=unet", *TINY_NETS["unet"], "trainer=ddp_sim", "trainer.max_epochs=1"],
+                   tmp_path, data_dir)
+    metrics = train_task(cfg)
+    assert "test/loss" in metrics
+    assert any((tmp_path / "checkpoints").glob("epoch_*.ckpt"))
+
+
+def test_a_misspelled_override_is_a_clear_error(tmp_path: Path, data_dir: Path, capsys) -> None:
+    from astro3s.cli.train import train_task
+
+    with pytest.raises(ConfigCompositionException, match="n_fovz"):
+        _compose([*TINY_DATA, "data.n_fovz=2"], tmp_path, data_dir)
+    cfg = _compose([*TINY_DATA, "data.split=lo"], tmp_path, data_dir)
+    with pytest.raises(SystemExit) as info:
+        train_task(cfg)
+    assert info.value.code == 2
+    assert "split must be one of" in capsys.readouterr().err
+
+
+def test_real_d1_without_movies_says_where_to_put_them(tmp_path: Path, capsys) -> None:
+    from astro3s.cli.train import train_task
+
+    cfg = _compose(["data=d1", "extras.print_config=false"], tmp_path, tmp_path / "data")
+    with pytest.raises(SystemExit) as info:
+        train_task(cfg)
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert str(tmp_path / "data" / "D1") in err and "data=d1_standin" in err
+
+
+def test_d1_standin_and_experiment_configs_compose(tmp_path: Path, data_dir: Path) -> None:
+    cfg = _compose(["experiment=astra_d1_standin"], tmp_path, data_dir)
+    assert cfg.data._target_.endswith("standin") and list(cfg.data.shape) == [256, 256]
+    assert cfg.data.preprocess.soma_area_range[0] == 126.0  # conf/preprocess/d1_standin.yaml
+    assert cfg.callbacks.freeze_then_finetune.lr_factor == 0.05
+    cfg = _compose(["experiment=example"], tmp_path, data_dir)
+    assert cfg.model.net._target_ == "astro3s.models.UNet" and cfg.data.n_fovs == 4
+
+
+def test_freeze_then_finetune_freezes_then_scales_the_learning_rate() -> None:
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from astro3s.callbacks import FreezeThenFinetune
+    from astro3s.models import DenseUp, SegmentationModule
+
+    net = DenseUp(depths=(1, 1, 1), width=0.125)
+    module = SegmentationModule(net, optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
+                                image_log_every_n_epochs=0)
+    inception = {id(p) for p in net.inception_parameters()}
+    seen: list[tuple[int, bool, bool, float]] = []
+
+    class Probe(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            params = list(pl_module.parameters())
+            seen.append((trainer.current_epoch,
+                         any(p.requires_grad for p in params if id(p) in inception),
+                         all(p.requires_grad for p in params if id(p) not in inception),
+                         trainer.optimizers[0].param_groups[0]["lr"]))
+
+    generator = torch.Generator().manual_seed(0)
+    samples = [{"image": torch.randn(1, 32, 32, generator=generator),
+                "target": torch.randint(0, 3, (32, 32), generator=generator)} for _ in range(4)]
+    before = [p.detach().clone() for p in net.inception_parameters()]
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         callbacks=[FreezeThenFinetune(unfreeze_epoch=1, lr_factor=0.05), Probe()])
+    trainer.fit(module, DataLoader(samples, batch_size=2))
+    assert seen[0][:3] == (0, False, True) and seen[0][3] == pytest.approx(1e-3)
+    assert seen[1][:3] == (1, True, True) and seen[1][3] == pytest.approx(5e-5)
+    # frozen in epoch 0, trained in epoch 1: the Inception weights moved only then
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.inception_parameters()))
