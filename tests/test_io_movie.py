@@ -275,6 +275,30 @@ def test_chunks_give_writable_float32_copies_of_a_memmap(tmp_path, movie_data):
     np.testing.assert_array_equal(movie.load(), movie_data.astype(np.uint16).astype(np.float32))
 
 
+@pytest.mark.parametrize("kind", ["tiff", "npy", "array"])
+def test_frames_equal_indexing_for_memmaps_and_arrays(tmp_path, movie_data, kind):
+    data = movie_data.astype(np.uint16)
+    if kind == "tiff":
+        movie = read_movie(write_movie(tmp_path / "movie.tif", data))
+    elif kind == "npy":
+        np.save(tmp_path / "movie.npy", data)
+        movie = read_movie(tmp_path / "movie.npy")
+    else:
+        movie = Movie.from_array(data)
+    assert movie.backend == ("array" if kind == "array" else "memmap")
+    for index in ([0, 5, 19], [3, 4, 5, 6, 12, 2, 2, -1], np.arange(20), [], [7]):
+        out = movie.frames(index)
+        assert out.dtype == np.float32 and out.shape == (len(index), 12, 16)
+        assert out.flags.writeable and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, movie[np.asarray(index, dtype=np.int64)].astype(np.float32))
+    np.testing.assert_array_equal(movie.frames([1, 2], dtype=np.uint16), data[[1, 2]])
+    np.testing.assert_array_equal(movie.frames(np.arange(20) % 3 == 0), movie[::3].astype(np.float32))
+    with pytest.raises(IndexError):
+        movie.frames([20])
+    if kind != "array":
+        assert movie._read_file_frames(0, 2) is not None  # the file-read path was the one used
+
+
 def test_movie_properties(movie_data):
     movie = Movie.from_array(movie_data, fs=4)
     assert len(movie) == movie.n_frames == 20

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 __all__ = ["CACHE_VERSION", "cache_key", "cache_path"]
 
 #: Bump to invalidate every cached entry (e.g. when the sample layout changes).
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump whenever the pre-processing output changes
 
 
 def cache_key(movie: str | Path, params) -> str:

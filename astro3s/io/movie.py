@@ -259,6 +259,53 @@ class Movie:
                 self._check_finite(raw, t0)
             yield t0, block
 
+    def frames(self, index: Any, *, dtype: Any = np.float32) -> np.ndarray:
+        """Read the frames ``index`` (any order, repeats allowed) into one new array.
+
+        Unlike ``movie[index]``, which reads the whole range spanned by an index
+        array, only the requested frames are read: runs of consecutive frames
+        together, in reads of at most 64 MB. Memory-mapped files are read with
+        plain file reads, so no page of the map stays resident (RSS holds the
+        output only).
+
+        Parameters
+        ----------
+        index : sequence of int, or boolean mask of length ``T``
+            Frames to read; negative values count from the end.
+        dtype : dtype
+            Type of the output (default float32).
+
+        Returns
+        -------
+        frames : ndarray of ``dtype``, shape (len(index), H, W)
+            Equal to ``movie[index].astype(dtype)``; not checked for NaN/Inf.
+        """
+        index = np.asarray(index)
+        n = self.n_frames
+        if index.dtype == bool:
+            if index.shape != (n,):
+                raise IndexError(f"boolean index of shape {index.shape} does not match {n} frames")
+            index = np.flatnonzero(index)
+        elif index.size and index.dtype.kind not in "iu":
+            raise IndexError(f"frame indices must be integers, got {index.dtype}")
+        index = index.astype(np.int64).reshape(-1)
+        if index.size and (index.min() < -n or index.max() >= n):
+            raise IndexError(f"frame index out of range for a movie of {n} frames")
+        index %= n
+        out = np.empty((len(index), *self.shape[1:]), dtype=np.dtype(dtype))
+        if not len(index):
+            return out
+        frame_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        max_run = max(1, (64 * 2**20) // frame_bytes)
+        breaks = np.flatnonzero(np.diff(index) != 1) + 1
+        for s, e in zip(np.r_[0, breaks], np.r_[breaks, len(index)]):  # runs of consecutive frames
+            for a in range(int(s), int(e), max_run):  # reads of at most 64 MB
+                b = min(a + max_run, int(e))
+                t0 = int(index[a])
+                raw = self._read_file_frames(t0, t0 + b - a)
+                out[a:b] = raw if raw is not None else self[t0:t0 + b - a]
+        return out
+
     def _read_file_frames(self, t0: int, t1: int) -> np.ndarray | None:
         """Read frames ``t0:t1`` of a memory-mapped file with plain file reads.
 

@@ -54,18 +54,36 @@ def rfft2(x: np.ndarray, *, device: str = "cpu") -> np.ndarray:
     return torch.fft.rfft2(torch.as_tensor(x, device=device)).cpu().numpy()
 
 
-def irfft2(spectrum: np.ndarray, shape: tuple[int, int], *, device: str = "cpu") -> np.ndarray:
-    """Inverse of :func:`rfft2` for images of ``shape`` (H, W); float32 for complex64 input."""
+def irfft2(spectrum: np.ndarray, shape: tuple[int, int], *, device: str = "cpu",
+           overwrite_x: bool = False) -> np.ndarray:
+    """Inverse of :func:`rfft2` for images of ``shape`` (H, W); float32 for complex64 input.
+
+    ``overwrite_x=True`` lets the CPU path use ``spectrum`` (complex, C-contiguous,
+    writable) as its work space, destroying it.
+    """
     if device == "cpu":
         import scipy.fft
 
-        return scipy.fft.irfft2(spectrum, s=shape, workers=_workers())
+        spectrum = np.asarray(spectrum)
+        height, width = int(shape[0]), int(shape[1])
+        if spectrum.ndim < 2 or spectrum.shape[-2] != height or spectrum.shape[-1] < width // 2 + 1:
+            return scipy.fft.irfft2(spectrum, s=shape, workers=_workers())
+        # Two 1-D passes, the complex one over y in place: scipy's irfft2 does the
+        # same passes but into a fresh complex temporary, and is ~1.7x slower on
+        # large blocks (page faults of the temporary). Same values: the 1/H and
+        # 1/W scalings are exact for power-of-two sides, within rounding otherwise.
+        inplace = (overwrite_x and spectrum.dtype in (np.complex64, np.complex128)
+                   and spectrum.flags.c_contiguous and spectrum.flags.writeable)
+        work = spectrum if inplace else np.array(
+            spectrum, dtype=np.result_type(spectrum.dtype, np.complex64), order="C")
+        work = scipy.fft.ifft(work, axis=-2, overwrite_x=True, workers=_workers())
+        return scipy.fft.irfft(work, n=width, axis=-1, workers=_workers())
     import torch
 
     return torch.fft.irfft2(torch.as_tensor(spectrum, device=device), s=shape).cpu().numpy()
 
 
-def quantile_lastaxis(x: np.ndarray, q: float, *, device: str = "cpu") -> np.ndarray:
+def quantile_lastaxis(x: np.ndarray, q: float, *, device: str = "cpu", overwrite_input: bool = False) -> np.ndarray:
     """Percentile ``q`` (0-100) along the last axis, NumPy's default (linear) definition.
 
     Parameters
@@ -73,6 +91,9 @@ def quantile_lastaxis(x: np.ndarray, q: float, *, device: str = "cpu") -> np.nda
     x : ndarray, shape (..., n)
     q : float
         Percentile in [0, 100].
+    overwrite_input : bool
+        Allow reordering ``x`` along its last axis (partition in place, no copy);
+        only when ``x`` is C-contiguous (else a copy is partitioned anyway).
 
     Returns
     -------
@@ -88,6 +109,7 @@ def quantile_lastaxis(x: np.ndarray, q: float, *, device: str = "cpu") -> np.nda
     lo = min(int(math.floor(pos)), n - 1)
     hi = min(lo + 1, n - 1)
     frac = np.float32(pos - lo)
+    inplace = overwrite_input and x.flags.c_contiguous and x.flags.writeable
     rows = x.reshape(-1, n)
     if device != "cpu":
         import torch
@@ -100,7 +122,11 @@ def quantile_lastaxis(x: np.ndarray, q: float, *, device: str = "cpu") -> np.nda
     def one(block: np.ndarray) -> np.ndarray:
         # one kth only: partitioning on two kth values costs 2-3x more than one
         # kth plus a min over the part above it
-        part = np.partition(block, lo, axis=1)
+        if inplace:
+            block.partition(lo, axis=1)
+            part = block
+        else:
+            part = np.partition(block, lo, axis=1)
         vlo = part[:, lo].astype(np.float32)
         if hi == lo or frac == 0:
             return vlo

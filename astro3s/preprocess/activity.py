@@ -11,10 +11,11 @@ Everything is a sum over frames, so chunks of frames accumulate exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from astro3s.preprocess._backend import quantile_lastaxis
+from astro3s.preprocess._backend import _workers, quantile_lastaxis
 
 __all__ = ["activity_counts", "activity_map", "tile_coverage", "tile_starts", "tile_thresholds"]
 
@@ -86,16 +87,22 @@ def tile_thresholds(frames: np.ndarray, q: float | Sequence[float], *, size: int
     sub = frames[:, ::stride, ::stride] if stride > 1 else frames
     gy = np.minimum(-(-ys // stride), sub.shape[1] - ky)
     gx = np.minimum(-(-xs // stride), sub.shape[2] - kx)
-    windows = np.lib.stride_tricks.sliding_window_view(sub, (ky, kx), axis=(1, 2))  # a view
+    # a view, tile positions first: gathering tiles then gives a C-contiguous (ny, nx, b, ky, kx)
+    # copy whose rows are the tiles' samples (no second copy to lay them out as rows)
+    windows = np.lib.stride_tricks.sliding_window_view(sub, (ky, kx), axis=(1, 2)).transpose(1, 2, 0, 3, 4)
     per_frame = len(ys) * len(xs) * ky * kx
     batch = max(1, _GATHER_LIMIT // per_frame)
     out = np.empty((len(qs), n, len(ys), len(xs)), np.float32)
     # frames in batches only to bound the gathered copy; each batch is vectorised
     for b0 in range(0, n, batch):
-        rows = windows[b0:b0 + batch][:, gy[:, None], gx[None, :]]  # (b, ny, nx, ky, kx) copy
-        rows = rows.reshape(rows.shape[0], len(ys), len(xs), ky * kx)
+        rows = windows[gy[:, None], gx[None, :], b0:b0 + batch]  # (ny, nx, b, ky, kx) copy
+        b = rows.shape[2]
+        rows = rows.reshape(-1, ky * kx)
         for k, level in enumerate(qs):
-            out[k, b0:b0 + batch] = quantile_lastaxis(rows, float(level), device=device)
+            # the copy is ours: partition it in place (reordering keeps every quantile)
+            values = quantile_lastaxis(rows, float(level), device=device, overwrite_input=True)
+            out[k, b0:b0 + b] = values.reshape(len(ys), len(xs), b).transpose(2, 0, 1)
+        del rows
     return out if np.ndim(q) else out[0]
 
 
@@ -116,12 +123,25 @@ def activity_counts(frames: np.ndarray, thresholds: np.ndarray, *, size: int = 9
     """
     frames = np.asarray(frames)
     ys, xs, sy, sx = _grid(frames.shape[1:], size, step)
-    counts = np.zeros(frames.shape[1:], np.int32)
-    for i, y0 in enumerate(ys):  # loop over tiles; frames and pixels are vectorised
-        for j, x0 in enumerate(xs):
-            above = frames[:, y0:y0 + sy, x0:x0 + sx] >= thresholds[:, i, j, None, None]
-            counts[y0:y0 + sy, x0:x0 + sx] += np.count_nonzero(above, axis=0).astype(np.int32)
-    return counts
+
+    def rows_of_tiles(first: int, last: int) -> np.ndarray:
+        counts = np.zeros(frames.shape[1:], np.int32)
+        for i in range(first, last):  # loop over tiles; frames and pixels are vectorised
+            y0 = ys[i]
+            for j, x0 in enumerate(xs):
+                above = frames[:, y0:y0 + sy, x0:x0 + sx] >= thresholds[:, i, j, None, None]
+                counts[y0:y0 + sy, x0:x0 + sx] += np.count_nonzero(above, axis=0).astype(np.int32)
+        return counts
+
+    workers = min(_workers(), len(ys))
+    if workers == 1 or frames.size < 1 << 22:
+        return rows_of_tiles(0, len(ys))
+    # NumPy releases the GIL in the comparisons and counts: rows of tiles side by side,
+    # each into its own counts (tiles overlap), summed (integers: exact)
+    edges = np.linspace(0, len(ys), workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(rows_of_tiles, edges[:-1], edges[1:]))
+    return np.sum(parts, axis=0, dtype=np.int32)
 
 
 def activity_map(frames: np.ndarray, *, percentile: float = 80.0, size: int = 96, step: int = 40,

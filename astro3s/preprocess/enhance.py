@@ -35,8 +35,9 @@ def frame_percentiles(frames: np.ndarray, q: float, *, stride: int = 1, device: 
     values : ndarray of float32, shape (B,)
     """
     frames = np.asarray(frames)
-    sub = frames[:, ::stride, ::stride]
-    return quantile_lastaxis(sub.reshape(len(frames), -1), q, device=device)
+    rows = frames[:, ::stride, ::stride].reshape(len(frames), -1)
+    # a strided subsample is a copy already: partition it in place
+    return quantile_lastaxis(rows, q, device=device, overwrite_input=not np.may_share_memory(rows, frames))
 
 
 def subtract_baseline(frames: np.ndarray, baselines: np.ndarray) -> np.ndarray:
@@ -66,7 +67,7 @@ def temporal_median(frames: np.ndarray, *, block_pixels: int = 65536, device: st
     # selection along a contiguous axis is several times faster: transpose block-wise
     for a in range(0, flat.shape[1], block_pixels):
         block = transpose_2d(flat[:, a:a + block_pixels])
-        out[a:a + block.shape[0]] = quantile_lastaxis(block, 50.0, device=device)
+        out[a:a + block.shape[0]] = quantile_lastaxis(block, 50.0, device=device, overwrite_input=True)
     return out.reshape(height, width)
 
 

@@ -113,24 +113,28 @@ def register_spectra(spectra: np.ndarray, reference: np.ndarray, shape: tuple[in
     n = spectra.shape[0]
     if n == 0:
         return np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
+    upsample = max(int(upsample_factor), 1)
     product = spectra * np.conj(reference)[None]
-    cc = irfft2(product, shape, device=device)
+    # U = 1 needs the product no more: the inverse FFT may work in it
+    cc = irfft2(product, shape, device=device, overwrite_x=upsample == 1)
+    if upsample == 1:
+        del product
     # argmax over the displacements allowed by max_shift only (a copy of that window)
     limit_y = height // 2 if max_shift is None else min(int(np.floor(max_shift)), height // 2)
     limit_x = width // 2 if max_shift is None else min(int(np.floor(max_shift)), width // 2)
     rows_allowed = np.unique(np.r_[0:limit_y + 1, height - limit_y:height] % height)
     cols_allowed = np.unique(np.r_[0:limit_x + 1, width - limit_x:width] % width)
-    window = cc[:, rows_allowed][:, :, cols_allowed] if (len(rows_allowed) < height
-                                                          or len(cols_allowed) < width) else cc
+    window = cc[:, rows_allowed[:, None], cols_allowed[None, :]] if (len(rows_allowed) < height
+                                                                     or len(cols_allowed) < width) else cc
     peak = window.reshape(n, -1).argmax(axis=1)
     wy, wx = np.divmod(peak, window.shape[2])
+    del window
     py, px = rows_allowed[wy], cols_allowed[wx]
     rows = np.arange(n)
     # wrap to signed displacements
     coarse_y = np.where(py > height // 2, py - height, py).astype(np.float32)
     coarse_x = np.where(px > width // 2, px - width, px).astype(np.float32)
 
-    upsample = max(int(upsample_factor), 1)
     if upsample == 1:
         # 3 x 3 neighbourhood of the FFT-grid peak (circular)
         yy = (py[:, None] + np.arange(-1, 2)[None]) % height
@@ -152,7 +156,10 @@ def register_spectra(spectra: np.ndarray, reference: np.ndarray, shape: tuple[in
         kern_x = (_cis(fx[None, :, None] * coarse_x[:, None, None])
                   * _cis(fx[None, :, None] * offsets[None, None, :]))  # (B, Wr, R)
         weighted = product * _half_weights(width)[None, None, :]
+        del product
         fine = np.matmul(np.matmul(kern_y, weighted), kern_x).real.astype(np.float64) / (height * width)
+        del weighted
+    del cc
     r = fine.shape[1]
     best = fine.reshape(n, -1).argmax(axis=1)
     jy, jx = np.divmod(best, r)
@@ -211,12 +218,18 @@ def fourier_shift(spectra: np.ndarray, shifts: np.ndarray, shape: tuple[int, int
         Spectra of the corrected frames (the shift is circular: content moved
         out of one edge re-enters at the opposite edge).
     """
+    return _shift_spectra(spectra, shifts, shape)
+
+
+def _shift_spectra(spectra: np.ndarray, shifts: np.ndarray, shape: tuple[int, int], *,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    # fourier_shift, optionally in place (out=spectra)
     fy, fx = _freqs(shape)
     shifts = np.asarray(shifts, dtype=np.float32)
     # separable ramp: exp(2 pi i (fy dy + fx dx)) = ramp_y * ramp_x
     ramp_y = _cis(shifts[:, 0, None] * fy[None, :])
     ramp_x = _cis(shifts[:, 1, None] * fx[None, :])
-    out = spectra * ramp_y[:, :, None]
+    out = np.multiply(spectra, ramp_y[:, :, None], out=out)
     out *= ramp_x[:, None, :]
     return out
 
@@ -238,7 +251,8 @@ def correct_frames(frames: np.ndarray, shifts: np.ndarray, *, device: str = "cpu
     if not np.any(shifts):
         return frames.copy()
     spectra = rfft2(frames, device=device)
-    return irfft2(fourier_shift(spectra, shifts, shape), shape, device=device).astype(np.float32, copy=False)
+    spectra = _shift_spectra(spectra, shifts, shape, out=spectra)  # in place: one spectrum array only
+    return irfft2(spectra, shape, device=device, overwrite_x=True).astype(np.float32, copy=False)
 
 
 def build_reference(sample: np.ndarray, *, bandpass_sigmas: tuple[float, float] = (1.0, 8.0),
@@ -263,18 +277,55 @@ def build_reference(sample: np.ndarray, *, bandpass_sigmas: tuple[float, float] 
     reference_spectrum : ndarray of complex64, shape (H, W // 2 + 1)
         Its band-passed ``rfft2``, ready for :func:`register_spectra`.
     """
-    sample = np.asarray(sample, dtype=np.float32)
-    shape = sample.shape[1:]
+    sample = np.asarray(sample)
+    shape = tuple(int(s) for s in sample.shape[1:])
+    # spectra of the sample in blocks (the float32 copy of one block at a time)
+    block = _reference_block(shape)
+    spectra = np.empty((len(sample), shape[0], shape[1] // 2 + 1), np.complex64)
+    for a in range(0, len(sample), block):
+        spectra[a:a + block] = rfft2(np.asarray(sample[a:a + block], dtype=np.float32), device=device)
+    return _reference_from_spectra(spectra, shape, bandpass_sigmas=bandpass_sigmas,
+                                   stable_fraction=stable_fraction, upsample_factor=upsample_factor,
+                                   max_shift=max_shift, device=device, block_frames=block)
+
+
+def _reference_block(shape: tuple[int, int], limit_bytes: int = 64 * 2**20) -> int:
+    # frames of spectra per block of the reference computations (one block's spectra <= 64 MB)
+    return max(1, limit_bytes // (8 * shape[0] * (shape[1] // 2 + 1)))
+
+
+def _reference_from_spectra(spectra: np.ndarray, shape: tuple[int, int], *,
+                            bandpass_sigmas: tuple[float, float], stable_fraction: float,
+                            upsample_factor: int, max_shift: float | None, device: str,
+                            block_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`build_reference` from the sample's ``rfft2`` spectra (S, H, W // 2 + 1).
+
+    Works on ``block_frames`` spectra at a time, so that besides ``spectra``
+    the temporaries (band-passed copies, correlations) are those of one block.
+    """
+    n = len(spectra)
     band = bandpass_filter(shape, bandpass_sigmas)
-    spectra = rfft2(sample, device=device)
-    filtered = spectra * band
-    template = filtered.mean(axis=0)
-    n_keep = max(1, int(round(stable_fraction * len(sample))))
+    blocks = [(a, min(a + block_frames, n)) for a in range(0, n, max(int(block_frames), 1))]
+    template = np.zeros(spectra.shape[1:], np.complex64)
+    for a, b in blocks:
+        template += (spectra[a:b] * band).sum(axis=0)
+    template = template / n  # mean of the band-passed spectra
+    n_keep = max(1, int(round(stable_fraction * n)))
+    shifts = np.empty((n, 2), np.float32)
+    similarity = np.empty(n, np.float32)
     for _ in range(2):  # initial estimate, then one refinement
-        shifts, similarity = register_spectra(filtered, template, shape, upsample_factor=upsample_factor,
-                                              max_shift=max_shift, device=device)
+        for a, b in blocks:
+            shifts[a:b], similarity[a:b] = register_spectra(
+                spectra[a:b] * band, template, shape, upsample_factor=upsample_factor, max_shift=max_shift,
+                device=device)
         keep = np.sort(np.argsort(-similarity, kind="stable")[:n_keep])
-        aligned = fourier_shift(spectra[keep], shifts[keep], shape).mean(axis=0)
+        aligned = np.zeros(spectra.shape[1:], np.complex64)
+        for a in range(0, n_keep, max(int(block_frames), 1)):
+            k = keep[a:a + block_frames]
+            picked = spectra[k]  # a copy, shifted in place
+            aligned += _shift_spectra(picked, shifts[k], shape, out=picked).sum(axis=0)
+            del picked
+        aligned = aligned / n_keep
         template = aligned * band
     reference = irfft2(aligned, shape, device=device).astype(np.float32)
     return reference, template.astype(np.complex64)

@@ -34,7 +34,10 @@ class PreprocessParams:
     motion_correction : bool
         Estimate and correct rigid translations (default True).
     reference_frames : int
-        Frames sampled evenly over the movie to build the reference (200).
+        Frames sampled evenly over the movie to build the reference (200); fewer
+        when their spectra (complex64, ``8 H (W // 2 + 1)`` bytes a frame) would
+        exceed 1/8 of ``memory_budget_mb`` (47 frames of 1024 x 1024 px at the
+        default budget; 256 x 256 px frames are not capped).
     reference_stable_fraction : float
         Fraction of the sample, the most similar to the template, averaged into
         the reference (0.5).
@@ -127,7 +130,10 @@ class PreprocessParams:
         Memory the pipeline plans for (1536): the corrected movie is kept in
         memory when it takes at most half of it (else re-read and re-corrected),
         the temporal-median frames and the candidates' crop stacks take at most
-        a quarter each (else even subsamples of frames), chunks 1/16.
+        a quarter each (else even subsamples of frames), the reference sample's
+        spectra 1/8 (else fewer sampled frames, see ``reference_frames``), a
+        float32 chunk 1/16 (a chunk lives in about four such copies at once).
+        Peak RSS is about 1.1 GB on a 2200 x 1024 x 1024 movie (4.6 GB file).
     device : str
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda[:i]"``.
     """

@@ -11,9 +11,15 @@ a :class:`~astro3s.preprocess.motion.CorrectedMovie` handle.
 
 Exact versus approximate: everything is exact and independent of
 ``chunk_frames`` when the movie is small enough; for movies beyond the memory
-budget the temporal median is the median of an even subsample of frames, and
-the local filter of stage 5 uses an even subsample of frames per candidate
-(both logged). Per-frame percentiles use every ``percentile_stride``-th pixel.
+budget the motion reference is built from fewer sampled frames, the temporal
+median is the median of an even subsample of frames, and the local filter of
+stage 5 uses an even subsample of frames per candidate (all logged, and counted
+in ``details``). Per-frame percentiles use every ``percentile_stride``-th pixel.
+
+Memory: besides those budgeted buffers, a chunk is held in a few float32 /
+complex64 copies at a time (raw block, spectra, correlation, corrected frames);
+no page of a memory-mapped movie stays resident (frames are read with plain
+file reads, see :meth:`astro3s.io.Movie.frames`).
 """
 
 from __future__ import annotations
@@ -34,10 +40,10 @@ from astro3s.preprocess._backend import irfft2, resolve_device, rfft2
 from astro3s.preprocess.activity import activity_counts, tile_coverage, tile_thresholds
 from astro3s.preprocess.candidates import find_candidates
 from astro3s.preprocess.crops import extract_crops, fov_map
-from astro3s.preprocess.enhance import enhance_image, frame_percentiles, subtract_baseline, temporal_median
+from astro3s.preprocess.enhance import enhance_image, frame_percentiles, temporal_median
 from astro3s.preprocess.local_filter import candidate_boxes, candidate_centres, local_activity_filters
-from astro3s.preprocess.motion import (CorrectedMovie, bandpass_filter, build_reference, fourier_shift,
-                                       register_spectra)
+from astro3s.preprocess.motion import (CorrectedMovie, _reference_block, _reference_from_spectra, _shift_spectra,
+                                       bandpass_filter, correct_frames, register_spectra)
 from astro3s.preprocess.params import PreprocessParams, params_from_dict
 
 __all__ = ["Preprocessed", "as_movie", "load_preprocessed", "preprocess", "save_preprocessed"]
@@ -155,14 +161,62 @@ def _even_subsample(n: int, count: int) -> np.ndarray:
 
 
 def _read_frames(movie: Any, index: np.ndarray) -> np.ndarray:
-    # frames one by one: a lazy reader fetches only those (I/O, not computation)
-    frames = np.stack([np.asarray(movie[int(t)], dtype=np.float32) for t in index])
+    """Frames ``index`` of ``movie`` as one float32 array, checked for NaN/Inf."""
+    if hasattr(movie, "frames"):
+        # only those frames, into one preallocated array; memory maps by plain reads (no resident pages)
+        frames = movie.frames(index, dtype=np.float32)
+    else:
+        frames = np.empty((len(index), *movie.shape[1:]), np.float32)
+        for i, t in enumerate(index):  # a lazy reader fetches only those frames (I/O, not computation)
+            frames[i] = movie[int(t)]
     finite = np.isfinite(frames).all(axis=(1, 2))
     if not finite.all():
         bad = int(index[np.argmin(finite)])
         raise InputError(movie.path, f"frame {bad} (counted from 0) contains NaN or Inf values.",
                          "fix or drop the damaged frames, e.g. replace them by a neighbouring frame.")
     return frames
+
+
+def reference_sample_frames(params: PreprocessParams, shape: tuple[int, int]) -> int:
+    """Frames of the reference sample: ``params.reference_frames``, capped by the memory budget.
+
+    The sample is held as ``rfft2`` spectra (complex64, ``8 H (W // 2 + 1)``
+    bytes a frame), which may take at most 1/8 of ``params.memory_budget_mb``.
+    """
+    height, width = shape
+    room = int((params.memory_budget_mb * 2**20 / 8) // (8 * height * (width // 2 + 1)))
+    return max(1, min(params.reference_frames, room))
+
+
+def _reference(movie: Any, params: PreprocessParams, device: str,
+               max_shift: float) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(reference image, band-passed reference spectrum x band-pass or None, sample size)."""
+    n_frames, height, width = (int(s) for s in movie.shape)
+    shape2 = (height, width)
+    # blocks of at most 64 MB (and 1/16 of the budget) of spectra; the block size depends on the
+    # frame size and budget only, not on chunk_frames, so the reference's sums do not either
+    block_frames = _reference_block((height, width), int(min(64 * 2**20, params.memory_budget_mb * 2**20 / 16)))
+    if not params.motion_correction:
+        # the mean of the sample: a running sum, nothing kept
+        index = _even_subsample(n_frames, params.reference_frames)
+        total = np.zeros(shape2, np.float32)
+        for a in range(0, len(index), block_frames):
+            total += _read_frames(movie, index[a:a + block_frames]).sum(axis=0)
+        return total / len(index), None, len(index)
+    count = reference_sample_frames(params, shape2)
+    if count < params.reference_frames:
+        log.info("motion reference from %d sampled frames instead of %d (memory budget %.0f MB)", count,
+                 params.reference_frames, params.memory_budget_mb)
+    index = _even_subsample(n_frames, count)
+    # only the sample's spectra are kept: frames are read and transformed a block at a time
+    spectra = np.empty((len(index), height, width // 2 + 1), np.complex64)
+    for a in range(0, len(index), block_frames):
+        spectra[a:a + block_frames] = rfft2(_read_frames(movie, index[a:a + block_frames]), device=device)
+    reference, reference_spectrum = _reference_from_spectra(
+        spectra, shape2, bandpass_sigmas=params.bandpass_sigmas, stable_fraction=params.reference_stable_fraction,
+        upsample_factor=params.upsample_factor, max_shift=max_shift, device=device, block_frames=block_frames)
+    del spectra
+    return reference, reference_spectrum * bandpass_filter(shape2, params.bandpass_sigmas), len(index)
 
 
 def _constant_error(movie: Any) -> InputError:
@@ -174,8 +228,9 @@ def _constant_error(movie: Any) -> InputError:
 def effective_chunk_frames(params: PreprocessParams, frame_bytes: int) -> int:
     """``params.chunk_frames``, lowered so that a float32 chunk takes at most 1/16 of the memory budget.
 
-    A chunk lives in about eight copies at once (raw, float32, spectra, product,
-    correlation, corrected), so this keeps the working set near half the budget.
+    A chunk lives in about four copies at once (float32 block or spectra, product,
+    correlation, corrected; the FFTs work in place where they can), so this keeps
+    the working set near a quarter of the budget.
     """
     room = int((params.memory_budget_mb * 2**20 / 16) // frame_bytes)
     return max(1, min(params.chunk_frames, room))
@@ -194,18 +249,13 @@ def _stream(movie: Any, params: PreprocessParams, device: str, *,
     timings: dict[str, float] = {}
     details: dict[str, Any] = {}
 
+    chunk_frames = effective_chunk_frames(params, frame_bytes)
+
     # reference from an even sample of frames
     tick = time.perf_counter()
-    sample = _read_frames(movie, _even_subsample(n_frames, params.reference_frames))
     max_shift = params.max_shift_fraction * min(height, width)
-    if params.motion_correction:
-        reference, reference_spectrum = build_reference(
-            sample, bandpass_sigmas=params.bandpass_sigmas, stable_fraction=params.reference_stable_fraction,
-            upsample_factor=params.upsample_factor, max_shift=max_shift, device=device)
-        band = bandpass_filter(shape2, params.bandpass_sigmas)
-    else:
-        reference, reference_spectrum, band = sample.mean(axis=0), None, None
-    del sample
+    reference, reference_filter, n_sample = _reference(movie, params, device, max_shift)
+    details["reference_frames"] = n_sample
     timings["reference"] = time.perf_counter() - tick
 
     # buffers: corrected-movie cache, median frames
@@ -228,25 +278,30 @@ def _stream(movie: Any, params: PreprocessParams, device: str, *,
     counts = np.zeros((len(activity_percentiles), height, width), np.int64)
     stage = {"motion": 0.0, "baseline": 0.0, "activity": 0.0}
 
-    chunk_frames = effective_chunk_frames(params, frame_bytes)
     chunks = movie.chunks(chunk_frames, dtype=np.float32)
     bar = tqdm(chunks, total=math.ceil(n_frames / chunk_frames), desc="preprocess", unit="chunk",
                disable=(not progress) if progress is not None else None, leave=False)
     for t0, block in bar:
         t1 = t0 + len(block)
-        raw_sum += block.sum(axis=0, dtype=np.float64)
+        # float32 sum over the chunk (exact for integer movies: < 2**24 per pixel for chunks of
+        # <= 256 16-bit frames), float64 over chunks
+        raw_sum += block.sum(axis=0)
         lowest, highest = min(lowest, float(block.min())), max(highest, float(block.max()))
         tick = time.perf_counter()
         if params.motion_correction:
             spectra = rfft2(block, device=device)
+            del block
+            # the band-pass rides on the reference: (S band) conj(R) = S conj(R band), one copy less
             shifts[t0:t1], _ = register_spectra(
-                spectra * band, reference_spectrum, shape2, upsample_factor=params.upsample_factor,
+                spectra, reference_filter, shape2, upsample_factor=params.upsample_factor,
                 max_shift=max_shift, with_similarity=False, device=device)
-            corrected = irfft2(fourier_shift(spectra, shifts[t0:t1], shape2), shape2, device=device)
-            corrected = corrected.astype(np.float32, copy=False)
+            spectra = _shift_spectra(spectra, shifts[t0:t1], shape2, out=spectra)  # in place
+            corrected = irfft2(spectra, shape2, device=device, overwrite_x=True)
             del spectra
+            corrected = corrected.astype(np.float32, copy=False)
         else:
             corrected = block
+            del block
         if cache is not None:
             cache[t0:t1] = corrected
         stage["motion"] += time.perf_counter() - tick
@@ -256,7 +311,13 @@ def _stream(movie: Any, params: PreprocessParams, device: str, *,
                                       stride=params.percentile_stride, device=device)
         here = np.flatnonzero(median_slot[t0:t1] >= 0)
         if here.size:
-            median_frames[median_slot[t0 + here]] = subtract_baseline(corrected[here], baselines[here])
+            # the chunk's median frames have consecutive slots: subtract straight into the buffer
+            slot0 = int(median_slot[t0 + here[0]])
+            target = median_frames[slot0:slot0 + here.size]
+            source = corrected if here.size == len(corrected) else corrected[here]
+            np.subtract(source, baselines[here, None, None], out=target)
+            np.maximum(target, 0, out=target)  # = subtract_baseline
+            del source, target
         stage["baseline"] += time.perf_counter() - tick
 
         tick = time.perf_counter()
@@ -265,6 +326,7 @@ def _stream(movie: Any, params: PreprocessParams, device: str, *,
         for k in range(len(activity_percentiles)):  # one percentile in normal use
             counts[k] += activity_counts(corrected, thresholds[k], size=params.tile_size, step=params.tile_step)
         stage["activity"] += time.perf_counter() - tick
+        del corrected, thresholds  # before the next chunk is read
     if highest == lowest:
         raise _constant_error(movie)
     timings.update(stage)
@@ -331,14 +393,14 @@ def crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: fl
         log.info("local activity filter on %d of %d frames (memory budget %.0f MB)", len(index), n_frames,
                  memory_budget_mb)
     stacks = np.empty((len(boxes), len(index), h, w), np.float32)
-    slot = np.full(n_frames, -1, np.int64)
-    slot[index] = np.arange(len(index))
-    for t0, block in corrected.chunks(chunk_frames):  # chunk_frames is already memory-capped
-        here = np.flatnonzero(slot[t0:t0 + len(block)] >= 0)
-        if not here.size:
-            continue
+    # only the frames used are read and corrected (chunk_frames is already memory-capped)
+    for a in range(0, len(index), chunk_frames):
+        frames = index[a:a + chunk_frames]
+        block = correct_frames(_read_frames(corrected.movie, frames), corrected.shifts[frames],
+                               device=corrected.device)
         for n, (y0, x0, y1, x1) in enumerate(boxes):  # loop over candidates
-            stacks[n, slot[t0 + here]] = block[here, y0:y1, x0:x1]
+            stacks[n, a:a + len(frames)] = block[:, y0:y1, x0:x1]
+        del block
     for n in range(len(boxes)):
         out[:, n] = local_activity_filters(stacks[n], percentile=percentile, pairs=pairs, stride=stride)
     return out, len(index)
