@@ -253,31 +253,42 @@ def test_automatic_threshold_in_band_on_simulated(simulated, seed, caplog):
 # ----------------------------------------------------------------------------- simulated domains
 
 
-def test_domains_recover_simulated_territories_tiny(simulated):
-    # With the preset's default ranges the territory's shared signal is too weak for
-    # single-pixel correlations (see test_domains_recover_simulated_d1_like); these
-    # overrides make the territory follow its cell (frequent whole-cell events,
-    # strong participation, bright cells, no bleaching trend), the regime the CC
-    # definition is built for. Motion stays on and is undone with the true shifts.
-    folder = simulated("tiny", 2, overview=False, whole_rate=[6, 6], soma_photons=[40, 40],
-                       bleach_amount=[0, 0], territory_participation=[0.8, 0.8])
-    movie, gt = _simulated_inputs(folder)
+def _domain_iou(simulated, preset: str, seed: int, **overrides) -> tuple[float, int]:
+    """Mean IoU over cells of find_domains vs the simulated domains, and the number of
+    ground-truth domain pixels outside the cells' own somata and processes."""
+    movie, gt = _simulated_inputs(simulated(preset, seed, overview=False, **overrides))
     dom = find_domains(movie, gt["soma"], gt["processes"])
-    assert dom.threshold_choice.in_band
-    assert mean_iou(dom.domains, gt["domains"], dom.cell_ids) >= 0.8
+    beyond = int(((gt["domains"] > 0) & (np.maximum(gt["soma"], gt["processes"]) == 0)).sum())
+    return mean_iou(dom.domains, gt["domains"], dom.cell_ids), beyond
+
+
+def test_domains_recover_simulated_territories_tiny(simulated):
+    # The simulated domains are the pixels whose EXPECTED correlation with their
+    # cell reaches 0.6 (see astro3s.simulate.render.ground_truth). Overrides, within
+    # the tiny preset's own ranges: n_frames, because a CC value is estimated from
+    # (T - 4) / 5 independent smoothed samples -- tiny's 60-120 frames give chance
+    # correlations above 0.6 (the max over hundreds of ROI pixels and 21 lags), which
+    # no expected-value ground truth can reproduce; whole_rate and soma_photons at
+    # the upper part of their ranges, so that the territories are revealed and the
+    # test compares actual domains, not just the cells' own pixels. Motion stays on
+    # and is undone with the true shifts; bleaching stays on.
+    iou, beyond = _domain_iou(simulated, "tiny", 2, n_frames=[400, 400], whole_rate=[3, 6],
+                              soma_photons=[10, 30])
+    assert beyond >= 100, "the test must compare revealed territories"
+    assert iou >= 0.8
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "simulator/spec mismatch: ground-truth domains are the geometric territory, whose shared signal "
-    "(territory_participation x whole-cell events, ~0-2 events per movie at the default whole_rate, a few "
-    "photons per pixel) gives territory pixels the same max single-pixel correlation with the cell's ROI "
-    "pixels (~0.3) as pixels outside it, far below any threshold in 0.60-0.95; measured mean IoU ~0.21 on "
-    "d1_like seed 0"))
-def test_domains_recover_simulated_d1_like(simulated):
-    movie, gt = _simulated_inputs(simulated("d1_like", 0, overview=False))
-    dom = find_domains(movie, gt["soma"], gt["processes"])
-    assert mean_iou(dom.domains, gt["domains"], dom.cell_ids) >= 0.8
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_domains_recover_simulated_d1_like(simulated, seed):
+    # d1_like with the preset's own ranges. A cell whose territory's expected
+    # correlation hovers around the threshold has a speckled CC domain (single-pixel
+    # CC values scatter by ~+-0.08 at 550 frames), which caps that cell's IoU near
+    # 0.65-0.8 whatever the ground truth; the mean over a movie's cells stays above
+    # the bar (seeds 0-7: 0.81-0.99).
+    iou, beyond = _domain_iou(simulated, "d1_like", seed)
+    assert beyond >= 500, "the test must compare revealed territories"
+    assert iou >= 0.8
 
 
 @pytest.mark.slow

@@ -364,7 +364,15 @@ def test_ground_truth_round_trip(simulated, preset, overrides, min_process_f1, s
     assert scores.soma_f1 >= ceiling.soma_f1 - 0.005
     assert scores.process_f1 >= ceiling.process_f1 - 0.005
     if preset != "d4_like":
-        assert scores.soma_f1 == pytest.approx(1.0) and scores.process_f1 == pytest.approx(1.0)
+        # exact inside the crops; processes can reach beyond every crop (as real D1 ones
+        # do, up to ~70 px from the soma) and only those pixels may be lost
+        covered = np.zeros(shape, bool)
+        for y0, x0, y1, x1 in boxes:
+            covered[y0:y1, x0:x1] = True
+        lost = (gt_proc > 0) & (seg.processes == 0)
+        assert not (lost & covered).any()
+        inside = astra_scores(seg.soma, seg.processes, gt_soma, np.where(covered, gt_proc, 0))
+        assert inside.soma_f1 == pytest.approx(1.0) and inside.process_f1 == pytest.approx(1.0)
     # the ids too: every cell gets its own soma and (nearly all) its own processes
     assert inst.detection_f1 == pytest.approx(1.0) and inst.soma_f1 == pytest.approx(1.0)
     assert inst.process_f1 >= min_process_f1

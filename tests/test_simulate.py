@@ -143,6 +143,31 @@ def test_ground_truth_is_consistent(preset: str, overrides: dict) -> None:
         assert any(scene.cell_info[i].silent for i in sim.truth.dropped), "30 % silent must drop someone"
 
 
+def test_domains_are_the_territory_that_follows_its_cell() -> None:
+    # bright, active cells: the territory is revealed when it shares the whole-cell
+    # events, and not when it does not (same scene otherwise)
+    kw = dict(n_frames=300, whole_rate=6, soma_photons=40, territory_brightness=0.5, silent_fraction=0,
+              neuropil_amplitude=0, micro_sites=0)
+    on = simulate_preset("tiny", seed=1, territory_participation=1.0, **kw)
+    off = simulate_preset("tiny", seed=1, territory_participation=0.0, **kw)
+    assert np.array_equal(on.soma, off.soma) and np.array_equal(on.processes, off.processes)
+
+    def beyond(sim):
+        return (sim.domains > 0) & (np.maximum(sim.soma, sim.processes) == 0)
+
+    assert beyond(on).sum() > 200 and beyond(on).sum() > 4 * beyond(off).sum()
+    level = on.params.domain_min_correlation
+    assert level == 0.6
+    assert (on.truth.domain_correlation[beyond(on)] >= level - 1e-6).all()
+    # every piece of a domain is connected to its own cell's soma/processes
+    cell = np.maximum(on.soma, on.processes)
+    for k in range(1, on.n_cells + 1):
+        lab, n = ndi.label(on.domains == k, structure=np.ones((3, 3), bool))
+        assert set(np.unique(lab[cell == k])) >= set(range(1, n + 1))
+    # a definition, not a scene property: never randomised by widening
+    assert widen_ranges(load_preset("d1_like"), 3.0).domain_min_correlation == (0.6, 0.6)
+
+
 def test_ground_truth_traces_match_the_noiseless_signal() -> None:
     params = sample_params(load_preset("tiny"), 0).replace(bleach_amount=0.0, n_vessels=0)
     sim = simulate(params, seed=0)
@@ -214,8 +239,10 @@ def test_written_files_reload_with_astro3s_io(simulated) -> None:
     folder = simulated("tiny", 0)
     name = folder.name
     meta = json.loads((folder / "meta.json").read_text())
-    for key in ("params", "preset", "seed", "astro3s_version", "dropped_cells", "ranges", "shape", "fs"):
+    for key in ("params", "preset", "seed", "astro3s_version", "dropped_cells", "ranges", "shape", "fs",
+                "domain_definition", "domain_min_correlation"):
         assert key in meta
+    assert all("domain_area_px" in c and "domain_beyond_cell_px" in c for c in meta["cells"])
     assert meta["preset"] == "tiny" and meta["seed"] == 0
     movie = read_movie(folder / f"{name}.tif")
     assert tuple(movie.shape) == tuple(meta["shape"])

@@ -1,19 +1,28 @@
 """Procedural astrocyte morphology, cell placement, vessels and real-annotation layouts.
 
-An astrocyte is drawn on a local grid around its soma:
+An astrocyte is drawn on a local grid around its soma, as a bushy protoplasmic
+astrocyte seen with a cytosolic indicator:
 
 - **soma**: an ellipse with a low-frequency radial perturbation, rescaled to hit
   the requested area;
-- **processes**: a few primary branches that start inside the soma, grow outwards
-  as persistent random walks, taper, and give off thinner side branches;
-- **territory**: a roughly convex (star-shaped, smooth radius) region around the
-  branches, filled with a low-density cloud of small blobs (the spongy fine
-  processes) that is denser near the branches.
+- **processes**: 4-7 primary branches of varied calibre leave the soma with a
+  conical base, arc gently (persistent random walk plus a steady turn) and
+  taper; each gives off thinner, shorter side branches, up to 4 orders, more
+  per length at higher orders, and some fork in two. Only branches of visible
+  calibre (radius >= ``VISIBLE_BRANCH_RADIUS``) connected to the soma are
+  annotated as processes (the real D1 consensus: process area / soma area
+  median ~1.5, IQR ~1.1-2.1, ~3 processes reaching ~4 soma radii); the finer
+  orders are dim and read as texture, part of the territory;
+- **territory**: a roughly convex (star-shaped, smooth radius) region that the
+  branches fill, fading out at its edge and declining away from the soma,
+  filled with a *spongy haze*: a mottled, spatially correlated band-pass
+  texture (the unresolved meshwork of fine processes), brighter clusters, and
+  a halo along the branches. The haze carries the cell's whole-cell events
+  (``territory_participation``) and its microdomain events.
 
 Everything here is pure NumPy/SciPy; loops run over cells and branches, never
 over pixels.
 """
-
 from __future__ import annotations
 
 import math
@@ -57,8 +66,11 @@ class CellMorphology:
     soma, process, territory : ndarray of float32, shape (h, w)
         Continuous footprints in [0, 1] (soft edges, partial-volume weights).
     soma_mask, process_mask, territory_mask : ndarray of bool, shape (h, w)
-        Ground-truth masks; ``process_mask`` excludes the soma and
-        ``territory_mask`` includes soma and processes (the domain).
+        ``process_mask`` (the annotated processes) excludes the soma;
+        ``territory_mask`` is the geometric territory including soma and
+        processes. The ground-truth *domain* is the part of the cell's
+        footprint whose activity detectably follows the cell (see
+        :func:`astro3s.simulate.render.ground_truth`), not this mask.
     soma_radius, territory_radius : float
         Equivalent soma radius and mean territory radius (px).
     """
@@ -174,7 +186,8 @@ def _local_grid(center: tuple[float, float], half: int) -> tuple[tuple[int, int]
 
 
 def grow_branch(start: np.ndarray, heading: float, length: float, radius_start: float,
-                radius_end: float, tortuosity: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                radius_end: float, tortuosity: float, rng: np.random.Generator, *,
+                taper: float = 1.0, curvature: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grow one tapering branch as a persistent random walk.
 
     Parameters
@@ -186,10 +199,17 @@ def grow_branch(start: np.ndarray, heading: float, length: float, radius_start: 
     length : float
         Branch length (px).
     radius_start, radius_end : float
-        Branch radius at both ends (px); linear taper.
+        Branch radius at both ends (px).
     tortuosity : float
-        Heading noise per sqrt(px); the heading relaxes back to ``heading`` over
-        ~8 px so branches curve but keep their general direction.
+        Heading noise per sqrt(px); the heading relaxes back to its mean course
+        over ~8 px so branches wiggle but keep their general direction.
+    taper : float
+        Shape of the taper: the radius goes from ``radius_start`` to
+        ``radius_end`` as ``(1 - s / length) ** taper`` (1: linear; above 1:
+        thick only near the start, as astrocyte processes that thin quickly
+        after leaving the soma).
+    curvature : float
+        Steady turning of the mean course (radians per px): gentle arcs.
 
     Returns
     -------
@@ -200,17 +220,30 @@ def grow_branch(start: np.ndarray, heading: float, length: float, radius_start: 
     n = max(int(math.ceil(length / _STEP)), 2)
     relax = math.exp(-_STEP / 8.0)
     wobble = lfilter([1.0], [1.0, -relax], rng.normal(0.0, tortuosity * math.sqrt(_STEP), n))
-    headings = heading + wobble
+    headings = heading + curvature * _STEP * np.arange(n) + wobble
     steps = _STEP * np.stack([np.sin(headings), np.cos(headings)], axis=1)
     points = np.asarray(start, dtype=np.float64) + np.cumsum(steps, axis=0)
-    radii = np.linspace(radius_start, radius_end, n)
+    frac = np.linspace(0.0, 1.0, n)
+    radii = radius_end + (radius_start - radius_end) * (1.0 - frac) ** taper
     return points.astype(np.float32), radii.astype(np.float32), headings.astype(np.float32)
+
+
+# Highest branching order: primary (0) -> secondary -> ... -> order 4. The higher
+# orders are below the annotation radius: they make the bushy arbor, not "processes".
+_MAX_ORDER = 4
 
 
 def _branch_tree(center: tuple[float, float], soma_edge: callable, territory_edge: callable,
                  soma_radius: float, params: SimulationParams, rng: np.random.Generator,
                  *, n_primary: int) -> tuple[np.ndarray, np.ndarray]:
-    """Points and radii of all branches of one cell (primary, side, side-of-side)."""
+    """Points and radii of all branches of one cell (primary and up to 4 orders of side branches).
+
+    Primary processes leave the soma thick (a conical base), taper quickly and
+    arc gently; each branch gives off thinner, shorter side branches at
+    30-70 degrees, more per length at higher orders, so that the arbor becomes
+    denser and finer away from the soma, as a bushy protoplasmic astrocyte.
+    Some primaries fork in two near their middle.
+    """
     c = np.asarray(center, dtype=np.float64)
     theta0 = rng.uniform(0, 2 * np.pi)
     spacing = 2 * np.pi / max(n_primary, 1)
@@ -220,14 +253,22 @@ def _branch_tree(center: tuple[float, float], soma_edge: callable, territory_edg
     for i in range(n_primary):
         th = theta0 + i * spacing + rng.normal(0, 0.25 * spacing)
         rs, rt = float(soma_edge(th)), float(territory_edge(th))
-        start = c + 0.8 * rs * np.array([math.sin(th), math.cos(th)])
-        length = max((rt - rs) * rng.uniform(0.5, 1.0), 2.0)
-        r0 = max(params.branch_width * soma_radius * rng.uniform(0.75, 1.25), 0.7)
+        start = c + 0.7 * rs * np.array([math.sin(th), math.cos(th)])
+        length = max((rt - 0.7 * rs) * rng.uniform(0.7, 1.0), 2.0)
+        # calibres differ: the thinnest primaries are not annotated as processes
+        r0 = max(params.branch_width * soma_radius * rng.uniform(0.4, 1.3), 0.5)
         queue.append((start, th, length, r0, 0))
     while queue:
         start, th, length, r0, gen = queue.pop()
-        pts, rad, hd = grow_branch(start, th, length, r0, 0.3 * r0 + 0.2,
-                                   params.branch_tortuosity * (1 + 0.5 * gen), rng)
+        r_end = max(0.3 * r0, 0.4 if gen == 0 else 0.25)
+        pts, rad, hd = grow_branch(start, th, length, r0, r_end,
+                                   params.branch_tortuosity * (1 + 0.4 * gen), rng,
+                                   taper=0.8 if gen == 0 else 1.3,
+                                   curvature=rng.normal(0.0, 0.012 * (1 + gen)))
+        if gen == 0:
+            # conical base: the process widens into the soma over ~1.5 branch radii
+            s = np.arange(len(pts)) * _STEP
+            rad = rad * (1 + 0.9 * np.exp(-s / (1.5 * r0 + 1.0)))
         # stop where the branch leaves the territory
         rel = pts - c
         outside = np.hypot(rel[:, 0], rel[:, 1]) > 0.97 * territory_edge(np.arctan2(rel[:, 0], rel[:, 1]))
@@ -238,16 +279,23 @@ def _branch_tree(center: tuple[float, float], soma_edge: callable, territory_edg
             continue
         all_pts.append(pts)
         all_rad.append(rad)
-        if gen >= 3:
+        if gen >= _MAX_ORDER:
             continue
         # later generations are thinner, shorter and more numerous: the bushy look
-        n_side = rng.poisson(params.branching_rate * (len(pts) * _STEP) / 10.0 * (1 + gen))
+        n_side = rng.poisson(params.branching_rate * (len(pts) * _STEP) / 10.0 * (1 + 0.8 * gen))
         for _ in range(n_side):
-            k = int(rng.uniform(0.1, 0.9) * len(pts))
-            side_heading = float(hd[k]) + rng.choice([-1.0, 1.0]) * rng.uniform(0.35, 1.2)
-            side_length = (len(pts) - k) * _STEP * rng.uniform(0.3, 0.8) + 2.0
+            k = int(rng.uniform(0.08, 0.92) * len(pts))
+            side_heading = float(hd[k]) + rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.2)
+            side_length = (len(pts) - k) * _STEP * rng.uniform(0.35, 0.85) + 2.0
             queue.append((pts[k].astype(np.float64), side_heading, side_length,
-                          max(0.6 * float(rad[k]), 0.3), gen + 1))
+                          max(rng.uniform(0.5, 0.75) * float(rad[k]), 0.25), gen + 1))
+        if gen == 0 and len(pts) > 20 and rng.random() < 0.4:
+            # a fork: two daughters of similar calibre continue the primary
+            k = int(rng.uniform(0.3, 0.6) * len(pts))
+            for sign in (-1.0, 1.0):
+                queue.append((pts[k].astype(np.float64), float(hd[k]) + sign * rng.uniform(0.25, 0.5),
+                              (len(pts) - k) * _STEP * rng.uniform(0.7, 1.0),
+                              max(0.8 * float(rad[k]), 0.3), 1))
     if not all_pts:
         return np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
     return np.concatenate(all_pts), np.concatenate(all_rad)
@@ -272,14 +320,34 @@ def _rasterise_tubes(points: np.ndarray, radii: np.ndarray, origin: tuple[int, i
 
 
 def _territory_fill(territory_soft: np.ndarray, territory_mask: np.ndarray, process: np.ndarray,
-                    density: float, rng: np.random.Generator, *, blob_sigma: float = 0.8) -> np.ndarray:
-    """Spongy fine-process texture in [0, 1]: sparse small blobs, denser near branches.
+                    density: float, rng: np.random.Generator, *, blob_sigma: float = 0.8,
+                    tube_dist: np.ndarray | None = None, reach: float = 10.0) -> np.ndarray:
+    """Spongy fine-process haze in [0, 1]: a mottled texture filling the territory.
 
-    ``density`` is in blobs per px^2 at ``blob_sigma = 0.8``; larger blobs (high
-    zoom) are proportionally sparser so that the covered fraction stays the same.
+    Three parts, all spatially correlated at the scale of the fine processes
+    (``blob_sigma``, below the optical resolution, so it scales with the zoom):
+
+    - a **sponge**: band-pass random texture (struts and holes), the unresolved
+      meshwork of fine processes and leaflets that fills the territory;
+    - **clusters**: ``density`` small blobs per px^2 (at ``blob_sigma = 0.8``;
+      larger blobs are proportionally sparser), the brighter nodes of the arbor;
+    - a **halo** along the branches, where the fine processes emanate, fading
+      over ``reach`` px away from them.
+
+    The result is multiplied by ``territory_soft`` (which fades out at the edge).
     """
+    shape = territory_mask.shape
+    noise = rng.standard_normal(shape).astype(np.float32)
+    fine = ndi.gaussian_filter(noise, blob_sigma)
+    coarse = ndi.gaussian_filter(noise, 3.0 * blob_sigma)
+    sponge = fine - 0.6 * coarse
+    sponge /= max(float(sponge[territory_mask].std()) if territory_mask.any() else 1.0, 1e-6)
+    # slow patchiness: some sectors of the arbor are denser than others
+    patch = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 6.0 * blob_sigma + 3.0)
+    patch /= max(float(patch.std()), 1e-6)
+    sponge = np.clip(0.6 + 0.25 * sponge + 0.1 * patch, 0, 1)
     n_blobs = rng.poisson(density * territory_mask.sum() * (0.8 / blob_sigma) ** 2)
-    blobs = np.zeros(territory_mask.shape, np.float32)
+    blobs = np.zeros(shape, np.float32)
     if n_blobs:
         iy, ix = np.nonzero(territory_mask)
         pick = rng.integers(0, len(iy), n_blobs)
@@ -287,10 +355,13 @@ def _territory_fill(territory_soft: np.ndarray, territory_mask: np.ndarray, proc
         blobs = ndi.gaussian_filter(blobs, blob_sigma)
         top = np.percentile(blobs[territory_mask], 99.0)
         blobs = np.clip(blobs / max(top, 1e-6), 0, 1)
-    halo = ndi.gaussian_filter(process, 2.5 * blob_sigma)
-    halo /= max(float(halo.max()), 1e-6)
-    spongy = np.clip(0.7 * blobs + 0.6 * halo, 0, 1)
-    return (territory_soft * (0.12 + 0.88 * spongy)).astype(np.float32)
+    if tube_dist is not None and np.isfinite(tube_dist).any():
+        halo = np.exp(-np.minimum(tube_dist, 1e4) / max(reach, 1.0)).astype(np.float32)
+    else:
+        halo = ndi.gaussian_filter(process, 2.5 * blob_sigma)
+        halo /= max(float(halo.max()), 1e-6)
+    spongy = np.clip(sponge * (0.6 + 0.4 * halo) + 0.3 * blobs, 0, 1)
+    return (territory_soft * spongy).astype(np.float32)
 
 
 def make_astrocyte(center: tuple[float, float], soma_area: float, params: SimulationParams,
@@ -315,7 +386,8 @@ def make_astrocyte(center: tuple[float, float], soma_area: float, params: Simula
     elongation = rng.uniform(1.0, params.soma_elongation)
     angle = rng.uniform(0, np.pi)
     territory_radius = params.territory_radius * radius * rng.uniform(0.85, 1.15)
-    half = int(math.ceil(territory_radius * (1 + 2 * params.territory_irregularity) + 4))
+    # room for the largest radius territory_edge can take (its wobble is clipped at 1.5)
+    half = int(math.ceil(1.5 * territory_radius + 4))
     origin, dist, theta = _local_grid(center, half)
 
     soma_rng = np.random.default_rng(rng.integers(2**63))
@@ -359,26 +431,51 @@ def _assemble(origin, center, dist, theta, soma, soma_mask, points, radii, terri
               radius, territory_radius, params, rng, *, process_given: np.ndarray | None = None) -> CellMorphology:
     """Rasterise branches and territory around a soma and package a CellMorphology."""
     shape = soma.shape
+    tube_dist = None
     if process_given is not None:
         # real annotated processes: soften the edge by half a pixel only
         process = np.clip(ndi.gaussian_filter(process_given.astype(np.float32), 0.5) * 1.3, 0, 1)
         process_mask = process_given & ~soma_mask
     else:
         tube_dist, tube_radius = _rasterise_tubes(points, radii, origin, shape)
+        # sub-resolution branches are dimmer (less indicator in the beam), so the
+        # fine arbor reads as texture rather than as lines
         process = (np.clip(tube_radius + 0.5 - tube_dist, 0, 1)
-                   * np.clip(tube_radius / 0.8, 0.3, 1.0)).astype(np.float32)
-        process_mask = (tube_dist <= tube_radius) & (tube_radius >= VISIBLE_BRANCH_RADIUS) & ~soma_mask
+                   * np.clip(tube_radius / 0.9, 0.25, 1.0) ** 1.5).astype(np.float32)
+        # annotated processes: the branches of visible calibre only (a thin branch
+        # crossing a thick one must not punch holes into it); +0.4 px keeps a
+        # diagonal 1-px branch 4-connected, as a traced polygon would be
+        visible = radii >= VISIBLE_BRANCH_RADIUS
+        vis_dist, vis_radius = _rasterise_tubes(points[visible], radii[visible], origin, shape)
+        process_mask = (vis_dist <= vis_radius + 0.4) & (vis_radius > 0) & ~soma_mask
+        # an annotator traces processes out from the soma: visible pieces cut off
+        # from it (where a thin branch crosses a thicker one's reach) are not processes
+        lab, n = ndi.label(process_mask, structure=np.ones((3, 3), bool))
+        if n:
+            touching = np.unique(lab[ndi.binary_dilation(soma_mask, iterations=2)])
+            keep = np.zeros(n + 1, bool)
+            keep[touching] = True
+            keep &= np.bincount(lab.ravel(), minlength=n + 1) >= 6  # no 1-5 px stubs
+            keep[0] = False
+            process_mask = keep[lab]
     process = np.where(soma_mask, 0, process).astype(np.float32)
     # the territory fades out over its outer third: fine processes thin out
     # towards the edge, so there is no crisp disc; the domain ends where the
     # cell's share of the signal falls below ~15 % of its inner level
     edge = np.maximum(territory_edge_img, 1.0)
-    territory_soft = np.sqrt(np.clip((edge - dist) / (0.35 * edge), 0, 1)).astype(np.float32)
+    fade = np.clip((edge - dist) / (0.4 * edge), 0, 1)
+    # smoothstep (no crisp rim) times a radial decline: the fine arbor is denser
+    # near the soma than at the territory's edge
+    territory_soft = (fade * fade * (3 - 2 * fade)) ** 0.5 * (1 - 0.5 * np.clip(dist / edge, 0, 1))
+    territory_soft = territory_soft.astype(np.float32)
     territory_mask = (territory_soft >= 0.15) | soma_mask | process_mask
     # fine processes are below the optical resolution, so their blobs scale with the
     # zoom, for which the soma radius is the proxy
+    if tube_dist is None:
+        tube_dist = ndi.distance_transform_edt(~(process_given | soma_mask)).astype(np.float32)
     territory = _territory_fill(territory_soft, territory_mask, process, params.spongy_density, rng,
-                                blob_sigma=float(np.clip(0.05 * radius, 0.7, 2.5)))
+                                blob_sigma=float(np.clip(0.06 * radius, 0.8, 2.5)),
+                                tube_dist=tube_dist, reach=0.5 * radius + 2.0)
     return CellMorphology(origin=origin, center=(float(center[0]), float(center[1])), soma=soma,
                           soma_mask=soma_mask, process=process, process_mask=process_mask,
                           territory=territory, territory_mask=territory_mask,
@@ -400,7 +497,7 @@ def cell_from_masks(soma_mask: np.ndarray, process_mask: np.ndarray, params: Sim
     territory_radius = params.territory_radius * radius * rng.uniform(0.85, 1.15)
     py, px = np.nonzero(process_mask)
     reach = np.hypot(py - center[0], px - center[1]).max() if len(py) else 0.0
-    half = int(math.ceil(max(territory_radius * (1 + 2 * params.territory_irregularity), reach + 4,
+    half = int(math.ceil(max(1.6 * territory_radius, reach + 4,
                              np.hypot(ys - center[0], xs - center[1]).max() + 2) + 4))
     origin, dist, theta = _local_grid(center, half)
     local = _crop_or_pad(soma_mask, origin, dist.shape)

@@ -17,6 +17,18 @@ import numpy as np
 import scipy.sparse as sp
 
 from astro3s.simulate.api import SimulatedMovie
+from astro3s.simulate.render import DOMAIN_MAX_LAG, DOMAIN_SMOOTH_FRAMES
+
+DOMAIN_DEFINITION = (
+    "domains.tif: each cell's soma and process pixels, plus the pixels of its footprint (territory) "
+    "whose expected correlation with the cell's soma or process signal reaches {level}, in components "
+    "connected (8-connectivity) to the cell's soma/processes. Expected correlation: from the noiseless "
+    "scene (all components, PSF blur, vessel shadows, mean bleaching level, no bleaching trend, no "
+    "motion), the pixel's {smooth}-frame moving-average signal against the mean signal of the cell's "
+    "soma (or of one of its processes), best lag within +-{lag} frames; the pixel's variance adds the "
+    "analytic shot + read + rounding noise of the smoothed measurement ((photons + (read_noise/gain)^2 "
+    "+ 1/(12 gain^2)) / {smooth}). A pixel claimed by several cells goes to the highest correlation; "
+    "somata and processes always belong to their own cell.")
 
 __all__ = ["MovieSummary", "plot_overview", "write_simulation"]
 
@@ -198,9 +210,13 @@ def _meta(sim: SimulatedMovie, timings: dict[str, float]) -> dict[str, Any]:
     for gt_id, i in enumerate(truth.cell_index, start=1):
         cell, info = scene.cells[i], scene.cell_info[i]
         fy, fx = scene.fov_origin
+        own = (truth.soma == gt_id) | (truth.processes == gt_id)
         cells.append({"id": gt_id, "scene_index": int(i),
                       "center_yx": [cell.center[0] - fy, cell.center[1] - fx],
-                      "soma_area_px": cell.soma_area, **dataclasses.asdict(info)})
+                      "soma_area_px": cell.soma_area,
+                      "domain_area_px": int((truth.domains == gt_id).sum()),
+                      "domain_beyond_cell_px": int(((truth.domains == gt_id) & ~own).sum()),
+                      **dataclasses.asdict(info)})
     dropped = [{"scene_index": int(i), "reason": "silent" if scene.cell_info[i].silent else
                 ("no event" if not scene.cell_info[i].active else "soma outside the FOV"),
                 **dataclasses.asdict(scene.cell_info[i])} for i in truth.dropped]
@@ -216,6 +232,9 @@ def _meta(sim: SimulatedMovie, timings: dict[str, float]) -> dict[str, Any]:
                        "neuron": int(kinds[3]), "waves": len(scene.waves),
                        "neuropil": int(len(scene.neuropil_fields))},
         "layout": scene.layout_source,
+        "domain_definition": DOMAIN_DEFINITION.format(level=sim.params.domain_min_correlation,
+                                                      smooth=DOMAIN_SMOOTH_FRAMES, lag=DOMAIN_MAX_LAG),
+        "domain_min_correlation": sim.params.domain_min_correlation,
         "shift_convention": "frame_t(y, x) = reference(y - dy_t, x - dx_t); "
                             "scipy.ndimage.shift(frame_t, (-dy_t, -dx_t)) registers it",
         "params": sim.params.to_dict(),

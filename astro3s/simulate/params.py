@@ -64,17 +64,17 @@ class PresetRanges:
     soma_area_spread: Range = _r(0.15, 0.35, doc="log-sd of soma areas within a movie")
     soma_elongation: Range = _r(1.0, 1.6, doc="soma axis ratio")
     soma_irregularity: Range = _r(0.03, 0.15, doc="low-frequency radial perturbation of the soma")
-    n_branches: Range = _r(4, 8, doc="primary processes per cell")
-    branch_width: Range = _r(0.15, 0.3, doc="primary-branch radius / soma radius")
+    n_branches: Range = _r(4, 7, doc="primary processes per cell")
+    branch_width: Range = _r(0.11, 0.24, doc="primary-branch radius / soma radius")
     branch_tortuosity: Range = _r(0.15, 0.35, unit="rad/sqrt(px)", doc="branch curvature")
     branching_rate: Range = _r(0.3, 0.7, unit="1/10px", doc="side branches per 10 px of branch")
-    territory_radius: Range = _r(2.6, 4.5, doc="territory radius / soma radius")
+    territory_radius: Range = _r(3.5, 5.5, doc="territory radius / soma radius")
     territory_irregularity: Range = _r(0.08, 0.25, doc="territory shape perturbation")
     spongy_density: Range = _r(0.05, 0.2, log=True, unit="1/px^2", doc="fine-process blobs per territory pixel")
     cell_spacing: Range = _r(0.6, 1.0, doc="min centre distance / sum of territory radii")
     process_brightness: Range = _r(0.3, 0.7, doc="process baseline / soma baseline")
-    territory_brightness: Range = _r(0.08, 0.3, doc="territory baseline / soma baseline")
-    territory_participation: Range = _r(0.3, 0.8, doc="territory dF/F of whole-cell events / soma dF/F")
+    territory_brightness: Range = _r(0.15, 0.5, doc="territory baseline / soma baseline")
+    territory_participation: Range = _r(0.5, 1.0, doc="territory dF/F of whole-cell events / soma dF/F")
     # --- brightness, optics and noise
     soma_photons: Range = _r(2, 30, log=True, unit="photons/px/frame", doc="soma baseline")
     background_photons: Range = _r(0.5, 5, log=True, unit="photons/px/frame", doc="tissue baseline")
@@ -88,8 +88,8 @@ class PresetRanges:
     psf_sigma: Range = _r(0.5, 1.2, unit="px", doc="Gaussian PSF sd")
     # --- calcium signals (rates per cell, amplitudes in dF/F)
     silent_fraction: Range = _r(0.0, 0.15, doc="fraction of cells without any event")
-    whole_rate: Range = _r(0.3, 2.0, log=True, unit="1/min", doc="whole-cell events per cell")
-    whole_amplitude: Range = _r(0.5, 2.5, log=True, unit="dF/F", doc="whole-cell event amplitude")
+    whole_rate: Range = _r(0.5, 6.0, log=True, unit="1/min", doc="whole-cell events per cell")
+    whole_amplitude: Range = _r(0.6, 3.0, log=True, unit="dF/F", doc="whole-cell event amplitude")
     soma_rate: Range = _r(0.2, 1.5, log=True, unit="1/min", doc="soma-only events per cell")
     soma_amplitude: Range = _r(0.3, 1.5, log=True, unit="dF/F", doc="soma-only event amplitude")
     micro_sites: Range = _r(5, 25, doc="microdomain sites per cell")
@@ -100,11 +100,11 @@ class PresetRanges:
     wave_speed: Range = _r(3, 30, log=True, unit="px/s", doc="wave propagation speed")
     wave_amplitude: Range = _r(0.5, 2.0, unit="dF/F", doc="wave amplitude")
     rise_slow: Range = _r(0.3, 1.0, unit="s", doc="rise time constant of whole-cell/soma/wave events")
-    decay_slow: Range = _r(1.5, 5.0, unit="s", doc="decay time constant of whole-cell/soma/wave events")
+    decay_slow: Range = _r(2.0, 8.0, unit="s", doc="decay time constant of whole-cell/soma/wave events")
     rise_fast: Range = _r(0.1, 0.4, unit="s", doc="rise time constant of microdomain events")
     decay_fast: Range = _r(0.5, 2.0, unit="s", doc="decay time constant of microdomain events")
     # --- distractors
-    neuropil_amplitude: Range = _r(0.0, 0.3, unit="dF/F", doc="active neuropil fluctuation")
+    neuropil_amplitude: Range = _r(0.0, 0.15, unit="dF/F", doc="active neuropil fluctuation")
     neuropil_components: Range = _r(3, 8, doc="spatial modes of the neuropil")
     neuropil_scale: Range = _r(8, 40, unit="px", doc="spatial smoothness of the neuropil")
     neuropil_timescale: Range = _r(1, 10, log=True, unit="s", doc="temporal correlation of the neuropil")
@@ -124,6 +124,9 @@ class PresetRanges:
     jump_rate: Range = _r(0.0, 0.8, unit="1/min", doc="sudden displacements")
     jump_amplitude: Range = _r(1.0, 4.0, unit="px", doc="jump size")
     jump_recovery: Range = _r(2, 30, log=True, unit="s", doc="time to return after a jump")
+    # --- ground-truth definition (a fixed value, not randomised, never widened)
+    domain_min_correlation: Range = _r(0.6, 0.6, doc="least expected correlation of a domain pixel "
+                                                   "with its cell's soma signal")
 
 
 # Fields of SimulationParams that are whole numbers.
@@ -131,7 +134,9 @@ _INT_FIELDS = frozenset({"height", "width", "n_frames", "n_cells", "n_branches",
                          "neuropil_components", "n_vessels"})
 # Fields that are fractions: their high end must not exceed 1.
 _FRACTION_FIELDS = frozenset({"faint_fraction", "silent_fraction", "vessel_depth", "bleach_amount",
-                              "territory_participation", "faint_factor"})
+                              "territory_participation", "faint_factor", "domain_min_correlation"})
+# Fields that define the ground truth rather than the scene: never widened.
+_DEFINITION_FIELDS = frozenset({"domain_min_correlation"})
 # Fields that must be strictly positive at their low end.
 _POSITIVE_FIELDS = frozenset({"height", "width", "n_frames", "fs", "soma_area", "soma_area_median",
                               "gain", "psf_sigma", "rise_slow", "decay_slow", "rise_fast",
@@ -220,6 +225,7 @@ class SimulationParams:
     jump_rate: float
     jump_amplitude: float
     jump_recovery: float
+    domain_min_correlation: float = 0.6
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -290,7 +296,7 @@ def widen_ranges(ranges: PresetRanges, factor: float) -> PresetRanges:
         return ranges
     changes: dict[str, Range] = {}
     for f in _range_fields():
-        if f.name in {"height", "width", "n_frames"}:
+        if f.name in {"height", "width", "n_frames"} | _DEFINITION_FIELDS:
             continue
         low, high = getattr(ranges, f.name)
         if f.metadata["log"] and low > 0:

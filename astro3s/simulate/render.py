@@ -13,6 +13,19 @@ turns any frame range into pixels:
 The canvas is larger than the field of view by the largest shift plus the PSF
 support, so moved-in content is real scene, never wrapped-around edges. Memory
 per chunk is bounded by :attr:`Scene.chunk_frames`.
+
+Ground truth (:func:`ground_truth`): somata and annotated processes of the
+cells that some event reveals, and their **domains**: each cell's soma and
+process pixels plus the pixels of its footprint whose activity *detectably*
+follows the cell, i.e. whose expected correlation with the cell's soma (or one
+of its processes') signal reaches ``params.domain_min_correlation`` (0.6, the
+lowest threshold of the CC analysis' automatic search). The expected
+correlation (:func:`expected_domain_correlation`) is computed from the
+noiseless scene for the 5-frame moving average at the best lag within +-10
+frames (ASTRA's CC definition), with the shot + read noise variance of the
+smoothed measurement known analytically from the photon counts, gain and read
+noise. A territory whose shared signal is buried in shot noise is not a domain,
+just as a cell without events is not a cell: nothing in the data reveals it.
 """
 
 from __future__ import annotations
@@ -177,13 +190,18 @@ class GroundTruth:
     ----------
     soma, processes, domains : ndarray of uint16, shape (H, W)
         No pixel is both soma and process; ``domains`` contains each cell's own
-        soma and process pixels plus its correlated territory.
+        soma and process pixels plus the territory pixels whose expected
+        correlation with the cell's soma signal reaches
+        ``params.domain_min_correlation`` (see :func:`ground_truth`).
     traces : ndarray of float32, shape (T, N)
         Noiseless dF/F over each cell's soma+process pixels (no motion, blur or bleaching).
     cell_index : ndarray of int, shape (N,)
         Scene cell index of GT id ``k`` at ``cell_index[k - 1]``.
     dropped : list of int
         Scene cell indices left out because no event revealed them.
+    domain_correlation : ndarray of float32, shape (H, W), optional
+        Expected correlation of each domain pixel with its cell's soma signal
+        (1 on somata and processes, 0 outside every domain).
     """
 
     soma: np.ndarray
@@ -192,6 +210,7 @@ class GroundTruth:
     traces: np.ndarray
     cell_index: np.ndarray
     dropped: list[int]
+    domain_correlation: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------- build
@@ -480,7 +499,7 @@ def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = 
                  baseline=baseline.astype(np.float32), transmission=transmission,
                  footprints=_sparse_rows(comps, canvas_shape), traces=traces.astype(np.float32),
                  component_kind=np.asarray(comp_kind, np.int8), component_cell=np.asarray(comp_cell, np.int32),
-                 neuropil_fields=fields.reshape(n_np, -1).astype(np.float32),
+                 neuropil_fields=fields.reshape(n_np, hc * wc).astype(np.float32),
                  neuropil_traces=np_traces.astype(np.float32), waves=waves, bleach=bleach_curve(params),
                  shifts=shifts, cells=cells, cell_info=infos, neurons=neurons, n_unplaced=n_unplaced,
                  chunk_frames=chunk_frames,
@@ -598,28 +617,55 @@ def iter_chunks(scene: Scene, *, motion: bool = True, noise: bool = True) -> Ite
 def ground_truth(scene: Scene) -> GroundTruth:
     """Label images and noiseless dF/F traces of the active cells.
 
-    Each pixel has one owner: somata beat processes beat territories, and
-    between cells of the same rank the larger footprint wins. Only active cells
-    compete (an inactive cell is invisible in the activity, so its pixels belong
-    to whoever's signal is there); ids ``1..N`` follow the scene order.
+    Somata and processes are the cells' drawn masks. A cell's **domain** is its
+    soma and process pixels plus the territory pixels whose activity detectably
+    follows the cell: those whose *expected* correlation with the cell's soma
+    signal (:func:`expected_domain_correlation`) reaches
+    ``params.domain_min_correlation``, in components connected to the cell's
+    soma or processes. A territory whose shared signal is buried in shot noise
+    is therefore not a domain, as a cell without events is not a cell: nothing
+    in the data reveals it.
+
+    Each pixel has one owner: somata beat processes beat domains; between
+    somata (or processes) of several cells the larger footprint wins, between
+    domains the higher expected correlation. Only active cells compete (an
+    inactive cell is invisible in the activity, so its pixels belong to
+    whoever's signal is there); ids ``1..N`` follow the scene order.
     """
     hc, wc = scene.canvas_shape
     active = [i for i, info in enumerate(scene.cell_info) if info.active]
     dropped = [i for i, info in enumerate(scene.cell_info) if not info.active]
     best = np.zeros(canvas_shape := (hc, wc), np.float32)
     owner = np.zeros(canvas_shape, np.uint16)
-    kind = np.zeros(canvas_shape, np.uint8)  # 1 soma, 2 process, 3 territory
+    kind = np.zeros(canvas_shape, np.uint8)  # 1 soma, 2 process, 3 domain
+    corr_c = np.zeros(canvas_shape, np.float32)
+    level = float(scene.params.domain_min_correlation)
+    revealed: dict[int, np.ndarray] = {}
     for gt_id, i in enumerate(active, start=1):
         cell = scene.cells[i]
+        rho = expected_domain_correlation(scene, i)
+        roi = cell.soma_mask | cell.process_mask
+        # candidates: wherever the cell has a footprint (its territory fades out
+        # beyond territory_mask, and still carries its signal there)
+        own = cell.territory_mask | (cell.territory > 1e-3) | (cell.process > 1e-3)
+        dom = ((rho >= level) & own) | roi
+        # only what is connected to the cell's own soma/processes is its domain
+        lab, n = ndi.label(dom, structure=np.ones((3, 3), bool))
+        keep = np.zeros(n + 1, bool)
+        keep[np.unique(lab[roi])] = True
+        keep[0] = False
+        dom = keep[lab]
+        revealed[i] = rho
         score = np.where(cell.soma_mask, 3 + cell.soma,
                          np.where(cell.process_mask, 2 + cell.process,
-                                  np.where(cell.territory_mask, 1 + cell.territory, 0))).astype(np.float32)
-        rank = np.where(cell.soma_mask, 1, np.where(cell.process_mask, 2, np.where(cell.territory_mask, 3, 0)))
+                                  np.where(dom, 1 + np.clip(rho, 0, 0.999), 0))).astype(np.float32)
+        rank = np.where(cell.soma_mask, 1, np.where(cell.process_mask, 2, np.where(dom, 3, 0)))
         (cy, cx), (ly, lx) = clip_window(cell.origin, cell.shape, canvas_shape)
         win = score[ly, lx] > best[cy, cx]
         best[cy, cx] = np.where(win, score[ly, lx], best[cy, cx])
         owner[cy, cx] = np.where(win, gt_id, owner[cy, cx])
         kind[cy, cx] = np.where(win, rank[ly, lx], kind[cy, cx])
+        corr_c[cy, cx] = np.where(win, np.where(rank[ly, lx] == 3, rho[ly, lx], 1.0), corr_c[cy, cx])
     # somata of silent cells are not anyone's soma or process, whatever overlaps them
     silent_soma = np.zeros(canvas_shape, bool)
     for i in dropped:
@@ -628,6 +674,8 @@ def ground_truth(scene: Scene) -> GroundTruth:
         silent_soma[cy, cx] |= cell.soma_mask[ly, lx]
     soma_c = np.where(kind == 1, owner, 0).astype(np.uint16)
     proc_c = np.where((kind == 2) & ~silent_soma, owner, 0).astype(np.uint16)
+    owner = _connected_domains(owner, np.maximum(soma_c, proc_c))
+    corr_c = np.where(owner > 0, corr_c, 0).astype(np.float32)
     fy, fx = scene.fov
     soma, processes, domains = soma_c[fy, fx], proc_c[fy, fx], owner[fy, fx].copy()
 
@@ -645,7 +693,146 @@ def ground_truth(scene: Scene) -> GroundTruth:
 
     traces = _gt_traces(scene, soma_c, proc_c, len(active))
     return GroundTruth(soma=soma, processes=processes, domains=domains, traces=traces,
-                       cell_index=np.asarray(active, dtype=np.int64), dropped=sorted(dropped))
+                       cell_index=np.asarray(active, dtype=np.int64), dropped=sorted(dropped),
+                       domain_correlation=np.where(domains > 0, corr_c[fy, fx], 0).astype(np.float32))
+
+
+def _connected_domains(owner: np.ndarray, roi: np.ndarray) -> np.ndarray:
+    """Drop domain pixels that ownership cut off from their cell's soma/processes."""
+    out = owner.copy()
+    loose = (owner > 0) & (roi == 0)
+    if not loose.any():
+        return out
+    # components of equal owner (8-connected); keep those holding an ROI pixel of that owner
+    for k in np.unique(owner[loose]):
+        sl = ndi.find_objects((owner == k).astype(np.uint8))[0]
+        sub = owner[sl] == k
+        lab, n = ndi.label(sub, structure=np.ones((3, 3), bool))
+        good = np.zeros(n + 1, bool)
+        good[np.unique(lab[roi[sl] == k])] = True
+        good[0] = False
+        out[sl][sub & ~good[lab]] = 0
+    return out
+
+
+# ASTRA's CC definition (Bonato et al. 2023), which the ground-truth domains are
+# defined against: 5-frame moving average, lags of up to +-10 frames.
+DOMAIN_SMOOTH_FRAMES = 5
+DOMAIN_MAX_LAG = 10
+
+
+def expected_domain_correlation(scene: Scene, index: int, *, smooth_frames: int = DOMAIN_SMOOTH_FRAMES,
+                                max_lag: int = DOMAIN_MAX_LAG) -> np.ndarray:
+    """Expected correlation of each pixel's measured trace with cell ``index``'s soma signal.
+
+    For every pixel of the cell's local grid, the pixel's noiseless signal is
+    computed from the scene (every component, neighbours' and neuropil
+    included; blurred by the PSF; vessel shadows applied; bleaching only as its
+    mean level: the trend is a nuisance that detrending removes) and smoothed
+    by a ``smooth_frames`` moving average. Its variance is that signal's
+    variance plus the expected noise of the smoothed measurement, known
+    analytically: ``(mean photons + (read_noise / gain)^2 + 1 / (12 gain^2)) /
+    smooth_frames`` (Poisson shot noise, Gaussian read noise and rounding to
+    ADU, all independent between pixels and frames, in photon units). The
+    reference is the cell's soma signal: the noiseless mean over its soma
+    pixels, smoothed alike. The value is the largest correlation over lags of
+    up to ``max_lag`` frames (``1/T' sum_t ref(t + l) pixel(t)``, as the CC
+    analysis computes it).
+
+    Returns
+    -------
+    rho : ndarray of float32, shape ``scene.cells[index].shape``
+        In [-1, 1]; 0 where the pixel lies outside the canvas.
+    """
+    p = scene.params
+    cell = scene.cells[index]
+    wc = scene.canvas_shape[1]
+    m = int(math.ceil(4 * p.psf_sigma)) + 1
+    origin = (cell.origin[0] - m, cell.origin[1] - m)
+    shape = (cell.shape[0] + 2 * m, cell.shape[1] + 2 * m)
+    (cy, cx), (ly, lx) = clip_window(origin, shape, scene.canvas_shape)
+    h, w = cy.stop - cy.start, cx.stop - cx.start
+    rho = np.zeros(cell.shape, np.float32)
+    if h <= 0 or w <= 0:
+        return rho
+    n_frames = p.n_frames
+    flat = (np.arange(cy.start, cy.stop)[:, None] * wc + np.arange(cx.start, cx.stop)[None, :]).ravel()
+    if "footprints_csc" not in scene._fft_cache:
+        scene._fft_cache["footprints_csc"] = scene.footprints.tocsc()
+    fp = scene._fft_cache["footprints_csc"][:, flat]
+    rows = np.flatnonzero(np.diff(fp.tocsr().indptr))
+    signal = np.zeros((n_frames, h * w), np.float32)
+    if len(rows):
+        sub = fp.tocsr()[rows]
+        signal += np.asarray((sub.T @ scene.traces[:, rows].T).T, dtype=np.float32)
+    if len(scene.neuropil_fields):
+        signal += scene.neuropil_traces @ scene.neuropil_fields[:, flat]
+    signal = signal.reshape(n_frames, h, w)
+    times = scene.times
+    for wave in scene.waves:
+        (wy, wx), _ = clip_window(wave.origin, wave.footprint.shape, scene.canvas_shape)
+        y0, y1 = max(wy.start, cy.start), min(wy.stop, cy.stop)
+        x0, x1 = max(wx.start, cx.start), min(wx.stop, cx.stop)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        inside = np.flatnonzero((times >= wave.onset) & (times <= wave.end))
+        if not len(inside):
+            continue
+        oy, ox = wave.origin
+        fpw = wave.footprint[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+        dl = wave.delay[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+        block = fpw[None] * event_kernel(times[inside, None, None] - wave.onset - dl[None], wave.rise, wave.decay)
+        signal[inside[0]:inside[-1] + 1, y0 - cy.start:y1 - cy.start, x0 - cx.start:x1 - cx.start] += block
+    level = float(np.mean(scene.bleach))
+    trans = scene.transmission[cy, cx]
+    base = scene.baseline[cy, cx] * trans * level
+    signal *= (trans * level)[None]
+    if p.psf_sigma > 0:
+        base = ndi.gaussian_filter(base, p.psf_sigma, mode="nearest")
+        ndi.gaussian_filter(signal, (0, p.psf_sigma, p.psf_sigma), mode="nearest", output=signal)
+    photons = np.maximum(base + signal.mean(axis=0), 0)
+    noise_var = (photons + (p.read_noise / p.gain) ** 2 + 1.0 / (12 * p.gain**2)) / smooth_frames
+    # moving average over full windows only (in place: memory stays ~2 copies), then centre
+    k = max(1, min(int(smooth_frames), n_frames))
+    flat_signal = signal.reshape(n_frames, -1)
+    n = n_frames - k + 1
+    smooth = flat_signal[:n].copy()
+    for j in range(1, k):
+        smooth += flat_signal[j:j + n]
+    del signal, flat_signal
+    smooth /= k
+    smooth -= smooth.mean(axis=0, keepdims=True)
+    # references: the cell's soma signal and each process's signal (mean over
+    # their pixels); a pixel follows the cell when it follows any of them (the
+    # CC analysis takes the best soma or process pixel)
+    corr = np.full(h * w, -1.0, np.float32)
+    lags = range(-min(max_lag, n - 1), min(max_lag, n - 1) + 1)
+    var_pix = np.einsum("ij,ij->j", smooth, smooth) / n + noise_var.ravel()
+    proc_lab, n_proc = ndi.label(cell.process_mask, structure=np.ones((3, 3), bool))
+    refs = [cell.soma_mask] + [proc_lab == k for k in range(1, n_proc + 1)]
+    for mask in refs:
+        grid = np.zeros(shape, bool)
+        grid[m:m + cell.shape[0], m:m + cell.shape[1]] = mask
+        sel = grid[ly, lx].ravel()
+        if not sel.any():
+            continue
+        ref = smooth[:, sel].mean(axis=1)
+        var_ref = float(np.mean(ref.astype(np.float64) ** 2))
+        if var_ref <= 0:
+            continue
+        shifted = np.zeros((len(lags), n), np.float32)
+        for j, lag in enumerate(lags):  # cov_l = 1/T' sum_t ref(t + l) pixel(t)
+            if lag >= 0:
+                shifted[j, :n - lag] = ref[lag:]
+            else:
+                shifted[j, -lag:] = ref[:n + lag]
+        cov = (shifted @ smooth).max(axis=0) / n
+        np.maximum(corr, (cov / np.sqrt(var_ref * var_pix)).astype(np.float32), out=corr)
+    corr = corr.reshape(h, w)
+    full = np.zeros(shape, np.float32)
+    full[ly, lx] = corr
+    rho[:] = full[m:m + cell.shape[0], m:m + cell.shape[1]]
+    return rho
 
 
 def _gt_traces(scene: Scene, soma_c: np.ndarray, proc_c: np.ndarray, n: int) -> np.ndarray:
