@@ -180,3 +180,22 @@ def test_module_entry_point(label_folders, tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text())["detection_f1"] == 1.0
+
+
+def test_pred_fill_scores_our_own_roisets_exactly(tmp_path: Path) -> None:
+    from astro3s.io import write_roiset
+
+    gt = tmp_path / "gt"
+    _write_fov(gt / "fov_a", *_cells())
+    pred = tmp_path / "pred"
+    write_roiset(*_cells(), pred / "fov_a.zip")
+    out = tmp_path / "scores.json"
+    # astro3s' RoiSets outline pixel edges: filled by pixel centres they give the labels back
+    run_eval(_cfg(tmp_path, pred=pred, gt=gt, out=out, pred_fill="imagej"))
+    exact = json.loads(out.read_text())
+    assert exact["pred_fill"] == "imagej" and exact["fill"] == "astra"
+    assert exact["soma_f1"] == 1.0 and exact["process_f1"] == 1.0
+    # ASTRA's inclusive rule grows them by half a pixel all round
+    run_eval(_cfg(tmp_path, pred=pred, gt=gt, out=out))
+    grown = json.loads(out.read_text())
+    assert grown["pred_fill"] == "astra" and grown["soma_f1"] < 1.0

@@ -178,8 +178,12 @@ def _shape_arg(value: Any) -> tuple[int, int] | None:
 
 
 def load_pairs(pred_dir: Path, gt_dir: Path, shape: tuple[int, int] | None, *,
-               fill: str) -> list[tuple[str, tuple, tuple]]:
-    """Read every matched FOV: ``[(name, (soma, proc, domains) pred, same gt), ...]``."""
+               fill: str, pred_fill: str | None = None) -> list[tuple[str, tuple, tuple]]:
+    """Read every matched FOV: ``[(name, (soma, proc, domains) pred, same gt), ...]``.
+
+    ``fill`` is the polygon rule of RoiSet zips on the ground-truth side;
+    ``pred_fill`` that of the prediction side (default: the same).
+    """
     pairs = pair_fovs(discover_fovs(pred_dir, role="pred"), discover_fovs(gt_dir, role="gt"),
                       pred_dir=pred_dir, gt_dir=gt_dir)
     loaded = []
@@ -192,7 +196,7 @@ def load_pairs(pred_dir: Path, gt_dir: Path, shape: tuple[int, int] | None, *,
                     grid = _read_labels_pair(src)[0].shape
                     break
         gt = read_fov(gt_src, grid, fill=fill)
-        pred = read_fov(pred_src, grid, fill=fill)
+        pred = read_fov(pred_src, grid, fill=pred_fill or fill)
         if pred[0].shape != gt[0].shape:
             raise InputError(pred_src.path, f"has shape {pred[0].shape} but its ground truth "
                              f"{gt_src.path} has {gt[0].shape}.",
@@ -254,16 +258,18 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     gt_dir = Path(require(cfg, "gt", "pass gt=DIR (annotations)")).expanduser()
     out = Path(require(cfg, "out", "pass out=FILE.json"))
     fill = str(cfg.get("fill", "astra"))
-    if fill not in ("astra", "imagej"):
-        raise ConfigError(f"`fill` must be 'astra' or 'imagej', got {fill!r}")
+    pred_fill = str(cfg.get("pred_fill") or fill)
+    for key, value in (("fill", fill), ("pred_fill", pred_fill)):
+        if value not in ("astra", "imagej"):
+            raise ConfigError(f"`{key}` must be 'astra' or 'imagej', got {value!r}")
     iou_threshold = float(cfg.get("iou_threshold", 0.5))
     if not 0.0 < iou_threshold <= 1.0:
         raise ConfigError(f"`iou_threshold` must be in (0, 1], got {iou_threshold}")
 
-    pairs = load_pairs(pred_dir, gt_dir, _shape_arg(cfg.get("shape")), fill=fill)
+    pairs = load_pairs(pred_dir, gt_dir, _shape_arg(cfg.get("shape")), fill=fill, pred_fill=pred_fill)
     scores = evaluate(pairs, soma_only=bool(cfg.get("soma_only", False)),
                       iou_threshold=iou_threshold)
-    scores = {"pred": str(pred_dir), "gt": str(gt_dir), "fill": fill,
+    scores = {"pred": str(pred_dir), "gt": str(gt_dir), "fill": fill, "pred_fill": pred_fill,
               "iou_threshold": iou_threshold, **scores}
     print(format_table(scores))
     write_json(out, scores)
