@@ -92,15 +92,32 @@ def test_a_misspelled_override_is_a_clear_error(tmp_path: Path, data_dir: Path, 
     assert "split must be one of" in capsys.readouterr().err
 
 
-def test_real_d1_without_movies_says_where_to_put_them(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("dataset", ["d1", "d2", "d3", "d4"])
+def test_real_data_without_movies_says_where_to_put_them(dataset: str, tmp_path: Path, capsys) -> None:
     from astro3s.cli.train import train_task
 
-    cfg = _compose(["data=d1", "extras.print_config=false"], tmp_path, tmp_path / "data")
+    cfg = _compose([f"data={dataset}", "extras.print_config=false"], tmp_path, tmp_path / "data")
     with pytest.raises(SystemExit) as info:
         train_task(cfg)
     err = capsys.readouterr().err
     assert info.value.code == 2
-    assert str(tmp_path / "data" / "D1") in err and "data=d1_standin" in err
+    assert str(tmp_path / "data" / dataset.upper()) in err and f"data={dataset}_standin" in err
+
+
+@pytest.mark.parametrize("dataset, shape, preset", [
+    ("d2", [512, 512], "d2_like"), ("d3", [430, 430], "d3_like"), ("d4", [512, 512], "d4_like")])
+def test_standin_configs_of_every_dataset_compose(dataset, shape, preset, tmp_path: Path,
+                                                   data_dir: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from astro3s.resources import annotations_dir
+
+    cfg = _compose([f"data={dataset}_standin"], tmp_path, data_dir)
+    assert list(cfg.data.shape) == shape and cfg.data.preset == preset
+    fitted = OmegaConf.load(Path(CONFIG_DIR) / "preprocess" / f"{dataset}_standin.yaml")
+    assert list(cfg.data.preprocess.soma_area_range) == list(fitted.soma_area_range)
+    zips = sorted(Path(cfg.data.annotations).glob("*.zip"))
+    assert zips and Path(cfg.data.annotations) == annotations_dir() / "consensus" / dataset.upper()
 
 
 def test_d1_standin_and_experiment_configs_compose(tmp_path: Path, data_dir: Path) -> None:
