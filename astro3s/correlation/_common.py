@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from astro3s.errors import ConfigError, InputError
+from astro3s.errors import InputError
+from astro3s.utils.device import resolve_device
 
 __all__ = ["as_labels", "check_pair", "iter_blocks", "movie_shape", "resolve_device"]
 
@@ -75,17 +76,3 @@ def check_pair(soma: Any, processes: Any, shape: tuple[int, int]) -> tuple[np.nd
                          "every pixel must be one or the other.",
                          "remove the soma pixels from the process labels.")
     return soma, processes
-
-
-def resolve_device(device: str) -> str:
-    """``"cpu"`` or a CUDA device name for ``device`` (``"auto"``: CUDA when available)."""
-    device = str(device)
-    if device == "cpu":
-        return device
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} requested but no CUDA GPU is available; use device='auto'.")
-    return device

@@ -16,23 +16,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from astro3s.utils.device import resolve_device
+
 __all__ = ["irfft2", "quantile_flat", "quantile_lastaxis", "resolve_device", "rfft2", "transpose_2d"]
-
-
-def resolve_device(device: str = "auto") -> str:
-    """Return ``"cpu"`` or a CUDA device name for ``device`` (``"auto"``: CUDA if available)."""
-    device = str(device)
-    if device == "cpu":
-        return "cpu"
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        from astro3s.errors import ConfigError
-
-        raise ConfigError(f"device={device!r} requested but no CUDA GPU is available; use device=auto.")
-    return device
 
 
 @lru_cache(maxsize=1)

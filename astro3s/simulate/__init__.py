@@ -47,6 +47,7 @@ __all__ = [
     "load_preset",
     "make_astrocyte",
     "plot_overview",
+    "write_simulation",
     "ranges_from_config",
     "render_frames",
     "sample_params",

@@ -1,1 +1,1 @@
-"""Small shared utilities (logging, seeding, config printing)."""
+"""Small helpers shared by several pipeline stages."""
