@@ -394,9 +394,25 @@ def test_wrong_checkpoints_raise_checkpoint_error(tmp_path: Path) -> None:
         load_model(plain)
 
 
-def test_default_model_is_not_bundled_yet() -> None:
-    with pytest.raises(CheckpointError, match="bundled default model is not available yet"):
-        load_model("default")
+def test_bundled_default_model_loads_with_its_parameters() -> None:
+    from astro3s.models import bundled_model_dir, model_preprocess_params
+
+    folder = bundled_model_dir("default")
+    assert (folder / "MODEL_CARD.md").is_file()
+    assert (folder / "model.ckpt").stat().st_size < 30 * 2**20  # small enough to ship
+    module = load_model("default")
+    assert not module.training
+    params = model_preprocess_params("default")
+    assert params is not None and params.crop_size == 96
+    probs = module.predict_proba(torch.zeros(1, 1, 96, 96))
+    assert probs.shape == (1, 3, 96, 96)
+
+
+def test_unknown_bundled_name_is_a_checkpoint_error() -> None:
+    from astro3s.models import bundled_model_dir
+
+    with pytest.raises(CheckpointError, match="no bundled model named 'fancy'"):
+        bundled_model_dir("fancy")
 
 
 # -- encoder checkpoints --------------------------------------------------------------------

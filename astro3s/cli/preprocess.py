@@ -22,48 +22,12 @@ from omegaconf import DictConfig
 from astro3s.cli._config import CONFIG_DIR
 from astro3s.cli._task import require, task_wrapper
 from astro3s.errors import Astro3sError, ConfigError, InputError
+from astro3s.io.discover import find_movies
 
 log = logging.getLogger(__name__)
 
 OUTPUT_NAME = "preprocessed.npz"
 FIGURE_NAME = "preprocessing.png"
-
-
-def find_movies(path: str | Path) -> list[Path]:
-    """Movies to process for ``input=path``.
-
-    A movie file (or a folder of TIFF frames, or a Zarr store) is itself. In a
-    folder: movie files directly inside it, and simulator outputs
-    ``<name>/<name>.<ext>``; ``ground_truth`` folders are never searched.
-
-    Raises
-    ------
-    InputError
-        When ``path`` does not exist or holds no movie.
-    """
-    from astro3s.io import MOVIE_SUFFIXES
-
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "does not exist.", "give a movie file or a folder of movies as input=PATH.")
-    if path.is_file() or path.suffix.lower() == ".zarr":
-        return [path]
-
-    def is_movie(p: Path) -> bool:
-        return p.suffix.lower() in MOVIE_SUFFIXES and not p.name.startswith(".")
-
-    found = sorted(p for p in path.iterdir() if p.is_file() and is_movie(p))
-    found += sorted(p for p in path.iterdir() if p.is_dir() and p.suffix.lower() == ".zarr")
-    for sub in sorted(p for p in path.iterdir() if p.is_dir() and p.name != "ground_truth"
-                      and p.suffix.lower() != ".zarr"):
-        found += sorted(p for p in sub.iterdir() if is_movie(p) and p.stem == sub.name)
-    if not found:
-        # a folder of TIFF frames is one movie
-        if any(p.suffix.lower() in (".tif", ".tiff") for p in path.iterdir()):
-            return [path]
-        raise InputError(path, "holds no movie file.",
-                         "give a movie file or a folder with .tif/.npy/.h5/.zarr movies.")
-    return found
 
 
 def output_folder(out: Path, movie_path: Path) -> Path:

@@ -39,6 +39,7 @@ from astro3s.data.fovs import (
     AnnotatedFOVs,
     FOVSource,
     FOVSpec,
+    MixedFOVs,
     StandinFOVs,
     SyntheticFOVs,
     as_source,
@@ -225,6 +226,7 @@ class AstroDataModule(pl.LightningDataModule):
         self._samples: dict[str, list[SampleArrays]] = {}
         self._classes: dict[str, np.ndarray] = {}
         self._pre: dict[str, Any] = {}
+        self._labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._datasets: dict[str, SampleDataset] = {}
         self._augmenter = None
 
@@ -248,6 +250,12 @@ class AstroDataModule(pl.LightningDataModule):
         return cls(source, **options)
 
     @classmethod
+    def mixed(cls, *, sources: Sequence[Mapping[str, Any]], root: str | Path | None = None,
+              **options: Any) -> AstroDataModule:
+        """Data module on the union of several sources (see :class:`MixedFOVs`)."""
+        return cls(MixedFOVs(_plain(sources), root=root), **options)
+
+    @classmethod
     def annotated(cls, *, movies_dir: str | Path, annotations: str | Path, shape: Sequence[int],
                   n_fovs: int | None = None, dataset: str = "", **options: Any) -> AstroDataModule:
         """Data module on real movies matched to RoiSet zips (see :class:`AnnotatedFOVs`)."""
@@ -262,11 +270,21 @@ class AstroDataModule(pl.LightningDataModule):
         """The :class:`~astro3s.preprocess.PreprocessParams` used for every FOV."""
         return self.params
 
+    def params_for(self, spec: FOVSpec):
+        """The pre-processing parameters of one FOV: the module's, with the FOV's own overrides."""
+        if not spec.preprocess:
+            return self.params
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.preprocess.items()}
+        try:
+            return self.params.replace(**values)
+        except TypeError as err:
+            raise ConfigError(f"FOV {spec.name}: bad pre-processing override ({err})") from None
+
     def cache_file(self, spec: FOVSpec) -> Path:
         """Cache entry of one FOV's pre-processing result."""
         from astro3s.data.cache import cache_path
 
-        return cache_path(self.cache_dir, spec.name, spec.movie, self.params)
+        return cache_path(self.cache_dir, spec.name, spec.movie, self.params_for(spec))
 
     def preprocessed(self, spec: FOVSpec):
         """The pre-processing result of ``spec``: read from the cache, else computed and cached.
@@ -291,7 +309,7 @@ class AstroDataModule(pl.LightningDataModule):
         start = time.perf_counter()
         movie = read_movie(spec.movie)
         try:
-            pre = preprocess(movie, self.params, progress=False)
+            pre = preprocess(movie, self.params_for(spec), progress=False)
         finally:
             movie.close()
         _close_corrected(pre)
@@ -324,6 +342,7 @@ class AstroDataModule(pl.LightningDataModule):
                                           outside_mask=self.outside_mask))
         self._samples[spec.name] = parts
         self._classes[spec.name] = classes
+        self._labels[spec.name] = (soma, processes)
         self._pre[spec.name] = pre
 
     def setup(self, stage: str | None = None) -> None:
@@ -370,6 +389,19 @@ class AstroDataModule(pl.LightningDataModule):
                                              outside_mask=self.outside_mask)
             items.append((index_of[name], image, target, self._pre[name].crop_boxes))
         return FOVDataset(items)
+
+    def evaluation_fovs(self, stage: str) -> list[tuple[str, Any, np.ndarray, np.ndarray]]:
+        """FOVs of ``stage`` for whole-pipeline scoring.
+
+        Returns
+        -------
+        list of (name, Preprocessed, soma, processes)
+            The pre-processing result and the ground-truth label images
+            ``(H, W)`` of every FOV of the stage, in split order.
+        """
+        self.dataset(stage)
+        assert self.split_names is not None
+        return [(name, self._pre[name], *self._labels[name]) for name in getattr(self.split_names, stage)]
 
     def summary(self) -> dict[str, Any]:
         """Plain-data description for the loggers: FOVs per stage, sample counts, options."""

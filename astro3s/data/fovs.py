@@ -12,7 +12,9 @@ RoiSet zip with the FOV shape. A *source* is anything with a
 - :class:`StandinFOVs` - simulated movies on the cell layouts of real annotated
   FOVs (e.g. the D1 consensus RoiSets): stand-ins while the movies are missing;
 - :class:`AnnotatedFOVs` - real movies ``movies_dir/<name>.tif`` matched by
-  name to RoiSet zips.
+  name to RoiSet zips;
+- :class:`MixedFOVs` - the union of several of the above, each with its own
+  pre-processing overrides (e.g. the default model's training mix).
 
 Nothing here does work at import time.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,8 +33,8 @@ from astro3s.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AnnotatedFOVs", "FOVList", "FOVSource", "FOVSpec", "StandinFOVs", "SyntheticFOVs", "as_source",
-           "simulated_fov"]
+__all__ = ["AnnotatedFOVs", "FOVList", "FOVSource", "FOVSpec", "MixedFOVs", "StandinFOVs", "SyntheticFOVs",
+           "as_source", "simulated_fov", "soma_area_range_of"]
 
 MOVIE_SUFFIXES_TRIED = (".tif", ".tiff", ".btf", ".npy", ".h5", ".hdf5", ".zarr")
 
@@ -53,6 +55,9 @@ class FOVSpec:
         An ImageJ RoiSet zip, used when the label images are not given.
     shape : (int, int) or None
         ``(H, W)`` of the FOV, needed to rasterise ``roiset``.
+    preprocess : dict or None
+        Pre-processing parameters of this FOV that differ from the data
+        module's (e.g. its own ``soma_area_range``); None: none differ.
     """
 
     name: str
@@ -61,6 +66,7 @@ class FOVSpec:
     processes: Path | None = None
     roiset: Path | None = None
     shape: tuple[int, int] | None = None
+    preprocess: dict[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "movie", Path(self.movie))
@@ -81,10 +87,10 @@ class FOVSpec:
         if isinstance(values, FOVSpec):
             return values
         values = dict(values)
-        unknown = sorted(set(values) - {"name", "movie", "soma", "processes", "roiset", "shape"})
+        unknown = sorted(set(values) - {"name", "movie", "soma", "processes", "roiset", "shape", "preprocess"})
         if unknown:
             raise ConfigError(f"unknown FOV key(s) {', '.join(unknown)}; valid: name, movie, soma, processes, "
-                              "roiset, shape")
+                              "roiset, shape, preprocess")
         if "movie" not in values:
             raise ConfigError(f"a FOV needs movie=PATH, got {values!r}")
         if "name" not in values:
@@ -362,3 +368,85 @@ def as_source(fovs: FOVSource | Sequence[Any]) -> FOVSource:
     except TypeError:
         raise ConfigError(f"fovs must be a FOV source or a list of FOVs, got {type(fovs).__name__}") from None
     return FOVList(items)
+
+
+def soma_area_range_of(spec: FOVSpec, *, margin: float = 0.1) -> tuple[float, float]:
+    """Smallest and largest soma area of a FOV's ground truth, widened by ``margin``.
+
+    Used to pre-process training FOVs of very different cell sizes with their
+    own soma scale, as ASTRA fits it per dataset.
+
+    Returns
+    -------
+    (float, float)
+        ``((1 - margin) * min, (1 + margin) * max)`` in px.
+    """
+    soma, _ = spec.read_labels()
+    areas = np.bincount(soma.ravel().astype(np.int64))[1:]
+    areas = areas[areas > 0]
+    if areas.size == 0:
+        raise InputError(spec.soma or spec.roiset, "has no soma.", "give a FOV with annotated cells.")
+    return (round(float(areas.min()) * (1 - margin), 1), round(float(areas.max()) * (1 + margin), 1))
+
+
+_SOURCE_KINDS = {"synthetic": SyntheticFOVs, "standin": StandinFOVs, "annotated": AnnotatedFOVs}
+
+
+class MixedFOVs:
+    """The union of several sources, each with its own pre-processing overrides.
+
+    Parameters
+    ----------
+    sources : sequence of mapping
+        One mapping per source: ``kind`` (``synthetic``, ``standin`` or
+        ``annotated``), the keyword arguments of that source's class, and
+        optionally ``preprocess`` (a mapping of
+        :class:`~astro3s.preprocess.PreprocessParams` fields for its FOVs) and
+        ``soma_area: truth`` (each FOV's ``soma_area_range`` from its own
+        ground truth, see :func:`soma_area_range_of`).
+    root : str or Path, optional
+        Default ``root`` of the synthetic and stand-in sources that give none.
+
+    Raises
+    ------
+    ConfigError
+        Unknown kind or option, or two sources giving FOVs of the same name.
+    """
+
+    def __init__(self, sources: Sequence[Mapping[str, Any]], *, root: str | Path | None = None) -> None:
+        if not sources:
+            raise ConfigError("MixedFOVs needs at least one source")
+        self.sources: list[tuple[Any, dict[str, Any] | None, bool]] = []
+        for i, item in enumerate(sources):  # loop over the source configs
+            item = dict(item)
+            kind = item.pop("kind", None)
+            if kind not in _SOURCE_KINDS:
+                raise ConfigError(f"sources[{i}].kind must be one of {', '.join(_SOURCE_KINDS)}, got {kind!r}")
+            overrides = item.pop("preprocess", None)
+            soma_area = item.pop("soma_area", None)
+            if soma_area not in (None, "truth"):
+                raise ConfigError(f"sources[{i}].soma_area must be null or 'truth', got {soma_area!r}")
+            if root is not None and kind != "annotated":
+                item.setdefault("root", root)
+            try:
+                source = _SOURCE_KINDS[kind](**item)
+            except TypeError as err:
+                raise ConfigError(f"sources[{i}] ({kind}): {err}") from None
+            self.sources.append((source, None if overrides is None else dict(overrides), soma_area == "truth"))
+
+    def fovs(self) -> list[FOVSpec]:
+        """Every source's FOVs, in source order, with their pre-processing overrides."""
+        from dataclasses import replace
+
+        specs: list[FOVSpec] = []
+        seen: set[str] = set()
+        for source, overrides, from_truth in self.sources:  # loop over sources
+            for spec in source.fovs():
+                if spec.name in seen:
+                    raise ConfigError(f"two sources give a FOV named {spec.name!r}: use different seeds or roots")
+                seen.add(spec.name)
+                values = dict(overrides or {})
+                if from_truth:
+                    values["soma_area_range"] = list(soma_area_range_of(spec))
+                specs.append(replace(spec, preprocess=values or None))
+        return specs

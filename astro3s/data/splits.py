@@ -8,7 +8,7 @@
   group ``k`` as validation and test set. With ``shuffle_seed`` the order is
   shuffled first (reproducibly).
 - ``explicit``: ``train``, ``val`` and ``test`` list names; an empty ``test``
-  is the ``val`` list.
+  is the ``val`` list; ``train=None`` is every FOV not in ``val`` or ``test``.
 """
 
 from __future__ import annotations
@@ -77,9 +77,13 @@ def split_fovs(names: Sequence[str], *, split: str = "loo", fold: int = 0, n_fol
         held_out = tuple(order[i] for i in groups[int(fold)])
         return Split(tuple(n for n in order if n not in held_out), held_out, held_out)
     if split == "explicit":
-        train_names = _check_names("train", train, names)
         val_names = _check_names("val", val, names)
         test_names = _check_names("test", test, names) or val_names
+        if train is None:  # every FOV not held out
+            held_out = set(val_names) | set(test_names)
+            train_names = tuple(n for n in names if n not in held_out)
+        else:
+            train_names = _check_names("train", train, names)
         if not train_names:
             raise ConfigError("split=explicit: list the training FOVs as data.train=[name, ...]")
         return Split(train_names, val_names, test_names)

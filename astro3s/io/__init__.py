@@ -5,6 +5,7 @@ are imported inside the functions that need them.
 """
 
 from astro3s.io.atomic import atomic_path, write_json, write_text
+from astro3s.io.discover import find_movies
 from astro3s.io.movie import (
     MOVIE_SUFFIXES,
     Movie,
@@ -16,6 +17,7 @@ from astro3s.io.movie import (
 from astro3s.io.roi import Roi, read_roiset, read_roiset_meta, write_roiset
 
 __all__ = [
+    "find_movies",
     "MOVIE_SUFFIXES",
     "Movie",
     "Roi",

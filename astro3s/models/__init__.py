@@ -35,6 +35,8 @@ _LAZY: dict[str, str] = {
     "SegmentationModule": "astro3s.models.module",
     "load_model": "astro3s.models.checkpoint",
     "load_encoder_weights": "astro3s.models.checkpoint",
+    "bundled_model_dir": "astro3s.models.checkpoint",
+    "model_preprocess_params": "astro3s.models.checkpoint",
     "EncoderLoadReport": "astro3s.models.checkpoint",
     "render_panels": "astro3s.models.panels",
 }

@@ -30,8 +30,56 @@ log = logging.getLogger(__name__)
 
 #: Names reserved for models shipped with astro3s.
 BUNDLED_MODELS: tuple[str, ...] = ("default",)
+#: File names inside a bundled model's folder.
+BUNDLED_CHECKPOINT = "model.ckpt"
+PREPROCESS_PARAMS_NAME = "preprocess.yaml"
 
-_FIX = "re-download or re-train it, or pass a different model= checkpoint"
+
+def bundled_model_dir(name: str) -> Path:
+    """Folder of a model shipped inside the package (``astro3s/resources/models/<name>/``).
+
+    It holds ``model.ckpt`` (weights and hyper-parameters), ``preprocess.yaml``
+    (the pre-processing parameters the model was trained with) and
+    ``MODEL_CARD.md``.
+
+    Raises
+    ------
+    CheckpointError
+        Unknown name, or the files are missing from the installation.
+    """
+    from astro3s.resources import _HERE
+
+    if name not in BUNDLED_MODELS:
+        raise CheckpointError(f"no bundled model named {name!r}; bundled: {', '.join(BUNDLED_MODELS)}. "
+                              "Fix: pass checkpoint=default or the path of a .ckpt file.")
+    folder = _HERE / "models" / name
+    if not (folder / BUNDLED_CHECKPOINT).is_file():
+        raise CheckpointError(f"{folder / BUNDLED_CHECKPOINT}: the bundled {name} model is missing from this "
+                              "installation. Fix: reinstall astro3s (pip install --force-reinstall astro3s), "
+                              "or pass checkpoint=PATH/TO/model.ckpt.")
+    return folder
+
+
+def model_preprocess_params(path_or_name: str | Path):
+    """The pre-processing parameters a model was trained with.
+
+    Looks for ``preprocess.yaml`` in the bundled model's folder or beside the
+    checkpoint file (``astro3s-train`` writes it into ``checkpoints/``).
+
+    Returns
+    -------
+    PreprocessParams or None
+        None when no such file exists.
+    """
+    from astro3s.preprocess import load_params
+
+    if isinstance(path_or_name, str) and path_or_name in BUNDLED_MODELS:
+        candidate = bundled_model_dir(path_or_name) / PREPROCESS_PARAMS_NAME
+    else:
+        candidate = Path(path_or_name).parent / PREPROCESS_PARAMS_NAME
+    return load_params(candidate) if candidate.is_file() else None
+
+_FIX = "re-download or re-train it, or pass a different checkpoint="
 
 
 def read_checkpoint_file(
@@ -233,7 +281,7 @@ def load_model(
     path_or_name : str or Path
         A ``.ckpt`` file written by Lightning's ``ModelCheckpoint`` /
         ``Trainer.save_checkpoint``, or the name of a bundled model
-        (``"default"``, not available yet).
+        (``"default"``, see :func:`bundled_model_dir`).
     map_location : str or torch.device
         Device of the loaded weights.
     trusted : bool
@@ -247,11 +295,7 @@ def load_model(
     from astro3s.models.module import SegmentationModule
 
     if isinstance(path_or_name, str) and path_or_name in BUNDLED_MODELS:
-        raise CheckpointError(
-            f"the bundled {path_or_name} model is not available yet: astro3s does not ship "
-            "trained weights in this version. Fix: train one with astro3s-train and pass "
-            "model=PATH/TO/model.ckpt."
-        )
+        path_or_name = bundled_model_dir(path_or_name) / BUNDLED_CHECKPOINT
     path = Path(path_or_name)
     raw = read_checkpoint_file(path, map_location=map_location, trusted=trusted)
     if not isinstance(raw, Mapping) or "state_dict" not in raw:
@@ -270,7 +314,7 @@ def load_model(
     except Exception as error:  # incompatible hyper-parameters
         raise CheckpointError(
             f"{path}: its hyper-parameters do not build a model with this version of astro3s "
-            f"({type(error).__name__}: {error}). Fix: re-train, or pass a different model=."
+            f"({type(error).__name__}: {error}). Fix: re-train, or pass a different checkpoint=."
         ) from None
     try:
         module.load_state_dict(raw["state_dict"], strict=True)

@@ -24,7 +24,8 @@ from astro3s.preprocess.local_filter import (candidate_boxes, candidate_centres,
 from astro3s.preprocess.motion import (CorrectedMovie, bandpass_filter, build_reference, correct_frames,
                                        estimate_shifts, register_spectra)
 from astro3s.preprocess.params import PreprocessParams, load_params, save_params
-from astro3s.preprocess.pipeline import Preprocessed, load_preprocessed, preprocess, save_preprocessed
+from astro3s.preprocess.pipeline import (Preprocessed, load_preprocessed, preprocess, reselect_candidates,
+                                         save_preprocessed)
 
 __all__ = [
     "CorrectedMovie",
@@ -53,6 +54,7 @@ __all__ = [
     "paste_crops",
     "plot_preprocessed",
     "preprocess",
+    "reselect_candidates",
     "register_spectra",
     "save_params",
     "save_preprocessed",

@@ -24,6 +24,7 @@ file reads, see :meth:`astro3s.io.Movie.frames`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -409,6 +410,84 @@ def crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: fl
 # ---------------------------------------------------------------------------------------------
 
 
+def _candidate_stages(activity: np.ndarray, enhanced: np.ndarray, corrected: CorrectedMovie | None,
+                      params: PreprocessParams, n_frames: int, timings: dict[str, float],
+                      details: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    """Stages 4-6 (candidates, local activity filter, crops) from the maps of stages 1-3."""
+    height, width = activity.shape
+    tick = time.perf_counter()
+    candidates, search = find_candidates(
+        activity, n_frames, soma_area_range=params.soma_area_range, threshold_start=params.threshold_start,
+        threshold_step=params.threshold_step, threshold_floor=params.threshold_floor,
+        expected_cells=params.expected_cells, start_area_fraction=params.start_area_fraction,
+        min_area_fraction=params.min_area_fraction, area_step_fraction=params.area_step_fraction,
+        last_area_fraction=params.last_area_fraction, tiny_area_fraction=params.tiny_area_fraction,
+        extension_threshold=params.extension_threshold)
+    details["candidate_search"] = search
+    timings["candidates"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    boxes = candidate_boxes(candidate_centres(candidates), (height, width), params.filter_box)
+    if corrected is None and len(boxes):
+        raise ValueError("the local activity filter needs the motion-corrected movie (pre.corrected)")
+    masks, frames_used = crop_filters(corrected, boxes, percentile=params.filter_percentile,
+                                      pairs=[(params.th1, params.th2)], stride=params.percentile_stride,
+                                      chunk_frames=effective_chunk_frames(params, 4 * height * width),
+                                      memory_budget_mb=params.memory_budget_mb)
+    masks = masks[0]
+    details["filter_frames"] = int(frames_used)
+    timings["local_filter"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    crops = extract_crops(enhanced, boxes, masks, crop_size=params.crop_size)
+    crop_masks = extract_crops(np.ones_like(enhanced), boxes, masks, crop_size=params.crop_size) > 0
+    fov, union = fov_map(enhanced, boxes, masks)
+    timings["crops"] = time.perf_counter() - tick
+    return candidates, boxes, crop_masks, crops, fov, union, enhanced
+
+
+def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preprocessed:
+    """Stages 4-6 again (candidates, local filter, crops) with other parameters.
+
+    Motion correction and the maps of stages 1-3 are kept, so this costs a
+    fraction of :func:`preprocess`: used when the soma scale of a movie turns
+    out to differ from the parameters' (``soma_area_range``), or to try
+    candidate-search settings.
+
+    Parameters
+    ----------
+    pre : Preprocessed
+        A result with its motion-corrected movie (``pre.corrected``), as
+        :func:`preprocess` returns it.
+    params : PreprocessParams
+        New parameters; those of stages 1-3 must equal ``pre.params``'.
+
+    Returns
+    -------
+    Preprocessed
+        Shares the corrected movie with ``pre``.
+    """
+    early = ("motion_correction", "reference_frames", "reference_stable_fraction", "upsample_factor",
+             "bandpass_sigmas", "max_shift_fraction", "baseline_percentile", "median_max_frames",
+             "clahe_clip_limit", "clahe_tiles", "clahe_bins", "tile_size", "tile_step", "activity_percentile",
+             "percentile_stride")
+    changed = [k for k in early if getattr(params, k) != getattr(pre.params, k)]
+    if changed:
+        raise ValueError(f"reselect_candidates cannot change stage 1-3 parameters ({', '.join(changed)}); "
+                         "run preprocess() again")
+    timings: dict[str, float] = {}
+    details = {k: v for k, v in pre.details.items() if k not in ("candidate_search", "filter_frames")}
+    start = time.perf_counter()
+    candidates, boxes, crop_masks, crops, fov, union, enhanced = _candidate_stages(
+        pre.activity_map, pre.enhanced, pre.corrected, params, int(pre.shape[0]), timings, details)
+    timings["total"] = time.perf_counter() - start
+    details["reselect_timings"] = timings
+    log.info("candidates again with soma areas %s px: %d candidate(s), %.2f s",
+             tuple(round(a) for a in params.soma_area_range), len(boxes), timings["total"])
+    return dataclasses.replace(pre, candidates=candidates, crop_boxes=boxes, crop_masks=crop_masks, crops=crops,
+                               fov_map=fov, fov_mask=union, params=params, details=details)
+
+
 def preprocess(movie: Any, params: PreprocessParams | None = None, *,
                progress: bool | None = None, cache: bool | None = None) -> Preprocessed:
     """Pre-process one movie: motion correction to single-cell crops.
@@ -447,35 +526,11 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
     n_frames, height, width = (int(s) for s in movie.shape)
     timings, details = streamed["timings"], streamed["details"]
 
-    tick = time.perf_counter()
-    candidates, search = find_candidates(
-        activity, n_frames, soma_area_range=params.soma_area_range, threshold_start=params.threshold_start,
-        threshold_step=params.threshold_step, threshold_floor=params.threshold_floor,
-        expected_cells=params.expected_cells, start_area_fraction=params.start_area_fraction,
-        min_area_fraction=params.min_area_fraction, area_step_fraction=params.area_step_fraction,
-        last_area_fraction=params.last_area_fraction, tiny_area_fraction=params.tiny_area_fraction,
-        extension_threshold=params.extension_threshold)
-    details["candidate_search"] = search
-    timings["candidates"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    boxes = candidate_boxes(candidate_centres(candidates), (height, width), params.filter_box)
-    masks, frames_used = crop_filters(streamed["corrected"], boxes, percentile=params.filter_percentile,
-                                      pairs=[(params.th1, params.th2)], stride=params.percentile_stride,
-                                      chunk_frames=effective_chunk_frames(params, 4 * height * width),
-                                      memory_budget_mb=params.memory_budget_mb)
-    masks = masks[0]
-    details["filter_frames"] = int(frames_used)
-    timings["local_filter"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    enhanced = streamed["enhanced"]
-    crops = extract_crops(enhanced, boxes, masks, crop_size=params.crop_size)
-    crop_masks = extract_crops(np.ones_like(enhanced), boxes, masks, crop_size=params.crop_size) > 0
-    fov, union = fov_map(enhanced, boxes, masks)
-    timings["crops"] = time.perf_counter() - tick
+    stages = _candidate_stages(activity, streamed["enhanced"], streamed["corrected"], params, n_frames,
+                               timings, details)
     timings["total"] = time.perf_counter() - start
     details["timings"] = timings
+    candidates, boxes, crop_masks, crops, fov, union, enhanced = stages
     log.info("pre-processed %s: %d candidate(s), max |shift| %.2f px, %.2f s",
              movie.path or "array", len(boxes),
              float(np.abs(streamed["shifts"]).max()) if n_frames else 0.0, timings["total"])

@@ -1,0 +1,140 @@
+"""Many movies: keep going when one fails, skip finished ones, and keep an index of all.
+
+The index (``DIR/index.csv``) has one row per movie: path, status
+(``done``, ``skipped``, ``failed``), cell count, CC threshold, seconds, output
+folder and the one-line error of a failed movie. It is rewritten atomically
+after every movie, so an interrupted batch leaves a valid index of what was
+finished, and a rerun (``overwrite=false``) skips those movies.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from astro3s.errors import Astro3sError
+from astro3s.inference.pipeline import InferenceOptions, MovieResult, describe_failure, infer_movie
+
+log = logging.getLogger(__name__)
+
+__all__ = ["INDEX_COLUMNS", "read_index", "run_batch", "write_index"]
+
+INDEX_COLUMNS = ("movie", "status", "n_cells", "threshold", "seconds", "output", "error")
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and check that files can be written in it.
+
+    Raises
+    ------
+    InputError
+        Read-only or otherwise unwritable folder (checked before any work).
+    """
+    import uuid
+
+    from astro3s.errors import InputError
+
+    probe = folder / f".astro3s-write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(folder, f"cannot write the outputs here ({err.strerror or err}).",
+                         "choose a writable out= folder (and check the free disk space).") from None
+
+
+def write_index(path: str | Path, results: Sequence[MovieResult]) -> Path:
+    """Write the batch index CSV atomically (columns :data:`INDEX_COLUMNS`)."""
+    from astro3s.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(INDEX_COLUMNS))
+            writer.writeheader()
+            for result in results:
+                writer.writerow(result.as_row())
+    return Path(path)
+
+
+def read_index(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a batch index CSV."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _merge(previous: list[dict[str, str]], results: list[MovieResult]) -> list[MovieResult]:
+    """Rows of earlier runs for movies not in this run, then this run's."""
+    mine = {str(r.movie) for r in results}
+    kept = [MovieResult(Path(row["movie"]), Path(row["output"]) if row.get("output") else None,
+                        row.get("status", ""), int(row["n_cells"]) if row.get("n_cells") else None,
+                        float(row.get("seconds") or 0.0), row.get("error") or None,
+                        float(row["threshold"]) if row.get("threshold") else None)
+            for row in previous if row.get("movie") not in mine]
+    return kept + results
+
+
+def run_batch(movies: Sequence[str | Path], out_dir: str | Path, model: Any, options: InferenceOptions, *,
+              overwrite: bool = False, rois: str | Path | None = None, index_name: str = "index.csv",
+              progress: bool | None = None) -> list[MovieResult]:
+    """Run :func:`infer_movie` on every movie, keeping going past failures.
+
+    Parameters
+    ----------
+    movies : sequence of path
+    out_dir : str or Path
+        Outputs go to ``out_dir/<movie stem>/``; the index to ``out_dir/index_name``.
+    model : SegmentationModule
+    options : InferenceOptions
+    overwrite : bool
+        Redo movies whose outputs are complete.
+    rois : path, optional
+        Curated cells (only with a single movie).
+    index_name : str
+        File name of the index CSV.
+    progress : bool, optional
+        Progress bars.
+
+    Returns
+    -------
+    list of MovieResult
+        One per movie, in order; failures have ``status="failed"`` and ``error``.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    check_writable(out_dir)
+    index_path = out_dir / index_name
+    results: list[MovieResult] = []
+    bar = tqdm(movies, desc="movies", unit="movie", disable=progress is False or len(movies) < 2)
+    for movie in bar:  # loop over movies
+        movie = Path(movie)
+        bar.set_postfix_str(movie.name)
+        start = time.perf_counter()
+        try:
+            result = infer_movie(movie, out_dir, model, options, rois=rois, overwrite=overwrite,
+                                 progress=progress)
+        except Astro3sError as err:
+            if len(movies) == 1:
+                raise  # one movie: its own message is the clearest report
+            log.error("%s: failed: %s", movie.name, err)
+            result = MovieResult(movie, None, "failed", seconds=time.perf_counter() - start,
+                                 error=describe_failure(err))
+        except Exception as err:  # keep going; the traceback goes to the log
+            if len(movies) == 1:
+                raise
+            log.exception("%s: failed with an unexpected error", movie.name)
+            result = MovieResult(movie, None, "failed", seconds=time.perf_counter() - start,
+                                 error=describe_failure(err))
+        results.append(result)
+        # re-read just before writing: parallel jobs of a multirun share the index
+        previous = read_index(index_path) if index_path.is_file() else []
+        write_index(index_path, _merge(previous, results))
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    log.info("%d movie(s): %d done, %d skipped, %d failed; index: %s", len(results), counts["done"],
+             counts["skipped"], counts["failed"], index_path)
+    return results

@@ -1,0 +1,181 @@
+"""The segmentation network on a pre-processed FOV: single-cell crops and the whole FOV.
+
+ASTRA runs its network twice per FOV: once on every single-cell crop (the
+candidate's box, local-activity filtered, zero-padded to ``S x S``) and once
+on the whole-FOV map (every cell at once). Both inputs are normalised as in
+training (:func:`astro3s.data.samples.normalize_images`).
+
+The whole-FOV pass runs in overlapping tiles when the FOV is larger than
+``max_fov_pixels`` (wide mesoscope FOVs), blended with the same Gaussian
+weights as the crops, so memory stays bounded. The normalisation uses the
+statistics of the whole map, so a tiled pass sees the same input values as
+a single pass; only the context at the tile borders differs, and the
+blending weights give those borders little say.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from astro3s.models.classes import BACKGROUND, NUM_CLASSES
+
+log = logging.getLogger(__name__)
+
+__all__ = ["predict_crops", "predict_fov", "tile_boxes"]
+
+
+def _net_and_device(model: Any, device: str | None) -> tuple[Any, Any]:
+    import torch
+
+    net = getattr(model, "net", model)
+    if device is None:
+        try:
+            target = next(net.parameters()).device
+        except StopIteration:
+            target = torch.device("cpu")
+    else:
+        from astro3s.utils.device import resolve_device
+
+        target = torch.device(resolve_device(device))
+        net.to(target)
+    net.eval()
+    return net, target
+
+
+def _run_batches(net: Any, images: np.ndarray, *, device: Any, batch_size: int, amp: bool) -> np.ndarray:
+    """Softmax of ``net`` on ``images (N, 1, h, w)`` float32 -> ``(N, 3, h, w)`` float32."""
+    import torch
+
+    out = np.empty((images.shape[0], NUM_CLASSES, *images.shape[2:]), np.float32)
+    use_amp = bool(amp) and device.type == "cuda"
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):  # loop over batches, not pixels
+            batch = torch.from_numpy(images[start:start + batch_size]).to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = net(batch)
+            out[start:start + batch_size] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    return out
+
+
+def predict_crops(model: Any, pre: Any, *, normalize: str = "mean", batch_size: int = 32,
+                  device: str | None = None, amp: bool = True) -> np.ndarray:
+    """Class probabilities of every single-cell crop of a pre-processed FOV.
+
+    Parameters
+    ----------
+    model : SegmentationModule or SegmentationNetwork
+        Trained network (its ``net`` is used when it has one).
+    pre : Preprocessed
+        Uses ``crops (N, S, S)`` float.
+    normalize : {"mean", "none", "standardize"}
+        Per-crop normalisation, as in training (``data.normalize``).
+    batch_size : int
+        Crops per forward pass.
+    device : str, optional
+        ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``; None keeps the model where it is.
+    amp : bool
+        bfloat16 autocast on CUDA (ignored on CPU).
+
+    Returns
+    -------
+    crop_probs : ndarray of float32, shape (N, 3, S, S)
+        Softmax over :data:`astro3s.models.CLASS_NAMES`.
+    """
+    from astro3s.data.samples import normalize_images
+
+    crops = np.asarray(pre.crops, dtype=np.float32)
+    size = int(pre.params.crop_size)
+    if crops.ndim != 3 or crops.shape[0] == 0:
+        return np.zeros((0, NUM_CLASSES, size, size), np.float32)
+    net, dev = _net_and_device(model, device)
+    images = normalize_images(crops, normalize)[:, None]
+    return _run_batches(net, images, device=dev, batch_size=max(1, int(batch_size)), amp=amp)
+
+
+def tile_boxes(shape: tuple[int, int], *, tile: int, overlap: int) -> np.ndarray:
+    """Boxes of square tiles covering a FOV with at least ``overlap`` px between neighbours.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        FOV ``(H, W)``.
+    tile : int
+        Tile side, px (a FOV side smaller than ``tile`` gives tiles of that side).
+    overlap : int
+        Minimum overlap of neighbouring tiles, px (``< tile``).
+
+    Returns
+    -------
+    boxes : ndarray of int64, shape (N, 4)
+        ``(y0, x0, y1, x1)`` of each tile.
+    """
+    from astro3s.data.samples import tile_starts
+
+    tile = int(tile)
+    stride = max(1, tile - int(overlap))
+    ys = tile_starts(int(shape[0]), tile, stride)
+    xs = tile_starts(int(shape[1]), tile, stride)
+    th, tw = min(tile, int(shape[0])), min(tile, int(shape[1]))
+    return np.array([(y, x, y + th, x + tw) for y in ys for x in xs], dtype=np.int64)
+
+
+def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", max_fov_pixels: int = 512 * 512,
+                tile_size: int = 384, tile_overlap: int = 64, batch_size: int = 4,
+                device: str | None = None, amp: bool = True) -> np.ndarray:
+    """Class probabilities of the whole-FOV pass, tiled when the FOV is large.
+
+    Parameters
+    ----------
+    model : SegmentationModule or SegmentationNetwork
+    pre : Preprocessed
+        Uses ``fov_map (H, W)`` float.
+    normalize : {"mean", "none", "standardize"}
+        As in training; the statistics are those of the whole map.
+    max_fov_pixels : int
+        FOVs with more pixels run in tiles.
+    tile_size, tile_overlap : int
+        Tile side and overlap, px.
+    batch_size : int
+        Tiles per forward pass.
+    device : str, optional
+        None keeps the model where it is.
+    amp : bool
+        bfloat16 autocast on CUDA.
+
+    Returns
+    -------
+    fov_probs : ndarray of float32, shape (3, H, W)
+        Softmax; background ``(0, 0, 1)`` nowhere forced (the network decides).
+    """
+    from astro3s.data.samples import normalize_images
+    from astro3s.postprocess.blend import crop_weight
+
+    fov = np.asarray(pre.fov_map, dtype=np.float32)
+    height, width = fov.shape
+    image = normalize_images(fov[None], normalize)[0]
+    net, dev = _net_and_device(model, device)
+    if height * width <= int(max_fov_pixels):
+        return _run_batches(net, image[None, None], device=dev, batch_size=1, amp=amp)[0]
+
+    boxes = tile_boxes((height, width), tile=tile_size, overlap=tile_overlap)
+    log.info("whole-FOV pass in %d tiles of %d px", len(boxes), tile_size)
+    th, tw = int(boxes[0, 2] - boxes[0, 0]), int(boxes[0, 3] - boxes[0, 1])
+    weight = crop_weight(max(th, tw))[:th, :tw] if th == tw else np.ones((th, tw), np.float32)
+    num = np.zeros((NUM_CLASSES, height, width), np.float32)
+    den = np.zeros((height, width), np.float32)
+    bs = max(1, int(batch_size))
+    for start in range(0, len(boxes), bs):  # loop over tile batches; memory = one batch of tiles
+        chunk = boxes[start:start + bs]
+        tiles = np.stack([image[y0:y1, x0:x1] for y0, x0, y1, x1 in chunk])[:, None]
+        probs = _run_batches(net, tiles, device=dev, batch_size=bs, amp=amp)
+        for (y0, x0, y1, x1), p in zip(chunk, probs, strict=True):
+            num[:, y0:y1, x0:x1] += p * weight
+            den[y0:y1, x0:x1] += weight
+    out = np.zeros_like(num)
+    out[BACKGROUND] = 1.0
+    covered = den > 0
+    out[:, covered] = num[:, covered] / den[covered]
+    return out

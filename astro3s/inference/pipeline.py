@@ -1,0 +1,386 @@
+"""One movie through the whole method: pre-processing, network, combination, CC analysis, outputs.
+
+::
+
+    from astro3s.inference import InferenceOptions, load_inference_model, infer_movie
+    model, options = load_inference_model("default")
+    result = infer_movie("movie.tif", "results/", model, options)
+    result.output   # results/movie/ with soma.tif, ..., summary.json, overlay.png
+
+With ``rois=EDITED_RoiSet.zip`` the segmentation is skipped and the given
+cells (e.g. curated in Fiji) go straight to traces and CC domains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from astro3s.errors import Astro3sError, ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["InferenceOptions", "MovieResult", "infer_movie", "load_inference_model", "movie_output_dir",
+           "segment_movie"]
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """Everything :func:`infer_movie` needs besides the model.
+
+    Attributes
+    ----------
+    preprocess : PreprocessParams
+        Pre-processing parameters (those the model was trained with, by default).
+    combine : dict
+        Overrides of :class:`astro3s.postprocess.CombineParams` (soma areas
+        come from ``preprocess.soma_area_range``).
+    correlation : CorrelationParams
+        Traces and CC-domain options.
+    normalize : str
+        Network input normalisation used in training.
+    batch_size : int
+        Crops per forward pass.
+    device : str
+        ``"auto"`` (GPU when present), ``"cpu"`` or ``"cuda[:i]"``, for the network.
+    figures : bool
+        Write ``overlay.png`` and ``traces.png``.
+    max_fov_pixels, tile_size, tile_overlap : int
+        Tiling of the whole-FOV network pass (:func:`astro3s.inference.predict_fov`).
+    model_name : str
+        What the summary records as the model (a path or a bundled name).
+    soma_scale : {"auto", "fixed"}
+        ``auto``: fit the soma area range to each movie from a first network
+        pass (:func:`astro3s.inference.segment.adapt_soma_scale`); ``fixed``:
+        use ``preprocess.soma_area_range`` as given.
+    """
+
+    preprocess: Any
+    combine: dict[str, Any] = field(default_factory=dict)
+    correlation: Any = None
+    normalize: str = "mean"
+    batch_size: int = 32
+    device: str = "auto"
+    figures: bool = True
+    max_fov_pixels: int = 512 * 512
+    tile_size: int = 384
+    tile_overlap: int = 64
+    model_name: str = ""
+    soma_scale: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.soma_scale not in ("auto", "fixed"):
+            raise ConfigError(f"soma_scale must be 'auto' or 'fixed', got {self.soma_scale!r}")
+
+
+@dataclass
+class MovieResult:
+    """Outcome of one movie.
+
+    Attributes
+    ----------
+    movie : Path
+    output : Path or None
+        The output folder (None when the run failed).
+    status : str
+        ``"done"``, ``"skipped"`` (outputs already complete) or ``"failed"``.
+    n_cells : int or None
+    seconds : float
+    error : str or None
+        The one-line error of a failed movie.
+    threshold : float or None
+        CC threshold used.
+    """
+
+    movie: Path
+    output: Path | None
+    status: str
+    n_cells: int | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    threshold: float | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        """A row of the batch index CSV."""
+        return {"movie": str(self.movie), "status": self.status,
+                "n_cells": "" if self.n_cells is None else self.n_cells,
+                "threshold": "" if self.threshold is None or not np.isfinite(self.threshold)
+                else f"{self.threshold:.3f}",
+                "seconds": f"{self.seconds:.2f}", "output": "" if self.output is None else str(self.output),
+                "error": self.error or ""}
+
+
+def load_inference_model(model: str | Path = "default", *, preprocess: Any = None, device: str = "auto",
+                         trusted: bool = False, **options: Any) -> tuple[Any, InferenceOptions]:
+    """Load a model and the options it is run with.
+
+    Parameters
+    ----------
+    model : str or Path
+        ``"default"`` (bundled) or a ``.ckpt`` written by ``astro3s-train``.
+    preprocess : PreprocessParams, mapping, path or None
+        None: the parameters the model was trained with (``preprocess.yaml``
+        beside the checkpoint / in the bundled folder), else ASTRA's.
+    device : str
+        Where the network runs.
+    trusted : bool
+        Allow pickled objects in the checkpoint (see :func:`astro3s.models.load_model`).
+    **options
+        Other fields of :class:`InferenceOptions`.
+
+    Returns
+    -------
+    module : SegmentationModule
+    options : InferenceOptions
+    """
+    from astro3s.correlation import CorrelationParams
+    from astro3s.data.datamodule import _as_params
+    from astro3s.models.checkpoint import load_model, model_preprocess_params
+    from astro3s.utils.device import resolve_device
+
+    dev = resolve_device(device)
+    module = load_model(model, map_location=dev, trusted=trusted)
+    params = _as_params(preprocess) if preprocess is not None else model_preprocess_params(model)
+    if params is None:
+        log.warning("%s: no preprocess.yaml beside the checkpoint; using ASTRA's published parameters", model)
+        params = _as_params(None)
+    options.setdefault("correlation", CorrelationParams())
+    known = {f.name for f in dataclasses.fields(InferenceOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown inference option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    return module, InferenceOptions(preprocess=params, device=dev, model_name=str(model), **options)
+
+
+def movie_output_dir(movie: str | Path, out_dir: str | Path) -> Path:
+    """``out_dir/<movie stem>`` (a folder of frames keeps its name)."""
+    movie = Path(movie)
+    stem = movie.name
+    for suffix in (".ome.tif", ".ome.tiff"):
+        if stem.lower().endswith(suffix):
+            return Path(out_dir) / stem[: -len(suffix)]
+    return Path(out_dir) / (movie.stem if movie.suffix else movie.name)
+
+
+def _versions() -> dict[str, str]:
+    import scipy
+    import torch
+
+    import astro3s
+
+    return {"astro3s": getattr(astro3s, "__version__", "unknown"), "python": platform.python_version(),
+            "numpy": np.__version__, "scipy": scipy.__version__, "torch": torch.__version__}
+
+
+def _cell_table(soma: np.ndarray, processes: np.ndarray, domains: Any, traces: Any) -> list[dict[str, Any]]:
+    from astro3s.inference.outputs import event_rates
+
+    ids = np.asarray(domains.cell_ids, np.int64)
+    n = int(max(soma.max(initial=0), processes.max(initial=0), ids.max(initial=0)))
+    soma_area = np.bincount(soma.ravel(), minlength=n + 1)
+    proc_area = np.bincount(processes.ravel(), minlength=n + 1)
+    dom_area = np.bincount(np.asarray(domains.domains).ravel(), minlength=n + 1)
+    rates = event_rates(traces.dff, fs=traces.fs)
+    soma_rate = {int(c): float(r) for c, r, k in zip(traces.cell_ids, rates, traces.kinds, strict=True)
+                 if k == "soma"}
+    n_proc: dict[int, int] = {}
+    for c, k in zip(traces.cell_ids, traces.kinds, strict=True):
+        if k == "process":
+            n_proc[int(c)] = n_proc.get(int(c), 0) + 1
+    cells = []
+    for i, cid in enumerate(ids):  # loop over cells (tens), not pixels
+        cells.append({"id": int(cid), "soma_area_px": int(soma_area[cid]),
+                      "process_area_px": int(proc_area[cid]), "domain_area_px": int(dom_area[cid]),
+                      "n_process_rois": n_proc.get(int(cid), 0),
+                      "centroid_yx": [round(float(v), 2) for v in domains.centroids[i]],
+                      "soma_event_rate": None if int(cid) not in soma_rate else round(soma_rate[int(cid)], 4)})
+    return cells
+
+
+def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: dict[str, float] | None = None,
+                  name: str = "") -> tuple[Any, Any, dict[str, Any]]:
+    """Cells of a pre-processed movie: soma scale (``options.soma_scale``), network, combination.
+
+    Returns
+    -------
+    pre : Preprocessed
+        ``pre``, or its candidates re-selected at the fitted soma scale.
+    segmentation : Segmentation
+    scale_info : dict
+        See :func:`astro3s.inference.segment.adapt_soma_scale`.
+    """
+    from astro3s.inference.segment import adapt_soma_scale, segment_preprocessed
+    from astro3s.postprocess import CombineParams
+
+    timings = {} if timings is None else timings
+    configured = list(pre.params.soma_area_range)
+    scale_info: dict[str, Any] = {"configured": configured, "estimated": None, "used": configured,
+                                  "rescaled": False}
+    if options.soma_scale == "auto":
+        t = time.perf_counter()
+        pre, scale_info = adapt_soma_scale(pre, model, normalize=options.normalize, device=options.device,
+                                           max_fov_pixels=options.max_fov_pixels, tile_size=options.tile_size,
+                                           tile_overlap=options.tile_overlap)
+        timings["soma_scale_s"] = time.perf_counter() - t
+        if scale_info["rescaled"]:
+            log.info("%s: soma scale fitted to the movie: areas %s px (configured %s)", name,
+                     scale_info["used"], scale_info["configured"])
+    combine_params = CombineParams.from_preprocess(pre.params, **options.combine)
+    seg = segment_preprocessed(pre, model, combine=combine_params, normalize=options.normalize,
+                               batch_size=options.batch_size, device=options.device,
+                               max_fov_pixels=options.max_fov_pixels, tile_size=options.tile_size,
+                               tile_overlap=options.tile_overlap, timings=timings)
+    return pre, seg, scale_info
+
+
+def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: InferenceOptions, *,
+                rois: str | Path | None = None, overwrite: bool = True, progress: bool | None = None,
+                ) -> MovieResult:
+    """Run the whole method on one movie and write its output folder.
+
+    Parameters
+    ----------
+    movie : str or Path
+        Any movie :func:`astro3s.io.read_movie` reads.
+    out_dir : str or Path
+        Parent folder; the outputs go to ``out_dir/<movie stem>/``.
+    model : SegmentationModule or None
+        The network (unused with ``rois``).
+    options : InferenceOptions
+    rois : str or Path, optional
+        A RoiSet zip of curated cells (``Soma_###``/``Proc_###_##``): skips the
+        segmentation.
+    overwrite : bool
+        Replace a complete output folder; False skips the movie.
+    progress : bool, optional
+        Progress bars (default: on a terminal).
+
+    Returns
+    -------
+    MovieResult
+        ``status="done"`` or ``"skipped"``.
+
+    Raises
+    ------
+    Astro3sError
+        Bad input (unreadable movie, NaNs, ...), a bad ROI file, or outputs
+        that cannot be written; nothing is left in ``out_dir`` then.
+    """
+    from astro3s.correlation import correlation_analysis, plot_domains, plot_traces
+    from astro3s.inference.outputs import (SUMMARY_NAME, commit_folder, is_complete, staging_folder,
+                                           write_cc_maps, write_traces_csv)
+    from astro3s.io import read_movie, read_roiset, write_json, write_labels, write_roiset
+    from astro3s.preprocess import preprocess
+
+    start = time.perf_counter()
+    movie_path = Path(movie)
+    final = movie_output_dir(movie_path, out_dir)
+    if not overwrite and is_complete(final, figures=options.figures):
+        log.info("%s: outputs complete in %s, skipped (overwrite=true redoes them)", movie_path.name, final)
+        return MovieResult(movie_path, final, "skipped")
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    mov = read_movie(movie_path)
+    timings["open_s"] = time.perf_counter() - t
+    try:
+        t = time.perf_counter()
+        pre = preprocess(mov, options.preprocess, progress=progress)
+        timings["preprocess_s"] = time.perf_counter() - t
+        height, width = pre.fov_map.shape
+        combine_params = None
+        scale_info: dict[str, Any] = {"configured": list(pre.params.soma_area_range), "estimated": None,
+                                      "used": list(pre.params.soma_area_range), "rescaled": False}
+        if rois is not None:
+            soma, processes = read_roiset(rois, (height, width))
+            soma = soma.astype(np.uint16)
+            processes = processes.astype(np.uint16)
+            segmentation = {"source": "rois", "rois": str(rois)}
+            log.info("%s: %d curated cell(s) from %s", movie_path.name, len(np.unique(soma)) - (soma == 0).any(),
+                     Path(rois).name)
+        else:
+            if model is None:
+                raise ConfigError("infer_movie needs a model unless rois= gives the cells")
+            pre, seg, scale_info = segment_movie(pre, model, options, timings=timings, name=movie_path.name)
+            combine_params = seg.params
+            soma, processes = seg.soma, seg.processes
+            segmentation = {"source": "network", "model": options.model_name, "counts": seg.counts}
+            log.info("%s: %d cell(s) found", movie_path.name, seg.n_cells)
+
+        t = time.perf_counter()
+        source_movie = pre.corrected if pre.corrected is not None else mov
+        traces, domains = correlation_analysis(source_movie, soma, processes, options.correlation)
+        timings["correlation_s"] = time.perf_counter() - t
+        choice = domains.threshold_choice
+        log.info("%s: CC threshold %.3f%s, %d domain(s)", movie_path.name, domains.threshold,
+                 "" if choice is None else f" (false rate {choice.false_rate:.3f})", len(domains.cell_ids))
+
+        t = time.perf_counter()
+        with staging_folder(final) as stage:
+            write_labels(stage / "soma.tif", soma)
+            write_labels(stage / "processes.tif", processes)
+            write_labels(stage / "domains.tif", np.asarray(domains.domains, np.uint16))
+            write_roiset(soma, processes, stage / "RoiSet.zip")
+            write_traces_csv(stage / "traces.csv", traces)
+            write_cc_maps(stage / "cc_maps.npz", domains)
+            if options.figures:
+                plot_domains(pre.enhanced, soma, processes, domains.domains, path=stage / "overlay.png",
+                             title=f"{movie_path.name}: {len(domains.cell_ids)} cell(s), "
+                                   f"CC threshold {domains.threshold:.2f}")
+                plot_traces(traces, path=stage / "traces.png", fs=traces.fs)
+            timings["write_s"] = time.perf_counter() - t
+            timings["total_s"] = time.perf_counter() - start
+            summary = {
+                "movie": str(movie_path), "name": final.name, "shape": list(pre.shape), "fs": traces.fs,
+                "n_cells": len(domains.cell_ids),
+                "cells": _cell_table(soma, processes, domains, traces),
+                "segmentation": segmentation,
+                "correlation": {
+                    "threshold": domains.threshold,
+                    "threshold_automatic": choice is not None,
+                    "false_rate": None if choice is None else choice.false_rate,
+                    "in_band": None if choice is None else choice.in_band,
+                    "tried": None if choice is None else choice.tried,
+                    "n_background": None if choice is None else choice.n_background,
+                    "f0_method": traces.f0_method,
+                },
+                "parameters": {
+                    "preprocess": pre.params.to_dict(),
+                    "combine": None if combine_params is None else dataclasses.asdict(combine_params),
+                    "correlation": dataclasses.asdict(options.correlation),
+                    "normalize": options.normalize, "device": options.device,
+                },
+                "soma_scale": {"mode": options.soma_scale, **scale_info},
+                "preprocess": {"n_candidates": int(len(pre.crop_boxes)),
+                               "max_shift_px": float(np.abs(pre.shifts).max(initial=0.0))},
+                "versions": _versions(),
+                "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            }
+            write_json(stage / SUMMARY_NAME, summary)
+            commit_folder(stage, final)
+    finally:
+        corrected = getattr(locals().get("pre"), "corrected", None)
+        for obj in (getattr(corrected, "movie", None), mov):
+            close = getattr(obj, "close", None)
+            if callable(close):
+                close()
+    seconds = time.perf_counter() - start
+    log.info("%s: done in %.1f s -> %s", movie_path.name, seconds, final)
+    return MovieResult(movie_path, final, "done", n_cells=len(domains.cell_ids), seconds=seconds,
+                       threshold=float(domains.threshold))
+
+
+def describe_failure(err: BaseException) -> str:
+    """One line for a failed movie: the astro3s message, or the exception type and text."""
+    if isinstance(err, Astro3sError):
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}"[:300]
+

@@ -1,0 +1,144 @@
+"""Cells of a pre-processed FOV: network on crops and FOV, then the combination rules."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from astro3s.inference.network import predict_crops, predict_fov
+
+__all__ = ["adapt_soma_scale", "estimate_soma_area_range", "segment_preprocessed"]
+
+
+def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize: str = "mean",
+                         batch_size: int = 32, device: str | None = None, amp: bool = True,
+                         max_fov_pixels: int = 512 * 512, tile_size: int = 384, tile_overlap: int = 64,
+                         timings: dict[str, float] | None = None) -> Any:
+    """Segment one pre-processed FOV into cells.
+
+    Parameters
+    ----------
+    pre : Preprocessed
+        Output of :func:`astro3s.preprocess.preprocess` (crops, boxes, FOV map).
+    model : SegmentationModule or SegmentationNetwork
+        Trained network.
+    combine : CombineParams or mapping, optional
+        Combination settings; soma areas default to ``pre.params.soma_area_range``.
+        A mapping gives overrides of :meth:`CombineParams.from_preprocess`.
+    normalize : {"mean", "none", "standardize"}
+        Input normalisation used in training.
+    batch_size : int
+        Crops per forward pass.
+    device : str, optional
+        ``"auto"``, ``"cpu"``, ``"cuda"``; None keeps the model where it is.
+    amp : bool
+        bfloat16 autocast on CUDA.
+    max_fov_pixels, tile_size, tile_overlap : int
+        Tiling of the whole-FOV pass (:func:`predict_fov`).
+    timings : dict, optional
+        Receives ``network_s`` and ``combine_s``.
+
+    Returns
+    -------
+    Segmentation
+        ``soma`` and ``processes`` uint16 ``(H, W)`` label images sharing cell ids.
+    """
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess import combine as combine_cells
+
+    if combine is None:
+        params = CombineParams.from_preprocess(pre.params)
+    elif isinstance(combine, CombineParams):
+        params = combine
+    else:
+        params = CombineParams.from_preprocess(pre.params, **dict(combine))
+    t0 = time.perf_counter()
+    crop_probs = predict_crops(model, pre, normalize=normalize, batch_size=batch_size, device=device, amp=amp)
+    fov_probs = predict_fov(model, pre, normalize=normalize, max_fov_pixels=max_fov_pixels, tile_size=tile_size,
+                            tile_overlap=tile_overlap, device=device, amp=amp)
+    t1 = time.perf_counter()
+    seg = combine_cells(crop_probs, pre.crop_boxes, fov_probs, params=params)
+    if timings is not None:
+        timings["network_s"] = t1 - t0
+        timings["combine_s"] = time.perf_counter() - t1
+    return seg
+
+
+def estimate_soma_area_range(fov_probs: Any, *, min_area: int = 10, spread: float = 2.0,
+                             ) -> tuple[float, float] | None:
+    """Soma area range of a FOV from the network's whole-FOV soma prediction.
+
+    Parameters
+    ----------
+    fov_probs : array_like of float, shape (3, H, W)
+        Whole-FOV class probabilities.
+    min_area : int
+        Soma components smaller than this (px) are ignored as specks.
+    spread : float
+        The range is ``(median / spread, median * spread)`` of the component
+        areas (2: a ratio of 4, as in D1's 89-345 px).
+
+    Returns
+    -------
+    (float, float) or None
+        None when the network sees no soma.
+    """
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    from astro3s.models.classes import SOMA
+
+    probs = np.asarray(fov_probs)
+    soma = probs.argmax(axis=0) == SOMA
+    labels, n = ndi.label(soma, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return None
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas >= int(min_area)]
+    if areas.size == 0:
+        return None
+    median = float(np.median(areas))
+    return (round(median / spread, 1), round(median * spread, 1))
+
+
+def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: str | None = None,
+                     tolerance: float = 1.5, max_fov_pixels: int = 512 * 512, tile_size: int = 384,
+                     tile_overlap: int = 64) -> tuple[Any, dict[str, Any]]:
+    """Fit the soma scale of the pre-processing to the movie, from a first network pass.
+
+    Cell sizes vary tenfold between microscopes, zooms and preparations, and
+    every area threshold of the candidate search and of the combination is a
+    multiple of ``soma_area_range``. The whole-FOV network pass (trained on
+    a wide spread of cell sizes) gives the somata's median area; when it
+    lies outside ``[lo, hi]`` of the parameters' range widened by
+    ``tolerance``, the candidate stages run again with the estimated range
+    (:func:`astro3s.preprocess.reselect_candidates`).
+
+    Returns
+    -------
+    pre : Preprocessed
+        ``pre`` itself, or the re-selected result.
+    info : dict
+        ``estimated`` range (or None), ``used`` range and ``rescaled`` flag.
+    """
+    import dataclasses
+
+    from astro3s.preprocess import reselect_candidates
+
+    current = tuple(float(a) for a in pre.params.soma_area_range)
+    info: dict[str, Any] = {"configured": list(current), "estimated": None, "used": list(current),
+                            "rescaled": False}
+    if pre.corrected is None or len(pre.crop_boxes) == 0 and pre.fov_mask.sum() == 0:
+        return pre, info
+    fov_probs = predict_fov(model, pre, normalize=normalize, max_fov_pixels=max_fov_pixels, tile_size=tile_size,
+                            tile_overlap=tile_overlap, device=device)
+    estimate = estimate_soma_area_range(fov_probs)
+    if estimate is None:
+        return pre, info
+    info["estimated"] = list(estimate)
+    median = (estimate[0] * estimate[1]) ** 0.5
+    if current[0] / tolerance <= median <= current[1] * tolerance:
+        return pre, info
+    params = dataclasses.replace(pre.params, soma_area_range=estimate)
+    info.update(used=list(estimate), rescaled=True)
+    return reselect_candidates(pre, params), info
