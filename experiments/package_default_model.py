@@ -69,7 +69,7 @@ def model_card(slim: dict, *, checkpoint: Path, eval_table: str | None, train_sc
         "",
         "## Training data",
         "",
-        "Simulated only (`conf/data/default_mix.yaml`): `d1_like` ×10, `randomised` ×14 (every simulator",
+        "Simulated only (`conf/data/default_mix.yaml`): `d1_like` ×10, `randomised` ×10 (every simulator",
         "parameter drawn from ranges wider than any real dataset: size, zoom, photons, noise, kinetics, motion,",
         "neuropil, neurons), `d4_like` ×3, and stand-ins on the real D1 (×6) and D4 (×2) consensus layouts",
         "(simulated activity on the published cell shapes). Each FOV pre-processed with its own soma scale.",

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Set everything up and run the main job on an example movie.
-# Today: simulate a D1-like movie with ground truth, then pre-process it
-# (motion correction, enhancement, activity map, soma candidates, crops).
+# Set everything up and run the main job on an example movie:
+# simulate a D1-like movie (with ground truth), run the whole method on it with the
+# bundled default model (astro3s-infer: pre-processing, network, combination into cells,
+# cross-correlation domains), then score the cells found against the ground truth.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 out=${1:-example}
 astro3s-simulate simulate=d1_like out="$out/movies" seed=0 extras=quiet
-astro3s-preprocess input="$out/movies" out="$out/results" extras=quiet
+astro3s-infer input="$out/movies" out="$out/results" extras=quiet
+movie=$(ls -d "$out"/movies/*/ | head -n 1)
+name=$(basename "$movie")
+astro3s-eval pred="$out/results" gt="$movie/ground_truth" shape=[256,256] out="$out/results/scores.json" \
+    extras=quiet || echo "[astro3s] (scoring skipped)"
 echo
-echo "[astro3s] done. Open $out/movies/*/overview.png and $out/results/*/preprocessing.png"
-ls -1 "$out"/results/*/
+echo "[astro3s] done. Open $out/results/$name/overlay.png (cells and their domains) and traces.png;"
+echo "          tables: $out/results/$name/summary.json, traces.csv; all movies: $out/results/index.csv"
+ls -1 "$out/results/$name/"

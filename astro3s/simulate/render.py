@@ -781,8 +781,14 @@ def expected_domain_correlation(scene: Scene, index: int, *, smooth_frames: int 
         oy, ox = wave.origin
         fpw = wave.footprint[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
         dl = wave.delay[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
-        block = fpw[None] * event_kernel(times[inside, None, None] - wave.onset - dl[None], wave.rise, wave.decay)
-        signal[inside[0]:inside[-1] + 1, y0 - cy.start:y1 - cy.start, x0 - cx.start:x1 - cx.start] += block
+        # the kernel only where the wave's footprint is non-zero (often a small part of the window)
+        rr, cc = np.nonzero(fpw)
+        if not len(rr):
+            continue
+        block = fpw[rr, cc][None] * event_kernel(times[inside, None] - wave.onset - dl[rr, cc][None], wave.rise,
+                                                 wave.decay)
+        frames = slice(inside[0], inside[-1] + 1)
+        signal[frames, rr + (y0 - cy.start), cc + (x0 - cx.start)] += block
     level = float(np.mean(scene.bleach))
     trans = scene.transmission[cy, cx]
     base = scene.baseline[cy, cx] * trans * level
