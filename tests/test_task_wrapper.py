@@ -49,3 +49,49 @@ def test_seed_makes_runs_repeatable() -> None:
 def test_require_names_the_key() -> None:
     with pytest.raises(ConfigError, match="`input` is required"):
         require(_cfg(input=None), "input", "pass input=MOVIE")
+
+
+def test_a_user_error_inside_instantiate_is_one_line(capsys) -> None:
+    from hydra.utils import instantiate
+
+    @task_wrapper
+    def build(cfg):
+        return instantiate({"_target_": "astro3s.preprocess.PreprocessParams", "th1": 2.0})
+
+    with pytest.raises(SystemExit) as exc:
+        build(_cfg())
+    assert exc.value.code == 2
+    assert "th1 must be a fraction" in capsys.readouterr().err
+
+
+def test_in_a_multirun_a_user_error_fails_the_job_not_the_sweep(tmp_path) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from astro3s.cli._config import CONFIG_DIR
+    from astro3s.cli._task import JobFailed, sweep_job
+
+    @task_wrapper
+    def failing(cfg):
+        raise ConfigError("bad value")
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for mode, expected in (("RUN", SystemExit), ("MULTIRUN", JobFailed)):
+            cfg = compose(config_name="eval", overrides=[f"hydra.mode={mode}", "hydra.job.num=3",
+                                                         f"hydra.runtime.output_dir={tmp_path}"],
+                          return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            with pytest.raises(expected, match="job 3" if expected is JobFailed else None):
+                sweep_job(failing, _cfg())
+    assert sweep_job(task_wrapper(lambda cfg: 7), _cfg()) == 7
+
+
+def test_metric_value_names_the_logged_metrics() -> None:
+    from astro3s.cli._task import metric_value
+
+    assert metric_value({"val/astra_f1": 0.5}, "val/astra_f1") == 0.5
+    assert metric_value({}, None) is None
+    with pytest.raises(ConfigError, match=r"val/astra_f1.*logged: val/loss"):
+        metric_value({"val/loss": 1.0}, "val/astra_f1")

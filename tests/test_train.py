@@ -52,7 +52,7 @@ def test_fast_dev_run_each_model(model: str, tmp_path: Path, data_dir: Path) -> 
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     params = load_params(tmp_path / "checkpoints" / "preprocess.yaml")
     assert params == PreprocessParams(**{k: v for k, v in cfg.data.preprocess.items() if not k.startswith("_")})
-    assert (tmp_path / "test_metrics.json").is_file()
+    assert (tmp_path / "scores.json").is_file()
     assert (data_dir / "synthetic" / "tiny" / "tiny_s0001").is_dir()
 
 
@@ -63,11 +63,35 @@ def test_one_epoch_saves_and_tests_the_best_checkpoint(tmp_path: Path, data_dir:
 
     cfg = _compose([*TINY_DATA, "model=unet", *TINY_NETS["unet"], "trainer.max_epochs=1"], tmp_path, data_dir)
     metrics = train_task(cfg)
-    saved = json.loads((tmp_path / "test_metrics.json").read_text())
+    saved = json.loads((tmp_path / "scores.json").read_text())
     assert Path(saved["checkpoint"]).parent == tmp_path / "checkpoints"
     assert saved["metrics"]["test/loss"] == pytest.approx(metrics["test/loss"])
+    # what produced the scores, and the held-out FOV's ASTRA scores (AstraScore callback)
+    assert (saved["model"], saved["data"], saved["movies"], saved["split"], saved["fold"]) == \
+        ("unet", "synthetic", "simulated", "loo", 0)
+    assert saved["fovs"]["test"] == ["tiny_s0000"] and saved["seed"] == cfg.seed
+    assert "model=unet" in saved["overrides"] and saved["test_ckpt"] == "best"
+    assert set(saved["per_fov"]) == {"tiny_s0000"} and "soma_recall" in saved["per_fov"]["tiny_s0000"]
+    assert saved["metrics"]["test/detection_f1"] == pytest.approx(saved["astra"]["detection_f1"])
     hparams = (tmp_path / "csv" / "version_0" / "hparams.yaml").read_text()
     assert "preprocess" in hparams and "data_summary" in hparams
+
+
+def test_optimized_metric_and_test_ckpt_are_checked(tmp_path: Path, data_dir: Path, capsys) -> None:
+    from astro3s.cli.train import train_task
+
+    cfg = _compose([*TINY_DATA, "model=unet", *TINY_NETS["unet"], "test_ckpt=first"], tmp_path, data_dir)
+    with pytest.raises(SystemExit) as info:
+        train_task(cfg)
+    assert info.value.code == 2 and "test_ckpt must be one of best, last" in capsys.readouterr().err
+    # no training: the test scores of the initial weights, and a metric that was never logged
+    cfg = _compose([*TINY_DATA, "model=unet", *TINY_NETS["unet"], "train=false", "logger=[]",
+                    "optimized_metric=val/astra_f1"], tmp_path, data_dir)
+    with pytest.raises(SystemExit) as info:
+        train_task(cfg)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "optimized_metric='val/astra_f1' was not logged" in err and "test/loss" in err
+    assert (tmp_path / "scores.json").is_file()  # written before the check
 
 
 def test_ddp_sim_two_processes_one_epoch(tmp_path: Path, data_dir: Path) -> None:

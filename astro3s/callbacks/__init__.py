@@ -5,9 +5,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_LAZY: dict[str, str] = {"FreezeThenFinetune": "astro3s.callbacks.finetune"}
+_LAZY: dict[str, str] = {
+    "AstraScore": "astro3s.callbacks.astra_score",
+    "FreezeThenFinetune": "astro3s.callbacks.finetune",
+}
 
 __all__ = [
+    "AstraScore",
     "FreezeThenFinetune",
 ]
 

@@ -11,14 +11,19 @@ Examples
 
 Outputs (``paths.output_dir``): ``checkpoints/`` (Lightning checkpoints and
 ``preprocess.yaml``, the pre-processing parameters the network was trained
-with, for ``astro3s-preprocess params=...`` at inference), ``test_metrics.json``
-(the best checkpoint's scores on the test FOVs), the loggers' files and
+with, for ``astro3s-preprocess params=...`` at inference), ``scores.json``
+(the test scores, see :func:`scores_record`), the loggers' files and
 ``train.log``.
+
+For sweepers, ``main`` returns the value of ``optimized_metric`` (e.g.
+``val/astra_f1``; for a metric that ``model_checkpoint`` monitors, the best
+value, the one of the kept checkpoint).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -27,12 +32,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from astro3s.cli._config import CONFIG_DIR
-from astro3s.cli._task import task_wrapper
+from astro3s.cli._task import metric_value, sweep_job, task_wrapper
+from astro3s.errors import ConfigError
+from astro3s.models.checkpoint import PREPROCESS_PARAMS_NAME
 
 log = logging.getLogger(__name__)
 
-PREPROCESS_PARAMS_NAME = "preprocess.yaml"
-TEST_METRICS_NAME = "test_metrics.json"
+SCORES_NAME = "scores.json"
+TEST_CKPT_CHOICES = ("best", "last")
 
 
 def instantiate_group(group: DictConfig | None, *, what: str) -> list[Any]:
@@ -89,17 +96,104 @@ def _test(trainer: Any, model: Any, datamodule: Any, ckpt_path: str | None, cfg:
     test runs in this process on one device without loggers: Lightning's CSV
     logger cannot append a second spawned stage to the file of the first
     (it rewrites it without the first stage's columns), and one device scores
-    every test sample exactly once. The metrics are then in ``test_metrics.json``.
+    every test sample exactly once. The scoring callbacks (those with
+    ``last_scores``, such as :class:`~astro3s.callbacks.AstraScore`) come
+    along; the metrics are then in ``scores.json``.
     """
     import pytorch_lightning as pl
 
-    spawned = _spawned(trainer)
-    if spawned:
+    if _spawned(trainer):
         trainer = pl.Trainer(accelerator=str(cfg.trainer.get("accelerator", "auto")), devices=1,
                              precision=cfg.trainer.get("precision", "32-true"), logger=False,
+                             callbacks=_scoring_callbacks(trainer),
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     results = trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
-    return {k: float(v) for row in results for k, v in row.items()}
+    metrics = {k: float(v) for row in results for k, v in row.items()}
+    # metrics logged outside test_step (callbacks' epoch-end hooks) are in callback_metrics
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()
+                    if k.startswith("test/") and k not in metrics})
+    return metrics
+
+
+def _scoring_callbacks(trainer: Any) -> list[Any]:
+    """Callbacks that score whole FOVs and keep their results in ``last_scores`` (AstraScore)."""
+    return [cb for cb in trainer.callbacks if isinstance(getattr(cb, "last_scores", None), dict)]
+
+
+def _choice(group: str) -> str | None:
+    """The option of a config group used by this run (``model=unet`` -> "unet"), if Hydra knows it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get(group)
+    return None if choice is None else str(choice)
+
+
+def _overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return [str(o) for o in HydraConfig.get().overrides.task]
+
+
+def scores_record(cfg: DictConfig, trainer: Any, datamodule: Any, test_metrics: dict[str, float],
+                  ckpt_path: str | None) -> dict[str, Any]:
+    """What ``scores.json`` holds: the run's test scores and what produced them.
+
+    Returns
+    -------
+    dict
+        ``task_name``, ``model`` and ``data`` (the config group options, e.g.
+        ``dense_up``, ``d1_standin``), ``standin`` (whether the movies are
+        simulated stand-ins of real annotated FOVs), ``movies`` ("real",
+        "stand-in" or "simulated"), ``split``, ``fold``, ``fovs`` (names per stage),
+        ``seed``, ``checkpoint`` (the checkpoint tested; null: the weights at
+        the end of training), ``test_ckpt``, ``overrides`` (the command-line
+        overrides), ``metrics`` (every ``test/...`` value: loss, Dice and the
+        ASTRA scores of the held-out FOVs), ``astra`` (the pooled ASTRA scores
+        of the test FOVs with precision, recall, F1 and counts, from
+        :class:`~astro3s.callbacks.AstraScore`; null without that callback) and
+        ``per_fov`` (the same per test FOV, by name). ``train_task`` adds
+        ``optimized_metric`` and its ``optimized_value``.
+    """
+    data_choice = _choice("data")
+    target = str(cfg.data.get("_target_", ""))
+    summary = datamodule.summary() if getattr(datamodule, "split_names", None) is not None else {}
+    astra, per_fov = None, {}
+    for callback in _scoring_callbacks(trainer):
+        astra = callback.last_scores.get("test", astra)
+        per_fov = callback.last_scores.get("test_per_fov", per_fov)
+    return {
+        "task_name": str(cfg.get("task_name")),
+        "model": _choice("model") or str(cfg.model.net.get("_target_", "")).rsplit(".", 1)[-1],
+        "data": data_choice or target.rsplit(".", 1)[-1],
+        "standin": target.endswith(".standin") or "standin" in (data_choice or ""),
+        "movies": "real" if target.endswith(".annotated") else "stand-in" if target.endswith(".standin")
+        else "simulated",
+        "dataset": cfg.data.get("dataset") or Path(str(cfg.data.get("annotations", ""))).name or None,
+        "split": summary.get("split", cfg.data.get("split")),
+        "fold": summary.get("fold", cfg.data.get("fold")),
+        "fovs": summary.get("fovs", {}),
+        "seed": cfg.get("seed"),
+        "checkpoint": ckpt_path,
+        "test_ckpt": str(cfg.get("test_ckpt", "best")),
+        "overrides": _overrides(),
+        "metrics": dict(sorted(test_metrics.items())),
+        "astra": astra,
+        "per_fov": per_fov,
+    }
+
+
+def _best_value(trainer: Any, name: str) -> float | None:
+    """The kept checkpoint's value of ``name`` when ``model_checkpoint`` monitors it, else None."""
+    callback = getattr(trainer, "checkpoint_callback", None)
+    best = getattr(callback, "best_model_score", None)
+    if callback is None or best is None or getattr(callback, "monitor", None) != name:
+        return None
+    value = float(best)
+    return None if math.isnan(value) else value  # NaN: no real best
 
 
 def _spawned(trainer: Any) -> bool:
@@ -115,8 +209,10 @@ def train_task(cfg: DictConfig) -> dict[str, float]:
     Returns
     -------
     dict of str to float
-        ``trainer.callback_metrics`` after fitting (``train/...``, ``val/...``)
-        and the test metrics of the best checkpoint (``test/...``).
+        ``trainer.callback_metrics`` after fitting (``train/...``, ``val/...``;
+        ``optimized_metric``, when ``model_checkpoint`` monitors it, is the
+        kept checkpoint's value) and the test metrics of the checkpoint chosen
+        by ``test_ckpt`` (``test/...``), also written to ``scores.json``.
     """
     import pytorch_lightning as pl
     from hydra.utils import instantiate
@@ -124,6 +220,8 @@ def train_task(cfg: DictConfig) -> dict[str, float]:
     from astro3s.io import write_json
     from astro3s.preprocess import save_params
 
+    if str(cfg.get("test_ckpt", "best")) not in TEST_CKPT_CHOICES:
+        raise ConfigError(f"test_ckpt must be one of {', '.join(TEST_CKPT_CHOICES)}, got {cfg.test_ckpt!r}")
     if cfg.get("seed") is not None:
         # also exported as PL_GLOBAL_SEED, so that spawned DDP processes seed alike
         pl.seed_everything(int(cfg.seed), workers=True)
@@ -158,31 +256,43 @@ def train_task(cfg: DictConfig) -> dict[str, float]:
                                       _checkpoint_dir(trainer, cfg) / PREPROCESS_PARAMS_NAME)
             log.info("pre-processing parameters saved to %s", params_path)
 
+    name = cfg.get("optimized_metric")
+    best = _best_value(trainer, name) if name and cfg.get("train", True) else None
+    if best is not None:
+        metrics[name] = best
     if cfg.get("test", True):
-        ckpt_path = None
-        callback = getattr(trainer, "checkpoint_callback", None)
-        if cfg.get("train", True):
-            ckpt_path = getattr(callback, "best_model_path", "") or None
-            if ckpt_path is None:
-                log.warning("no best checkpoint (fast_dev_run, or no monitored metric): testing the current weights")
-        elif cfg.get("ckpt_path"):
-            ckpt_path = str(cfg.ckpt_path)
+        ckpt_path = _test_checkpoint(trainer, cfg)
         log.info("testing %s", ckpt_path or "the current weights")
         test_metrics = _test(trainer, model, datamodule, ckpt_path, cfg)
         metrics.update(test_metrics)
         if trainer.is_global_zero:
-            write_json(Path(str(cfg.paths.output_dir)) / TEST_METRICS_NAME,
-                       {"checkpoint": ckpt_path, "metrics": test_metrics})
+            record = scores_record(cfg, trainer, datamodule, test_metrics, ckpt_path)
+            record.update(optimized_metric=name, optimized_value=metrics.get(name) if name else None)
+            path = write_json(Path(str(cfg.paths.output_dir)) / SCORES_NAME, record)
+            log.info("test scores saved to %s", path)
     log.info("metrics: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    metric_value(metrics, name)  # a missing optimized_metric is a clear error here, not a failed trial later
     return metrics
+
+
+def _test_checkpoint(trainer: Any, cfg: DictConfig) -> str | None:
+    """The checkpoint to test: ``test_ckpt=best`` (kept by ``model_checkpoint``) or ``last`` (None: current weights)."""
+    if not cfg.get("train", True):
+        return str(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    if str(cfg.get("test_ckpt", "best")) == "last":
+        return None
+    callback = getattr(trainer, "checkpoint_callback", None)
+    ckpt_path = getattr(callback, "best_model_path", "") or None
+    if ckpt_path is None:
+        log.warning("no best checkpoint (fast_dev_run, or no monitored metric): testing the current weights")
+    return ckpt_path
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """Console entry point ``astro3s-train``; returns the optimised metric for sweepers."""
-    metrics = train_task(cfg)
-    monitor = OmegaConf.select(cfg, "optimized_metric", default=None)
-    return metrics.get(monitor) if monitor else None
+    """Console entry point ``astro3s-train``; returns ``optimized_metric``'s value for sweepers."""
+    metrics = sweep_job(train_task, cfg)
+    return metric_value(metrics, cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

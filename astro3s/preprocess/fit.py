@@ -24,7 +24,7 @@ from astro3s.preprocess.candidates import find_candidates
 from astro3s.preprocess.local_filter import candidate_boxes, candidate_centres
 from astro3s.preprocess.params import PreprocessParams
 
-__all__ = ["candidate_scores", "fit_parameters", "soma_areas"]
+__all__ = ["candidate_prf", "candidate_scores", "fit_parameters", "soma_areas"]
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,24 @@ def candidate_scores(candidates: np.ndarray, soma: np.ndarray) -> tuple[int, int
     return int(first.sum()), n_cells, len(np.unique(best_candidate)), n_cands
 
 
-def _f1(hit: int, n_cells: int, matched: int, n_cands: int) -> float:
-    # one-to-one: a component merging several somata is one true candidate
+def candidate_prf(hit: int, n_cells: int, matched: int, n_cands: int) -> tuple[float, float, float]:
+    """Candidate precision, recall and F1 from the counts of :func:`candidate_scores` (summed over FOVs).
+
+    Somata and candidates are matched one to one, so a component merging
+    several somata is one true candidate; ratios with a zero denominator are 0.
+
+    Returns
+    -------
+    precision, recall, f1 : float
+    """
     recall = matched / n_cells if n_cells else 0.0
     precision = matched / n_cands if n_cands else 0.0
-    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def _f1(hit: int, n_cells: int, matched: int, n_cands: int) -> float:
+    return candidate_prf(hit, n_cells, matched, n_cands)[2]
 
 
 def fit_parameters(movies: Sequence[Any], annotations: Sequence[Any], *,
