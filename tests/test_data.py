@@ -180,3 +180,41 @@ def test_real_dataset_without_movies_says_where_to_put_them(tmp_path: Path) -> N
     with pytest.raises(InputError, match="d1_standin") as info:
         source.fovs()
     assert str(tmp_path / "D1") in str(info.value)
+
+
+def test_mixed_sources_carry_their_own_preprocessing(tmp_path: Path, fov_folders, cache_dir) -> None:
+    from astro3s.data.fovs import MixedFOVs, soma_area_range_of
+
+    mixed = MixedFOVs([{"kind": "synthetic", "preset": "tiny", "n_fovs": 2, "first_seed": 0,
+                        "soma_area": "truth"},
+                       {"kind": "synthetic", "preset": "tiny", "n_fovs": 1, "first_seed": 5,
+                        "preprocess": {"th1": 0.3}}], root=tmp_path)
+    specs = mixed.fovs()
+    assert [s.name for s in specs] == ["tiny_s0000", "tiny_s0001", "tiny_s0005"]
+    lo, hi = soma_area_range_of(specs[0], margin=0.0)
+    soma, _ = specs[0].read_labels()
+    areas = np.bincount(soma.ravel())[1:]
+    assert (lo, hi) == (float(areas[areas > 0].min()), float(areas.max()))
+    assert specs[0].preprocess["soma_area_range"] == list(soma_area_range_of(specs[0]))
+    assert specs[2].preprocess == {"th1": 0.3}
+    dm = AstroDataModule(mixed, cache_dir=tmp_path / "cache", split="explicit", val=["tiny_s0005"],
+                         batch_size=2)
+    dm.setup("fit")
+    assert dm.split_names.train == ("tiny_s0000", "tiny_s0001")  # train=None: every FOV not held out
+    assert dm._pre["tiny_s0005"].params.th1 == 0.3
+    assert dm._pre["tiny_s0000"].params.soma_area_range == tuple(specs[0].preprocess["soma_area_range"])
+    fovs = dm.evaluation_fovs("val")
+    assert [f[0] for f in fovs] == ["tiny_s0005"] and fovs[0][2].shape == fovs[0][1].fov_map.shape
+
+
+def test_mixed_source_errors(tmp_path: Path) -> None:
+    from astro3s.data.fovs import MixedFOVs
+
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        MixedFOVs([{"kind": "nope"}])
+    with pytest.raises(ConfigError, match="soma_area"):
+        MixedFOVs([{"kind": "synthetic", "preset": "tiny", "n_fovs": 1, "soma_area": "guess"}], root=tmp_path)
+    twice = MixedFOVs([{"kind": "synthetic", "preset": "tiny", "n_fovs": 1},
+                       {"kind": "synthetic", "preset": "tiny", "n_fovs": 1}], root=tmp_path)
+    with pytest.raises(ConfigError, match="two sources give a FOV named"):
+        twice.fovs()

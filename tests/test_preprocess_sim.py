@@ -112,3 +112,20 @@ def test_cli_folder(simulated, tmp_path):
     run = _cli(f"input={folder / (folder.name + '.tif')}", f"out={out}", "preprocess=astra", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert npz.stat().st_mtime == mtime
+
+
+def test_reselect_candidates_equals_a_fresh_run(simulated):
+    """Stages 4-6 again with other soma areas give what a full run with those areas gives."""
+    from astro3s.preprocess import reselect_candidates
+
+    folder = simulated("tiny", 1, overview=False)
+    first = preprocess(read_movie(folder / f"{folder.name}.tif"), PreprocessParams(), progress=False)
+    params = PreprocessParams(soma_area_range=(40.0, 160.0))
+    again = reselect_candidates(first, params)
+    fresh = preprocess(read_movie(folder / f"{folder.name}.tif"), params, progress=False)
+    assert again.params == params
+    np.testing.assert_array_equal(again.crop_boxes, fresh.crop_boxes)
+    np.testing.assert_allclose(again.crops, fresh.crops)
+    np.testing.assert_allclose(again.fov_map, fresh.fov_map)
+    with pytest.raises(ValueError, match="stage 1-3"):
+        reselect_candidates(first, params.replace(clahe_clip_limit=1.0))
