@@ -232,3 +232,63 @@ def test_unknown_option_is_a_config_error(random_checkpoint: Path) -> None:
     with pytest.raises(ConfigError, match="unknown inference option"):
         load_inference_model(random_checkpoint, device="cpu", bacth_size=3)
     assert issubclass(ConfigError, Astro3sError)
+
+
+def _compose_infer(overrides: list[str], tmp_path: Path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from astro3s.cli._config import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="infer", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.log_dir = str(tmp_path / "logs")
+    return cfg
+
+
+def test_astro3s_infer_on_tiny_end_to_end_with_the_default_model(simulated, tmp_path: Path) -> None:
+    """The command users run: bundled model, no parameter set, a folder of simulated tiny movies."""
+    from astro3s.cli.infer import infer_task
+    from astro3s.inference import OUTPUT_FILES, read_index
+    from astro3s.io import read_labels
+    from astro3s.metrics import astra_scores
+
+    folder = simulated("tiny", 7)
+    out = tmp_path / "out"
+    cfg = _compose_infer([f"input={folder.parent}", f"out={out}", "device=cpu", "extras=quiet"], tmp_path)
+    results = infer_task(cfg)
+    assert results and all(r.status == "done" for r in results)
+    result = next(r for r in results if r.movie.parent == folder)
+    assert all((result.output / n).is_file() for n in OUTPUT_FILES)
+    assert len(read_index(out / "index.csv")) == len(results)
+    soma = read_labels(result.output / "soma.tif")
+    gt = read_labels(folder / "ground_truth" / "soma.tif")
+    # the trained default model finds cells in a movie it never saw
+    assert astra_scores(soma, None, gt, None).detection_f1 > 0.3
+    summary = json.loads((result.output / "summary.json").read_text())
+    assert summary["segmentation"]["model"] == "default"
+
+
+def test_astra_score_callback_scores_cells_and_handles_soma_only(tiny_movie: Path, random_checkpoint: Path) -> None:
+    from astro3s.callbacks import AstraScore
+    from astro3s.io import read_labels, read_movie
+    from astro3s.preprocess import preprocess
+
+    model, options = _options(random_checkpoint)
+    pre = preprocess(read_movie(tiny_movie), options.preprocess, progress=False)
+    soma = read_labels(tiny_movie.parent / "ground_truth" / "soma.tif")
+    processes = read_labels(tiny_movie.parent / "ground_truth" / "processes.tif")
+    callback = AstraScore()
+    full = callback.score(model, [("a", pre, soma, processes)])
+    assert not full["soma_only"] and set(full["per_fov"]) == {"a"}
+    assert {"detection_f1", "soma_f1", "process_f1", "n_gt"} <= set(full["pooled"])
+    assert full["pooled"]["n_gt"] == len(np.unique(soma)) - 1
+    only = callback.score(model, [("a", pre, soma, np.zeros_like(processes))])
+    assert only["soma_only"] and only["pooled"]["process_f1"] is None
+    assert model.training is False

@@ -11,7 +11,9 @@ Logged (``<stage>`` = ``val`` or ``test``): ``<stage>/detection_precision``,
 ``<stage>/detection_recall``, ``<stage>/detection_f1``, ``<stage>/soma_f1``,
 ``<stage>/process_f1`` and ``<stage>/astra_f1``, the mean of the detection,
 soma and process F1 (0 for a FOV set with no match, so that the mean stays a
-usable objective).
+usable objective). With soma-only annotations (no process pixel in any
+ground truth, as in D3) processes are not scored and ``astra_f1`` is the mean
+of the detection and soma F1.
 """
 
 from __future__ import annotations
@@ -77,18 +79,21 @@ class AstraScore(pl.Callback):
 
         was_training = pl_module.training
         pl_module.eval()
+        # soma-only annotations (e.g. D3): process scores would compare with nothing
+        soma_only = all(not (processes is not None and processes.any()) for _, _, _, processes in fovs)
         preds, gts, per_fov = [], [], {}
         try:
             for name, pre, soma, processes in fovs:  # loop over FOVs
                 seg = segment_preprocessed(pre, pl_module, combine=self.combine, normalize=self.normalize)
                 preds.append((seg.soma, seg.processes))
                 gts.append((soma, processes))
-                per_fov[name] = astra_scores(seg.soma, seg.processes, soma, processes).as_dict()
+                per_fov[name] = astra_scores(seg.soma, seg.processes, soma, processes,
+                                             soma_only=soma_only).as_dict()
         finally:
             pl_module.train(was_training)
         pooled = astra_scores([p[0] for p in preds], [p[1] for p in preds],
-                              [g[0] for g in gts], [g[1] for g in gts]).as_dict()
-        return {"pooled": pooled, "per_fov": per_fov}
+                              [g[0] for g in gts], [g[1] for g in gts], soma_only=soma_only).as_dict()
+        return {"pooled": pooled, "per_fov": per_fov, "soma_only": soma_only}
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         fovs = self._fovs(trainer, stage)
@@ -103,8 +108,8 @@ class AstraScore(pl.Callback):
 
         metrics = {f"{stage}/{key}": value(key) for key in
                    ("detection_precision", "detection_recall", "detection_f1", "soma_f1", "process_f1")}
-        metrics[f"{stage}/astra_f1"] = (metrics[f"{stage}/detection_f1"] + metrics[f"{stage}/soma_f1"]
-                                        + metrics[f"{stage}/process_f1"]) / 3.0
+        parts = ["detection_f1", "soma_f1"] + ([] if result["soma_only"] else ["process_f1"])
+        metrics[f"{stage}/astra_f1"] = sum(metrics[f"{stage}/{k}"] for k in parts) / len(parts)
         for key, v in metrics.items():
             pl_module.log(key, v, prog_bar=key.endswith("astra_f1"), sync_dist=False)
         self.last_scores[stage] = pooled
@@ -126,8 +131,10 @@ class AstraScore(pl.Callback):
             for key in ("detection_f1", "soma_f1", "process_f1"):
                 v = pooled.get(key)
                 pl_module.log(f"val/{key}", 0.0 if v is None else float(v))
-            f1s = [pooled.get(k) or 0.0 for k in ("detection_f1", "soma_f1", "process_f1")]
-            pl_module.log("val/astra_f1", float(sum(f1s) / 3.0), prog_bar=True)
+            keys = ("detection_f1", "soma_f1") if pooled.get("process_f1") is None else (
+                "detection_f1", "soma_f1", "process_f1")
+            f1s = [pooled.get(k) or 0.0 for k in keys]
+            pl_module.log("val/astra_f1", float(sum(f1s) / len(f1s)), prog_bar=True)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._run(trainer, pl_module, "test")
