@@ -75,8 +75,9 @@ def estimate_soma_area_range(fov_probs: Any, *, min_area: int = 10, spread: floa
     min_area : int
         Soma components smaller than this (px) are ignored as specks.
     spread : float
-        The range is ``(median / spread, median * spread)`` of the component
-        areas (2: a ratio of 4, as in D1's 89-345 px).
+        The range is ``(m / spread, m * spread)`` around the area-weighted
+        median ``m`` of the component areas (2: a ratio of 4, as in D1's
+        89-345 px).
 
     Returns
     -------
@@ -94,10 +95,13 @@ def estimate_soma_area_range(fov_probs: Any, *, min_area: int = 10, spread: floa
     if n == 0:
         return None
     areas = np.bincount(labels.ravel())[1:]
-    areas = areas[areas >= int(min_area)]
+    areas = np.sort(areas[areas >= int(min_area)])
     if areas.size == 0:
         return None
-    median = float(np.median(areas))
+    # area-weighted median: the size of the component holding the median soma pixel, so that
+    # a crowd of small fragments (edges, distractors) does not pull the scale down
+    cumulative = np.cumsum(areas)
+    median = float(areas[np.searchsorted(cumulative, cumulative[-1] / 2.0)])
     return (round(median / spread, 1), round(median * spread, 1))
 
 
