@@ -22,7 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from astro3s.cli._config import CONFIG_DIR
-from astro3s.cli._task import require, task_wrapper
+from astro3s.cli._task import require, run_hydra_main, task_wrapper
 from astro3s.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -32,15 +32,76 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+_INTEGER_EXAMPLES = {"batch_size": 32, "tiling.max_fov_pixels": 262144, "tiling.tile_size": 384,
+                     "tiling.tile_overlap": 64}
+
+
+def _integer(value: Any, key: str, minimum: int = 0) -> int:
+    """``int(value)`` or a :class:`ConfigError` naming ``key``."""
+    try:
+        number = int(value)
+        if number != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        example = _INTEGER_EXAMPLES.get(key, max(minimum, 1))
+        raise ConfigError(f"{key}={value!r} must be a whole number. Fix: e.g. {key}={example}.") from None
+    if number < minimum:
+        raise ConfigError(f"{key}={number} must be >= {minimum}.")
+    return number
+
+
+def _section(values: dict[str, Any], defaults: Any, section: str) -> dict[str, Any]:
+    """Check the keys and value types of a config section against a dataclass instance of defaults.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key (with the closest known one) or a text where a number belongs.
+    """
+    import dataclasses
+    import difflib
+
+    known = [f.name for f in dataclasses.fields(defaults)]
+    for key, value in values.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {section}.{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown option {section}.{key}{hint}; valid: {', '.join(known)}.")
+        default = getattr(defaults, key)
+        number = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if value is not None and number and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{section}.{key}={value!r} must be a number (default {default}).")
+    return values
+
+
+def _group_choice(cfg: DictConfig, group: str) -> str | None:
+    """The option of a config group picked on the command line (``preprocess=d1_standin``), if known."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+    else:  # composed with the compose API and return_hydra_config=True
+        choice = OmegaConf.select(cfg, f"hydra.runtime.choices.{group}", default=None)
+    return None if choice is None else str(choice)
+
+
 def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
     """The model and :class:`~astro3s.inference.InferenceOptions` of a composed ``infer`` config."""
     from astro3s.correlation import CorrelationParams
     from astro3s.inference import load_inference_model
 
+    chosen = _group_choice(cfg, "preprocess")
+    if chosen is not None and cfg.get("preprocess") is None:
+        # the group is optional, so Hydra silently drops an unknown option: say so instead
+        from astro3s.cli._config import config_dir
+
+        sets = sorted(p.stem for p in (config_dir() / "preprocess").glob("*.yaml"))
+        raise ConfigError(f"preprocess={chosen}: no such pre-processing set; available: {', '.join(sets)}. "
+                          "Fix: pick one of them, or give a YAML file as params=FILE.yaml.")
     if cfg.get("params") and cfg.get("preprocess") is not None:
         raise ConfigError("give either params=FILE.yaml or preprocess=NAME, not both")
     preprocess = cfg.get("params") or (_plain(cfg.preprocess) if cfg.get("preprocess") is not None else None)
-    correlation = dict(_plain(cfg.get("correlation")) or {})
+    correlation = _section(dict(_plain(cfg.get("correlation")) or {}), CorrelationParams(), "correlation")
     for key in ("false_rate_band",):
         if key in correlation and correlation[key] is not None:
             correlation[key] = tuple(correlation[key])
@@ -49,10 +110,15 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
     except TypeError as err:
         raise ConfigError(f"correlation: {err}") from None
     tiling = dict(_plain(cfg.get("tiling")) or {})
-    unknown = sorted(set(tiling) - {"max_fov_pixels", "tile_size", "tile_overlap"})
+    valid_tiling = ("max_fov_pixels", "tile_size", "tile_overlap")
+    unknown = sorted(set(tiling) - set(valid_tiling))
     if unknown:
-        raise ConfigError(f"unknown tiling option(s) {', '.join(unknown)}; valid: max_fov_pixels, tile_size, "
-                          "tile_overlap")
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], valid_tiling, n=1)
+        hint = f" (did you mean tiling.{close[0]}?)" if close else ""
+        raise ConfigError(f"unknown tiling option(s) {', '.join(unknown)}{hint}; valid: {', '.join(valid_tiling)}")
+    tiling = {k: _integer(v, f"tiling.{k}") for k, v in tiling.items()}
     model_spec = str(cfg.get("checkpoint") or "default")
     needs_model = not cfg.get("rois")
     if not needs_model:
@@ -62,13 +128,16 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
         options = InferenceOptions(preprocess=_as_params(preprocess), correlation=correlation_params,
                                    figures=bool(cfg.get("figures", True)), model_name="(curated rois)")
         return None, options
-    return load_inference_model(
+    model, options = load_inference_model(
         model_spec, preprocess=preprocess, device=str(cfg.get("device", "auto")),
         trusted=bool(cfg.get("trusted_checkpoint", False)), correlation=correlation_params,
         combine=dict(_plain(cfg.get("combine")) or {}), normalize=str(cfg.get("normalize", "mean")),
-        batch_size=int(cfg.get("batch_size", 32)), figures=bool(cfg.get("figures", True)),
-        soma_scale=str(cfg.get("soma_scale", "auto")),
-        **{k: int(v) for k, v in tiling.items()})
+        batch_size=_integer(cfg.get("batch_size", 32), "batch_size", 1), figures=bool(cfg.get("figures", True)),
+        soma_scale=str(cfg.get("soma_scale", "auto")), **tiling)
+    from astro3s.postprocess import CombineParams
+
+    CombineParams.from_preprocess(options.preprocess, **options.combine)  # a typo fails now, not after hours
+    return model, options
 
 
 @task_wrapper
@@ -101,9 +170,13 @@ def infer_task(cfg: DictConfig) -> list[Any]:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="infer", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Console entry point ``astro3s-infer``."""
+def _hydra_main(cfg: DictConfig) -> None:
     infer_task(cfg)
+
+
+def main() -> None:
+    """Console entry point ``astro3s-infer``; a config typo is one line on stderr and exit code 2."""
+    run_hydra_main(_hydra_main, "astro3s-infer")
 
 
 if __name__ == "__main__":

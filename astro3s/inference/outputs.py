@@ -59,6 +59,8 @@ def staging_folder(final: str | Path) -> Iterator[Path]:
     final = Path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in stale_staging_folders(final.parent, name=final.name):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
         stage = final.parent / f"{_STAGING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
         stage.mkdir()
     except OSError as err:
@@ -72,24 +74,51 @@ def staging_folder(final: str | Path) -> Iterator[Path]:
 
 
 def commit_folder(stage: Path, final: str | Path) -> Path:
-    """Move a finished staging folder to ``final``, replacing an older output folder."""
+    """Move a finished staging folder to ``final``, replacing an older output folder.
+
+    Raises
+    ------
+    InputError
+        The rename failed (read-only or full file system); an older output
+        folder is put back.
+    """
     final = Path(final)
     old = None
-    if final.exists():
-        old = final.parent / f"{_STAGING_PREFIX}old-{final.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-    os.replace(stage, final)
+    try:
+        if final.exists():
+            old = final.parent / f"{_STAGING_PREFIX}old-{final.name}-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+        os.replace(stage, final)
+    except OSError as err:
+        if old is not None and old.exists() and not final.exists():
+            with contextlib.suppress(OSError):
+                os.replace(old, final)
+        raise InputError(final, f"the outputs could not be moved into place ({err.strerror or err}).",
+                         "choose a writable out= folder with free space.") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def stale_staging_folders(parent: str | Path) -> list[Path]:
-    """Staging folders left by killed runs in ``parent`` (safe to delete when no run is active)."""
+def stale_staging_folders(parent: str | Path, *, name: str | None = None) -> list[Path]:
+    """Staging folders left by killed runs in ``parent`` (safe to delete when no run is active).
+
+    Parameters
+    ----------
+    parent : str or Path
+    name : str, optional
+        Only those of the output folder ``name`` (safe to delete before that
+        movie is redone, even while other movies run in parallel).
+    """
+    import re
+
     parent = Path(parent)
     if not parent.is_dir():
         return []
-    return sorted(p for p in parent.iterdir() if p.is_dir() and p.name.startswith(_STAGING_PREFIX))
+    if name is None:
+        return sorted(p for p in parent.iterdir() if p.is_dir() and p.name.startswith(_STAGING_PREFIX))
+    pattern = re.compile(rf"{re.escape(_STAGING_PREFIX)}(old-)?{re.escape(name)}-[0-9a-f]{{8}}")
+    return sorted(p for p in parent.iterdir() if p.is_dir() and pattern.fullmatch(p.name))
 
 
 def write_traces_csv(path: str | Path, traces: Any) -> Path:
@@ -115,7 +144,9 @@ def write_traces_csv(path: str | Path, traces: Any) -> Path:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(",".join(header) + "\n")
             body = np.hstack(columns + [dff.astype(np.float64)]) if dff.size else np.hstack(columns)
-            fmt = ["%d"] + (["%.4f"] if traces.fs else []) + ["%.6g"] * dff.shape[1]
+            # enough decimals to tell frames apart at any frame rate (1e6 Hz: 8)
+            decimals = max(4, int(np.ceil(np.log10(float(traces.fs)))) + 2) if traces.fs else 0
+            fmt = ["%d"] + ([f"%.{decimals}f"] if traces.fs else []) + ["%.6g"] * dff.shape[1]
             np.savetxt(handle, body, fmt=fmt, delimiter=",")
     return Path(path)
 

@@ -78,6 +78,14 @@ class InferenceOptions:
     def __post_init__(self) -> None:
         if self.soma_scale not in ("auto", "fixed"):
             raise ConfigError(f"soma_scale must be 'auto' or 'fixed', got {self.soma_scale!r}")
+        if self.batch_size < 1 or self.max_fov_pixels < 1:
+            raise ConfigError(f"batch_size={self.batch_size} and tiling.max_fov_pixels={self.max_fov_pixels} "
+                              "must be >= 1.")
+        if self.tile_size < 32 or not 0 <= self.tile_overlap <= self.tile_size // 2:
+            # an overlap near the tile size would make the tiles' stride a few pixels: hours of network time
+            raise ConfigError(f"tiling.tile_size={self.tile_size} must be >= 32 px and tiling.tile_overlap="
+                              f"{self.tile_overlap} between 0 and half the tile size. Fix: e.g. "
+                              "tiling.tile_size=384 tiling.tile_overlap=64.")
 
 
 @dataclass
@@ -343,7 +351,8 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
                 "cells": _cell_table(soma, processes, domains, traces),
                 "segmentation": segmentation,
                 "correlation": {
-                    "threshold": domains.threshold,
+                    # NaN (no cell) is not valid JSON: null
+                    "threshold": float(domains.threshold) if np.isfinite(domains.threshold) else None,
                     "threshold_automatic": choice is not None,
                     "false_rate": None if choice is None else choice.false_rate,
                     "in_band": None if choice is None else choice.in_band,

@@ -18,7 +18,8 @@ def resolve_device(device: str = "auto") -> str:
     Raises
     ------
     ConfigError
-        A CUDA device is asked for but none is available.
+        A CUDA device is asked for but none is available, or ``device`` is not
+        ``auto``, ``cpu`` or ``cuda[:i]``.
     """
     device = str(device)
     if device == "cpu":
@@ -27,6 +28,13 @@ def resolve_device(device: str = "auto") -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(f"device={device!r} is not a device astro3s runs on; use device=auto, cpu, cuda "
+                          "or cuda:N.")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} requested but no CUDA GPU is available; use device=auto.")
     return device
