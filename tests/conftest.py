@@ -37,3 +37,37 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
         return cache[key]
 
     return make
+
+
+def _save_untrained_checkpoint(folder: Path, *, blank: bool = False) -> Path:
+    """A tiny untrained U-Net checkpoint (``blank``: one that calls every pixel background)."""
+    import pytorch_lightning as pl
+    import torch
+
+    from astro3s.models import SegmentationModule, UNet
+    from astro3s.models.classes import BACKGROUND
+    from astro3s.preprocess import PreprocessParams, save_params
+
+    torch.manual_seed(0)
+    module = SegmentationModule(net=UNet(depth=2, base_channels=4))
+    if blank:
+        head = [m for m in module.net.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 3][-1]
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.zero_()
+            head.bias[BACKGROUND] = 20.0
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, max_epochs=0)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(folder / "model.ckpt", weights_only=True)
+    save_params(PreprocessParams(), folder / "preprocess.yaml")
+    return folder / "model.ckpt"
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint() -> Callable[..., Path]:
+    """``untrained_checkpoint(folder, blank=False) -> folder/model.ckpt``: a tiny untrained U-Net saved as an
+    astro3s checkpoint with a ``preprocess.yaml`` beside it (``blank=True``: one that calls every pixel
+    background). For tests of the inference plumbing, whose results do not depend on the weights."""
+    return _save_untrained_checkpoint

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -37,36 +36,11 @@ REPO = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------- fixtures and helpers
 
 
-def _save_checkpoint(folder: Path, *, blank: bool) -> Path:
-    """A tiny untrained U-Net checkpoint (``blank``: one that calls every pixel background)."""
-    import pytorch_lightning as pl
-
-    from astro3s.models import SegmentationModule, UNet
-    from astro3s.models.classes import BACKGROUND
-    from astro3s.preprocess import PreprocessParams, save_params
-
-    torch.manual_seed(0)
-    module = SegmentationModule(net=UNet(depth=2, base_channels=4))
-    if blank:
-        head = [m for m in module.net.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 3][-1]
-        with torch.no_grad():
-            head.weight.zero_()
-            head.bias.zero_()
-            head.bias[BACKGROUND] = 20.0
-    folder.mkdir(parents=True, exist_ok=True)
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, max_epochs=0)
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(folder / "model.ckpt", weights_only=True)
-    save_params(PreprocessParams(), folder / "preprocess.yaml")
-    return folder / "model.ckpt"
-
-
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def checkpoints(tmp_path_factory: pytest.TempPathFactory, untrained_checkpoint) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpts")
-    return {"random": _save_checkpoint(root / "random", blank=False),
-            "blank": _save_checkpoint(root / "blank", blank=True)}
+    return {"random": untrained_checkpoint(root / "random", blank=False),
+            "blank": untrained_checkpoint(root / "blank", blank=True)}
 
 
 @pytest.fixture(scope="module")

@@ -10,30 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from astro3s.errors import Astro3sError, InputError
 
 
 @pytest.fixture(scope="module")
-def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small untrained U-Net saved as an astro3s checkpoint, with a preprocess.yaml beside it."""
-    import pytorch_lightning as pl
-
-    from astro3s.models import SegmentationModule
-    from astro3s.preprocess import PreprocessParams, save_params
-
-    torch.manual_seed(0)
-    from astro3s.models import UNet
-
-    module = SegmentationModule(net=UNet(depth=2, base_channels=4))
-    folder = tmp_path_factory.mktemp("ckpt")
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, max_epochs=0)
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(folder / "model.ckpt", weights_only=True)
-    save_params(PreprocessParams(), folder / "preprocess.yaml")
-    return folder / "model.ckpt"
+def random_checkpoint(tmp_path_factory: pytest.TempPathFactory, untrained_checkpoint) -> Path:
+    """A small untrained U-Net checkpoint, with a preprocess.yaml beside it."""
+    return untrained_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")
