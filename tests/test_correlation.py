@@ -22,45 +22,82 @@ from astro3s.io import Movie
 # ----------------------------------------------------------------------------- helpers
 
 
-def reference_domains(movie: np.ndarray, soma: np.ndarray, processes: np.ndarray, *, radius: float,
-                      max_lag: int, smooth_frames: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Slow, literal NumPy (float64) reference of the CC domain definition.
-
-    Returns the domain labels (H, W) and the CC maps (N, H, W) with the same
-    conventions as :class:`astro3s.correlation.Domains` (1 on own ROI, NaN where
-    not a candidate).
-    """
-    n_frames, height, width = movie.shape
+def _reference_z(movie: np.ndarray, smooth_frames: int) -> np.ndarray:
+    """Pixel traces (T', H*W) smoothed by a full-window moving average and z-scored, in float64."""
+    n_frames = movie.shape[0]
     x = movie.reshape(n_frames, -1).astype(np.float64)
     csum = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x]), axis=0)
     smooth = (csum[smooth_frames:] - csum[:-smooth_frames]) / smooth_frames  # full windows only
-    n = smooth.shape[0]
     std = smooth.std(axis=0)
-    z = np.where(std > 0, (smooth - smooth.mean(axis=0)) / np.where(std > 0, std, 1), 0.0)
+    return np.where(std > 0, (smooth - smooth.mean(axis=0)) / np.where(std > 0, std, 1), 0.0)
+
+
+def _reference_max_corr(z: np.ndarray, roi_cols: np.ndarray, cand_cols: np.ndarray, max_lag: int) -> np.ndarray:
+    """max over ROI pixels and lags of corr_l = 1/T' sum_t roi(t + l) cand(t), one value per candidate."""
+    n = z.shape[0]
+    r, c = z[:, roi_cols], z[:, cand_cols]
+    best = np.full(c.shape[1], -np.inf)
+    for lag in range(-max_lag, max_lag + 1):
+        if lag >= 0:
+            g = r[lag:].T @ c[:n - lag] / n
+        else:
+            g = r[:n + lag].T @ c[-lag:] / n
+        best = np.maximum(best, g.max(axis=0))
+    return best
+
+
+def reference_domains(movie: np.ndarray, soma: np.ndarray, processes: np.ndarray, *, radius: float,
+                      max_lag: int, smooth_frames: int, threshold: float | None,
+                      n_background: int = 300, border: int = 6, seed: int = 0):
+    """Slow, literal NumPy (float64) reference of the CC domain definition.
+
+    Every candidate's CC value is computed exhaustively. With ``threshold=None``
+    the threshold is chosen from the background pixels (drawn by
+    ``astro3s.correlation.background_pixels``, as the definition says) with
+    ``choose_threshold``.
+
+    Returns the domain labels (H, W), the CC maps (N, H, W) with the same
+    conventions as :class:`astro3s.correlation.Domains` (1 on own ROI, NaN where
+    not a candidate), and the threshold used.
+    """
+    from astro3s.correlation import background_pixels, cell_centroids
+
+    _, height, width = movie.shape
+    z = _reference_z(movie, smooth_frames)
     roi = np.maximum(soma, processes)
     ids = np.unique(roi[roi > 0])
     yy, xx = np.mgrid[0:height, 0:width]
+    centroids = cell_centroids(soma, processes, ids)
+    if threshold is None:
+        bg = background_pixels(roi > 0, centroids, radius=radius, n_background=n_background, border=border,
+                               seed=seed)
+        bg_cc = np.stack([_reference_max_corr(z, np.flatnonzero(roi == cid), bg, max_lag) for cid in ids])
+        threshold = choose_threshold(bg_cc.astype(np.float32)).threshold
     cc = np.full((len(ids), height * width), np.nan)
     for i, cid in enumerate(ids):
-        ys, xs = np.nonzero(soma == cid)
-        cy, cx = ys.mean(), xs.mean()
+        cy, cx = centroids[i]
         cand = ((np.hypot(yy - cy, xx - cx) <= radius) & (roi == 0)).ravel()
-        r, c = z[:, (roi == cid).ravel()], z[:, cand]
-        best = np.full(c.shape[1], -np.inf)
-        for lag in range(-max_lag, max_lag + 1):  # corr_l = 1/T' sum_t r(t + lag) c(t)
-            if lag >= 0:
-                g = r[lag:].T @ c[:n - lag] / n
-            else:
-                g = r[:n + lag].T @ c[-lag:] / n
-            best = np.maximum(best, g.max(axis=0))
-        cc[i, cand] = best
+        cc[i, cand] = _reference_max_corr(z, np.flatnonzero(roi == cid), np.flatnonzero(cand), max_lag)
         cc[i, (roi == cid).ravel()] = 1.0
     accepted = np.nan_to_num(cc, nan=-np.inf) >= threshold
     accepted[:, roi.ravel() > 0] = False
     score = np.where(accepted, cc, -np.inf)
     labels = np.where(accepted.any(axis=0), ids[np.argmax(score, axis=0)], 0).reshape(height, width)
     labels = np.where(roi > 0, roi, labels)
-    return labels.astype(np.uint16), cc.reshape(len(ids), height, width)
+    return labels.astype(np.uint16), cc.reshape(len(ids), height, width), float(threshold)
+
+
+def check_cc_maps(dom, ref_cc: np.ndarray, threshold: float, *, exact_tol: float = 2e-5) -> None:
+    """The CC maps of ``dom`` against exhaustive reference maps: same candidates, within the stated
+    tolerance, on the same side of the threshold, and exact where several cells claim a pixel."""
+    np.testing.assert_array_equal(np.isnan(dom.cc), np.isnan(ref_cc))
+    np.testing.assert_allclose(dom.cc, ref_cc, atol=dom.cc_tolerance + exact_tol, equal_nan=True)
+    cand = np.isfinite(ref_cc) & (ref_cc < 1)
+    margin = np.abs(ref_cc - threshold) > exact_tol  # ties at float rounding are not decided here
+    np.testing.assert_array_equal((dom.cc >= threshold)[cand & margin], (ref_cc >= threshold)[cand & margin])
+    claimed = ((np.nan_to_num(ref_cc, nan=-1) >= threshold) & cand).sum(axis=0) >= 2
+    both = np.broadcast_to(claimed, ref_cc.shape) & cand & (ref_cc >= threshold)
+    np.testing.assert_allclose(dom.cc[both], ref_cc[both], atol=exact_tol)
 
 
 def mean_iou(a: np.ndarray, b: np.ndarray, ids: np.ndarray) -> float:
@@ -171,23 +208,62 @@ def test_traces_chunked_equals_in_memory():
 # ----------------------------------------------------------------------------- fast vs reference
 
 
+@pytest.fixture
+def screen_small(monkeypatch):
+    """Screen the search of the small test FOVs too (by default it is exhaustive below 2e10
+    multiply-adds, where screening would cost more than it saves)."""
+    from astro3s.correlation import domains
+
+    monkeypatch.setattr(domains, "_SCREEN_MIN_MACS", 0)
+    monkeypatch.setattr(domains, "_SCREEN_MIN_MACS_GPU", 0)
+
+
+@pytest.mark.parametrize("exact_cc", [True, False])
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_fast_domains_match_reference(precision):
+def test_fast_domains_match_reference(precision, exact_cc, screen_small):
     movie, soma, processes, _ = synthetic_fov()
     kw = dict(radius=12.0, max_lag=10, smooth_frames=5, threshold=0.5)
-    ref_labels, ref_cc = reference_domains(movie, soma, processes, **kw)
-    dom = find_domains(movie, soma, processes, device="cpu", precision=precision, **kw)
+    ref_labels, ref_cc, _ = reference_domains(movie, soma, processes, **kw)
+    dom = find_domains(movie, soma, processes, device="cpu", precision=precision, exact_cc=exact_cc, **kw)
+    assert dom.exact_cc == exact_cc
     np.testing.assert_array_equal(dom.cell_ids, [1, 2, 3])
     assert dom.domains.dtype == np.uint16 and dom.cc.shape == (3, 48, 64) and dom.cc.dtype == np.float32
     assert mean_iou(dom.domains, ref_labels, dom.cell_ids) >= 0.99
     assert (dom.domains == ref_labels).mean() >= 0.999
-    tol = 2e-5 if precision == "float32" else dom.cc_tolerance
-    np.testing.assert_array_equal(np.isnan(dom.cc), np.isnan(ref_cc))
-    np.testing.assert_allclose(dom.cc, ref_cc, atol=tol, equal_nan=True)
+    check_cc_maps(dom, ref_cc, 0.5)
+    if exact_cc and precision == "float32":
+        assert dom.cc_tolerance == 0.0
     # pixels accepted by cells 2 and 3 go to the higher CC value
     both = (ref_cc[1] >= 0.5) & (ref_cc[2] >= 0.5)
     assert both.sum() >= 3
     np.testing.assert_array_equal(dom.domains[both], np.where(ref_cc[1][both] >= ref_cc[2][both], 2, 3))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_screened_search_equals_exhaustive(seed, screen_small):
+    # the screened search (default) makes the same decisions as the exhaustive one: same threshold
+    # search, same domains; at a low threshold too, where many pixels are near it
+    movie, soma, processes, _ = synthetic_fov(seed=seed, n_frames=300)
+    for kw in (dict(n_background=150, border=2), dict(threshold=0.3)):
+        fast = find_domains(movie, soma, processes, radius=14.0, exact_cc=False, **kw)
+        slow = find_domains(movie, soma, processes, radius=14.0, exact_cc=True, **kw)
+        assert not fast.exact_cc and slow.exact_cc
+        assert fast.threshold == slow.threshold
+        if "threshold" not in kw:
+            assert fast.threshold_choice.tried == slow.threshold_choice.tried
+        np.testing.assert_array_equal(fast.domains, slow.domains)
+        fin = np.isfinite(slow.cc)
+        assert np.all(np.abs(fast.cc[fin] - slow.cc[fin]) <= fast.cc_tolerance + slow.cc_tolerance + 2e-5)
+
+
+def test_screened_search_is_used_only_where_it_pays(request):
+    movie, soma, processes, _ = synthetic_fov(n_frames=120)
+    # a small FOV: exhaustive (and exact CC values) by default
+    assert find_domains(movie, soma, processes, radius=12.0, threshold=0.5).exact_cc
+    request.getfixturevalue("screen_small")
+    assert not find_domains(movie, soma, processes, radius=12.0, threshold=0.5).exact_cc
+    # with no moving average the spectrum is flat: screening would not pay, the search is exhaustive
+    assert find_domains(movie, soma, processes, radius=12.0, smooth_frames=1, threshold=0.5).exact_cc
 
 
 def test_nonzero_best_lag_is_found():
@@ -206,9 +282,54 @@ def test_automatic_threshold_on_synthetic_fov_matches_reference():
     movie, soma, processes, _ = synthetic_fov(seed=3)
     dom = find_domains(movie, soma, processes, radius=12.0, n_background=150, border=2, precision="float32")
     assert dom.threshold_choice is not None and 0.60 <= dom.threshold <= 0.95
-    ref_labels, _ = reference_domains(movie, soma, processes, radius=12.0, max_lag=10, smooth_frames=5,
-                                      threshold=dom.threshold)
+    ref_labels, _, ref_threshold = reference_domains(movie, soma, processes, radius=12.0, max_lag=10,
+                                                     smooth_frames=5, threshold=None, n_background=150, border=2)
+    assert dom.threshold == ref_threshold
     assert mean_iou(dom.domains, ref_labels, dom.cell_ids) >= 0.99
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_domains_match_reference_on_simulated_movie(simulated, seed, screen_small):
+    # the default analysis (automatic threshold, screened search, bfloat16 where the CPU has it)
+    # against the float64 reference on a small simulated movie, threshold search included
+    movie, gt = _simulated_inputs(simulated("tiny", seed, overview=False))
+    dom = find_domains(movie, gt["soma"], gt["processes"])
+    assert not dom.exact_cc
+    ref_labels, ref_cc, ref_threshold = reference_domains(np.asarray(movie), gt["soma"], gt["processes"],
+                                                          radius=dom.radius, max_lag=10, smooth_frames=5,
+                                                          threshold=None)
+    assert dom.threshold == ref_threshold
+    assert mean_iou(dom.domains, ref_labels, dom.cell_ids) >= 0.99
+    assert (dom.domains == ref_labels).mean() >= 0.999
+    check_cc_maps(dom, ref_cc, dom.threshold)
+
+
+def test_lagged_max_correlation_matches_reference():
+    from astro3s.correlation import lagged_max_correlation, normalise_traces
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 130)).cumsum(axis=1)
+    z = normalise_traces(x, smooth_frames=3)
+    roi, cand = z[:7], z[7:]
+    ref = _reference_max_corr(z.T.astype(np.float64) * np.sqrt(z.shape[1]), np.arange(7), np.arange(7, 40), 4)
+    for precision in ("float32", "bfloat16"):
+        cc, exact = lagged_max_correlation(roi, cand, max_lag=4, precision=precision, refine_near=0.5)
+        assert cc.shape == (33,) and cc.dtype == np.float32 and exact.shape == (33,)
+        tol = 2e-5 if precision == "float32" else 0.02
+        np.testing.assert_allclose(cc, ref, atol=tol)
+        assert exact.all() == (precision == "float32")
+
+
+def test_torch_thread_count_is_restored():
+    import torch
+
+    movie, soma, processes, _ = synthetic_fov(n_frames=60)
+    before = torch.get_num_threads()
+    find_domains(movie, soma, processes, radius=12.0, threshold=0.5, device="cpu")
+    assert torch.get_num_threads() == before
+    with pytest.raises(InputError):
+        find_domains(movie[:24], soma, processes, radius=12.0, threshold=0.5, device="cpu")
+    assert torch.get_num_threads() == before
 
 
 # ----------------------------------------------------------------------------- threshold search
@@ -295,10 +416,10 @@ def test_domains_recover_simulated_d1_like(simulated, seed):
 def test_fast_matches_reference_d1_like(simulated):
     movie, gt = _simulated_inputs(simulated("d1_like", 0, overview=False))
     dom = find_domains(movie, gt["soma"], gt["processes"])
-    ref_labels, ref_cc = reference_domains(np.asarray(movie), gt["soma"], gt["processes"], radius=dom.radius,
-                                           max_lag=10, smooth_frames=5, threshold=dom.threshold)
+    ref_labels, ref_cc, _ = reference_domains(np.asarray(movie), gt["soma"], gt["processes"], radius=dom.radius,
+                                              max_lag=10, smooth_frames=5, threshold=dom.threshold)
     assert mean_iou(dom.domains, ref_labels, dom.cell_ids) >= 0.99
-    np.testing.assert_allclose(dom.cc, ref_cc, atol=max(dom.cc_tolerance, 2e-5), equal_nan=True)
+    check_cc_maps(dom, ref_cc, dom.threshold)
 
 
 # ----------------------------------------------------------------------------- bad input

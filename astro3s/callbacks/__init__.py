@@ -7,11 +7,13 @@ from typing import Any
 
 _LAZY: dict[str, str] = {
     "AstraScore": "astro3s.callbacks.astra_score",
+    "CorrelationAnalysis": "astro3s.callbacks.correlation",
     "FreezeThenFinetune": "astro3s.callbacks.finetune",
 }
 
 __all__ = [
     "AstraScore",
+    "CorrelationAnalysis",
     "FreezeThenFinetune",
 ]
 

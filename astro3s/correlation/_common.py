@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +12,51 @@ import numpy as np
 from astro3s.errors import InputError
 from astro3s.utils.device import resolve_device
 
-__all__ = ["as_labels", "check_pair", "iter_blocks", "movie_shape", "resolve_device"]
+__all__ = ["as_labels", "check_pair", "few_threads", "iter_blocks", "movie_shape", "parallel", "resolve_device"]
+
+# torch threads of the large products while :func:`few_threads` holds the others to one
+_WIDE: contextvars.ContextVar[int | None] = contextvars.ContextVar("astro3s_correlation_threads", default=None)
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def few_threads() -> Iterator[None]:
+    """Run torch on one thread inside, except in :func:`parallel` blocks (the caller's count).
+
+    Many small torch calls on two threads each wait for both: on a machine
+    shared with other work that wait, not the arithmetic, dominates. Only the
+    large products are worth two threads. The caller's setting is restored.
+    """
+    import torch
+
+    wide = torch.get_num_threads()
+    token = _WIDE.set(wide)
+    _set_threads(1)
+    try:
+        yield
+    finally:
+        _WIDE.reset(token)
+        _set_threads(wide)
+
+
+@contextlib.contextmanager
+def parallel() -> Iterator[None]:
+    """Inside :func:`few_threads`: the caller's thread count for a large product; else nothing."""
+    wide = _WIDE.get()
+    if wide is None or wide == 1:
+        yield
+        return
+    _set_threads(wide)
+    try:
+        yield
+    finally:
+        _set_threads(1)
 
 
 def movie_shape(movie: Any) -> tuple[int, int, int]:

@@ -37,18 +37,56 @@ Definition (following ASTRA's ``CC.py``; differences are marked *):
   threshold is used and a warning is logged. *ASTRA uses lags of +-5 frames for
   the background and +-10 for the domains; here both use ``max_lag``.
 
-Speed: the correlations of a cell are one blocked matrix product of the ROI
-pixel traces stacked at every lag (``(2L+1) P x T'``) with the candidate
-traces (``T' x C``), reduced by a running max over ROI pixels and lags, in
-torch on the GPU when present. On CPUs with native bfloat16 the product is
-first computed in bfloat16 (about twice as fast); its rounding error is
-bounded (:func:`bf16_error_bound`), and every candidate whose screened value
-lies within that bound of the threshold, or of a competing cell's value, is
-recomputed in float32, so the domains are the same as with float32 throughout.
+Speed: all correlations of a cell are products of the ROI pixel traces
+stacked at every lag (``(2L+1) P x T'``) with the candidate traces
+(``T' x C``), reduced by a running max over ROI pixels and lags, in
+memory-bounded blocks, in torch on the GPU when present. Two searches give
+the same domains and threshold:
+
+- **Exhaustive** (``exact_cc=True``, and FOVs too small for screening to
+  pay): every candidate's CC value, from the full product. On CPUs with
+  native bfloat16 the product is first computed in bfloat16 (about twice as
+  fast); its rounding error is bounded (:func:`bf16_error_bound`), and every
+  candidate whose value lies within that bound of the threshold, or that
+  competes with another cell for a pixel, is recomputed in float32, so the
+  domains are the same as with float32.
+- **Screened** (default): most of the product is replaced by bounds from
+  low-pass spectra. The smoothed traces keep most of their energy below
+  ``~0.5 / smooth_frames`` cycles per frame. With ``a_lo, b_lo`` the first
+  Fourier coefficients of the traces (zero-padded to ``n_fft >= T' + L``,
+  scaled to keep the norm) and ``|a_hi|, |b_hi|`` the norms of the others,
+  Parseval and Cauchy-Schwarz give at every lag ``l``:
+  ``|corr_l(a, b) - Re<a_lo e^{i w l}, b_lo>| <= |a_hi| |b_hi|``; and the
+  low-pass term at a lag exceeds the mean of its two neighbours by at most
+  ``|a_bend| |b_bend|`` (``a_bend``: ``a_lo`` weighted by
+  ``sqrt(1 - cos w)``). Both terms ride in extra columns, so one product of
+  ``2 f_c n_fft + 2`` columns (about a quarter of ``T'``) over the even lags
+  only (half the rows) bounds every candidate's CC value from above
+  (:func:`_screen_rows`):
+
+  1. candidates whose bound is below the threshold are rejected (most of
+     the disc);
+  2. for the others, the exact float32 correlation at the best-bounded
+     (pixel, lag) and the two lags beside it is computed; reaching the
+     threshold accepts the candidate (most domain pixels);
+  3. the rest get second-level bounds (a wider band, every lag) per ROI row,
+     and the exhaustive search over only the rows whose bound reaches the
+     threshold for a candidate of their block (no other row can).
+
+  Every bound carries the bfloat16 error bound plus a float32 margin, so the
+  decisions are those of the exhaustive search. The CC values are exact
+  only where a decision needs them (pixels claimed by several cells, and
+  candidates accepted by step 3); elsewhere they are the midpoint of their
+  bounds: within ``Domains.cc_tolerance`` of the exact value, and always on
+  the right side of the threshold. The background pixels of the threshold
+  search are screened the same way: only those whose bound reaches the
+  lowest threshold tried are computed exactly, which leaves the choice
+  unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -56,7 +94,14 @@ from typing import Any
 
 import numpy as np
 
-from astro3s.correlation._common import check_pair, iter_blocks, movie_shape, resolve_device
+from astro3s.correlation._common import (
+    check_pair,
+    few_threads,
+    iter_blocks,
+    movie_shape,
+    parallel,
+    resolve_device,
+)
 from astro3s.correlation.params import CorrelationParams, check_params
 from astro3s.errors import InputError
 
@@ -75,8 +120,28 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _D = CorrelationParams()
-# elements of one block of the correlation matrix (64 MiB in float32): bounds the peak memory
-_BLOCK_ELEMENTS = 1 << 24
+# bytes of one block of the correlation matrix: bounds the peak memory (few large products are
+# also what keeps two threads busy on a shared machine, where each torch call waits for both)
+_BLOCK_BYTES = 64 << 20
+_BLOCK_ELEMENTS = _BLOCK_BYTES // 4
+# spectral screening: bands up to _SCREEN_BAND (first level) and _SCREEN_FINE_BAND (second level)
+# / smooth_frames cycles per frame (the moving average's main lobe ends at 1 / smooth_frames); used
+# only when the first level's columns are at most _SCREEN_MAX_FRACTION of T'
+_SCREEN_BAND = 0.52
+_SCREEN_FINE_BAND = 0.8
+_SCREEN_MAX_FRACTION = 0.6
+# below this many multiply-adds of the exhaustive search (~0.1 s on a CPU, ~0.1-0.2 s in float32 on a
+# GPU) screening costs more than it saves
+_SCREEN_MIN_MACS = 2e10
+_SCREEN_MIN_MACS_GPU = 5e12
+# candidates of the second level per product (bounds its memory with the ROI rows)
+_FINE_BLOCK = 512
+# first-level screening rows kept between the threshold search and the domain search, bytes
+_ROWS_CACHE_BYTES = 256 << 20
+# float32 slack added to every screening bound (FFT and accumulation rounding of unit-norm traces)
+_SCREEN_SLACK = 1e-4
+# added to the squared high-pass norms (float32 rounding of FFT and norms, < 1e-5 for unit-norm traces)
+_HIGH_SLACK = 1e-4
 
 
 @dataclass(frozen=True)
@@ -121,7 +186,10 @@ class Domains:
     cc : ndarray of float32, shape (N, H, W)
         CC value (max lagged correlation with the cell's ROI pixels) of each
         candidate pixel; 1 on the cell's own ROI pixels; NaN where the pixel is
-        not a candidate (outside the disc, or another cell's ROI).
+        not a candidate (outside the disc, or another cell's ROI). Always on
+        the same side of ``threshold`` as the exact value, and within
+        ``cc_tolerance`` of it (screened search: exact only where a decision
+        needed it, see the module docstring).
     threshold : float
         Threshold used (NaN when there are no cells).
     threshold_choice : ThresholdChoice or None
@@ -134,8 +202,15 @@ class Domains:
     precision : str
         ``"float32"`` or ``"bfloat16"`` (screening, see the module docstring).
     cc_tolerance : float
-        Bound on ``|cc - exact|`` (0 in float32 up to float32 rounding).
+        Bound on ``|cc - exact|`` over the candidates (0 with ``exact_cc`` in
+        float32, up to float32 rounding).
     device : str
+    timings_s : dict of str to float
+        Seconds spent per step (``setup``, ``read_normalise``, ``screen_setup``
+        (spectra of the screened search), ``threshold``, ``domains``,
+        ``overlaps``).
+    exact_cc : bool
+        True when every CC value was computed by the exhaustive search.
     """
 
     domains: np.ndarray
@@ -151,6 +226,7 @@ class Domains:
     cc_tolerance: float
     device: str
     timings_s: dict[str, float] = field(default_factory=dict)
+    exact_cc: bool = True
 
     @property
     def false_rate(self) -> float | None:
@@ -207,42 +283,89 @@ def bf16_error_bound(n_frames: int) -> float:
     return float((2 * u + u * u) * (1 + gamma) + 2 * gamma + 2.0 ** -9 + 1e-5)
 
 
+def _lag_windows(roi: Any, max_lag: int) -> Any:
+    """The rows of :func:`_lag_stack` as a view ``(P, 2L+1, T')`` of the zero-padded traces (no copy)."""
+    n_roi, n = roi.shape
+    padded = roi.new_zeros((n_roi, n + 2 * max_lag))
+    padded[:, max_lag:max_lag + n] = roi
+    return padded.unfold(1, n, 1)
+
+
 def _lag_stack(roi: Any, max_lag: int) -> Any:
     """ROI traces at every lag: row ``p * (2L+1) + j`` at time t holds ``roi[p, t + lag_j]`` (0 outside)."""
     n_roi, n = roi.shape
-    out = roi.new_zeros((n_roi, 2 * max_lag + 1, n))
-    for j, lag in enumerate(range(-max_lag, max_lag + 1)):  # a loop over the 2L+1 lags only
-        if lag >= 0:
-            out[:, j, :n - lag] = roi[:, lag:]
-        else:
-            out[:, j, -lag:] = roi[:, :n + lag]
-    return out.reshape(n_roi * (2 * max_lag + 1), n)
+    return _lag_windows(roi, max_lag).reshape(n_roi * (2 * max_lag + 1), n)
 
 
-def _blocked_max(stack: Any, cand: Any) -> Any:
-    """``max over rows of stack @ cand.T`` per candidate, in memory-bounded blocks; float32 (C,)."""
+def _blocked_max(rows: Any, cand: Any) -> Any:
+    """``max over rows of cand @ rows.T`` per candidate, in memory-bounded blocks; float32 (C,).
+
+    The product of a block is ``(candidates, rows)`` so that the max runs along
+    contiguous memory, and it is written into one reused buffer.
+    """
     import torch
 
-    n_rows = stack.shape[0]
-    n_cand = cand.shape[0]
+    n_rows, n_cand = rows.shape[0], cand.shape[0]
     out = torch.full((n_cand,), -math.inf, dtype=torch.float32, device=cand.device)
     if n_rows == 0 or n_cand == 0:
         return out
-    c_block = int(min(n_cand, max(256, _BLOCK_ELEMENTS // n_rows)))
-    r_block = int(min(n_rows, max(1, _BLOCK_ELEMENTS // c_block)))
-    for c0 in range(0, n_cand, c_block):
-        cb = cand[c0:c0 + c_block]
-        best = out[c0:c0 + c_block]
-        for r0 in range(0, n_rows, r_block):
-            prod = stack[r0:r0 + r_block] @ cb.T
-            torch.maximum(best, torch.amax(prod, dim=0).float(), out=best)
+    elements = _BLOCK_BYTES // rows.element_size()
+    r_block = int(min(n_rows, elements // 64))
+    c_block = int(min(n_cand, max(64, elements // r_block)))
+    buf = torch.empty(c_block * r_block, dtype=rows.dtype, device=rows.device)
+    with parallel():
+        for c0 in range(0, n_cand, c_block):  # a loop over blocks of a few thousand candidates
+            cb = cand[c0:c0 + c_block]
+            best = out[c0:c0 + c_block]
+            for r0 in range(0, n_rows, r_block):  # usually one pass over the rows
+                rb = rows[r0:r0 + r_block]
+                prod = buf[:len(cb) * len(rb)].view(len(cb), len(rb))
+                torch.matmul(cb, rb.T, out=prod)
+                torch.maximum(best, torch.amax(prod, dim=1).float(), out=best)
     return out
+
+
+def _dense_max(stack: Any, cand: Any, *, precision: str, refine_near: Any = None) -> tuple[Any, Any]:
+    """Exhaustive ``max over rows of cand @ stack.T``: (values float32 (C,), computed-in-float32 bool (C,)).
+
+    With bfloat16, the candidates whose value lies within :func:`bf16_error_bound`
+    of any of ``refine_near`` are recomputed in float32.
+    """
+    import torch
+
+    if precision == "float32":
+        return _blocked_max(stack, cand), torch.ones(cand.shape[0], dtype=torch.bool, device=cand.device)
+    cc = _blocked_max(stack.to(torch.bfloat16), cand.to(torch.bfloat16))
+    exact = torch.zeros(cand.shape[0], dtype=torch.bool, device=cand.device)
+    if refine_near is not None and len(cc):
+        marks = torch.as_tensor(np.atleast_1d(np.asarray(refine_near, np.float32)), device=cc.device)
+        gap = (cc[:, None] - marks[None, :]).abs().amin(dim=1)
+        near = torch.nonzero(gap <= bf16_error_bound(cand.shape[1])).flatten()
+        if len(near):
+            cc[near] = _blocked_max(stack, cand[near])
+            exact[near] = True
+    return cc, exact
+
+
+def _exact_max(roi: Any, cand: Any, max_lag: int) -> Any:
+    """Exhaustive float32 ``max over p, l of corr_l(roi[p], cand[c])``, float32 (C,).
+
+    The lags are stacked on the smaller side: with few candidates, their
+    ``(2L+1) C`` shifted copies meet the ``P`` ROI traces (the max over lags
+    ``-L..L`` is the same either way).
+    """
+    n_lags = 2 * max_lag + 1
+    if cand.shape[0] >= roi.shape[0]:
+        return _blocked_max(_lag_stack(roi, max_lag), cand)
+    if cand.shape[0] == 0:
+        return _blocked_max(roi[:0], cand)
+    return _blocked_max(roi, _lag_stack(cand, max_lag)).view(cand.shape[0], n_lags).amax(dim=1)
 
 
 def lagged_max_correlation(roi: Any, cand: Any, *, max_lag: int = _D.max_lag, device: str = "cpu",
                            precision: str = "float32",
                            refine_near: float | tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """For each candidate trace, the largest lagged correlation with any ROI trace.
+    """For each candidate trace, the largest lagged correlation with any ROI trace (exhaustive).
 
     Parameters
     ----------
@@ -271,21 +394,276 @@ def lagged_max_correlation(roi: Any, cand: Any, *, max_lag: int = _D.max_lag, de
 
     roi = torch.as_tensor(roi, dtype=torch.float32, device=device)
     cand = torch.as_tensor(cand, dtype=torch.float32, device=device)
-    stack = _lag_stack(roi, max_lag)
-    if precision == "float32":
-        cc = _blocked_max(stack, cand)
-        exact = torch.ones(cand.shape[0], dtype=torch.bool, device=device)
-    else:
-        cc = _blocked_max(stack.to(torch.bfloat16), cand.to(torch.bfloat16))
-        exact = torch.zeros(cand.shape[0], dtype=torch.bool, device=device)
-        if refine_near is not None:
-            marks = torch.as_tensor(np.atleast_1d(np.asarray(refine_near, np.float32)), device=cc.device)
-            gap = (cc[:, None] - marks[None, :]).abs().amin(dim=1)
-            near = torch.nonzero(gap <= bf16_error_bound(cand.shape[1])).flatten()
-            if len(near):
-                cc[near] = _blocked_max(stack, cand[near])
-                exact[near] = True
+    cc, exact = _dense_max(_lag_stack(roi, max_lag), cand, precision=precision, refine_near=refine_near)
     return cc.cpu().numpy(), exact.cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- screening
+
+
+def _fft_size(n: int) -> int:
+    """Smallest ``2**a 3**b 5**c >= n`` (a fast FFT length)."""
+    best = 1 << max(0, (int(n) - 1).bit_length())
+    p5 = 1
+    while p5 < best:  # a loop over a few dozen small products
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _screen_band(n_frames: int, max_lag: int, smooth_frames: int) -> tuple[int, int, int] | None:
+    """``(n_fft, n_low, n_fine)`` of the spectral screening of ``n_frames``-long traces (frequencies
+    ``< n_low`` at the first level, ``< n_fine`` at the second), or None when it would not pay
+    (little smoothing: the low band would hold most of the coefficients)."""
+    n_fft = _fft_size(n_frames + max_lag)
+    n_half = n_fft // 2 + 1
+    width = n_fft / max(smooth_frames, 1)
+    n_low = min(n_half, math.ceil(_SCREEN_BAND * width) + 1)
+    n_fine = min(n_half, max(n_low, math.ceil(_SCREEN_FINE_BAND * width) + 1))
+    if 2 * n_low + 2 > _SCREEN_MAX_FRACTION * n_frames:
+        return None
+    return n_fft, n_low, n_fine
+
+
+def _spectral_features(z: Any, n_fft: int, n_low: int, n_fine: int) -> dict[str, Any]:
+    """Low-pass spectra of traces, and the norms that bound what they leave out.
+
+    Parameters
+    ----------
+    z : Tensor of float32, shape (n, T')
+        Unit-norm traces (or zero).
+    n_fft, n_low, n_fine : int
+        FFT length and the two bands (``n_low <= n_fine``).
+
+    Returns
+    -------
+    dict with
+        ``spec``: Tensor of complex64, shape (n, n_fine): real-FFT coefficients
+        ``0 .. n_fine - 1`` of the traces zero-padded to ``n_fft``, scaled so that
+        the squared norm of all of them is ``|z|**2``;
+        ``high``, ``high_fine``: float32 (n,), norms of the coefficients
+        ``>= n_low`` and ``>= n_fine`` (rounded up);
+        ``bend``: float32 (n,), ``sqrt(sum_{f < n_low} |spec_f|**2 (1 - cos w_f))``,
+        ``w_f = 2 pi f / n_fft`` (see :func:`_screen_rows`).
+    """
+    import torch
+
+    weight = torch.full((n_fine,), math.sqrt(2.0 / n_fft), dtype=torch.float32, device=z.device)
+    weight[0] = math.sqrt(1.0 / n_fft)
+    if n_fine == n_fft // 2 + 1 and n_fft % 2 == 0:
+        weight[-1] = math.sqrt(1.0 / n_fft)
+    spec = torch.empty((z.shape[0], n_fine), dtype=torch.complex64, device=z.device)
+    step = max(1, _BLOCK_ELEMENTS // (4 * n_fft))
+    with parallel():
+        for r0 in range(0, z.shape[0], step):  # a loop over row blocks: bounds the FFT's memory
+            spec[r0:r0 + step] = torch.fft.rfft(z[r0:r0 + step], n=n_fft, dim=1)[:, :n_fine] * weight
+    power = torch.view_as_real(spec).square().sum(dim=2)  # (n, n_fine)
+    total = torch.linalg.vector_norm(z, dim=1).square()
+    # Parseval: |high|^2 = |z|^2 - |low|^2; the float32 rounding of the FFT and of the norms
+    # (< 1e-5 for unit-norm traces) is covered by _HIGH_SLACK, which can only widen the bounds
+    high = ((total - power[:, :n_low].sum(dim=1)).clamp(min=0) + _HIGH_SLACK).sqrt()
+    high_fine = ((total - power.sum(dim=1)).clamp(min=0) + _HIGH_SLACK).sqrt()
+    omega = torch.arange(n_low, dtype=torch.float64, device=z.device) * (2 * math.pi / n_fft)
+    bend = (power[:, :n_low] @ (1 - torch.cos(omega)).float() * (1 + 1e-4) + 1e-8).sqrt()
+    return {"spec": spec, "high": high, "high_fine": high_fine, "bend": bend}
+
+
+def _screen_columns(spec: Any, high: Any, bend: Any | None = None) -> Any:
+    """Candidate side of a screening product: ``[Re spec, Im spec, high(, bend)]``, float32 (C, D)."""
+    import torch
+
+    extra = [high[:, None]] if bend is None else [high[:, None], bend[:, None]]
+    return torch.cat([spec.real, spec.imag, *extra], dim=1)
+
+
+def _rotated_rows(spec: Any, extra: list[Any], lags: list[int], n_fft: int) -> Any:
+    """``[Re c, Im c, *extra]`` with ``c = spec_p e^{2 pi i f lag / n_fft}``, row ``p * len(lags) + k``."""
+    import torch
+
+    n_roi, n_spec = spec.shape
+    lag = torch.tensor(lags, dtype=torch.float64, device=spec.device)
+    freqs = torch.arange(n_spec, dtype=torch.float64, device=spec.device)
+    phase = torch.polar(torch.ones((), dtype=torch.float64, device=spec.device),
+                        2 * math.pi * lag[:, None] * freqs[None, :] / n_fft).to(torch.complex64)
+    rotated = spec[:, None, :] * phase[None]  # (P, lags, n_spec)
+    columns = torch.stack(extra, dim=1)[:, None, :].expand(n_roi, len(lags), len(extra))
+    return torch.cat([rotated.real, rotated.imag, columns], dim=2).reshape(n_roi * len(lags), -1)
+
+
+def _screen_rows(spec: Any, high: Any, bend: Any, max_lag: int, n_fft: int) -> Any:
+    """ROI side of the first-level screening product: one row per ROI pixel and lag ``-L, -L+2, ..., L``.
+
+    Row ``p * (L+1) + k`` (lag ``-L + 2k``, row ``p * (2L+1) + 2k`` of :func:`_lag_stack`) is
+    ``[Re c, Im c, high_p, bend_p]`` with ``c = spec_p e^{2 pi i f lag / n_fft}`` over the first
+    band. Its product with a candidate's column (:func:`_screen_columns` with ``bend``) is
+    ``g(lag) + high_p high_b + bend_p bend_b``, where ``g`` is the low-pass correlation: the
+    correlation differs from ``g`` by at most ``high_p high_b`` (Cauchy-Schwarz on the rest of
+    the spectrum), and ``g`` at a lag between two rows exceeds their mean by at most
+    ``bend_p bend_b`` (``g(l) - (g(l-1) + g(l+1)) / 2 = sum_f Re(...) (1 - cos w_f)``). So the
+    largest product over a pixel's rows bounds its correlation at every lag, with half the
+    rows. float32, shape (P (L+1), 2 n_low + 2).
+    """
+    return _rotated_rows(spec, [high, bend], list(range(-max_lag, max_lag + 1, 2)), n_fft)
+
+
+def _fine_rows(spec: Any, high: Any, max_lag: int, n_fft: int) -> Any:
+    """ROI side of the second-level screening product: one row per row of :func:`_lag_stack`,
+    ``[Re c, Im c, high_p]`` over the second band: its product with a candidate's column bounds
+    that row's correlation. float32, shape (P (2L+1), 2 n_fine + 1)."""
+    return _rotated_rows(spec, [high], list(range(-max_lag, max_lag + 1)), n_fft)
+
+
+def _screen_margin(precision: str, n_fft: int, n_low: int) -> float:
+    """Bound on the rounding error of one screening product in ``precision``.
+
+    First-level rows and columns have norms at most ``sqrt(1 + max_f (1 - cos w_f))``
+    (the bend column), which scales the bfloat16 bound; _SCREEN_SLACK covers float32
+    and the second level.
+    """
+    if precision != "bfloat16":
+        return _SCREEN_SLACK
+    norm2 = 1 + (1 - math.cos(2 * math.pi * (n_low - 1) / n_fft)) + _HIGH_SLACK
+    return bf16_error_bound(2 * n_low + 2) * norm2 + _SCREEN_SLACK
+
+
+def _f32_below(value: float) -> np.float32:
+    """Largest float32 strictly below ``value``."""
+    v = np.float32(value)
+    return v if float(v) < value else np.nextafter(v, np.float32(-np.inf))
+
+
+def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any, fine_rows: Any,
+                  fine_cand: Any, *, max_lag: int, threshold: float, precision: str,
+                  margin: float) -> tuple[Any, Any, Any]:
+    """Decide ``max over p, l of corr_l(roi[p], cand[c]) >= threshold`` per candidate, exact only where needed.
+
+    Parameters
+    ----------
+    roi : Tensor of float32, shape (P, T')
+        Normalised ROI pixel traces.
+    cand : Tensor of float32, shape (C, T')
+        Normalised candidate traces.
+    rows_s : Tensor of float32, shape (P (L+1), D)
+        First-level screening rows (:func:`_screen_rows`).
+    roi_extra : Tensor of float32, shape (P, 2)
+        ``high`` and ``bend`` of each ROI pixel.
+    cand_s : Tensor of float32, shape (C, D)
+        First-level screening columns (:func:`_screen_columns` with ``bend``).
+    fine_rows : Tensor of float32, shape (P (2L+1), D')
+        Second-level rows (:func:`_fine_rows`).
+    fine_cand : callable
+        ``fine_cand(index)``: second-level columns of the candidates ``index``
+        (:func:`_screen_columns` without ``bend``), float32 (k, D').
+    max_lag : int
+    threshold : float
+    precision : str
+        Precision of the screening products and of the exhaustive step
+        (``"float32"`` or ``"bfloat16"``).
+    margin : float
+        Bound on the error of one screening product in ``precision`` (:func:`_screen_margin`).
+
+    Returns
+    -------
+    values : Tensor of float32, shape (C,)
+        ``>= threshold`` exactly when the exhaustive max is; the exhaustive max
+        where the exhaustive step accepted the candidate, else the midpoint of
+        the bounds.
+    half : Tensor of float32, shape (C,)
+        Bound on ``|values - exhaustive max|``.
+    exact : Tensor of bool, shape (C,)
+        ``values`` computed in float32.
+    """
+    import torch
+
+    n_roi, n_cand = roi.shape[0], cand.shape[0]
+    n_lags, n_sampled = 2 * max_lag + 1, max_lag + 1
+    n_rows = rows_s.shape[0]
+    dev = cand.device
+    th = float(np.float32(threshold))
+    exact = torch.zeros(n_cand, dtype=torch.bool, device=dev)
+    if n_cand == 0 or n_roi == 0:
+        return torch.full((n_cand,), -math.inf, device=dev), torch.zeros(n_cand, device=dev), exact
+    # 1. first level: one product per block of candidates, reduced to its max and the row giving it
+    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+    rows_lp, cand_lp = rows_s.to(dtype), cand_s.to(dtype)
+    top = torch.empty(n_cand, dtype=torch.float32, device=dev)
+    arg = torch.empty(n_cand, dtype=torch.int64, device=dev)
+    c_block = int(min(n_cand, max(64, (_BLOCK_BYTES // rows_lp.element_size()) // n_rows)))
+    buf = torch.empty(c_block * n_rows, dtype=dtype, device=dev)
+    with parallel():
+        for c0 in range(0, n_cand, c_block):  # a loop over a few blocks of candidates
+            c1 = min(n_cand, c0 + c_block)
+            prod = buf[:(c1 - c0) * n_rows].view(c1 - c0, n_rows)
+            torch.matmul(cand_lp[c0:c1], rows_lp.T, out=prod)
+            block_top, arg[c0:c1] = torch.max(prod, dim=1)
+            top[c0:c1] = block_top
+    del buf, prod, cand_lp, rows_lp
+    hi = top + margin  # >= the correlation at every lag
+    pixel = torch.div(arg, n_sampled, rounding_mode="floor")
+    lo = top - 2 * (roi_extra[pixel] * cand_s[:, -2:]).sum(dim=1) - margin  # <= that row's correlation
+    accept = torch.zeros(n_cand, dtype=torch.bool, device=dev)
+    live = torch.nonzero(hi >= th).flatten()
+    if len(live):
+        # 2. the exact correlations of each live candidate at the best-bounded row's lag and the two
+        # lags beside it: a lower bound that accepts most domain pixels
+        stack = _lag_stack(roi, max_lag)
+        live_cand = cand.index_select(0, live)
+        first = pixel[live] * n_lags
+        centre = first + 2 * (arg[live] % n_sampled)
+        best = torch.full((len(live),), -math.inf, device=dev)
+        for step in (-1, 0, 1):  # three lags
+            row = torch.minimum(torch.maximum(centre + step, first), first + n_lags - 1)
+            torch.maximum(best, (stack.index_select(0, row) * live_cand).sum(dim=1), out=best)
+        lo[live] = torch.maximum(lo[live], best)
+        accept[live] = best >= th
+        keep = best < th
+        rest, rest_cand = live[keep], live_cand[keep]
+        del live_cand
+        if len(rest):
+            # 3. the rest: second-level bounds (twice the band, every lag) of each (ROI row, candidate);
+            # the exhaustive search then needs only the rows whose bound reaches the threshold for a
+            # candidate of the block (the others cannot accept it)
+            got = torch.empty(len(rest), dtype=torch.float32, device=dev)
+            got_exact = torch.ones(len(rest), dtype=torch.bool, device=dev)
+            err = torch.zeros(len(rest), device=dev)
+            eb = bf16_error_bound(cand.shape[1])
+            fine_lp = fine_rows.to(dtype)
+            for b0 in range(0, len(rest), _FINE_BLOCK):  # a loop over blocks of the rest
+                b1 = min(len(rest), b0 + _FINE_BLOCK)
+                columns = fine_cand(rest[b0:b1]).to(dtype)
+                with parallel():
+                    bound = torch.amax(fine_lp @ columns.T, dim=1)  # over the block's candidates
+                union = torch.nonzero(bound.float() >= th - margin).flatten()
+                rows_x, block = stack.index_select(0, union), rest_cand[b0:b1]
+                if precision == "bfloat16":
+                    values = _blocked_max(rows_x.to(dtype), block.to(dtype))
+                    # within the bfloat16 error of the threshold: in float32
+                    near = torch.nonzero((values - th).abs() <= eb).flatten()
+                    values[near] = _blocked_max(rows_x, block[near])
+                    got_exact[b0:b1] = False
+                    got_exact[b0 + near] = True
+                    err[b0:b1] = eb
+                    err[b0 + near] = 0.0
+                    got[b0:b1] = values
+                else:
+                    got[b0:b1] = _blocked_max(rows_x, block)
+            del stack, fine_lp, bound, rows_x, columns
+            took = got >= th
+            accept[rest] = took
+            # an accepted value is the exhaustive max (the rows left out stay below the threshold)
+            hi[rest] = torch.where(took, got + err, torch.clamp(hi[rest], max=th))
+            lo[rest] = torch.where(took, got - err, torch.maximum(lo[rest], got - err))
+            exact[rest] = took & got_exact
+    mid = 0.5 * (lo + hi)
+    below = float(_f32_below(threshold))
+    values = torch.where(accept, torch.clamp(mid, min=th), torch.clamp(mid, max=below))
+    return values, 0.5 * (hi - lo), exact
 
 
 def cell_centroids(soma: np.ndarray, processes: np.ndarray, cell_ids: np.ndarray) -> np.ndarray:
@@ -433,12 +811,27 @@ def _resolve_precision(precision: str, device: str) -> str:
     return "bfloat16" if native else "float32"
 
 
+def _disc_pixels(cy: float, cx: float, radius: float, roi_mask: np.ndarray) -> np.ndarray:
+    """Flat indices, increasing, of the pixels within ``radius`` of ``(cy, cx)`` outside ``roi_mask``."""
+    height, width = roi_mask.shape
+    y0, y1 = max(0, math.floor(cy - radius)), min(height, math.ceil(cy + radius) + 1)
+    x0, x1 = max(0, math.floor(cx - radius)), min(width, math.ceil(cx + radius) + 1)
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    inside = (np.hypot(yy - cy, xx - cx) <= radius) & ~roi_mask[y0:y1, x0:x1]
+    return (yy[inside] * width + xx[inside]).astype(np.int64)
+
+
 def _gather(movie: Any, flat: np.ndarray, n_frames: int, chunk_frames: int) -> np.ndarray:
-    """Traces of the pixels ``flat`` as a (n, T) float32 array, read in time chunks."""
-    out = np.empty((len(flat), n_frames), np.float32)
-    for t0, block in iter_blocks(movie, chunk_frames):
-        out[:, t0:t0 + len(block)] = block.reshape(len(block), -1)[:, flat].T
-    return out
+    """Traces of the pixels ``flat`` (increasing, unique) as a (n, T) float32 array, read in time chunks."""
+    out = np.empty((n_frames, len(flat)), np.float32)
+    mask = None
+    for t0, block in iter_blocks(movie, chunk_frames):  # time-major: contiguous writes
+        block = block.reshape(len(block), -1)
+        if mask is None:
+            mask = np.zeros(block.shape[1], bool)
+            mask[flat] = True
+        np.compress(mask, block, axis=1, out=out[t0:t0 + len(block)])
+    return np.ascontiguousarray(out.T)
 
 
 def _empty(shape: tuple[int, int], **kw: Any) -> Domains:
@@ -455,7 +848,7 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
                  threshold_down: tuple[float, ...] = _D.threshold_down,
                  false_rate_band: tuple[float, float] = _D.false_rate_band,
                  n_background: int = _D.n_background, border: int = _D.border, seed: int = _D.seed,
-                 device: str = _D.device, precision: str = _D.precision,
+                 device: str = _D.device, precision: str = _D.precision, exact_cc: bool = _D.exact_cc,
                  chunk_frames: int = _D.chunk_frames) -> Domains:
     """CC domains of every cell of a FOV (definition in the module docstring).
 
@@ -469,14 +862,16 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
         Label images with shared cell ids (0 background); no pixel in both.
     radius, max_lag, smooth_frames, threshold, threshold_start, threshold_up,
     threshold_down, false_rate_band, n_background, border, seed, device,
-    precision, chunk_frames
+    precision, exact_cc, chunk_frames
         See :class:`CorrelationParams`.
 
     Returns
     -------
     Domains
         With no cells in the labels, an empty result (all-zero label image,
-        ``N = 0``, threshold NaN), not an error.
+        ``N = 0``, threshold NaN), not an error. The domains and the threshold
+        do not depend on ``exact_cc`` or ``precision``; the CC values away
+        from the threshold do, within ``Domains.cc_tolerance``.
 
     Raises
     ------
@@ -495,7 +890,7 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
                  threshold_start=threshold_start, threshold_up=tuple(threshold_up),
                  threshold_down=tuple(threshold_down), false_rate_band=tuple(false_rate_band),
                  n_background=n_background, border=border, precision=precision, device=device,
-                 chunk_frames=chunk_frames)
+                 exact_cc=exact_cc, chunk_frames=chunk_frames)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     n_frames, height, width = movie_shape(movie)
@@ -509,11 +904,13 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
                          "analyse a longer recording, or lower max_lag.")
     dev = resolve_device(device)
     prec = _resolve_precision(precision, dev)
+    n_smooth = n_frames - smooth_frames + 1
     common = dict(radius=float(radius), max_lag=max_lag, smooth_frames=smooth_frames, precision=prec,
-                  cc_tolerance=bf16_error_bound(n_frames - smooth_frames + 1) if prec == "bfloat16" else 0.0,
-                  device=dev, timings_s=timings)
+                  cc_tolerance=bf16_error_bound(n_smooth) if prec == "bfloat16" else 0.0,
+                  device=dev, timings_s=timings, exact_cc=True)
     roi_label = np.maximum(soma, processes)  # no pixel is in both
-    cell_ids = np.unique(roi_label[roi_label > 0]).astype(np.int64)
+    cell_ids, counts = np.unique(roi_label[roi_label > 0], return_counts=True)
+    cell_ids = cell_ids.astype(np.int64)
     if len(cell_ids) == 0:
         return _empty((height, width), **common)
     n_cells = len(cell_ids)
@@ -521,11 +918,15 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
     roi_mask = roi_label > 0
 
     # pixels each cell needs: its ROI pixels and its disc's candidates
-    yy, xx = np.mgrid[0:height, 0:width]
-    roi_flat = [np.flatnonzero(roi_label == cid) for cid in cell_ids]
-    cand_flat = [np.flatnonzero((np.hypot(yy - cy, xx - cx) <= radius) & ~roi_mask) for cy, cx in centroids]
+    order = np.argsort(roi_label.ravel(), kind="stable")  # flat indices grouped by id, increasing
+    roi_flat = np.split(order[len(order) - counts.sum():], np.cumsum(counts)[:-1])
+    cand_flat = [_disc_pixels(cy, cx, radius, roi_mask) for cy, cx in centroids]
     bg_flat = (background_pixels(roi_mask, centroids, radius=radius, n_background=n_background, border=border,
                                  seed=seed) if threshold is None else np.zeros(0, np.int64))
+    macs = (2 * max_lag + 1) * n_smooth * sum(len(r) * len(c) for r, c in zip(roi_flat, cand_flat))
+    pays = macs >= (_SCREEN_MIN_MACS if dev == "cpu" else _SCREEN_MIN_MACS_GPU)
+    band = _screen_band(n_smooth, max_lag, smooth_frames) if pays and not exact_cc else None
+    common["exact_cc"] = band is None
     needed = np.unique(np.concatenate([*roi_flat, *cand_flat, bg_flat]))
     row_of = np.full(height * width, -1, np.int64)
     row_of[needed] = np.arange(len(needed))
@@ -535,57 +936,110 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
     traces = normalise_traces(_gather(movie, needed, n_frames, chunk_frames), smooth_frames=smooth_frames)
     z = torch.from_numpy(traces).to(dev)
     del traces
+
+    def rows(flat: np.ndarray) -> Any:
+        return torch.from_numpy(row_of[flat]).to(dev)
+
     timings["read_normalise"] = time.perf_counter() - clock
 
-    saved_precision = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")  # TF32 on a GPU would blur the threshold decisions
-    try:
+    # one torch thread for the many small steps, all of them for the large products (see few_threads)
+    with few_threads() if dev == "cpu" else contextlib.nullcontext():
         clock = time.perf_counter()
-        choice = None
-        if threshold is None:
-            bg_rows = torch.from_numpy(row_of[bg_flat]).to(dev)
-            # few background pixels: float32 costs little here (bfloat16 conversion would cost more)
-            bg_cc = np.stack([lagged_max_correlation(z[torch.from_numpy(row_of[r]).to(dev)], z[bg_rows],
-                                                     max_lag=max_lag, device=dev)[0] for r in roi_flat])
-            choice = choose_threshold(bg_cc, threshold_start=threshold_start, threshold_up=tuple(threshold_up),
-                                      threshold_down=tuple(threshold_down),
-                                      false_rate_band=tuple(false_rate_band))
-            threshold = choice.threshold
-            log.info("CC threshold %.2f (false-correlation rate %.3f over %d background pixels%s)", threshold,
-                     choice.false_rate, choice.n_background, "" if choice.in_band else ", outside the band")
-        timings["threshold"] = time.perf_counter() - clock
+        if band is not None:
+            n_fft, n_low, n_fine = band
+            feats = _spectral_features(z, n_fft, n_low, n_fine)
+            columns = _screen_columns(feats["spec"][:, :n_low], feats["high"], feats["bend"])  # (n_needed, D)
+            extra = columns[:, -2:]
+            margin = _screen_margin(prec, n_fft, n_low)
+            half_max = 0.0
 
-        clock = time.perf_counter()
-        cc = np.full((n_cells, height * width), np.nan, np.float32)
-        exact = np.zeros((n_cells, height * width), bool)
-        for i in range(n_cells):  # a loop over cells; each is a few large matrix products
-            roi_t = z[torch.from_numpy(row_of[roi_flat[i]]).to(dev)]
-            values, ok = lagged_max_correlation(roi_t, z[torch.from_numpy(row_of[cand_flat[i]]).to(dev)],
-                                                max_lag=max_lag, device=dev, precision=prec,
-                                                refine_near=threshold)
-            cc[i, cand_flat[i]] = values
-            exact[i, cand_flat[i]] = ok
-            cc[i, roi_flat[i]] = 1.0  # a pixel's own trace at lag 0
-            exact[i, roi_flat[i]] = True
-        timings["domains"] = time.perf_counter() - clock
+            cached: dict[int, Any] = {}
 
-        # a pixel accepted by several cells goes to the highest CC value; screened values
-        # that could change the winner are made exact first
-        clock = time.perf_counter()
-        accepted = np.nan_to_num(cc, nan=-np.inf) >= threshold
-        accepted[:, roi_mask.ravel()] = False
-        contested = np.flatnonzero(accepted.sum(axis=0) >= 2)
-        if len(contested) and prec != "float32":
-            for i in range(n_cells):
+            def screen_rows(i: int) -> Any:
+                if i in cached:
+                    return cached[i]
+                r = rows(roi_flat[i])
+                out = _screen_rows(feats["spec"][r, :n_low], feats["high"][r], feats["bend"][r], max_lag, n_fft)
+                if sum(t.numel() for t in cached.values()) * 4 + out.numel() * 4 <= _ROWS_CACHE_BYTES:
+                    cached[i] = out
+                return out
+
+            def fine_rows(i: int) -> Any:
+                r = rows(roi_flat[i])
+                return _fine_rows(feats["spec"][r], feats["high_fine"][r], max_lag, n_fft)
+        timings["screen_setup"] = time.perf_counter() - clock
+        saved_precision = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")  # TF32 on a GPU would blur the threshold decisions
+        try:
+            clock = time.perf_counter()
+            choice = None
+            if threshold is None:
+                bg_rows = rows(bg_flat)
+                bg_cc = np.empty((n_cells, len(bg_flat)), np.float32)
+                lowest = min(threshold_start, *threshold_up, *threshold_down)
+                for i in range(n_cells):  # a loop over cells; few background pixels: float32 throughout
+                    roi_z = z[rows(roi_flat[i])]
+                    if band is None:
+                        bg_cc[i] = _exact_max(roi_z, z[bg_rows], max_lag).cpu().numpy()
+                        continue
+                    # only values that reach the lowest threshold tried can change the false rates
+                    bound = _blocked_max(screen_rows(i), columns[bg_rows]) + _SCREEN_SLACK
+                    values = torch.minimum(bound, torch.tensor(_f32_below(lowest), device=dev))
+                    reach = torch.nonzero(bound >= float(np.float32(lowest))).flatten()
+                    if len(reach):
+                        values[reach] = _exact_max(roi_z, z[bg_rows[reach]], max_lag)
+                    bg_cc[i] = values.cpu().numpy()
+                choice = choose_threshold(bg_cc, threshold_start=threshold_start, threshold_up=tuple(threshold_up),
+                                          threshold_down=tuple(threshold_down),
+                                          false_rate_band=tuple(false_rate_band))
+                threshold = choice.threshold
+                log.info("CC threshold %.2f (false-correlation rate %.3f over %d background pixels%s)", threshold,
+                         choice.false_rate, choice.n_background, "" if choice.in_band else ", outside the band")
+            timings["threshold"] = time.perf_counter() - clock
+
+            clock = time.perf_counter()
+            cc = np.full((n_cells, height * width), np.nan, np.float32)
+            exact = np.zeros((n_cells, height * width), bool)
+            for i in range(n_cells):  # a loop over cells; each is a few large matrix products
+                roi_z = z[rows(roi_flat[i])]
+                cand = z[rows(cand_flat[i])]
+                if band is None:
+                    values, ok = _dense_max(_lag_stack(roi_z, max_lag), cand, precision=prec, refine_near=threshold)
+                else:
+                    cand_rows = rows(cand_flat[i])
+
+                    def fine_cand(index: Any, cand_rows: Any = cand_rows) -> Any:
+                        r = cand_rows[index]
+                        return _screen_columns(feats["spec"][r], feats["high_fine"][r])
+
+                    values, half, ok = _screened_max(roi_z, cand, screen_rows(i), extra[rows(roi_flat[i])],
+                                                     columns[cand_rows], fine_rows(i), fine_cand, max_lag=max_lag,
+                                                     threshold=threshold, precision=prec, margin=margin)
+                    if len(half):
+                        half_max = max(half_max, float(half.max()))
+                cc[i, cand_flat[i]] = values.cpu().numpy()
+                exact[i, cand_flat[i]] = ok.cpu().numpy()
+                cc[i, roi_flat[i]] = 1.0  # a pixel's own trace at lag 0
+                exact[i, roi_flat[i]] = True
+            timings["domains"] = time.perf_counter() - clock
+
+            # a pixel accepted by several cells goes to the highest CC value; values that could
+            # change the winner (screened or bfloat16) are made exact first
+            clock = time.perf_counter()
+            accepted = np.nan_to_num(cc, nan=-np.inf) >= np.float32(threshold)
+            accepted[:, roi_mask.ravel()] = False
+            contested = np.flatnonzero(accepted.sum(axis=0) >= 2)
+            for i in range(n_cells) if len(contested) else ():  # a loop over cells
                 redo = contested[accepted[i, contested] & ~exact[i, contested]]
                 if len(redo):
-                    roi_t = z[torch.from_numpy(row_of[roi_flat[i]]).to(dev)]
-                    cc[i, redo] = lagged_max_correlation(roi_t, z[torch.from_numpy(row_of[redo]).to(dev)],
-                                                         max_lag=max_lag, device=dev)[0]
-        timings["overlaps"] = time.perf_counter() - clock
-    finally:
-        torch.set_float32_matmul_precision(saved_precision)
+                    cc[i, redo] = _exact_max(z[rows(roi_flat[i])], z[rows(redo)], max_lag).cpu().numpy()
+                    exact[i, redo] = True
+            timings["overlaps"] = time.perf_counter() - clock
+        finally:
+            torch.set_float32_matmul_precision(saved_precision)
 
+    if band is not None:
+        common["cc_tolerance"] = max(half_max, 0.0)
     score = np.where(accepted, np.nan_to_num(cc, nan=-np.inf), -np.inf)
     winner = np.argmax(score, axis=0)  # ties go to the lower id
     labels = np.where(accepted.any(axis=0), cell_ids[winner], 0).reshape(height, width)

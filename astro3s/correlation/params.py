@@ -62,6 +62,15 @@ class CorrelationParams:
         or ``"bfloat16"``. bfloat16 screening never changes the domains
         (pixels within its error bound of the threshold are recomputed in
         float32); the CC maps are then accurate to about 0.01.
+    exact_cc : bool
+        Compute every candidate's CC value by the exhaustive search (2-3x
+        slower on a CPU for a 256 x 256 FOV). By default the search of a FOV
+        large enough for it to pay (over 2e10 multiply-adds of the exhaustive
+        search on a CPU, 5e12 on a GPU) is screened by low-pass spectra
+        (module docstring of :mod:`astro3s.correlation.domains`): the domains
+        and the threshold are the same, but CC values away from the threshold
+        are only bounded (``Domains.cc_tolerance``, about 0.3 on ``d1_like``);
+        ``Domains.exact_cc`` says which search ran.
     """
 
     # traces
@@ -82,6 +91,7 @@ class CorrelationParams:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    exact_cc: bool = False
 
     def __post_init__(self) -> None:
         check_params(**asdict(self))
@@ -135,5 +145,7 @@ def check_params(**kw: Any) -> None:
         bad("border", "must be >= 0 px.")
     if "precision" in kw and kw["precision"] not in ("auto", "float32", "bfloat16"):
         bad("precision", "must be 'auto', 'float32' or 'bfloat16'.")
+    if "exact_cc" in kw and kw["exact_cc"] not in (True, False):
+        bad("exact_cc", "must be true or false.")
     if "device" in kw and not (kw["device"] in ("auto", "cpu") or str(kw["device"]).startswith("cuda")):
         bad("device", "must be 'auto', 'cpu' or 'cuda[:n]'.")

@@ -153,7 +153,8 @@ def write_traces_csv(path: str | Path, traces: Any) -> Path:
 
 def write_cc_maps(path: str | Path, domains: Any) -> Path:
     """``cc_maps.npz``: ``cc (N, H, W) float16`` (NaN outside each cell's disc), ``cell_ids``,
-    ``threshold``, ``centroids``, ``radius``, ``max_lag``."""
+    ``threshold``, ``centroids``, ``radius``, ``max_lag``, ``exact_cc`` and ``cc_tolerance`` (the bound
+    on ``|cc - exact|`` away from the threshold when the maps were screened)."""
     from astro3s.io import atomic_path
 
     with atomic_path(path, suffix=".npz") as tmp:
@@ -161,7 +162,9 @@ def write_cc_maps(path: str | Path, domains: Any) -> Path:
                             cell_ids=np.asarray(domains.cell_ids, np.int64),
                             threshold=np.float32(domains.threshold),
                             centroids=np.asarray(domains.centroids, np.float64),
-                            radius=np.float32(domains.radius), max_lag=np.int64(domains.max_lag))
+                            radius=np.float32(domains.radius), max_lag=np.int64(domains.max_lag),
+                            exact_cc=np.bool_(getattr(domains, "exact_cc", True)),
+                            cc_tolerance=np.float32(domains.cc_tolerance))
     return Path(path)
 
 
