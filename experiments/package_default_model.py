@@ -116,7 +116,7 @@ def model_card(slim: dict, *, checkpoint: Path, eval_table: str | None, train_sc
         "  rest (d3_like, d4_like, randomised recall 0.2-0.4 above). Giant somata (d2_like, 1500-4500 px) are",
         "  split into fragments: none is detected.",
         "- Process pixel F1 on d1_like (0.51) is below the 0.60 the inference issue asks for: the model saw",
-        "  10 epochs on 2 CPU cores; `astro3s-train experiment=default_model trainer=gpu` trains the full 30.",
+        "  10 epochs on 2 CPU cores; `astro3s-train experiment=default_model trainer=gpu trainer.max_epochs=30`\n  trains longer.",
         "- One channel, 2-D + time. Motion correction is rigid.",
         "",
     ]
