@@ -1,8 +1,10 @@
 """Train / validation / test splits of a list of FOV names.
 
 - ``loo`` (leave-one-FOV-out): fold ``k`` holds out FOV ``k`` as validation
-  *and* test set and trains on all the others (ASTRA's protocol; the held-out
-  FOV selects the checkpoint and is scored, as in the paper).
+  *and* test set and trains on all the others (ASTRA's protocol). A checkpoint
+  chosen on ``val/*`` would then be chosen on the test FOV: the ``paper_*``
+  experiments train a fixed number of epochs and test the last weights
+  (``test_ckpt: last``), as ASTRA chose its weights on training crops only.
 - ``kfold``: the FOVs, in their given order, are cut into ``n_folds``
   contiguous, near-equal groups (``numpy.array_split``); fold ``k`` holds out
   group ``k`` as validation and test set. With ``shuffle_seed`` the order is
