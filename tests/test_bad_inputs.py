@@ -23,12 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from hydra import compose, initialize_config_dir
+from _hydra import compose_config
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
-
-from astro3s.cli._config import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,13 +82,8 @@ def _no_hydra_state():
 
 
 def _compose(tmp_path: Path, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="infer", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.extras.print_config = False
+    cfg = compose_config("infer", overrides, output_dir=tmp_path / "run")
+    cfg.extras.print_config = False
     return cfg
 
 

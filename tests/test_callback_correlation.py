@@ -6,12 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from _hydra import compose_config
+from omegaconf import DictConfig
 
-from astro3s.cli._config import CONFIG_DIR
 from astro3s.errors import ConfigError
 
 TINY_TRAIN = ["data=synthetic", "data.preset=tiny", "data.n_fovs=2", "data.batch_size=4",
@@ -27,15 +24,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _compose(overrides: list[str], tmp_path: Path, data_dir: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-        cfg.paths.log_dir = str(tmp_path / "logs")
-        cfg.paths.data_dir = str(data_dir)
-    return cfg
+    return compose_config("train", overrides, output_dir=tmp_path, log_dir=tmp_path / "logs", data_dir=data_dir)
 
 
 @pytest.mark.parametrize("group", ["correlation_analysis", "[default,correlation_analysis]"])

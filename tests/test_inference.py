@@ -219,21 +219,9 @@ def test_unknown_option_is_a_config_error(random_checkpoint: Path) -> None:
 
 
 def _compose_infer(overrides: list[str], tmp_path: Path):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from _hydra import compose_config
 
-    from astro3s.cli._config import CONFIG_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="infer", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.paths.log_dir = str(tmp_path / "logs")
-    return cfg
+    return compose_config("infer", overrides, output_dir=tmp_path / "run", log_dir=tmp_path / "logs")
 
 
 def test_astro3s_infer_on_tiny_end_to_end_with_the_default_model(simulated, tmp_path: Path) -> None:

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
+from _hydra import compose_config
 from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from astro3s.cli._config import CONFIG_DIR
 
@@ -30,15 +28,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _compose(overrides: list[str], tmp_path: Path, data_dir: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-        cfg.paths.log_dir = str(tmp_path / "logs")
-        cfg.paths.data_dir = str(data_dir)
-    return cfg
+    return compose_config("train", overrides, output_dir=tmp_path, log_dir=tmp_path / "logs", data_dir=data_dir)
 
 
 @pytest.mark.parametrize("model", sorted(TINY_NETS))
