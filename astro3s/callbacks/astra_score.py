@@ -64,6 +64,7 @@ class AstraScore(pl.Callback):
         self.combine = dict(combine or {})
         self.normalize = str(normalize)
         self.last_scores: dict[str, Any] = {}
+        self._metrics: dict[str, dict[str, float]] = {}  # the values logged last, per stage
 
     def _fovs(self, trainer: pl.Trainer, stage: str) -> list[tuple[str, Any, Any, Any]]:
         datamodule = getattr(trainer, "datamodule", None)
@@ -110,31 +111,29 @@ class AstraScore(pl.Callback):
                    ("detection_precision", "detection_recall", "detection_f1", "soma_f1", "process_f1")}
         parts = ["detection_f1", "soma_f1"] + ([] if result["soma_only"] else ["process_f1"])
         metrics[f"{stage}/astra_f1"] = sum(metrics[f"{stage}/{k}"] for k in parts) / len(parts)
-        for key, v in metrics.items():
-            pl_module.log(key, v, prog_bar=key.endswith("astra_f1"), sync_dist=False)
+        self._metrics[stage] = metrics
+        self._log(pl_module, metrics)
         self.last_scores[stage] = pooled
         self.last_scores[f"{stage}_per_fov"] = result["per_fov"]
         log.info("%s ASTRA scores on %d FOV(s): detection F1 %.3f, soma F1 %.3f, process F1 %.3f",
                  stage, len(fovs), metrics[f"{stage}/detection_f1"], metrics[f"{stage}/soma_f1"],
                  metrics[f"{stage}/process_f1"])
 
+    @staticmethod
+    def _log(pl_module: pl.LightningModule, metrics: dict[str, float]) -> None:
+        for key, v in metrics.items():
+            pl_module.log(key, v, prog_bar=key.endswith("astra_f1"), sync_dist=False)
+
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         epoch = int(trainer.current_epoch)
         last = trainer.max_epochs is not None and epoch + 1 >= int(trainer.max_epochs)
-        if (epoch + 1) % self.every_n_epochs == 0 or last or not self.last_scores.get("val"):
+        if (epoch + 1) % self.every_n_epochs == 0 or last or "val" not in self._metrics:
             self._run(trainer, pl_module, "val")
-        elif self.last_scores.get("val"):
+        else:
             # re-log the latest scores so that monitors find the key every epoch
-            pooled = self.last_scores["val"]
-            for key in ("detection_f1", "soma_f1", "process_f1"):
-                v = pooled.get(key)
-                pl_module.log(f"val/{key}", 0.0 if v is None else float(v))
-            keys = ("detection_f1", "soma_f1") if pooled.get("process_f1") is None else (
-                "detection_f1", "soma_f1", "process_f1")
-            f1s = [pooled.get(k) or 0.0 for k in keys]
-            pl_module.log("val/astra_f1", float(sum(f1s) / len(f1s)), prog_bar=True)
+            self._log(pl_module, self._metrics["val"])
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._run(trainer, pl_module, "test")

@@ -224,27 +224,30 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     scale_info : dict
         See :func:`astro3s.inference.segment.adapt_soma_scale`.
     """
-    from astro3s.inference.segment import adapt_soma_scale, segment_preprocessed
+    from astro3s.inference.segment import (
+        adapt_soma_scale,
+        fixed_scale_info,
+        segment_preprocessed,
+    )
     from astro3s.postprocess import CombineParams
 
     timings = {} if timings is None else timings
-    configured = list(pre.params.soma_area_range)
-    scale_info: dict[str, Any] = {"configured": configured, "estimated": None, "used": configured,
-                                  "rescaled": False}
+    scale_info, fov_probs = fixed_scale_info(pre.params), None
     if options.soma_scale == "auto":
         t = time.perf_counter()
-        pre, scale_info = adapt_soma_scale(pre, model, normalize=options.normalize, device=options.device,
-                                           max_fov_pixels=options.max_fov_pixels, tile_size=options.tile_size,
-                                           tile_overlap=options.tile_overlap)
+        pre, scale_info, fov_probs = adapt_soma_scale(
+            pre, model, normalize=options.normalize, device=options.device, max_fov_pixels=options.max_fov_pixels,
+            tile_size=options.tile_size, tile_overlap=options.tile_overlap)
         timings["soma_scale_s"] = time.perf_counter() - t
         if scale_info["rescaled"]:
             log.info("%s: soma scale fitted to the movie: areas %s px (configured %s)", name,
                      scale_info["used"], scale_info["configured"])
     combine_params = CombineParams.from_preprocess(pre.params, **options.combine)
+    # the whole-FOV pass of the scale fit is reused when the candidates did not change
     seg = segment_preprocessed(pre, model, combine=combine_params, normalize=options.normalize,
                                batch_size=options.batch_size, device=options.device,
                                max_fov_pixels=options.max_fov_pixels, tile_size=options.tile_size,
-                               tile_overlap=options.tile_overlap, timings=timings)
+                               tile_overlap=options.tile_overlap, fov_probs=fov_probs, timings=timings)
     return pre, seg, scale_info
 
 
@@ -282,9 +285,22 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
         that cannot be written; nothing is left in ``out_dir`` then.
     """
     from astro3s.correlation import correlation_analysis, plot_domains, plot_traces
-    from astro3s.inference.outputs import (SUMMARY_NAME, commit_folder, is_complete, staging_folder,
-                                           write_cc_maps, write_traces_csv)
-    from astro3s.io import read_movie, read_roiset, write_json, write_labels, write_roiset
+    from astro3s.inference.outputs import (
+        SUMMARY_NAME,
+        commit_folder,
+        is_complete,
+        staging_folder,
+        write_cc_maps,
+        write_traces_csv,
+    )
+    from astro3s.inference.segment import fixed_scale_info
+    from astro3s.io import (
+        read_movie,
+        read_roiset,
+        write_json,
+        write_labels,
+        write_roiset,
+    )
     from astro3s.preprocess import preprocess
 
     start = time.perf_counter()
@@ -304,8 +320,7 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
         timings["preprocess_s"] = time.perf_counter() - t
         height, width = pre.fov_map.shape
         combine_params = None
-        scale_info: dict[str, Any] = {"configured": list(pre.params.soma_area_range), "estimated": None,
-                                      "used": list(pre.params.soma_area_range), "rescaled": False}
+        scale_info = fixed_scale_info(pre.params)
         if rois is not None:
             soma, processes = read_roiset(rois, (height, width))
             soma = soma.astype(np.uint16)

@@ -7,13 +7,13 @@ from typing import Any
 
 from astro3s.inference.network import predict_crops, predict_fov
 
-__all__ = ["adapt_soma_scale", "estimate_soma_area_range", "segment_preprocessed"]
+__all__ = ["adapt_soma_scale", "estimate_soma_area_range", "fixed_scale_info", "segment_preprocessed"]
 
 
 def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize: str = "mean",
                          batch_size: int = 32, device: str | None = None, amp: bool = True,
                          max_fov_pixels: int = 512 * 512, tile_size: int = 384, tile_overlap: int = 64,
-                         timings: dict[str, float] | None = None) -> Any:
+                         fov_probs: Any = None, timings: dict[str, float] | None = None) -> Any:
     """Segment one pre-processed FOV into cells.
 
     Parameters
@@ -35,6 +35,9 @@ def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize
         bfloat16 autocast on CUDA.
     max_fov_pixels, tile_size, tile_overlap : int
         Tiling of the whole-FOV pass (:func:`predict_fov`).
+    fov_probs : ndarray of float, shape (3, H, W), optional
+        The whole-FOV pass of this ``pre`` when it was already run (e.g. by
+        :func:`adapt_soma_scale`); None runs it.
     timings : dict, optional
         Receives ``network_s`` and ``combine_s``.
 
@@ -54,8 +57,9 @@ def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize
         params = CombineParams.from_preprocess(pre.params, **dict(combine))
     t0 = time.perf_counter()
     crop_probs = predict_crops(model, pre, normalize=normalize, batch_size=batch_size, device=device, amp=amp)
-    fov_probs = predict_fov(model, pre, normalize=normalize, max_fov_pixels=max_fov_pixels, tile_size=tile_size,
-                            tile_overlap=tile_overlap, device=device, amp=amp)
+    if fov_probs is None:
+        fov_probs = predict_fov(model, pre, normalize=normalize, max_fov_pixels=max_fov_pixels,
+                                tile_size=tile_size, tile_overlap=tile_overlap, device=device, amp=amp)
     t1 = time.perf_counter()
     seg = combine_cells(crop_probs, pre.crop_boxes, fov_probs, params=params)
     if timings is not None:
@@ -105,9 +109,15 @@ def estimate_soma_area_range(fov_probs: Any, *, min_area: int = 10, spread: floa
     return (round(median / spread, 1), round(median * spread, 1))
 
 
+def fixed_scale_info(params: Any) -> dict[str, Any]:
+    """The :func:`adapt_soma_scale` record of a run that keeps ``params.soma_area_range``."""
+    configured = [float(a) for a in params.soma_area_range]
+    return {"configured": configured, "estimated": None, "used": list(configured), "rescaled": False}
+
+
 def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: str | None = None,
                      tolerance: float = 1.5, max_fov_pixels: int = 512 * 512, tile_size: int = 384,
-                     tile_overlap: int = 64) -> tuple[Any, dict[str, Any]]:
+                     tile_overlap: int = 64) -> tuple[Any, dict[str, Any], Any]:
     """Fit the soma scale of the pre-processing to the movie, from a first network pass.
 
     Cell sizes vary tenfold between microscopes, zooms and preparations, and
@@ -123,26 +133,30 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     pre : Preprocessed
         ``pre`` itself, or the re-selected result.
     info : dict
-        ``estimated`` range (or None), ``used`` range and ``rescaled`` flag.
+        ``configured`` and ``used`` ranges, ``estimated`` range (or None) and
+        ``rescaled`` flag.
+    fov_probs : ndarray of float, shape (3, H, W), or None
+        The whole-FOV pass of the returned ``pre`` (pass it on to
+        :func:`segment_preprocessed`), None when it was not run or the
+        candidates changed.
     """
     import dataclasses
 
     from astro3s.preprocess import reselect_candidates
 
-    current = tuple(float(a) for a in pre.params.soma_area_range)
-    info: dict[str, Any] = {"configured": list(current), "estimated": None, "used": list(current),
-                            "rescaled": False}
+    info = fixed_scale_info(pre.params)
+    lo, hi = info["configured"]
     if pre.corrected is None or len(pre.crop_boxes) == 0 and pre.fov_mask.sum() == 0:
-        return pre, info
+        return pre, info, None
     fov_probs = predict_fov(model, pre, normalize=normalize, max_fov_pixels=max_fov_pixels, tile_size=tile_size,
                             tile_overlap=tile_overlap, device=device)
     estimate = estimate_soma_area_range(fov_probs)
     if estimate is None:
-        return pre, info
+        return pre, info, fov_probs
     info["estimated"] = list(estimate)
     median = (estimate[0] * estimate[1]) ** 0.5
-    if current[0] / tolerance <= median <= current[1] * tolerance:
-        return pre, info
+    if lo / tolerance <= median <= hi * tolerance:
+        return pre, info, fov_probs
     params = dataclasses.replace(pre.params, soma_area_range=estimate)
     info.update(used=list(estimate), rescaled=True)
-    return reselect_candidates(pre, params), info
+    return reselect_candidates(pre, params), info, None
