@@ -178,7 +178,7 @@ def test_no_cells_succeeds_with_complete_outputs(movies: dict[str, Path], checkp
     assert soma.shape == (104, 88) and not soma.any() and not read_labels(folder / "domains.tif").any()
     assert not any(a.any() for a in read_roiset(folder / "RoiSet.zip", soma.shape))
     assert (folder / "traces.csv").read_text().splitlines()[0] == "frame,time_s"
-    assert np.load(folder / "cc_maps.npz")["cc"].shape == (0, 104, 88)
+    assert np.load(folder / "cc_maps.npz")["cc"].shape[0] == 0
     rows = read_index(tmp_path / "out" / "index.csv")
     assert [(r["status"], r["n_cells"]) for r in rows] == [("done", "0")]
     _assert_no_partial(tmp_path / "out")

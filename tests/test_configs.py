@@ -117,7 +117,7 @@ def test_loggers_and_callbacks_run_fast_dev_run(tmp_path: Path, monkeypatch) -> 
     assert cfg.logger.wandb.mode == "disabled"
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    assert len(loggers) == 3 and len(callbacks) == 6
+    assert len(loggers) == 3 and len(callbacks) == 7
     assert any(type(c).__name__ == "AstraScore" for c in callbacks)  # no data module here: it does nothing
     trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, enable_progress_bar=True)
     trainer.fit(_TinyModule.build())

@@ -460,3 +460,90 @@ def test_figures(tmp_path):
     b = plot_traces(traces, path=tmp_path / "traces.png", fs=5.0)
     assert a.stat().st_size > 0 and b.stat().st_size > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dom.png", "traces.png"]
+
+
+# ----------------------------------------------------------------------------- bounded memory
+
+
+def _assert_same_domains(a, b) -> None:
+    assert a.threshold == b.threshold
+    if a.threshold_choice is not None:
+        assert a.threshold_choice.tried == b.threshold_choice.tried
+    np.testing.assert_array_equal(a.domains, b.domains)
+    np.testing.assert_array_equal(np.isnan(a.cc), np.isnan(b.cc))
+    fin = np.isfinite(a.cc)
+    assert np.all(np.abs(a.cc[fin] - b.cc[fin]) <= a.cc_tolerance + b.cc_tolerance + 2e-5)
+
+
+@pytest.mark.parametrize("exact_cc", [True, False])
+def test_grouped_search_through_a_file_equals_in_memory(exact_cc, screen_small, tmp_path, caplog):
+    # a memory budget far below the traces: the cells are analysed in groups read back from a
+    # temporary file; threshold, domains and contested pixels come out the same
+    movie, soma, processes, _ = synthetic_fov(seed=2, n_frames=300)
+    kw = dict(radius=14.0, n_background=150, border=2, exact_cc=exact_cc, device="cpu")
+    whole = find_domains(movie, soma, processes, **kw)
+    with caplog.at_level(logging.INFO, logger="astro3s.correlation"):
+        grouped = find_domains(Movie.from_array(movie), soma, processes, memory_mb=1.2, chunk_frames=7,
+                               scratch_dir=str(tmp_path), **kw)
+    assert "in 3 groups" in caplog.text or "in 2 groups" in caplog.text
+    _assert_same_domains(grouped, whole)
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone
+
+
+def test_grouped_search_equals_in_memory_on_simulated_movie(simulated, screen_small, caplog):
+    movie, gt = _simulated_inputs(simulated("tiny", 1, overview=False))
+    whole = find_domains(movie, gt["soma"], gt["processes"])
+    with caplog.at_level(logging.INFO, logger="astro3s.correlation"):
+        grouped = find_domains(movie, gt["soma"], gt["processes"], memory_mb=0.5, chunk_frames=16)
+    assert " groups: " in caplog.text
+    _assert_same_domains(grouped, whole)
+
+
+def test_correlation_analysis_shares_the_pass_and_equals_separate_calls(simulated):
+    movie, gt = _simulated_inputs(simulated("tiny", 1, overview=False))
+    params = CorrelationParams(memory_mb=0.5)
+    traces, domains = correlation_analysis(movie, gt["soma"], gt["processes"], params)
+    alone = extract_traces(movie, gt["soma"], gt["processes"])
+    assert traces.names == alone.names
+    np.testing.assert_allclose(traces.f, alone.f, rtol=1e-6)
+    np.testing.assert_allclose(traces.dff, alone.dff, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(domains.domains, find_domains(movie, gt["soma"], gt["processes"]).domains)
+
+
+def test_trace_store_round_trip_and_groups(tmp_path):
+    from astro3s.correlation._store import TraceStore, cell_groups, one_pass
+
+    rng = np.random.default_rng(0)
+    movie = rng.normal(size=(37, 20, 30)).astype(np.float32)
+    flat = np.sort(rng.choice(600, 250, replace=False))
+    stores = [TraceStore(flat, 37), TraceStore(flat, 37, spill=True, scratch_dir=tmp_path)]
+    one_pass(Movie.from_array(movie), stores, chunk_frames=5)
+    expect = movie.reshape(37, -1)[:, flat].T
+    index = np.array([3, 4, 90, 91, 200])
+    for store in stores:
+        np.testing.assert_array_equal(store.rows(index), expect[index])
+    np.testing.assert_array_equal(stores[0].take(), expect)
+    stores[1].close()
+    # groups: bands of cells by row, each within the budget unless one cell alone exceeds it
+    cells = [np.arange(10) + 30 * k for k in range(6)]
+    groups = cell_groups(cells, [np.zeros(0, np.int64)] * 6, np.array([[k, 0.0] for k in range(6)]), 600,
+                         max_rows=25)
+    assert [g.tolist() for g in groups] == [[0, 1], [2, 3], [4, 5]]
+    assert len(cell_groups(cells, cells, np.zeros((6, 2)), 600, max_rows=5)) == 6
+
+
+def test_trace_store_refuses_a_full_scratch_disk(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from astro3s.correlation._store import TraceStore
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, 1 << 30, 1 << 20))
+    with pytest.raises(ConfigError, match="scratch_dir"):
+        TraceStore(np.arange(100_000), 5000, spill=True, scratch_dir=tmp_path)
+
+
+def test_memory_option_is_checked():
+    with pytest.raises(ConfigError, match="memory_mb"):
+        CorrelationParams(memory_mb=0)

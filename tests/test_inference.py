@@ -63,7 +63,11 @@ def test_outputs_exist_load_and_share_ids(tiny_movie: Path, random_checkpoint: P
     header = (result.output / "traces.csv").read_text().splitlines()[0].split(",")
     assert header[0] == "frame" and any(h.startswith("Soma_") for h in header)
     cc = np.load(result.output / "cc_maps.npz")
-    assert cc["cc"].shape == (len(ids), *soma.shape) and cc["cc"].dtype == np.float16
+    assert cc["cc"].shape[0] == len(ids) and cc["cc"].dtype == np.float16 and cc["origin"].shape == (len(ids), 2)
+    # each box, placed at its origin, holds 1 on its cell's own soma pixels
+    for box, (y0, x0), cell in zip(cc["cc"], cc["origin"], cc["cell_ids"]):
+        ys, xs = np.nonzero(soma == cell)
+        assert np.all(box[ys - y0, xs - x0] == 1)
     assert not list(tmp_path.glob(".partial-*"))
 
 
@@ -256,3 +260,108 @@ def test_default_model_finds_the_cells_of_an_unseen_d1_like_movie(simulated, tmp
     scores = astra_scores(soma, processes, read_labels(folder / "ground_truth" / "soma.tif"),
                           read_labels(folder / "ground_truth" / "processes.tif"))
     assert scores.detection_f1 >= 0.8 and scores.soma_f1 >= 0.8, scores
+
+
+def test_streaming_settings_give_the_in_memory_results(tiny_movie: Path, random_checkpoint: Path,
+                                                      tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # tiny time chunks in pre-processing (no cached corrected movie) and a CC memory budget far below
+    # the traces (groups of cells read back from a temporary file): the same outputs as in memory
+    import dataclasses
+
+    from astro3s.inference import infer_movie
+    from astro3s.io import read_labels
+
+    model, options = _options(random_checkpoint, figures=False)
+    gt_rois = tiny_movie.parent / "ground_truth" / "RoiSet.zip"
+    whole = infer_movie(tiny_movie, tmp_path / "whole", model, options, rois=gt_rois)
+    streamed_options = dataclasses.replace(
+        options, preprocess=options.preprocess.replace(chunk_frames=7),
+        correlation=dataclasses.replace(options.correlation, memory_mb=0.3, chunk_frames=5,
+                                        scratch_dir=str(tmp_path / "scratch")))
+    (tmp_path / "scratch").mkdir()
+    with caplog.at_level("INFO", logger="astro3s.correlation"):
+        streamed = infer_movie(tiny_movie, tmp_path / "streamed", model, streamed_options, rois=gt_rois)
+    assert " groups: " in caplog.text and "spilled to a temporary file" in caplog.text
+    for name in ("soma.tif", "processes.tif", "domains.tif"):
+        np.testing.assert_array_equal(read_labels(streamed.output / name), read_labels(whole.output / name))
+    a, b = (np.loadtxt(r.output / "traces.csv", delimiter=",", skiprows=1) for r in (whole, streamed))
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    summaries = [json.loads((r.output / "summary.json").read_text()) for r in (whole, streamed)]
+    assert summaries[0]["correlation"]["threshold"] == summaries[1]["correlation"]["threshold"]
+    assert [c["domain_area_px"] for c in summaries[0]["cells"]] == [c["domain_area_px"] for c in summaries[1]["cells"]]
+    assert not any((tmp_path / "scratch").iterdir())
+
+
+def test_soma_scale_is_compared_with_the_centre_of_the_range(tiny_movie: Path, random_checkpoint: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # a movie whose somata have a median of 100 px against a configured range of (89, 345) px: inside
+    # the range, but half its somata would fall under the area filters, so the scale is refitted and
+    # the network sees the cells enlarged by sqrt(centre / median)
+    from astro3s.inference import segment
+    from astro3s.io import read_movie
+    from astro3s.preprocess import preprocess
+
+    model, options = _options(random_checkpoint)
+    pre = preprocess(read_movie(tiny_movie), options.preprocess.replace(soma_area_range=(89.0, 345.0)),
+                     progress=False)
+
+    def fake_fov(side: int):
+        def predict(*args, **kwargs):
+            probs = np.zeros((3, *pre.fov_map.shape), np.float32)
+            probs[2] = 1
+            for y, x in [(5, 5), (40, 40), (60, 10)]:
+                probs[:, y:y + side, x:x + side] = np.array([0, 1, 0])[:, None, None]
+            return probs
+        return predict
+
+    monkeypatch.setattr(segment, "predict_fov", fake_fov(10))  # 100-px somata
+    refit, info, fov_probs = segment.adapt_soma_scale(pre, model)
+    centre = (89.0 * 345.0) ** 0.5
+    assert info["rescaled"] and info["used"] == [50.0, 200.0] and fov_probs is None
+    assert info["zoom"] == pytest.approx((centre / 100.0) ** 0.5)
+    assert tuple(refit.params.soma_area_range) == (50.0, 200.0)
+    monkeypatch.setattr(segment, "predict_fov", fake_fov(13))  # 169-px somata: near the centre, kept
+    same, info, fov_probs = segment.adapt_soma_scale(pre, model)
+    assert same is pre and not info["rescaled"] and info["zoom"] == 1.0 and fov_probs is not None
+
+
+def test_zoomed_network_passes_map_back_to_the_fov(tiny_movie: Path, random_checkpoint: Path) -> None:
+    from astro3s.inference import predict_crops, predict_crops_zoomed, predict_fov
+    from astro3s.io import read_movie
+    from astro3s.preprocess import preprocess
+
+    model, options = _options(random_checkpoint)
+    pre = preprocess(read_movie(tiny_movie), options.preprocess, progress=False)
+    assert len(pre.crop_boxes) > 0
+    probs, boxes = predict_crops_zoomed(model, pre, 1.0)
+    np.testing.assert_array_equal(probs, predict_crops(model, pre))
+    np.testing.assert_array_equal(boxes, pre.crop_boxes)
+    probs, boxes = predict_crops_zoomed(model, pre, 2.0)
+    side = int((pre.crop_boxes[:, 2] - pre.crop_boxes[:, 0]).min())
+    m = round(side / 2)
+    assert probs.shape == (len(pre.crop_boxes), 3, *pre.crops.shape[-2:])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(boxes[:, 2:] - boxes[:, :2], m)
+    # the inner boxes are centred in the candidates' boxes
+    np.testing.assert_array_equal(boxes[:, :2] - pre.crop_boxes[:, :2], (side - m) // 2)
+    fov = predict_fov(model, pre, zoom=1.7)
+    assert fov.shape == (3, *pre.fov_map.shape)
+    np.testing.assert_allclose(fov.sum(0), 1.0, atol=1e-4)
+
+
+def test_write_index_removes_temporary_copies_left_by_a_killed_run(tmp_path: Path) -> None:
+    import time
+
+    from astro3s.inference.batch import read_index, write_index
+    from astro3s.inference.pipeline import MovieResult
+
+    stale = tmp_path / ".index.abc123.part.csv"
+    stale.write_text("frame")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    fresh = tmp_path / ".index.def456.part.csv"  # another job writing right now
+    fresh.write_text("frame")
+    write_index(tmp_path / "index.csv", [MovieResult(tmp_path / "m.tif", tmp_path / "m", "done", n_cells=2,
+                                                     seconds=1.0)])
+    assert not stale.exists() and fresh.exists()
+    assert [r["status"] for r in read_index(tmp_path / "index.csv")] == ["done"]

@@ -11,7 +11,9 @@ from astro3s.preprocess import (PreprocessParams, activity_map, candidate_boxes,
                                 extract_crops, find_candidates, frame_percentiles, load_params,
                                 load_preprocessed, paste_crops, preprocess, save_params, save_preprocessed,
                                 temporal_median, tile_coverage, tile_starts, tile_thresholds)
-from astro3s.preprocess._backend import quantile_flat, quantile_lastaxis
+from astro3s.preprocess import _backend
+from astro3s.preprocess._backend import irfft2, irfft2_rows, quantile_flat, quantile_lastaxis, rfft2
+from astro3s.preprocess.enhance import subtract_baseline
 from astro3s.preprocess.local_filter import local_activity_filters
 from astro3s.preprocess.motion import correct_frames
 
@@ -205,6 +207,65 @@ def test_chunked_equals_in_memory(small, small_params):
     assert (chunked.crop_masks != whole.crop_masks).mean() < 1e-3
     # lazy corrected frames equal the cached ones
     np.testing.assert_allclose(chunked.corrected[10:20], whole.corrected[10:20], atol=1e-3)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_blocks_and_threads_do_not_change_results(small, small_params, monkeypatch, cache):
+    # frame blocks run side by side on the cores: the result must not depend on the number of
+    # threads nor on the block size (every value is per frame, per pixel or an integer count)
+    movie = small[0][:60]
+    params = small_params.replace(chunk_frames=25)
+    frame_bytes = 4 * movie.shape[1] * movie.shape[2]
+    runs = []
+    for cores, block_frames in ((1, 25), (3, 3), (2, 7)):
+        monkeypatch.setattr(_backend, "_cores", lambda cores=cores: cores)
+        monkeypatch.setattr(_backend, "CACHE_BLOCK_BYTES", block_frames * frame_bytes)
+        monkeypatch.setattr(_backend, "MIN_BLOCK_FRAMES", 1)
+        runs.append(preprocess(movie, params, progress=False, cache=cache))
+    for name in ("shifts", "reference", "mean_image", "enhanced", "activity_map", "candidates", "crop_boxes",
+                 "crop_masks", "crops", "fov_map", "fov_mask"):
+        for other in runs[1:]:
+            assert np.array_equal(getattr(other, name), getattr(runs[0], name)), name
+    assert runs[0].n_candidates > 0
+
+
+def test_backend_blocks():
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(5, 24, 30)).astype(np.float32)
+    spectra = rfft2(frames)
+    rows = np.array([0, 1, 2, 20, 22, 23])
+    want = irfft2(spectra.copy(), (24, 30), overwrite_x=True)[:, rows]
+    assert np.array_equal(irfft2_rows(spectra, (24, 30), rows), want)
+    assert _backend.block_ranges(7, 3) == [(0, 3), (3, 6), (6, 7)]
+    seen = _backend.map_blocks(lambda item: (item, _backend._workers()), list(range(5)))
+    assert [item for item, _ in seen] == list(range(5))
+    if _backend._cores() > 1:  # calls inside the blocks are single-threaded
+        assert {workers for _, workers in seen} == {1}
+    # the blocked temporal median is the selection over each pixel's values
+    movie = rng.normal(size=(41, 19, 23)).astype(np.float32)
+    want = quantile_lastaxis(np.ascontiguousarray(movie.reshape(41, -1).T), 50.0).reshape(19, 23)
+    for block_pixels in (None, 7, 1000):
+        assert np.array_equal(temporal_median(movie, block_pixels=block_pixels), want)
+    # with baselines: the median of the baseline-subtracted frames, without their full copy
+    baselines = rng.normal(size=41).astype(np.float32)
+    assert np.array_equal(temporal_median(movie, baselines=baselines, block_pixels=50),
+                          temporal_median(subtract_baseline(movie, baselines)))
+
+
+def test_select_pair_is_exact():
+    # the bracketed selection must give np.partition's values, also when the bracket misses
+    rng = np.random.default_rng(0)
+    n = 40_000
+    spiky = np.zeros(n, np.float32)
+    spiky[::n // 4096] = 5.0  # the even subsample sees only the spikes
+    cases = [rng.normal(size=n).astype(np.float32), np.sort(rng.normal(size=n)).astype(np.float32),
+             rng.integers(0, 4, n).astype(np.float32), np.full(n, 2.0, np.float32), spiky,
+             rng.normal(size=37).astype(np.float32)]
+    for values in cases:
+        for k in (0, 1, len(values) // 2, int(0.9 * len(values)), len(values) - 2, len(values) - 1):
+            part = np.partition(values, k)
+            want = (float(part[k]), float(part[k + 1:].min()) if k + 1 < len(values) else None)
+            assert _backend.select_pair(values, k) == want
 
 
 def test_correct_frames_undoes_shift():

@@ -67,6 +67,20 @@ def test_one_epoch_saves_and_tests_the_best_checkpoint(tmp_path: Path, data_dir:
     assert "preprocess" in hparams and "data_summary" in hparams
 
 
+def test_last_checkpoint_holds_the_last_epoch(tmp_path: Path, data_dir: Path) -> None:
+    # the best checkpoint stops at epoch 0 (its metric, the epoch, is minimised); last.ckpt must still
+    # be rewritten every epoch (Lightning >= 2.4 refreshes a monitored callback's last.ckpt only with a new best)
+    from astro3s.cli.train import train_task
+
+    cfg = _compose([*TINY_DATA, "model=unet", *TINY_NETS["unet"], "trainer.max_epochs=2", "test=false",
+                    "callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min",
+                    "callbacks.early_stopping=null"], tmp_path, data_dir)
+    train_task(cfg)
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["epoch_000.ckpt", "last.ckpt"]
+    assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 1
+
+
 def test_optimized_metric_and_test_ckpt_are_checked(tmp_path: Path, data_dir: Path, capsys) -> None:
     from astro3s.cli.train import train_task
 

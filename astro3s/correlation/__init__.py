@@ -20,11 +20,12 @@ from astro3s.correlation.domains import (Domains, ThresholdChoice, background_pi
                                          lagged_max_correlation, normalise_traces)
 from astro3s.correlation.figures import plot_domains, plot_traces
 from astro3s.correlation.params import CorrelationParams
-from astro3s.correlation.traces import RoiTraces, baseline_f0, extract_traces, roi_table
+from astro3s.correlation.traces import RoiMeans, RoiTraces, baseline_f0, extract_traces, roi_table
 
 __all__ = [
     "CorrelationParams",
     "Domains",
+    "RoiMeans",
     "RoiTraces",
     "ThresholdChoice",
     "background_pixels",
@@ -62,6 +63,13 @@ def correlation_analysis(movie: Any, soma: Any, processes: Any, params: Correlat
     traces : RoiTraces
     domains : Domains
     """
+    from astro3s.correlation._common import movie_shape
+
     params = params or CorrelationParams()
-    return (extract_traces(movie, soma, processes, **params.traces_kwargs()),
-            find_domains(movie, soma, processes, **params.domains_kwargs()))
+    n_frames, height, width = movie_shape(movie)
+    # the ROI means ride on the domain search's pass over the movie (a motion-corrected movie is
+    # shifted on every read, so a second pass costs as much as the first)
+    means = RoiMeans(soma, processes, n_frames=n_frames, shape=(height, width))
+    domains = find_domains(movie, soma, processes, on_block=means.add, **params.domains_kwargs())
+    return means.finish(fs=getattr(movie, "fs", None), f0_percentile=params.f0_percentile,
+                        f0_window_s=params.f0_window_s), domains

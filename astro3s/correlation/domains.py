@@ -82,6 +82,17 @@ the same domains and threshold:
   search are screened the same way: only those whose bound reaches the
   lowest threshold tried are computed exactly, which leaves the choice
   unchanged.
+
+Memory: the movie is read once, in blocks of at most 64 MiB, and the ROI
+means of the traces ride on the same pass (:func:`correlation_analysis`).
+The traces of the pixels near the cells are kept in memory up to
+``memory_mb``; beyond it they go to a temporary file and the cells are
+analysed in groups (bands of rows of the FOV) whose traces fit, one group in
+memory at a time (:mod:`astro3s.correlation._store`). Every decision of a cell
+uses only its own traces and the background's, so the result does not
+depend on the grouping. The CC maps are kept in a box around each cell's
+disc (:attr:`Domains.cc_boxes`), so memory grows with the number of cells,
+not with cells x FOV.
 """
 
 from __future__ import annotations
@@ -90,6 +101,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -97,11 +109,11 @@ import numpy as np
 from astro3s.correlation._common import (
     check_pair,
     few_threads,
-    iter_blocks,
     movie_shape,
     parallel,
     resolve_device,
 )
+from astro3s.correlation._store import TraceStore, cell_groups, one_pass, release_freed_memory, trace_bytes
 from astro3s.correlation.params import CorrelationParams, check_params
 from astro3s.errors import InputError
 
@@ -183,13 +195,19 @@ class Domains:
         pixels are in its domain.
     cell_ids : ndarray of int64, shape (N,)
         Cell ids, increasing; ``cc[i]`` belongs to ``cell_ids[i]``.
-    cc : ndarray of float32, shape (N, H, W)
-        CC value (max lagged correlation with the cell's ROI pixels) of each
+    cc_boxes : ndarray of float32, shape (N, h, w)
+        Each cell's CC map in a box around its disc and ROI (one size for all
+        cells, so memory grows with the cells, not with cells x FOV): CC
+        value (max lagged correlation with the cell's ROI pixels) of each
         candidate pixel; 1 on the cell's own ROI pixels; NaN where the pixel is
-        not a candidate (outside the disc, or another cell's ROI). Always on
-        the same side of ``threshold`` as the exact value, and within
-        ``cc_tolerance`` of it (screened search: exact only where a decision
-        needed it, see the module docstring).
+        not a candidate (outside the disc, another cell's ROI, or outside the
+        FOV). Always on the same side of ``threshold`` as the exact value, and
+        within ``cc_tolerance`` of it (screened search: exact only where a
+        decision needed it, see the module docstring). :attr:`cc` places them
+        in whole-FOV maps.
+    cc_origins : ndarray of int64, shape (N, 2)
+        ``(y, x)`` in the FOV of each box's first pixel (the box may run past
+        the FOV's last row or column).
     threshold : float
         Threshold used (NaN when there are no cells).
     threshold_choice : ThresholdChoice or None
@@ -215,7 +233,8 @@ class Domains:
 
     domains: np.ndarray
     cell_ids: np.ndarray
-    cc: np.ndarray
+    cc_boxes: np.ndarray
+    cc_origins: np.ndarray
     threshold: float
     threshold_choice: ThresholdChoice | None
     centroids: np.ndarray
@@ -227,6 +246,24 @@ class Domains:
     device: str
     timings_s: dict[str, float] = field(default_factory=dict)
     exact_cc: bool = True
+
+    @property
+    def cc(self) -> np.ndarray:
+        """Whole-FOV CC maps, float32 (N, H, W), NaN outside each cell's candidates and ROI (built on
+        every access from :attr:`cc_boxes`: ``4 N H W`` bytes; use :meth:`cc_map` for one cell)."""
+        out = np.full((len(self.cell_ids), *self.domains.shape), np.nan, np.float32)
+        for i in range(len(out)):  # a loop over cells
+            out[i] = self.cc_map(i)
+        return out
+
+    def cc_map(self, i: int) -> np.ndarray:
+        """CC map of the ``i``-th cell (``cell_ids[i]``) over the FOV, float32 (H, W)."""
+        height, width = self.domains.shape
+        out = np.full((height, width), np.nan, np.float32)
+        (y0, x0), box = self.cc_origins[i], self.cc_boxes[i]
+        h, w = min(box.shape[0], height - y0), min(box.shape[1], width - x0)
+        out[y0:y0 + h, x0:x0 + w] = box[:h, :w]
+        return out
 
     @property
     def false_rate(self) -> float | None:
@@ -252,18 +289,25 @@ def normalise_traces(x: np.ndarray, *, smooth_frames: int = _D.smooth_frames) ->
     z : ndarray of float32, shape (n, T - smooth_frames + 1)
         ``z @ z.T`` holds Pearson correlations. Constant traces become 0.
     """
-    x = np.asarray(x, dtype=np.float32)
+    return _normalise_in_place(np.array(x, dtype=np.float32), smooth_frames)
+
+
+def _normalise_in_place(x: np.ndarray, smooth_frames: int) -> np.ndarray:
+    """:func:`normalise_traces` of a float32 array it may overwrite (saves a copy of the traces)."""
     n_out = x.shape[1] - smooth_frames + 1
     if n_out < 1:
         raise InputError(None, f"traces of {x.shape[1]} frames are shorter than the {smooth_frames}-frame "
                          "moving average.")
     # centre first, with a float64 mean: raw values of several thousand summed in float32 lose digits
-    x = x - x.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+    x -= x.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
     z = x[:, :n_out].copy()
     for s in range(1, smooth_frames):  # a loop over the window's offsets, each a whole-array add
         z += x[:, s:s + n_out]
     z -= z.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
-    norm = np.linalg.norm(z, axis=1, keepdims=True)
+    norm = np.empty((len(z), 1), np.float32)
+    step = max(1, (16 << 20) // max(z.shape[1] * 4, 1))
+    for r0 in range(0, len(z), step):  # a loop over row blocks: norm's squares need a block, not a copy
+        norm[r0:r0 + step] = np.linalg.norm(z[r0:r0 + step], axis=1, keepdims=True)
     np.divide(z, norm, out=z, where=norm > 0)
     z[(norm == 0)[:, 0]] = 0
     return z
@@ -821,23 +865,10 @@ def _disc_pixels(cy: float, cx: float, radius: float, roi_mask: np.ndarray) -> n
     return (yy[inside] * width + xx[inside]).astype(np.int64)
 
 
-def _gather(movie: Any, flat: np.ndarray, n_frames: int, chunk_frames: int) -> np.ndarray:
-    """Traces of the pixels ``flat`` (increasing, unique) as a (n, T) float32 array, read in time chunks."""
-    out = np.empty((n_frames, len(flat)), np.float32)
-    mask = None
-    for t0, block in iter_blocks(movie, chunk_frames):  # time-major: contiguous writes
-        block = block.reshape(len(block), -1)
-        if mask is None:
-            mask = np.zeros(block.shape[1], bool)
-            mask[flat] = True
-        np.compress(mask, block, axis=1, out=out[t0:t0 + len(block)])
-    return np.ascontiguousarray(out.T)
-
-
 def _empty(shape: tuple[int, int], **kw: Any) -> Domains:
     log.info("no cells in the labels: returning empty domains")
     return Domains(domains=np.zeros(shape, np.uint16), cell_ids=np.zeros(0, np.int64),
-                   cc=np.zeros((0, *shape), np.float32), threshold=float("nan"), threshold_choice=None,
+                   cc_boxes=np.zeros((0, 0, 0), np.float32), cc_origins=np.zeros((0, 2), np.int64), threshold=float("nan"), threshold_choice=None,
                    centroids=np.zeros((0, 2)), **kw)
 
 
@@ -849,21 +880,32 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
                  false_rate_band: tuple[float, float] = _D.false_rate_band,
                  n_background: int = _D.n_background, border: int = _D.border, seed: int = _D.seed,
                  device: str = _D.device, precision: str = _D.precision, exact_cc: bool = _D.exact_cc,
-                 chunk_frames: int = _D.chunk_frames) -> Domains:
+                 chunk_frames: int = _D.chunk_frames, memory_mb: float = _D.memory_mb,
+                 scratch_dir: str | None = _D.scratch_dir,
+                 on_block: Callable[[int, np.ndarray], None] | None = None) -> Domains:
     """CC domains of every cell of a FOV (definition in the module docstring).
 
     Parameters
     ----------
     movie : Movie, CorrectedMovie or ndarray, shape (T, H, W)
-        Motion-corrected movie. The traces of the pixels that matter (ROIs,
-        candidates, background) are read into memory once: ``n_pixels x T``
-        float32.
+        Motion-corrected movie, read once, in blocks of at most
+        ``chunk_frames`` frames and 64 MiB. The traces of the pixels that
+        matter (ROIs, candidates, background) are kept, ``n_pixels x T``
+        float32: in memory when they fit ``memory_mb``; otherwise in a
+        temporary file (in ``scratch_dir``), from which the cells are
+        analysed in groups that fit. The result does not depend on
+        ``memory_mb``.
     soma, processes : ndarray of int, shape (H, W)
         Label images with shared cell ids (0 background); no pixel in both.
     radius, max_lag, smooth_frames, threshold, threshold_start, threshold_up,
     threshold_down, false_rate_band, n_background, border, seed, device,
-    precision, exact_cc, chunk_frames
+    precision, exact_cc, chunk_frames, memory_mb, scratch_dir
         See :class:`CorrelationParams`.
+    on_block : callable, optional
+        Called as ``on_block(t0, block)`` with every block of the pass over
+        the movie (float32, shape (t, H*W), frames ``t0 .. t0 + t``), so
+        that other per-frame statistics need no second pass (see
+        :func:`correlation_analysis`). Not called when there are no cells.
 
     Returns
     -------
@@ -890,7 +932,7 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
                  threshold_start=threshold_start, threshold_up=tuple(threshold_up),
                  threshold_down=tuple(threshold_down), false_rate_band=tuple(false_rate_band),
                  n_background=n_background, border=border, precision=precision, device=device,
-                 exact_cc=exact_cc, chunk_frames=chunk_frames)
+                 exact_cc=exact_cc, chunk_frames=chunk_frames, memory_mb=memory_mb)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     n_frames, height, width = movie_shape(movie)
@@ -927,122 +969,218 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
     pays = macs >= (_SCREEN_MIN_MACS if dev == "cpu" else _SCREEN_MIN_MACS_GPU)
     band = _screen_band(n_smooth, max_lag, smooth_frames) if pays and not exact_cc else None
     common["exact_cc"] = band is None
-    needed = np.unique(np.concatenate([*roi_flat, *cand_flat, bg_flat]))
-    row_of = np.full(height * width, -1, np.int64)
-    row_of[needed] = np.arange(len(needed))
+    cell_pixels = np.unique(np.concatenate([*roi_flat, *cand_flat]))
+    budget = int(float(memory_mb) * 2**20)
+    groups = cell_groups(roi_flat, cand_flat, centroids, height * width,
+                         max_rows=max(1, budget // trace_bytes(n_frames)))
+    spill = len(groups) > 1
+    if spill:
+        log.info("CC analysis of %d cells in %d groups: the traces of their %d pixels exceed memory_mb=%g",
+                 n_cells, len(groups), len(cell_pixels), memory_mb)
     timings["setup"] = time.perf_counter() - clock
+    for key in ("read_normalise", "screen_setup", "threshold", "domains", "overlaps"):
+        timings[key] = 0.0
 
     clock = time.perf_counter()
-    traces = normalise_traces(_gather(movie, needed, n_frames, chunk_frames), smooth_frames=smooth_frames)
-    z = torch.from_numpy(traces).to(dev)
-    del traces
+    store = TraceStore(cell_pixels, n_frames, spill=spill, scratch_dir=scratch_dir)
+    bg_store = TraceStore(bg_flat, n_frames)
+    try:
+        one_pass(movie, (store, bg_store), chunk_frames=chunk_frames, on_block=on_block)
+        bg_z = torch.from_numpy(_normalise_in_place(bg_store.take(), smooth_frames)).to(dev)
+        timings["read_normalise"] += time.perf_counter() - clock
+        loaded: list[_GroupTraces] = []  # the group whose traces are in memory (at most one)
 
-    def rows(flat: np.ndarray) -> Any:
-        return torch.from_numpy(row_of[flat]).to(dev)
+        def group(g: int) -> _GroupTraces:
+            if loaded and loaded[0].index == g:
+                return loaded[0]
+            loaded.clear()  # free the previous group first
+            release_freed_memory()
+            clock = time.perf_counter()
+            if spill:
+                flat = np.unique(np.concatenate([a for i in groups[g] for a in (roi_flat[i], cand_flat[i])]))
+                raw = store.rows(np.searchsorted(cell_pixels, flat))
+            else:
+                flat, raw = cell_pixels, store.take()
+            z = torch.from_numpy(_normalise_in_place(raw, smooth_frames)).to(dev)
+            del raw
+            timings["read_normalise"] += time.perf_counter() - clock
+            clock = time.perf_counter()
+            feats = columns = None
+            if band is not None:
+                feats = _spectral_features(z, *band)
+                columns = _screen_columns(feats["spec"][:, :band[1]], feats["high"], feats["bend"])  # (n, D)
+            timings["screen_setup"] += time.perf_counter() - clock
+            loaded.append(_GroupTraces(g, flat, z, feats, columns))
+            return loaded[0]
 
-    timings["read_normalise"] = time.perf_counter() - clock
-
-    # one torch thread for the many small steps, all of them for the large products (see few_threads)
-    with few_threads() if dev == "cpu" else contextlib.nullcontext():
-        clock = time.perf_counter()
-        if band is not None:
-            n_fft, n_low, n_fine = band
-            feats = _spectral_features(z, n_fft, n_low, n_fine)
-            columns = _screen_columns(feats["spec"][:, :n_low], feats["high"], feats["bend"])  # (n_needed, D)
-            extra = columns[:, -2:]
-            margin = _screen_margin(prec, n_fft, n_low)
+        # one torch thread for the many small steps, all of them for the large products (see few_threads)
+        with few_threads() if dev == "cpu" else contextlib.nullcontext():
+            clock = time.perf_counter()
+            bg_columns = None
+            if band is not None:
+                n_fft, n_low, _ = band
+                bg_feats = _spectral_features(bg_z, *band)
+                bg_columns = _screen_columns(bg_feats["spec"][:, :n_low], bg_feats["high"], bg_feats["bend"])
+                margin = _screen_margin(prec, n_fft, n_low)
             half_max = 0.0
-
             cached: dict[int, Any] = {}
+            cache_bytes = min(_ROWS_CACHE_BYTES, budget // 4)
 
-            def screen_rows(i: int) -> Any:
+            def screen_rows(i: int, grp: _GroupTraces) -> Any:
                 if i in cached:
                     return cached[i]
-                r = rows(roi_flat[i])
-                out = _screen_rows(feats["spec"][r, :n_low], feats["high"][r], feats["bend"][r], max_lag, n_fft)
-                if sum(t.numel() for t in cached.values()) * 4 + out.numel() * 4 <= _ROWS_CACHE_BYTES:
+                r = grp.rows(roi_flat[i])
+                out = _screen_rows(grp.feats["spec"][r, :n_low], grp.feats["high"][r], grp.feats["bend"][r],
+                                   max_lag, n_fft)
+                if sum(t.numel() for t in cached.values()) * 4 + out.numel() * 4 <= cache_bytes:
                     cached[i] = out
                 return out
 
-            def fine_rows(i: int) -> Any:
-                r = rows(roi_flat[i])
-                return _fine_rows(feats["spec"][r], feats["high_fine"][r], max_lag, n_fft)
-        timings["screen_setup"] = time.perf_counter() - clock
-        saved_precision = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision("highest")  # TF32 on a GPU would blur the threshold decisions
-        try:
-            clock = time.perf_counter()
-            choice = None
-            if threshold is None:
-                bg_rows = rows(bg_flat)
-                bg_cc = np.empty((n_cells, len(bg_flat)), np.float32)
-                lowest = min(threshold_start, *threshold_up, *threshold_down)
-                for i in range(n_cells):  # a loop over cells; few background pixels: float32 throughout
-                    roi_z = z[rows(roi_flat[i])]
-                    if band is None:
-                        bg_cc[i] = _exact_max(roi_z, z[bg_rows], max_lag).cpu().numpy()
-                        continue
-                    # only values that reach the lowest threshold tried can change the false rates
-                    bound = _blocked_max(screen_rows(i), columns[bg_rows]) + _SCREEN_SLACK
-                    values = torch.minimum(bound, torch.tensor(_f32_below(lowest), device=dev))
-                    reach = torch.nonzero(bound >= float(np.float32(lowest))).flatten()
-                    if len(reach):
-                        values[reach] = _exact_max(roi_z, z[bg_rows[reach]], max_lag)
-                    bg_cc[i] = values.cpu().numpy()
-                choice = choose_threshold(bg_cc, threshold_start=threshold_start, threshold_up=tuple(threshold_up),
-                                          threshold_down=tuple(threshold_down),
-                                          false_rate_band=tuple(false_rate_band))
-                threshold = choice.threshold
-                log.info("CC threshold %.2f (false-correlation rate %.3f over %d background pixels%s)", threshold,
-                         choice.false_rate, choice.n_background, "" if choice.in_band else ", outside the band")
-            timings["threshold"] = time.perf_counter() - clock
+            def fine_rows(i: int, grp: _GroupTraces) -> Any:
+                r = grp.rows(roi_flat[i])
+                return _fine_rows(grp.feats["spec"][r], grp.feats["high_fine"][r], max_lag, n_fft)
 
-            clock = time.perf_counter()
-            cc = np.full((n_cells, height * width), np.nan, np.float32)
-            exact = np.zeros((n_cells, height * width), bool)
-            for i in range(n_cells):  # a loop over cells; each is a few large matrix products
-                roi_z = z[rows(roi_flat[i])]
-                cand = z[rows(cand_flat[i])]
-                if band is None:
-                    values, ok = _dense_max(_lag_stack(roi_z, max_lag), cand, precision=prec, refine_near=threshold)
-                else:
-                    cand_rows = rows(cand_flat[i])
+            timings["screen_setup"] += time.perf_counter() - clock
+            saved_precision = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision("highest")  # TF32 on a GPU would blur the threshold decisions
+            try:
+                choice = None
+                if threshold is None:
+                    bg_cc = np.empty((n_cells, len(bg_flat)), np.float32)
+                    lowest = min(threshold_start, *threshold_up, *threshold_down)
 
-                    def fine_cand(index: Any, cand_rows: Any = cand_rows) -> Any:
-                        r = cand_rows[index]
-                        return _screen_columns(feats["spec"][r], feats["high_fine"][r])
+                    def background_cc(grp: _GroupTraces, cells: np.ndarray) -> None:
+                        clock = time.perf_counter()
+                        for i in cells:  # a loop over cells; few background pixels: float32 throughout
+                            roi_z = grp.z[grp.rows(roi_flat[i])]
+                            if band is None:
+                                bg_cc[i] = _exact_max(roi_z, bg_z, max_lag).cpu().numpy()
+                                continue
+                            # only values that reach the lowest threshold tried can change the false rates
+                            bound = _blocked_max(screen_rows(i, grp), bg_columns) + _SCREEN_SLACK
+                            values = torch.minimum(bound, torch.tensor(_f32_below(lowest), device=dev))
+                            reach = torch.nonzero(bound >= float(np.float32(lowest))).flatten()
+                            if len(reach):
+                                values[reach] = _exact_max(roi_z, bg_z[reach], max_lag)
+                            bg_cc[i] = values.cpu().numpy()
+                        timings["threshold"] += time.perf_counter() - clock
 
-                    values, half, ok = _screened_max(roi_z, cand, screen_rows(i), extra[rows(roi_flat[i])],
-                                                     columns[cand_rows], fine_rows(i), fine_cand, max_lag=max_lag,
-                                                     threshold=threshold, precision=prec, margin=margin)
-                    if len(half):
-                        half_max = max(half_max, float(half.max()))
-                cc[i, cand_flat[i]] = values.cpu().numpy()
-                exact[i, cand_flat[i]] = ok.cpu().numpy()
-                cc[i, roi_flat[i]] = 1.0  # a pixel's own trace at lag 0
-                exact[i, roi_flat[i]] = True
-            timings["domains"] = time.perf_counter() - clock
+                    # each group's work is a function call, so that nothing outlives it but `loaded`
+                    for g, cells in enumerate(groups):  # a loop over groups of cells
+                        background_cc(group(g), cells)
+                    choice = choose_threshold(bg_cc, threshold_start=threshold_start,
+                                              threshold_up=tuple(threshold_up), threshold_down=tuple(threshold_down),
+                                              false_rate_band=tuple(false_rate_band))
+                    threshold = choice.threshold
+                    log.info("CC threshold %.2f (false-correlation rate %.3f over %d background pixels%s)",
+                             threshold, choice.false_rate, choice.n_background,
+                             "" if choice.in_band else ", outside the band")
 
-            # a pixel accepted by several cells goes to the highest CC value; values that could
-            # change the winner (screened or bfloat16) are made exact first
-            clock = time.perf_counter()
-            accepted = np.nan_to_num(cc, nan=-np.inf) >= np.float32(threshold)
-            accepted[:, roi_mask.ravel()] = False
-            contested = np.flatnonzero(accepted.sum(axis=0) >= 2)
-            for i in range(n_cells) if len(contested) else ():  # a loop over cells
-                redo = contested[accepted[i, contested] & ~exact[i, contested]]
-                if len(redo):
-                    cc[i, redo] = _exact_max(z[rows(roi_flat[i])], z[rows(redo)], max_lag).cpu().numpy()
-                    exact[i, redo] = True
-            timings["overlaps"] = time.perf_counter() - clock
-        finally:
-            torch.set_float32_matmul_precision(saved_precision)
+                # CC value and exactness of each candidate of each cell (aligned with cand_flat)
+                cand_cc: list[np.ndarray] = [np.zeros(0, np.float32)] * n_cells
+                exact: list[np.ndarray] = [np.zeros(0, bool)] * n_cells
+                def domain_cc(grp: _GroupTraces, cells: np.ndarray) -> None:
+                    nonlocal half_max
+                    clock = time.perf_counter()
+                    for i in cells:  # a loop over cells; each is a few large matrix products
+                        cand_rows = grp.rows(cand_flat[i])
+                        roi_rows = grp.rows(roi_flat[i])
+                        roi_z, cand = grp.z[roi_rows], grp.z[cand_rows]
+                        if band is None:
+                            values, ok = _dense_max(_lag_stack(roi_z, max_lag), cand, precision=prec,
+                                                    refine_near=threshold)
+                        else:
+                            def fine_cand(index: Any, cand_rows: Any = cand_rows) -> Any:
+                                r = cand_rows[index]
+                                return _screen_columns(grp.feats["spec"][r], grp.feats["high_fine"][r])
+
+                            values, half, ok = _screened_max(roi_z, cand, screen_rows(i, grp),
+                                                             grp.columns[roi_rows, -2:], grp.columns[cand_rows],
+                                                             fine_rows(i, grp), fine_cand, max_lag=max_lag,
+                                                             threshold=threshold, precision=prec, margin=margin)
+                            if len(half):
+                                half_max = max(half_max, float(half.max()))
+                        cand_cc[i] = values.cpu().numpy().astype(np.float32, copy=False)
+                        exact[i] = ok.cpu().numpy()
+                    timings["domains"] += time.perf_counter() - clock
+
+                for g in reversed(range(len(groups))):  # a loop over groups; the last one loaded first
+                    domain_cc(group(g), groups[g])
+                cached.clear()
+
+                # a pixel accepted by several cells goes to the highest CC value; values that could
+                # change the winner (screened or bfloat16) are made exact first
+                accepted = [np.flatnonzero(values >= np.float32(threshold)) for values in cand_cc]
+                claims = np.zeros(height * width, np.int32)
+                for i, pos in enumerate(accepted):  # a loop over cells; a cell accepts each pixel once
+                    claims[cand_flat[i][pos]] += 1
+                redo = {i: pos[(claims[cand_flat[i][pos]] >= 2) & ~exact[i][pos]] for i, pos in enumerate(accepted)}
+
+                def exact_contested(grp: _GroupTraces, cells: list[int]) -> None:
+                    clock = time.perf_counter()
+                    for i in cells:  # a loop over cells
+                        cand_cc[i][redo[i]] = _exact_max(grp.z[grp.rows(roi_flat[i])],
+                                                         grp.z[grp.rows(cand_flat[i][redo[i]])], max_lag).cpu().numpy()
+                    timings["overlaps"] += time.perf_counter() - clock
+
+                for g, cells in enumerate(groups):  # a loop over groups (the first is still loaded)
+                    cells = [i for i in cells if len(redo[i])]
+                    if cells:
+                        exact_contested(group(g), cells)
+                loaded.clear()
+            finally:
+                torch.set_float32_matmul_precision(saved_precision)
+    finally:
+        store.close()
 
     if band is not None:
         common["cc_tolerance"] = max(half_max, 0.0)
-    score = np.where(accepted, np.nan_to_num(cc, nan=-np.inf), -np.inf)
-    winner = np.argmax(score, axis=0)  # ties go to the lower id
-    labels = np.where(accepted.any(axis=0), cell_ids[winner], 0).reshape(height, width)
+    best = np.full(height * width, -np.inf, np.float32)
+    winner = np.zeros(height * width, np.int64)
+    for i, pos in enumerate(accepted):  # a loop over cells: strictly higher wins, so ties go to the lower id
+        flat = cand_flat[i][pos]
+        values = cand_cc[i][pos]
+        higher = values > best[flat]
+        best[flat[higher]] = values[higher]
+        winner[flat[higher]] = i
+    labels = np.where(claims > 0, cell_ids[winner], 0).reshape(height, width)
     labels = np.where(roi_mask, roi_label, labels).astype(np.uint16)
-    return Domains(domains=labels, cell_ids=cell_ids, cc=cc.reshape(n_cells, height, width),
+    cc_boxes, cc_origins = _cc_boxes(cand_flat, cand_cc, roi_flat, (height, width))
+    return Domains(domains=labels, cell_ids=cell_ids, cc_boxes=cc_boxes, cc_origins=cc_origins,
                    threshold=float(threshold), threshold_choice=choice, centroids=centroids, **common)
+
+
+def _cc_boxes(cand_flat: list[np.ndarray], cand_cc: list[np.ndarray], roi_flat: list[np.ndarray],
+              shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's CC map in a box around its disc and ROI: ``(N, h, w)`` float32 (one box size for
+    all, NaN where not a candidate), and the ``(y, x)`` of each box's first pixel in the FOV."""
+    width = shape[1]
+    spans = []
+    for cand, roi in zip(cand_flat, roi_flat):  # a loop over cells
+        ys, xs = np.divmod(np.concatenate([cand, roi]), width)
+        spans.append((ys.min(), xs.min(), ys.max() + 1, xs.max() + 1))
+    spans = np.asarray(spans, np.int64).reshape(-1, 4)
+    h, w = (int((spans[:, 2] - spans[:, 0]).max()), int((spans[:, 3] - spans[:, 1]).max())) if len(spans) else (0, 0)
+    boxes = np.full((len(spans), h, w), np.nan, np.float32)
+    for i, (cand, values, roi) in enumerate(zip(cand_flat, cand_cc, roi_flat)):  # a loop over cells
+        for flat, value in ((cand, values), (roi, np.float32(1.0))):  # 1: a pixel's own trace at lag 0
+            ys, xs = np.divmod(flat, width)
+            boxes[i, ys - spans[i, 0], xs - spans[i, 1]] = value
+    return boxes, spans[:, :2].copy()
+
+
+@dataclass
+class _GroupTraces:
+    """Normalised traces of the pixels of one group of cells, and their screening spectra."""
+
+    index: int
+    flat: np.ndarray  # int64 (n,), increasing flat pixel indices
+    z: Any  # Tensor float32 (n, T')
+    feats: dict[str, Any] | None
+    columns: Any  # Tensor float32 (n, D) or None
+
+    def rows(self, flat: np.ndarray) -> Any:
+        """Row indices in ``z`` of the pixels ``flat`` (all in the group), as a tensor on z's device."""
+        import torch
+
+        return torch.from_numpy(np.searchsorted(self.flat, flat)).to(self.z.device)

@@ -16,9 +16,16 @@ from astro3s.io import atomic_path
 __all__ = ["plot_domains", "plot_traces"]
 
 
-def _outline(ax: Any, mask: np.ndarray, colour: Any, width: float, style: str = "solid") -> None:
-    if mask.any():
-        ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colour], linewidths=width, linestyles=style)
+def _outline(ax: Any, labels: np.ndarray, cid: int, box: Any, colour: Any, width: float,
+             style: str = "solid") -> None:
+    """Outline of ``labels == cid`` drawn from its bounding ``box`` (slices, or None when absent) plus a
+    1-pixel margin, so that each cell costs its own size, not the FOV's."""
+    if box is None:
+        return
+    ys, xs = box
+    mask = np.pad(labels[ys, xs] == cid, 1).astype(np.float32)
+    ax.contour(np.arange(xs.start - 1, xs.stop + 1), np.arange(ys.start - 1, ys.stop + 1), mask, levels=[0.5],
+               colors=[colour], linewidths=width, linestyles=style)
 
 
 def plot_domains(image: np.ndarray, soma: np.ndarray, processes: np.ndarray, domains: np.ndarray, *,
@@ -42,21 +49,31 @@ def plot_domains(image: np.ndarray, soma: np.ndarray, processes: np.ndarray, dom
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from scipy import ndimage
 
     image = np.asarray(image, dtype=np.float32)
     lo, hi = np.percentile(image, [1, 99.5]) if image.size else (0.0, 1.0)
     height, width = image.shape
     fig, ax = plt.subplots(figsize=(6, 6 * height / max(width, 1)))
     ax.imshow(image, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+    soma, processes, domains = (np.asarray(a, np.int64) for a in (soma, processes, domains))
     ids = np.union1d(np.unique(soma[soma > 0]), np.unique(domains[domains > 0]))
+    n_max = int(ids.max(initial=0))
+    boxes = {name: ndimage.find_objects(labels, max_label=n_max)
+             for name, labels in (("soma", soma), ("processes", processes), ("domains", domains))}
+    # label positions: the soma's centroid, else the domain's
+    index = np.arange(1, n_max + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # ids absent from one image: NaN, not used
+        yx = np.stack(ndimage.center_of_mass(np.ones_like(soma), soma, index)) if n_max else np.zeros((0, 2))
+        yx_domain = np.stack(ndimage.center_of_mass(np.ones_like(domains), domains, index)) if n_max else yx
     cmap = plt.get_cmap("tab10")
     for n, cid in enumerate(ids):  # a loop over cells
         colour = cmap(n % 10)
-        _outline(ax, domains == cid, colour, 1.0, "dashed")
-        _outline(ax, processes == cid, colour, 0.7)
-        _outline(ax, soma == cid, colour, 1.6)
-        ys, xs = np.nonzero(soma == cid) if (soma == cid).any() else np.nonzero(domains == cid)
-        ax.text(xs.mean(), ys.mean(), str(int(cid)), color="white", fontsize=8, ha="center", va="center",
+        _outline(ax, domains, cid, boxes["domains"][cid - 1], colour, 1.0, "dashed")
+        _outline(ax, processes, cid, boxes["processes"][cid - 1], colour, 0.7)
+        _outline(ax, soma, cid, boxes["soma"][cid - 1], colour, 1.6)
+        y, x = yx[cid - 1] if boxes["soma"][cid - 1] is not None else yx_domain[cid - 1]
+        ax.text(x, y, str(int(cid)), color="white", fontsize=8, ha="center", va="center",
                 bbox={"facecolor": colour, "alpha": 0.7, "pad": 1, "edgecolor": "none"})
     ax.set_title(title or "soma (thick), processes (thin), CC domain (dashed)", fontsize=9)
     ax.set_axis_off()

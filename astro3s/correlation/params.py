@@ -71,6 +71,14 @@ class CorrelationParams:
         and the threshold are the same, but CC values away from the threshold
         are only bounded (``Domains.cc_tolerance``, about 0.3 on ``d1_like``);
         ``Domains.exact_cc`` says which search ran.
+    memory_mb : float
+        Memory for the pixel traces of the domain search, MiB (about
+        ``8 * T`` bytes a pixel). Traces that do not fit go to a temporary
+        file and the cells are analysed in groups that do: a 1024 x 1024 FOV
+        of 2200 frames needs ~3 GiB of traces. The result is the same.
+    scratch_dir : str or None
+        Folder of that temporary file (default: the system's, ``TMPDIR``);
+        it is deleted when the analysis ends.
     """
 
     # traces
@@ -92,6 +100,8 @@ class CorrelationParams:
     device: str = "auto"
     precision: str = "auto"
     exact_cc: bool = False
+    memory_mb: float = 256.0
+    scratch_dir: str | None = None
 
     def __post_init__(self) -> None:
         check_params(**asdict(self))
@@ -118,6 +128,8 @@ def check_params(**kw: Any) -> None:
         bad("f0_window_s", "must be > 0 s.")
     if "chunk_frames" in kw and int(kw["chunk_frames"]) < 1:
         bad("chunk_frames", "must be >= 1.")
+    if "memory_mb" in kw and not kw["memory_mb"] > 0:
+        bad("memory_mb", "must be > 0 MiB.")
     if "radius" in kw and not kw["radius"] > 0:
         bad("radius", "must be > 0 px.")
     if "max_lag" in kw and int(kw["max_lag"]) < 0:

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from astro3s.correlation._common import check_pair, iter_blocks, movie_shape
+from astro3s.correlation._store import block_frames
 from astro3s.correlation.params import CorrelationParams, check_params
 
-__all__ = ["RoiTraces", "baseline_f0", "extract_traces", "roi_table"]
+__all__ = ["RoiMeans", "RoiTraces", "baseline_f0", "extract_traces", "roi_table"]
 
 log = logging.getLogger(__name__)
 _D = CorrelationParams()
@@ -175,33 +176,65 @@ def extract_traces(movie: Any, soma: Any, processes: Any, *, f0_percentile: floa
         Labels of another shape than the frames, overlapping soma/process
         pixels, or NaN/Inf in the movie.
     """
-    import scipy.sparse as sp
-
     check_params(f0_percentile=f0_percentile, f0_window_s=f0_window_s, chunk_frames=chunk_frames)
     n_frames, height, width = movie_shape(movie)
-    soma, processes = check_pair(soma, processes, (height, width))
     fs = getattr(movie, "fs", None) if fs is None else float(fs)
-    names, cell_ids, kinds, roi_index = roi_table(soma, processes)
-    n_roi = len(names)
-    pix = np.flatnonzero(roi_index >= 0)
-    rois = roi_index.ravel()[pix]
-    n_pixels = np.bincount(rois, minlength=n_roi).astype(np.int64)
-    # mean over each ROI's pixels as one sparse product per chunk: (t, HW) @ (HW, R)
-    weights = sp.csc_matrix((1.0 / n_pixels[rois], (pix, rois)), shape=(height * width, n_roi))
-    f = np.empty((n_frames, n_roi), np.float64)
-    if n_roi:
-        for t0, block in iter_blocks(movie, chunk_frames):
-            f[t0:t0 + len(block)] = np.asarray(block.reshape(len(block), -1) @ weights)
-    else:
-        log.info("no cells in the labels: returning empty traces")
-    f0, method = baseline_f0(f, fs=fs, f0_percentile=f0_percentile, f0_window_s=f0_window_s)
-    bad = f0 <= 0
-    if bad.any():
-        # a dark-subtracted movie can have a baseline at or below zero, where dF/F has no meaning
-        log.warning("baseline F0 <= 0 in %d ROI(s) (%s); their dF/F is set to NaN there. "
-                    "Is the movie offset-subtracted?", int(bad.any(axis=0).sum()),
-                    ", ".join(np.asarray(names)[bad.any(axis=0)][:5]))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dff = np.where(bad, np.nan, (f - f0) / np.where(bad, 1.0, f0))
-    return RoiTraces(names=names, cell_ids=cell_ids, kinds=kinds, dff=dff.astype(np.float32), f0=f0,
-                     f=f.astype(np.float32), n_pixels=n_pixels, fs=fs, f0_method=method)
+    means = RoiMeans(soma, processes, n_frames=n_frames, shape=(height, width))
+    if means.n_roi:
+        frames = block_frames(chunk_frames, height * width)
+        for t0, block in iter_blocks(movie, frames):  # a loop over time blocks
+            means.add(t0, block.reshape(len(block), -1))
+    return means.finish(fs=fs, f0_percentile=f0_percentile, f0_window_s=f0_window_s)
+
+
+class RoiMeans:
+    """Mean raw fluorescence of every soma and process ROI, accumulated block by block.
+
+    The ROI means of a block are one sparse product ``(t, H*W) @ (H*W, R)``.
+    :func:`extract_traces` feeds it from its own pass over the movie;
+    :func:`~astro3s.correlation.correlation_analysis` from the domain search's.
+
+    Parameters
+    ----------
+    soma, processes : ndarray of int, shape (H, W)
+        Label images with shared cell ids (0 background); no pixel in both.
+    n_frames : int
+    shape : (int, int)
+        ``(H, W)`` of the frames.
+    """
+
+    def __init__(self, soma: Any, processes: Any, *, n_frames: int, shape: tuple[int, int]):
+        import scipy.sparse as sp
+
+        height, width = shape
+        soma, processes = check_pair(soma, processes, (height, width))
+        self.names, self.cell_ids, self.kinds, roi_index = roi_table(soma, processes)
+        self.n_roi = len(self.names)
+        pix = np.flatnonzero(roi_index >= 0)
+        rois = roi_index.ravel()[pix]
+        self.n_pixels = np.bincount(rois, minlength=self.n_roi).astype(np.int64)
+        self._weights = sp.csc_matrix((1.0 / self.n_pixels[rois], (pix, rois)), shape=(height * width, self.n_roi))
+        self.f = np.empty((int(n_frames), self.n_roi), np.float64)
+
+    def add(self, t0: int, block: np.ndarray) -> None:
+        """Frames ``t0 .. t0 + len(block)``, ``block`` of shape (t, H*W)."""
+        if self.n_roi:
+            self.f[t0:t0 + len(block)] = np.asarray(block @ self._weights)
+
+    def finish(self, *, fs: float | None, f0_percentile: float = _D.f0_percentile,
+               f0_window_s: float = _D.f0_window_s) -> RoiTraces:
+        """dF/F of every ROI once every frame was added."""
+        f, names = self.f, self.names
+        if not self.n_roi:
+            log.info("no cells in the labels: returning empty traces")
+        f0, method = baseline_f0(f, fs=fs, f0_percentile=f0_percentile, f0_window_s=f0_window_s)
+        bad = f0 <= 0
+        if bad.any():
+            # a dark-subtracted movie can have a baseline at or below zero, where dF/F has no meaning
+            log.warning("baseline F0 <= 0 in %d ROI(s) (%s); their dF/F is set to NaN there. "
+                        "Is the movie offset-subtracted?", int(bad.any(axis=0).sum()),
+                        ", ".join(np.asarray(names)[bad.any(axis=0)][:5]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dff = np.where(bad, np.nan, (f - f0) / np.where(bad, 1.0, f0))
+        return RoiTraces(names=names, cell_ids=self.cell_ids, kinds=self.kinds, dff=dff.astype(np.float32), f0=f0,
+                         f=f.astype(np.float32), n_pixels=self.n_pixels, fs=fs, f0_method=method)

@@ -7,7 +7,8 @@
 - :func:`run_batch`: many movies, past failures, with an index CSV;
 - :func:`segment_preprocessed`: network on the crops and the whole FOV, then
   the combination rules -> :class:`~astro3s.postprocess.Segmentation`;
-- :func:`predict_crops`, :func:`predict_fov`: the two network passes.
+- :func:`predict_crops`, :func:`predict_fov`: the two network passes
+  (:func:`predict_crops_zoomed`: crops enlarged to the training data's cell size).
 
 Importing this package imports no torch.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 _LAZY = {
     "predict_crops": "astro3s.inference.network",
+    "predict_crops_zoomed": "astro3s.inference.network",
     "predict_fov": "astro3s.inference.network",
     "tile_boxes": "astro3s.inference.network",
     "segment_preprocessed": "astro3s.inference.segment",

@@ -48,10 +48,26 @@ def check_writable(folder: Path) -> None:
                          "choose a writable out= folder (and check the free disk space).") from None
 
 
+#: an index is written in milliseconds: a temporary copy older than this was left by a killed run
+_STALE_INDEX_S = 120.0
+
+
 def write_index(path: str | Path, results: Sequence[MovieResult]) -> Path:
-    """Write the batch index CSV atomically (columns :data:`INDEX_COLUMNS`)."""
+    """Write the batch index CSV atomically (columns :data:`INDEX_COLUMNS`).
+
+    Temporary copies of the index left by a killed run (``.<stem>.*.part<suffix>``,
+    see :func:`astro3s.io.atomic_path`) are removed first; those of runs writing
+    right now are younger than two minutes and kept.
+    """
     from astro3s.io import atomic_path
 
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.stem}.*.part{''.join(path.suffixes)}"):  # a few files at most
+        try:
+            if time.time() - stale.stat().st_mtime > _STALE_INDEX_S:
+                stale.unlink()
+        except OSError:  # gone already, or not ours to remove: harmless
+            pass
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(INDEX_COLUMNS))

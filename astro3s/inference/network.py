@@ -15,6 +15,7 @@ blending weights give those borders little say.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -24,7 +25,7 @@ from astro3s.models.classes import BACKGROUND, NUM_CLASSES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["predict_crops", "predict_fov", "tile_boxes"]
+__all__ = ["predict_crops", "predict_crops_zoomed", "predict_fov", "tile_boxes"]
 
 
 def _net_and_device(model: Any, device: str | None) -> tuple[Any, Any]:
@@ -95,6 +96,63 @@ def predict_crops(model: Any, pre: Any, *, normalize: str = "mean", batch_size: 
     return _run_batches(net, images, device=dev, batch_size=max(1, int(batch_size)), amp=amp)
 
 
+def predict_crops_zoomed(model: Any, pre: Any, zoom: float = 1.0, *, normalize: str = "mean",
+                         batch_size: int = 32, device: str | None = None,
+                         amp: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_crops` with the cells enlarged ``zoom`` times, and the boxes the outputs cover.
+
+    The central ``m = round(side / zoom)`` px of each candidate's box (side
+    ``side``) are resampled (bilinear) to ``side`` px and padded as usual;
+    the network's probabilities are resampled back to ``m`` px. So a FOV whose
+    somata are ``zoom**2`` times smaller than the training data's reaches the
+    network at the scale it was trained on, around the same candidates.
+
+    Parameters
+    ----------
+    model, pre, normalize, batch_size, device, amp
+        As for :func:`predict_crops`.
+    zoom : float
+        Enlargement, >= 1; 1 is :func:`predict_crops` itself.
+
+    Returns
+    -------
+    crop_probs : ndarray of float32, shape (N, 3, S, S)
+        Each box's probabilities centred in its crop (background around them).
+    crop_boxes : ndarray of int32, shape (N, 4)
+        ``(y0, x0, y1, x1)`` of the central ``m x m`` of each box
+        (``pre.crop_boxes`` when ``zoom`` is 1): what :func:`astro3s.postprocess.combine` needs.
+    """
+    from skimage.transform import resize
+
+    boxes = np.asarray(pre.crop_boxes, dtype=np.int64).reshape(-1, 4)
+    if zoom <= 1.0 or len(boxes) == 0:
+        return predict_crops(model, pre, normalize=normalize, batch_size=batch_size, device=device,
+                             amp=amp), np.asarray(pre.crop_boxes, np.int32)
+    crops = np.asarray(pre.crops, dtype=np.float32)
+    size = crops.shape[-1]
+    hw = boxes[:, 2:] - boxes[:, :2]
+    side = int(hw.min())  # equal-sized boxes (an axis shorter than filter_box is taken whole)
+    m = max(8, int(round(side / float(zoom))))
+    o = (size - side) // 2          # box in its crop (crop_offsets)
+    c = o + (side - m) // 2         # central m x m in the crop
+    zoomed = np.zeros_like(crops)
+    for n in range(len(crops)):  # loop over candidates
+        zoomed[n, o:o + side, o:o + side] = resize(crops[n, c:c + m, c:c + m], (side, side), order=1,
+                                                   preserve_range=True, anti_aliasing=False)
+    probs = predict_crops(model, dataclasses.replace(pre, crops=zoomed), normalize=normalize,
+                          batch_size=batch_size, device=device, amp=amp)
+    out = np.zeros_like(probs)
+    out[:, BACKGROUND] = 1.0
+    oo = (size - m) // 2
+    for n in range(len(probs)):  # loop over candidates
+        out[n, :, oo:oo + m, oo:oo + m] = resize(probs[n, :, o:o + side, o:o + side], (NUM_CLASSES, m, m),
+                                                 order=1, preserve_range=True, anti_aliasing=True)
+    inner = boxes.copy()
+    inner[:, :2] += (side - m) // 2
+    inner[:, 2:] = inner[:, :2] + m
+    return out, inner.astype(np.int32)
+
+
 def tile_boxes(shape: tuple[int, int], *, tile: int, overlap: int) -> np.ndarray:
     """Boxes of square tiles covering a FOV with at least ``overlap`` px between neighbours.
 
@@ -124,7 +182,7 @@ def tile_boxes(shape: tuple[int, int], *, tile: int, overlap: int) -> np.ndarray
 
 def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", max_fov_pixels: int = 512 * 512,
                 tile_size: int = 384, tile_overlap: int = 64, batch_size: int = 4,
-                device: str | None = None, amp: bool = True) -> np.ndarray:
+                device: str | None = None, amp: bool = True, zoom: float = 1.0) -> np.ndarray:
     """Class probabilities of the whole-FOV pass, tiled when the FOV is large.
 
     Parameters
@@ -144,12 +202,27 @@ def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", max_fov_pixels
         None keeps the model where it is.
     amp : bool
         bfloat16 autocast on CUDA.
+    zoom : float
+        The map is resampled (bilinear) ``zoom`` times larger before the pass,
+        and the probabilities back to ``(H, W)`` (see :func:`predict_crops_zoomed`);
+        ``max_fov_pixels`` applies to the enlarged map.
 
     Returns
     -------
     fov_probs : ndarray of float32, shape (3, H, W)
         Softmax; background ``(0, 0, 1)`` nowhere forced (the network decides).
     """
+    if zoom != 1.0:
+        from skimage.transform import resize
+
+        fov = np.asarray(pre.fov_map, dtype=np.float32)
+        shape = (max(1, int(round(fov.shape[0] * zoom))), max(1, int(round(fov.shape[1] * zoom))))
+        big = resize(fov, shape, order=1, preserve_range=True, anti_aliasing=zoom < 1).astype(np.float32)
+        probs = predict_fov(model, dataclasses.replace(pre, fov_map=big), normalize=normalize,
+                            max_fov_pixels=max_fov_pixels, tile_size=tile_size, tile_overlap=tile_overlap,
+                            batch_size=batch_size, device=device, amp=amp)
+        return resize(probs, (NUM_CLASSES, *fov.shape), order=1, preserve_range=True,
+                      anti_aliasing=zoom > 1).astype(np.float32)
     from astro3s.data.samples import normalize_images
     from astro3s.postprocess.blend import crop_weight
 

@@ -5,7 +5,7 @@ Layout of ``DIR/<movie stem>/``::
     soma.tif, processes.tif, domains.tif   uint16 label images, shared cell ids
     RoiSet.zip                             Fiji ROIs, Soma_### and Proc_###_##
     traces.csv                             a row per frame, a column per ROI (dF/F)
-    cc_maps.npz                            per-cell CC maps (float16) + ids, threshold
+    cc_maps.npz                            per-cell CC maps (float16 boxes + origins) + ids, threshold
     summary.json                           per-cell table, parameters, versions, timings
     overlay.png, traces.png                figures
 
@@ -152,13 +152,16 @@ def write_traces_csv(path: str | Path, traces: Any) -> Path:
 
 
 def write_cc_maps(path: str | Path, domains: Any) -> Path:
-    """``cc_maps.npz``: ``cc (N, H, W) float16`` (NaN outside each cell's disc), ``cell_ids``,
-    ``threshold``, ``centroids``, ``radius``, ``max_lag``, ``exact_cc`` and ``cc_tolerance`` (the bound
-    on ``|cc - exact|`` away from the threshold when the maps were screened)."""
+    """``cc_maps.npz``: each cell's CC map in a box around its disc, ``cc (N, h, w) float16`` (NaN
+    where not a candidate), placed in the FOV at ``origin (N, 2)`` (``(y, x)`` of the box's first
+    pixel; ``Domains.cc_map`` rebuilds a whole-FOV map), ``cell_ids``, ``threshold``, ``centroids``,
+    ``radius``, ``max_lag``, ``exact_cc`` and ``cc_tolerance`` (the bound on ``|cc - exact|`` away
+    from the threshold when the maps were screened)."""
     from astro3s.io import atomic_path
 
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, cc=np.asarray(domains.cc, dtype=np.float16),
+        np.savez_compressed(tmp, cc=np.asarray(domains.cc_boxes, dtype=np.float16),
+                            origin=np.asarray(domains.cc_origins, np.int64),
                             cell_ids=np.asarray(domains.cell_ids, np.int64),
                             threshold=np.float32(domains.threshold),
                             centroids=np.asarray(domains.centroids, np.float64),

@@ -247,7 +247,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     seg = segment_preprocessed(pre, model, combine=combine_params, normalize=options.normalize,
                                batch_size=options.batch_size, device=options.device,
                                max_fov_pixels=options.max_fov_pixels, tile_size=options.tile_size,
-                               tile_overlap=options.tile_overlap, fov_probs=fov_probs, timings=timings)
+                               tile_overlap=options.tile_overlap, fov_probs=fov_probs,
+                               zoom=scale_info.get("zoom", 1.0), timings=timings)
     return pre, seg, scale_info
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from astro3s.inference.network import predict_crops, predict_fov
+from astro3s.inference.network import predict_crops_zoomed, predict_fov
 
 __all__ = ["adapt_soma_scale", "estimate_soma_area_range", "fixed_scale_info", "segment_preprocessed"]
 
@@ -13,7 +13,7 @@ __all__ = ["adapt_soma_scale", "estimate_soma_area_range", "fixed_scale_info", "
 def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize: str = "mean",
                          batch_size: int = 32, device: str | None = None, amp: bool = True,
                          max_fov_pixels: int = 512 * 512, tile_size: int = 384, tile_overlap: int = 64,
-                         fov_probs: Any = None, timings: dict[str, float] | None = None) -> Any:
+                         fov_probs: Any = None, zoom: float = 1.0, timings: dict[str, float] | None = None) -> Any:
     """Segment one pre-processed FOV into cells.
 
     Parameters
@@ -37,7 +37,11 @@ def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize
         Tiling of the whole-FOV pass (:func:`predict_fov`).
     fov_probs : ndarray of float, shape (3, H, W), optional
         The whole-FOV pass of this ``pre`` when it was already run (e.g. by
-        :func:`adapt_soma_scale`); None runs it.
+        :func:`adapt_soma_scale`) at the same ``zoom``; None runs it.
+    zoom : float
+        The network sees crops and FOV map enlarged by this factor (``info["zoom"]``
+        of :func:`adapt_soma_scale`: cells of the size it was trained on); its
+        outputs are resampled back to the FOV's pixels. 1: as they are.
     timings : dict, optional
         Receives ``network_s`` and ``combine_s``.
 
@@ -56,12 +60,13 @@ def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize
     else:
         params = CombineParams.from_preprocess(pre.params, **dict(combine))
     t0 = time.perf_counter()
-    crop_probs = predict_crops(model, pre, normalize=normalize, batch_size=batch_size, device=device, amp=amp)
+    crop_probs, crop_boxes = predict_crops_zoomed(model, pre, zoom, normalize=normalize, batch_size=batch_size,
+                                                  device=device, amp=amp)
     if fov_probs is None:
         fov_probs = predict_fov(model, pre, normalize=normalize, max_fov_pixels=max_fov_pixels,
-                                tile_size=tile_size, tile_overlap=tile_overlap, device=device, amp=amp)
+                                tile_size=tile_size, tile_overlap=tile_overlap, device=device, amp=amp, zoom=zoom)
     t1 = time.perf_counter()
-    seg = combine_cells(crop_probs, pre.crop_boxes, fov_probs, params=params)
+    seg = combine_cells(crop_probs, crop_boxes, fov_probs, params=params)
     if timings is not None:
         timings["network_s"] = t1 - t0
         timings["combine_s"] = time.perf_counter() - t1
@@ -112,29 +117,39 @@ def estimate_soma_area_range(fov_probs: Any, *, min_area: int = 10, spread: floa
 def fixed_scale_info(params: Any) -> dict[str, Any]:
     """The :func:`adapt_soma_scale` record of a run that keeps ``params.soma_area_range``."""
     configured = [float(a) for a in params.soma_area_range]
-    return {"configured": configured, "estimated": None, "used": list(configured), "rescaled": False}
+    return {"configured": configured, "estimated": None, "used": list(configured), "rescaled": False, "zoom": 1.0}
 
 
 def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: str | None = None,
-                     tolerance: float = 1.5, max_fov_pixels: int = 512 * 512, tile_size: int = 384,
-                     tile_overlap: int = 64) -> tuple[Any, dict[str, Any], Any]:
+                     tolerance: float = 1.5, max_zoom: float = 3.0, max_fov_pixels: int = 512 * 512,
+                     tile_size: int = 384, tile_overlap: int = 64) -> tuple[Any, dict[str, Any], Any]:
     """Fit the soma scale of the pre-processing to the movie, from a first network pass.
 
     Cell sizes vary tenfold between microscopes, zooms and preparations, and
     every area threshold of the candidate search and of the combination is a
     multiple of ``soma_area_range``. The whole-FOV network pass (trained on
     a wide spread of cell sizes) gives the somata's median area; when it
-    lies outside ``[lo, hi]`` of the parameters' range widened by
-    ``tolerance``, the candidate stages run again with the estimated range
-    (:func:`astro3s.preprocess.reselect_candidates`).
+    differs from the centre ``sqrt(lo * hi)`` of the parameters' range by
+    more than a factor ``tolerance``, the candidate stages run again with the
+    estimated range (:func:`astro3s.preprocess.reselect_candidates`). (The
+    median is compared with the centre, not with the ends: a movie whose
+    median soma is near ``lo`` has half its somata below ``lo``, and the
+    combination's area filters, ``[1.0 lo, 1.15 hi]`` for the whole-FOV
+    somata, drop them.)
+
+    Somata smaller than the parameters' (those of the training data) are
+    also shown to the network enlarged, by ``zoom = sqrt(centre / median)``
+    (at most ``max_zoom``; never shrunk, as the crops hold no more than their
+    box): the network finds small somata at its training scale that it
+    misses at their own (:func:`segment_preprocessed`).
 
     Returns
     -------
     pre : Preprocessed
         ``pre`` itself, or the re-selected result.
     info : dict
-        ``configured`` and ``used`` ranges, ``estimated`` range (or None) and
-        ``rescaled`` flag.
+        ``configured`` and ``used`` ranges, ``estimated`` range (or None),
+        ``rescaled`` flag and ``zoom`` of the network inputs.
     fov_probs : ndarray of float, shape (3, H, W), or None
         The whole-FOV pass of the returned ``pre`` (pass it on to
         :func:`segment_preprocessed`), None when it was not run or the
@@ -154,9 +169,10 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     if estimate is None:
         return pre, info, fov_probs
     info["estimated"] = list(estimate)
+    centre = (lo * hi) ** 0.5
     median = (estimate[0] * estimate[1]) ** 0.5
-    if lo / tolerance <= median <= hi * tolerance:
+    if centre / tolerance <= median <= centre * tolerance:
         return pre, info, fov_probs
     params = dataclasses.replace(pre.params, soma_area_range=estimate)
-    info.update(used=list(estimate), rescaled=True)
+    info.update(used=list(estimate), rescaled=True, zoom=float(min(max((centre / median) ** 0.5, 1.0), max_zoom)))
     return reselect_candidates(pre, params), info, None

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from astro3s.preprocess._backend import quantile_lastaxis, transpose_2d
+from astro3s.preprocess._backend import block_ranges, map_blocks, quantile_lastaxis, transpose_2d
 
 __all__ = ["clahe", "enhance", "enhance_image", "frame_percentiles", "sharpen",
            "subtract_baseline", "temporal_median"]
 
+# bytes of one block of temporal_median (about the size of a core's L2 cache)
+_MEDIAN_BLOCK_BYTES = 2**20
 _SHARPEN = np.array([[-1, -1, -1], [-1, 9, -1], [-1, -1, -1]], dtype=np.float32)
 
 
@@ -47,14 +49,19 @@ def subtract_baseline(frames: np.ndarray, baselines: np.ndarray) -> np.ndarray:
     return out
 
 
-def temporal_median(frames: np.ndarray, *, block_pixels: int = 65536, device: str = "cpu") -> np.ndarray:
+def temporal_median(frames: np.ndarray, *, baselines: np.ndarray | None = None, block_pixels: int | None = None,
+                    device: str = "cpu") -> np.ndarray:
     """Per-pixel median over time (NumPy's definition: mean of the two middle values).
 
     Parameters
     ----------
     frames : ndarray, shape (T, H, W)
-    block_pixels : int
-        Pixels handled at once (bounds the temporary transposed copy).
+    baselines : ndarray, shape (T,), optional
+        Per-frame values to subtract first, clipping at 0: the median of
+        ``subtract_baseline(frames, baselines)`` without that full-size copy.
+    block_pixels : int, optional
+        Pixels handled at once (bounds the temporary transposed copy); by
+        default about 1 MB of values on the CPU, 65536 pixels on a GPU.
 
     Returns
     -------
@@ -62,12 +69,37 @@ def temporal_median(frames: np.ndarray, *, block_pixels: int = 65536, device: st
     """
     frames = np.asarray(frames)
     n, height, width = frames.shape
-    flat = frames.reshape(n, -1)
     out = np.empty(height * width, np.float32)
-    # selection along a contiguous axis is several times faster: transpose block-wise
-    for a in range(0, flat.shape[1], block_pixels):
-        block = transpose_2d(flat[:, a:a + block_pixels])
-        out[a:a + block.shape[0]] = quantile_lastaxis(block, 50.0, device=device, overwrite_input=True)
+    if device != "cpu":
+        if baselines is not None:
+            frames = subtract_baseline(frames, baselines)
+        flat = frames.reshape(n, -1)
+        block_pixels = block_pixels or 65536
+        # selection along a contiguous axis is several times faster: transpose block-wise
+        for a in range(0, flat.shape[1], block_pixels):
+            block = transpose_2d(flat[:, a:a + block_pixels])
+            out[a:a + block.shape[0]] = quantile_lastaxis(block, 50.0, device=device, overwrite_input=True)
+        return out.reshape(height, width)
+    flat = frames.reshape(n, -1)
+    offsets = None if baselines is None else np.asarray(baselines, np.float32)[:, None]
+
+    def one(span: tuple[int, int]) -> None:
+        # selection along a contiguous axis is several times faster, so each block of pixels is
+        # copied out (contiguous rows) and transposed while it is in cache, then partitioned there;
+        # blocks run side by side (2 cores, 550 x 256 x 256: 0.14 s instead of 0.21 s for a whole-movie
+        # transpose followed by the selection)
+        a, b = span
+        if offsets is None:
+            rows = np.ascontiguousarray(flat[:, a:b])
+        else:  # = subtract_baseline on the block
+            rows = np.array(flat[:, a:b], dtype=np.float32)
+            np.subtract(rows, offsets, out=rows)
+            np.maximum(rows, 0, out=rows)
+        out[a:b] = quantile_lastaxis(np.ascontiguousarray(rows.T), 50.0, overwrite_input=True)
+
+    itemsize = 4 if offsets is not None else frames.itemsize
+    block_pixels = block_pixels or max(64, _MEDIAN_BLOCK_BYTES // (itemsize * max(n, 1)))
+    map_blocks(one, block_ranges(flat.shape[1], block_pixels))
     return out.reshape(height, width)
 
 
@@ -110,17 +142,23 @@ def clahe(image: np.ndarray, *, clip_limit: float = 0.5, tiles: tuple[int, int] 
     hist = np.bincount((tile_id * nbins + padded).ravel(), minlength=ty * tx * nbins).reshape(ty * tx, nbins)
     if clip_limit > 0:
         limit = max(int(clip_limit * area / nbins), 1)
-        excess = np.maximum(hist - limit, 0).sum(axis=1)
+        # in place: the histograms are ty * tx * nbins counts (4M for OpenCV's 16-bit default)
+        total = hist.sum(axis=1)
         np.minimum(hist, limit, out=hist)
+        excess = total - hist.sum(axis=1)
         batch = excess // nbins
         residual = excess - batch * nbins
         hist += batch[:, None]
-        # OpenCV adds the remaining counts one per bin, every `step` bins from bin 0
+        # OpenCV adds the remaining counts one per bin, every `step` bins from bin 0: bins
+        # k * step for k < residual (all below nbins), indexed directly
         step = np.maximum(nbins // np.maximum(residual, 1), 1)
-        bins = np.arange(nbins)[None]
-        hist += ((bins % step[:, None] == 0) & (bins // step[:, None] < residual[:, None])).astype(hist.dtype)
-    lut = np.cumsum(hist, axis=1).astype(np.float32) * ((nbins - 1) / area)
-    lut = np.minimum(np.rint(lut), nbins - 1).reshape(ty, tx, nbins)
+        tile = np.repeat(np.arange(len(residual)), residual)
+        k = np.arange(tile.size) - np.repeat(np.cumsum(residual) - residual, residual)
+        hist[tile, k * step[tile]] += 1
+    lut = np.cumsum(hist, axis=1, out=hist).astype(np.float32)
+    np.multiply(lut, (nbins - 1) / area, out=lut)
+    np.rint(lut, out=lut)
+    lut = np.minimum(lut, nbins - 1, out=lut).reshape(ty, tx, nbins)
 
     def coords(n: int, tile: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pos = np.arange(n, dtype=np.float32) / tile - 0.5

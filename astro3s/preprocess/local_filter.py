@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from astro3s.preprocess._backend import select_pair
+
 __all__ = ["candidate_boxes", "candidate_centres", "local_activity_filter", "local_activity_filters"]
 
 
@@ -72,23 +74,21 @@ def _round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
-def _percentile_of_sorted_merge(n_low: int, low_value: float, rest: np.ndarray, pos: float) -> float:
-    # percentile at fractional rank `pos` of (n_low copies of low_value) + rest, low_value <= rest
+def _percentile_of_sorted_merge(n_low: int, low_value: float, rest: np.ndarray, pos: float, *,
+                                overwrite: bool = False) -> float:
+    # percentile at fractional rank `pos` of (n_low copies of low_value) + rest, low_value <= rest;
+    # overwrite=True lets the selection reorder `rest` (1-D, ours)
     lo = int(math.floor(pos))
     n = n_low + rest.size
-
-    def at(i: int, part: np.ndarray | None) -> float:
-        return low_value if i < n_low else float(part[i - n_low])
-
-    part = None
+    kth = following = None
     if lo >= n_low and rest.size:
-        part = np.partition(rest, lo - n_low)
-    value = at(lo, part)
+        kth, following = select_pair(rest, lo - n_low, overwrite_input=overwrite)
+    value = low_value if lo < n_low else kth
     if pos > lo and lo + 1 < n:
         if lo + 1 < n_low:
             upper = low_value
-        elif part is not None:
-            upper = float(part[lo - n_low + 1:].min())
+        elif kth is not None:
+            upper = following
         else:  # lo is the last masked rank: the next one is the smallest of the rest
             upper = float(rest.min())
         value += (pos - lo) * (upper - value)
@@ -116,25 +116,36 @@ def local_activity_filters(crop_stack: np.ndarray, *, percentile: float = 90.0,
     -------
     masks : ndarray of bool, shape (P, h, w)
     """
-    crop_stack = np.asarray(crop_stack, dtype=np.float32)
+    # a crop of a larger movie is copied once: the passes below then run over contiguous memory
+    # (on 86-px rows NumPy's per-row overhead makes each pass several times slower than the copy)
+    crop_stack = np.ascontiguousarray(crop_stack, dtype=np.float32)
     n_frames = crop_stack.shape[0]
     stride = max(int(stride), 1)
-    sample = crop_stack[:, ::stride, ::stride]
-    first = _percentile_of_sorted_merge(0, 0.0, sample.reshape(-1), percentile / 100.0 * (sample.size - 1))
-    count1 = np.count_nonzero(crop_stack >= first, axis=0)
+    sample = np.ascontiguousarray(crop_stack[:, ::stride, ::stride])
+    flat_sample = sample.reshape(n_frames, -1)
     minimum = float(sample.min())
+    # percentiles depend on the multiset of values only: partition a private copy in place
+    first = _percentile_of_sorted_merge(0, 0.0, sample.reshape(-1).copy(), percentile / 100.0 * (sample.size - 1),
+                                        overwrite=True)
+    count1 = _count_at_least(crop_stack, first)
     out = np.zeros((len(pairs),) + crop_stack.shape[1:], dtype=bool)
     for p, (th1, th2) in enumerate(pairs):  # a few threshold pairs
         keep1 = count1 >= _round_half_up(th1 * n_frames)
         # second pass: the kept pixels count as the crop's minimum value
-        kept_sample = keep1[::stride, ::stride]
-        rest = sample[:, ~kept_sample].reshape(-1)
+        kept_sample = keep1[::stride, ::stride].reshape(-1)
+        rest = flat_sample[:, ~kept_sample].reshape(-1)  # boolean indexing: a copy
         second = _percentile_of_sorted_merge(int(kept_sample.sum()) * n_frames, minimum, rest,
-                                             percentile / 100.0 * (sample.size - 1))
-        count2 = np.count_nonzero(crop_stack >= second, axis=0)
+                                             percentile / 100.0 * (sample.size - 1), overwrite=True)
+        del rest
+        count2 = _count_at_least(crop_stack, second)
         keep2 = (count2 >= _round_half_up(th2 * n_frames)) & ~keep1
         out[p] = keep1 | keep2
     return out
+
+
+def _count_at_least(stack: np.ndarray, threshold: float) -> np.ndarray:
+    # frames in which each pixel reaches `threshold`; int32 sum of the booleans (faster than count_nonzero's intp)
+    return (stack >= threshold).sum(axis=0, dtype=np.int32)
 
 
 def local_activity_filter(crop_stack: np.ndarray, *, percentile: float = 90.0, th1: float = 0.25,

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from astro3s.preprocess._backend import irfft2, rfft2
+from astro3s.preprocess._backend import block_ranges, cache_block_frames, irfft2, irfft2_rows, map_blocks, rfft2
 
 __all__ = [
     "CorrectedMovie",
@@ -115,17 +116,16 @@ def register_spectra(spectra: np.ndarray, reference: np.ndarray, shape: tuple[in
         return np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
     upsample = max(int(upsample_factor), 1)
     product = spectra * np.conj(reference)[None]
-    # U = 1 needs the product no more: the inverse FFT may work in it
-    cc = irfft2(product, shape, device=device, overwrite_x=upsample == 1)
+    rows_allowed, cols_allowed, rows_needed, row_of = _search_window(
+        (int(height), int(width)), None if max_shift is None else float(max_shift))
+    # U = 1 needs the product no more: the inverse FFT may work in it. Only the rows of the
+    # correlation that the search and the peak's 3 x 3 neighbourhood read are computed.
+    cc = irfft2_rows(product, shape, rows_needed, device=device, overwrite_x=upsample == 1)
     if upsample == 1:
         del product
     # argmax over the displacements allowed by max_shift only (a copy of that window)
-    limit_y = height // 2 if max_shift is None else min(int(np.floor(max_shift)), height // 2)
-    limit_x = width // 2 if max_shift is None else min(int(np.floor(max_shift)), width // 2)
-    rows_allowed = np.unique(np.r_[0:limit_y + 1, height - limit_y:height] % height)
-    cols_allowed = np.unique(np.r_[0:limit_x + 1, width - limit_x:width] % width)
-    window = cc[:, rows_allowed[:, None], cols_allowed[None, :]] if (len(rows_allowed) < height
-                                                                     or len(cols_allowed) < width) else cc
+    window = cc[:, row_of[rows_allowed][:, None], cols_allowed[None, :]] if (
+        len(rows_allowed) < cc.shape[1] or len(cols_allowed) < width) else cc
     peak = window.reshape(n, -1).argmax(axis=1)
     wy, wx = np.divmod(peak, window.shape[2])
     del window
@@ -139,7 +139,7 @@ def register_spectra(spectra: np.ndarray, reference: np.ndarray, shape: tuple[in
         # 3 x 3 neighbourhood of the FFT-grid peak (circular)
         yy = (py[:, None] + np.arange(-1, 2)[None]) % height
         xx = (px[:, None] + np.arange(-1, 2)[None]) % width
-        fine = cc[rows[:, None, None], yy[:, :, None], xx[:, None, :]].astype(np.float64)
+        fine = cc[rows[:, None, None], row_of[yy][:, :, None], xx[:, None, :]].astype(np.float64)
         ys = coarse_y[:, None] + np.arange(-1, 2, dtype=np.float32)[None]
         xs = coarse_x[:, None] + np.arange(-1, 2, dtype=np.float32)[None]
     else:
@@ -190,6 +190,32 @@ def register_spectra(spectra: np.ndarray, reference: np.ndarray, shape: tuple[in
         similarity = peak_value / np.sqrt(energy_frames * energy_ref)
     similarity = np.nan_to_num(similarity, nan=0.0)
     return shifts.astype(np.float32), similarity.astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def _search_window(shape: tuple[int, int], max_shift: float | None) -> tuple[np.ndarray, ...]:
+    """Rows and columns of the displacements searched, and the correlation rows that are read.
+
+    Returns
+    -------
+    rows_allowed, cols_allowed : ndarray of int64
+        Sorted rows / columns of the FFT-grid displacements within ``max_shift`` (circular).
+    rows_needed : ndarray of int64
+        Sorted rows within one of ``rows_allowed`` (the peak's 3 x 3 neighbourhood).
+    row_of : ndarray of int64, shape (H,)
+        Position of each row in ``rows_needed`` (-1 where absent).
+    """
+    height, width = shape
+    limit_y = height // 2 if max_shift is None else min(int(np.floor(max_shift)), height // 2)
+    limit_x = width // 2 if max_shift is None else min(int(np.floor(max_shift)), width // 2)
+    rows_allowed = np.unique(np.r_[0:limit_y + 1, height - limit_y:height] % height)
+    cols_allowed = np.unique(np.r_[0:limit_x + 1, width - limit_x:width] % width)
+    rows_needed = np.unique((rows_allowed[:, None] + np.arange(-1, 2)[None]) % height)
+    row_of = np.full(height, -1, np.int64)
+    row_of[rows_needed] = np.arange(len(rows_needed))
+    for array in (rows_allowed, cols_allowed, rows_needed, row_of):
+        array.setflags(write=False)  # shared between calls
+    return rows_allowed, cols_allowed, rows_needed, row_of
 
 
 def _cis(angle_cycles: np.ndarray) -> np.ndarray:
@@ -313,11 +339,17 @@ def _reference_from_spectra(spectra: np.ndarray, shape: tuple[int, int], *,
     n_keep = max(1, int(round(stable_fraction * n)))
     shifts = np.empty((n, 2), np.float32)
     similarity = np.empty(n, np.float32)
+
+    def register(span: tuple[int, int]) -> None:
+        a, b = span
+        shifts[a:b], similarity[a:b] = register_spectra(
+            spectra[a:b] * band, template, shape, upsample_factor=upsample_factor, max_shift=max_shift,
+            device=device)
+
+    # frame by frame, so blocks of frames (smaller than block_frames, in cache) run side by side
+    sub = cache_block_frames(4 * shape[0] * shape[1], min(n, max(int(block_frames), 1)), device)
     for _ in range(2):  # initial estimate, then one refinement
-        for a, b in blocks:
-            shifts[a:b], similarity[a:b] = register_spectra(
-                spectra[a:b] * band, template, shape, upsample_factor=upsample_factor, max_shift=max_shift,
-                device=device)
+        map_blocks(register, block_ranges(n, sub))
         keep = np.sort(np.argsort(-similarity, kind="stable")[:n_keep])
         aligned = np.zeros(spectra.shape[1:], np.complex64)
         for a in range(0, n_keep, max(int(block_frames), 1)):

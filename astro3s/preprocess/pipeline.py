@@ -7,7 +7,16 @@ activity counts. Stage 4 works on the activity map alone; stages 5-6 need the
 corrected movie around each candidate, which is read again (from a cache of
 the corrected movie when it fits ``memory_budget_mb``, otherwise corrected
 again chunk by chunk). The corrected movie is never written: the result keeps
-a :class:`~astro3s.preprocess.motion.CorrectedMovie` handle.
+a :class:`~astro3s.preprocess.motion.CorrectedMovie` handle. When the cache
+holds every frame the temporal median is taken from it, with no buffer.
+
+Parallel work: each chunk is split into blocks of a few MB of frames that run
+side by side on the CPU cores, every stage 1-3 step of a block in a row while
+its data are in cache (:func:`~astro3s.preprocess._backend.map_blocks`), and
+the next chunk is read in the background meanwhile; the candidates' local
+filters also run side by side. Every result is per frame, per pixel or an
+integer count, so it does not depend on the number of threads nor on the
+block size.
 
 Exact versus approximate: everything is exact and independent of
 ``chunk_frames`` when the movie is small enough; for movies beyond the memory
@@ -16,10 +25,15 @@ median is the median of an even subsample of frames, and the local filter of
 stage 5 uses an even subsample of frames per candidate (all logged, and counted
 in ``details``). Per-frame percentiles use every ``percentile_stride``-th pixel.
 
-Memory: besides those budgeted buffers, a chunk is held in a few float32 /
-complex64 copies at a time (raw block, spectra, correlation, corrected frames);
+Memory: besides those budgeted buffers, two raw float32 chunks (the one being
+corrected, the one being read) and each thread's block in a few float32 /
+complex64 copies (spectra, correlation, corrected frames) are held at a time;
 no page of a memory-mapped movie stays resident (frames are read with plain
 file reads, see :meth:`astro3s.io.Movie.frames`).
+
+Timings (``details["timings"]``): the wall time of the streamed pass is shared
+out among ``motion``, ``baseline`` and ``activity`` in proportion to their time
+summed over the threads.
 """
 
 from __future__ import annotations
@@ -28,8 +42,10 @@ import dataclasses
 import json
 import logging
 import math
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +53,8 @@ from typing import Any
 import numpy as np
 
 from astro3s.errors import InputError
-from astro3s.preprocess._backend import irfft2, resolve_device, rfft2
+from astro3s.preprocess._backend import (_workers, block_ranges, cache_block_frames, irfft2, map_blocks, resolve_device,
+                                        rfft2)
 from astro3s.preprocess.activity import activity_counts, tile_coverage, tile_thresholds
 from astro3s.preprocess.candidates import find_candidates
 from astro3s.preprocess.crops import extract_crops, fov_map
@@ -212,7 +229,14 @@ def _reference(movie: Any, params: PreprocessParams, device: str,
     # only the sample's spectra are kept: frames are read and transformed a block at a time
     spectra = np.empty((len(index), height, width // 2 + 1), np.complex64)
     for a in range(0, len(index), block_frames):
-        spectra[a:a + block_frames] = rfft2(_read_frames(movie, index[a:a + block_frames]), device=device)
+        frames = _read_frames(movie, index[a:a + block_frames])  # read here: readers may not be thread-safe
+        sub_frames = cache_block_frames(4 * height * width, len(frames), device)
+
+        def transform(span: tuple[int, int]) -> None:
+            spectra[a + span[0]:a + span[1]] = rfft2(frames[span[0]:span[1]], device=device)
+
+        map_blocks(transform, block_ranges(len(frames), sub_frames))
+        del frames
     reference, reference_spectrum = _reference_from_spectra(
         spectra, shape2, bandpass_sigmas=params.bandpass_sigmas, stable_fraction=params.reference_stable_fraction,
         upsample_factor=params.upsample_factor, max_shift=max_shift, device=device, block_frames=block_frames)
@@ -220,10 +244,60 @@ def _reference(movie: Any, params: PreprocessParams, device: str,
     return reference, reference_spectrum * bandpass_filter(shape2, params.bandpass_sigmas), len(index)
 
 
+def _with_raw_statistics(chunks: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[Any, ...]]:
+    """``(t0, block, block's float32 sum over frames, its min, its max)`` for each chunk.
+
+    The float32 sum over a chunk is exact for integer movies (< 2**24 per pixel
+    for chunks of <= 256 16-bit frames); chunks are summed in float64.
+    """
+    for t0, block in chunks:
+        yield t0, block, block.sum(axis=0), float(block.min()), float(block.max())
+
+
+_END = object()
+
+
+def _read_ahead(items: Iterator[Any]) -> Iterator[Any]:
+    """Yield ``items``, making the next one in a background thread while the caller uses this one.
+
+    Reading a chunk (file reads, conversion to float32, NaN check, sums) releases
+    the GIL, so it overlaps the work on the previous chunk; two chunks are held
+    at a time. Errors of the reader are raised here, in order.
+    """
+    with ThreadPoolExecutor(1) as reader:
+        iterator = iter(items)
+        pending = reader.submit(next, iterator, _END)
+        while True:
+            item = pending.result()
+            if item is _END:
+                return
+            pending = reader.submit(next, iterator, _END)
+            yield item
+            del item
+
+
 def _constant_error(movie: Any) -> InputError:
     return InputError(movie.path, "is constant (every pixel of every frame has the same value), "
                       "so it holds no image to segment.",
                       "check the acquisition channel and the export of the movie.")
+
+
+class _PerThread:
+    """One accumulator per thread, made on its first :meth:`get`; ``all`` lists them for the final sum."""
+
+    def __init__(self, make: Any):
+        self._make = make
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.all: list[Any] = []
+
+    def get(self) -> Any:
+        value = getattr(self._local, "value", None)
+        if value is None:
+            value = self._local.value = self._make()
+            with self._lock:
+                self.all.append(value)
+        return value
 
 
 def effective_chunk_frames(params: PreprocessParams, frame_bytes: int) -> int:
@@ -269,71 +343,96 @@ def _stream(movie: Any, params: PreprocessParams, device: str, *,
         log.info("temporal median from %d of %d frames (memory budget %.0f MB)", len(median_index),
                  n_frames, params.memory_budget_mb)
     details["median_frames"] = int(len(median_index))
-    median_frames = np.empty((len(median_index), height, width), np.float32)
+    # with every frame in the cache the median is taken there (baseline subtracted block by block);
+    # otherwise the baseline-subtracted median frames are kept in a buffer
+    median_from_cache = cache is not None and len(median_index) == n_frames
+    median_frames = None if median_from_cache else np.empty((len(median_index), height, width), np.float32)
+    frame_baselines = np.empty(n_frames, np.float32)
     median_slot = np.full(n_frames, -1, np.int64)
     median_slot[median_index] = np.arange(len(median_index))
 
     shifts = np.zeros((n_frames, 2), np.float32)
     raw_sum = np.zeros(shape2, np.float64)
     lowest, highest = math.inf, -math.inf
-    counts = np.zeros((len(activity_percentiles), height, width), np.int64)
-    stage = {"motion": 0.0, "baseline": 0.0, "activity": 0.0}
+    # counts and stage times per worker thread (no lock on the hot path), summed after the pass
+    accumulators = _PerThread(lambda: {
+        "counts": np.zeros((len(activity_percentiles), height, width), np.int64),
+        "motion": 0.0, "baseline": 0.0, "activity": 0.0})
 
-    chunks = movie.chunks(chunk_frames, dtype=np.float32)
-    bar = tqdm(chunks, total=math.ceil(n_frames / chunk_frames), desc="preprocess", unit="chunk",
-               disable=(not progress) if progress is not None else None, leave=False)
-    for t0, block in bar:
-        t1 = t0 + len(block)
-        # float32 sum over the chunk (exact for integer movies: < 2**24 per pixel for chunks of
-        # <= 256 16-bit frames), float64 over chunks
-        raw_sum += block.sum(axis=0)
-        lowest, highest = min(lowest, float(block.min())), max(highest, float(block.max()))
+    def work(block: np.ndarray, t0: int, span: tuple[int, int]) -> None:
+        # stages 1-3 on frames t0 + [a, b) of the chunk; every result is per frame (written into
+        # disjoint rows of the shared arrays) or an integer count (per-thread sums: exact in any order)
+        a, b = span
+        t_a, t_b = t0 + a, t0 + b
+        acc = accumulators.get()
         tick = time.perf_counter()
         if params.motion_correction:
-            spectra = rfft2(block, device=device)
-            del block
+            spectra = rfft2(block[a:b], device=device)
             # the band-pass rides on the reference: (S band) conj(R) = S conj(R band), one copy less
-            shifts[t0:t1], _ = register_spectra(
+            shifts[t_a:t_b], _ = register_spectra(
                 spectra, reference_filter, shape2, upsample_factor=params.upsample_factor,
                 max_shift=max_shift, with_similarity=False, device=device)
-            spectra = _shift_spectra(spectra, shifts[t0:t1], shape2, out=spectra)  # in place
+            spectra = _shift_spectra(spectra, shifts[t_a:t_b], shape2, out=spectra)  # in place
             corrected = irfft2(spectra, shape2, device=device, overwrite_x=True)
             del spectra
             corrected = corrected.astype(np.float32, copy=False)
         else:
-            corrected = block
-            del block
+            corrected = block[a:b]
         if cache is not None:
-            cache[t0:t1] = corrected
-        stage["motion"] += time.perf_counter() - tick
+            cache[t_a:t_b] = corrected
+        acc["motion"] += time.perf_counter() - tick
 
         tick = time.perf_counter()
         baselines = frame_percentiles(corrected, params.baseline_percentile,
                                       stride=params.percentile_stride, device=device)
-        here = np.flatnonzero(median_slot[t0:t1] >= 0)
-        if here.size:
-            # the chunk's median frames have consecutive slots: subtract straight into the buffer
-            slot0 = int(median_slot[t0 + here[0]])
+        frame_baselines[t_a:t_b] = baselines
+        here = np.flatnonzero(median_slot[t_a:t_b] >= 0)
+        if here.size and median_frames is not None:
+            # the block's median frames have consecutive slots: subtract straight into the buffer
+            slot0 = int(median_slot[t_a + here[0]])
             target = median_frames[slot0:slot0 + here.size]
             source = corrected if here.size == len(corrected) else corrected[here]
             np.subtract(source, baselines[here, None, None], out=target)
             np.maximum(target, 0, out=target)  # = subtract_baseline
-            del source, target
-        stage["baseline"] += time.perf_counter() - tick
+        acc["baseline"] += time.perf_counter() - tick
 
         tick = time.perf_counter()
         thresholds = tile_thresholds(corrected, list(activity_percentiles), size=params.tile_size,
                                      step=params.tile_step, stride=params.percentile_stride, device=device)
         for k in range(len(activity_percentiles)):  # one percentile in normal use
-            counts[k] += activity_counts(corrected, thresholds[k], size=params.tile_size, step=params.tile_step)
-        stage["activity"] += time.perf_counter() - tick
-        del corrected, thresholds  # before the next chunk is read
+            acc["counts"][k] += activity_counts(corrected, thresholds[k], size=params.tile_size,
+                                                step=params.tile_step)
+        acc["activity"] += time.perf_counter() - tick
+
+    # the next chunk is read (and summed) in the background while the workers correct this one
+    chunks = _read_ahead(_with_raw_statistics(movie.chunks(chunk_frames, dtype=np.float32)))
+    bar = tqdm(chunks, total=math.ceil(n_frames / chunk_frames), desc="preprocess", unit="chunk",
+               disable=(not progress) if progress is not None else None, leave=False)
+    streamed = 0.0
+    # one pool for the whole pass, so that the per-thread accumulators are made once
+    with ThreadPoolExecutor(_workers()) as pool:
+        for t0, block, block_sum, block_min, block_max in bar:
+            # float64 sum of the chunks' float32 sums, in chunk order
+            raw_sum += block_sum
+            lowest, highest = min(lowest, block_min), max(highest, block_max)
+            tick = time.perf_counter()
+            spans = block_ranges(len(block), cache_block_frames(frame_bytes, len(block), device))
+            map_blocks(lambda span: work(block, t0, span), spans, pool=pool)
+            streamed += time.perf_counter() - tick
+            del block  # before the next chunk is read
     if highest == lowest:
         raise _constant_error(movie)
-    timings.update(stage)
+    counts = sum(acc["counts"] for acc in accumulators.all)
+    # wall time of the pass shared out in proportion to each stage's time summed over the threads
+    stage = {key: sum(acc[key] for acc in accumulators.all) for key in ("motion", "baseline", "activity")}
+    busy = sum(stage.values())
+    timings.update({key: streamed * value / busy if busy > 0 else 0.0 for key, value in stage.items()})
 
     tick = time.perf_counter()
-    median = temporal_median(median_frames, device=device)
+    if median_from_cache:
+        median = temporal_median(cache, baselines=frame_baselines, device=device)
+    else:
+        median = temporal_median(median_frames, device=device)
     del median_frames
     enhanced = enhance_image(median, clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
                              nbins=params.clahe_bins)
@@ -383,10 +482,14 @@ def crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: fl
         return np.zeros((len(pairs), 0, 0, 0), bool), n_frames
     h, w = int(boxes[0, 2] - boxes[0, 0]), int(boxes[0, 3] - boxes[0, 1])
     out = np.zeros((len(pairs), len(boxes), h, w), bool)
+
+    def one(n: int, stack: np.ndarray) -> None:
+        out[:, n] = local_activity_filters(stack, percentile=percentile, pairs=pairs, stride=stride)
+
     if corrected.cache is not None:
-        for n, (y0, x0, y1, x1) in enumerate(boxes):  # loop over candidates
-            out[:, n] = local_activity_filters(corrected.cache[:, y0:y1, x0:x1], percentile=percentile,
-                                               pairs=pairs, stride=stride)
+        # candidates side by side on the cores (each filter is independent and single-threaded)
+        map_blocks(lambda n: one(n, corrected.cache[:, boxes[n, 0]:boxes[n, 2], boxes[n, 1]:boxes[n, 3]]),
+                   range(len(boxes)))
         return out, n_frames
     room = int((memory_budget_mb * 2**20 / 4) // (4 * h * w * len(boxes)))
     index = _even_subsample(n_frames, max(room, 1))
@@ -395,15 +498,21 @@ def crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: fl
                  memory_budget_mb)
     stacks = np.empty((len(boxes), len(index), h, w), np.float32)
     # only the frames used are read and corrected (chunk_frames is already memory-capped)
+    frame_bytes = 4 * corrected.shape[1] * corrected.shape[2]
     for a in range(0, len(index), chunk_frames):
         frames = index[a:a + chunk_frames]
-        block = correct_frames(_read_frames(corrected.movie, frames), corrected.shifts[frames],
-                               device=corrected.device)
-        for n, (y0, x0, y1, x1) in enumerate(boxes):  # loop over candidates
-            stacks[n, a:a + len(frames)] = block[:, y0:y1, x0:x1]
+        block = _read_frames(corrected.movie, frames)
+
+        def gather(span: tuple[int, int]) -> None:
+            # correct a block of frames (in cache) and copy its boxes out
+            b0, b1 = span
+            part = correct_frames(block[b0:b1], corrected.shifts[frames[b0:b1]], device=corrected.device)
+            for n, (y0, x0, y1, x1) in enumerate(boxes):  # loop over candidates
+                stacks[n, a + b0:a + b1] = part[:, y0:y1, x0:x1]
+
+        map_blocks(gather, block_ranges(len(frames), cache_block_frames(frame_bytes, len(frames), corrected.device)))
         del block
-    for n in range(len(boxes)):
-        out[:, n] = local_activity_filters(stacks[n], percentile=percentile, pairs=pairs, stride=stride)
+    map_blocks(lambda n: one(n, stacks[n]), range(len(boxes)))
     return out, len(index)
 
 

@@ -148,7 +148,7 @@ def _instrument(meter: StageMeter) -> None:
     wrap(astro3s.io, "read_movie", "open")
     wrap(astro3s.preprocess, "preprocess", "preprocess")
     wrap(astro3s.inference.segment, "adapt_soma_scale", "soma_scale")
-    wrap(astro3s.inference.segment, "predict_crops", "network")
+    wrap(astro3s.inference.segment, "predict_crops_zoomed", "network")
     wrap(astro3s.inference.segment, "predict_fov", "network")
     wrap(astro3s.postprocess, "combine", "combine")
     wrap(astro3s.correlation, "correlation_analysis", "correlation")

@@ -138,6 +138,9 @@ def main() -> None:
     size.add_argument("--quick", action="store_true")
     size.add_argument("--full", action="store_true")
     parser.add_argument("--checkpoint", default="default")
+    parser.add_argument("--cells", choices=["auto", "network", "truth"], default="auto",
+                        help="cells for the CC stage: the network's, or the tiled simulated ones (auto: truth for an "
+                             "untrained network); truth keeps the CC load at D1's density on every point")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "astro3s-bench-scaling")
     parser.add_argument("--plot", type=Path, default=ROOT / "experiments" / "results" / "scaling.png")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
@@ -149,6 +152,8 @@ def main() -> None:
     lengths, sides = GRIDS[grid]
     args.work.mkdir(parents=True, exist_ok=True)
     checkpoint, cells = resolve_checkpoint(args.checkpoint, args.work)
+    if args.cells != "auto":
+        cells = args.cells
     base = simulate("d1_like", args.work).parent
     points = [("length", t, SMALL_FOV) for t in lengths] + [("fov", SHORT_T, s) for s in sides]
     print(f"machine: {machine()}; grid {grid}; cells for the CC stage: {cells}", flush=True)
