@@ -67,7 +67,7 @@ def model_card(slim: dict, *, checkpoint: Path, eval_table: str | None, train_sc
         "mean-subtracted; output: softmax over (processes, soma, background).",
         f"- Trained {int(slim.get('epoch', -1)) + 1} epoch(s) ({slim.get('global_step', '?')} steps) on 2 CPU cores; "
         + ("the weights at the end of the last epoch (a fixed schedule: the validation ASTRA F1 of its 3 FOVs "
-           "moved within 0.60-0.66 over the last 6 epochs, too noisy to choose among them)."
+           "moved within 0.60-0.66 over epochs 10-19, too noisy to choose among them)."
            if checkpoint.name == "last.ckpt" else
            "the checkpoint with the best validation ASTRA F1 of whole-pipeline cells (`val/astra_f1`).")
         + (f" {note}" if note else ""),
@@ -119,10 +119,10 @@ def model_card(slim: dict, *, checkpoint: Path, eval_table: str | None, train_sc
         "  but the scale estimate leans towards the cells the first pass already finds: on FOVs of small,",
         "  crowded cells (d3_like, randomised above) recall stays around 0.45. Giant somata (d2_like,",
         "  1500-4500 px) are split into fragments: none is detected.",
-        "- Process pixel F1 on d1_like is below the 0.60 the inference issue asks for: the network predicts",
-        "  the processes near the soma and misses distal ones (it underfits: training movies score as low).",
-        "  The model saw 16 epochs on 2 CPU cores; `astro3s-train experiment=default_model trainer=gpu",
-        "  trainer.max_epochs=40` trains longer.",
+        "- Processes: the network finds those near the soma and misses many distal ones (process F1 0.60 on",
+        "  d1_like; it still underfits: training movies score as low). It saw 20 epochs on 2 CPU cores;",
+        "  `astro3s-train experiment=default_model trainer=gpu trainer.max_epochs=40` trains longer. Longer",
+        "  training also lowered detection precision a little (d1_like 0.94 after 10 epochs, 0.86 after 20).",
         "- One channel, 2-D + time. Motion correction is rigid.",
         "",
     ]
