@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
+from _hydra import compose_config
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from astro3s.cli._config import CONFIG_DIR
 
@@ -27,14 +25,7 @@ GROUPS = {
 
 
 def _compose(config_name: str, overrides: list[str], tmp_path: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-        cfg.paths.log_dir = str(tmp_path / "logs")
-    return cfg
+    return compose_config(config_name, overrides, output_dir=tmp_path, log_dir=tmp_path / "logs")
 
 
 @pytest.mark.parametrize("config_name", ENTRY_CONFIGS)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from astro3s.correlation._common import iter_blocks
+from astro3s.correlation._common import iter_blocks, movie_shape
 from astro3s.errors import ConfigError
 
 __all__ = ["TraceStore", "block_frames", "cell_groups", "one_pass", "release_freed_memory", "trace_bytes"]
@@ -213,8 +213,8 @@ def one_pass(movie: Any, stores: Iterable[TraceStore], *, chunk_frames: int,
              on_block: Callable[[int, np.ndarray], None] | None = None) -> None:
     """Read ``movie`` once in blocks, feeding every store and ``on_block(t0, block (t, H*W))``."""
     stores = list(stores)
-    shape = getattr(movie, "shape", None) or np.shape(movie)
-    frames = block_frames(chunk_frames, int(np.prod(shape[1:])))
+    _, height, width = movie_shape(movie)
+    frames = block_frames(chunk_frames, height * width)
     for t0, block in iter_blocks(movie, frames):  # a loop over time blocks
         block = block.reshape(len(block), -1)
         for store in stores:

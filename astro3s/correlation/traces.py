@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from astro3s.correlation._common import check_pair, iter_blocks, movie_shape
-from astro3s.correlation._store import block_frames
+from astro3s.correlation._common import check_pair, movie_shape
+from astro3s.correlation._store import one_pass
 from astro3s.correlation.params import CorrelationParams, check_params
 
 __all__ = ["RoiMeans", "RoiTraces", "baseline_f0", "extract_traces", "roi_table"]
@@ -181,9 +181,7 @@ def extract_traces(movie: Any, soma: Any, processes: Any, *, f0_percentile: floa
     fs = getattr(movie, "fs", None) if fs is None else float(fs)
     means = RoiMeans(soma, processes, n_frames=n_frames, shape=(height, width))
     if means.n_roi:
-        frames = block_frames(chunk_frames, height * width)
-        for t0, block in iter_blocks(movie, frames):  # a loop over time blocks
-            means.add(t0, block.reshape(len(block), -1))
+        one_pass(movie, (), chunk_frames=chunk_frames, on_block=means.add)
     return means.finish(fs=fs, f0_percentile=f0_percentile, f0_window_s=f0_window_s)
 
 
