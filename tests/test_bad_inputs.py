@@ -255,15 +255,19 @@ def test_failed_overwrite_keeps_the_previous_outputs(movies: dict[str, Path], ch
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     code, err = _infer(tmp_path, capsys, movies["good"], checkpoints["random"])
     assert code == 0, err
-    summary = tmp_path / "out" / movies["good"].stem / "summary.json"
-    before = summary.read_bytes()
-    def rename_fails_for_the_new_folder(src, *a):
-        return Path(src).is_dir() and Path(src).name.startswith(".partial-") and "old-" not in Path(src).name
+    folder = tmp_path / "out" / movies["good"].stem
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
 
-    _raise_on(monkeypatch, os, "replace", errno.ENOSPC, rename_fails_for_the_new_folder)
+    def moving_traces_into_place_fails(src, dst=None, *a):
+        # the own files are replaced one by one: this fails after several were replaced already
+        return Path(src).parent.name.startswith(".partial-") and Path(dst).parent == folder \
+            and Path(dst).name == "traces.csv"
+
+    _raise_on(monkeypatch, os, "replace", errno.ENOSPC, moving_traces_into_place_fails)
     code, err = _infer(tmp_path, capsys, movies["good"], checkpoints["random"], "overwrite=true")
     assert code == 2 and "No space left on device" in _one_error(err)
-    assert summary.read_bytes() == before  # the old outputs were put back, untouched
+    # the old outputs were put back, untouched
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     _assert_no_partial(tmp_path / "out")
 
 

@@ -133,14 +133,18 @@ def test_folder_keeps_going_past_a_corrupt_movie(tiny_movie: Path, random_checkp
 def test_overwrite_replaces_and_skip_keeps(tiny_movie: Path, random_checkpoint: Path, tmp_path: Path) -> None:
     from astro3s.inference import infer_movie
 
-    model, options = _options(random_checkpoint, figures=False)
-    rois = tiny_movie.parent / "ground_truth" / "RoiSet.zip"
-    first = infer_movie(tiny_movie, tmp_path, model, options, rois=rois)
+    model, options = _options(random_checkpoint, figures=False, soma_scale="fixed")
+    first = infer_movie(tiny_movie, tmp_path, model, options)
     stamp = (first.output / "summary.json").stat().st_mtime_ns
-    skipped = infer_movie(tiny_movie, tmp_path, model, options, rois=rois, overwrite=False)
+    skipped = infer_movie(tiny_movie, tmp_path, model, options, overwrite=False)
     assert skipped.status == "skipped" and (first.output / "summary.json").stat().st_mtime_ns == stamp
-    redone = infer_movie(tiny_movie, tmp_path, model, options, rois=rois, overwrite=True)
+    redone = infer_movie(tiny_movie, tmp_path, model, options, overwrite=True)
     assert redone.status == "done" and (first.output / "summary.json").stat().st_mtime_ns != stamp
+    # curated cells are never skipped as complete: they are what the user changed
+    curated = infer_movie(tiny_movie, tmp_path, None, options, overwrite=False,
+                          rois=tiny_movie.parent / "ground_truth" / "RoiSet.zip")
+    assert curated.status == "done"
+    assert json.loads((first.output / "summary.json").read_text())["segmentation"]["source"] == "rois"
 
 
 def test_crash_while_writing_leaves_nothing(tiny_movie: Path, random_checkpoint: Path, tmp_path: Path,

@@ -6,8 +6,14 @@ Examples
     the bundled default model; writes ``results/movie/`` and ``results/index.csv``.
 ``astro3s-infer input=movies/ out=results/``
     every movie of a folder; finished movies are skipped, failures reported.
-``astro3s-infer input=movie.tif out=results/ rois=RoiSet_edited.zip``
-    curated cells: traces and CC domains only.
+``astro3s-infer input=movie.tif out=results/ rois=results/movie/RoiSet_edited.zip``
+    curated cells: traces and CC domains only (never skipped; files of yours in
+    ``results/movie/`` are kept).
+``astro3s-infer input=movie.h5 out=results/ key=denoised fs=15``
+    the dataset of an HDF5/Zarr file holding several, and the frame rate in Hz.
+
+Nothing here imports Lightning, TensorBoard or W&B: the network is loaded as
+plain torch (:func:`astro3s.models.load_network`).
 
 See ``conf/infer.yaml`` for every option.
 """
@@ -85,8 +91,38 @@ def _group_choice(cfg: DictConfig, group: str) -> str | None:
     return None if choice is None else str(choice)
 
 
+def _movie_options(cfg: DictConfig) -> dict[str, Any]:
+    """``key`` and ``fs`` of the config, checked (options of :class:`~astro3s.inference.InferenceOptions`)."""
+    from astro3s.inference.pipeline import parse_frame_rate
+
+    key, fs = cfg.get("key"), cfg.get("fs")
+    if key is not None and (isinstance(key, bool) or not str(key).strip()):
+        raise ConfigError(f"key={key!r} must name a dataset of the HDF5/Zarr movie. Fix: e.g. key=denoised.")
+    return {"key": None if key is None else str(key), "fs": None if fs is None else parse_frame_rate(fs)}
+
+
+def check_movies_open(movies: list[Path], options: dict[str, Any]) -> None:
+    """Open a single movie once before the model is loaded, so that a bad one fails at once.
+
+    With several movies nothing is checked here: each failure is recorded in
+    the index and the others go on.
+
+    Raises
+    ------
+    InputError
+        Unknown format, unreadable file, missing dataset ``key=``, a bad
+        ``fs=``, NaN in a sampled frame (see :func:`astro3s.io.read_movie`).
+    """
+    if len(movies) != 1:
+        return
+    from astro3s.io import read_movie
+
+    with read_movie(movies[0], key=options.get("key"), fs=options.get("fs")):
+        pass
+
+
 def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
-    """The model and :class:`~astro3s.inference.InferenceOptions` of a composed ``infer`` config."""
+    """The network and :class:`~astro3s.inference.InferenceOptions` of a composed ``infer`` config."""
     from astro3s.correlation import CorrelationParams
     from astro3s.inference import load_inference_model
 
@@ -120,20 +156,22 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
         raise ConfigError(f"unknown tiling option(s) {', '.join(unknown)}{hint}; valid: {', '.join(valid_tiling)}")
     tiling = {k: _integer(v, f"tiling.{k}") for k, v in tiling.items()}
     model_spec = str(cfg.get("checkpoint") or "default")
+    movie_options = _movie_options(cfg)
     needs_model = not cfg.get("rois")
     if not needs_model:
         from astro3s.inference.pipeline import InferenceOptions
-        from astro3s.data.datamodule import _as_params
+        from astro3s.preprocess.params import as_preprocess_params
 
-        options = InferenceOptions(preprocess=_as_params(preprocess), correlation=correlation_params,
-                                   figures=bool(cfg.get("figures", True)), model_name="(curated rois)")
+        options = InferenceOptions(preprocess=as_preprocess_params(preprocess), correlation=correlation_params,
+                                   figures=bool(cfg.get("figures", True)), model_name="(curated rois)",
+                                   **movie_options)
         return None, options
     model, options = load_inference_model(
         model_spec, preprocess=preprocess, device=str(cfg.get("device", "auto")),
         trusted=bool(cfg.get("trusted_checkpoint", False)), correlation=correlation_params,
         combine=dict(_plain(cfg.get("combine")) or {}), normalize=str(cfg.get("normalize", "mean")),
         batch_size=_integer(cfg.get("batch_size", 32), "batch_size", 1), figures=bool(cfg.get("figures", True)),
-        soma_scale=str(cfg.get("soma_scale", "auto")), **tiling)
+        soma_scale=str(cfg.get("soma_scale", "auto")), **movie_options, **tiling)
     from astro3s.postprocess import CombineParams
 
     CombineParams.from_preprocess(options.preprocess, **options.combine)  # a typo fails now, not after hours
@@ -156,6 +194,7 @@ def infer_task(cfg: DictConfig) -> list[Any]:
     if rois and len(movies) != 1:
         raise ConfigError(f"rois= curates the cells of one movie, but input={source} holds {len(movies)} movies; "
                           "give the movie file itself")
+    check_movies_open(movies, _movie_options(cfg))  # a bad movie fails before the network is loaded
     model, options = inference_setup(cfg)
     log.info("%d movie(s) -> %s (model %s, device %s)", len(movies), out, options.model_name, options.device)
     results = run_batch(movies, out, model, options, overwrite=bool(cfg.get("overwrite", False)), rois=rois,

@@ -1,4 +1,4 @@
-"""Files of one inference run, written into a folder that appears complete or not at all.
+"""Files of one inference run, each written whole or not at all; a folder is complete only at the end.
 
 Layout of ``DIR/<movie stem>/``::
 
@@ -6,23 +6,32 @@ Layout of ``DIR/<movie stem>/``::
     RoiSet.zip                             Fiji ROIs, Soma_### and Proc_###_##
     traces.csv                             a row per frame, a column per ROI (dF/F)
     cc_maps.npz                            per-cell CC maps (float16 boxes + origins) + ids, threshold
-    summary.json                           per-cell table, parameters, versions, timings
+    summary.json                           per-cell table, parameters, versions, timings, files written
     overlay.png, traces.png                figures
 
-The files go to a hidden staging folder beside the final one, which is
-renamed into place at the end (:func:`commit_folder`): a crash, Ctrl-C or a
-full disk leaves either the previous complete folder or nothing, never half
-an output. ``summary.json`` is written last inside the staging folder, so a
-folder with it is complete (:func:`is_complete`).
+The files go to a hidden staging folder beside the final one (:func:`staging_folder`)
+and are then moved into place (:func:`commit_outputs`):
+
+- a new output folder is the staging folder renamed (one atomic step);
+- an existing one keeps every file astro3s did not write there (a RoiSet the
+  user edited and saved in it, notes, ...): astro3s's own files are replaced
+  one by one, each atomically by a rename, ``summary.json`` is taken away first
+  and put back last, and a failure puts the previous files back.
+
+``summary.json`` is the completeness marker: a folder with every output file
+(:func:`is_complete`) was finished by a run. A crash, Ctrl-C or full disk
+leaves each file either old or new and whole, and ``summary.json`` missing
+unless the whole set is consistent, so a rerun redoes the movie.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +39,18 @@ import numpy as np
 
 from astro3s.errors import InputError
 
-__all__ = ["OUTPUT_FILES", "SUMMARY_NAME", "commit_folder", "event_rates", "is_complete", "staging_folder",
-           "write_cc_maps", "write_traces_csv"]
+log = logging.getLogger(__name__)
+
+__all__ = ["OUTPUT_FILES", "SUMMARY_NAME", "commit_folder", "commit_outputs", "event_rates", "file_digests",
+           "is_complete", "staging_folder", "write_cc_maps", "write_traces_csv"]
 
 SUMMARY_NAME = "summary.json"
 #: Files every complete output folder holds.
 OUTPUT_FILES = ("soma.tif", "processes.tif", "domains.tif", "RoiSet.zip", "traces.csv", "cc_maps.npz",
                 SUMMARY_NAME, "overlay.png", "traces.png")
 _STAGING_PREFIX = ".partial-"
+#: inside a staging folder: hard links (or copies) of the files a commit replaces, to put back on failure
+_PREVIOUS = ".previous"
 
 
 def is_complete(folder: str | Path, *, figures: bool = True) -> bool:
@@ -60,6 +73,11 @@ def staging_folder(final: str | Path) -> Iterator[Path]:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         for stale in stale_staging_folders(final.parent, name=final.name):  # left by a killed run
+            if stale.name.startswith(f"{_STAGING_PREFIX}old-"):
+                # a whole earlier output folder set aside by an earlier astro3s version, maybe with user files
+                log.warning("%s holds an earlier output folder of %s left by an interrupted run; "
+                            "delete it once you have checked it", stale, final.name)
+                continue
             shutil.rmtree(stale, ignore_errors=True)
         stage = final.parent / f"{_STAGING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
         stage.mkdir()
@@ -73,31 +91,159 @@ def staging_folder(final: str | Path) -> Iterator[Path]:
         raise
 
 
-def commit_folder(stage: Path, final: str | Path) -> Path:
-    """Move a finished staging folder to ``final``, replacing an older output folder.
+def file_digests(folder: str | Path, names: Iterable[str]) -> dict[str, str]:
+    """SHA-256 (hex) of each file ``folder/name``, recorded in ``summary.json`` under ``files``.
+
+    A later run compares them with the files it is about to replace, to tell
+    its own outputs from files the user changed since (see :func:`commit_outputs`).
+    """
+    return {name: _sha256(Path(folder) / name) for name in names}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def previous_outputs(folder: str | Path) -> dict[str, str | None]:
+    """The files an earlier run wrote in ``folder``: name -> SHA-256 when recorded, else None.
+
+    They are the ``files`` of its ``summary.json``; a summary without that
+    record (older astro3s), or no summary (an interrupted run), means the
+    :data:`OUTPUT_FILES` present in the folder, digests unknown.
+    """
+    import json
+
+    folder = Path(folder)
+    try:
+        recorded = json.loads((folder / SUMMARY_NAME).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, dict) and all(isinstance(k, str) and k not in ("", ".", "..") and Path(k).name == k
+                                          for k in recorded):
+        found = {name: (str(value) if value else None) for name, value in recorded.items()}
+        found.setdefault(SUMMARY_NAME, None)
+    else:
+        found = dict.fromkeys(OUTPUT_FILES)
+    return {name: digest for name, digest in found.items() if (folder / name).is_file()}
+
+
+def _free_name(path: Path, tag: str) -> Path:
+    """``name.<tag>-<n>.ext``, the first that does not exist."""
+    suffix = "".join(path.suffixes[-1:])
+    stem = path.name[: len(path.name) - len(suffix)]
+    n = 1
+    while (candidate := path.with_name(f"{stem}.{tag}-{n}{suffix}")).exists():
+        n += 1
+    return candidate
+
+
+def _keep_user_edits(final: Path, previous: dict[str, str | None]) -> dict[str, str | None]:
+    """Rename the outputs the user changed since astro3s wrote them; the others (ours to replace).
+
+    A file whose content no longer matches the digest recorded when it was
+    written (a RoiSet.zip edited in Fiji and saved over) becomes
+    ``name.edited-<n>.ext`` beside it, with a warning.
+    """
+    ours = {}
+    for name, digest in previous.items():
+        path = final / name
+        if digest is not None and name != SUMMARY_NAME and _sha256(path) != digest:
+            kept = _free_name(path, "edited")
+            os.replace(path, kept)
+            log.warning("%s was changed after astro3s wrote it; kept as %s", path, kept.name)
+        else:
+            ours[name] = digest
+    return ours
+
+
+def _back_up(final: Path, names: Iterable[str], backup: Path) -> dict[str, Path]:
+    """Hard links (copies where links are not supported) of ``final/name`` in ``backup``."""
+    backup.mkdir(exist_ok=True)
+    saved = {}
+    for name in names:
+        try:
+            os.link(final / name, backup / name)
+        except OSError:
+            shutil.copy2(final / name, backup / name)
+        saved[name] = backup / name
+    return saved
+
+
+def _restore(final: Path, saved: dict[str, Path], placed: Iterable[str]) -> None:
+    """Put the backed-up files back and remove new ones that had no predecessor (summary last)."""
+    for name in placed:
+        if name not in saved:
+            with contextlib.suppress(OSError):
+                (final / name).unlink()
+    for name in sorted(saved, key=lambda n: n == SUMMARY_NAME):
+        with contextlib.suppress(OSError):
+            os.replace(saved[name], final / name)
+
+
+def _replace_files(stage: Path, final: Path) -> None:
+    """Replace astro3s's own files in the existing folder ``final`` by those of ``stage``, one by one.
+
+    Files the user changed since a run wrote them are first renamed aside
+    (:func:`_keep_user_edits`). Then the previous ``summary.json`` goes (the
+    folder is incomplete from then on), own files this run did not write go,
+    each new file is renamed over its old version, and the new
+    ``summary.json`` comes last. Every previous file is hard-linked into the
+    staging folder first: on an error or Ctrl-C they are all put back.
+    """
+    new = sorted((p.name for p in stage.iterdir() if p.is_file()), key=lambda n: n == SUMMARY_NAME)
+    previous = _keep_user_edits(final, previous_outputs(final))
+    saved = _back_up(final, previous, stage / _PREVIOUS)
+    placed: list[str] = []
+    try:
+        if SUMMARY_NAME in previous:
+            (final / SUMMARY_NAME).unlink()
+        for name in sorted(set(previous) - set(new) - {SUMMARY_NAME}):  # stale: not written this time
+            (final / name).unlink()
+        for name in new:
+            os.replace(stage / name, final / name)
+            placed.append(name)
+    except BaseException:  # a full disk, Ctrl-C: the previous set, complete (a killed run: no summary.json)
+        _restore(final, saved, placed)
+        raise
+
+
+def commit_outputs(stage: Path, final: str | Path) -> Path:
+    """Move the finished files of ``stage`` to the output folder ``final``; ``stage`` is removed.
+
+    A new ``final`` is ``stage`` renamed. In an existing one only files
+    astro3s wrote there are replaced or, when this run did not write them,
+    removed (see :func:`_replace_files`); anything else in it is kept, and an
+    output the user changed since it was written is kept under a new name.
 
     Raises
     ------
     InputError
-        The rename failed (read-only or full file system); an older output
-        folder is put back.
+        A rename failed (read-only or full file system); the previous outputs
+        are put back.
     """
     final = Path(final)
-    old = None
     try:
-        if final.exists():
-            old = final.parent / f"{_STAGING_PREFIX}old-{final.name}-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-        os.replace(stage, final)
+        if not final.exists():
+            os.replace(stage, final)
+            return final
+        if not final.is_dir():
+            raise InputError(final, "exists and is not a folder.", "move it away, or choose another out= folder.")
+        _replace_files(stage, final)
     except OSError as err:
-        if old is not None and old.exists() and not final.exists():
-            with contextlib.suppress(OSError):
-                os.replace(old, final)
         raise InputError(final, f"the outputs could not be moved into place ({err.strerror or err}).",
                          "choose a writable out= folder with free space.") from None
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(stage, ignore_errors=True)
     return final
+
+
+#: The former name of :func:`commit_outputs`.
+commit_folder = commit_outputs
 
 
 def stale_staging_folders(parent: str | Path, *, name: str | None = None) -> list[Path]:

@@ -28,7 +28,7 @@ from astro3s.errors import Astro3sError, ConfigError
 log = logging.getLogger(__name__)
 
 __all__ = ["InferenceOptions", "MovieResult", "infer_movie", "load_inference_model", "movie_output_dir",
-           "segment_movie"]
+           "parse_frame_rate", "segment_movie"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,12 @@ class InferenceOptions:
         Tiling of the whole-FOV network pass (:func:`astro3s.inference.predict_fov`).
     model_name : str
         What the summary records as the model (a path or a bundled name).
+    key : str or None
+        Dataset of HDF5/Zarr movies holding several (see :func:`astro3s.io.read_movie`).
+    fs : float or None
+        Frame rate in Hz; replaces the one the movie file records. None: the
+        file's (without one, ``traces.csv`` has no ``time_s`` and the
+        baseline F0 is a percentile of the whole trace; a warning says so).
     soma_scale : {"auto", "fixed"}
         ``auto``: fit the soma area range to each movie from a first network
         pass (:func:`astro3s.inference.segment.adapt_soma_scale`); ``fixed``:
@@ -74,8 +80,15 @@ class InferenceOptions:
     tile_overlap: int = 64
     model_name: str = ""
     soma_scale: str = "auto"
+    key: str | None = None
+    fs: float | None = None
 
     def __post_init__(self) -> None:
+        if self.fs is not None:
+            fs = parse_frame_rate(self.fs)
+            object.__setattr__(self, "fs", fs)
+        if self.key is not None:
+            object.__setattr__(self, "key", str(self.key))
         if self.soma_scale not in ("auto", "fixed"):
             raise ConfigError(f"soma_scale must be 'auto' or 'fixed', got {self.soma_scale!r}")
         if self.batch_size < 1 or self.max_fov_pixels < 1:
@@ -86,6 +99,19 @@ class InferenceOptions:
             raise ConfigError(f"tiling.tile_size={self.tile_size} must be >= 32 px and tiling.tile_overlap="
                               f"{self.tile_overlap} between 0 and half the tile size. Fix: e.g. "
                               "tiling.tile_size=384 tiling.tile_overlap=64.")
+
+
+def parse_frame_rate(value: Any) -> float:
+    """``value`` as a frame rate in Hz, or a :class:`ConfigError` that says how to give one."""
+    import math
+
+    try:
+        fs = float(value)
+    except (TypeError, ValueError):
+        fs = math.nan
+    if isinstance(value, bool) or not math.isfinite(fs) or fs <= 0:
+        raise ConfigError(f"fs={value!r} must be the frame rate in Hz, a number > 0. Fix: e.g. fs=15.0.")
+    return fs
 
 
 @dataclass
@@ -145,26 +171,28 @@ def load_inference_model(model: str | Path = "default", *, preprocess: Any = Non
 
     Returns
     -------
-    module : SegmentationModule
+    network : SegmentationNetwork
+        The plain-torch network in eval mode (:func:`astro3s.models.load_network`;
+        Lightning is not imported).
     options : InferenceOptions
     """
     from astro3s.correlation import CorrelationParams
-    from astro3s.data.datamodule import _as_params
-    from astro3s.models.checkpoint import load_model, model_preprocess_params
+    from astro3s.models.checkpoint import load_network, model_preprocess_params
+    from astro3s.preprocess.params import as_preprocess_params
     from astro3s.utils.device import resolve_device
 
     dev = resolve_device(device)
-    module = load_model(model, map_location=dev, trusted=trusted)
-    params = _as_params(preprocess) if preprocess is not None else model_preprocess_params(model)
+    network = load_network(model, map_location=dev, trusted=trusted)
+    params = as_preprocess_params(preprocess) if preprocess is not None else model_preprocess_params(model)
     if params is None:
         log.warning("%s: no preprocess.yaml beside the checkpoint; using ASTRA's published parameters", model)
-        params = _as_params(None)
+        params = as_preprocess_params(None)
     options.setdefault("correlation", CorrelationParams())
     known = {f.name for f in dataclasses.fields(InferenceOptions)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"unknown inference option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    return module, InferenceOptions(preprocess=params, device=dev, model_name=str(model), **options)
+    return network, InferenceOptions(preprocess=params, device=dev, model_name=str(model), **options)
 
 
 def movie_output_dir(movie: str | Path, out_dir: str | Path) -> Path:
@@ -263,14 +291,17 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
         Any movie :func:`astro3s.io.read_movie` reads.
     out_dir : str or Path
         Parent folder; the outputs go to ``out_dir/<movie stem>/``.
-    model : SegmentationModule or None
+    model : SegmentationNetwork, SegmentationModule or None
         The network (unused with ``rois``).
     options : InferenceOptions
     rois : str or Path, optional
         A RoiSet zip of curated cells (``Soma_###``/``Proc_###_##``): skips the
-        segmentation.
+        segmentation. Such a run is never skipped, and the file may lie in the
+        output folder itself.
     overwrite : bool
-        Replace a complete output folder; False skips the movie.
+        Redo a movie whose outputs are complete; False skips it (unless
+        ``rois`` is given). Either way only files astro3s wrote in the output
+        folder are replaced (see :func:`astro3s.inference.outputs.commit_outputs`).
     progress : bool, optional
         Progress bars (default: on a terminal).
 
@@ -283,12 +314,13 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
     ------
     Astro3sError
         Bad input (unreadable movie, NaNs, ...), a bad ROI file, or outputs
-        that cannot be written; nothing is left in ``out_dir`` then.
+        that cannot be written; the output folder is left as it was then.
     """
     from astro3s.correlation import correlation_analysis, plot_domains, plot_traces
     from astro3s.inference.outputs import (
         SUMMARY_NAME,
-        commit_folder,
+        commit_outputs,
+        file_digests,
         is_complete,
         staging_folder,
         write_cc_maps,
@@ -307,14 +339,18 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
     start = time.perf_counter()
     movie_path = Path(movie)
     final = movie_output_dir(movie_path, out_dir)
-    if not overwrite and is_complete(final, figures=options.figures):
+    if rois is None and not overwrite and is_complete(final, figures=options.figures):
         log.info("%s: outputs complete in %s, skipped (overwrite=true redoes them)", movie_path.name, final)
         return MovieResult(movie_path, final, "skipped")
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    mov = read_movie(movie_path)
+    mov = read_movie(movie_path, key=options.key, fs=options.fs)
     timings["open_s"] = time.perf_counter() - t
+    if mov.fs is None:
+        log.warning("%s: the movie records no frame rate, so traces.csv has no time_s column and the baseline "
+                    "F0 is a percentile of the whole trace. Fix: give the frame rate in Hz as fs=, e.g. fs=15",
+                    movie_path.name)
     try:
         t = time.perf_counter()
         pre = preprocess(mov, options.preprocess, progress=progress)
@@ -355,14 +391,16 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
             write_traces_csv(stage / "traces.csv", traces)
             write_cc_maps(stage / "cc_maps.npz", domains)
             if options.figures:
-                plot_domains(pre.enhanced, soma, processes, domains.domains, path=stage / "overlay.png",
-                             title=f"{movie_path.name}: {len(domains.cell_ids)} cell(s), "
-                                   f"CC threshold {domains.threshold:.2f}")
+                plot_domains(pre.mean_image, soma, processes, domains.domains, path=stage / "overlay.png",
+                             title=movie_path.name, threshold=domains.threshold)
                 plot_traces(traces, path=stage / "traces.png", fs=traces.fs)
+            files = file_digests(stage, sorted(p.name for p in stage.iterdir() if p.is_file()))
             timings["write_s"] = time.perf_counter() - t
             timings["total_s"] = time.perf_counter() - start
             summary = {
                 "movie": str(movie_path), "name": final.name, "shape": list(pre.shape), "fs": traces.fs,
+                "fs_source": None if mov.fs is None else ("fs=" if options.fs is not None else "file"),
+                "key": options.key,
                 "n_cells": len(domains.cell_ids),
                 "cells": _cell_table(soma, processes, domains, traces),
                 "segmentation": segmentation,
@@ -387,9 +425,11 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
                                "max_shift_px": float(np.abs(pre.shifts).max(initial=0.0))},
                 "versions": _versions(),
                 "timings_s": {k: round(v, 3) for k, v in timings.items()},
+                # the files this run wrote, with their SHA-256: a rerun replaces these and nothing else
+                "files": files,
             }
             write_json(stage / SUMMARY_NAME, summary)
-            commit_folder(stage, final)
+            commit_outputs(stage, final)
     finally:
         corrected = getattr(locals().get("pre"), "corrected", None)
         for obj in (getattr(corrected, "movie", None), mov):

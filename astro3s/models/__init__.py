@@ -4,6 +4,9 @@ Names are imported on first use (no work at import time)::
 
     from astro3s.models import DenseUp, SegmentationModule, load_model, CLASS_NAMES
 
+Only :class:`SegmentationModule` (and :func:`load_model`, which builds it) imports
+Lightning; :func:`load_network` gives a checkpoint's plain-torch network.
+
 Class order everywhere: :data:`CLASS_NAMES` = ("processes", "soma", "background").
 """
 
@@ -34,6 +37,8 @@ _LAZY: dict[str, str] = {
     "softmax_binary_cross_entropy": "astro3s.models.losses",
     "SegmentationModule": "astro3s.models.module",
     "load_model": "astro3s.models.checkpoint",
+    "load_network": "astro3s.models.checkpoint",
+    "read_model_checkpoint": "astro3s.models.checkpoint",
     "load_encoder_weights": "astro3s.models.checkpoint",
     "bundled_model_dir": "astro3s.models.checkpoint",
     "model_preprocess_params": "astro3s.models.checkpoint",

@@ -1,7 +1,8 @@
 """Loading trained models and encoder weights.
 
-:func:`load_model` turns a ``.ckpt`` file written by Lightning (or the name of a
-bundled model) into an eval-mode :class:`~astro3s.models.SegmentationModule`;
+:func:`load_network` turns a ``.ckpt`` file written by Lightning (or the name of a
+bundled model) into an eval-mode network without importing Lightning (inference);
+:func:`load_model` into the whole :class:`~astro3s.models.SegmentationModule`;
 :func:`load_encoder_weights` loads the matching part of any state dict into a
 network's encoder. Every failure a user can cause raises
 :class:`~astro3s.errors.CheckpointError` naming the file.
@@ -271,10 +272,131 @@ def load_encoder_weights(
     return report
 
 
+def _checkpoint_path(path_or_name: str | Path) -> Path:
+    """The ``.ckpt`` file of a bundled model name or a path."""
+    if isinstance(path_or_name, str) and path_or_name in BUNDLED_MODELS:
+        return bundled_model_dir(path_or_name) / BUNDLED_CHECKPOINT
+    return Path(path_or_name)
+
+
+def read_model_checkpoint(
+    path_or_name: str | Path, *, map_location: Any = "cpu", trusted: bool = False
+) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
+    """Read an astro3s checkpoint without building anything (no Lightning import).
+
+    Parameters
+    ----------
+    path_or_name : str or Path
+        A ``.ckpt`` written by ``astro3s-train`` or a bundled model name.
+    map_location : str or torch.device
+        Device of the loaded tensors.
+    trusted : bool
+        Allow arbitrary pickled objects in the file (see :func:`read_checkpoint_file`).
+
+    Returns
+    -------
+    path : Path
+        The file read.
+    hparams : dict
+        The ``SegmentationModule`` hyper-parameters; ``hparams["net_config"]``
+        rebuilds the network (:func:`astro3s.models.build_network_from_config`).
+    state_dict : dict of str to Tensor
+        The module's weights (the network's under ``net.``).
+
+    Raises
+    ------
+    CheckpointError
+        Unknown bundled model, missing / corrupt / truncated file, or a file
+        that is not an astro3s ``SegmentationModule`` checkpoint.
+    """
+    path = _checkpoint_path(path_or_name)
+    raw = read_checkpoint_file(path, map_location=map_location, trusted=trusted)
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("state_dict"), Mapping):
+        raise CheckpointError(
+            f"{path}: is not a Lightning checkpoint (no 'state_dict'). Fix: pass the .ckpt "
+            "written during training, or re-train."
+        )
+    hparams = raw.get("hyper_parameters") or {}
+    if not isinstance(hparams, Mapping) or not hparams.get("net_config"):
+        raise CheckpointError(
+            f"{path}: is not an astro3s SegmentationModule checkpoint (no 'net_config' in its "
+            f"hyper-parameters). Fix: pass a checkpoint written by astro3s-train, or re-train."
+        )
+    return path, dict(hparams), dict(raw["state_dict"])
+
+
+def _incompatible(path: Path, error: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: its hyper-parameters do not build a model with this version of astro3s "
+        f"({type(error).__name__}: {error}). Fix: re-train, or pass a different checkpoint=."
+    )
+
+
+def _weights_do_not_fit(path: Path, error: BaseException) -> CheckpointError:
+    first_lines = " ".join(str(error).splitlines()[:3])
+    return CheckpointError(
+        f"{path}: its weights do not fit the network it describes ({first_lines}). Fix: {_FIX}."
+    )
+
+
+def _device_of(map_location: Any) -> Any:
+    return map_location if not callable(map_location) else "cpu"
+
+
+def load_network(
+    path_or_name: str | Path, *, map_location: Any = "cpu", trusted: bool = False
+) -> nn.Module:
+    """Load the trained network of a checkpoint for inference (eval mode), without Lightning.
+
+    The plain-torch :class:`~astro3s.models.SegmentationNetwork` is rebuilt from
+    the checkpoint's ``net_config`` through the network registry and given the
+    ``net.*`` weights; neither the LightningModule nor ``pytorch_lightning`` is
+    imported, so this is what inference uses (:func:`load_model` gives the
+    whole :class:`SegmentationModule`, for training code).
+
+    Parameters
+    ----------
+    path_or_name : str or Path
+        A ``.ckpt`` written by ``astro3s-train`` or a bundled model name (``"default"``).
+    map_location : str or torch.device
+        Device of the network.
+    trusted : bool
+        Allow arbitrary pickled objects in the file (see :func:`read_checkpoint_file`).
+
+    Returns
+    -------
+    SegmentationNetwork
+        In eval mode, on ``map_location``.
+
+    Raises
+    ------
+    CheckpointError
+        As :func:`load_model`.
+    """
+    from astro3s.models.registry import build_network_from_config
+
+    path, hparams, state = read_model_checkpoint(path_or_name, map_location=map_location, trusted=trusted)
+    try:
+        network = build_network_from_config(hparams["net_config"])
+    except Exception as error:  # incompatible hyper-parameters
+        raise _incompatible(path, error) from None
+    weights = {key[len("net."):]: value for key, value in state.items() if key.startswith("net.")}
+    try:
+        network.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        raise _weights_do_not_fit(path, error) from None
+    network.to(_device_of(map_location))
+    network.eval()
+    return network
+
+
 def load_model(
     path_or_name: str | Path, *, map_location: Any = "cpu", trusted: bool = False
 ) -> SegmentationModule:
-    """Load a trained :class:`SegmentationModule` for inference (eval mode).
+    """Load a trained :class:`SegmentationModule` (eval mode); imports Lightning.
+
+    Inference needs only the network: :func:`load_network` gives it without
+    importing Lightning.
 
     Parameters
     ----------
@@ -292,38 +414,17 @@ def load_model(
     CheckpointError
         Unknown bundled model, missing / corrupt / truncated / incompatible file.
     """
+    path, hparams, state = read_model_checkpoint(path_or_name, map_location=map_location, trusted=trusted)
     from astro3s.models.module import SegmentationModule
 
-    if isinstance(path_or_name, str) and path_or_name in BUNDLED_MODELS:
-        path_or_name = bundled_model_dir(path_or_name) / BUNDLED_CHECKPOINT
-    path = Path(path_or_name)
-    raw = read_checkpoint_file(path, map_location=map_location, trusted=trusted)
-    if not isinstance(raw, Mapping) or "state_dict" not in raw:
-        raise CheckpointError(
-            f"{path}: is not a Lightning checkpoint (no 'state_dict'). Fix: pass the .ckpt "
-            "written during training, or re-train."
-        )
-    hparams = raw.get("hyper_parameters") or {}
-    if not isinstance(hparams, Mapping) or not hparams.get("net_config"):
-        raise CheckpointError(
-            f"{path}: is not an astro3s SegmentationModule checkpoint (no 'net_config' in its "
-            f"hyper-parameters). Fix: pass a checkpoint written by astro3s-train, or re-train."
-        )
     try:
-        module = SegmentationModule(**dict(hparams))
+        module = SegmentationModule(**hparams)
     except Exception as error:  # incompatible hyper-parameters
-        raise CheckpointError(
-            f"{path}: its hyper-parameters do not build a model with this version of astro3s "
-            f"({type(error).__name__}: {error}). Fix: re-train, or pass a different checkpoint=."
-        ) from None
+        raise _incompatible(path, error) from None
     try:
-        module.load_state_dict(raw["state_dict"], strict=True)
+        module.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        first_lines = " ".join(str(error).splitlines()[:3])
-        raise CheckpointError(
-            f"{path}: its weights do not fit the network it describes ({first_lines}). "
-            f"Fix: {_FIX}."
-        ) from None
-    module.to(map_location if not callable(map_location) else "cpu")
+        raise _weights_do_not_fit(path, error) from None
+    module.to(_device_of(map_location))
     module.eval()
     return module

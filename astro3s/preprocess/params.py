@@ -19,7 +19,7 @@ from typing import Any
 
 from astro3s.errors import CheckpointError, ConfigError
 
-__all__ = ["PreprocessParams", "load_params", "params_from_dict", "save_params"]
+__all__ = ["PreprocessParams", "as_preprocess_params", "load_params", "params_from_dict", "save_params"]
 
 
 @dataclass(frozen=True)
@@ -300,6 +300,32 @@ def params_from_dict(values: Any) -> PreprocessParams:
         raise ConfigError(f"unknown preprocess parameter(s) {', '.join(unknown)}; "
                           f"valid ones: {', '.join(sorted(names))}")
     return PreprocessParams(**values)
+
+
+def as_preprocess_params(preprocess: Any = None) -> PreprocessParams:
+    """:class:`PreprocessParams` from whatever a config or a caller gives.
+
+    Parameters
+    ----------
+    preprocess : PreprocessParams, mapping, str, Path or None
+        None: ASTRA's published parameters (the defaults); a mapping (a dict or
+        an OmegaConf node, see :func:`params_from_dict`); a path of a YAML file
+        written by :func:`save_params`.
+
+    Raises
+    ------
+    ConfigError
+        Unknown keys or values out of range.
+    CheckpointError
+        A parameter file that is missing or not YAML.
+    """
+    if preprocess is None:
+        return PreprocessParams()
+    if isinstance(preprocess, PreprocessParams):
+        return preprocess
+    if isinstance(preprocess, str | Path):
+        return load_params(preprocess)
+    return params_from_dict(preprocess)
 
 
 def save_params(params: PreprocessParams, path: str | Path) -> Path:
