@@ -168,10 +168,9 @@ class CorrelationAnalysis(pl.Callback):
             if self.figures and figure_dir is not None:
                 figure = Path(figure_dir) / f"{tag}{_safe(name)}.png"
                 figure.parent.mkdir(parents=True, exist_ok=True)
-                threshold_text = f"{domains.threshold:.2f}" if math.isfinite(domains.threshold) else "-"
-                plot_domains(pre.enhanced, soma, processes, labels, path=figure,
-                             title=f"{name} ({self.cells.replace('_', ' ')} cells): {len(areas)} domain(s), "
-                                   f"CC threshold {threshold_text}")
+                plot_domains(pre.mean_image, soma, processes, labels, path=figure,
+                             title=f"{name} ({self.cells.replace('_', ' ')} cells)",
+                             threshold=domains.threshold if math.isfinite(domains.threshold) else None)
             results[name] = {
                 "threshold": float(domains.threshold), "false_rate": domains.false_rate,
                 "n_cells": len(domains.cell_ids), "n_domains": len(areas),

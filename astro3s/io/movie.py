@@ -112,10 +112,16 @@ class Movie:
         How pixels are read: ``"memmap"``, ``"array"``, ``"hdf5"``, ``"zarr"``,
         ``"tiff-pages"`` (compressed or scattered TIFF, page by page) or
         ``"tiff-folder"``.
+    calibration : (float, float) or None
+        ``(offset, slope)`` turning stored values into real ones,
+        ``offset + slope * stored`` (an ImageJ linear calibration, e.g.
+        ``(-32768, 1)`` for signed 16-bit data stored as uint16). When set,
+        pixels are read as float32 and ``dtype`` is float32.
     """
 
     def __init__(self, data: Any, *, fs: float | None = None, path: str | Path | None = None,
-                 backend: str | None = None, closers: Sequence[Any] = ()):
+                 backend: str | None = None, closers: Sequence[Any] = (),
+                 calibration: tuple[float, float] | None = None):
         self.path = None if path is None else Path(path)
         self.fs = _check_fs(fs, self.path)
         if not (hasattr(data, "shape") and hasattr(data, "dtype") and hasattr(data, "__getitem__")):
@@ -126,6 +132,10 @@ class Movie:
         self._keep = _time_space_axes(self._native_shape, self.path)
         self.shape: tuple[int, int, int] = tuple(self._native_shape[a] for a in self._keep)
         self.dtype = np.dtype(data.dtype)
+        self.calibration = None
+        if calibration is not None and tuple(float(c) for c in calibration) != (0.0, 1.0):
+            self.calibration = (float(calibration[0]), float(calibration[1]))
+            self.dtype = np.dtype(np.float32)
         if backend is None:
             backend = "memmap" if isinstance(data, np.memmap) else (
                 "array" if isinstance(data, np.ndarray) else type(data).__module__.split(".")[0])
@@ -173,8 +183,9 @@ class Movie:
     def __repr__(self) -> str:
         fs = "unknown" if self.fs is None else f"{self.fs:g} Hz"
         where = "" if self.path is None else f", path='{self.path}'"
+        calibrated = "" if self.calibration is None else f", calibration={self.calibration}"
         return (f"Movie(shape={self.shape}, dtype={self.dtype}, fs={fs}, "
-                f"backend={self.backend}{where})")
+                f"backend={self.backend}{calibrated}{where})")
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         # np.asarray(movie) reads everything: allowed, but be explicit about it
@@ -210,6 +221,17 @@ class Movie:
         out = np.asarray(out)
         if any(not (isinstance(p, slice) and p == slice(None)) for p in post):
             out = out[tuple(post)]
+        return self._calibrate(out)
+
+    def _calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """``offset + slope * raw`` as float32 when the movie has a calibration, else ``raw``."""
+        if self.calibration is None:
+            return raw
+        offset, slope = self.calibration
+        out = raw.astype(np.float32)  # a new array: exact for 8- and 16-bit values
+        if slope != 1.0:
+            out *= np.float32(slope)
+        out += np.float32(offset)
         return out
 
     # -- chunked access -------------------------------------------------------------------
@@ -333,7 +355,7 @@ class Movie:
         if n_read != out.nbytes:
             raise InputError(self.path, f"ends early: frames {t0}-{t1 - 1} are missing.",
                              "the file is truncated; copy it again.")
-        return out.reshape((t1 - t0, *self.shape[1:]))
+        return self._calibrate(out.reshape((t1 - t0, *self.shape[1:])))
 
     def _check_finite(self, block: np.ndarray, t0: int) -> None:
         finite = np.isfinite(block).all(axis=(1, 2))
@@ -591,6 +613,7 @@ def _read_tiff(path: Path) -> Movie:
         if series is None:
             raise InputError(path, "TIFF file holds no image.", "check the file.")
         fs = _tiff_fs(tif)
+        calibration = _tiff_calibration(tif, path)
         expected = _tiff_expected_shape(tif)
         shape, dtype, offset = series.shape, series.dtype, series.dataoffset
         # tifffile prefixes its warnings with the object's repr: keep the reason only
@@ -629,7 +652,7 @@ def _read_tiff(path: Path) -> Movie:
         except (*_READ_ERRORS, tifffile.TiffFileError) as err:
             raise InputError(path, f"could not be memory-mapped ({_short(err)}).",
                              "copy or export the movie again.") from err
-        return Movie(data, fs=fs, path=path, backend="memmap")
+        return Movie(data, fs=fs, path=path, backend="memmap", calibration=calibration)
 
     import zarr
 
@@ -637,7 +660,7 @@ def _read_tiff(path: Path) -> Movie:
     # (and strips) that an index touches
     store = series.aszarr()
     data = zarr.open(store, mode="r")
-    return Movie(data, fs=fs, path=path, backend="tiff-pages", closers=[store, tif])
+    return Movie(data, fs=fs, path=path, backend="tiff-pages", closers=[store, tif], calibration=calibration)
 
 
 def _is_damage(message: str) -> bool:
@@ -656,6 +679,35 @@ def _tiff_fs(tif: Any) -> float | None:
             if value is not None:
                 return value
     return _valid_fs(meta.get("fps"))
+
+
+def _tiff_calibration(tif: Any, path: Path) -> tuple[float, float] | None:
+    """ImageJ's linear value calibration ``(c0, c1)`` of an integer ImageJ TIFF, or None.
+
+    ImageJ writes ``cf=0`` (a straight line), ``c0`` and ``c1`` in the image
+    description when a calibration maps stored values to real ones, ``c0 + c1 *
+    stored``; signed 16-bit data are stored as uint16 with ``c0=-32768, c1=1``.
+    Other calibration functions are not applied (a warning says so); float
+    images are never calibrated (ImageJ ignores calibrations of 32-bit images).
+    The ``min``/``max`` entries are the display range, not a calibration.
+    """
+    meta = tif.imagej_metadata if tif.is_imagej else None
+    if not meta or "c0" not in meta or tif.series[0].dtype.kind not in "iu":
+        return None
+    function = meta.get("cf", 0)
+    try:
+        function = int(function)
+        coefficients = (float(meta["c0"]), float(meta.get("c1", 1.0)))
+    except (TypeError, ValueError):
+        return None
+    if function != 0:
+        logging.getLogger(__name__).warning(
+            "%s: ImageJ calibration function cf=%s is not a straight line; stored values are used as they are",
+            path.name, function)
+        return None
+    if not all(math.isfinite(c) for c in coefficients) or coefficients[1] == 0:
+        return None
+    return None if coefficients == (0.0, 1.0) else coefficients
 
 
 def _tiff_expected_shape(tif: Any) -> tuple[int, ...] | None:
@@ -725,8 +777,8 @@ def _pick_dataset(path: Path, datasets: list[tuple[str, Any]], key: str | None,
                          "save the movie as a 3-D dataset, time first.")
     listing = ", ".join(f"'{n}' {tuple(d.shape)}" for n, d in movies)
     raise InputError(path, f"{kind} holds several 3-D datasets: {listing}.",
-                     f"choose one with key=..., e.g. key='{movies[0][0]}' "
-                     f"(on the command line: input.key={movies[0][0]}).")
+                     f"choose one with key=..., e.g. key={movies[0][0]} on the command line "
+                     f"(read_movie(..., key='{movies[0][0]}') in Python).")
 
 
 def _attr_fs(*attr_sets: Any) -> float | None:
