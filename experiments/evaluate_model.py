@@ -1,18 +1,31 @@
-"""Score a model's whole inference path on held-out simulated movies (ASTRA definition).
+"""Score a model's whole inference path on movies no training run sees (ASTRA definition).
 
-Every movie is simulated with seeds that no training run uses (5000+), pre-processed
-with the model's parameters, segmented as ``astro3s-infer`` does (soma scale fitted
-per movie, network on crops and FOV, combination rules) and scored against the
-simulator's ground truth with :func:`astro3s.metrics.astra_scores`. Whole presets
-the default model never saw in training (``d2_like``, ``d3_like``) measure how it
-generalises.
+Two yardsticks, reported in this order:
 
-    python experiments/evaluate_model.py                               # bundled default model
-    python experiments/evaluate_model.py --checkpoint PATH.ckpt --sets d1_like:5
-    python experiments/evaluate_model.py --out experiments/results/default_model.md
+1. **The held-out family** (``--heldout DIR``, made by ``python -m astro3s.heldout --out DIR``):
+   movies from an independently written generator (``astro3s.heldout``: its own
+   morphology, PSF, noise model, neuropil and distractors; seeds 900000+), one
+   row per member (giant and small somata, look-alikes, neurons, vessels,
+   border cells, dense FOVs, low SNR, short movies, a realistic mix). No
+   training code imports that generator.
+2. **Presets of the training simulator** with seeds 5000+ (``--sets``); whole
+   presets the default model never saw (``d2_like``, ``d3_like``) are flagged.
 
-Writes a Markdown table (pooled scores per preset, the held-out flag, seconds per
-movie) and a JSON file beside it with the per-movie scores.
+Every movie is pre-processed with the model's parameters, segmented as
+``astro3s-infer`` does (soma scale fitted per movie, network on crops and FOV,
+combination rules) and scored with :func:`astro3s.metrics.astra_scores` against
+the annotator-width processes (``ground_truth/processes.tif``, polygons of the
+width ASTRA's annotators draw) and, as a second figure, the 2-px branch masks
+(``ground_truth/processes_thin.tif``). Process precision and recall (pixels of
+matched cells) are reported separately, and the detection recall of giant
+(>= 2000 px) and small (<= 60 px) somata.
+
+    python experiments/evaluate_model.py --heldout data/heldout_family    # + the default preset sets
+    python experiments/evaluate_model.py --checkpoint PATH.ckpt --sets d1_like:5 --heldout DIR
+    python experiments/evaluate_model.py --heldout DIR --out experiments/results/default_model.md
+
+Writes a Markdown table (pooled scores per member / preset, seconds per movie)
+and a JSON file beside it with the per-movie scores.
 """
 
 from __future__ import annotations
@@ -42,43 +55,113 @@ def parse_sets(items: list[str]) -> list[tuple[str, int]]:
     return out
 
 
-def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, soma_scale: str = "auto",
-             device: str = "cpu") -> dict:
-    """Per-movie and pooled ASTRA scores of ``checkpoint`` on simulated movies."""
-    from astro3s.data.fovs import SyntheticFOVs
-    from astro3s.inference import load_inference_model, segment_movie
+#: soma areas (px) of the size extremes whose detection recall is reported
+GIANT_SOMA_AREA = 2000
+SMALL_SOMA_AREA = 60
+
+
+def _size_recall(pred_soma: np.ndarray, gt_soma: np.ndarray) -> dict:
+    """Matched / total GT cells among giant and small somata (IoU >= 0.5 one-to-one)."""
+    from astro3s.metrics import match_instances
+
+    areas = np.bincount(gt_soma.ravel(), minlength=int(gt_soma.max()) + 1)
+    ids = np.flatnonzero(areas[1:]) + 1
+    matched = set(match_instances(pred_soma, gt_soma).gt_ids.tolist())
+    out = {}
+    for name, pick in (("giant", areas[ids] >= GIANT_SOMA_AREA), ("small", areas[ids] <= SMALL_SOMA_AREA)):
+        chosen = ids[pick]
+        out[name] = [int(sum(int(k) in matched for k in chosen)), int(len(chosen))]
+    return out
+
+
+def _read_truth(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Soma, annotator-width processes and thin processes of a simulated movie folder."""
+    from astro3s.io import read_labels
+
+    gt = folder / "ground_truth"
+    soma, processes = read_labels(gt / "soma.tif"), read_labels(gt / "processes.tif")
+    thin = read_labels(gt / "processes_thin.tif") if (gt / "processes_thin.tif").exists() else processes
+    return soma, processes, thin
+
+
+def _pool(movies: list[dict], preds: list, gts: list) -> dict:
+    """Pooled ASTRA scores (annotator-width and thin processes) and size-extreme recall of a group."""
+    from astro3s.metrics import astra_scores
+
+    pooled = astra_scores([p[0] for p in preds], [p[1] for p in preds], [g[0] for g in gts],
+                          [g[1] for g in gts]).as_dict()
+    thin = astra_scores([p[0] for p in preds], [p[1] for p in preds], [g[0] for g in gts],
+                        [g[2] for g in gts]).as_dict()
+    pooled["thin_process_f1"] = thin["process_f1"]
+    pooled["thin_process_precision"] = thin["process_precision"]
+    pooled["thin_process_recall"] = thin["process_recall"]
+    for size in ("giant", "small"):
+        hit = sum(m["size_recall"][size][0] for m in movies)
+        total = sum(m["size_recall"][size][1] for m in movies)
+        pooled[f"{size}_recall"] = hit / total if total else None
+        pooled[f"n_{size}"] = total
+    return pooled
+
+
+def _score_group(model, options, folders: list[Path], movie_of) -> dict:
+    """Run inference on each folder's movie and score it; returns per-movie rows and pooled scores."""
+    from astro3s.inference import segment_movie
     from astro3s.io import read_movie
     from astro3s.metrics import astra_scores
     from astro3s.preprocess import preprocess
 
+    preds, gts, movies = [], [], []
+    for folder in folders:  # loop over movies
+        start = time.perf_counter()
+        movie = read_movie(movie_of(folder))
+        try:
+            pre = preprocess(movie, options.preprocess, progress=False)
+            pre, seg, scale = segment_movie(pre, model, options, name=folder.name)
+        finally:
+            movie.close()
+        seconds = time.perf_counter() - start
+        soma, processes, thin = _read_truth(folder)
+        scores = astra_scores(seg.soma, seg.processes, soma, processes).as_dict()
+        scores["thin_process_f1"] = astra_scores(seg.soma, seg.processes, soma, thin).process_f1
+        movies.append({"name": folder.name, "seconds": round(seconds, 2), "n_cells": seg.n_cells,
+                       "n_gt": int(len(np.unique(soma)) - 1), "soma_scale": scale,
+                       "size_recall": _size_recall(seg.soma, soma), **scores})
+        preds.append((seg.soma, seg.processes))
+        gts.append((soma, processes, thin))
+        log.info("%s: %d cells (%d true), detection F1 %.3f, soma F1 %s, process F1 %s (thin %s), %.1f s",
+                 folder.name, seg.n_cells, movies[-1]["n_gt"], scores["detection_f1"], scores["soma_f1"],
+                 scores["process_f1"], scores["thin_process_f1"], seconds)
+    return {"pooled": _pool(movies, preds, gts), "movies": movies,
+            "seconds_per_movie": round(float(np.mean([m["seconds"] for m in movies])), 2) if movies else None}
+
+
+def heldout_members(family_dir: Path) -> dict[str, list[Path]]:
+    """Member name -> movie folders of a held-out family folder (``meta.json`` of each)."""
+    members: dict[str, list[Path]] = {}
+    for meta_path in sorted(family_dir.glob("*/meta.json")):
+        meta = json.loads(meta_path.read_text())
+        members.setdefault(meta.get("member", meta_path.parent.name), []).append(meta_path.parent)
+    return members
+
+
+def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, heldout: Path | None = None,
+             soma_scale: str = "auto", device: str = "cpu") -> dict:
+    """Per-movie and pooled ASTRA scores of ``checkpoint`` on the held-out family and on presets."""
+    from astro3s.data.fovs import SyntheticFOVs
+    from astro3s.inference import load_inference_model
+
     model, options = load_inference_model(checkpoint, device=device, soma_scale=soma_scale, figures=False)
-    report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "sets": {}}
+    report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "heldout": {}, "sets": {}}
+    if heldout is not None:
+        for member, folders in heldout_members(heldout).items():  # loop over members
+            report["heldout"][member] = _score_group(model, options, folders,
+                                                     lambda folder: folder / f"{folder.name}.tif")
     for preset, count in sets:  # loop over presets
         specs = SyntheticFOVs(preset=preset, n_fovs=count, root=data_dir, first_seed=FIRST_SEED).fovs()
-        preds, gts, movies = [], [], []
-        for spec in specs:  # loop over movies
-            start = time.perf_counter()
-            movie = read_movie(spec.movie)
-            try:
-                pre = preprocess(movie, options.preprocess, progress=False)
-                pre, seg, scale = segment_movie(pre, model, options, name=spec.name)
-            finally:
-                movie.close()
-            seconds = time.perf_counter() - start
-            soma, processes = spec.read_labels()
-            scores = astra_scores(seg.soma, seg.processes, soma, processes).as_dict()
-            movies.append({"name": spec.name, "seconds": round(seconds, 2), "n_cells": seg.n_cells,
-                           "n_gt": int(len(np.unique(soma)) - 1), "soma_scale": scale, **scores})
-            preds.append((seg.soma, seg.processes))
-            gts.append((soma, processes))
-            log.info("%s: %d cells (%d true), detection F1 %.3f, soma F1 %s, process F1 %s, %.1f s", spec.name,
-                     seg.n_cells, movies[-1]["n_gt"], scores["detection_f1"], scores["soma_f1"],
-                     scores["process_f1"], seconds)
-        pooled = astra_scores([p[0] for p in preds], [p[1] for p in preds], [g[0] for g in gts],
-                              [g[1] for g in gts]).as_dict()
-        report["sets"][preset] = {"pooled": pooled, "movies": movies,
-                                  "held_out_preset": preset not in TRAINED_PRESETS,
-                                  "seconds_per_movie": round(float(np.mean([m["seconds"] for m in movies])), 2)}
+        entry = _score_group(model, options, [spec.movie.parent for spec in specs],
+                             lambda folder: folder / f"{folder.name}.tif")
+        entry["held_out_preset"] = preset not in TRAINED_PRESETS
+        report["sets"][preset] = entry
     return report
 
 
@@ -86,40 +169,54 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def _row(name: str, entry: dict, extra: str = "") -> str:
+    p = entry["pooled"]
+    sizes = " / ".join("–" if p[f"{k}_recall"] is None else f"{p[f'{k}_recall']:.2f} ({p[f'n_{k}']})"
+                       for k in ("giant", "small"))
+    return (f"| {name} | {len(entry['movies'])}{extra} | {_fmt(p['detection_precision'])} "
+            f"| {_fmt(p['detection_recall'])} | {_fmt(p['detection_f1'])} | {_fmt(p['soma_f1'])} "
+            f"| {_fmt(p['process_f1'])} | {_fmt(p['process_precision'])} | {_fmt(p['process_recall'])} "
+            f"| {_fmt(p['thin_process_f1'])} | {sizes} | {p['n_pred']} / {p['n_gt']} | {entry['seconds_per_movie']} |")
+
+
+_HEADER = ("| detection P | detection R | detection F1 | soma F1 | process F1 | process P | process R "
+           "| thin process F1 | giant / small recall (n) | cells found / true | s per movie |")
+_RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+
+
 def markdown(report: dict, command: str) -> str:
-    lines = [
-        f"# Whole-pipeline ASTRA scores of `{report['checkpoint']}` on held-out simulated movies",
-        "",
-        f"Generated by `{command}`. Movies simulated with seeds {FIRST_SEED}+ (never used in training); "
-        f"soma scale `{report['soma_scale']}`. Presets marked *held out* were not in the training mix at all.",
-        "",
-        "| preset | movies | held out | detection P | detection R | detection F1 | soma F1 | process F1 "
-        "| cells found / true | s per movie |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for preset, entry in report["sets"].items():
-        p = entry["pooled"]
-        lines.append(
-            f"| {preset} | {len(entry['movies'])} | {'yes' if entry['held_out_preset'] else 'no'} "
-            f"| {_fmt(p['detection_precision'])} | {_fmt(p['detection_recall'])} | {_fmt(p['detection_f1'])} "
-            f"| {_fmt(p['soma_f1'])} | {_fmt(p['process_f1'])} | {p['n_pred']} / {p['n_gt']} "
-            f"| {entry['seconds_per_movie']} |")
-    lines.append("")
+    lines = [f"# Whole-pipeline ASTRA scores of `{report['checkpoint']}` on movies no training run saw", "",
+             f"Generated by `{command}`; soma scale `{report['soma_scale']}`. Process F1 / P / R: against "
+             "annotator-width processes (pixels of matched cells); thin process F1: against 2-px branch masks. "
+             "Giant: GT somata >= 2000 px, small: <= 60 px.", ""]
+    if report.get("heldout"):
+        lines += ["## Held-out family (independent generator `astro3s.heldout`, seeds 900000+)", "",
+                  "| member | movies " + _HEADER, "|---" + _RULE]
+        lines += [_row(member, entry) for member, entry in report["heldout"].items()]
+        lines.append("")
+    if report.get("sets"):
+        lines += [f"## Presets of the training simulator (seeds {FIRST_SEED}+; *held out*: preset not in the "
+                  "training mix)", "", "| preset | movies (held out) " + _HEADER, "|---" + _RULE]
+        lines += [_row(preset, entry, " (yes)" if entry["held_out_preset"] else "")
+                  for preset, entry in report["sets"].items()]
+        lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="default", help="'default' or a .ckpt path")
-    parser.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS), help="PRESET:COUNT ...")
+    parser.add_argument("--sets", nargs="*", default=list(DEFAULT_SETS), help="PRESET:COUNT ... (none: skip)")
+    parser.add_argument("--heldout", type=Path, default=None,
+                        help="a held-out family folder (python -m astro3s.heldout --out DIR)")
     parser.add_argument("--data-dir", type=Path, default=Path("data/heldout"), help="where movies are simulated")
     parser.add_argument("--soma-scale", choices=("auto", "fixed"), default="auto")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="Markdown table (JSON beside it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    report = evaluate(args.checkpoint, parse_sets(args.sets), args.data_dir, soma_scale=args.soma_scale,
-                      device=args.device)
+    report = evaluate(args.checkpoint, parse_sets(args.sets), args.data_dir, heldout=args.heldout,
+                      soma_scale=args.soma_scale, device=args.device)
     command = "python experiments/evaluate_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(report, command.strip())
     print(text)

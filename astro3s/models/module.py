@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,6 +19,8 @@ from astro3s.models.classes import BACKGROUND, CLASS_NAMES, IGNORE_INDEX, NUM_CL
 from astro3s.models.losses import AstraLoss
 from astro3s.models.panels import render_panels
 from astro3s.models.registry import build_network_from_config
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -104,6 +107,10 @@ class SegmentationModule(pl.LightningModule):
         (0: never). Only loggers that take images (TensorBoard, W&B) get them.
     num_image_panels : int
         Samples per panel.
+    init_weights : str or None
+        Start from the network weights of this checkpoint or bundled model
+        (``"default"``): fine-tuning. The network must have the same
+        architecture. Not stored in the hyper-parameters (the weights are).
 
     Notes
     -----
@@ -130,6 +137,7 @@ class SegmentationModule(pl.LightningModule):
         ignore_index: int = IGNORE_INDEX,
         image_log_every_n_epochs: int = 5,
         num_image_panels: int = 4,
+        init_weights: str | None = None,
     ) -> None:
         super().__init__()
         if net is None:
@@ -155,7 +163,9 @@ class SegmentationModule(pl.LightningModule):
         net_config = dict(plain(config))
         optimizer = describe_partial(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER)
         scheduler = describe_partial(scheduler)
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters(ignore=["net", "init_weights"])
+        if init_weights:
+            self._load_net_weights(init_weights)
 
         self.loss = AstraLoss(
             bce_weight=bce_weight,
@@ -170,6 +180,20 @@ class SegmentationModule(pl.LightningModule):
             num_classes=NUM_CLASSES, average="none", input_format="index", aggregation_level="global"
         )
         self.val_iou = MeanIoU(num_classes=NUM_CLASSES, per_class=True, input_format="index")
+
+    def _load_net_weights(self, source: str) -> None:
+        """Copy the network weights of a checkpoint or bundled model into ``self.net``."""
+        from astro3s.models.checkpoint import read_model_checkpoint
+
+        path, _, state = read_model_checkpoint(source)
+        net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+        try:
+            self.net.load_state_dict(net_state, strict=True)
+        except RuntimeError as error:
+            raise ConfigError(f"init_weights={source!r} ({path}): its network does not fit this one's "
+                              f"({str(error).splitlines()[0]}). Fix: use a checkpoint of the same network "
+                              "and width, or init_weights=null.") from None
+        log.info("network weights initialised from %s", path)
 
     # -- inference ------------------------------------------------------
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,260 @@
+"""Members of the held-out family: one recipe (ranges) per member, sampled per movie.
+
+A movie is identified by ``(member, index)``; its seed is
+``SEED_BASE + 1000 * position_of_member + index`` (900_000 and up, far from
+the training seeds < 100_000 and the old evaluation seeds 5000+), and every
+random draw of the movie derives from that seed, so a movie is reproducible
+from its name alone.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "MEMBERS",
+    "MEMBER_ORDER",
+    "SEED_BASE",
+    "MemberRecipe",
+    "MovieParams",
+    "member_seed",
+    "movie_name",
+    "rng_for",
+    "sample_params",
+]
+
+SEED_BASE = 900_000
+
+Range = tuple[float, float]
+Count = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class MemberRecipe:
+    """Ranges from which the movies of one member are drawn.
+
+    Attributes
+    ----------
+    name : str
+    description : str
+    sizes : tuple of int
+        FOV side lengths to choose from (square FOVs).
+    n_frames : int
+    n_cells : (int, int)
+        True (labelled) astrocytes whose soma lies fully in the FOV.
+    soma_area : (float, float)
+        Soma area range (px), log-uniform.
+    fs : (float, float)
+        Frame rate range (Hz), log-uniform.
+    photons : (float, float)
+        Photons per frame of a resting soma pixel, log-uniform.
+    psf_fwhm : (float, float)
+        PSF FWHM range (px).
+    n_cut, n_outside : (int, int)
+        Labelled cells whose soma is cut by the FOV border; unlabelled cells
+        whose soma centre is outside the FOV but whose processes reach in.
+    n_out_of_focus, n_blobs, n_neurons, n_vessels : (int, int)
+        Distractors (never labelled).
+    min_spacing : float
+        Smallest centre distance between astrocytes, in units of the sum of
+        their soma radii.
+    p_motion : float
+        Probability that the movie has rigid motion.
+    """
+
+    name: str
+    description: str
+    sizes: tuple[int, ...] = (256,)
+    n_frames: int = 300
+    n_cells: Count = (4, 8)
+    soma_area: Range = (150.0, 350.0)
+    fs: Range = (1.0, 5.0)
+    photons: Range = (15.0, 60.0)
+    psf_fwhm: Range = (1.2, 2.4)
+    n_cut: Count = (0, 0)
+    n_outside: Count = (0, 0)
+    n_out_of_focus: Count = (0, 1)
+    n_blobs: Count = (0, 1)
+    n_neurons: Count = (0, 0)
+    n_vessels: Count = (0, 0)
+    min_spacing: float = 3.0
+    p_motion: float = 0.5
+
+
+#: Member name -> recipe. Order matters for the seeds: append new members at the end.
+MEMBERS: dict[str, MemberRecipe] = {
+    "giant": MemberRecipe("giant", "high zoom: somata 2000-4000 px, processes ~10 px wide",
+                          sizes=(256, 384), n_cells=(2, 5), soma_area=(2000.0, 4000.0),
+                          fs=(1.0, 3.0), psf_fwhm=(2.5, 5.0), min_spacing=1.6),
+    "small": MemberRecipe("small", "low zoom: somata 30-60 px, many cells", n_cells=(15, 30),
+                          soma_area=(30.0, 60.0), fs=(2.0, 10.0), psf_fwhm=(1.0, 1.6)),
+    "lookalikes": MemberRecipe("lookalikes", "D1-like cells with out-of-focus astrocytes and soft blobs",
+                      n_out_of_focus=(3, 6), n_blobs=(3, 6)),
+    "neurons": MemberRecipe("neurons", "D1-like cells with 10-25 neuron-like cells", n_neurons=(10, 25)),
+    "vessels": MemberRecipe("vessels", "D1-like cells with 1-3 vessels and active endfeet", n_vessels=(1, 3)),
+    "border": MemberRecipe("border", "D1-like cells, several cut by the border, plus outside cells reaching in",
+                  n_cut=(2, 4), n_outside=(2, 4)),
+    "dense": MemberRecipe("dense", "512 px FOV with 80-110 small cells", sizes=(512,), n_frames=200,
+                          n_cells=(80, 110), soma_area=(40.0, 170.0), fs=(1.0, 4.0),
+                          psf_fwhm=(1.0, 2.0), min_spacing=2.6),
+    "low_snr": MemberRecipe("low_snr", "D1-like, very few photons (soma peak SNR ~1-2 per frame)",
+                   photons=(0.7, 1.8)),
+    "short": MemberRecipe("short", "D1-like, 75 frames", n_frames=75),
+    "mixed": MemberRecipe("mixed", "realistic mix: somata 100-800 px, a few of every distractor",
+                          n_frames=400, n_cells=(4, 9), soma_area=(100.0, 800.0), fs=(1.0, 10.0),
+                          photons=(10.0, 60.0), psf_fwhm=(1.2, 3.0), n_cut=(0, 2),
+                          n_outside=(0, 2), n_out_of_focus=(1, 3), n_blobs=(1, 3),
+                          n_neurons=(3, 8), n_vessels=(1, 1)),
+}
+MEMBER_ORDER: tuple[str, ...] = tuple(MEMBERS)
+
+
+def member_seed(member: str, index: int) -> int:
+    """Seed of movie ``index`` of ``member`` (``SEED_BASE + 1000 * position + index``)."""
+    if member not in MEMBERS:
+        raise KeyError(f"unknown held-out member {member!r}; choose from {', '.join(MEMBER_ORDER)}")
+    if not 0 <= int(index) < 1000:
+        raise ValueError(f"index must be in 0..999, got {index}")
+    return SEED_BASE + 1000 * MEMBER_ORDER.index(member) + int(index)
+
+
+def movie_name(member: str, index: int) -> str:
+    """Folder and file stem of a movie: ``heldout_<member>_<index>``."""
+    return f"heldout_{member}_{int(index)}"
+
+
+def rng_for(seed: int, stream: str) -> np.random.Generator:
+    """An independent generator for one purpose (``stream``) of one movie."""
+    return np.random.default_rng([int(seed), zlib.crc32(stream.encode())])
+
+
+@dataclass(frozen=True)
+class MovieParams:
+    """Concrete parameters of one held-out movie (everything drawn from the recipe).
+
+    Attributes
+    ----------
+    member, name : str
+    index, seed : int
+    shape : (int, int, int)
+        ``(T, H, W)``.
+    fs : float
+        Frame rate (Hz).
+    soma_areas : tuple of float
+        Requested soma areas of the labelled cells: the ``n_cut`` border cells
+        come last.
+    n_cut, n_outside, n_out_of_focus, n_blobs, n_neurons, n_vessels : int
+    psf : dict
+        ``kind``, ``fwhm``, ``beta``, ``axis_ratio``, ``angle`` (see :class:`~.optics.PSF`).
+    detector : dict
+        ``photons_per_unit``, ``gain``, ``gain_shape``, ``offset``, ``read_noise``.
+    motion_sd : float
+        Rigid motion standard deviation (px), 0 for none.
+    bleach_fraction, bleach_tau : float
+        Bleaching depth and time constant (s).
+    neuropil : dict
+        ``level`` (mean background / resting soma), ``exponent``, ``contrast``,
+        ``modulation`` (relative slow change), ``tau`` (s).
+    silent_fraction : float
+        Fraction of astrocytes without events.
+    min_spacing : float
+    scale : float
+        Spatial scale factor applied to the recipe (1 = full size).
+    """
+
+    member: str
+    name: str
+    index: int
+    seed: int
+    shape: tuple[int, int, int]
+    fs: float
+    soma_areas: tuple[float, ...]
+    n_cut: int
+    n_outside: int
+    n_out_of_focus: int
+    n_blobs: int
+    n_neurons: int
+    n_vessels: int
+    psf: dict = field(default_factory=dict)
+    detector: dict = field(default_factory=dict)
+    motion_sd: float = 0.0
+    bleach_fraction: float = 0.0
+    bleach_tau: float = 1.0
+    neuropil: dict = field(default_factory=dict)
+    silent_fraction: float = 0.0
+    min_spacing: float = 3.0
+    scale: float = 1.0
+
+
+def _count(rng: np.random.Generator, bounds: Count, scale2: float) -> int:
+    """Integer in ``bounds``, shrunk by ``scale2`` (area factor) but never to 0 when ``bounds[1] > 0``."""
+    n = int(rng.integers(bounds[0], bounds[1] + 1))
+    if scale2 >= 1.0 or n == 0:
+        return n
+    return max(1, int(round(n * scale2)))
+
+
+def _loguniform(rng: np.random.Generator, bounds: Range, size: int | None = None):
+    return np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]), size))
+
+
+def sample_params(member: str, index: int = 0, *, scale: float = 1.0,
+                  n_frames: int | None = None) -> MovieParams:
+    """Draw the parameters of movie ``index`` of ``member``.
+
+    Parameters
+    ----------
+    member : str
+        A key of :data:`MEMBERS`.
+    index : int
+        Movie number within the member (0..999).
+    scale : float
+        Shrink the FOV side by ``scale`` and the object counts by ``scale**2``
+        (soma sizes unchanged), for fast tests. 1 = the real member.
+    n_frames : int, optional
+        Override the member's number of frames.
+
+    Returns
+    -------
+    params : MovieParams
+    """
+    recipe = MEMBERS[member]
+    seed = member_seed(member, index)
+    rng = rng_for(seed, "params")
+    side = int(rng.choice(recipe.sizes))
+    side = max(32, int(round(side * scale)))
+    scale2 = float(scale) ** 2
+    T = int(n_frames) if n_frames is not None else recipe.n_frames
+    n_cells = _count(rng, recipe.n_cells, scale2)
+    n_cut = _count(rng, recipe.n_cut, scale2)
+    areas = _loguniform(rng, recipe.soma_area, n_cells + n_cut)
+    psf_kind = str(rng.choice(["moffat", "gaussian"]))
+    psf = {"kind": psf_kind, "fwhm": float(rng.uniform(*recipe.psf_fwhm)),
+           "beta": float(rng.uniform(2.0, 4.5)), "axis_ratio": float(rng.uniform(1.0, 1.6)),
+           "angle": float(rng.uniform(0.0, np.pi))}
+    photons = float(_loguniform(rng, recipe.photons))
+    detector = {"photons_per_unit": photons, "gain": float(rng.uniform(8.0, 40.0)),
+                "gain_shape": float(rng.uniform(2.0, 6.0)), "offset": float(rng.uniform(80.0, 600.0)),
+                "read_noise": float(rng.uniform(2.0, 12.0))}
+    fs = float(_loguniform(rng, recipe.fs))
+    duration = T / fs
+    moving = rng.uniform() < recipe.p_motion
+    neuropil = {"level": float(rng.uniform(0.15, 0.45)), "exponent": float(rng.uniform(1.5, 2.6)),
+                "contrast": float(rng.uniform(0.2, 0.5)), "modulation": float(rng.uniform(0.03, 0.15)),
+                "tau": float(rng.uniform(5.0, 40.0))}
+    return MovieParams(
+        member=member, name=movie_name(member, index), index=int(index), seed=seed,
+        shape=(T, side, side), fs=round(fs, 4), soma_areas=tuple(round(float(a), 1) for a in areas),
+        n_cut=n_cut, n_outside=_count(rng, recipe.n_outside, scale2),
+        n_out_of_focus=_count(rng, recipe.n_out_of_focus, scale2),
+        n_blobs=_count(rng, recipe.n_blobs, scale2), n_neurons=_count(rng, recipe.n_neurons, scale2),
+        n_vessels=_count(rng, recipe.n_vessels, 1.0), psf=psf, detector=detector,
+        motion_sd=float(rng.uniform(0.2, 1.0)) if moving else 0.0,
+        bleach_fraction=float(rng.uniform(0.03, 0.3)),
+        bleach_tau=float(duration * rng.uniform(0.5, 3.0)), neuropil=neuropil,
+        silent_fraction=float(rng.uniform(0.0, 0.25)), min_spacing=recipe.min_spacing,
+        scale=float(scale),
+    )
