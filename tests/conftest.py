@@ -71,3 +71,16 @@ def untrained_checkpoint() -> Callable[..., Path]:
     astro3s checkpoint with a ``preprocess.yaml`` beside it (``blank=True``: one that calls every pixel
     background). For tests of the inference plumbing, whose results do not depend on the weights."""
     return _save_untrained_checkpoint
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory: pytest.TempPathFactory, untrained_checkpoint) -> Path:
+    """A small untrained U-Net checkpoint, with a preprocess.yaml beside it."""
+    return untrained_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def tiny_movie(simulated) -> Path:
+    """The movie file of the ``tiny`` preset, seed 3 (shared, read-only)."""
+    folder = simulated("tiny", 3)
+    return folder / f"{folder.name}.tif"

@@ -24,17 +24,6 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
 
-@pytest.fixture(scope="module")
-def random_checkpoint(tmp_path_factory: pytest.TempPathFactory, untrained_checkpoint) -> Path:
-    return untrained_checkpoint(tmp_path_factory.mktemp("ckpt"))
-
-
-@pytest.fixture(scope="module")
-def tiny_movie(simulated) -> Path:
-    folder = simulated("tiny", 3)
-    return folder / f"{folder.name}.tif"
-
-
 @pytest.fixture(autouse=True)
 def _no_hydra_state():
     yield
@@ -102,7 +91,7 @@ def test_edited_roiset_in_the_output_folder_survives_and_is_used(overwrite: bool
     for name in ("soma.tif", "RoiSet.zip", "traces.csv", "cc_maps.npz", "summary.json", "overlay.png"):
         assert (folder / name).read_bytes() != old_own[name], name
     assert is_complete(folder)
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["index.csv", folder.name]
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["index.csv", "index.html", folder.name]
 
 
 def test_network_rerun_keeps_user_files_and_removes_stale_own_outputs(tiny_movie: Path, random_checkpoint: Path,
@@ -122,7 +111,7 @@ def test_network_rerun_keeps_user_files_and_removes_stale_own_outputs(tiny_movie
     # the figures of the curated run show other cells: astro3s wrote them, so they go
     assert not (folder / "overlay.png").exists() and not (folder / "traces.png").exists()
     assert set(summary["files"]) == {"soma.tif", "processes.tif", "domains.tif", "RoiSet.zip", "traces.csv",
-                                     "cc_maps.npz"}
+                                     "cc_maps.npz", "events.csv"}
     assert is_complete(folder, figures=False)
 
 

@@ -45,11 +45,6 @@ def _run_infer(tmp_path: Path, *args: str) -> tuple[dict, subprocess.CompletedPr
     return json.loads(lines[-1][len("REPORT "):]), proc
 
 
-@pytest.fixture(scope="module")
-def random_checkpoint(tmp_path_factory: pytest.TempPathFactory, untrained_checkpoint) -> Path:
-    return untrained_checkpoint(tmp_path_factory.mktemp("ckpt"))
-
-
 def test_inference_imports_no_lightning_tensorboard_or_wandb(simulated, random_checkpoint: Path,
                                                              tmp_path: Path) -> None:
     from astro3s.inference import OUTPUT_FILES

@@ -14,18 +14,6 @@ import pytest
 from astro3s.errors import Astro3sError, InputError
 
 
-@pytest.fixture(scope="module")
-def random_checkpoint(tmp_path_factory: pytest.TempPathFactory, untrained_checkpoint) -> Path:
-    """A small untrained U-Net checkpoint, with a preprocess.yaml beside it."""
-    return untrained_checkpoint(tmp_path_factory.mktemp("ckpt"))
-
-
-@pytest.fixture(scope="module")
-def tiny_movie(simulated) -> Path:
-    folder = simulated("tiny", 3)
-    return folder / f"{folder.name}.tif"
-
-
 def _options(checkpoint: Path, **kw):
     from astro3s.inference import load_inference_model
 
@@ -123,7 +111,7 @@ def test_folder_keeps_going_past_a_corrupt_movie(tiny_movie: Path, random_checkp
     assert rows["b_truncated.tif"]["error"] and "b_truncated" in rows["b_truncated.tif"]["error"]
     assert rows["a_good.tif"]["status"] == "done"
     # failed movies leave no folder, no staging leftovers
-    assert sorted(p.name for p in out.iterdir()) == ["a_good", "index.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_good", "index.csv", "index.html"]
     # a rerun skips the finished movie and keeps one row per movie
     again = run_batch(find_movies(movies), out, model, options)
     assert {r.movie.name: r.status for r in again}["a_good.tif"] == "skipped"
@@ -250,20 +238,26 @@ def test_astro3s_infer_on_tiny_end_to_end_with_the_default_model(simulated, tmp_
     assert summary["parameters"]["preprocess"]["crop_size"] == 96
 
 
-def test_default_model_finds_the_cells_of_an_unseen_d1_like_movie(simulated, tmp_path: Path) -> None:
-    """Quality of the shipped model through the whole path (held-out seed; see experiments/evaluate_model.py)."""
+def test_default_model_finds_the_cells_of_unseen_d1_like_movies(simulated, tmp_path: Path) -> None:
+    """Quality of the shipped model through the whole path (held-out seeds; see experiments/evaluate_model.py).
+
+    Pooled over three movies: with look-alikes in the simulator (out-of-focus astrocytes, blobs)
+    one movie's score moves by +-0.1 with a single extra cell reported.
+    """
     from astro3s.inference import infer_movie, load_inference_model
     from astro3s.io import read_labels
     from astro3s.metrics import astra_scores
 
-    folder = simulated("d1_like", 5000, overview=False)
     model, options = load_inference_model("default", device="cpu", figures=False)
-    result = infer_movie(folder / f"{folder.name}.tif", tmp_path, model, options)
-    soma = read_labels(result.output / "soma.tif")
-    processes = read_labels(result.output / "processes.tif")
-    scores = astra_scores(soma, processes, read_labels(folder / "ground_truth" / "soma.tif"),
-                          read_labels(folder / "ground_truth" / "processes.tif"))
+    pred, truth = [], []
+    for seed in (5000, 5001, 5002):
+        folder = simulated("d1_like", seed, overview=False)
+        result = infer_movie(folder / f"{folder.name}.tif", tmp_path, model, options)
+        pred.append([read_labels(result.output / f"{k}.tif") for k in ("soma", "processes")])
+        truth.append([read_labels(folder / "ground_truth" / f"{k}.tif") for k in ("soma", "processes")])
+    scores = astra_scores([p[0] for p in pred], [p[1] for p in pred], [t[0] for t in truth], [t[1] for t in truth])
     assert scores.detection_f1 >= 0.8 and scores.soma_f1 >= 0.8, scores
+    assert scores.detection_recall >= 0.9, scores
 
 
 def test_streaming_settings_give_the_in_memory_results(tiny_movie: Path, random_checkpoint: Path,

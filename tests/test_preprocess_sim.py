@@ -128,4 +128,10 @@ def test_reselect_candidates_equals_a_fresh_run(simulated):
     np.testing.assert_allclose(again.crops, fresh.crops)
     np.testing.assert_allclose(again.fov_map, fresh.fov_map)
     with pytest.raises(ValueError, match="stage 1-3"):
-        reselect_candidates(first, params.replace(clahe_clip_limit=1.0))
+        reselect_candidates(first, params.replace(baseline_percentile=20.0))
+    # the CLAHE settings may change (the enhancement is redone from the kept median image:
+    # tests/test_scale.py), but not without that image
+    import dataclasses
+
+    with pytest.raises(ValueError, match="stage 1-3"):
+        reselect_candidates(dataclasses.replace(first, median_image=None), params.replace(clahe_clip_limit=1.0))

@@ -252,6 +252,8 @@ def test_written_files_reload_with_astro3s_io(simulated) -> None:
     soma, proc, dom = (read_labels(gt / f"{k}.tif") for k in ("soma", "processes", "domains"))
     assert soma.dtype == np.uint16 and soma.shape == tuple(meta["shape"][1:])
     assert not ((soma > 0) & (proc > 0)).any()
+    thin = read_labels(gt / "processes_thin.tif")
+    assert thin.dtype == np.uint16 and np.array_equal(thin[thin > 0], proc[thin > 0])  # thin ⊂ processes
     rsoma, rproc = read_roiset(gt / "RoiSet.zip", soma.shape)
     assert np.array_equal(rsoma, soma)
     assert np.array_equal(rproc, proc)
@@ -373,3 +375,41 @@ def test_large_preset_streams_with_bounded_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert (folder / f"{sim.name}.tif").stat().st_size > 4 * 2**30
     assert peak < 1.5 * 2**30, peak / 2**30
+
+
+# ---------------------------------------------------------------------------- annotator-width processes
+
+
+def test_annotator_process_width_follows_the_astra_annotations() -> None:
+    from astro3s.simulate.morphology import annotator_process_width
+
+    # medians of ASTRA's consensus polygons: 5.3 px on D1 (somata ~223 px), 10.1 px on D2 (~3000 px)
+    assert annotator_process_width(223) == pytest.approx(5.3, abs=0.05)
+    assert annotator_process_width(3000) == pytest.approx(10.1, abs=0.1)
+    assert annotator_process_width(10) == 3.0 and annotator_process_width(1e6) == 12.0
+
+
+@pytest.mark.parametrize("soma_area", [220.0, 2800.0])
+def test_processes_are_drawn_at_annotator_width(soma_area: float) -> None:
+    from skimage.morphology import skeletonize
+
+    from astro3s.simulate.morphology import annotator_process_width, make_astrocyte
+    from astro3s.simulate.params import load_preset, sample_params
+
+    params = sample_params(load_preset("d1_like"), np.random.default_rng(0))
+    widths, ratios = [], []
+    for seed in range(6):  # a few cells: the width is a median over their polygons
+        cell = make_astrocyte((0.0, 0.0), soma_area, params, np.random.default_rng(seed))
+        proc = cell.process_mask
+        assert not (proc & cell.soma_mask).any()
+        # the proximal branches lie inside the polygons (annotators trace them out from the soma)
+        yy, xx = np.indices(proc.shape)
+        near = np.hypot(yy + cell.origin[0], xx + cell.origin[1]) <= 2.0 * cell.soma_radius
+        proximal = cell.branches & near & ~cell.soma_mask
+        assert (proc[proximal]).mean() > 0.9 if proximal.any() else True
+        if proc.sum() > 50:
+            widths.append(proc.sum() / max(skeletonize(proc).sum(), 1))
+            ratios.append(proc.sum() / cell.soma_mask.sum())
+    assert np.median(widths) == pytest.approx(annotator_process_width(soma_area), rel=0.3)
+    # ASTRA's consensus: process area 1.4-1.9x the soma's (per dataset); cells vary
+    assert 0.8 <= np.median(ratios) <= 3.0

@@ -79,18 +79,13 @@ def _plain(value: Any) -> Any:
 
 
 def _as_params(preprocess: Any):
+    """:func:`astro3s.preprocess.params.as_preprocess_params` of a config node (OmegaConf made plain)."""
     from astro3s.preprocess import PreprocessParams
-    from astro3s.preprocess.params import params_from_dict
+    from astro3s.preprocess.params import as_preprocess_params
 
-    if preprocess is None:
-        return PreprocessParams()
-    if isinstance(preprocess, PreprocessParams):
-        return preprocess
-    if isinstance(preprocess, str | Path):
-        from astro3s.preprocess import load_params
-
-        return load_params(preprocess)
-    return params_from_dict(_plain(preprocess))
+    if preprocess is None or isinstance(preprocess, PreprocessParams | str | Path):
+        return as_preprocess_params(preprocess)
+    return as_preprocess_params(_plain(preprocess))
 
 
 def _as_augment(augment: Any):

@@ -7,7 +7,8 @@ from typing import Any
 
 from astro3s.inference.network import predict_crops_zoomed, predict_fov
 
-__all__ = ["adapt_soma_scale", "estimate_soma_area_range", "fixed_scale_info", "segment_preprocessed"]
+__all__ = ["adapt_soma_scale", "coarse_soma_scale", "estimate_soma_area_range", "fixed_scale_info",
+           "segment_preprocessed"]
 
 
 def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize: str = "mean",
@@ -120,6 +121,50 @@ def fixed_scale_info(params: Any) -> dict[str, Any]:
     return {"configured": configured, "estimated": None, "used": list(configured), "rescaled": False, "zoom": 1.0}
 
 
+def coarse_soma_scale(pre: Any, *, min_scale: float = 2.0) -> tuple[Any, dict[str, Any]]:
+    """Re-scale the pre-processing of a FOV whose somata are much larger than the parameters', from its image.
+
+    The typical soma area is read off the median image by blob scale selection
+    (:func:`astro3s.preprocess.blob_soma_area`), before any network pass:
+    the network's own first pass cannot see somata larger than the scale the
+    enhancement was made for (CLAHE equalises their interior into texture and
+    the network splits them into soma-sized fragments, which look like a
+    plausible soma scale). When the somata are at least ``min_scale`` times
+    wider than the centre of ``soma_area_range``, the soma range is scaled by
+    ``scale**2`` and the CLAHE tiles by ``1 / scale``
+    (:func:`astro3s.preprocess.clahe_tiles_for_scale`), and the candidates are
+    selected again (:func:`astro3s.preprocess.reselect_candidates`): the network
+    then sees these somata as it saw those of its training data.
+
+    Returns
+    -------
+    pre : Preprocessed
+        ``pre`` itself or the re-scaled result.
+    info : dict
+        ``blob_area`` (px, or None), ``coarse_scale`` (1 when unchanged), ``clahe_tiles``.
+    """
+    import dataclasses
+
+    from astro3s.preprocess import blob_soma_area, clahe_tiles_for_scale, reselect_candidates
+
+    info: dict[str, Any] = {"blob_area": None, "coarse_scale": 1.0, "clahe_tiles": list(pre.params.clahe_tiles)}
+    if pre.median_image is None or pre.corrected is None:
+        return pre, info
+    area = blob_soma_area(pre.median_image)
+    if area is None:
+        return pre, info
+    lo, hi = (float(a) for a in pre.params.soma_area_range)
+    scale = (area / (lo * hi) ** 0.5) ** 0.5
+    info["blob_area"] = round(float(area), 1)
+    if scale < min_scale:
+        return pre, info
+    tiles = clahe_tiles_for_scale(tuple(pre.params.clahe_tiles), scale)
+    params = dataclasses.replace(pre.params, soma_area_range=(round(lo * scale**2, 1), round(hi * scale**2, 1)),
+                                 clahe_tiles=tiles)
+    info.update(coarse_scale=round(float(scale), 3), clahe_tiles=list(tiles))
+    return reselect_candidates(pre, params), info
+
+
 def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: str | None = None,
                      tolerance: float = 1.5, max_zoom: float = 3.0, max_fov_pixels: int = 512 * 512,
                      tile_size: int = 384, tile_overlap: int = 64) -> tuple[Any, dict[str, Any], Any]:
@@ -143,6 +188,10 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     box): the network finds small somata at its training scale that it
     misses at their own (:func:`segment_preprocessed`).
 
+    Somata much larger than the parameters' are first detected from the image
+    (:func:`coarse_soma_scale`), which re-scales the enhancement and the
+    candidate search before the network pass.
+
     Returns
     -------
     pre : Preprocessed
@@ -160,7 +209,12 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     from astro3s.preprocess import reselect_candidates
 
     info = fixed_scale_info(pre.params)
-    lo, hi = info["configured"]
+    configured_centre = (info["configured"][0] * info["configured"][1]) ** 0.5
+    pre, coarse = coarse_soma_scale(pre)
+    info.update(coarse)
+    if coarse["coarse_scale"] > 1.0:
+        info.update(used=[float(a) for a in pre.params.soma_area_range], rescaled=True)
+    lo, hi = (float(a) for a in pre.params.soma_area_range)
     if pre.corrected is None or len(pre.crop_boxes) == 0 and pre.fov_mask.sum() == 0:
         return pre, info, None
     fov_probs = predict_fov(model, pre, normalize=normalize, max_fov_pixels=max_fov_pixels, tile_size=tile_size,
@@ -174,5 +228,6 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     if centre / tolerance <= median <= centre * tolerance:
         return pre, info, fov_probs
     params = dataclasses.replace(pre.params, soma_area_range=estimate)
-    info.update(used=list(estimate), rescaled=True, zoom=float(min(max((centre / median) ** 0.5, 1.0), max_zoom)))
+    info.update(used=list(estimate), rescaled=True,
+                zoom=float(min(max((configured_centre / median) ** 0.5, 1.0), max_zoom)))
     return reselect_candidates(pre, params), info, None

@@ -7,7 +7,9 @@ One module per stage, each a set of small pure functions on arrays:
 3. :mod:`~astro3s.preprocess.activity` - the activity map;
 4. :mod:`~astro3s.preprocess.candidates` - soma candidates;
 5. :mod:`~astro3s.preprocess.local_filter` - local activity filter per candidate;
-6. :mod:`~astro3s.preprocess.crops` - 96 x 96 crops and the FOV map.
+6. :mod:`~astro3s.preprocess.crops` - 96 x 96 crops and the FOV map;
+
+and :mod:`~astro3s.preprocess.scale`, the soma scale of a FOV from its image.
 
 :func:`preprocess` runs them on a (lazy) movie in time chunks;
 :func:`fit_parameters` estimates the data-dependent parameters from annotated
@@ -26,6 +28,7 @@ from astro3s.preprocess.motion import (CorrectedMovie, bandpass_filter, build_re
 from astro3s.preprocess.params import PreprocessParams, load_params, save_params
 from astro3s.preprocess.pipeline import (Preprocessed, load_preprocessed, preprocess, reselect_candidates,
                                          save_preprocessed)
+from astro3s.preprocess.scale import blob_soma_area, clahe_tiles_for_scale
 
 __all__ = [
     "CorrectedMovie",
@@ -33,10 +36,12 @@ __all__ = [
     "Preprocessed",
     "activity_map",
     "bandpass_filter",
+    "blob_soma_area",
     "build_reference",
     "candidate_boxes",
     "candidate_centres",
     "clahe",
+    "clahe_tiles_for_scale",
     "correct_frames",
     "crop_offsets",
     "enhance",

@@ -128,6 +128,10 @@ class Preprocessed:
         Candidate search outcome, approximations used, timings (s) per stage.
     corrected : CorrectedMovie or None
         Lazy motion-corrected movie (original movie + shifts).
+    median_image : ndarray of float32, shape (H, W), or None
+        Temporal median of the baseline-subtracted frames, the image ``enhanced``
+        is made from (kept so that the enhancement can be redone at another
+        scale: :func:`reselect_candidates`); None when loaded from a file.
     """
 
     shifts: np.ndarray
@@ -147,6 +151,7 @@ class Preprocessed:
     source: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     corrected: CorrectedMovie | None = field(default=None, repr=False, compare=False)
+    median_image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_candidates(self) -> int:
@@ -441,7 +446,7 @@ def _stream(movie: Any, params: PreprocessParams, device: str, *,
     activity = (counts / coverage[None]).astype(np.float32)
     return {
         "shifts": shifts, "reference": reference.astype(np.float32),
-        "mean_image": (raw_sum / n_frames).astype(np.float32), "enhanced": enhanced,
+        "mean_image": (raw_sum / n_frames).astype(np.float32), "enhanced": enhanced, "median": median,
         "activity": activity, "corrected": CorrectedMovie(movie, shifts, device=device, cache=cache),
         "timings": timings, "details": details,
     }
@@ -561,7 +566,9 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     Motion correction and the maps of stages 1-3 are kept, so this costs a
     fraction of :func:`preprocess`: used when the soma scale of a movie turns
     out to differ from the parameters' (``soma_area_range``), or to try
-    candidate-search settings.
+    candidate-search settings. The CLAHE settings of stage 2 may change too
+    when ``pre.median_image`` is kept (the enhanced image is then made again
+    from it).
 
     Parameters
     ----------
@@ -578,23 +585,31 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     """
     early = ("motion_correction", "reference_frames", "reference_stable_fraction", "upsample_factor",
              "bandpass_sigmas", "max_shift_fraction", "baseline_percentile", "median_max_frames",
-             "clahe_clip_limit", "clahe_tiles", "clahe_bins", "tile_size", "tile_step", "activity_percentile",
-             "percentile_stride")
+             "tile_size", "tile_step", "activity_percentile", "percentile_stride")
+    enhancement = ("clahe_clip_limit", "clahe_tiles", "clahe_bins")
     changed = [k for k in early if getattr(params, k) != getattr(pre.params, k)]
+    reenhance = any(getattr(params, k) != getattr(pre.params, k) for k in enhancement)
+    if reenhance and pre.median_image is None:
+        changed += [k for k in enhancement if getattr(params, k) != getattr(pre.params, k)]
     if changed:
         raise ValueError(f"reselect_candidates cannot change stage 1-3 parameters ({', '.join(changed)}); "
                          "run preprocess() again")
     timings: dict[str, float] = {}
     details = {k: v for k, v in pre.details.items() if k not in ("candidate_search", "filter_frames")}
     start = time.perf_counter()
+    enhanced = pre.enhanced
+    if reenhance:  # the CLAHE step again on the kept median image (cheap: one 2-D image)
+        enhanced = enhance_image(pre.median_image, clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
+                                 nbins=params.clahe_bins)
     candidates, boxes, crop_masks, crops, fov, union, enhanced = _candidate_stages(
-        pre.activity_map, pre.enhanced, pre.corrected, params, int(pre.shape[0]), timings, details)
+        pre.activity_map, enhanced, pre.corrected, params, int(pre.shape[0]), timings, details)
     timings["total"] = time.perf_counter() - start
     details["reselect_timings"] = timings
     log.info("candidates again with soma areas %s px: %d candidate(s), %.2f s",
              tuple(round(a) for a in params.soma_area_range), len(boxes), timings["total"])
-    return dataclasses.replace(pre, candidates=candidates, crop_boxes=boxes, crop_masks=crop_masks, crops=crops,
-                               fov_map=fov, fov_mask=union, params=params, details=details)
+    return dataclasses.replace(pre, enhanced=enhanced, candidates=candidates, crop_boxes=boxes,
+                               crop_masks=crop_masks, crops=crops, fov_map=fov, fov_mask=union, params=params,
+                               details=details)
 
 
 def preprocess(movie: Any, params: PreprocessParams | None = None, *,
@@ -649,7 +664,7 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
         crop_masks=crop_masks, crops=crops, fov_map=fov, fov_mask=union, params=params,
         shape=(n_frames, height, width), fs=getattr(movie, "fs", None),
         source=None if getattr(movie, "path", None) is None else str(movie.path),
-        details=details, corrected=streamed["corrected"])
+        details=details, corrected=streamed["corrected"], median_image=streamed["median"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,11 +44,25 @@ __all__ = [
     "make_astrocyte",
     "make_vessels",
     "place_cells",
+    "thin_branches",
+    "annotator_process_width",
 ]
 
 # Branch radius (px) below which a process is too thin to be annotated as one;
 # thinner branches still light up as part of the cell's territory (domain).
 VISIBLE_BRANCH_RADIUS = 0.6
+
+# Annotators draw processes as polygons wider than the branch: in ASTRA's consensus
+# RoiSets the median polygon width (area / skeleton length) is 5.3 px on D1 (somata
+# ~223 px), 10.1 px on D2 (somata ~3000 px) and 5.6 px on D4; a power law through
+# D1 and D2 gives the width for any soma size.
+ANNOTATOR_WIDTH_D1 = 5.3
+ANNOTATOR_SOMA_AREA_D1 = 223.0
+ANNOTATOR_WIDTH_EXPONENT = math.log(10.1 / 5.3) / math.log(3000.0 / 223.0)  # ~0.25
+# How far from the soma centre (in soma radii) annotators trace a process: with the
+# width above this gives process areas of ~1.4-2x the soma's, as in the consensus
+# RoiSets (1.4-1.9x per dataset).
+ANNOTATED_REACH = (2.0, 3.2)
 _STEP = 0.5  # px per growth step: fine enough for thin branches to stay connected
 
 
@@ -66,13 +80,18 @@ class CellMorphology:
     soma, process, territory : ndarray of float32, shape (h, w)
         Continuous footprints in [0, 1] (soft edges, partial-volume weights).
     soma_mask, process_mask, territory_mask : ndarray of bool, shape (h, w)
-        ``process_mask`` (the annotated processes) excludes the soma;
-        ``territory_mask`` is the geometric territory including soma and
-        processes. The ground-truth *domain* is the part of the cell's
+        ``process_mask`` (the processes as an annotator draws them: polygons of
+        :func:`annotator_process_width` around the visible branches) excludes
+        the soma; ``territory_mask`` is the geometric territory including soma
+        and processes. The ground-truth *domain* is the part of the cell's
         footprint whose activity detectably follows the cell (see
         :func:`astro3s.simulate.render.ground_truth`), not this mask.
     soma_radius, territory_radius : float
         Equivalent soma radius and mean territory radius (px).
+    branch_mask : ndarray of bool, shape (h, w), optional
+        The visible branches themselves at their drawn calibre (about 2 px wide),
+        minus the soma: the thin-branch ground truth. Where the signal lives:
+        microdomain events sit on these pixels. None: same as ``process_mask``.
     """
 
     origin: tuple[int, int]
@@ -85,6 +104,12 @@ class CellMorphology:
     territory_mask: np.ndarray
     soma_radius: float
     territory_radius: float
+    branch_mask: np.ndarray | None = None
+
+    @property
+    def branches(self) -> np.ndarray:
+        """The thin-branch mask (``branch_mask``, or ``process_mask`` when not given)."""
+        return self.process_mask if self.branch_mask is None else self.branch_mask
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -176,6 +201,47 @@ def _ellipse_radius(theta: np.ndarray, radius: float, elongation: float, angle: 
     a, b = radius * math.sqrt(elongation), radius / math.sqrt(elongation)
     phi = theta - angle
     return a * b / np.sqrt((b * np.cos(phi)) ** 2 + (a * np.sin(phi)) ** 2)
+
+
+def annotator_process_width(soma_area: float) -> float:
+    """Width (px) of a process polygon as ASTRA's annotators draw it for a soma of ``soma_area`` px.
+
+    ``5.3 * (soma_area / 223) ** 0.25``, clipped to [3, 12] px: 5.3 px for a D1
+    soma (~223 px), 10.1 px for a D2 soma (~3000 px).
+    """
+    width = ANNOTATOR_WIDTH_D1 * (max(float(soma_area), 1.0) / ANNOTATOR_SOMA_AREA_D1) ** ANNOTATOR_WIDTH_EXPONENT
+    return float(np.clip(width, 3.0, 12.0))
+
+
+def _annotated_polygons(branch_mask: np.ndarray, centre_dist: np.ndarray, soma_mask: np.ndarray,
+                        dist: np.ndarray, *, reach: float) -> np.ndarray:
+    """The processes as an annotator draws them, from the visible branches of a cell.
+
+    The branches connected to the soma are traced out to ``reach`` px from the
+    soma centre (annotators follow the clearly visible, proximal part of each
+    process; the arbor beyond is the domain's) and widened to
+    :func:`annotator_process_width` around their centre lines (``centre_dist``:
+    distance to the nearest centre-line pixel), so a polygon does not bulge into
+    the gaps between neighbouring branches. Returns a bool mask without the soma.
+    """
+    traced = branch_mask & (dist <= reach)
+    lab, n = ndi.label(traced | soma_mask, structure=np.ones((3, 3), bool))
+    if n == 0 or not soma_mask.any():
+        return traced & ~soma_mask
+    traced &= np.isin(lab, np.unique(lab[soma_mask]))
+    half_width = 0.5 * (annotator_process_width(float(soma_mask.sum())) - 1.0)
+    if not traced.any() or half_width <= 0:
+        return traced & ~soma_mask
+    near = (ndi.distance_transform_edt(~traced) <= half_width) & (centre_dist <= half_width)
+    return (traced | near) & ~soma_mask
+
+
+def thin_branches(process_mask: np.ndarray) -> np.ndarray:
+    """2-px-wide centre lines of annotated process polygons (bool, same shape)."""
+    from skimage.morphology import skeletonize
+
+    skeleton = skeletonize(process_mask)
+    return ndi.binary_dilation(skeleton, structure=np.ones((2, 2), bool)) & process_mask
 
 
 def _local_grid(center: tuple[float, float], half: int) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
@@ -436,6 +502,7 @@ def _assemble(origin, center, dist, theta, soma, soma_mask, points, radii, terri
         # real annotated processes: soften the edge by half a pixel only
         process = np.clip(ndi.gaussian_filter(process_given.astype(np.float32), 0.5) * 1.3, 0, 1)
         process_mask = process_given & ~soma_mask
+        branch_mask = thin_branches(process_mask)
     else:
         tube_dist, tube_radius = _rasterise_tubes(points, radii, origin, shape)
         # sub-resolution branches are dimmer (less indicator in the beam), so the
@@ -458,6 +525,9 @@ def _assemble(origin, center, dist, theta, soma, soma_mask, points, radii, terri
             keep &= np.bincount(lab.ravel(), minlength=n + 1) >= 6  # no 1-5 px stubs
             keep[0] = False
             process_mask = keep[lab]
+        branch_mask = process_mask
+        process_mask = _annotated_polygons(branch_mask, vis_dist, soma_mask, dist,
+                                           reach=radius * rng.uniform(*ANNOTATED_REACH))
     process = np.where(soma_mask, 0, process).astype(np.float32)
     # the territory fades out over its outer third: fine processes thin out
     # towards the edge, so there is no crisp disc; the domain ends where the
@@ -479,7 +549,8 @@ def _assemble(origin, center, dist, theta, soma, soma_mask, points, radii, terri
     return CellMorphology(origin=origin, center=(float(center[0]), float(center[1])), soma=soma,
                           soma_mask=soma_mask, process=process, process_mask=process_mask,
                           territory=territory, territory_mask=territory_mask,
-                          soma_radius=float(radius), territory_radius=float(territory_radius))
+                          soma_radius=float(radius), territory_radius=float(territory_radius),
+                          branch_mask=branch_mask)
 
 
 def cell_from_masks(soma_mask: np.ndarray, process_mask: np.ndarray, params: SimulationParams,

@@ -113,6 +113,10 @@ class PresetRanges:
     neuron_amplitude: Range = _r(0.5, 3.0, unit="dF/F", doc="neuron transient amplitude")
     neuron_decay: Range = _r(0.15, 0.7, unit="s", doc="neuron transient decay")
     neuron_brightness: Range = _r(0.2, 0.8, doc="neuron baseline / soma baseline")
+    defocus_density: Range = _r(0, 0.4, unit="1/(100px)^2",
+                                doc="out-of-focus astrocytes (blurred, dimmer, active; not ground truth) per 10^4 px")
+    blob_density: Range = _r(0, 0.4, unit="1/(100px)^2",
+                             doc="soft round fluorescent blobs with slow fluctuations (not ground truth) per 10^4 px")
     n_vessels: Range = _r(0, 2, doc="blood-vessel shadows")
     vessel_width: Range = _r(4, 16, unit="px", doc="vessel diameter")
     vessel_depth: Range = _r(0.3, 0.9, doc="fraction of light lost at vessel centre")
@@ -215,6 +219,8 @@ class SimulationParams:
     neuron_amplitude: float
     neuron_decay: float
     neuron_brightness: float
+    defocus_density: float
+    blob_density: float
     n_vessels: int
     vessel_width: float
     vessel_depth: float
