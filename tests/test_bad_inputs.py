@@ -357,7 +357,7 @@ def test_folder_reports_every_bad_movie_and_finishes_the_rest(movies: dict[str, 
     assert {n: rows[n]["status"] for n in names.values() if n != "a_good.tif"} == dict.fromkeys(
         ("b_image2d.tif", "c_channels.tif", "d_three.tif", "e_zeros.tif"), "failed")
     assert "single image" in rows["b_image2d.tif"]["error"] and "constant" in rows["e_zeros.tif"]["error"]
-    assert sorted(p.name for p in out.iterdir()) == ["a_good", "index.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_good", "index.csv", "index.html"]
     _assert_no_partial(out)
 
 

@@ -9,6 +9,7 @@ the ``hydra.main`` functions of tasks that sweepers run and optimise.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from astro3s.errors import Astro3sError, ConfigError
@@ -44,32 +45,119 @@ def seed_everything(seed: int | None) -> int:
     return seed
 
 
+#: the resolved config as a tree, written to every run folder
+CONFIG_TREE_NAME = "config_tree.log"
+
+
 def apply_extras(cfg: DictConfig) -> None:
-    """Apply the optional utilities of the ``extras`` config group."""
+    """Apply the optional utilities of the ``extras`` config group.
+
+    The resolved config tree always goes to ``config_tree.log`` in the run
+    folder (:func:`save_config_tree`); it is printed on the screen too only
+    with ``extras.print_config=true``.
+    """
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
+    save_config_tree(cfg)
     if extras.get("print_config"):
         print_config_tree(cfg, resolve=True)
 
 
+def run_folder(cfg: DictConfig) -> Path | None:
+    """This run's folder: ``paths.output_dir``, else Hydra's output folder; None outside a Hydra run."""
+    folder = None
+    with contextlib.suppress(Exception):  # unresolvable outside Hydra (API use, plain test configs)
+        folder = OmegaConf.select(cfg, "paths.output_dir", default=None)
+    if not folder:
+        with contextlib.suppress(Exception):
+            from hydra.core.hydra_config import HydraConfig
+
+            folder = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+    return Path(str(folder)) if folder and str(folder) != "???" else None
+
+
+def config_tree_text(cfg: DictConfig, *, resolve: bool = True, width: int = 100) -> str:
+    """The config as the plain-text tree :func:`print_config_tree` shows (YAML when rich is missing)."""
+    import io
+
+    try:
+        import rich.console
+
+        buffer = io.StringIO()
+        console = rich.console.Console(file=buffer, width=width, color_system=None, force_terminal=False,
+                                       no_color=True, highlight=False)
+        console.print(_config_tree(cfg, resolve=resolve))
+        return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())  # no padding
+    except ImportError:
+        import textwrap
+
+        return "".join(f"{key}:\n{textwrap.indent(_branch_text(cfg, str(key), resolve=resolve), '  ')}\n"
+                       for key in cfg.keys() if key != "hydra")
+
+
+def save_config_tree(cfg: DictConfig, folder: str | Path | None = None) -> Path | None:
+    """Write the resolved config tree to ``folder/config_tree.log`` (default: the run folder).
+
+    Returns the file, or None when there is no run folder or it cannot be
+    written (logged; the tree is a record, never a reason to fail a run).
+    """
+    from astro3s.io import write_text
+
+    folder = run_folder(cfg) if folder is None else Path(folder)
+    if folder is None:
+        return None
+    try:
+        return write_text(folder / CONFIG_TREE_NAME, config_tree_text(cfg, resolve=True))
+    except Exception as err:  # noqa: BLE001 - an unresolvable key or an unwritable folder: say so, go on
+        log.warning("could not write %s in %s: %s", CONFIG_TREE_NAME, folder, str(err).splitlines()[0] if
+                    str(err) else type(err).__name__)
+        return None
+
+
+def _branch_text(cfg: DictConfig, key: str, *, resolve: bool) -> str:
+    """YAML of ``cfg[key]``, resolved when ``resolve`` and possible (else as written)."""
+    for attempt in ((True, False) if resolve else (False,)):
+        try:
+            node = cfg._get_node(key)
+            if isinstance(node, (DictConfig, ListConfig)):
+                return OmegaConf.to_yaml(node, resolve=attempt)
+            return str(cfg[key] if attempt else node._value())
+        except OmegaConfBaseException:  # an interpolation that cannot be resolved here
+            continue
+    return "???"
+
+
+def _config_tree(cfg: DictConfig, *, resolve: bool) -> Any:
+    """The rich tree of a config: a branch per top-level key (Hydra's own settings left out), YAML under it."""
+    import rich.syntax
+    import rich.tree
+
+    tree = rich.tree.Tree("CONFIG", style="dim")
+    for key in cfg.keys():
+        if key == "hydra":
+            continue
+        branch = tree.add(str(key), style="bold")
+        branch.add(rich.syntax.Syntax(_branch_text(cfg, str(key), resolve=resolve), "yaml"))
+    return tree
+
+
 def print_config_tree(cfg: DictConfig, *, resolve: bool = True) -> None:
-    """Print the config as a tree (rich) and log it as YAML."""
-    text = OmegaConf.to_yaml(cfg, resolve=resolve)
-    log.debug("resolved config:\n%s", text)
+    """Print the config as a tree (rich; plain text without it)."""
     try:
         import rich
-        import rich.syntax
-        import rich.tree
 
-        tree = rich.tree.Tree("CONFIG", style="dim")
-        for key, value in cfg.items():
-            branch = tree.add(str(key), style="bold")
-            body = OmegaConf.to_yaml(value, resolve=resolve) if isinstance(value, DictConfig) else str(value)
-            branch.add(rich.syntax.Syntax(body, "yaml"))
-        rich.print(tree)
-    except Exception:  # printing the tree is a nicety; never fail a run over it
-        print(text)
+        rich.print(_config_tree(cfg, resolve=resolve))
+    except ImportError:
+        print(config_tree_text(cfg, resolve=resolve))
+
+
+def progress_setting(cfg: DictConfig) -> bool | None:
+    """Progress bars of a command: False with ``extras=quiet`` (``extras.progress=false``), else None
+    (on a terminal only); see :mod:`astro3s.utils.progress`."""
+    from astro3s.utils.progress import progress_from_extras
+
+    return progress_from_extras(cfg.get("extras"))
 
 
 def _close_loggers() -> None:

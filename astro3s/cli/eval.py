@@ -15,7 +15,11 @@ differ between the two sides):
   ``domains.tif`` (a label image), the instance scores include the domain IoU.
 
 FOVs are matched by name (zip stem or folder name, ignoring a leading
-``RoiSet_``). Prints a table per FOV and pooled, and writes a JSON file with
+``RoiSet_``). When a FOV's prediction has an ``events.csv`` (astro3s-infer) and
+its ground truth one too (``ground_truth/events.csv``, astro3s-simulate), the
+calcium events are scored as well (``events``: precision, recall, F1 of
+somatic and process events on cells paired by soma IoU, onset and delay
+errors; rules in :mod:`astro3s.events.score`). Prints a table per FOV and pooled, and writes a JSON file with
 the ASTRA scores (top level), the instance scores (``instance``) and per-FOV
 entries (``per_fov``, keyed by the matching name). See :mod:`astro3s.metrics` for the definitions.
 """
@@ -249,6 +253,88 @@ def format_table(scores: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+EVENTS_FILE = "events.csv"
+
+
+def _fov_info(source: FovSource) -> tuple[float | None, int | None]:
+    """Frame rate and frame count of a FOV folder: from ``summary.json`` (astro3s-infer) beside its
+    label images, or ``meta.json`` (astro3s-simulate) above ``ground_truth/``."""
+    import json
+
+    folder = source.path.parent
+    for candidate in (folder / "summary.json", folder / "meta.json", folder.parent / "meta.json"):
+        try:
+            info = json.loads(candidate.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        shape = info.get("shape") or [None]
+        if info.get("fs"):
+            return float(info["fs"]), (int(shape[0]) if shape[0] else None)
+    return None, None
+
+
+def evaluate_events(pred_dir: Path, gt_dir: Path, *, iou_threshold: float) -> dict[str, Any] | None:
+    """Event precision, recall and F1 (soma, process) over the FOVs whose two sides both have events.
+
+    The prediction's ``events.csv`` (astro3s-infer) beside its label images,
+    the simulator's ``ground_truth/events.csv``; cells paired by soma IoU >=
+    ``iou_threshold``; rules in :mod:`astro3s.events.score`. None when no FOV
+    has both (e.g. annotations without event ground truth).
+    """
+    from astro3s.events import read_events_csv
+    from astro3s.events.score import MIN_SNR, CompartmentScores, roi_correspondence, score_movie
+    from astro3s.metrics import match_instances
+    from astro3s.simulate.events import read_event_truth
+
+    pairs = pair_fovs(discover_fovs(pred_dir, role="pred"), discover_fovs(gt_dir, role="gt"),
+                      pred_dir=pred_dir, gt_dir=gt_dir)
+    pooled = {k: CompartmentScores() for k in ("soma", "process")}
+    per_fov: dict[str, Any] = {}
+    for key, pred_src, gt_src in pairs:  # a loop over FOVs
+        pred_csv, gt_csv = pred_src.path.with_name(EVENTS_FILE), gt_src.path.with_name(EVENTS_FILE)
+        if pred_src.kind != "labels" or gt_src.kind != "labels" or not pred_csv.is_file() or not gt_csv.is_file():
+            continue
+        fs, n_frames = _fov_info(pred_src)
+        if fs is None:
+            fs, n_frames = _fov_info(gt_src)
+        if fs is None or n_frames is None:
+            log.warning("%s: no frame rate in summary.json or meta.json; its events are not scored", key)
+            continue
+        pred_soma, pred_proc = _read_labels_pair(pred_src)
+        gt_soma, gt_proc = _read_labels_pair(gt_src)
+        pred_proc = np.zeros_like(pred_soma) if pred_proc is None else pred_proc
+        gt_proc = np.zeros_like(gt_soma) if gt_proc is None else gt_proc
+        match = match_instances(pred_soma, gt_soma, iou_threshold=iou_threshold)
+        roi_map = roi_correspondence(pred_soma, pred_proc, gt_soma, gt_proc, match.pred_ids, match.gt_ids)
+        scores = score_movie(read_events_csv(pred_csv, fs=fs, n_frames=n_frames), read_event_truth(gt_csv),
+                             match.pred_ids, match.gt_ids, fs=fs, n_frames=n_frames, roi_map=roi_map)
+        per_fov[key] = {k: v.as_dict() for k, v in scores.items()}
+        for k, v in scores.items():
+            pooled[k].add(v)
+    if not per_fov:
+        return None
+    return {**{k: v.as_dict() for k, v in pooled.items()}, "min_snr": MIN_SNR,
+            "tolerance": "max(1.5 s, 2 frames)", "per_fov": per_fov}
+
+
+def format_event_table(scores: dict[str, Any]) -> str:
+    """Plain-text table of the event scores: a row per FOV and compartment, then pooled."""
+    def fmt(v: Any) -> str:
+        return "    -" if v is None else f"{v:5.3f}"
+
+    header = f"{'events':<24} {'kind':<8} {'P':>5} {'R':>5} {'F1':>5} {'onset err (fr)':>14} {'delay err (s)':>13}"
+    rows = [header, "-" * len(header)]
+
+    def row(name: str, kind: str, s: dict[str, Any]) -> str:
+        return (f"{name[:24]:<24} {kind:<8} {fmt(s['precision'])} {fmt(s['recall'])} {fmt(s['f1'])} "
+                f"{fmt(s['median_onset_error_frames']):>14} {fmt(s['median_delay_error_s']):>13}")
+
+    for name, fov in scores["per_fov"].items():
+        rows += [row(name, kind, fov[kind]) for kind in ("soma", "process")]
+    rows += ["-" * len(header)] + [row("pooled", kind, scores[kind]) for kind in ("soma", "process")]
+    return "\n".join(rows)
+
+
 @task_wrapper
 def run_eval(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.pred`` against ``cfg.gt`` and write ``cfg.out``."""
@@ -271,7 +357,12 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
                       iou_threshold=iou_threshold)
     scores = {"pred": str(pred_dir), "gt": str(gt_dir), "fill": fill, "pred_fill": pred_fill,
               "iou_threshold": iou_threshold, **scores}
+    events = evaluate_events(pred_dir, gt_dir, iou_threshold=iou_threshold)
+    if events is not None:
+        scores["events"] = events
     print(format_table(scores))
+    if events is not None:
+        print(format_event_table(events))
     write_json(out, scores)
     log.info("scores written to %s", out)
     print(f"scores written to {out}")

@@ -28,7 +28,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from astro3s.cli._config import CONFIG_DIR
-from astro3s.cli._task import require, run_hydra_main, task_wrapper
+from astro3s.cli._task import progress_setting, require, run_hydra_main, task_wrapper
 from astro3s.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,24 @@ def check_movies_open(movies: list[Path], options: dict[str, Any]) -> None:
         pass
 
 
+def event_params_from_config(section: Any) -> Any:
+    """The ``events`` config group as :class:`~astro3s.events.EventParams` (the one converter; stages take the
+    dataclass). None or an empty section gives the defaults.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key (with the closest known one), a text where a number belongs, or a value out of range.
+    """
+    from astro3s.events import EventParams
+
+    values = _section(dict(_plain(section) or {}), EventParams(), "events")
+    try:
+        return EventParams(**{k: float(v) for k, v in values.items()})
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"events: {err}") from None
+
+
 def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
     """The network and :class:`~astro3s.inference.InferenceOptions` of a composed ``infer`` config."""
     from astro3s.correlation import CorrelationParams
@@ -145,6 +163,7 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
         correlation_params = CorrelationParams(**correlation)
     except TypeError as err:
         raise ConfigError(f"correlation: {err}") from None
+    event_params = event_params_from_config(cfg.get("events"))
     tiling = dict(_plain(cfg.get("tiling")) or {})
     valid_tiling = ("max_fov_pixels", "tile_size", "tile_overlap")
     unknown = sorted(set(tiling) - set(valid_tiling))
@@ -163,12 +182,13 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
         from astro3s.preprocess.params import as_preprocess_params
 
         options = InferenceOptions(preprocess=as_preprocess_params(preprocess), correlation=correlation_params,
+                                   events=event_params,
                                    figures=bool(cfg.get("figures", True)), model_name="(curated rois)",
                                    **movie_options)
         return None, options
     model, options = load_inference_model(
         model_spec, preprocess=preprocess, device=str(cfg.get("device", "auto")),
-        trusted=bool(cfg.get("trusted_checkpoint", False)), correlation=correlation_params,
+        trusted=bool(cfg.get("trusted_checkpoint", False)), correlation=correlation_params, events=event_params,
         combine=dict(_plain(cfg.get("combine")) or {}), normalize=str(cfg.get("normalize", "mean")),
         batch_size=_integer(cfg.get("batch_size", 32), "batch_size", 1), figures=bool(cfg.get("figures", True)),
         soma_scale=str(cfg.get("soma_scale", "auto")), **movie_options, **tiling)
@@ -198,7 +218,7 @@ def infer_task(cfg: DictConfig) -> list[Any]:
     model, options = inference_setup(cfg)
     log.info("%d movie(s) -> %s (model %s, device %s)", len(movies), out, options.model_name, options.device)
     results = run_batch(movies, out, model, options, overwrite=bool(cfg.get("overwrite", False)), rois=rois,
-                        index_name=str(cfg.get("index", "index.csv")))
+                        index_name=str(cfg.get("index", "index.csv")), progress=progress_setting(cfg))
     failed = [r for r in results if r.status == "failed"]
     if failed:
         lines = "; ".join(f"{r.movie.name}: {r.error}" for r in failed)

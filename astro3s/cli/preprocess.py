@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from astro3s.cli._config import CONFIG_DIR
-from astro3s.cli._task import require, task_wrapper
+from astro3s.cli._task import progress_setting, require, task_wrapper
 from astro3s.errors import Astro3sError, ConfigError, InputError
 from astro3s.io.discover import find_movies
 
@@ -55,14 +55,15 @@ def _params(cfg: DictConfig):
 
 
 def preprocess_one(movie_path: Path, folder: Path, params, *, fs: float | None = None, key: str | None = None,
-                   figure: bool = True) -> Path:
-    """Pre-process one movie file into ``folder``; returns the ``.npz`` path."""
+                   figure: bool = True, progress: bool | None = None) -> Path:
+    """Pre-process one movie file into ``folder``; returns the ``.npz`` path (``progress``: its bar,
+    None: on a terminal)."""
     from astro3s.io import read_movie
     from astro3s.preprocess import plot_preprocessed, preprocess, save_preprocessed
 
     movie = read_movie(movie_path, key=key, fs=fs)
     try:
-        result = preprocess(movie, params)
+        result = preprocess(movie, params, progress=progress)
     finally:
         movie.close()
     npz = save_preprocessed(result, folder / OUTPUT_NAME)
@@ -94,7 +95,7 @@ def preprocess_task(cfg: DictConfig) -> list[Path]:
         start = time.perf_counter()
         try:
             written.append(preprocess_one(movie_path, folder, params, fs=cfg.get("fs"), key=cfg.get("key"),
-                                          figure=figure))
+                                          figure=figure, progress=progress_setting(cfg)))
             log.info("%s: done in %.1f s -> %s", movie_path.name, time.perf_counter() - start, folder)
         except Astro3sError as err:
             if len(movies) == 1:

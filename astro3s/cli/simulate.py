@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from astro3s.cli._config import CONFIG_DIR
-from astro3s.cli._task import task_wrapper
+from astro3s.cli._task import progress_setting, task_wrapper
 from astro3s.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,6 @@ def simulate_task(cfg: DictConfig) -> list[Path]:
 
     Returns the movie folders.
     """
-    from tqdm import tqdm
-
     from astro3s.simulate import (
         layout_from_roiset,
         ranges_from_config,
@@ -51,6 +49,7 @@ def simulate_task(cfg: DictConfig) -> list[Path]:
         widen_ranges,
         write_simulation,
     )
+    from astro3s.utils.progress import bar, logs_above_bars, show_bars
 
     ranges = ranges_from_config(OmegaConf.to_container(cfg.simulate, resolve=True))
     widen = float(cfg.get("widen", 1.0))
@@ -76,14 +75,19 @@ def simulate_task(cfg: DictConfig) -> list[Path]:
         raise ConfigError("`name=` names one movie; leave it out with n_movies > 1.")
     written = []
     seeds = range(seed0, seed0 + n_movies)
-    for seed in tqdm(seeds, desc=f"simulate {ranges.preset}", unit="movie", disable=n_movies == 1):
-        sim = simulate_preset(ranges, seed=seed, layout=layout,
-                              synthesise_processes=bool(cfg.get("synthesise_processes", True)),
-                              stream=None if stream is None else bool(stream), name=name)
-        folder = write_simulation(sim, out, overview=bool(cfg.get("overview", True)), progress=True)
-        log.info("%s: %d cells (%d dropped as inactive), %d frames of %dx%d at %.2f Hz -> %s",
-                 sim.name, sim.n_cells, len(sim.truth.dropped), *sim.shape, sim.fs, folder)
-        written.append(folder)
+    # bars on a terminal, none with extras=quiet (extras.progress=false)
+    progress = progress_setting(cfg)
+    movies_bar = None if progress is not False and n_movies > 1 else False
+    with logs_above_bars(progress):
+        for seed in bar(seeds, progress=movies_bar, desc=f"simulate {ranges.preset}", unit="movie", leave=True):
+            sim = simulate_preset(ranges, seed=seed, layout=layout,
+                                  synthesise_processes=bool(cfg.get("synthesise_processes", True)),
+                                  stream=None if stream is None else bool(stream), name=name)
+            folder = write_simulation(sim, out, overview=bool(cfg.get("overview", True)),
+                                      progress=show_bars(progress))
+            log.info("%s: %d cells (%d dropped as inactive), %d frames of %dx%d at %.2f Hz -> %s",
+                     sim.name, sim.n_cells, len(sim.truth.dropped), *sim.shape, sim.fs, folder)
+            written.append(folder)
     return written
 
 

@@ -20,7 +20,7 @@ from astro3s.correlation.domains import (Domains, ThresholdChoice, background_pi
                                          lagged_max_correlation, normalise_traces)
 from astro3s.correlation.figures import plot_domains, plot_traces
 from astro3s.correlation.params import CorrelationParams
-from astro3s.correlation.traces import RoiMeans, RoiTraces, baseline_f0, extract_traces, roi_table
+from astro3s.correlation.traces import RoiMeans, RoiTraces, baseline_f0, domain_traces, extract_traces, roi_table
 
 __all__ = [
     "CorrelationParams",
@@ -34,6 +34,7 @@ __all__ = [
     "cell_centroids",
     "choose_threshold",
     "correlation_analysis",
+    "domain_traces",
     "extract_traces",
     "false_rate",
     "find_domains",
@@ -45,8 +46,8 @@ __all__ = [
 ]
 
 
-def correlation_analysis(movie: Any, soma: Any, processes: Any, params: CorrelationParams | None = None,
-                         ) -> tuple[RoiTraces, Domains]:
+def correlation_analysis(movie: Any, soma: Any, processes: Any, params: CorrelationParams | None = None, *,
+                         progress: bool | None = False) -> tuple[RoiTraces, Domains]:
     """Traces and CC domains of one FOV.
 
     Parameters
@@ -57,6 +58,9 @@ def correlation_analysis(movie: Any, soma: Any, processes: Any, params: Correlat
         Label images with shared cell ids.
     params : CorrelationParams, optional
         Options (default: the published values).
+    progress : bool or None
+        Bars over the pass over the movie and the cells (None: on a terminal;
+        see :func:`find_domains`).
 
     Returns
     -------
@@ -70,6 +74,7 @@ def correlation_analysis(movie: Any, soma: Any, processes: Any, params: Correlat
     # the ROI means ride on the domain search's pass over the movie (a motion-corrected movie is
     # shifted on every read, so a second pass costs as much as the first)
     means = RoiMeans(soma, processes, n_frames=n_frames, shape=(height, width))
-    domains = find_domains(movie, soma, processes, on_block=means.add, **params.domains_kwargs())
+    domains = find_domains(movie, soma, processes, on_block=means.add, progress=progress,
+                           **params.domains_kwargs())
     return means.finish(fs=getattr(movie, "fs", None), f0_percentile=params.f0_percentile,
                         f0_window_s=params.f0_window_s), domains

@@ -210,16 +210,24 @@ class TraceStore:
 
 
 def one_pass(movie: Any, stores: Iterable[TraceStore], *, chunk_frames: int,
-             on_block: Callable[[int, np.ndarray], None] | None = None) -> None:
-    """Read ``movie`` once in blocks, feeding every store and ``on_block(t0, block (t, H*W))``."""
+             on_block: Callable[[int, np.ndarray], None] | None = None, progress: bool | None = False,
+             desc: str = "CC pass over the movie") -> None:
+    """Read ``movie`` once in blocks, feeding every store and ``on_block(t0, block (t, H*W))``.
+
+    ``progress`` shows a bar counting the frames read (see :mod:`astro3s.utils.progress`).
+    """
+    from astro3s.utils.progress import bar
+
     stores = list(stores)
-    _, height, width = movie_shape(movie)
+    n_frames, height, width = movie_shape(movie)
     frames = block_frames(chunk_frames, height * width)
-    for t0, block in iter_blocks(movie, frames):  # a loop over time blocks
-        block = block.reshape(len(block), -1)
-        for store in stores:
-            store.add(t0, block)
-        if on_block is not None:
-            on_block(t0, block)
+    with bar(progress=progress, desc=desc, unit="frame", total=n_frames) as shown:
+        for t0, block in iter_blocks(movie, frames):  # a loop over time blocks
+            block = block.reshape(len(block), -1)
+            for store in stores:
+                store.add(t0, block)
+            if on_block is not None:
+                on_block(t0, block)
+            shown.update(len(block))
     for store in stores:
         store.finish()

@@ -116,6 +116,7 @@ from astro3s.correlation._common import (
 from astro3s.correlation._store import TraceStore, cell_groups, one_pass, release_freed_memory, trace_bytes
 from astro3s.correlation.params import CorrelationParams, check_params
 from astro3s.errors import InputError
+from astro3s.utils.progress import bar
 
 __all__ = [
     "Domains",
@@ -882,7 +883,8 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
                  device: str = _D.device, precision: str = _D.precision, exact_cc: bool = _D.exact_cc,
                  chunk_frames: int = _D.chunk_frames, memory_mb: float = _D.memory_mb,
                  scratch_dir: str | None = _D.scratch_dir,
-                 on_block: Callable[[int, np.ndarray], None] | None = None) -> Domains:
+                 on_block: Callable[[int, np.ndarray], None] | None = None,
+                 progress: bool | None = False) -> Domains:
     """CC domains of every cell of a FOV (definition in the module docstring).
 
     Parameters
@@ -906,6 +908,10 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
         the movie (float32, shape (t, H*W), frames ``t0 .. t0 + t``), so
         that other per-frame statistics need no second pass (see
         :func:`correlation_analysis`). Not called when there are no cells.
+    progress : bool or None
+        Bars over the pass over the movie (frames) and the threshold and
+        domain searches (cells); None: on a terminal (see
+        :mod:`astro3s.utils.progress`).
 
     Returns
     -------
@@ -985,7 +991,7 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
     store = TraceStore(cell_pixels, n_frames, spill=spill, scratch_dir=scratch_dir)
     bg_store = TraceStore(bg_flat, n_frames)
     try:
-        one_pass(movie, (store, bg_store), chunk_frames=chunk_frames, on_block=on_block)
+        one_pass(movie, (store, bg_store), chunk_frames=chunk_frames, on_block=on_block, progress=progress)
         bg_z = torch.from_numpy(_normalise_in_place(bg_store.take(), smooth_frames)).to(dev)
         timings["read_normalise"] += time.perf_counter() - clock
         loaded: list[_GroupTraces] = []  # the group whose traces are in memory (at most one)
@@ -1049,12 +1055,13 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
                     bg_cc = np.empty((n_cells, len(bg_flat)), np.float32)
                     lowest = min(threshold_start, *threshold_up, *threshold_down)
 
-                    def background_cc(grp: _GroupTraces, cells: np.ndarray) -> None:
+                    def background_cc(grp: _GroupTraces, cells: np.ndarray, tick: Callable[[int], Any]) -> None:
                         clock = time.perf_counter()
                         for i in cells:  # a loop over cells; few background pixels: float32 throughout
                             roi_z = grp.z[grp.rows(roi_flat[i])]
                             if band is None:
                                 bg_cc[i] = _exact_max(roi_z, bg_z, max_lag).cpu().numpy()
+                                tick(1)
                                 continue
                             # only values that reach the lowest threshold tried can change the false rates
                             bound = _blocked_max(screen_rows(i, grp), bg_columns) + _SCREEN_SLACK
@@ -1063,11 +1070,13 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
                             if len(reach):
                                 values[reach] = _exact_max(roi_z, bg_z[reach], max_lag)
                             bg_cc[i] = values.cpu().numpy()
+                            tick(1)
                         timings["threshold"] += time.perf_counter() - clock
 
                     # each group's work is a function call, so that nothing outlives it but `loaded`
-                    for g, cells in enumerate(groups):  # a loop over groups of cells
-                        background_cc(group(g), cells)
+                    with bar(progress=progress, desc="CC threshold search", unit="cell", total=n_cells) as shown:
+                        for g, cells in enumerate(groups):  # a loop over groups of cells
+                            background_cc(group(g), cells, shown.update)
                     choice = choose_threshold(bg_cc, threshold_start=threshold_start,
                                               threshold_up=tuple(threshold_up), threshold_down=tuple(threshold_down),
                                               false_rate_band=tuple(false_rate_band))
@@ -1079,7 +1088,7 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
                 # CC value and exactness of each candidate of each cell (aligned with cand_flat)
                 cand_cc: list[np.ndarray] = [np.zeros(0, np.float32)] * n_cells
                 exact: list[np.ndarray] = [np.zeros(0, bool)] * n_cells
-                def domain_cc(grp: _GroupTraces, cells: np.ndarray) -> None:
+                def domain_cc(grp: _GroupTraces, cells: np.ndarray, tick: Callable[[int], Any]) -> None:
                     nonlocal half_max
                     clock = time.perf_counter()
                     for i in cells:  # a loop over cells; each is a few large matrix products
@@ -1102,10 +1111,12 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
                                 half_max = max(half_max, float(half.max()))
                         cand_cc[i] = values.cpu().numpy().astype(np.float32, copy=False)
                         exact[i] = ok.cpu().numpy()
+                        tick(1)
                     timings["domains"] += time.perf_counter() - clock
 
-                for g in reversed(range(len(groups))):  # a loop over groups; the last one loaded first
-                    domain_cc(group(g), groups[g])
+                with bar(progress=progress, desc="CC domains", unit="cell", total=n_cells) as shown:
+                    for g in reversed(range(len(groups))):  # a loop over groups; the last one loaded first
+                        domain_cc(group(g), groups[g], shown.update)
                 cached.clear()
 
                 # a pixel accepted by several cells goes to the highest CC value; values that could

@@ -438,8 +438,8 @@ def plot_domains(image: np.ndarray, soma: np.ndarray, processes: np.ndarray, dom
 
 
 def plot_traces(traces: RoiTraces, *, path: str | Path, fs: float | None = None, max_traces: int = 10,
-                names: list[str] | None = None, dpi: int = 150) -> Path:
-    """A few dF/F traces stacked vertically.
+                names: list[str] | None = None, dpi: int = 150, events: object | None = None) -> Path:
+    """A few dF/F traces stacked vertically, with their calcium events marked.
 
     Parameters
     ----------
@@ -453,6 +453,10 @@ def plot_traces(traces: RoiTraces, *, path: str | Path, fs: float | None = None,
         How many ROIs to show (the first ones, or ``names``).
     names : list of str, optional
         ROIs to show.
+    events : EventTable, optional
+        Events to mark (:func:`astro3s.events.roi_events`): on the trace of its
+        ROI, each event's onset a tick, its peak a dot, and onset to end drawn
+        thick.
 
     Returns
     -------
@@ -469,14 +473,29 @@ def plot_traces(traces: RoiTraces, *, path: str | Path, fs: float | None = None,
     t = np.arange(n_frames) / fs if fs else np.arange(n_frames)
     fig, ax = plt.subplots(figsize=(8, 1 + 0.6 * max(len(pick), 1)))
     offset = 0.0
+    roi_of_event = np.asarray(events.roi, dtype=object) if events is not None else np.zeros(0, dtype=object)
+    n_marked = 0
     for col in pick:  # a loop over the few ROIs shown
         y = np.nan_to_num(traces.dff[:, col])
-        ax.plot(t, y + offset, lw=0.8)
+        (line,) = ax.plot(t, y + offset, lw=0.8)
         ax.text(t[0] if len(t) else 0, offset, traces.names[col] + " ", ha="right", va="bottom", fontsize=7)
+        mine = np.flatnonzero(roi_of_event == traces.names[col])
+        if len(mine):
+            onset, peak, end = events.onset_frame[mine], events.peak_frame[mine], events.end_frame[mine]
+            for a, b in zip(onset, end):  # a loop over this ROI's events
+                span = slice(int(a), min(int(b), n_frames - 1) + 1)
+                ax.plot(t[span], y[span] + offset, lw=2.6, color=line.get_color(), alpha=0.35,
+                        solid_capstyle="butt")
+            ax.plot(t[onset], y[onset] + offset, "|", color="k", ms=6, mew=1.0)
+            ax.plot(t[peak], y[peak] + offset, "o", color=line.get_color(), mec="k", mew=0.4, ms=3)
+            n_marked += len(mine)
         offset += float(np.ptp(y)) * 1.1 + 0.2 if len(y) else 1.0
     ax.set_xlabel("time (s)" if fs else "frame")
     ax.set_yticks([])
-    ax.set_title("dF/F (offset per ROI)", fontsize=9)
+    title = "dF/F (offset per ROI)"
+    if events is not None:
+        title += f"; {n_marked} of {len(events)} event(s) shown: | onset, o peak, thick onset to end"
+    ax.set_title(title, fontsize=9)
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     fig.tight_layout()

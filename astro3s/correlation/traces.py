@@ -28,7 +28,7 @@ from astro3s.correlation._common import check_pair, movie_shape
 from astro3s.correlation._store import one_pass
 from astro3s.correlation.params import CorrelationParams, check_params
 
-__all__ = ["RoiMeans", "RoiTraces", "baseline_f0", "extract_traces", "roi_table"]
+__all__ = ["RoiMeans", "RoiTraces", "baseline_f0", "domain_traces", "extract_traces", "roi_table"]
 
 log = logging.getLogger(__name__)
 _D = CorrelationParams()
@@ -45,7 +45,7 @@ class RoiTraces:
     cell_ids : ndarray of int64, shape (R,)
         Cell id of each ROI.
     kinds : list of str, length R
-        ``"soma"`` or ``"process"``.
+        ``"soma"`` or ``"process"`` (``"domain"`` for :func:`domain_traces`).
     dff : ndarray of float32, shape (T, R)
         dF/F, a column per ROI.
     f0 : ndarray of float32, shape (T, R)
@@ -150,7 +150,7 @@ def baseline_f0(f: np.ndarray, *, fs: float | None, f0_percentile: float = _D.f0
 
 def extract_traces(movie: Any, soma: Any, processes: Any, *, f0_percentile: float = _D.f0_percentile,
                    f0_window_s: float = _D.f0_window_s, chunk_frames: int = _D.chunk_frames,
-                   fs: float | None = None) -> RoiTraces:
+                   fs: float | None = None, progress: bool | None = False) -> RoiTraces:
     """dF/F of every soma and process ROI, in one chunked pass over the movie.
 
     Parameters
@@ -163,6 +163,8 @@ def extract_traces(movie: Any, soma: Any, processes: Any, *, f0_percentile: floa
         See :class:`CorrelationParams`.
     fs : float, optional
         Frame rate in Hz; default ``movie.fs``.
+    progress : bool or None
+        A bar over the frames read (None: on a terminal; see :mod:`astro3s.utils.progress`).
 
     Returns
     -------
@@ -181,7 +183,8 @@ def extract_traces(movie: Any, soma: Any, processes: Any, *, f0_percentile: floa
     fs = getattr(movie, "fs", None) if fs is None else float(fs)
     means = RoiMeans(soma, processes, n_frames=n_frames, shape=(height, width))
     if means.n_roi:
-        one_pass(movie, (), chunk_frames=chunk_frames, on_block=means.add)
+        one_pass(movie, (), chunk_frames=chunk_frames, on_block=means.add, progress=progress,
+                 desc="traces: pass over the movie")
     return means.finish(fs=fs, f0_percentile=f0_percentile, f0_window_s=f0_window_s)
 
 
@@ -236,3 +239,52 @@ class RoiMeans:
             dff = np.where(bad, np.nan, (f - f0) / np.where(bad, 1.0, f0))
         return RoiTraces(names=names, cell_ids=self.cell_ids, kinds=self.kinds, dff=dff.astype(np.float32), f0=f0,
                          f=f.astype(np.float32), n_pixels=self.n_pixels, fs=fs, f0_method=method)
+
+
+def domain_traces(movie: Any, domains: Any, soma: Any, processes: Any, *, fs: float | None = None,
+                  f0_percentile: float = _D.f0_percentile, f0_window_s: float = _D.f0_window_s,
+                  chunk_frames: int = _D.chunk_frames) -> RoiTraces:
+    """dF/F of each cell's CC domain beyond its own soma and processes (``Domain_###``), in one pass.
+
+    The soma and process ROIs have their own traces; the domain's is the mean
+    of the pixels the cross-correlation added (its territory), where events of
+    the cell's fine processes show. A cell whose domain is only its soma and
+    processes has no domain trace. Baseline and dF/F as in :func:`extract_traces`.
+
+    Parameters
+    ----------
+    movie : Movie, CorrectedMovie or ndarray, shape (T, H, W)
+    domains, soma, processes : ndarray of int, shape (H, W)
+        Label images with shared cell ids.
+    fs, f0_percentile, f0_window_s, chunk_frames
+        As in :func:`extract_traces`.
+
+    Returns
+    -------
+    RoiTraces
+        ``kinds`` all ``"domain"``; ``R = 0`` when no domain reaches beyond its cell.
+    """
+    import scipy.sparse as sp
+
+    n_frames, height, width = movie_shape(movie)
+    fs = getattr(movie, "fs", None) if fs is None else float(fs)
+    dom = np.asarray(domains, np.int64)
+    ring = np.where((dom > 0) & (np.asarray(soma) != dom) & (np.asarray(processes) != dom), dom, 0)
+    ids = np.unique(ring[ring > 0])
+    pix = np.flatnonzero(ring)
+    col = np.searchsorted(ids, ring.ravel()[pix])
+    n_pixels = np.bincount(col, minlength=len(ids)).astype(np.int64)
+    f = np.empty((int(n_frames), len(ids)), np.float64)
+    if len(ids):
+        weights = sp.csc_matrix((1.0 / n_pixels[col], (pix, col)), shape=(height * width, len(ids)))
+
+        def add(t0: int, block: np.ndarray) -> None:
+            f[t0:t0 + len(block)] = np.asarray(block @ weights)
+
+        one_pass(movie, (), chunk_frames=chunk_frames, on_block=add)
+    f0, method = baseline_f0(f, fs=fs, f0_percentile=f0_percentile, f0_window_s=f0_window_s)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dff = np.where(f0 > 0, (f - f0) / np.where(f0 > 0, f0, 1.0), np.nan)
+    return RoiTraces(names=[f"Domain_{int(c):03d}" for c in ids], cell_ids=ids.astype(np.int64),
+                     kinds=["domain"] * len(ids), dff=dff.astype(np.float32), f0=f0, f=f.astype(np.float32),
+                     n_pixels=n_pixels, fs=fs, f0_method=method)

@@ -4,7 +4,9 @@ The index (``DIR/index.csv``) has one row per movie: path, status
 (``done``, ``skipped``, ``failed``), cell count, CC threshold, seconds, output
 folder and the one-line error of a failed movie. It is rewritten atomically
 after every movie, so an interrupted batch leaves a valid index of what was
-finished, and a rerun (``overwrite=false``) skips those movies.
+finished, and a rerun (``overwrite=false``) skips those movies. ``DIR/index.html``
+(:mod:`astro3s.inference.index_page`) shows the same rows with each movie's
+overlay, links to its files and its error, and is rewritten with it.
 """
 
 from __future__ import annotations
@@ -60,14 +62,10 @@ def write_index(path: str | Path, results: Sequence[MovieResult]) -> Path:
     right now are younger than two minutes and kept.
     """
     from astro3s.io import atomic_path
+    from astro3s.io.atomic import remove_stale_parts
 
     path = Path(path)
-    for stale in path.parent.glob(f".{path.stem}.*.part{''.join(path.suffixes)}"):  # a few files at most
-        try:
-            if time.time() - stale.stat().st_mtime > _STALE_INDEX_S:
-                stale.unlink()
-        except OSError:  # gone already, or not ours to remove: harmless
-            pass
+    remove_stale_parts(path, older_than_s=_STALE_INDEX_S)
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(INDEX_COLUMNS))
@@ -111,25 +109,44 @@ def run_batch(movies: Sequence[str | Path], out_dir: str | Path, model: Any, opt
     rois : path, optional
         Curated cells (only with a single movie).
     index_name : str
-        File name of the index CSV.
+        File name of the index CSV; the page ``index.html`` goes beside it
+        (:func:`astro3s.inference.index_page.page_path`).
     progress : bool, optional
-        Progress bars.
+        Progress bars (None: on a terminal; False: none).
 
     Returns
     -------
     list of MovieResult
         One per movie, in order; failures have ``status="failed"`` and ``error``.
     """
-    from tqdm.auto import tqdm
+    from astro3s.inference.index_page import page_path
+    from astro3s.utils.progress import logs_above_bars
 
     out_dir = Path(out_dir)
     check_writable(out_dir)
     index_path = out_dir / index_name
+    with logs_above_bars(progress):
+        results = _run_movies(movies, out_dir, model, options, overwrite=overwrite, rois=rois,
+                              index_path=index_path, progress=progress)
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    log.info("%d movie(s): %d done, %d skipped, %d failed; index: %s (%s)", len(results), counts["done"],
+             counts["skipped"], counts["failed"], index_path, page_path(index_path).name)
+    return results
+
+
+def _run_movies(movies: Sequence[str | Path], out_dir: Path, model: Any, options: InferenceOptions, *,
+                overwrite: bool, rois: str | Path | None, index_path: Path,
+                progress: bool | None) -> list[MovieResult]:
+    """The loop of :func:`run_batch`: each movie, then the index CSV and page rewritten."""
+    from astro3s.inference.index_page import page_path, write_index_html
+    from astro3s.utils.progress import bar
+
     results: list[MovieResult] = []
-    bar = tqdm(movies, desc="movies", unit="movie", disable=progress is False or len(movies) < 2)
-    for movie in bar:  # loop over movies
+    movies_bar = bar(movies, progress=False if len(movies) < 2 else progress, desc="movies", unit="movie",
+                     leave=True)
+    for movie in movies_bar:  # loop over movies
         movie = Path(movie)
-        bar.set_postfix_str(movie.name)
+        movies_bar.set_postfix_str(movie.name)
         start = time.perf_counter()
         try:
             result = infer_movie(movie, out_dir, model, options, rois=rois, overwrite=overwrite,
@@ -149,8 +166,8 @@ def run_batch(movies: Sequence[str | Path], out_dir: str | Path, model: Any, opt
         results.append(result)
         # re-read just before writing: parallel jobs of a multirun share the index
         previous = read_index(index_path) if index_path.is_file() else []
-        write_index(index_path, _merge(previous, results))
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
-    log.info("%d movie(s): %d done, %d skipped, %d failed; index: %s", len(results), counts["done"],
-             counts["skipped"], counts["failed"], index_path)
+        merged = _merge(previous, results)
+        write_index(index_path, merged)
+        write_index_html(out_dir, [r.as_row() for r in merged], name=page_path(index_path).name,
+                         index_csv=index_path)
     return results

@@ -5,9 +5,11 @@ Layout of ``DIR/<movie stem>/``::
     soma.tif, processes.tif, domains.tif   uint16 label images, shared cell ids
     RoiSet.zip                             Fiji ROIs, Soma_### and Proc_###_##
     traces.csv                             a row per frame, a column per ROI (dF/F)
+    events.csv                             a row per calcium event (see astro3s.events.table)
     cc_maps.npz                            per-cell CC maps (float16 boxes + origins) + ids, threshold
     summary.json                           per-cell table, parameters, versions, timings, files written
     overlay.png, traces.png                figures
+    summary.png                            one page: images, cells, domains, threshold search, traces, motion
 
 The files go to a hidden staging folder beside the final one (:func:`staging_folder`)
 and are then moved into place (:func:`commit_outputs`):
@@ -46,8 +48,8 @@ __all__ = ["OUTPUT_FILES", "SUMMARY_NAME", "commit_folder", "commit_outputs", "e
 
 SUMMARY_NAME = "summary.json"
 #: Files every complete output folder holds.
-OUTPUT_FILES = ("soma.tif", "processes.tif", "domains.tif", "RoiSet.zip", "traces.csv", "cc_maps.npz",
-                SUMMARY_NAME, "overlay.png", "traces.png")
+OUTPUT_FILES = ("soma.tif", "processes.tif", "domains.tif", "RoiSet.zip", "traces.csv", "events.csv",
+                "cc_maps.npz", SUMMARY_NAME, "overlay.png", "traces.png", "summary.png")
 _STAGING_PREFIX = ".partial-"
 #: inside a staging folder: hard links (or copies) of the files a commit replaces, to put back on failure
 _PREVIOUS = ".previous"

@@ -44,6 +44,8 @@ class InferenceOptions:
         come from ``preprocess.soma_area_range``).
     correlation : CorrelationParams
         Traces and CC-domain options.
+    events : EventParams or None
+        Calcium-event detection options (None: the defaults).
     normalize : str
         Network input normalisation used in training.
     batch_size : int
@@ -51,7 +53,7 @@ class InferenceOptions:
     device : str
         ``"auto"`` (GPU when present), ``"cpu"`` or ``"cuda[:i]"``, for the network.
     figures : bool
-        Write ``overlay.png`` and ``traces.png``.
+        Write ``overlay.png``, ``traces.png`` and ``summary.png``.
     max_fov_pixels, tile_size, tile_overlap : int
         Tiling of the whole-FOV network pass (:func:`astro3s.inference.predict_fov`).
     model_name : str
@@ -71,6 +73,7 @@ class InferenceOptions:
     preprocess: Any
     combine: dict[str, Any] = field(default_factory=dict)
     correlation: Any = None
+    events: Any = None
     normalize: str = "mean"
     batch_size: int = 32
     device: str = "auto"
@@ -177,6 +180,7 @@ def load_inference_model(model: str | Path = "default", *, preprocess: Any = Non
     options : InferenceOptions
     """
     from astro3s.correlation import CorrelationParams
+    from astro3s.events import EventParams
     from astro3s.models.checkpoint import load_network, model_preprocess_params
     from astro3s.preprocess.params import as_preprocess_params
     from astro3s.utils.device import resolve_device
@@ -188,6 +192,7 @@ def load_inference_model(model: str | Path = "default", *, preprocess: Any = Non
         log.warning("%s: no preprocess.yaml beside the checkpoint; using ASTRA's published parameters", model)
         params = as_preprocess_params(None)
     options.setdefault("correlation", CorrelationParams())
+    options.setdefault("events", EventParams())
     known = {f.name for f in dataclasses.fields(InferenceOptions)}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -215,17 +220,15 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "scipy": scipy.__version__, "torch": torch.__version__}
 
 
-def _cell_table(soma: np.ndarray, processes: np.ndarray, domains: Any, traces: Any) -> list[dict[str, Any]]:
-    from astro3s.inference.outputs import event_rates
-
+def _cell_table(soma: np.ndarray, processes: np.ndarray, domains: Any, traces: Any,
+                events: dict[int, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Per-cell rows of ``summary.json``; ``events``: :func:`astro3s.events.cell_event_summary` by cell id."""
     ids = np.asarray(domains.cell_ids, np.int64)
     n = int(max(soma.max(initial=0), processes.max(initial=0), ids.max(initial=0)))
     soma_area = np.bincount(soma.ravel(), minlength=n + 1)
     proc_area = np.bincount(processes.ravel(), minlength=n + 1)
     dom_area = np.bincount(np.asarray(domains.domains).ravel(), minlength=n + 1)
-    rates = event_rates(traces.dff, fs=traces.fs)
-    soma_rate = {int(c): float(r) for c, r, k in zip(traces.cell_ids, rates, traces.kinds, strict=True)
-                 if k == "soma"}
+    events = events or {}
     n_proc: dict[int, int] = {}
     for c, k in zip(traces.cell_ids, traces.kinds, strict=True):
         if k == "process":
@@ -236,7 +239,7 @@ def _cell_table(soma: np.ndarray, processes: np.ndarray, domains: Any, traces: A
                       "process_area_px": int(proc_area[cid]), "domain_area_px": int(dom_area[cid]),
                       "n_process_rois": n_proc.get(int(cid), 0),
                       "centroid_yx": [round(float(v), 2) for v in domains.centroids[i]],
-                      "soma_event_rate": None if int(cid) not in soma_rate else round(soma_rate[int(cid)], 4)})
+                      "soma_event_rate": None, **events.get(int(cid), {})})
     return cells
 
 
@@ -316,7 +319,9 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
         Bad input (unreadable movie, NaNs, ...), a bad ROI file, or outputs
         that cannot be written; the output folder is left as it was then.
     """
-    from astro3s.correlation import correlation_analysis, plot_domains, plot_traces
+    from astro3s.correlation import (CorrelationParams, correlation_analysis, domain_traces, plot_domains,
+                                     plot_traces)
+    from astro3s.events import EventParams, cell_event_summary, roi_events, write_events_csv
     from astro3s.inference.outputs import (
         SUMMARY_NAME,
         commit_outputs,
@@ -326,6 +331,7 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
         write_cc_maps,
         write_traces_csv,
     )
+    from astro3s.inference.report import SUMMARY_FIGURE, plot_summary
     from astro3s.inference.segment import fixed_scale_info
     from astro3s.io import (
         read_movie,
@@ -376,11 +382,22 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
 
         t = time.perf_counter()
         source_movie = pre.corrected if pre.corrected is not None else mov
-        traces, domains = correlation_analysis(source_movie, soma, processes, options.correlation)
+        traces, domains = correlation_analysis(source_movie, soma, processes, options.correlation,
+                                               progress=progress)
         timings["correlation_s"] = time.perf_counter() - t
         choice = domains.threshold_choice
         log.info("%s: CC threshold %.3f%s, %d domain(s)", movie_path.name, domains.threshold,
                  "" if choice is None else f" (false rate {choice.false_rate:.3f})", len(domains.cell_ids))
+
+        t = time.perf_counter()
+        event_params = options.events or EventParams()
+        corr = options.correlation or CorrelationParams()
+        territory = domain_traces(source_movie, domains.domains, soma, processes, fs=traces.fs,
+                                  f0_percentile=corr.f0_percentile, f0_window_s=corr.f0_window_s,
+                                  chunk_frames=corr.chunk_frames)
+        events, _ = roi_events([traces, territory], params=event_params)
+        timings["events_s"] = time.perf_counter() - t
+        log.info("%s: %d calcium event(s) in %d ROI(s)", movie_path.name, len(events), len(events.roi_names))
 
         t = time.perf_counter()
         with staging_folder(final) as stage:
@@ -389,11 +406,15 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
             write_labels(stage / "domains.tif", np.asarray(domains.domains, np.uint16))
             write_roiset(soma, processes, stage / "RoiSet.zip")
             write_traces_csv(stage / "traces.csv", traces)
+            write_events_csv(stage / "events.csv", events)
             write_cc_maps(stage / "cc_maps.npz", domains)
             if options.figures:
                 plot_domains(pre.mean_image, soma, processes, domains.domains, path=stage / "overlay.png",
                              title=movie_path.name, threshold=domains.threshold)
-                plot_traces(traces, path=stage / "traces.png", fs=traces.fs)
+                plot_traces(traces, path=stage / "traces.png", fs=traces.fs, events=events)
+                plot_summary(pre, soma, processes, domains, traces, path=stage / SUMMARY_FIGURE,
+                             title=movie_path.name, false_rate_band=options.correlation.false_rate_band,
+                             events=events)
             files = file_digests(stage, sorted(p.name for p in stage.iterdir() if p.is_file()))
             timings["write_s"] = time.perf_counter() - t
             timings["total_s"] = time.perf_counter() - start
@@ -402,7 +423,11 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
                 "fs_source": None if mov.fs is None else ("fs=" if options.fs is not None else "file"),
                 "key": options.key,
                 "n_cells": len(domains.cell_ids),
-                "cells": _cell_table(soma, processes, domains, traces),
+                "cells": _cell_table(soma, processes, domains, traces, cell_event_summary(events)),
+                "events": {"n_events": len(events),
+                           "rate_unit": "1/min" if events.fs else "1/(100 frames)",
+                           "auc_unit": "dF/F x s" if events.fs else "dF/F x frames",
+                           "n_domain_traces": len(territory)},
                 "segmentation": segmentation,
                 "correlation": {
                     # NaN (no cell) is not valid JSON: null
@@ -418,6 +443,7 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
                     "preprocess": pre.params.to_dict(),
                     "combine": None if combine_params is None else dataclasses.asdict(combine_params),
                     "correlation": dataclasses.asdict(options.correlation),
+                    "events": dataclasses.asdict(event_params),
                     "normalize": options.normalize, "device": options.device,
                 },
                 "soma_scale": {"mode": options.soma_scale, **scale_info},

@@ -16,7 +16,7 @@ from typing import Any
 
 from astro3s.errors import InputError
 
-__all__ = ["atomic_path", "write_json", "write_text"]
+__all__ = ["atomic_path", "remove_stale_parts", "write_json", "write_text"]
 
 
 @contextlib.contextmanager
@@ -66,6 +66,19 @@ def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path
             raise InputError(path, f"could not be written ({err.strerror or err}).",
                              "check free disk space and permissions of the output folder.") from err
         raise
+
+
+def remove_stale_parts(path: str | Path, *, older_than_s: float) -> None:
+    """Remove the temporary copies of ``path`` (``.<stem>.*.part<suffix>``, see :func:`atomic_path`)
+    older than ``older_than_s`` seconds: those a killed run left. Younger ones may be another
+    process writing right now and are kept; errors (gone already, not ours) are ignored."""
+    import time
+
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.stem}.*.part{''.join(path.suffixes)}"):  # a few files at most
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > older_than_s:
+                stale.unlink()
 
 
 def _current_umask() -> int:

@@ -77,6 +77,12 @@ class SimulatedMovie:
         return self.truth.processes
 
     @property
+    def processes_thin(self) -> np.ndarray:
+        """Thin-branch process labels (the branches themselves, ~2 px wide), uint16 (H, W)."""
+        thin = self.truth.processes_thin
+        return self.truth.processes if thin is None else thin
+
+    @property
     def domains(self) -> np.ndarray:
         """Domain labels, uint16 (H, W)."""
         return self.truth.domains

@@ -220,7 +220,7 @@ def _meta(sim: SimulatedMovie, timings: dict[str, float]) -> dict[str, Any]:
     dropped = [{"scene_index": int(i), "reason": "silent" if scene.cell_info[i].silent else
                 ("no event" if not scene.cell_info[i].active else "soma outside the FOV"),
                 **dataclasses.asdict(scene.cell_info[i])} for i in truth.dropped]
-    kinds = np.bincount(scene.component_kind, minlength=4)
+    kinds = np.bincount(scene.component_kind, minlength=5)
     return {
         "name": sim.name, "preset": sim.preset, "seed": sim.seed,
         "astro3s_version": astro3s.__version__,
@@ -229,7 +229,7 @@ def _meta(sim: SimulatedMovie, timings: dict[str, float]) -> dict[str, Any]:
         "unplaced_cells": scene.n_unplaced,
         "n_neurons": int(scene.neurons.max(initial=0)),
         "components": {"whole": int(kinds[0]), "soma": int(kinds[1]), "micro": int(kinds[2]),
-                       "neuron": int(kinds[3]), "waves": len(scene.waves),
+                       "neuron": int(kinds[3]), "lookalike": int(kinds[4]), "waves": len(scene.waves),
                        "neuropil": int(len(scene.neuropil_fields))},
         "layout": scene.layout_source,
         "domain_definition": DOMAIN_DEFINITION.format(level=sim.params.domain_min_correlation,
@@ -252,11 +252,13 @@ def write_simulation(sim: SimulatedMovie, out_dir: str | Path, *, overview: bool
 
         <name>/<name>.tif                 movie, uint16 (T, H, W), fs stored
         <name>/ground_truth/soma.tif      uint16 labels, ids 1..N
-        <name>/ground_truth/processes.tif
+        <name>/ground_truth/processes.tif annotator-width processes (polygons as ASTRA's annotators draw them)
+        <name>/ground_truth/processes_thin.tif  the branches themselves (~2 px wide), same ids
         <name>/ground_truth/domains.tif
         <name>/ground_truth/RoiSet.zip    Soma_### / Proc_###_## ROIs
         <name>/ground_truth/shifts.csv    frame,dy,dx
         <name>/ground_truth/traces.csv    frame,cell_001,... (noiseless dF/F)
+        <name>/ground_truth/events.csv    every event in every ROI that shows it (astro3s.simulate.events)
         <name>/meta.json                  parameters, preset, seed, version, dropped cells
         <name>/overview.png               realism check
 
@@ -270,6 +272,7 @@ def write_simulation(sim: SimulatedMovie, out_dir: str | Path, *, overview: bool
         The movie folder.
     """
     from astro3s.io import write_json, write_labels, write_movie, write_roiset, write_text
+    from astro3s.simulate.events import event_truth, write_event_truth
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -298,12 +301,14 @@ def write_simulation(sim: SimulatedMovie, out_dir: str | Path, *, overview: bool
         gt = work / "ground_truth"
         write_labels(gt / "soma.tif", sim.soma)
         write_labels(gt / "processes.tif", sim.processes)
+        write_labels(gt / "processes_thin.tif", sim.processes_thin)
         write_labels(gt / "domains.tif", sim.domains)
         write_roiset(sim.soma, sim.processes, gt / "RoiSet.zip")
         frames = np.arange(sim.shape[0])
         write_text(gt / "shifts.csv", _csv(["frame", "dy", "dx"], sim.shifts, frames))
         write_text(gt / "traces.csv", _csv(["frame", *[f"cell_{k:03d}" for k in range(1, sim.n_cells + 1)]],
                                            sim.traces, frames))
+        write_event_truth(gt / "events.csv", event_truth(sim.scene, sim.truth))
         if overview:
             start = time.perf_counter()
             plot_overview(sim, summary, work / "overview.png")

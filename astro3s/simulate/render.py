@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
@@ -47,6 +48,7 @@ from astro3s.simulate.morphology import (
     make_astrocyte,
     make_vessels,
     place_cells,
+    thin_branches,
 )
 from astro3s.simulate.params import SimulationParams
 from astro3s.simulate.signals import (
@@ -58,12 +60,12 @@ from astro3s.simulate.signals import (
     ou_process,
 )
 
-__all__ = ["CellInfo", "GroundTruth", "Scene", "Wave", "build_scene", "ground_truth", "iter_chunks",
-           "render_frames"]
+__all__ = ["CellInfo", "ComponentEvents", "GroundTruth", "Scene", "Wave", "build_scene", "ground_truth",
+           "iter_chunks", "render_frames"]
 
 # Canvas pixels per chunk (~64 MB of float32): bounds memory for any FOV size.
 _CHUNK_PIXELS = 16_000_000
-_COMPONENT_KINDS = ("whole", "soma", "micro", "neuron")
+_COMPONENT_KINDS = ("whole", "soma", "micro", "neuron", "lookalike")
 
 
 @dataclass
@@ -86,6 +88,23 @@ class Wave:
     def end(self) -> float:
         """Time (s) after which the wave is negligible."""
         return self.onset + float(self.delay.max()) + 8 * self.decay
+
+
+@dataclass(frozen=True)
+class ComponentEvents:
+    """The events one component's trace sums: ``trace = event_train(times, onsets, amplitudes, rise, decay)``.
+
+    Attributes
+    ----------
+    onsets, amplitudes, rise, decay : ndarray of float, shape (n,)
+        Onset (s, may be < 0: an event decaying at the start), peak amplitude
+        (dF/F of the component's footprint), rise and decay time constants (s).
+    """
+
+    onsets: np.ndarray
+    amplitudes: np.ndarray
+    rise: np.ndarray
+    decay: np.ndarray
 
 
 @dataclass
@@ -127,7 +146,7 @@ class Scene:
     traces : ndarray of float32, shape (T, K)
         Component activity (dF/F units).
     component_kind : ndarray of int8, shape (K,)
-        Index into ``("whole", "soma", "micro", "neuron")``.
+        Index into ``("whole", "soma", "micro", "neuron", "lookalike")``.
     component_cell : ndarray of int32, shape (K,)
         Astrocyte index, or neuron index for neurons.
     neuropil_fields : ndarray of float32, shape (Kn, Hc*Wc)
@@ -144,6 +163,9 @@ class Scene:
         Cells requested but not fitting in the FOV.
     chunk_frames : int
         Frames per rendering chunk (fixed per scene so noise is reproducible).
+    component_events : list of ComponentEvents or None, length K
+        The events each component's trace is the sum of (neuron spikes
+        included): the event ground truth (:mod:`astro3s.simulate.events`).
     """
 
     params: SimulationParams
@@ -168,6 +190,7 @@ class Scene:
     chunk_frames: int
     layout_source: str | None = None
     salt: int = 0
+    component_events: list[ComponentEvents | None] = field(default_factory=list)
     _fft_cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -202,6 +225,10 @@ class GroundTruth:
     domain_correlation : ndarray of float32, shape (H, W), optional
         Expected correlation of each domain pixel with its cell's soma signal
         (1 on somata and processes, 0 outside every domain).
+    processes_thin : ndarray of uint16, shape (H, W), optional
+        The 2-px-wide centre lines of ``processes`` (the branches themselves):
+        the thin-branch ground truth, scored as a second figure
+        beside the annotator-width ``processes``.
     """
 
     soma: np.ndarray
@@ -211,6 +238,7 @@ class GroundTruth:
     cell_index: np.ndarray
     dropped: list[int]
     domain_correlation: np.ndarray | None = None
+    processes_thin: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------- build
@@ -281,6 +309,57 @@ def _disk(radius: float, *, ring: bool, rng: np.random.Generator) -> np.ndarray:
         # cytosolic indicator: the nucleus is darker than the rim
         body *= 1 - rng.uniform(0.3, 0.6) * np.clip(0.6 * radius - d + 0.5, 0, 1)
     return body.astype(np.float32)
+
+
+def _add_lookalikes(params: SimulationParams, cells: list[CellMorphology], canvas_shape: tuple[int, int],
+                    pad: int, times: np.ndarray, baseline: np.ndarray, add: Any, soma_occupied: np.ndarray,
+                    rng: np.random.Generator) -> None:
+    """Out-of-focus astrocytes and soft blobs: active, astrocyte-like, and never ground truth.
+
+    A method must learn to reject them: an astrocyte above or below the focal
+    plane is a whole cell blurred by the defocus (sigma 0.3-0.7 soma radii)
+    and dimmer, with slow whole-cell events; a blob is a soft Gaussian spot of
+    soma size with slow, shallow fluctuations (debris, out-of-plane somata).
+    Each is pasted into ``baseline`` and registered with ``add(..., "lookalike", j)``.
+    """
+    area_px = params.height * params.width / 1e4
+    n_defocus = rng.poisson(params.defocus_density * area_px)
+    n_blobs = rng.poisson(params.blob_density * area_px)
+    if n_defocus + n_blobs == 0:
+        return
+    duration = params.duration_s
+    ref_area = params.soma_area_median
+    for j in range(n_defocus + n_blobs):  # a loop over look-alikes
+        cy = float(rng.uniform(pad, pad + params.height))
+        cx = float(rng.uniform(pad, pad + params.width))
+        area = float(np.clip(ref_area * np.exp(rng.normal(0, 0.4)), params.soma_area_min, params.soma_area_max))
+        radius = math.sqrt(area / math.pi)
+        if j < n_defocus:
+            cell = make_astrocyte((cy, cx), area, params, rng)
+            body = np.maximum.reduce([cell.soma, params.process_brightness * cell.process,
+                                      params.territory_brightness * cell.territory])
+            footprint = ndi.gaussian_filter(body, rng.uniform(0.3, 0.7) * radius)
+            origin = cell.origin
+            level = rng.uniform(0.25, 0.6)
+            amplitude = params.whole_amplitude
+        else:
+            sigma = radius * rng.uniform(0.5, 1.0)
+            half = int(math.ceil(3 * sigma))
+            yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
+            footprint = np.exp(-(yy**2 + xx**2) / (2 * sigma**2))
+            origin = (int(round(cy)) - half, int(round(cx)) - half)
+            level = rng.uniform(0.3, 1.0)
+            amplitude = 0.3 * params.whole_amplitude
+        footprint = (params.soma_photons * level * footprint / max(float(footprint.max()), 1e-6)).astype(np.float32)
+        (sy, sx), (ly, lx) = clip_window(origin, footprint.shape, canvas_shape)
+        if (soma_occupied[sy, sx] & (footprint[ly, lx] > 0.5 * footprint.max())).any():
+            continue  # not on top of a real soma: it would change that cell, not imitate one
+        _paste(baseline, footprint, origin)
+        onsets = event_times(params.whole_rate, duration, rng, lead_s=4 * params.decay_slow)
+        n = len(onsets)
+        drawn = (onsets, amplitude * np.exp(rng.normal(0, 0.35, n)), params.rise_slow * np.exp(rng.normal(0, 0.2, n)),
+                 params.decay_slow * np.exp(rng.normal(0, 0.2, n)))
+        add(footprint, origin, event_train(times, *drawn), "lookalike", j, events=drawn)
 
 
 def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = None,
@@ -362,13 +441,16 @@ def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = 
     comp_trace: list[np.ndarray] = []
     comp_kind: list[int] = []
     comp_cell: list[int] = []
+    comp_events: list[ComponentEvents | None] = []
     waves: list[Wave] = []
 
-    def add(img: np.ndarray, origin: tuple[int, int], trace: np.ndarray, kind: str, owner: int) -> None:
+    def add(img: np.ndarray, origin: tuple[int, int], trace: np.ndarray, kind: str, owner: int,
+            events: tuple[np.ndarray, ...] | None = None) -> None:
         comps.append((img, origin))
         comp_trace.append(trace)
         comp_kind.append(_COMPONENT_KINDS.index(kind))
         comp_cell.append(owner)
+        comp_events.append(None if events is None else ComponentEvents(*(np.asarray(a, np.float64) for a in events)))
 
     def slow_events(rate: float, amplitude: float) -> tuple[np.ndarray, ...]:
         onsets = event_times(rate, duration, rng_signal, lead_s=4 * params.decay_slow)
@@ -399,14 +481,14 @@ def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = 
                                                              params.rise_slow, params.decay_slow)))
         info.n_whole = int((ev[0] > -params.decay_slow).sum())
         info.n_soma = int((soma_ev[0] > -params.decay_slow).sum())
-        add(whole_fp, cell.origin, event_train(times, *ev), "whole", i)
+        add(whole_fp, cell.origin, event_train(times, *ev), "whole", i, events=ev)
         if len(soma_ev[0]):
-            add(b * cell.soma, cell.origin, event_train(times, *soma_ev), "soma", i)
+            add(b * cell.soma, cell.origin, event_train(times, *soma_ev), "soma", i, events=soma_ev)
 
         # microdomains: recurrent hot spots on processes and in the territory
         n_sites = rng_signal.poisson(params.micro_sites * max(cell.territory_radius / (3.5 * cell.soma_radius), 0.3)) \
             if params.micro_sites > 0 else 0
-        on_process = np.flatnonzero(cell.process_mask.ravel())
+        on_process = np.flatnonzero(cell.branches.ravel())
         in_territory = np.flatnonzero((cell.territory_mask & ~cell.soma_mask).ravel())
         local_rest = b * np.maximum(params.process_brightness * cell.process,
                                     params.territory_brightness * cell.territory)
@@ -428,10 +510,12 @@ def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = 
             n = len(onsets)
             if n == 0:
                 continue
-            trace = event_train(times, onsets, params.micro_amplitude * np.exp(rng_signal.normal(0, 0.4, n)),
-                                params.rise_fast * np.exp(rng_signal.normal(0, 0.25, n)),
-                                params.decay_fast * np.exp(rng_signal.normal(0, 0.25, n)))
-            add(fp, (cell.origin[0] + y0, cell.origin[1] + x0), trace, "micro", i)
+            # drawn in the same order as before (amplitudes, rise, decay): the random streams are unchanged
+            micro_ev = (onsets, params.micro_amplitude * np.exp(rng_signal.normal(0, 0.4, n)),
+                        params.rise_fast * np.exp(rng_signal.normal(0, 0.25, n)),
+                        params.decay_fast * np.exp(rng_signal.normal(0, 0.25, n)))
+            trace = event_train(times, *micro_ev)
+            add(fp, (cell.origin[0] + y0, cell.origin[1] + x0), trace, "micro", i, events=micro_ev)
             info.n_micro += int((onsets > 0).sum())
 
         # propagating waves over the whole territory, delay proportional to distance
@@ -479,9 +563,13 @@ def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = 
         spikes = np.concatenate([o + np.arange(rng_neuron.integers(1, 5)) * 0.05 for o in bursts]) \
             if len(bursts) else np.zeros(0)
         n = len(spikes)
-        trace = event_train(times, spikes, params.neuron_amplitude / 2 * np.exp(rng_neuron.normal(0, 0.3, n)),
-                            np.full(n, 0.04), params.neuron_decay * np.exp(rng_neuron.normal(0, 0.2, n)))
-        add(b * disk, origin, trace, "neuron", j)
+        spike_ev = (spikes, params.neuron_amplitude / 2 * np.exp(rng_neuron.normal(0, 0.3, n)),
+                    np.full(n, 0.04), params.neuron_decay * np.exp(rng_neuron.normal(0, 0.2, n)))
+        add(b * disk, origin, event_train(times, *spike_ev), "neuron", j, events=spike_ev)
+
+    # --- look-alikes (not ground truth): out-of-focus astrocytes and soft round blobs
+    _add_lookalikes(params, cells, canvas_shape, pad, times, baseline, add, soma_occupied,
+                    np.random.default_rng(np.random.SeedSequence(entropy).spawn(7)[6]))
 
     # --- active neuropil: smooth spatial modes with slow fluctuations, riding on the tissue
     n_np = params.neuropil_components if params.neuropil_amplitude > 0 else 0
@@ -503,7 +591,8 @@ def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = 
                  neuropil_traces=np_traces.astype(np.float32), waves=waves, bleach=bleach_curve(params),
                  shifts=shifts, cells=cells, cell_info=infos, neurons=neurons, n_unplaced=n_unplaced,
                  chunk_frames=chunk_frames,
-                 layout_source=None if layout is None else str(layout.source), salt=int(salt))
+                 layout_source=None if layout is None else str(layout.source), salt=int(salt),
+                 component_events=comp_events)
 
 
 # ---------------------------------------------------------------------------- render
@@ -641,6 +730,7 @@ def ground_truth(scene: Scene) -> GroundTruth:
     corr_c = np.zeros(canvas_shape, np.float32)
     level = float(scene.params.domain_min_correlation)
     revealed: dict[int, np.ndarray] = {}
+    on_branch = np.zeros(canvas_shape, bool)
     for gt_id, i in enumerate(active, start=1):
         cell = scene.cells[i]
         rho = expected_domain_correlation(scene, i)
@@ -661,6 +751,7 @@ def ground_truth(scene: Scene) -> GroundTruth:
                                   np.where(dom, 1 + np.clip(rho, 0, 0.999), 0))).astype(np.float32)
         rank = np.where(cell.soma_mask, 1, np.where(cell.process_mask, 2, np.where(dom, 3, 0)))
         (cy, cx), (ly, lx) = clip_window(cell.origin, cell.shape, canvas_shape)
+        on_branch[cy, cx] |= thin_branches(cell.process_mask)[ly, lx]
         win = score[ly, lx] > best[cy, cx]
         best[cy, cx] = np.where(win, score[ly, lx], best[cy, cx])
         owner[cy, cx] = np.where(win, gt_id, owner[cy, cx])
@@ -694,7 +785,8 @@ def ground_truth(scene: Scene) -> GroundTruth:
     traces = _gt_traces(scene, soma_c, proc_c, len(active))
     return GroundTruth(soma=soma, processes=processes, domains=domains, traces=traces,
                        cell_index=np.asarray(active, dtype=np.int64), dropped=sorted(dropped),
-                       domain_correlation=np.where(domains > 0, corr_c[fy, fx], 0).astype(np.float32))
+                       domain_correlation=np.where(domains > 0, corr_c[fy, fx], 0).astype(np.float32),
+                       processes_thin=np.where(on_branch[fy, fx], processes, 0).astype(np.uint16))
 
 
 def _connected_domains(owner: np.ndarray, roi: np.ndarray) -> np.ndarray:
