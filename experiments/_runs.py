@@ -1,4 +1,5 @@
-"""Shared by ``aggregate_folds.py`` and ``compare.py``: run folders, their scores, tables and plots.
+"""Shared by the experiment scripts: run folders, their scores, tables and plots (``aggregate_folds.py``,
+``compare.py``), and the ``PRESET:COUNT`` lists of the evaluation scripts.
 
 A *run folder* is what one ``astro3s-train`` job leaves: ``scores.json``
 (written by :mod:`astro3s.cli.train` after testing) and Hydra's
@@ -242,3 +243,12 @@ def box_strip(ax: Any, groups: Sequence[Sequence[float | None]], labels: Sequenc
         ax.set_ylim(*ylim)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
+
+
+def parse_sets(items: Iterable[str]) -> list[tuple[str, int]]:
+    """``["d1_like:3", "d3_like"]`` -> ``[("d1_like", 3), ("d3_like", 1)]``."""
+    out = []
+    for item in items:
+        name, _, count = item.partition(":")
+        out.append((name, int(count or 1)))
+    return out

@@ -35,6 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as a script: _runs sits beside it
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _runs import parse_sets  # noqa: E402
+
 log = logging.getLogger("evaluate_events")
 
 DEFAULT_SETS = ("d1_like:3", "d3_like:1", "randomised:3")
@@ -42,14 +47,6 @@ FIRST_SEED = 7000
 #: the issue's "done when" figures
 TARGETS = {"soma_f1": 0.90, "process_f1": 0.80, "onset_error_frames": 1.0, "delay_error_s": 0.5}
 
-
-def parse_sets(items: list[str]) -> list[tuple[str, int]]:
-    """``["d1_like:3", ...]`` -> ``[("d1_like", 3), ...]``."""
-    out = []
-    for item in items:
-        name, _, count = item.partition(":")
-        out.append((name, int(count or 1)))
-    return out
 
 
 def ensure_event_truth(folder: Path) -> Path:

@@ -39,6 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as a script: _runs sits beside it
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _runs import parse_sets  # noqa: E402
+
 log = logging.getLogger("evaluate_model")
 
 #: preset -> number of movies; held out of the default model's training entirely: d2_like, d3_like
@@ -46,13 +51,6 @@ DEFAULT_SETS = ("d1_like:5", "d2_like:2", "d3_like:2", "d4_like:2", "randomised:
 TRAINED_PRESETS = {"d1_like", "d4_like", "randomised"}
 FIRST_SEED = 5000
 
-
-def parse_sets(items: list[str]) -> list[tuple[str, int]]:
-    out = []
-    for item in items:
-        name, _, count = item.partition(":")
-        out.append((name, int(count or 1)))
-    return out
 
 
 #: soma areas (px) of the size extremes whose detection recall is reported

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CompartmentScores", "MatchResult", "cluster_onsets", "match_compartment", "match_onsets",
+__all__ = ["CompartmentScores", "cluster_onsets", "match_compartment", "match_onsets",
            "required_events", "roi_correspondence", "score_movie"]
 
 #: Matched-filter SNR below which a true event is optional.
@@ -101,56 +101,9 @@ def match_onsets(pred: np.ndarray, true: np.ndarray, tol: float) -> tuple[np.nda
 
 
 @dataclass
-class MatchResult:
-    """Hits, misses and false detections of one (cell, compartment), with the errors of the hits."""
-
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    onset_errors_frames: list[float] = field(default_factory=list)
-    delay_errors_s: list[float] = field(default_factory=list)
-    true_delays_s: list[float] = field(default_factory=list)
-
-
-def _groups(onsets: np.ndarray, values: list[np.ndarray], tol: float) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Merge onsets within ``tol``; per group the earliest onset and, for each array of ``values``,
-    the value of the group's earliest member (for bool arrays: whether any member is True)."""
-    labels = cluster_onsets(onsets, tol)
-    n = int(labels.max(initial=-1)) + 1
-    order = np.lexsort((onsets, labels))
-    first = order[np.concatenate(([True], np.diff(labels[order]) != 0))] if len(order) else order
-    merged = []
-    for v in values:
-        v = np.asarray(v)
-        if v.dtype == bool:
-            merged.append(np.bincount(labels, weights=v.astype(np.float64), minlength=n) > 0)
-        else:
-            merged.append(v[first])
-    return np.asarray(onsets, np.float64)[first], merged
-
-
-def match_compartment(pred_onsets: np.ndarray, pred_delays: np.ndarray, true_onsets: np.ndarray,
-                      true_required: np.ndarray, true_delays: np.ndarray, *, tol: float, fs: float) -> MatchResult:
-    """Score one cell's compartment (all times in seconds; delays NaN where undefined)."""
-    p_on, (p_delay,) = _groups(pred_onsets, [pred_delays], tol)
-    t_on, (t_required, t_delay) = _groups(true_onsets, [np.asarray(true_required, bool), true_delays], tol)
-    ip, it = match_onsets(p_on, t_on, tol)
-    res = MatchResult()
-    hit_required = t_required[it]
-    res.tp = int(hit_required.sum())
-    res.fn = int(t_required.sum()) - res.tp
-    res.fp = len(p_on) - len(ip)
-    ip, it = ip[hit_required], it[hit_required]
-    res.onset_errors_frames = (np.abs(p_on[ip] - t_on[it]) * fs).tolist()
-    both = np.isfinite(p_delay[ip]) & np.isfinite(t_delay[it])
-    res.delay_errors_s = np.abs(p_delay[ip][both] - t_delay[it][both]).tolist()
-    res.true_delays_s = t_delay[it][both].tolist()
-    return res
-
-
-@dataclass
 class CompartmentScores:
-    """Pooled scores of one compartment over cells (and movies)."""
+    """Event counts and errors of one compartment: of one cell (:func:`match_compartment`), or pooled over
+    cells and movies (:meth:`add`)."""
 
     tp: int = 0
     fp: int = 0
@@ -159,7 +112,7 @@ class CompartmentScores:
     delay_errors_s: list[float] = field(default_factory=list)
     true_delays_s: list[float] = field(default_factory=list)
 
-    def add(self, other: MatchResult | CompartmentScores) -> None:
+    def add(self, other: CompartmentScores) -> None:
         self.tp += other.tp
         self.fp += other.fp
         self.fn += other.fn
@@ -181,6 +134,42 @@ class CompartmentScores:
                 "median_onset_error_frames": med(self.onset_errors_frames),
                 "median_delay_error_s": med(errors), "n_delays": len(errors),
                 "median_delay_error_nonzero_s": med(errors[delayed]), "n_nonzero_delays": int(delayed.sum())}
+
+
+def _groups(onsets: np.ndarray, values: list[np.ndarray], tol: float) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Merge onsets within ``tol``; per group the earliest onset and, for each array of ``values``,
+    the value of the group's earliest member (for bool arrays: whether any member is True)."""
+    labels = cluster_onsets(onsets, tol)
+    n = int(labels.max(initial=-1)) + 1
+    order = np.lexsort((onsets, labels))
+    first = order[np.concatenate(([True], np.diff(labels[order]) != 0))] if len(order) else order
+    merged = []
+    for v in values:
+        v = np.asarray(v)
+        if v.dtype == bool:
+            merged.append(np.bincount(labels, weights=v.astype(np.float64), minlength=n) > 0)
+        else:
+            merged.append(v[first])
+    return np.asarray(onsets, np.float64)[first], merged
+
+
+def match_compartment(pred_onsets: np.ndarray, pred_delays: np.ndarray, true_onsets: np.ndarray,
+                      true_required: np.ndarray, true_delays: np.ndarray, *, tol: float, fs: float) -> CompartmentScores:
+    """Score one cell's compartment (all times in seconds; delays NaN where undefined)."""
+    p_on, (p_delay,) = _groups(pred_onsets, [pred_delays], tol)
+    t_on, (t_required, t_delay) = _groups(true_onsets, [np.asarray(true_required, bool), true_delays], tol)
+    ip, it = match_onsets(p_on, t_on, tol)
+    res = CompartmentScores()
+    hit_required = t_required[it]
+    res.tp = int(hit_required.sum())
+    res.fn = int(t_required.sum()) - res.tp
+    res.fp = len(p_on) - len(ip)
+    ip, it = ip[hit_required], it[hit_required]
+    res.onset_errors_frames = (np.abs(p_on[ip] - t_on[it]) * fs).tolist()
+    both = np.isfinite(p_delay[ip]) & np.isfinite(t_delay[it])
+    res.delay_errors_s = np.abs(p_delay[ip][both] - t_delay[it][both]).tolist()
+    res.true_delays_s = t_delay[it][both].tolist()
+    return res
 
 
 def required_events(truth: Any, *, duration_s: float, min_snr: float = MIN_SNR, own_only: bool = True) -> np.ndarray:
