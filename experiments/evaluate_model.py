@@ -101,8 +101,8 @@ def _pool(movies: list[dict], preds: list, gts: list) -> dict:
     return pooled
 
 
-def _score_group(model, options, folders: list[Path], movie_of) -> dict:
-    """Run inference on each folder's movie and score it; returns per-movie rows and pooled scores."""
+def _score_group(model, options, folders: list[Path]) -> dict:
+    """Run inference on each movie folder's ``<name>.tif`` and score it; per-movie rows and pooled scores."""
     from astro3s.inference import segment_movie
     from astro3s.io import read_movie
     from astro3s.metrics import astra_scores
@@ -111,7 +111,7 @@ def _score_group(model, options, folders: list[Path], movie_of) -> dict:
     preds, gts, movies = [], [], []
     for folder in folders:  # loop over movies
         start = time.perf_counter()
-        movie = read_movie(movie_of(folder))
+        movie = read_movie(folder / f"{folder.name}.tif")
         try:
             pre = preprocess(movie, options.preprocess, progress=False)
             pre, seg, scale = segment_movie(pre, model, options, name=folder.name)
@@ -152,12 +152,10 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "heldout": {}, "sets": {}}
     if heldout is not None:
         for member, folders in heldout_members(heldout).items():  # loop over members
-            report["heldout"][member] = _score_group(model, options, folders,
-                                                     lambda folder: folder / f"{folder.name}.tif")
+            report["heldout"][member] = _score_group(model, options, folders)
     for preset, count in sets:  # loop over presets
         specs = SyntheticFOVs(preset=preset, n_fovs=count, root=data_dir, first_seed=FIRST_SEED).fovs()
-        entry = _score_group(model, options, [spec.movie.parent for spec in specs],
-                             lambda folder: folder / f"{folder.name}.tif")
+        entry = _score_group(model, options, [spec.movie.parent for spec in specs])
         entry["held_out_preset"] = preset not in TRAINED_PRESETS
         report["sets"][preset] = entry
     return report
