@@ -64,8 +64,59 @@ def test_reselect_with_other_clahe_tiles_equals_a_fresh_run(simulated) -> None:
         reselect_candidates(dataclasses.replace(fresh, median_image=None), params)
 
 
-def test_coarse_scale_acts_on_large_somata_only(simulated) -> None:
-    from astro3s.inference.segment import coarse_soma_scale
+def test_bin_frames_means_blocks_and_pads_odd_sides() -> None:
+    from astro3s.preprocess import bin_frames
+
+    frames = np.arange(2 * 5 * 6, dtype=np.float32).reshape(2, 5, 6)
+    binned = bin_frames(frames, 2)
+    assert binned.shape == (2, 3, 3) and binned.dtype == np.float32
+    assert binned[0, 0, 0] == pytest.approx(frames[0, :2, :2].mean())
+    # the last, half-filled row of blocks repeats the frame's last row
+    assert binned[1, 2, 1] == pytest.approx(frames[1, 4, 2:4].mean())
+    np.testing.assert_array_equal(bin_frames(frames, 1), frames)
+    with pytest.raises(ValueError, match="factor"):
+        bin_frames(frames, 0)
+
+
+def test_binned_frames_is_a_lazy_binned_movie() -> None:
+    from astro3s.io import Movie
+    from astro3s.preprocess import BinnedFrames, bin_frames
+
+    rng = np.random.default_rng(0)
+    data = rng.random((7, 20, 18), dtype=np.float32)
+    movie = Movie.from_array(BinnedFrames(Movie.from_array(data), 3), fs=5.0)
+    assert movie.shape == (7, 7, 6)
+    np.testing.assert_allclose(movie[2:5], bin_frames(data[2:5], 3), rtol=1e-6)
+    np.testing.assert_allclose(movie[4], bin_frames(data, 3)[4], rtol=1e-6)
+    np.testing.assert_allclose(movie[1:3, 2:4, 1:5], bin_frames(data, 3)[1:3, 2:4, 1:5], rtol=1e-6)
+    blocks = np.concatenate([b for _, b in movie.chunks(3)])
+    np.testing.assert_allclose(blocks, bin_frames(data, 3), rtol=1e-6)
+
+
+def test_upsample_segmentation_keeps_ids_and_smooth_outlines() -> None:
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation, upsample_segmentation
+
+    soma = np.zeros((12, 12), np.uint16)
+    processes = np.zeros_like(soma)
+    yy, xx = np.mgrid[:12, :12]
+    soma[np.hypot(yy - 4, xx - 4) <= 2] = 1
+    processes[(yy == 4) & (xx >= 7) & (xx <= 10)] = 1
+    soma[np.hypot(yy - 9, xx - 9) <= 1] = 2
+    seg = _segmentation(soma, processes, 2, CombineParams(), {"cells": 2})
+    big = upsample_segmentation(seg, 4, (47, 46))
+    assert big.soma.shape == (47, 46) and big.processes.shape == (47, 46)
+    assert big.n_cells == 2 and big.counts["bin_factor"] == 4 and big.counts["cells"] == 2
+    assert not ((big.soma > 0) & (big.processes > 0)).any()
+    # areas scale with the factor squared (within the outline's resampling)
+    assert big.soma_area[0] == pytest.approx(16 * seg.soma_area[0], rel=0.25)
+    assert set(np.unique(big.processes)) == {0, 1}
+    # each coarse pixel's centre keeps its label
+    assert (big.soma[4 * 4 + 1, 4 * 4 + 1] == 1) and (big.soma[9 * 4 + 1, 9 * 4 + 1] == 2)
+
+
+def test_soma_bin_factor_acts_on_large_somata_only(simulated) -> None:
+    from astro3s.inference.segment import soma_bin_factor
     from astro3s.io import read_movie
     from astro3s.preprocess import PreprocessParams, preprocess
 
@@ -74,14 +125,35 @@ def test_coarse_scale_acts_on_large_somata_only(simulated) -> None:
                     n_vessels=0, neuron_density=0, defocus_density=0, blob_density=0)
     with read_movie(big / f"{big.name}.tif") as movie:
         pre = preprocess(movie, params, progress=False)
-    scaled, info = coarse_soma_scale(pre)
+    factor, info = soma_bin_factor(pre)
     assert info["coarse_scale"] >= 2.0 and info["blob_area"] > 700
-    assert tuple(scaled.params.clahe_tiles) == tuple(info["clahe_tiles"]) and info["clahe_tiles"][0] < 8
-    assert scaled.params.soma_area_range[0] == pytest.approx(89 * info["coarse_scale"] ** 2, rel=0.01)
-    assert not np.array_equal(scaled.enhanced, pre.enhanced)
+    assert factor == round(info["coarse_scale"]) and info["bin_factor"] == factor
 
     d1 = simulated("d1_like", 2, overview=False, n_frames=60)
     with read_movie(d1 / f"{d1.name}.tif") as movie:
         pre = preprocess(movie, params, progress=False)
-    same, info = coarse_soma_scale(pre)
-    assert same is pre and info["coarse_scale"] == 1.0 and info["blob_area"] < 4 * math.sqrt(89 * 345)
+    factor, info = soma_bin_factor(pre)
+    assert factor == 1 and info["coarse_scale"] == 1.0 and info["blob_area"] < 4 * math.sqrt(89 * 345)
+
+
+def test_large_somata_are_segmented_binned_on_the_movie_pixels(simulated) -> None:
+    from astro3s.inference import load_inference_model
+    from astro3s.inference.pipeline import segment_movie
+    from astro3s.io import read_movie
+    from astro3s.metrics import match_instances
+    from astro3s.preprocess import preprocess
+
+    big = simulated("d2_like", 1, overview=False, height=192, width=192, n_frames=60, n_cells=[1, 2],
+                    n_vessels=0, neuron_density=0, defocus_density=0, blob_density=0)
+    model, options = load_inference_model("default", device="cpu")
+    with read_movie(big / f"{big.name}.tif") as movie:
+        pre = preprocess(movie, options.preprocess, progress=False)
+        same, seg, info = segment_movie(pre, model, options)
+    assert same is pre and info["bin_factor"] >= 2 and info["rescaled"]
+    assert seg.soma.shape == (192, 192) and seg.counts["bin_factor"] == info["bin_factor"]
+    import tifffile
+
+    gt = tifffile.imread(big / "ground_truth" / "soma.tif")
+    match = match_instances(seg.soma, gt)
+    assert match.n_gt >= 1 and len(match.gt_ids) == match.n_gt  # every large soma found
+    assert seg.process_area.sum() > 0

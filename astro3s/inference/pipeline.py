@@ -244,31 +244,60 @@ def _cell_table(soma: np.ndarray, processes: np.ndarray, domains: Any, traces: A
 
 
 def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: dict[str, float] | None = None,
-                  name: str = "") -> tuple[Any, Any, dict[str, Any]]:
+                  name: str = "", allow_binning: bool = True) -> tuple[Any, Any, dict[str, Any]]:
     """Cells of a pre-processed movie: soma scale (``options.soma_scale``), network, combination.
+
+    With ``soma_scale="auto"``, a FOV whose somata are at least twice as wide
+    as the parameters' (read off its median image,
+    :func:`astro3s.inference.segment.soma_bin_factor`) is segmented binned to
+    the parameters' scale and the cells are resampled to its own pixels
+    (:func:`astro3s.postprocess.upsample_segmentation`); then, and otherwise,
+    the soma scale is fitted from a first network pass
+    (:func:`astro3s.inference.segment.adapt_soma_scale`).
 
     Returns
     -------
     pre : Preprocessed
-        ``pre``, or its candidates re-selected at the fitted soma scale.
+        ``pre``, or its candidates re-selected at the fitted soma scale (a
+        binned FOV returns ``pre`` itself: its pixels are the movie's).
     segmentation : Segmentation
+        Label images of ``pre``'s shape.
     scale_info : dict
-        See :func:`astro3s.inference.segment.adapt_soma_scale`.
+        See :func:`astro3s.inference.segment.adapt_soma_scale`; ``bin_factor``
+        and ``blob_area`` too with ``soma_scale="auto"``. Areas are in binned
+        pixels when ``bin_factor > 1``.
     """
     from astro3s.inference.segment import (
         adapt_soma_scale,
+        binned_preprocess,
         fixed_scale_info,
         segment_preprocessed,
+        soma_bin_factor,
     )
-    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess import CombineParams, upsample_segmentation
 
     timings = {} if timings is None else timings
     scale_info, fov_probs = fixed_scale_info(pre.params), None
+    if options.soma_scale == "auto" and allow_binning:
+        t = time.perf_counter()
+        factor, coarse = soma_bin_factor(pre)
+        if factor > 1 and pre.corrected is not None:
+            log.info("%s: somata ~%.0f px, %.1fx wider than the parameters': segmenting the FOV binned %dx%d",
+                     name, coarse["blob_area"], coarse["coarse_scale"], factor, factor)
+            small = binned_preprocess(pre, factor)
+            timings["binning_s"] = time.perf_counter() - t
+            _, small_seg, scale_info = segment_movie(small, model, options, timings=timings, name=name,
+                                                     allow_binning=False)
+            scale_info.update(coarse, rescaled=True)
+            return pre, upsample_segmentation(small_seg, factor, pre.fov_map.shape), scale_info
+        scale_info.update(coarse)
+        timings["binning_s"] = time.perf_counter() - t
     if options.soma_scale == "auto":
         t = time.perf_counter()
-        pre, scale_info, fov_probs = adapt_soma_scale(
+        pre, fitted, fov_probs = adapt_soma_scale(
             pre, model, normalize=options.normalize, device=options.device, max_fov_pixels=options.max_fov_pixels,
             tile_size=options.tile_size, tile_overlap=options.tile_overlap)
+        scale_info.update(fitted)
         timings["soma_scale_s"] = time.perf_counter() - t
         if scale_info["rescaled"]:
             log.info("%s: soma scale fitted to the movie: areas %s px (configured %s)", name,

@@ -7,8 +7,8 @@ from typing import Any
 
 from astro3s.inference.network import predict_crops_zoomed, predict_fov
 
-__all__ = ["adapt_soma_scale", "coarse_soma_scale", "estimate_soma_area_range", "fixed_scale_info",
-           "segment_preprocessed"]
+__all__ = ["adapt_soma_scale", "binned_preprocess", "estimate_soma_area_range", "fixed_scale_info",
+           "segment_preprocessed", "soma_bin_factor"]
 
 
 def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize: str = "mean",
@@ -50,6 +50,8 @@ def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize
     -------
     Segmentation
         ``soma`` and ``processes`` uint16 ``(H, W)`` label images sharing cell ids.
+        Out-of-focus look-alikes are removed by their soma blur when
+        ``pre.median_image`` is kept (``CombineParams.max_relative_blur``).
     """
     from astro3s.postprocess import CombineParams
     from astro3s.postprocess import combine as combine_cells
@@ -68,6 +70,11 @@ def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize
                                 tile_size=tile_size, tile_overlap=tile_overlap, device=device, amp=amp, zoom=zoom)
     t1 = time.perf_counter()
     seg = combine_cells(crop_probs, crop_boxes, fov_probs, params=params)
+    if params.max_relative_blur is not None and getattr(pre, "median_image", None) is not None:
+        from astro3s.postprocess.sharpness import remove_blurred_cells
+
+        seg = remove_blurred_cells(seg, pre.median_image, max_relative_blur=params.max_relative_blur,
+                                   min_cells=params.min_cells_for_blur)
     if timings is not None:
         timings["network_s"] = t1 - t0
         timings["combine_s"] = time.perf_counter() - t1
@@ -121,48 +128,69 @@ def fixed_scale_info(params: Any) -> dict[str, Any]:
     return {"configured": configured, "estimated": None, "used": list(configured), "rescaled": False, "zoom": 1.0}
 
 
-def coarse_soma_scale(pre: Any, *, min_scale: float = 2.0) -> tuple[Any, dict[str, Any]]:
-    """Re-scale the pre-processing of a FOV whose somata are much larger than the parameters', from its image.
+def soma_bin_factor(pre: Any, *, min_scale: float = 2.0) -> tuple[int, dict[str, Any]]:
+    """How much to bin a FOV whose somata are much larger than the parameters', read off its image.
 
     The typical soma area is read off the median image by blob scale selection
     (:func:`astro3s.preprocess.blob_soma_area`), before any network pass:
-    the network's own first pass cannot see somata larger than the scale the
-    enhancement was made for (CLAHE equalises their interior into texture and
-    the network splits them into soma-sized fragments, which look like a
-    plausible soma scale). When the somata are at least ``min_scale`` times
-    wider than the centre of ``soma_area_range``, the soma range is scaled by
-    ``scale**2`` and the CLAHE tiles by ``1 / scale``
-    (:func:`astro3s.preprocess.clahe_tiles_for_scale`), and the candidates are
-    selected again (:func:`astro3s.preprocess.reselect_candidates`): the network
-    then sees these somata as it saw those of its training data.
+    the network's own first pass cannot see somata far larger than those it
+    was trained on (CLAHE equalises their interior into texture, the network
+    splits them into soma-sized fragments, which look like a plausible soma
+    scale, and their processes run far beyond the crop boxes). When the somata
+    are ``scale >= min_scale`` times wider than the centre of
+    ``soma_area_range``, the FOV is best segmented binned ``round(scale)``
+    times (:func:`binned_preprocess`): every stage then sees cells of the
+    training data's size, processes included.
 
     Returns
     -------
-    pre : Preprocessed
-        ``pre`` itself or the re-scaled result.
+    factor : int
+        1: leave the FOV as it is.
     info : dict
-        ``blob_area`` (px, or None), ``coarse_scale`` (1 when unchanged), ``clahe_tiles``.
+        ``blob_area`` (px, or None), ``coarse_scale`` (1 when below ``min_scale``), ``bin_factor``.
     """
-    import dataclasses
+    from astro3s.preprocess import blob_soma_area
 
-    from astro3s.preprocess import blob_soma_area, clahe_tiles_for_scale, reselect_candidates
-
-    info: dict[str, Any] = {"blob_area": None, "coarse_scale": 1.0, "clahe_tiles": list(pre.params.clahe_tiles)}
-    if pre.median_image is None or pre.corrected is None:
-        return pre, info
+    info: dict[str, Any] = {"blob_area": None, "coarse_scale": 1.0, "bin_factor": 1}
+    if pre.median_image is None:
+        return 1, info
     area = blob_soma_area(pre.median_image)
     if area is None:
-        return pre, info
+        return 1, info
     lo, hi = (float(a) for a in pre.params.soma_area_range)
     scale = (area / (lo * hi) ** 0.5) ** 0.5
     info["blob_area"] = round(float(area), 1)
     if scale < min_scale:
-        return pre, info
-    tiles = clahe_tiles_for_scale(tuple(pre.params.clahe_tiles), scale)
-    params = dataclasses.replace(pre.params, soma_area_range=(round(lo * scale**2, 1), round(hi * scale**2, 1)),
-                                 clahe_tiles=tiles)
-    info.update(coarse_scale=round(float(scale), 3), clahe_tiles=list(tiles))
-    return reselect_candidates(pre, params), info
+        return 1, info
+    factor = int(round(scale))
+    info.update(coarse_scale=round(float(scale), 3), bin_factor=factor)
+    return factor, info
+
+
+def binned_preprocess(pre: Any, factor: int, *, progress: bool | None = False) -> Any:
+    """Pre-process the motion-corrected movie of ``pre`` again, binned ``factor x factor``.
+
+    Motion correction is not redone (the frames are ``pre.corrected``'s); the
+    other parameters are ``pre.params``', in binned pixels, so cells ``factor``
+    times wider than the parameters' are seen at the parameters' scale. The
+    CLAHE tiles, given as a count per FOV side, are made ``factor`` times fewer
+    (:func:`astro3s.preprocess.clahe_tiles_for_scale`), so that they keep
+    their size in pixels.
+
+    Returns
+    -------
+    Preprocessed
+        Of a movie ``(T, ceil(H / factor), ceil(W / factor))``.
+    """
+    from astro3s.io import Movie
+    from astro3s.preprocess import BinnedFrames, clahe_tiles_for_scale, preprocess
+
+    if pre.corrected is None:
+        raise ValueError("binned_preprocess needs the motion-corrected movie (pre.corrected)")
+    movie = Movie.from_array(BinnedFrames(pre.corrected, factor), fs=pre.fs, path=pre.source)
+    params = pre.params.replace(motion_correction=False,
+                                clahe_tiles=clahe_tiles_for_scale(tuple(pre.params.clahe_tiles), factor))
+    return preprocess(movie, params, progress=progress)
 
 
 def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: str | None = None,
@@ -188,9 +216,9 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     box): the network finds small somata at its training scale that it
     misses at their own (:func:`segment_preprocessed`).
 
-    Somata much larger than the parameters' are first detected from the image
-    (:func:`coarse_soma_scale`), which re-scales the enhancement and the
-    candidate search before the network pass.
+    Somata much larger than the parameters' are handled before, by binning
+    the FOV (:func:`soma_bin_factor`, used by
+    :func:`astro3s.inference.segment_movie`).
 
     Returns
     -------
@@ -210,10 +238,6 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
 
     info = fixed_scale_info(pre.params)
     configured_centre = (info["configured"][0] * info["configured"][1]) ** 0.5
-    pre, coarse = coarse_soma_scale(pre)
-    info.update(coarse)
-    if coarse["coarse_scale"] > 1.0:
-        info.update(used=[float(a) for a in pre.params.soma_area_range], rescaled=True)
     lo, hi = (float(a) for a in pre.params.soma_area_range)
     if pre.corrected is None or len(pre.crop_boxes) == 0 and pre.fov_mask.sum() == 0:
         return pre, info, None

@@ -15,7 +15,7 @@ Modules: :mod:`~astro3s.postprocess.params` (settings),
 """
 
 from astro3s.postprocess.blend import blend_crops, crop_weight
-from astro3s.postprocess.combine import Segmentation, combine, combine_maps
+from astro3s.postprocess.combine import Segmentation, combine, combine_maps, upsample_segmentation
 from astro3s.postprocess.params import BLENDS, SPLITS, CombineParams
 from astro3s.postprocess.rules import (class_masks, component_areas, merge_somata, remove_orphan_processes,
                                        small_somata_to_processes, soma_area_filter)
@@ -42,4 +42,5 @@ __all__ = [
     "soma_centroids",
     "split_disc",
     "split_watershed",
+    "upsample_segmentation",
 ]

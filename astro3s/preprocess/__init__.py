@@ -28,14 +28,16 @@ from astro3s.preprocess.motion import (CorrectedMovie, bandpass_filter, build_re
 from astro3s.preprocess.params import PreprocessParams, load_params, save_params
 from astro3s.preprocess.pipeline import (Preprocessed, load_preprocessed, preprocess, reselect_candidates,
                                          save_preprocessed)
-from astro3s.preprocess.scale import blob_soma_area, clahe_tiles_for_scale
+from astro3s.preprocess.scale import BinnedFrames, bin_frames, blob_soma_area, clahe_tiles_for_scale
 
 __all__ = [
+    "BinnedFrames",
     "CorrectedMovie",
     "PreprocessParams",
     "Preprocessed",
     "activity_map",
     "bandpass_filter",
+    "bin_frames",
     "blob_soma_area",
     "build_reference",
     "candidate_boxes",

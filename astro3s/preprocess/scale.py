@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-__all__ = ["blob_soma_area", "clahe_tiles_for_scale"]
+__all__ = ["BinnedFrames", "bin_frames", "blob_soma_area", "clahe_tiles_for_scale"]
 
 
 def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1.25, n_scales: int = 16,
@@ -91,3 +91,62 @@ def clahe_tiles_for_scale(tiles: tuple[int, int], scale: float, *, min_tiles: in
     (int, int)
     """
     return tuple(max(int(min_tiles), int(round(t / max(float(scale), 1.0)))) for t in tiles)
+
+
+def bin_frames(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of ``factor x factor`` pixel blocks of each frame.
+
+    Parameters
+    ----------
+    frames : ndarray, shape (..., H, W)
+    factor : int
+        Block side, px (>= 1). A side that ``factor`` does not divide is
+        padded by repeating its last row / column.
+
+    Returns
+    -------
+    ndarray of float32, shape (..., ceil(H / factor), ceil(W / factor))
+    """
+    frames = np.asarray(frames, dtype=np.float32)
+    k = int(factor)
+    if k < 1:
+        raise ValueError(f"factor must be >= 1, got {factor}")
+    if k == 1:
+        return frames
+    height, width = frames.shape[-2:]
+    pad_y, pad_x = -height % k, -width % k
+    if pad_y or pad_x:
+        frames = np.pad(frames, [(0, 0)] * (frames.ndim - 2) + [(0, pad_y), (0, pad_x)], mode="edge")
+    h, w = frames.shape[-2] // k, frames.shape[-1] // k
+    return frames.reshape(*frames.shape[:-2], h, k, w, k).mean(axis=(-3, -1), dtype=np.float32)
+
+
+class BinnedFrames:
+    """A lazy ``(T, ceil(H/k), ceil(W/k))`` view of a movie, each frame binned ``k x k`` on read.
+
+    Wrap it in :class:`astro3s.io.Movie` (``Movie.from_array``) to pre-process
+    a movie of large somata at the scale of the network's training data.
+
+    Parameters
+    ----------
+    movie : Movie or CorrectedMovie
+        Anything indexable by frame (int or slice) that returns ``(t, H, W)``.
+    factor : int
+        Bin side, px.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, movie: object, factor: int):
+        self.movie = movie
+        self.factor = int(factor)
+        n_frames, height, width = (int(s) for s in movie.shape)  # type: ignore[attr-defined]
+        self.shape = (n_frames, -(-height // self.factor), -(-width // self.factor))
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        parts = key if isinstance(key, tuple) else (key,)
+        time_key, space = parts[0], tuple(parts[1:])
+        if isinstance(time_key, (int, np.integer)):
+            return bin_frames(self.movie[int(time_key)][None], self.factor)[0][space]  # type: ignore[index]
+        frames = self.movie[time_key]  # type: ignore[index]
+        return bin_frames(frames, self.factor)[(slice(None), *space)]

@@ -1,0 +1,127 @@
+"""How sharply each soma stands out of its summary image: out-of-focus look-alikes are blurred.
+
+An astrocyte in the focal plane has a soma edge as sharp as the microscope's
+point-spread function allows; an astrocyte a few micrometres above or below
+the plane, or a diffuse fluorescent blob, shows a soft disc whose edge spreads
+over a good part of its radius. The enhancement that feeds the network (CLAHE)
+equalises local contrast and so hides this difference; it is measured here on
+the un-enhanced median image.
+
+The edge width of a soma is its contrast over its steepest edge gradient,
+``w = (I_soma - I_around) / |grad I|_edge`` (px): a step blurred by a
+Gaussian of width ``s`` has ``w = sqrt(2 pi) s``. Divided by the soma's
+equivalent radius it is scale-free: :func:`soma_edge_blur`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["remove_blurred_cells", "soma_edge_blur"]
+
+
+def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
+                   edge_percentile: float = 90.0) -> np.ndarray:
+    """Edge width of each soma relative to its radius, on a summary image.
+
+    Parameters
+    ----------
+    image : ndarray of float, shape (H, W)
+        Temporal median (or mean) image, not contrast-equalised.
+    soma : ndarray of int, shape (H, W)
+        Soma labels ``1..n`` (0 background).
+    smooth : float
+        Gaussian smoothing (px) against pixel noise before the gradient.
+    edge_percentile : float
+        The edge gradient is this percentile of ``|grad I|`` in a band of
+        ``+- max(2, r / 3)`` px around the soma outline (the steep part of the
+        edge, wherever the outline drawn by the network lies in it).
+
+    Returns
+    -------
+    blur : ndarray of float64, shape (n,)
+        ``w / r`` for cell ``k`` at index ``k - 1``: about 0.1-0.5 for somata
+        in focus, larger for out-of-focus cells and soft blobs; ``inf`` for a
+        soma no brighter than its surround, NaN for an id without pixels.
+    """
+    from scipy import ndimage as ndi
+
+    img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
+    gy, gx = np.gradient(img)
+    gradient = np.hypot(gy, gx)
+    labels = np.asarray(soma)
+    n = int(labels.max(initial=0))
+    out = np.full(n, np.nan)
+    boxes = ndi.find_objects(labels)
+    height, width = labels.shape
+    for k, box in enumerate(boxes, start=1):  # loop over cells (tens), not pixels
+        if box is None:
+            continue
+        area = int((labels[box] == k).sum())
+        radius = max(float(np.sqrt(area / np.pi)), 1.0)
+        band = max(2, int(round(radius / 3.0)))
+        reach = int(np.ceil(radius)) + band
+        y0, y1 = max(box[0].start - reach, 0), min(box[0].stop + reach, height)
+        x0, x1 = max(box[1].start - reach, 0), min(box[1].stop + reach, width)
+        mask = labels[y0:y1, x0:x1] == k
+        others = (labels[y0:y1, x0:x1] > 0) & ~mask
+        near = ndi.binary_dilation(mask, iterations=band)
+        edge = near & ~ndi.binary_erosion(mask, iterations=band)
+        # the surround: a ring from one band to one radius out, other somata excluded; its lower
+        # half (processes of the cell itself are bright and thin)
+        ring = ndi.binary_dilation(mask, iterations=reach) & ~near & ~others
+        window = img[y0:y1, x0:x1]
+        inside = float(np.median(window[mask]))
+        around = float(np.percentile(window[ring], 25)) if ring.any() else float(window[~near].min(initial=inside))
+        contrast = inside - around
+        steep = float(np.percentile(gradient[y0:y1, x0:x1][edge], edge_percentile))
+        out[k - 1] = contrast / steep / radius if contrast > 0 and steep > 0 else np.inf
+    return out
+
+
+def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: float = 1.5,
+                         min_cells: int = 3) -> Any:
+    """Drop the cells whose soma is much more blurred than the FOV's typical soma.
+
+    Every cell of a FOV is seen through the same optics, so an in-focus soma's
+    edge blur (:func:`soma_edge_blur`) is close to the FOV's median; a cell
+    ``max_relative_blur`` times blurrier is out of focus (or a diffuse blob).
+    Comparing within the FOV, not with a fixed value, keeps the rule valid
+    for any point-spread function and zoom.
+
+    Parameters
+    ----------
+    seg : Segmentation
+    image : ndarray of float, shape (H, W)
+        The median (or mean) image of the FOV, not contrast-equalised.
+    max_relative_blur : float
+        Ratio to the median blur above which a cell goes.
+    min_cells : int
+        With fewer cells nothing is removed (no reliable median).
+
+    Returns
+    -------
+    Segmentation
+        The remaining cells renumbered ``1..m`` in their order;
+        ``counts["blurred_removed"]`` says how many went.
+    """
+    import dataclasses
+
+    from astro3s.postprocess.combine import _segmentation
+
+    drop = np.zeros(seg.n_cells, bool)
+    if seg.n_cells >= int(min_cells):
+        blur = soma_edge_blur(image, seg.soma)
+        finite = np.isfinite(blur)
+        if finite.any():
+            drop = finite & (blur > float(max_relative_blur) * float(np.median(blur[finite])))
+    counts = {**seg.counts, "blurred_removed": int(drop.sum())}
+    if not drop.any():
+        return dataclasses.replace(seg, counts=counts)
+    keep = ~drop
+    new_id = np.zeros(seg.n_cells + 1, np.int64)
+    new_id[1:][keep] = np.arange(1, int(keep.sum()) + 1)
+    counts["cells"] = int(keep.sum())
+    return _segmentation(new_id[seg.soma], new_id[seg.processes], int(keep.sum()), seg.params, counts)

@@ -1,0 +1,66 @@
+"""Soma edge blur and the removal of out-of-focus look-alikes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _scene(blurs: list[float], *, radius: float = 7.0, size: int = 160, seed: int = 0):
+    """Discs of one radius, each blurred by its own Gaussian width, and their soma labels."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    image = np.zeros((size, size), np.float32)
+    labels = np.zeros((size, size), np.uint16)
+    for k, sigma in enumerate(blurs, start=1):
+        cy, cx = 30 + 50 * ((k - 1) // 3), 30 + 50 * ((k - 1) % 3)
+        disc = (np.hypot(yy - cy, xx - cx) <= radius).astype(np.float32)
+        image += ndi.gaussian_filter(disc, sigma) if sigma > 0 else disc
+        labels[np.hypot(yy - cy, xx - cx) <= radius] = k
+    return image + rng.normal(0, 0.01, image.shape).astype(np.float32), labels
+
+
+def test_soma_edge_blur_grows_with_the_blur() -> None:
+    from astro3s.postprocess.sharpness import soma_edge_blur
+
+    image, labels = _scene([0.0, 1.0, 2.5, 5.0])
+    blur = soma_edge_blur(image, labels)
+    assert blur.shape == (4,)
+    assert np.all(np.diff(blur) > 0)
+    assert blur[0] < 0.6 and blur[3] > 1.5 * blur[0]
+    # an id without pixels is NaN; a soma no brighter than around it is inf
+    labels[labels == 2] = 0
+    dark = image.copy()
+    dark[labels == 3] = -1.0
+    blur = soma_edge_blur(dark, labels)
+    assert np.isnan(blur[1]) and np.isinf(blur[2])
+
+
+def test_remove_blurred_cells_drops_only_the_outlier() -> None:
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.postprocess.sharpness import remove_blurred_cells
+
+    image, labels = _scene([0.7, 0.8, 0.6, 0.7, 5.0])
+    processes = np.zeros_like(labels)
+    processes[labels == 0] = 0
+    seg = _segmentation(labels, processes, 5, CombineParams(), {"cells": 5})
+    kept = remove_blurred_cells(seg, image, max_relative_blur=1.5)
+    assert kept.n_cells == 4 and kept.counts["blurred_removed"] == 1 and kept.counts["cells"] == 4
+    assert set(np.unique(kept.soma)) == {0, 1, 2, 3, 4}
+    assert (kept.soma[labels == 5] == 0).all()
+    # too few cells for a median: nothing goes
+    few = _segmentation(np.where(labels >= 4, labels - 3, 0).astype(np.uint16), processes, 2, CombineParams(), {})
+    assert remove_blurred_cells(few, image, min_cells=3).n_cells == 2
+
+
+def test_max_relative_blur_is_checked() -> None:
+    from astro3s.errors import ConfigError
+    from astro3s.postprocess import CombineParams
+
+    assert CombineParams().max_relative_blur == pytest.approx(1.5)
+    assert CombineParams(max_relative_blur=None).max_relative_blur is None
+    with pytest.raises(ConfigError, match="max_relative_blur"):
+        CombineParams(max_relative_blur=0.5)
