@@ -150,6 +150,8 @@ def combine_maps(cell_probs: np.ndarray, fov_probs: np.ndarray | None = None, *,
     counts: dict[str, int] = {}
 
     soma, processes = class_masks(cell_probs)
+    if p.process_threshold is not None:
+        processes = ~soma & (cell_probs[PROCESSES] >= p.process_threshold)
     counts["crop_somata"] = _n_components(soma, conn)
     soma, processes = small_somata_to_processes(soma, processes, min_area=p.small_soma_factor * lo,
                                                 connectivity=conn)
