@@ -31,6 +31,7 @@ the limit is the published 1.15 x max.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ from astro3s.postprocess.rules import (class_masks, component_areas, merge_somat
                                        small_somata_to_processes, soma_area_filter)
 from astro3s.postprocess.split import label_somata, soma_centroids, split_disc, split_watershed
 
-__all__ = ["Segmentation", "combine", "combine_maps", "upsample_segmentation"]
+__all__ = ["Segmentation", "combine", "combine_maps", "remove_cells", "upsample_segmentation"]
 
 _MAX_ID = np.iinfo(np.uint16).max
 
@@ -256,6 +257,32 @@ def combine(crop_probs: np.ndarray, crop_boxes: np.ndarray, fov_probs: np.ndarra
     cell_probs = blend_crops(crop_probs, crop_boxes, (int(shape[0]), int(shape[1])), blend=p.blend,
                              sigma=p.blend_sigma)
     return combine_maps(cell_probs, fov_probs, params=p)
+
+
+def remove_cells(seg: Segmentation, drop: np.ndarray, *, count_key: str) -> Segmentation:
+    """``seg`` without the cells flagged in ``drop``, the others renumbered ``1..m`` in their order.
+
+    Parameters
+    ----------
+    seg : Segmentation
+    drop : ndarray of bool, shape (n_cells,)
+        Cell ``k`` at index ``k - 1``.
+    count_key : str
+        ``counts[count_key]`` records how many went (0 included).
+
+    Returns
+    -------
+    Segmentation
+    """
+    drop = np.asarray(drop, bool)
+    counts = {**seg.counts, count_key: int(drop.sum())}
+    if not drop.any():
+        return dataclasses.replace(seg, counts=counts)
+    keep = ~drop
+    new_id = np.zeros(seg.n_cells + 1, np.int64)
+    new_id[1:][keep] = np.arange(1, int(keep.sum()) + 1)
+    counts["cells"] = int(keep.sum())
+    return _segmentation(new_id[seg.soma], new_id[seg.processes], int(keep.sum()), seg.params, counts)
 
 
 def upsample_segmentation(seg: Segmentation, factor: int, shape: tuple[int, int], *,

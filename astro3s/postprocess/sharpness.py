@@ -107,9 +107,7 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
         The remaining cells renumbered ``1..m`` in their order;
         ``counts["blurred_removed"]`` says how many went.
     """
-    import dataclasses
-
-    from astro3s.postprocess.combine import _segmentation
+    from astro3s.postprocess.combine import remove_cells
 
     drop = np.zeros(seg.n_cells, bool)
     if seg.n_cells >= int(min_cells):
@@ -117,11 +115,4 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
         finite = np.isfinite(blur)
         if finite.any():
             drop = finite & (blur > float(max_relative_blur) * float(np.median(blur[finite])))
-    counts = {**seg.counts, "blurred_removed": int(drop.sum())}
-    if not drop.any():
-        return dataclasses.replace(seg, counts=counts)
-    keep = ~drop
-    new_id = np.zeros(seg.n_cells + 1, np.int64)
-    new_id[1:][keep] = np.arange(1, int(keep.sum()) + 1)
-    counts["cells"] = int(keep.sum())
-    return _segmentation(new_id[seg.soma], new_id[seg.processes], int(keep.sum()), seg.params, counts)
+    return remove_cells(seg, drop, count_key="blurred_removed")
