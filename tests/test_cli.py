@@ -22,11 +22,22 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-def test_config_typo_fails_with_a_clear_message(tmp_path: Path) -> None:
-    result = _run(["astro3s-simulate", "simulatee=tiny", f"out={tmp_path}"], tmp_path)
-    assert result.returncode != 0
-    assert "Could not override 'simulatee'" in result.stderr
-    assert "Traceback" not in result.stderr
+@pytest.mark.parametrize(("command", "typo", "expected"), [
+    ("astro3s-simulate", "simulatee=tiny", "simulatee (did you mean simulate?)"),
+    ("astro3s-train", "model=unett", "Could not find 'model/unett'"),
+    ("astro3s-train", "trainer.max_epoch=1", "trainer.max_epoch (did you mean trainer.max_epochs?)"),
+    ("astro3s-eval", "iou_treshold=0.5", "iou_treshold"),
+    ("astro3s-preprocess", "preprocess=astr", "Could not find 'preprocess/astr'"),
+    ("astro3s-tune-preprocess", "fovz=3", "fovz"),
+    ("astro3s-infer", "correlation.radus=3", "correlation.radus"),
+])
+def test_config_typo_is_one_line_and_exit_2_for_every_command(tmp_path: Path, command: str, typo: str,
+                                                              expected: str) -> None:
+    result = _run([command, typo], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("astro3s: error:") and expected in lines[0], result.stderr
+    assert "Fix:" in lines[0] and f"{command} --cfg job" in lines[0]
 
 
 def test_unknown_preset_fails_with_one_line(tmp_path: Path) -> None:

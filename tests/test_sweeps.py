@@ -216,3 +216,25 @@ def test_paper_d1_on_two_stand_ins_fast_dev_run(tmp_path: Path) -> None:
     (test_fov,) = scores["fovs"]["test"]  # fold 1: the stand-in of the second D1 annotation
     assert "RoiSet_SMALL_002" in test_fov and scores["dataset"] == "D1"
     assert "test/detection_f1" in scores["metrics"]
+
+
+def test_a_search_that_does_not_fit_the_model_is_refused_up_front(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from astro3s.cli.train import search_params_missing
+
+    assert search_params_missing(["hparams_search=default_optuna", "model=unet"]) == ["model.net.width"]
+    assert search_params_missing(["hparams_search=default_optuna", "experiment=paper_d1_unet"]) == ["model.net.width"]
+    assert search_params_missing(["hparams_search=unet_optuna", "model=unet"]) == []
+    assert search_params_missing(["hparams_search=default_optuna"]) == []
+    assert search_params_missing(["hparams_search=default_optuna", "model=unett"]) == []  # Hydra reports that
+    exe = Path(sys.executable).parent / "astro3s-train"
+    result = subprocess.run([str(exe), "hparams_search=default_optuna", "model=unet"], cwd=tmp_path,
+                            env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "hparams_search=unet_optuna" in lines[0] and "model.net.width" in lines[0]

@@ -95,3 +95,21 @@ def test_metric_value_names_the_logged_metrics() -> None:
     assert metric_value({}, None) is None
     with pytest.raises(ConfigError, match=r"val/astra_f1.*logged: val/loss"):
         metric_value({"val/loss": 1.0}, "val/astra_f1")
+
+
+def test_extras_torch_threads_caps_torch_and_is_checked(tmp_path) -> None:
+    import torch
+    from omegaconf import OmegaConf
+
+    from astro3s.cli._task import apply_extras
+    from astro3s.errors import ConfigError
+
+    before = torch.get_num_threads()
+    try:
+        apply_extras(OmegaConf.create({"extras": {"torch_threads": 1}, "paths": {"output_dir": str(tmp_path)}}))
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ConfigError, match="torch_threads"):
+            apply_extras(OmegaConf.create({"extras": {"torch_threads": 0},
+                                           "paths": {"output_dir": str(tmp_path)}}))
+    finally:
+        torch.set_num_threads(before)

@@ -54,11 +54,19 @@ def apply_extras(cfg: DictConfig) -> None:
 
     The resolved config tree always goes to ``config_tree.log`` in the run
     folder (:func:`save_config_tree`); it is printed on the screen too only
-    with ``extras.print_config=true``.
+    with ``extras.print_config=true``. ``extras.torch_threads`` caps torch's
+    CPU threads (several jobs of a joblib multirun on one machine).
     """
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
+    threads = extras.get("torch_threads")
+    if threads is not None:
+        import torch
+
+        if int(threads) < 1:
+            raise ConfigError(f"extras.torch_threads must be >= 1 or null, got {threads}.")
+        torch.set_num_threads(int(threads))
     save_config_tree(cfg)
     if extras.get("print_config"):
         print_config_tree(cfg, resolve=True)

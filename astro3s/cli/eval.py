@@ -38,7 +38,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from astro3s.cli._config import CONFIG_DIR
-from astro3s.cli._task import require, task_wrapper
+from astro3s.cli._task import require, run_hydra_main, task_wrapper
 from astro3s.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -370,9 +370,14 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="eval", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     """Entry point of ``astro3s-eval``."""
     run_eval(cfg)
+
+
+def main() -> None:
+    """Console entry point ``astro3s-eval``; a config typo is one line on stderr and exit code 2."""
+    return run_hydra_main(_hydra_main, "astro3s-eval")
 
 
 if __name__ == "__main__":

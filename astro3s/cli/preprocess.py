@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from astro3s.cli._config import CONFIG_DIR
-from astro3s.cli._task import progress_setting, require, task_wrapper
+from astro3s.cli._task import progress_setting, require, run_hydra_main, task_wrapper
 from astro3s.errors import Astro3sError, ConfigError, InputError
 from astro3s.io.discover import find_movies
 
@@ -115,9 +115,14 @@ def preprocess_task(cfg: DictConfig) -> list[Path]:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="preprocess", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     """Console entry point ``astro3s-preprocess``."""
     preprocess_task(cfg)
+
+
+def main() -> None:
+    """Console entry point ``astro3s-preprocess``; a config typo is one line on stderr and exit code 2."""
+    return run_hydra_main(_hydra_main, "astro3s-preprocess")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from astro3s.cli._config import CONFIG_DIR
-from astro3s.cli._task import progress_setting, task_wrapper
+from astro3s.cli._task import progress_setting, run_hydra_main, task_wrapper
 from astro3s.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def _check_preset_arg(argv: list[str]) -> None:
 def main() -> None:
     """Console-script entry point."""
     _check_preset_arg(sys.argv[1:])
-    _hydra_main()
+    run_hydra_main(_hydra_main, "astro3s-simulate")
 
 
 if __name__ == "__main__":

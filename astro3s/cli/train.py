@@ -32,7 +32,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from astro3s.cli._config import CONFIG_DIR
-from astro3s.cli._task import metric_value, sweep_job, task_wrapper
+from astro3s.cli._task import metric_value, run_hydra_main, sweep_job, task_wrapper
 from astro3s.errors import ConfigError
 from astro3s.models.checkpoint import PREPROCESS_PARAMS_NAME
 
@@ -289,10 +289,55 @@ def _test_checkpoint(trainer: Any, cfg: DictConfig) -> str | None:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     """Console entry point ``astro3s-train``; returns ``optimized_metric``'s value for sweepers."""
     metrics = sweep_job(train_task, cfg)
     return metric_value(metrics, cfg.get("optimized_metric"))
+
+
+def search_params_missing(overrides: list[str]) -> list[str]:
+    """Keys an ``hparams_search`` would set that the composed model has not.
+
+    A search written for one network (``model.net.width`` of DenseUp) fails
+    on every trial of another (U-Net has ``base_channels``); composing once
+    up front finds that before any trial runs.
+
+    Parameters
+    ----------
+    overrides : list of str
+        The command line's ``key=value`` overrides.
+
+    Returns
+    -------
+    list of str
+        Empty when every searched key exists, or when the overrides do not
+        compose (Hydra then reports that itself).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    except (HydraException, ValueError, KeyError):
+        return []
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    missing = object()
+    return [key for key in params if OmegaConf.select(cfg, key, default=missing) is missing]
+
+
+def main() -> float | None:
+    """Console entry point ``astro3s-train``; a config typo is one line on stderr and exit code 2."""
+    import sys
+
+    overrides = [arg for arg in sys.argv[1:] if "=" in arg and not arg.startswith("-")]
+    if any(arg.startswith("hparams_search=") for arg in overrides):
+        missing = search_params_missing(overrides)
+        if missing:
+            print(f"astro3s: error: this hparams_search sets {', '.join(missing)}, which the chosen model has "
+                  "not. Fix: for model=unet or unetpp use hparams_search=unet_optuna.", file=sys.stderr)
+            raise SystemExit(2)
+    return run_hydra_main(_hydra_main, "astro3s-train")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from astro3s.cli._config import CONFIG_DIR
-from astro3s.cli._task import metric_value, sweep_job, task_wrapper
+from astro3s.cli._task import metric_value, run_hydra_main, sweep_job, task_wrapper
 from astro3s.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -172,10 +172,15 @@ def tune_preprocess_task(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="tune_preprocess", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     """Console entry point ``astro3s-tune-preprocess``; returns ``optimized_metric``'s value."""
     result = sweep_job(tune_preprocess_task, cfg)
     return metric_value(result["metrics"], cfg.get("optimized_metric"))
+
+
+def main() -> float | None:
+    """Console entry point ``astro3s-tune-preprocess``; a config typo is one line on stderr and exit code 2."""
+    return run_hydra_main(_hydra_main, "astro3s-tune-preprocess")
 
 
 if __name__ == "__main__":
