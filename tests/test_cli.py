@@ -100,3 +100,15 @@ def test_preprocess_bad_movie_gives_one_line(tmp_path: Path, case: str) -> None:
                 "missing": "does not exist"}[case]
     assert expected in lines[0]
     assert not (tmp_path / "out" / case).exists() or not any((tmp_path / "out" / case).iterdir())
+
+
+@pytest.mark.parametrize("command", ["astro3s-infer", "astro3s-train", "astro3s-simulate", "astro3s-preprocess",
+                                     "astro3s-eval", "astro3s-tune-preprocess"])
+def test_help_is_short_and_specific(tmp_path: Path, command: str) -> None:
+    result = _run([command, "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout
+    assert text.startswith(f"{command}: ") and "Options that matter" in text and "Examples:" in text
+    assert text.count(f"\n  {command} ") >= 2  # two examples of this command
+    assert f"{command} --cfg job" in text and len(text.splitlines()) <= 25
+    assert "== Config ==" not in text and "Powered by Hydra" not in text
