@@ -103,7 +103,7 @@ def test_preprocess_bad_movie_gives_one_line(tmp_path: Path, case: str) -> None:
 
 
 @pytest.mark.parametrize("command", ["astro3s-infer", "astro3s-train", "astro3s-simulate", "astro3s-preprocess",
-                                     "astro3s-eval", "astro3s-tune-preprocess"])
+                                     "astro3s-eval", "astro3s-tune-preprocess", "astro3s-export"])
 def test_help_is_short_and_specific(tmp_path: Path, command: str) -> None:
     result = _run([command, "--help"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from astro3s.cli._config import CONFIG_DIR
 
-ENTRY_CONFIGS = ["simulate", "preprocess", "eval"]
+ENTRY_CONFIGS = ["simulate", "preprocess", "eval", "export"]
 GROUPS = {
     group: sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
     for group in ["trainer", "logger", "callbacks", "debug", "extras", "paths"]

@@ -1,4 +1,5 @@
-"""``astro3s-infer`` imports no training stack: no Lightning, TensorBoard or W&B (issue 14, point 2).
+"""``astro3s-infer`` imports no training stack: no Lightning, TensorBoard or W&B (issue 14, point 2), and no
+pynwb without ``nwb=true``.
 
 Each check runs the entry point in a fresh interpreter, so that nothing the
 test session imported (the checkpoint fixture imports Lightning) hides an
@@ -29,6 +30,7 @@ except SystemExit as exit_:
     code = exit_.code
 loaded = sorted({name.split(".")[0] for name in sys.modules} & set(%r))
 print("REPORT " + json.dumps({"code": code, "loaded": loaded, "torch": "torch" in sys.modules,
+                              "nwb": sorted({name.split(".")[0] for name in sys.modules} & {"pynwb", "hdmf"}),
                               "astro3s_training": sorted(m for m in sys.modules if m in
                                                          ("astro3s.data.datamodule", "astro3s.models.module"))}))
 """ % (TRAINING_ONLY,)
@@ -58,6 +60,7 @@ def test_inference_imports_no_lightning_tensorboard_or_wandb(simulated, random_c
     assert all((out / movie.stem / name).is_file() for name in OUTPUT_FILES)  # the whole path ran
     assert report["loaded"] == [], f"inference imported {report['loaded']}"
     assert report["astro3s_training"] == []
+    assert report["nwb"] == []  # pynwb only with nwb=true
 
 
 def test_bad_input_is_one_line_before_torch_is_imported(tmp_path: Path) -> None:

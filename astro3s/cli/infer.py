@@ -11,6 +11,8 @@ Examples
     ``results/movie/`` are kept).
 ``astro3s-infer input=movie.h5 out=results/ key=denoised fs=15``
     the dataset of an HDF5/Zarr file holding several, and the frame rate in Hz.
+``astro3s-infer input=movie.tif out=results/ nwb=true``
+    also ``results/movie/movie.nwb`` (extra ``astro3s[nwb]``; see :mod:`astro3s.io.nwb`).
 
 Nothing here imports Lightning, TensorBoard or W&B: the network is loaded as
 plain torch (:func:`astro3s.models.load_network`).
@@ -184,14 +186,14 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
         options = InferenceOptions(preprocess=as_preprocess_params(preprocess), correlation=correlation_params,
                                    events=event_params,
                                    figures=bool(cfg.get("figures", True)), model_name="(curated rois)",
-                                   **movie_options)
+                                   nwb=bool(cfg.get("nwb", False)), **movie_options)
         return None, options
     model, options = load_inference_model(
         model_spec, preprocess=preprocess, device=str(cfg.get("device", "auto")),
         trusted=bool(cfg.get("trusted_checkpoint", False)), correlation=correlation_params, events=event_params,
         combine=dict(_plain(cfg.get("combine")) or {}), normalize=str(cfg.get("normalize", "mean")),
         batch_size=_integer(cfg.get("batch_size", 32), "batch_size", 1), figures=bool(cfg.get("figures", True)),
-        soma_scale=str(cfg.get("soma_scale", "auto")), **movie_options, **tiling)
+        soma_scale=str(cfg.get("soma_scale", "auto")), nwb=bool(cfg.get("nwb", False)), **movie_options, **tiling)
     from astro3s.postprocess import CombineParams
 
     CombineParams.from_preprocess(options.preprocess, **options.combine)  # a typo fails now, not after hours
@@ -207,6 +209,10 @@ def infer_task(cfg: DictConfig) -> list[Any]:
     from astro3s.inference import run_batch
     from astro3s.io import find_movies
 
+    if cfg.get("nwb"):
+        from astro3s.io.nwb import require_nwb
+
+        require_nwb()  # the missing extra is one line now, before any movie is read or folder made
     source = require(cfg, "input", "give the movie, folder or glob to analyse as input=PATH.")
     out = Path(str(require(cfg, "out", "give the output folder as out=DIR.")))
     movies = find_movies(str(source))

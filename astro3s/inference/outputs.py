@@ -10,6 +10,7 @@ Layout of ``DIR/<movie stem>/``::
     summary.json                           per-cell table, parameters, versions, timings, files written
     overlay.png, traces.png                figures
     summary.png                            one page: images, cells, domains, threshold search, traces, motion
+    <stem>.nwb                             NWB file, with nwb=true or from astro3s-export (astro3s.io.nwb)
 
 The files go to a hidden staging folder beside the final one (:func:`staging_folder`)
 and are then moved into place (:func:`commit_outputs`):
@@ -33,7 +34,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,8 @@ from astro3s.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OUTPUT_FILES", "SUMMARY_NAME", "commit_folder", "commit_outputs", "event_rates", "file_digests",
-           "is_complete", "staging_folder", "write_cc_maps", "write_traces_csv"]
+__all__ = ["OUTPUT_FILES", "SUMMARY_NAME", "add_output", "commit_folder", "commit_outputs", "event_rates",
+           "file_digests", "is_complete", "own_output", "staging_folder", "write_cc_maps", "write_traces_csv"]
 
 SUMMARY_NAME = "summary.json"
 #: Files every complete output folder holds.
@@ -55,10 +56,13 @@ _STAGING_PREFIX = ".partial-"
 _PREVIOUS = ".previous"
 
 
-def is_complete(folder: str | Path, *, figures: bool = True) -> bool:
-    """Whether ``folder`` holds a complete output set (written by a finished run)."""
+def is_complete(folder: str | Path, *, figures: bool = True, nwb: bool = False) -> bool:
+    """Whether ``folder`` holds a complete output set (written by a finished run); with ``nwb``,
+    ``<folder name>.nwb`` too (``astro3s-infer nwb=true``)."""
     folder = Path(folder)
     names = OUTPUT_FILES if figures else tuple(n for n in OUTPUT_FILES if not n.endswith(".png"))
+    if nwb:
+        names = (*names, f"{folder.name}.nwb")
     return all((folder / name).is_file() for name in names)
 
 
@@ -242,6 +246,64 @@ def commit_outputs(stage: Path, final: str | Path) -> Path:
                          "choose a writable out= folder with free space.") from None
     shutil.rmtree(stage, ignore_errors=True)
     return final
+
+
+def own_output(folder: str | Path, name: str) -> bool:
+    """Whether ``folder/name`` is a file astro3s wrote there (recorded in ``summary.json``) and unchanged since."""
+    previous = previous_outputs(folder)
+    if name not in previous:
+        return False
+    return previous[name] is None or _sha256(Path(folder) / name) == previous[name]
+
+
+def add_output(folder: str | Path, name: str, write: Callable[[Path], Any]) -> Path:
+    """Add one file to a complete output folder, recorded in its ``summary.json`` as astro3s's own.
+
+    Used for outputs made later from the folder's files (``astro3s-export``):
+    the file's SHA-256 joins ``files``, so a later run of astro3s-infer
+    replaces it, or removes it as stale, like the files it wrote itself (see
+    :func:`commit_outputs`). A file of that name that astro3s did not write, or
+    that was changed since, is kept under a new name (``name.edited-<n>.ext``).
+
+    Parameters
+    ----------
+    folder : str or Path
+        An output folder with a ``summary.json``.
+    name : str
+        File name in it.
+    write : callable
+        ``write(path)`` writes the file at ``folder/name``, atomically (as
+        every astro3s writer does).
+
+    Raises
+    ------
+    InputError
+        No readable ``summary.json``.
+    """
+    import json
+
+    from astro3s.io import write_json
+
+    folder = Path(folder)
+    try:
+        summary = json.loads((folder / SUMMARY_NAME).read_text(encoding="utf-8"))
+        if not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise InputError(folder / SUMMARY_NAME, f"cannot be read ({err}).",
+                         "point at an output folder written by astro3s-infer.") from None
+    target = folder / name
+    if target.exists() and not own_output(folder, name):
+        kept = _free_name(target, "edited")
+        os.replace(target, kept)
+        log.warning("%s was not written by astro3s or was changed since; kept as %s", target, kept.name)
+    recorded = summary.get("files")
+    if not isinstance(recorded, dict):  # older astro3s: its outputs present, digests unknown
+        recorded = {n: None for n in previous_outputs(folder) if n != SUMMARY_NAME}
+    write(target)
+    summary["files"] = {**recorded, name: _sha256(target)}
+    write_json(folder / SUMMARY_NAME, summary)
+    return target
 
 
 #: The former name of :func:`commit_outputs`.

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from astro3s.errors import Astro3sError, ConfigError
+from astro3s.errors import Astro3sError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ class InferenceOptions:
         ``auto``: fit the soma area range to each movie from a first network
         pass (:func:`astro3s.inference.segment.adapt_soma_scale`); ``fixed``:
         use ``preprocess.soma_area_range`` as given.
+    nwb : bool
+        Also write ``<stem>.nwb`` (:mod:`astro3s.io.nwb`; needs the extra
+        ``astro3s[nwb]``, checked here, and the frame rate).
     """
 
     preprocess: Any
@@ -85,8 +88,13 @@ class InferenceOptions:
     soma_scale: str = "auto"
     key: str | None = None
     fs: float | None = None
+    nwb: bool = False
 
     def __post_init__(self) -> None:
+        if self.nwb:
+            from astro3s.io.nwb import require_nwb
+
+            require_nwb()  # before any work, not after hours of it
         if self.fs is not None:
             fs = parse_frame_rate(self.fs)
             object.__setattr__(self, "fs", fs)
@@ -374,7 +382,7 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
     start = time.perf_counter()
     movie_path = Path(movie)
     final = movie_output_dir(movie_path, out_dir)
-    if rois is None and not overwrite and is_complete(final, figures=options.figures):
+    if rois is None and not overwrite and is_complete(final, figures=options.figures, nwb=options.nwb):
         log.info("%s: outputs complete in %s, skipped (overwrite=true redoes them)", movie_path.name, final)
         return MovieResult(movie_path, final, "skipped")
     timings: dict[str, float] = {}
@@ -387,6 +395,9 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
                     "F0 is a percentile of the whole trace. Fix: give the frame rate in Hz as fs=, e.g. fs=15",
                     movie_path.name)
     try:
+        if options.nwb and mov.fs is None:
+            raise InputError(movie_path, "records no frame rate, which the NWB file needs (its times are seconds).",
+                             "give the frame rate in Hz as fs=, e.g. fs=15.")
         t = time.perf_counter()
         pre = preprocess(mov, options.preprocess, progress=progress)
         timings["preprocess_s"] = time.perf_counter() - t
@@ -444,6 +455,13 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
                 plot_summary(pre, soma, processes, domains, traces, path=stage / SUMMARY_FIGURE,
                              title=movie_path.name, false_rate_band=options.correlation.false_rate_band,
                              events=events)
+            if options.nwb:
+                from astro3s.io.nwb import content_from_results, nwb_name, summary_images, write_nwb
+
+                write_nwb(stage / nwb_name(final), content_from_results(
+                    movie_path, name=final.name, n_frames=pre.shape[0], fs=traces.fs, soma=soma, processes=processes,
+                    domains=domains.domains, traces=traces, domain_traces=territory, events_csv=stage / "events.csv",
+                    images=summary_images(pre), key=options.key), nwb_dir=final)
             files = file_digests(stage, sorted(p.name for p in stage.iterdir() if p.is_file()))
             timings["write_s"] = time.perf_counter() - t
             timings["total_s"] = time.perf_counter() - start
