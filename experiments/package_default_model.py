@@ -62,7 +62,8 @@ def model_card(slim: dict, *, checkpoint: Path, eval_table: str | None, train_sc
         "",
         "## Network",
         "",
-        f"- `{net.get('_target_', net.get('name', '?'))}` with {json.dumps({k: v for k, v in net.items() if k != '_target_'})}",
+        f"- `{net.get('_target_', net.get('name', '?'))}` with "
+        f"{json.dumps({k: v for k, v in net.items() if k != '_target_'})}",
         f"- {n_params / 1e6:.2f} M parameters, float32; input: one 96×96 crop (or a whole FOV map), "
         "mean-subtracted; output: softmax over (processes, soma, background).",
         f"- Trained {int(slim.get('epoch', -1)) + 1} epoch(s) ({slim.get('global_step', '?')} steps) on 2 CPU cores; "

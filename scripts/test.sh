@@ -4,6 +4,7 @@
 #   bash scripts/test.sh --slow     # only the tests marked slow
 #   bash scripts/test.sh --all      # everything
 # Extra arguments go to pytest. Exit code 5 (no tests collected) is a failure.
+# Lint (ruff: pyflakes, pycodestyle, complexity and function-size limits; pyproject.toml) runs first.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 export WANDB_MODE=disabled
 marker=()
@@ -11,6 +12,10 @@ case "${1:-}" in
     --slow) marker=(-m slow); shift ;;
     --all) marker=(-m "slow or not slow"); shift ;;
 esac
+if ! python -m ruff check astro3s tests experiments scripts; then
+    echo "[astro3s] ruff found problems (above): fix them, or give a reason in a noqa comment" >&2
+    exit 1
+fi
 set +e
 python -m pytest "${marker[@]}" "$@"
 status=$?

@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 #: top-level packages the inference path must not import
 TRAINING_ONLY = ("pytorch_lightning", "lightning", "lightning_fabric", "tensorboard", "tensorboardX", "wandb")
 

@@ -179,7 +179,8 @@ def test_preprocessing_sweep_of_two_trials(tmp_path: Path, data_dir: Path) -> No
     trials = [json.loads((sweep / n / "scores.json").read_text()) for n in ("0", "1")]
     assert best["best_value"] == pytest.approx(max(t["metrics"]["mean_f1"] for t in trials))
     for trial in trials:
-        assert sorted(trial["per_fov"]) == ["tiny_s0000", "tiny_s0001"] and trial["per_fov"]["tiny_s0000"]["n_cells"] > 0
+        assert sorted(trial["per_fov"]) == ["tiny_s0000", "tiny_s0001"]
+        assert trial["per_fov"]["tiny_s0000"]["n_cells"] > 0
         assert 0 <= trial["metrics"]["candidate_f1"] <= 1
 
 

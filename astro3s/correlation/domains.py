@@ -583,7 +583,7 @@ def _f32_below(value: float) -> np.float32:
     return v if float(v) < value else np.nextafter(v, np.float32(-np.inf))
 
 
-def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any, fine_rows: Any,
+def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any, fine_rows: Any,  # noqa: C901, PLR0915 - one screening pass over bound arrays it shares; split with find_domains (issue 14)
                   fine_cand: Any, *, max_lag: int, threshold: float, precision: str,
                   margin: float) -> tuple[Any, Any, Any]:
     """Decide ``max over p, l of corr_l(roi[p], cand[c]) >= threshold`` per candidate, exact only where needed.
@@ -869,11 +869,12 @@ def _disc_pixels(cy: float, cx: float, radius: float, roi_mask: np.ndarray) -> n
 def _empty(shape: tuple[int, int], **kw: Any) -> Domains:
     log.info("no cells in the labels: returning empty domains")
     return Domains(domains=np.zeros(shape, np.uint16), cell_ids=np.zeros(0, np.int64),
-                   cc_boxes=np.zeros((0, 0, 0), np.float32), cc_origins=np.zeros((0, 2), np.int64), threshold=float("nan"), threshold_choice=None,
+                   cc_boxes=np.zeros((0, 0, 0), np.float32), cc_origins=np.zeros((0, 2), np.int64),
+                   threshold=float("nan"), threshold_choice=None,
                    centroids=np.zeros((0, 2)), **kw)
 
 
-def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.radius,
+def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.radius,  # noqa: C901, PLR0915 - to be split into steps taking CorrelationParams (issue 14)
                  max_lag: int = _D.max_lag, smooth_frames: int = _D.smooth_frames,
                  threshold: float | None = _D.threshold, threshold_start: float = _D.threshold_start,
                  threshold_up: tuple[float, ...] = _D.threshold_up,

@@ -318,7 +318,7 @@ def _label_positions(boxes: list[tuple[float, float, float, float]], size: tuple
     return out
 
 
-def plot_domains(image: np.ndarray, soma: np.ndarray, processes: np.ndarray, domains: np.ndarray, *,
+def plot_domains(image: np.ndarray, soma: np.ndarray, processes: np.ndarray, domains: np.ndarray, *,  # noqa: C901, PLR0915 - one figure drawn layer by layer
                  path: str | Path, title: str | None = None, threshold: float | None = None,
                  pixel_size_um: float | None = None, subtitle: str | None = None, dpi: int = 150) -> Path:
     """Each cell's soma, processes and CC domain over the mean image, with cell ids.

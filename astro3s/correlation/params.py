@@ -116,7 +116,7 @@ class CorrelationParams:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
-def check_params(**kw: Any) -> None:
+def check_params(**kw: Any) -> None:  # noqa: C901, PLR0915 - one check per parameter
     """Raise :class:`ConfigError` for an out-of-range option (only the ones given are checked)."""
 
     def bad(name: str, why: str) -> None:

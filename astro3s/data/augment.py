@@ -300,7 +300,7 @@ def _warp(
 # -- the augmentation pipeline ------------------------------------------------------------
 
 
-def augment_batch(
+def augment_batch(  # noqa: C901, PLR0915 - one branch per augmentation, in the published order
     image: torch.Tensor,
     mask: torch.Tensor | None = None,
     params: AugmentParams | None = None,

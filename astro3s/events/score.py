@@ -127,7 +127,9 @@ class CompartmentScores:
 
         precision, recall = ratio(self.tp, self.tp + self.fp), ratio(self.tp, self.tp + self.fn)
         f1 = ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
-        med = (lambda v: None if not len(v) else round(float(np.median(v)), 4))
+        def med(v: Any) -> float | None:
+            return None if not len(v) else round(float(np.median(v)), 4)
+
         delayed = np.abs(np.asarray(self.true_delays_s, np.float64)) > NONZERO_DELAY_S
         errors = np.asarray(self.delay_errors_s, np.float64)
         return {"precision": precision, "recall": recall, "f1": f1, "tp": self.tp, "fp": self.fp, "fn": self.fn,
@@ -154,7 +156,8 @@ def _groups(onsets: np.ndarray, values: list[np.ndarray], tol: float) -> tuple[n
 
 
 def match_compartment(pred_onsets: np.ndarray, pred_delays: np.ndarray, true_onsets: np.ndarray,
-                      true_required: np.ndarray, true_delays: np.ndarray, *, tol: float, fs: float) -> CompartmentScores:
+                      true_required: np.ndarray, true_delays: np.ndarray, *, tol: float,
+                      fs: float) -> CompartmentScores:
     """Score one cell's compartment (all times in seconds; delays NaN where undefined)."""
     p_on, (p_delay,) = _groups(pred_onsets, [pred_delays], tol)
     t_on, (t_required, t_delay) = _groups(true_onsets, [np.asarray(true_required, bool), true_delays], tol)

@@ -320,7 +320,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     return pre, seg, scale_info
 
 
-def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: InferenceOptions, *,
+def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: InferenceOptions, *,  # noqa: C901, PLR0915 - the per-movie driver: each stage is one call
                 rois: str | Path | None = None, overwrite: bool = True, progress: bool | None = None,
                 ) -> MovieResult:
     """Run the whole method on one movie and write its output folder.

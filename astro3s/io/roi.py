@@ -195,7 +195,7 @@ def _nearest_cell(rows: np.ndarray, cols: np.ndarray, nearest_label: np.ndarray,
     return int(nearest_label[rows[closest], cols[closest]])
 
 
-def _assign(rois: list, shape: tuple[int, int], convention: str, path: Path,
+def _assign(rois: list, shape: tuple[int, int], convention: str, path: Path,  # noqa: C901, PLR0915 - one branch per RoiSet naming convention
             fill: str = "imagej") -> list[Roi]:
     """Apply a naming convention: give every ROI a kind and a cell id."""
     from scipy import ndimage as ndi

@@ -102,7 +102,7 @@ class CombineParams:
     min_cells_for_blur: int = 3
     process_threshold: float | None = 0.15
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901, PLR0915 - one check per field
         # configs (YAML, Hydra) hand over lists; the dataclass stays hashable with tuples
         for name in ("soma_area_range", "area_factors", "fov_area_factors"):
             value = getattr(self, name)

@@ -238,7 +238,7 @@ def _reference(movie: Any, params: PreprocessParams, device: str,
         sub_frames = cache_block_frames(4 * height * width, len(frames), device)
 
         def transform(span: tuple[int, int]) -> None:
-            spectra[a + span[0]:a + span[1]] = rfft2(frames[span[0]:span[1]], device=device)
+            spectra[a + span[0]:a + span[1]] = rfft2(frames[span[0]:span[1]], device=device)  # noqa: F821 - bound before the call (deleted later)
 
         map_blocks(transform, block_ranges(len(frames), sub_frames))
         del frames
@@ -316,7 +316,7 @@ def effective_chunk_frames(params: PreprocessParams, frame_bytes: int) -> int:
     return max(1, min(params.chunk_frames, room))
 
 
-def _stream(movie: Any, params: PreprocessParams, device: str, *,
+def _stream(movie: Any, params: PreprocessParams, device: str, *,  # noqa: C901, PLR0915 - the streamed pass; to be split with the streaming engine (issue 14)
             activity_percentiles: Sequence[float], progress: bool | None,
             cache: bool | None = None) -> dict[str, Any]:
     """Stages 1-3 in one pass over ``movie``; returns the pieces the later stages need."""
@@ -392,10 +392,10 @@ def _stream(movie: Any, params: PreprocessParams, device: str, *,
                                       stride=params.percentile_stride, device=device)
         frame_baselines[t_a:t_b] = baselines
         here = np.flatnonzero(median_slot[t_a:t_b] >= 0)
-        if here.size and median_frames is not None:
+        if here.size and median_frames is not None:  # noqa: F821 - bound before the call (deleted later)
             # the block's median frames have consecutive slots: subtract straight into the buffer
             slot0 = int(median_slot[t_a + here[0]])
-            target = median_frames[slot0:slot0 + here.size]
+            target = median_frames[slot0:slot0 + here.size]  # noqa: F821 - bound before the call (deleted later)
             source = corrected if here.size == len(corrected) else corrected[here]
             np.subtract(source, baselines[here, None, None], out=target)
             np.maximum(target, 0, out=target)  # = subtract_baseline
@@ -422,7 +422,7 @@ def _stream(movie: Any, params: PreprocessParams, device: str, *,
             lowest, highest = min(lowest, block_min), max(highest, block_max)
             tick = time.perf_counter()
             spans = block_ranges(len(block), cache_block_frames(frame_bytes, len(block), device))
-            map_blocks(lambda span: work(block, t0, span), spans, pool=pool)
+            map_blocks(lambda span: work(block, t0, span), spans, pool=pool)  # noqa: F821 - bound before the call (deleted later)
             streamed += time.perf_counter() - tick
             del block  # before the next chunk is read
     if highest == lowest:
@@ -511,7 +511,7 @@ def crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: fl
         def gather(span: tuple[int, int]) -> None:
             # correct a block of frames (in cache) and copy its boxes out
             b0, b1 = span
-            part = correct_frames(block[b0:b1], corrected.shifts[frames[b0:b1]], device=corrected.device)
+            part = correct_frames(block[b0:b1], corrected.shifts[frames[b0:b1]], device=corrected.device)  # noqa: F821 - bound before the call (deleted later)
             for n, (y0, x0, y1, x1) in enumerate(boxes):  # loop over candidates
                 stacks[n, a + b0:a + b1] = part[:, y0:y1, x0:x1]
 

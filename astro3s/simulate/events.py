@@ -174,7 +174,7 @@ def _wave_response(wave, w_local: np.ndarray, times: np.ndarray,
     return float(t10 - own_t10), float(fine[k]), peak, at_frames
 
 
-def event_truth(scene, truth) -> EventTruth:
+def event_truth(scene, truth) -> EventTruth:  # noqa: C901, PLR0915 - one branch per event kind
     """Every event of ``scene`` in every ground-truth ROI that shows it (see the module docstring).
 
     Parameters

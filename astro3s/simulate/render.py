@@ -362,7 +362,7 @@ def _add_lookalikes(params: SimulationParams, cells: list[CellMorphology], canva
         add(footprint, origin, event_train(times, *drawn), "lookalike", j, events=drawn)
 
 
-def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = None,
+def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = None,  # noqa: C901, PLR0915 - draws every scene element in turn
                 synthesise_processes: bool = True, salt: int = 0) -> Scene:
     """Draw every random element of one movie (morphology, events, distractors, motion).
 
@@ -813,7 +813,7 @@ DOMAIN_SMOOTH_FRAMES = 5
 DOMAIN_MAX_LAG = 10
 
 
-def expected_domain_correlation(scene: Scene, index: int, *, smooth_frames: int = DOMAIN_SMOOTH_FRAMES,
+def expected_domain_correlation(scene: Scene, index: int, *, smooth_frames: int = DOMAIN_SMOOTH_FRAMES,  # noqa: C901, PLR0915 - one term per signal component
                                 max_lag: int = DOMAIN_MAX_LAG) -> np.ndarray:
     """Expected correlation of each pixel's measured trace with cell ``index``'s soma signal.
 

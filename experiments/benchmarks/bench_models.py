@@ -100,7 +100,7 @@ def main() -> None:
         def infer(batch: torch.Tensor) -> Callable[[], object]:
             def run() -> object:
                 with torch.inference_mode(), autocast():
-                    return net(batch)
+                    return net(batch)  # noqa: F821 - bound before the call (deleted later)
 
             return run
 
@@ -112,12 +112,12 @@ def main() -> None:
         scaler = torch.amp.GradScaler(enabled=args.amp and device.type == "cuda")
 
         def train_step() -> None:
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)  # noqa: F821 - bound before the call (deleted later)
             with autocast():
-                heads = net.forward_heads(train_image)
+                heads = net.forward_heads(train_image)  # noqa: F821 - bound before the call (deleted later)
             loss = torch.stack([loss_fn(h.float(), train_target) for h in heads]).mean()
             scaler.scale(loss).backward()
-            scaler.step(optimizer)
+            scaler.step(optimizer)  # noqa: F821 - bound before the call (deleted later)
             scaler.update()
 
         train_step()  # warm-up
