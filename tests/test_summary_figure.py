@@ -281,6 +281,9 @@ def test_progress_bars_follow_the_switch(tiny_movie: Path, tmp_path: Path, capsy
     infer_movie(tiny_movie, tmp_path / "a", None, _curated_options(figures=False), rois=rois, progress=None)
     shown = capsys.readouterr().err
     assert "CC pass over the movie" in shown and "CC domains" in shown and "CC threshold search" in shown
+    # the movie's own bar over its stages
+    assert f"{tiny_movie.name}: pre-processing" in shown and f"{tiny_movie.name}: writing" in shown
+    assert "4/5" in shown  # (the last refresh may be skipped: the bar is cleared when done)
     infer_movie(tiny_movie, tmp_path / "b", None, _curated_options(figures=False), rois=rois, progress=False)
     assert "%|" not in capsys.readouterr().err
 

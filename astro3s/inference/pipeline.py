@@ -378,6 +378,7 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
         write_roiset,
     )
     from astro3s.preprocess import preprocess
+    from astro3s.utils.progress import bar
 
     start = time.perf_counter()
     movie_path = Path(movie)
@@ -394,6 +395,8 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
         log.warning("%s: the movie records no frame rate, so traces.csv has no time_s column and the baseline "
                     "F0 is a percentile of the whole trace. Fix: give the frame rate in Hz as fs=, e.g. fs=15",
                     movie_path.name)
+    # one bar over the stages of this movie; the long ones (pre-processing, CC pass) add their own
+    stages = bar(progress=progress, desc=f"{movie_path.name}: pre-processing", unit="stage", total=5)
     try:
         if options.nwb and mov.fs is None:
             raise InputError(movie_path, "records no frame rate, which the NWB file needs (its times are seconds).",
@@ -401,6 +404,7 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
         t = time.perf_counter()
         pre = preprocess(mov, options.preprocess, progress=progress)
         timings["preprocess_s"] = time.perf_counter() - t
+        _next_stage(stages, f"{movie_path.name}: cells")
         height, width = pre.fov_map.shape
         combine_params = None
         scale_info = fixed_scale_info(pre.params)
@@ -420,6 +424,7 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
             segmentation = {"source": "network", "model": options.model_name, "counts": seg.counts}
             log.info("%s: %d cell(s) found", movie_path.name, seg.n_cells)
 
+        _next_stage(stages, f"{movie_path.name}: CC domains")
         t = time.perf_counter()
         source_movie = pre.corrected if pre.corrected is not None else mov
         traces, domains = correlation_analysis(source_movie, soma, processes, options.correlation,
@@ -429,6 +434,7 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
         log.info("%s: CC threshold %.3f%s, %d domain(s)", movie_path.name, domains.threshold,
                  "" if choice is None else f" (false rate {choice.false_rate:.3f})", len(domains.cell_ids))
 
+        _next_stage(stages, f"{movie_path.name}: events")
         t = time.perf_counter()
         event_params = options.events or EventParams()
         corr = options.correlation or CorrelationParams()
@@ -439,6 +445,7 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
         timings["events_s"] = time.perf_counter() - t
         log.info("%s: %d calcium event(s) in %d ROI(s)", movie_path.name, len(events), len(events.roi_names))
 
+        _next_stage(stages, f"{movie_path.name}: writing")
         t = time.perf_counter()
         with staging_folder(final) as stage:
             write_labels(stage / "soma.tif", soma)
@@ -503,7 +510,9 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
             }
             write_json(stage / SUMMARY_NAME, summary)
             commit_outputs(stage, final)
+        stages.update(1)
     finally:
+        stages.close()
         corrected = getattr(locals().get("pre"), "corrected", None)
         for obj in (getattr(corrected, "movie", None), mov):
             close = getattr(obj, "close", None)
@@ -513,6 +522,12 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
     log.info("%s: done in %.1f s -> %s", movie_path.name, seconds, final)
     return MovieResult(movie_path, final, "done", n_cells=len(domains.cell_ids), seconds=seconds,
                        threshold=float(domains.threshold))
+
+
+def _next_stage(stages: Any, label: str) -> None:
+    """Count one stage done on the movie's bar and name the next."""
+    stages.update(1)
+    stages.set_description_str(label)
 
 
 def describe_failure(err: BaseException) -> str:
