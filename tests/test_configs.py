@@ -132,3 +132,12 @@ def test_config_typo_is_reported_clearly(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigCompositionException, match="trainerr|Could not"):
         _compose("simulate", ["trainerr.max_epochs=3"], tmp_path)
+
+
+def test_infer_tiling_config_mirrors_the_one_definition_of_its_defaults() -> None:
+    import dataclasses
+
+    from astro3s.inference.network import TilingParams
+
+    cfg = OmegaConf.load(Path(CONFIG_DIR) / "infer.yaml")
+    assert dict(cfg.tiling) == dataclasses.asdict(TilingParams())

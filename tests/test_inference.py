@@ -175,7 +175,9 @@ def test_tiled_fov_pass_matches_single_pass(tiny_movie: Path, random_checkpoint:
     model, options = _options(random_checkpoint)
     pre = preprocess(read_movie(tiny_movie), options.preprocess, progress=False)
     whole = predict_fov(model, pre)
-    tiled = predict_fov(model, pre, max_fov_pixels=1, tile_size=48, tile_overlap=24)
+    from astro3s.inference.network import TilingParams
+
+    tiled = predict_fov(model, pre, tiling=TilingParams(max_fov_pixels=1, tile_size=48, tile_overlap=24))
     assert tiled.shape == whole.shape
     np.testing.assert_allclose(tiled.sum(0), 1.0, atol=1e-5)
     # same class almost everywhere: only tile borders see less context

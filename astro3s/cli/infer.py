@@ -40,8 +40,7 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-_INTEGER_EXAMPLES = {"batch_size": 32, "tiling.max_fov_pixels": 262144, "tiling.tile_size": 384,
-                     "tiling.tile_overlap": 64}
+_INTEGER_EXAMPLES = {"batch_size": 32}
 
 
 def _integer(value: Any, key: str, minimum: int = 0) -> int:
@@ -51,7 +50,12 @@ def _integer(value: Any, key: str, minimum: int = 0) -> int:
         if number != float(value):
             raise ValueError
     except (TypeError, ValueError):
-        example = _INTEGER_EXAMPLES.get(key, max(minimum, 1))
+        if key.startswith("tiling."):  # the defaults, defined once
+            from astro3s.inference.network import TilingParams
+
+            example = getattr(TilingParams(), key.split(".", 1)[1], max(minimum, 1))
+        else:
+            example = _INTEGER_EXAMPLES.get(key, max(minimum, 1))
         raise ConfigError(f"{key}={value!r} must be a whole number. Fix: e.g. {key}={example}.") from None
     if number < minimum:
         raise ConfigError(f"{key}={number} must be >= {minimum}.")
@@ -166,16 +170,10 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
     except TypeError as err:
         raise ConfigError(f"correlation: {err}") from None
     event_params = event_params_from_config(cfg.get("events"))
-    tiling = dict(_plain(cfg.get("tiling")) or {})
-    valid_tiling = ("max_fov_pixels", "tile_size", "tile_overlap")
-    unknown = sorted(set(tiling) - set(valid_tiling))
-    if unknown:
-        import difflib
+    from astro3s.inference.network import TilingParams
 
-        close = difflib.get_close_matches(unknown[0], valid_tiling, n=1)
-        hint = f" (did you mean tiling.{close[0]}?)" if close else ""
-        raise ConfigError(f"unknown tiling option(s) {', '.join(unknown)}{hint}; valid: {', '.join(valid_tiling)}")
-    tiling = {k: _integer(v, f"tiling.{k}") for k, v in tiling.items()}
+    tiling = TilingParams.from_dict({k: _integer(v, f"tiling.{k}") for k, v in
+                                     dict(_plain(cfg.get("tiling")) or {}).items()})
     model_spec = str(cfg.get("checkpoint") or "default")
     movie_options = _movie_options(cfg)
     needs_model = not cfg.get("rois")
@@ -193,7 +191,8 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
         trusted=bool(cfg.get("trusted_checkpoint", False)), correlation=correlation_params, events=event_params,
         combine=dict(_plain(cfg.get("combine")) or {}), normalize=str(cfg.get("normalize", "mean")),
         batch_size=_integer(cfg.get("batch_size", 32), "batch_size", 1), figures=bool(cfg.get("figures", True)),
-        soma_scale=str(cfg.get("soma_scale", "auto")), nwb=bool(cfg.get("nwb", False)), **movie_options, **tiling)
+        soma_scale=str(cfg.get("soma_scale", "auto")), nwb=bool(cfg.get("nwb", False)), tiling=tiling,
+        **movie_options)
     from astro3s.postprocess import CombineParams
 
     CombineParams.from_preprocess(options.preprocess, **options.combine)  # a typo fails now, not after hours

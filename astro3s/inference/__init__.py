@@ -22,6 +22,7 @@ _LAZY = {
     "predict_crops": "astro3s.inference.network",
     "predict_crops_zoomed": "astro3s.inference.network",
     "predict_fov": "astro3s.inference.network",
+    "TilingParams": "astro3s.inference.network",
     "tile_boxes": "astro3s.inference.network",
     "segment_preprocessed": "astro3s.inference.segment",
     "InferenceOptions": "astro3s.inference.pipeline",

@@ -6,7 +6,7 @@ on the whole-FOV map (every cell at once). Both inputs are normalised as in
 training (:func:`astro3s.data.samples.normalize_images`).
 
 The whole-FOV pass runs in overlapping tiles when the FOV is larger than
-``max_fov_pixels`` (wide mesoscope FOVs), blended with the same Gaussian
+``TilingParams.max_fov_pixels`` (wide mesoscope FOVs), blended with the same Gaussian
 weights as the crops, so memory stays bounded. The normalisation uses the
 statistics of the whole map, so a tiled pass sees the same input values as
 a single pass; only the context at the tile borders differs, and the
@@ -25,7 +25,52 @@ from astro3s.models.classes import BACKGROUND, NUM_CLASSES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["predict_crops", "predict_crops_zoomed", "predict_fov", "tile_boxes"]
+__all__ = ["TilingParams", "predict_crops", "predict_crops_zoomed", "predict_fov", "tile_boxes"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TilingParams:
+    """How the whole-FOV network pass is tiled (``tiling`` of ``astro3s-infer``).
+
+    Attributes
+    ----------
+    max_fov_pixels : int
+        FOVs with more pixels (after any zoom) run in overlapping tiles.
+    tile_size : int
+        Tile side, px (>= 32).
+    tile_overlap : int
+        Least overlap of neighbouring tiles, px (0 to ``tile_size // 2``).
+    """
+
+    max_fov_pixels: int = 512 * 512
+    tile_size: int = 384
+    tile_overlap: int = 64
+
+    def __post_init__(self) -> None:
+        from astro3s.errors import ConfigError
+
+        if self.max_fov_pixels < 1:
+            raise ConfigError(f"tiling.max_fov_pixels={self.max_fov_pixels} must be >= 1.")
+        if self.tile_size < 32 or not 0 <= self.tile_overlap <= self.tile_size // 2:
+            raise ConfigError(f"tiling.tile_size={self.tile_size} must be >= 32 px and tiling.tile_overlap="
+                              f"{self.tile_overlap} between 0 and half the tile size. Fix: e.g. "
+                              "tiling.tile_size=384 tiling.tile_overlap=64.")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> TilingParams:
+        """From a config section; an unknown key is a :class:`ConfigError` naming the closest valid one."""
+        import difflib
+
+        from astro3s.errors import ConfigError
+
+        values = dict(values or {})
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], valid, n=1)
+            hint = f" (did you mean tiling.{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown tiling option(s) {', '.join(unknown)}{hint}; valid: {', '.join(valid)}")
+        return cls(**values)
 
 
 def _net_and_device(model: Any, device: str | None) -> tuple[Any, Any]:
@@ -180,9 +225,8 @@ def tile_boxes(shape: tuple[int, int], *, tile: int, overlap: int) -> np.ndarray
     return np.array([(y, x, y + th, x + tw) for y in ys for x in xs], dtype=np.int64)
 
 
-def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", max_fov_pixels: int = 512 * 512,
-                tile_size: int = 384, tile_overlap: int = 64, batch_size: int = 4,
-                device: str | None = None, amp: bool = True, zoom: float = 1.0) -> np.ndarray:
+def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", tiling: TilingParams | None = None,
+                batch_size: int = 4, device: str | None = None, amp: bool = True, zoom: float = 1.0) -> np.ndarray:
     """Class probabilities of the whole-FOV pass, tiled when the FOV is large.
 
     Parameters
@@ -192,10 +236,8 @@ def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", max_fov_pixels
         Uses ``fov_map (H, W)`` float.
     normalize : {"mean", "none", "standardize"}
         As in training; the statistics are those of the whole map.
-    max_fov_pixels : int
-        FOVs with more pixels run in tiles.
-    tile_size, tile_overlap : int
-        Tile side and overlap, px.
+    tiling : TilingParams, optional
+        When and how the map is tiled (default: :class:`TilingParams`).
     batch_size : int
         Tiles per forward pass.
     device : str, optional
@@ -205,7 +247,7 @@ def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", max_fov_pixels
     zoom : float
         The map is resampled (bilinear) ``zoom`` times larger before the pass,
         and the probabilities back to ``(H, W)`` (see :func:`predict_crops_zoomed`);
-        ``max_fov_pixels`` applies to the enlarged map.
+        ``tiling.max_fov_pixels`` applies to the enlarged map.
 
     Returns
     -------
@@ -218,8 +260,7 @@ def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", max_fov_pixels
         fov = np.asarray(pre.fov_map, dtype=np.float32)
         shape = (max(1, int(round(fov.shape[0] * zoom))), max(1, int(round(fov.shape[1] * zoom))))
         big = resize(fov, shape, order=1, preserve_range=True, anti_aliasing=zoom < 1).astype(np.float32)
-        probs = predict_fov(model, dataclasses.replace(pre, fov_map=big), normalize=normalize,
-                            max_fov_pixels=max_fov_pixels, tile_size=tile_size, tile_overlap=tile_overlap,
+        probs = predict_fov(model, dataclasses.replace(pre, fov_map=big), normalize=normalize, tiling=tiling,
                             batch_size=batch_size, device=device, amp=amp)
         return resize(probs, (NUM_CLASSES, *fov.shape), order=1, preserve_range=True,
                       anti_aliasing=zoom > 1).astype(np.float32)
@@ -230,11 +271,12 @@ def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", max_fov_pixels
     height, width = fov.shape
     image = normalize_images(fov[None], normalize)[0]
     net, dev = _net_and_device(model, device)
-    if height * width <= int(max_fov_pixels):
+    tiling = tiling or TilingParams()
+    if height * width <= int(tiling.max_fov_pixels):
         return _run_batches(net, image[None, None], device=dev, batch_size=1, amp=amp)[0]
 
-    boxes = tile_boxes((height, width), tile=tile_size, overlap=tile_overlap)
-    log.info("whole-FOV pass in %d tiles of %d px", len(boxes), tile_size)
+    boxes = tile_boxes((height, width), tile=tiling.tile_size, overlap=tiling.tile_overlap)
+    log.info("whole-FOV pass in %d tiles of %d px", len(boxes), tiling.tile_size)
     th, tw = int(boxes[0, 2] - boxes[0, 0]), int(boxes[0, 3] - boxes[0, 1])
     weight = crop_weight(max(th, tw))[:th, :tw] if th == tw else np.ones((th, tw), np.float32)
     num = np.zeros((NUM_CLASSES, height, width), np.float32)

@@ -54,8 +54,9 @@ class InferenceOptions:
         ``"auto"`` (GPU when present), ``"cpu"`` or ``"cuda[:i]"``, for the network.
     figures : bool
         Write ``overlay.png``, ``traces.png`` and ``summary.png``.
-    max_fov_pixels, tile_size, tile_overlap : int
-        Tiling of the whole-FOV network pass (:func:`astro3s.inference.predict_fov`).
+    tiling : TilingParams
+        Tiling of the whole-FOV network pass (:func:`astro3s.inference.predict_fov`);
+        a mapping is converted (:meth:`TilingParams.from_dict`).
     model_name : str
         What the summary records as the model (a path or a bundled name).
     key : str or None
@@ -81,9 +82,7 @@ class InferenceOptions:
     batch_size: int = 32
     device: str = "auto"
     figures: bool = True
-    max_fov_pixels: int = 512 * 512
-    tile_size: int = 384
-    tile_overlap: int = 64
+    tiling: Any = None
     model_name: str = ""
     soma_scale: str = "auto"
     key: str | None = None
@@ -102,14 +101,12 @@ class InferenceOptions:
             object.__setattr__(self, "key", str(self.key))
         if self.soma_scale not in ("auto", "fixed"):
             raise ConfigError(f"soma_scale must be 'auto' or 'fixed', got {self.soma_scale!r}")
-        if self.batch_size < 1 or self.max_fov_pixels < 1:
-            raise ConfigError(f"batch_size={self.batch_size} and tiling.max_fov_pixels={self.max_fov_pixels} "
-                              "must be >= 1.")
-        if self.tile_size < 32 or not 0 <= self.tile_overlap <= self.tile_size // 2:
-            # an overlap near the tile size would make the tiles' stride a few pixels: hours of network time
-            raise ConfigError(f"tiling.tile_size={self.tile_size} must be >= 32 px and tiling.tile_overlap="
-                              f"{self.tile_overlap} between 0 and half the tile size. Fix: e.g. "
-                              "tiling.tile_size=384 tiling.tile_overlap=64.")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size} must be >= 1.")
+        from astro3s.inference.network import TilingParams
+
+        if not isinstance(self.tiling, TilingParams):
+            object.__setattr__(self, "tiling", TilingParams.from_dict(self.tiling))
 
 
 def parse_frame_rate(value: Any) -> float:
@@ -303,8 +300,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     if options.soma_scale == "auto":
         t = time.perf_counter()
         pre, fitted, fov_probs = adapt_soma_scale(
-            pre, model, normalize=options.normalize, device=options.device, max_fov_pixels=options.max_fov_pixels,
-            tile_size=options.tile_size, tile_overlap=options.tile_overlap)
+            pre, model, normalize=options.normalize, device=options.device, tiling=options.tiling)
         scale_info.update(fitted)
         timings["soma_scale_s"] = time.perf_counter() - t
         if scale_info["rescaled"]:
@@ -314,8 +310,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     # the whole-FOV pass of the scale fit is reused when the candidates did not change
     seg = segment_preprocessed(pre, model, combine=combine_params, normalize=options.normalize,
                                batch_size=options.batch_size, device=options.device,
-                               max_fov_pixels=options.max_fov_pixels, tile_size=options.tile_size,
-                               tile_overlap=options.tile_overlap, fov_probs=fov_probs,
+                               tiling=options.tiling, fov_probs=fov_probs,
                                zoom=scale_info.get("zoom", 1.0), timings=timings)
     return pre, seg, scale_info
 

@@ -13,8 +13,8 @@ __all__ = ["adapt_soma_scale", "binned_preprocess", "estimate_soma_area_range", 
 
 def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize: str = "mean",
                          batch_size: int = 32, device: str | None = None, amp: bool = True,
-                         max_fov_pixels: int = 512 * 512, tile_size: int = 384, tile_overlap: int = 64,
-                         fov_probs: Any = None, zoom: float = 1.0, timings: dict[str, float] | None = None) -> Any:
+                         tiling: Any = None, fov_probs: Any = None, zoom: float = 1.0,
+                         timings: dict[str, float] | None = None) -> Any:
     """Segment one pre-processed FOV into cells.
 
     Parameters
@@ -34,7 +34,7 @@ def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize
         ``"auto"``, ``"cpu"``, ``"cuda"``; None keeps the model where it is.
     amp : bool
         bfloat16 autocast on CUDA.
-    max_fov_pixels, tile_size, tile_overlap : int
+    tiling : TilingParams, optional
         Tiling of the whole-FOV pass (:func:`predict_fov`).
     fov_probs : ndarray of float, shape (3, H, W), optional
         The whole-FOV pass of this ``pre`` when it was already run (e.g. by
@@ -66,8 +66,7 @@ def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize
     crop_probs, crop_boxes = predict_crops_zoomed(model, pre, zoom, normalize=normalize, batch_size=batch_size,
                                                   device=device, amp=amp)
     if fov_probs is None:
-        fov_probs = predict_fov(model, pre, normalize=normalize, max_fov_pixels=max_fov_pixels,
-                                tile_size=tile_size, tile_overlap=tile_overlap, device=device, amp=amp, zoom=zoom)
+        fov_probs = predict_fov(model, pre, normalize=normalize, tiling=tiling, device=device, amp=amp, zoom=zoom)
     t1 = time.perf_counter()
     seg = combine_cells(crop_probs, crop_boxes, fov_probs, params=params)
     if params.max_relative_blur is not None and getattr(pre, "median_image", None) is not None:
@@ -194,8 +193,8 @@ def binned_preprocess(pre: Any, factor: int, *, progress: bool | None = False) -
 
 
 def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: str | None = None,
-                     tolerance: float = 1.5, max_zoom: float = 3.0, max_fov_pixels: int = 512 * 512,
-                     tile_size: int = 384, tile_overlap: int = 64) -> tuple[Any, dict[str, Any], Any]:
+                     tolerance: float = 1.5, max_zoom: float = 3.0,
+                     tiling: Any = None) -> tuple[Any, dict[str, Any], Any]:
     """Fit the soma scale of the pre-processing to the movie, from a first network pass.
 
     Cell sizes vary tenfold between microscopes, zooms and preparations, and
@@ -241,8 +240,7 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     lo, hi = (float(a) for a in pre.params.soma_area_range)
     if pre.corrected is None or len(pre.crop_boxes) == 0 and pre.fov_mask.sum() == 0:
         return pre, info, None
-    fov_probs = predict_fov(model, pre, normalize=normalize, max_fov_pixels=max_fov_pixels, tile_size=tile_size,
-                            tile_overlap=tile_overlap, device=device)
+    fov_probs = predict_fov(model, pre, normalize=normalize, tiling=tiling, device=device)
     estimate = estimate_soma_area_range(fov_probs)
     if estimate is None:
         return pre, info, fov_probs
