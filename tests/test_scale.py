@@ -157,3 +157,17 @@ def test_large_somata_are_segmented_binned_on_the_movie_pixels(simulated) -> Non
     match = match_instances(seg.soma, gt)
     assert match.n_gt >= 1 and len(match.gt_ids) == match.n_gt  # every large soma found
     assert seg.process_area.sum() > 0
+
+
+def test_a_small_fov_of_ordinary_somata_is_not_binned(simulated) -> None:
+    # an 88-107 px FOV: LoG scales near the FOV's size once read its background as one 3000-px soma
+    from astro3s.inference.segment import soma_bin_factor
+    from astro3s.io import read_movie
+    from astro3s.preprocess import PreprocessParams, preprocess
+
+    folder = simulated("tiny", 1, overview=False)
+    with read_movie(folder / f"{folder.name}.tif") as movie:
+        assert min(movie.shape[1:]) < 128
+        pre = preprocess(movie, PreprocessParams(soma_area_range=(89, 345)), progress=False)
+    factor, info = soma_bin_factor(pre)
+    assert factor == 1 and info["blob_area"] < 400

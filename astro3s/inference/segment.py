@@ -161,8 +161,12 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0) -> tuple[int, dict[str,
     info["blob_area"] = round(float(area), 1)
     if scale < min_scale:
         return 1, info
-    factor = int(round(scale))
-    info.update(coarse_scale=round(float(scale), 3), bin_factor=factor)
+    # a binned FOV narrower than 32 px leaves the network nothing to see
+    factor = min(int(round(scale)), min(pre.median_image.shape) // 32)
+    info["coarse_scale"] = round(float(scale), 3)
+    if factor < 2:
+        return 1, info
+    info["bin_factor"] = factor
     return factor, info
 
 

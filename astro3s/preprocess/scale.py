@@ -31,7 +31,8 @@ def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1
         Temporal median or mean image (bright somata on a darker background).
     min_sigma, step, n_scales : float, float, int
         The Gaussian scales tried: ``min_sigma * step ** k`` px for
-        ``k < n_scales`` (1.2 to 34 px by default: somata of ~10 to ~7000 px).
+        ``k < n_scales`` (1.2 to 34 px by default: somata of ~10 to ~7000 px),
+        those up to a sixth of the FOV's shorter side.
     n_blobs : int
         How many of the strongest blobs vote.
     min_response : float
@@ -54,6 +55,9 @@ def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1
         return None
     img = (img - floor) / span
     sigmas = min_sigma * step ** np.arange(n_scales)
+    # a blob must fit the FOV several times over: at scales near the FOV's size the LoG answers to
+    # the uneven background as a whole (a 88-px FOV of 100-px somata read as one 3000-px "soma")
+    sigmas = sigmas[sigmas <= max(min(img.shape) / 6.0, min_sigma)]
     response = np.stack([-(s**2) * ndi.gaussian_laplace(img, s) for s in sigmas])
     best, which = response.max(axis=0), response.argmax(axis=0)
     peaks = (best == ndi.maximum_filter(best, size=7)) & (best > 0)
