@@ -12,9 +12,9 @@ VENV_PY=.venv/bin/python
 stamp=.venv/.astro3s-installed
 # reinstall only when pyproject.toml changed since the last install
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "[astro3s] installing torch (CPU) and astro3s[dev,cluster,sweep,tensorboard,nwb] into .venv"
+    echo "[astro3s] installing torch (CPU) and astro3s[dev,cluster,sweep,tensorboard,nwb,napari,napari-test] into .venv"
     "$VENV_PY" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-    "$VENV_PY" -m pip install --quiet --disable-pip-version-check -e ".[dev,cluster,sweep,tensorboard,nwb]"
+    "$VENV_PY" -m pip install --quiet --disable-pip-version-check -e ".[dev,cluster,sweep,tensorboard,nwb,napari,napari-test]"
     touch "$stamp"
 fi
 export WANDB_MODE=${WANDB_MODE:-offline}
