@@ -27,7 +27,8 @@ import pytest  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:`json_encoders` is deprecated:DeprecationWarning"),  # napari's own models
-    pytest.mark.filterwarnings("ignore:System theme detection requires a Qt6 backend:UserWarning"),  # with PyQt5
+    # with a Qt5 binding
+    pytest.mark.filterwarnings("ignore:System theme detection requires a Qt6 backend:UserWarning"),
 ]
 
 _RUN_TIMEOUT_MS = 60_000
@@ -98,7 +99,8 @@ def test_missing_extra_is_one_line_naming_the_install(monkeypatch: pytest.Monkey
 
 def test_importing_astro3s_does_not_touch_napari_or_qt() -> None:
     code = ("import sys, astro3s, astro3s.io, astro3s.inference, astro3s.io.movie; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'napari', 'qtpy', 'PyQt5', 'vispy', 'npe2'}))")
+            "gui = {'napari', 'qtpy', 'PyQt5', 'PyQt6', 'vispy', 'npe2'}; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & gui))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
