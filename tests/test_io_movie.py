@@ -365,3 +365,17 @@ def test_labels_round_trip(tmp_path):
     assert back.dtype == np.uint16
     np.testing.assert_array_equal(back, labels)
     assert _listing(tmp_path) == ["soma.tif"]
+
+
+def test_mean_image_of_every_frame_or_of_an_even_sample(tmp_path) -> None:
+    from astro3s.io import mean_image
+
+    movie = np.arange(50 * 6 * 5, dtype=np.float32).reshape(50, 6, 5)
+    path = tmp_path / "movie.npy"
+    np.save(path, movie)
+    full = mean_image(path)
+    assert full.dtype == np.float32 and full.shape == (6, 5)
+    np.testing.assert_allclose(full, movie.mean(axis=0), rtol=1e-6)
+    index = np.unique(np.linspace(0, 49, 7).round().astype(int))
+    np.testing.assert_allclose(mean_image(path, max_frames=7), movie[index].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(mean_image(path, max_frames=500), full, rtol=1e-6)  # more than the movie has

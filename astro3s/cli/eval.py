@@ -371,7 +371,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="eval", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    """Entry point of ``astro3s-eval``."""
+    """The Hydra app of ``astro3s-eval`` (run by :func:`main`)."""
     run_eval(cfg)
 
 

@@ -116,7 +116,7 @@ def preprocess_task(cfg: DictConfig) -> list[Path]:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="preprocess", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    """Console entry point ``astro3s-preprocess``."""
+    """The Hydra app of ``astro3s-preprocess`` (run by :func:`main`)."""
     preprocess_task(cfg)
 
 

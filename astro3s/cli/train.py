@@ -290,7 +290,7 @@ def _test_checkpoint(trainer: Any, cfg: DictConfig) -> str | None:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    """Console entry point ``astro3s-train``; returns ``optimized_metric``'s value for sweepers."""
+    """The Hydra app of ``astro3s-train`` (run by :func:`main`); returns ``optimized_metric``'s value for sweepers."""
     metrics = sweep_job(train_task, cfg)
     return metric_value(metrics, cfg.get("optimized_metric"))
 

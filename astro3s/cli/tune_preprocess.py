@@ -173,7 +173,7 @@ def tune_preprocess_task(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="tune_preprocess", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    """Console entry point ``astro3s-tune-preprocess``; returns ``optimized_metric``'s value."""
+    """The Hydra app of ``astro3s-tune-preprocess`` (run by :func:`main`); returns ``optimized_metric``'s value."""
     result = sweep_job(tune_preprocess_task, cfg)
     return metric_value(result["metrics"], cfg.get("optimized_metric"))
 

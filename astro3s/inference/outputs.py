@@ -45,7 +45,8 @@ from astro3s.errors import InputError
 log = logging.getLogger(__name__)
 
 __all__ = ["OUTPUT_FILES", "SUMMARY_NAME", "add_output", "commit_folder", "commit_outputs", "event_rates",
-           "file_digests", "is_complete", "own_output", "staging_folder", "write_cc_maps", "write_traces_csv"]
+           "file_digests", "is_complete", "own_output", "read_summary", "staging_folder", "write_cc_maps",
+           "write_traces_csv"]
 
 SUMMARY_NAME = "summary.json"
 #: Files every complete output folder holds.
@@ -248,6 +249,27 @@ def commit_outputs(stage: Path, final: str | Path) -> Path:
     return final
 
 
+def read_summary(folder: str | Path, *, fix: str = "point at an output folder written by astro3s-infer.",
+                 ) -> dict[str, Any]:
+    """``folder/summary.json`` as a dict.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or not a JSON object; the message ends with ``fix``.
+    """
+    import json
+
+    path = Path(folder) / SUMMARY_NAME
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"cannot be read ({err}).", fix) from None
+    if not isinstance(summary, dict):
+        raise InputError(path, "is not a JSON object.", fix)
+    return summary
+
+
 def own_output(folder: str | Path, name: str) -> bool:
     """Whether ``folder/name`` is a file astro3s wrote there (recorded in ``summary.json``) and unchanged since."""
     previous = previous_outputs(folder)
@@ -280,18 +302,10 @@ def add_output(folder: str | Path, name: str, write: Callable[[Path], Any]) -> P
     InputError
         No readable ``summary.json``.
     """
-    import json
-
     from astro3s.io import write_json
 
     folder = Path(folder)
-    try:
-        summary = json.loads((folder / SUMMARY_NAME).read_text(encoding="utf-8"))
-        if not isinstance(summary, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as err:
-        raise InputError(folder / SUMMARY_NAME, f"cannot be read ({err}).",
-                         "point at an output folder written by astro3s-infer.") from None
+    summary = read_summary(folder)
     target = folder / name
     if target.exists() and not own_output(folder, name):
         kept = _free_name(target, "edited")

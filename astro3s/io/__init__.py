@@ -9,6 +9,7 @@ from astro3s.io.discover import find_movies
 from astro3s.io.movie import (
     MOVIE_SUFFIXES,
     Movie,
+    mean_image,
     read_labels,
     read_movie,
     write_labels,
@@ -22,6 +23,7 @@ __all__ = [
     "Movie",
     "Roi",
     "atomic_path",
+    "mean_image",
     "read_labels",
     "read_movie",
     "read_roiset",

@@ -973,6 +973,38 @@ def write_movie(path: str | Path, movie: Any, *, fs: float | None = None,
     return path
 
 
+def mean_image(path: str | Path, *, key: str | None = None, max_frames: int | None = None,
+               validate: bool = True) -> np.ndarray:
+    """Temporal mean of a movie file, read a few frames at a time (memory: a chunk of frames).
+
+    Parameters
+    ----------
+    path : str or Path
+        Any movie :func:`read_movie` opens.
+    key : str, optional
+        Dataset of an HDF5/Zarr file holding several.
+    max_frames : int, optional
+        Average at most this many evenly spaced frames (a quick look at a long
+        movie); None: every frame, checked for NaN/Inf.
+    validate : bool
+        Passed to :func:`read_movie`.
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W)
+    """
+    with read_movie(path, key=key, validate=validate) as movie:
+        total = np.zeros(movie.shape[1:], np.float64)
+        if max_frames is None:
+            for _, block in movie.chunks(256):
+                total += block.sum(axis=0, dtype=np.float64)
+            return (total / max(movie.n_frames, 1)).astype(np.float32)
+        index = np.unique(np.linspace(0, movie.n_frames - 1, min(int(max_frames), movie.n_frames)).round().astype(int))
+        for start in range(0, len(index), 16):  # 16 frames per read
+            total += movie.frames(index[start:start + 16], dtype=np.float32).sum(axis=0, dtype=np.float64)
+    return (total / len(index)).astype(np.float32)
+
+
 def write_labels(path: str | Path, labels: np.ndarray) -> Path:
     """Write a label image as an uncompressed ``uint16`` TIFF, atomically.
 

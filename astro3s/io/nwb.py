@@ -34,7 +34,6 @@ says in one line how to install it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -455,15 +454,12 @@ def content_from_folder(folder: str | Path, *, mean_image: bool = True) -> NwbCo
     InputError
         A missing or unreadable file, no frame rate, traces that do not match the labels.
     """
-    from astro3s.inference.outputs import SUMMARY_NAME
+    from astro3s.inference.outputs import SUMMARY_NAME, read_summary
+    from astro3s.io import mean_image as movie_mean_image
     from astro3s.io import read_labels
 
     folder = Path(folder)
-    try:
-        summary = json.loads((folder / SUMMARY_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InputError(folder / SUMMARY_NAME, f"cannot be read ({err}).",
-                         "point input= at a folder written by astro3s-infer.") from None
+    summary = read_summary(folder, fix="point input= at a folder written by astro3s-infer.")
     labels = {n: read_labels(folder / f"{n}.tif") for n in ("soma", "processes", "domains")}
     names, dff = _read_traces_csv(folder / "traces.csv")
     n_frames = dff.shape[0]
@@ -476,7 +472,7 @@ def content_from_folder(folder: str | Path, *, mean_image: bool = True) -> NwbCo
                                fallback_time=(folder / SUMMARY_NAME).stat().st_mtime)
     images = {}
     if found is not None and mean_image:
-        mean = _mean_image(found, key=summary.get("key"))
+        mean = movie_mean_image(found, key=summary.get("key"))
         if mean.shape == labels["soma"].shape:
             images["mean"] = (mean, "temporal mean of the raw (not motion-corrected) movie")
     return NwbContent(recording=recording, rois=roi_masks(labels["soma"], labels["processes"], labels["domains"]),
@@ -496,17 +492,6 @@ def _read_traces_csv(path: Path) -> tuple[list[str], np.ndarray]:
         raise InputError(path, f"cannot be read ({err}).", "rerun astro3s-infer for this movie.") from None
     first = 2 if "time_s" in header else 1
     return header[first:], values.reshape(-1, len(header))[:, first:].astype(np.float32)
-
-
-def _mean_image(movie: Path, *, key: str | None) -> np.ndarray:
-    """Temporal mean of a movie, ``(H, W)`` float32, in one chunked pass."""
-    from astro3s.io import read_movie
-
-    with read_movie(movie, key=key) as mov:
-        total = np.zeros(mov.shape[1:], np.float64)
-        for _, block in mov.chunks(256):
-            total += block.sum(axis=0, dtype=np.float64)
-        return (total / max(mov.n_frames, 1)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- NWB

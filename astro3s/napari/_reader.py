@@ -13,7 +13,6 @@ Labels layers, ``domains``, ``processes`` and ``soma``, with the cell ids of
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from collections.abc import Callable
@@ -22,11 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from astro3s.errors import InputError
 from astro3s.io.movie import MOVIE_SUFFIXES, Movie
 
 __all__ = ["LABEL_LAYERS", "MOVIE_KEY", "RESULT_KEY", "cell_features", "get_reader", "is_result_folder",
-           "lazy_frames", "load_summary", "mean_image", "movie_layer", "read_movie_path", "read_result_folder",
+           "lazy_frames", "load_summary", "movie_layer", "read_movie_path", "read_result_folder",
            "result_layers", "summary_movie"]
 
 #: The Labels layers of a result folder, bottom to top, and how opaque each is drawn.
@@ -37,7 +35,6 @@ RESULT_KEY = "astro3s_result"
 MOVIE_KEY = "astro3s_movie"
 #: The mean image averages at most this many frames, evenly spaced: enough for a picture, bounded time.
 MEAN_FRAMES = 200
-_MEAN_BATCH = 16
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -201,14 +198,9 @@ def load_summary(folder: str | Path) -> dict[str, Any]:
     InputError
         Missing, unreadable or not a JSON object.
     """
-    path = Path(folder) / "summary.json"
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InputError(path, f"cannot be read ({err}).", "open a folder written by astro3s-infer.") from None
-    if not isinstance(summary, dict):
-        raise InputError(path, "is not a JSON object.", "open a folder written by astro3s-infer.")
-    return summary
+    from astro3s.inference.outputs import read_summary
+
+    return read_summary(folder, fix="open a folder written by astro3s-infer.")
 
 
 def summary_movie(summary: dict[str, Any], folder: str | Path) -> Path | None:
@@ -224,22 +216,6 @@ def summary_movie(summary: dict[str, Any], folder: str | Path) -> Path | None:
     path = Path(recorded)
     candidates = [path] if path.is_absolute() else [path, Path(folder).resolve().parent.parent / path]
     return next((p for p in candidates if p.exists()), None)
-
-
-def mean_image(movie_path: str | Path, *, key: str | None = None, n_frames: int = MEAN_FRAMES) -> np.ndarray:
-    """Mean of at most ``n_frames`` evenly spaced frames of a movie, as float32.
-
-    Frames are read a few at a time, so memory stays at a few frames for any
-    movie length.
-    """
-    from astro3s.io import read_movie
-
-    with read_movie(movie_path, key=key, validate=False) as movie:
-        index = np.unique(np.linspace(0, movie.n_frames - 1, min(n_frames, movie.n_frames)).round().astype(int))
-        total = np.zeros(movie.shape[1:], np.float64)
-        for start in range(0, len(index), _MEAN_BATCH):
-            total += movie.frames(index[start:start + _MEAN_BATCH], dtype=np.float32).sum(axis=0, dtype=np.float64)
-    return (total / len(index)).astype(np.float32)
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -296,7 +272,7 @@ def result_layers(folder: str | Path, *, with_image: bool = True) -> list[LayerD
         each with the per-cell features and ``metadata[RESULT_KEY]`` = the
         folder.
     """
-    from astro3s.io import read_labels
+    from astro3s.io import mean_image, read_labels
 
     folder = Path(folder).resolve()
     summary = load_summary(folder)
@@ -304,7 +280,7 @@ def result_layers(folder: str | Path, *, with_image: bool = True) -> list[LayerD
     layers: list[LayerData] = []
     movie = summary_movie(summary, folder) if with_image else None
     if movie is not None:
-        image = mean_image(movie, key=summary.get("key"))
+        image = mean_image(movie, key=summary.get("key"), max_frames=MEAN_FRAMES, validate=False)
         layers.append((image, {"name": f"{summary.get('name', folder.name)} mean", "colormap": "gray",
                                "contrast_limits": _contrast(image), "metadata": {**metadata, MOVIE_KEY: str(movie)}},
                        "image"))

@@ -318,7 +318,7 @@ def upsample_segmentation(seg: Segmentation, factor: int, shape: tuple[int, int]
     height, width = (int(s) for s in shape)
     n = seg.n_cells
     # one label image over 2n + 1 classes: background, soma of cell i (i), processes of cell i (n + i)
-    joint = np.where(seg.soma > 0, seg.soma.astype(np.int64), 0)
+    joint = seg.soma.astype(np.int64)
     joint = np.where((joint == 0) & (seg.processes > 0), seg.processes.astype(np.int64) + n, joint)
     best = torch.full((height, width), -1.0)
     which = torch.zeros((height, width), dtype=torch.int64)

@@ -70,7 +70,7 @@ def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
         near = ndi.binary_dilation(mask, iterations=band)
         edge = near & ~ndi.binary_erosion(mask, iterations=band)
         # the surround: a ring from one band to one radius out, other somata excluded; its lower
-        # half (processes of the cell itself are bright and thin)
+        # quartile (processes of the cell itself are bright and thin)
         ring = ndi.binary_dilation(mask, iterations=reach) & ~near & ~others
         window = img[y0:y1, x0:x1]
         inside = float(np.median(window[mask]))
