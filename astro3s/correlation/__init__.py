@@ -74,7 +74,6 @@ def correlation_analysis(movie: Any, soma: Any, processes: Any, params: Correlat
     # the ROI means ride on the domain search's pass over the movie (a motion-corrected movie is
     # shifted on every read, so a second pass costs as much as the first)
     means = RoiMeans(soma, processes, n_frames=n_frames, shape=(height, width))
-    domains = find_domains(movie, soma, processes, on_block=means.add, progress=progress,
-                           **params.domains_kwargs())
+    domains = find_domains(movie, soma, processes, params=params, on_block=means.add, progress=progress)
     return means.finish(fs=getattr(movie, "fs", None), f0_percentile=params.f0_percentile,
                         f0_window_s=params.f0_window_s), domains

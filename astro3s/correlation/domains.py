@@ -2,15 +2,15 @@
 
 Definition (following ASTRA's ``CC.py``; differences are marked *):
 
-- **Pixel traces.** Every pixel trace is smoothed by a ``smooth_frames`` (5)
-  moving average and z-scored (population standard deviation), which here is
+- **Pixel traces.** Every pixel trace is smoothed by a ``smooth_frames`` (5
+  frames) moving average and z-scored (population standard deviation), which here is
   the same as scaling it to unit Euclidean norm. *The moving average keeps only
   the frames where the window is full (``T' = T - smooth_frames + 1``); ASTRA
   pads with zeros, which pulls the first and last frames of every raw trace
   towards 0 and so correlates all pixels with each other.
 - **Lagged correlation** between traces ``a`` (an ROI pixel) and ``b`` (a
   candidate pixel) at lag ``l`` is ``sum_t a(t + l) b(t)`` over the frames where
-  both exist, for ``|l| <= max_lag`` (10). It is divided by ``T'``, not by the
+  both exist, for ``|l| <= max_lag`` (10 frames). It is divided by ``T'``, not by the
   overlap (the biased estimate of ASTRA's zero-padded ``conv1d``), so it is
   Pearson's r at lag 0 and never exceeds 1 in magnitude.
 - **Candidates** of a cell are the pixels within ``radius`` (50) px of the
@@ -100,8 +100,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -114,12 +115,13 @@ from astro3s.correlation._common import (
     resolve_device,
 )
 from astro3s.correlation._store import TraceStore, cell_groups, one_pass, release_freed_memory, trace_bytes
-from astro3s.correlation.params import CorrelationParams, check_params
+from astro3s.correlation.params import CorrelationParams
 from astro3s.errors import InputError
 from astro3s.utils.progress import bar
 
 __all__ = [
     "Domains",
+    "PixelSets",
     "ThresholdChoice",
     "background_pixels",
     "bf16_error_bound",
@@ -129,6 +131,7 @@ __all__ = [
     "find_domains",
     "lagged_max_correlation",
     "normalise_traces",
+    "pixel_sets",
 ]
 
 log = logging.getLogger(__name__)
@@ -149,6 +152,9 @@ _SCREEN_MIN_MACS = 2e10
 _SCREEN_MIN_MACS_GPU = 5e12
 # candidates of the second level per product (bounds its memory with the ROI rows)
 _FINE_BLOCK = 512
+# traces gathered at once by the screened search's exact steps (candidates, or lagged ROI rows), bytes:
+# bounds their memory on long movies (a D1-size FOV of 550 frames needs one slab)
+_GATHER_BYTES = 128 << 20
 # first-level screening rows kept between the threshold search and the domain search, bytes
 _ROWS_CACHE_BYTES = 256 << 20
 # float32 slack added to every screening bound (FFT and accumulation rounding of unit-norm traces)
@@ -216,8 +222,11 @@ class Domains:
     centroids : ndarray of float64, shape (N, 2)
         Soma centroids ``(y, x)`` (of the processes for a cell without soma).
     radius : float
+        Disc radius, px.
     max_lag : int
+        Largest lag, frames.
     smooth_frames : int
+        Moving-average length, frames.
     precision : str
         ``"float32"`` or ``"bfloat16"`` (screening, see the module docstring).
     cc_tolerance : float
@@ -583,10 +592,15 @@ def _f32_below(value: float) -> np.float32:
     return v if float(v) < value else np.nextafter(v, np.float32(-np.inf))
 
 
-def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any, fine_rows: Any,  # noqa: C901, PLR0915 - one screening pass over bound arrays it shares; split with find_domains (issue 14)
-                  fine_cand: Any, *, max_lag: int, threshold: float, precision: str,
+def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any, fine_rows: Callable[[], Any],
+                  fine_cand: Callable[[Any], Any], *, max_lag: int, threshold: float, precision: str,
                   margin: float) -> tuple[Any, Any, Any]:
     """Decide ``max over p, l of corr_l(roi[p], cand[c]) >= threshold`` per candidate, exact only where needed.
+
+    Three steps (module docstring): first-level bounds (:func:`_first_level`),
+    the exact correlations beside the best-bounded lag (:func:`_near_lags`),
+    and for the rest second-level bounds and the exhaustive search over the
+    rows they leave (:func:`_second_level`).
 
     Parameters
     ----------
@@ -600,12 +614,14 @@ def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any,
         ``high`` and ``bend`` of each ROI pixel.
     cand_s : Tensor of float32, shape (C, D)
         First-level screening columns (:func:`_screen_columns` with ``bend``).
-    fine_rows : Tensor of float32, shape (P (2L+1), D')
-        Second-level rows (:func:`_fine_rows`).
+    fine_rows : callable
+        ``fine_rows()``: second-level rows (:func:`_fine_rows`), float32
+        (P (2L+1), D'); called only when some candidate needs them.
     fine_cand : callable
         ``fine_cand(index)``: second-level columns of the candidates ``index``
         (:func:`_screen_columns` without ``bend``), float32 (k, D').
     max_lag : int
+        Lags ``-max_lag .. max_lag``, in frames.
     threshold : float
     precision : str
         Precision of the screening products and of the exhaustive step
@@ -627,15 +643,70 @@ def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any,
     import torch
 
     n_roi, n_cand = roi.shape[0], cand.shape[0]
-    n_lags, n_sampled = 2 * max_lag + 1, max_lag + 1
-    n_rows = rows_s.shape[0]
+    n_sampled = max_lag + 1
     dev = cand.device
     th = float(np.float32(threshold))
     exact = torch.zeros(n_cand, dtype=torch.bool, device=dev)
     if n_cand == 0 or n_roi == 0:
         return torch.full((n_cand,), -math.inf, device=dev), torch.zeros(n_cand, device=dev), exact
-    # 1. first level: one product per block of candidates, reduced to its max and the row giving it
+    # 1. first level: the largest bound of each candidate, and the (pixel, even lag) row giving it
+    top, arg = _first_level(rows_s, cand_s, precision)
+    hi = top + margin  # >= the correlation at every lag
+    pixel = torch.div(arg, n_sampled, rounding_mode="floor")
+    lo = top - 2 * (roi_extra[pixel] * cand_s[:, -2:]).sum(dim=1) - margin  # <= that row's correlation
+    accept = torch.zeros(n_cand, dtype=torch.bool, device=dev)
+    live = torch.nonzero(hi >= th).flatten()
+    if len(live):
+        # 2. exact correlations at the best-bounded row's lag and the two beside it: accepts most domain pixels
+        windows = _lag_windows(roi, max_lag)
+        best = torch.empty(len(live), device=dev)
+        step = max(1, _GATHER_BYTES // (4 * cand.shape[1]))
+        for b0 in range(0, len(live), step):  # a loop over blocks of candidates: bounds the gathered traces
+            at = live[b0:b0 + step]
+            best[b0:b0 + step] = _near_lags(windows, cand.index_select(0, at), pixel[at], 2 * (arg[at] % n_sampled))
+        lo[live] = torch.maximum(lo[live], best)
+        accept[live] = best >= th
+        rest = live[best < th]
+        if len(rest):
+            # 3. the rest: second-level bounds, then the exhaustive search over the rows they leave
+            got, err, got_exact = _second_level(windows, cand.index_select(0, rest), fine_rows(), fine_cand, rest,
+                                                threshold=th, precision=precision, margin=margin)
+            took = got >= th
+            accept[rest] = took
+            # an accepted value is the exhaustive max (the rows left out stay below the threshold)
+            hi[rest] = torch.where(took, got + err, torch.clamp(hi[rest], max=th))
+            lo[rest] = torch.where(took, got - err, torch.maximum(lo[rest], got - err))
+            exact[rest] = took & got_exact
+    mid = 0.5 * (lo + hi)
+    below = float(_f32_below(threshold))
+    values = torch.where(accept, torch.clamp(mid, min=th), torch.clamp(mid, max=below))
+    return values, 0.5 * (hi - lo), exact
+
+
+def _first_level(rows_s: Any, cand_s: Any, precision: str) -> tuple[Any, Any]:
+    """Step 1 of :func:`_screened_max`: the largest first-level product of each candidate.
+
+    Parameters
+    ----------
+    rows_s : Tensor of float32, shape (R, D)
+        First-level rows (:func:`_screen_rows`), ``R >= 1``.
+    cand_s : Tensor of float32, shape (C, D)
+        First-level columns.
+    precision : str
+        ``"float32"`` or ``"bfloat16"``: precision of the product.
+
+    Returns
+    -------
+    top : Tensor of float32, shape (C,)
+        ``max over rows of cand_s @ rows_s.T``.
+    arg : Tensor of int64, shape (C,)
+        The row giving it.
+    """
+    import torch
+
     dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+    n_cand, n_rows = cand_s.shape[0], rows_s.shape[0]
+    dev = cand_s.device
     rows_lp, cand_lp = rows_s.to(dtype), cand_s.to(dtype)
     top = torch.empty(n_cand, dtype=torch.float32, device=dev)
     arg = torch.empty(n_cand, dtype=torch.int64, device=dev)
@@ -648,67 +719,125 @@ def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any,
             torch.matmul(cand_lp[c0:c1], rows_lp.T, out=prod)
             block_top, arg[c0:c1] = torch.max(prod, dim=1)
             top[c0:c1] = block_top
-    del buf, prod, cand_lp, rows_lp
-    hi = top + margin  # >= the correlation at every lag
-    pixel = torch.div(arg, n_sampled, rounding_mode="floor")
-    lo = top - 2 * (roi_extra[pixel] * cand_s[:, -2:]).sum(dim=1) - margin  # <= that row's correlation
-    accept = torch.zeros(n_cand, dtype=torch.bool, device=dev)
-    live = torch.nonzero(hi >= th).flatten()
-    if len(live):
-        # 2. the exact correlations of each live candidate at the best-bounded row's lag and the two
-        # lags beside it: a lower bound that accepts most domain pixels
-        stack = _lag_stack(roi, max_lag)
-        live_cand = cand.index_select(0, live)
-        first = pixel[live] * n_lags
-        centre = first + 2 * (arg[live] % n_sampled)
-        best = torch.full((len(live),), -math.inf, device=dev)
-        for step in (-1, 0, 1):  # three lags
-            row = torch.minimum(torch.maximum(centre + step, first), first + n_lags - 1)
-            torch.maximum(best, (stack.index_select(0, row) * live_cand).sum(dim=1), out=best)
-        lo[live] = torch.maximum(lo[live], best)
-        accept[live] = best >= th
-        keep = best < th
-        rest, rest_cand = live[keep], live_cand[keep]
-        del live_cand
-        if len(rest):
-            # 3. the rest: second-level bounds (twice the band, every lag) of each (ROI row, candidate);
-            # the exhaustive search then needs only the rows whose bound reaches the threshold for a
-            # candidate of the block (the others cannot accept it)
-            got = torch.empty(len(rest), dtype=torch.float32, device=dev)
-            got_exact = torch.ones(len(rest), dtype=torch.bool, device=dev)
-            err = torch.zeros(len(rest), device=dev)
-            eb = bf16_error_bound(cand.shape[1])
-            fine_lp = fine_rows.to(dtype)
-            for b0 in range(0, len(rest), _FINE_BLOCK):  # a loop over blocks of the rest
-                b1 = min(len(rest), b0 + _FINE_BLOCK)
-                columns = fine_cand(rest[b0:b1]).to(dtype)
-                with parallel():
-                    bound = torch.amax(fine_lp @ columns.T, dim=1)  # over the block's candidates
-                union = torch.nonzero(bound.float() >= th - margin).flatten()
-                rows_x, block = stack.index_select(0, union), rest_cand[b0:b1]
-                if precision == "bfloat16":
-                    values = _blocked_max(rows_x.to(dtype), block.to(dtype))
-                    # within the bfloat16 error of the threshold: in float32
-                    near = torch.nonzero((values - th).abs() <= eb).flatten()
-                    values[near] = _blocked_max(rows_x, block[near])
-                    got_exact[b0:b1] = False
-                    got_exact[b0 + near] = True
-                    err[b0:b1] = eb
-                    err[b0 + near] = 0.0
-                    got[b0:b1] = values
-                else:
-                    got[b0:b1] = _blocked_max(rows_x, block)
-            del stack, fine_lp, bound, rows_x, columns
-            took = got >= th
-            accept[rest] = took
-            # an accepted value is the exhaustive max (the rows left out stay below the threshold)
-            hi[rest] = torch.where(took, got + err, torch.clamp(hi[rest], max=th))
-            lo[rest] = torch.where(took, got - err, torch.maximum(lo[rest], got - err))
-            exact[rest] = took & got_exact
-    mid = 0.5 * (lo + hi)
-    below = float(_f32_below(threshold))
-    values = torch.where(accept, torch.clamp(mid, min=th), torch.clamp(mid, max=below))
-    return values, 0.5 * (hi - lo), exact
+    return top, arg
+
+
+def _near_lags(windows: Any, cand: Any, pixel: Any, lag: Any) -> Any:
+    """Step 2 of :func:`_screened_max`: exact float32 correlation of each candidate with one ROI pixel at
+    lag index ``lag`` and the two beside it (clipped to the lags), the largest of the three.
+
+    Parameters
+    ----------
+    windows : Tensor of float32, shape (P, 2L+1, T')
+        :func:`_lag_windows` of the ROI traces (a view; only the rows used are gathered).
+    cand : Tensor of float32, shape (k, T')
+    pixel, lag : Tensor of int64, shape (k,)
+        ROI pixel and lag index (``0 .. 2L``) of each candidate.
+
+    Returns
+    -------
+    Tensor of float32, shape (k,)
+    """
+    import torch
+
+    n_lags = windows.shape[1]
+    best = torch.full((cand.shape[0],), -math.inf, device=cand.device)
+    for step in (-1, 0, 1):  # three lags
+        at = torch.clamp(lag + step, 0, n_lags - 1)
+        torch.maximum(best, (windows[pixel, at] * cand).sum(dim=1), out=best)
+    return best
+
+
+def _second_level(windows: Any, cand: Any, fine_rows: Any, fine_cand: Callable[[Any], Any], index: Any, *,
+                  threshold: float, precision: str, margin: float) -> tuple[Any, Any, Any]:
+    """Step 3 of :func:`_screened_max`: exhaustive max over only the rows whose second-level bound reaches
+    the threshold for some candidate of the block (no other row can accept one).
+
+    Parameters
+    ----------
+    windows : Tensor of float32, shape (P, 2L+1, T')
+        :func:`_lag_windows` of the ROI traces.
+    cand : Tensor of float32, shape (k, T')
+        The candidates' traces.
+    fine_rows : Tensor of float32, shape (P (2L+1), D')
+        :func:`_fine_rows`.
+    fine_cand : callable
+        ``fine_cand(index[b0:b1])``: second-level columns, float32 (b, D').
+    index : Tensor of int64, shape (k,)
+        The candidates' indices for ``fine_cand``.
+    threshold : float
+        float32-rounded threshold.
+    precision, margin
+        As in :func:`_screened_max`.
+
+    Returns
+    -------
+    got : Tensor of float32, shape (k,)
+        The exhaustive max when it reaches the threshold, else a value below it.
+    err : Tensor of float32, shape (k,)
+        Bound on the bfloat16 error of ``got`` (0 where computed in float32).
+    exact : Tensor of bool, shape (k,)
+        Computed in float32.
+    """
+    import torch
+
+    dev = cand.device
+    n_lags = windows.shape[1]
+    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+    got = torch.empty(len(cand), dtype=torch.float32, device=dev)
+    exact = torch.ones(len(cand), dtype=torch.bool, device=dev)
+    err = torch.zeros(len(cand), device=dev)
+    fine_lp = fine_rows.to(dtype)
+    for b0 in range(0, len(cand), _FINE_BLOCK):  # a loop over blocks of candidates
+        b1 = min(len(cand), b0 + _FINE_BLOCK)
+        columns = fine_cand(index[b0:b1]).to(dtype)
+        with parallel():
+            bound = torch.amax(fine_lp @ columns.T, dim=1)  # over the block's candidates
+        union = torch.nonzero(bound.float() >= threshold - margin).flatten()
+        # the union's traces are gathered in slabs of at most _GATHER_BYTES (one slab on short movies)
+        slab = max(1, _GATHER_BYTES // (4 * cand.shape[1]))
+        slabs = [(union[r0:r0 + slab] // n_lags, union[r0:r0 + slab] % n_lags) for r0 in range(0, len(union), slab)]
+        rows_x = partial(_gather_rows, windows, slabs)
+        if precision == "bfloat16":
+            got[b0:b1], err[b0:b1], exact[b0:b1] = _bf16_max(rows_x, cand[b0:b1], threshold)
+        else:
+            got[b0:b1] = _slabs_max(rows_x, cand[b0:b1], torch.float32)
+    return got, err, exact
+
+
+def _gather_rows(windows: Any, slabs: list[tuple[Any, Any]]) -> Iterator[Any]:
+    """The rows ``windows[pixel, lag]`` of each slab ``(pixel, lag)``, float32 (k, T'), one slab at a time."""
+    if not slabs:
+        yield windows[:0, 0]
+    for pixel, lag in slabs:
+        yield windows[pixel, lag]
+
+
+def _slabs_max(rows: Callable[[], Iterator[Any]], cand: Any, dtype: Any) -> Any:
+    """:func:`_blocked_max` over the rows of every slab of ``rows()``, in ``dtype``; float32 (C,)."""
+    import torch
+
+    out = None
+    for slab in rows():  # a loop over slabs of rows (one on short movies)
+        values = _blocked_max(slab.to(dtype), cand.to(dtype))
+        out = values if out is None else torch.maximum(out, values)
+    return out
+
+
+def _bf16_max(rows: Callable[[], Iterator[Any]], cand: Any, threshold: float) -> tuple[Any, Any, Any]:
+    """:func:`_slabs_max` in bfloat16, redone in float32 within the bfloat16 error of ``threshold``:
+    (values float32 (C,), error bound float32 (C,), computed-in-float32 bool (C,))."""
+    import torch
+
+    eb = bf16_error_bound(cand.shape[1])
+    values = _slabs_max(rows, cand, torch.bfloat16)
+    near = torch.nonzero((values - threshold).abs() <= eb).flatten()
+    values[near] = _slabs_max(rows, cand[near], torch.float32)
+    exact = torch.zeros(len(cand), dtype=torch.bool, device=cand.device)
+    exact[near] = True
+    err = torch.full((len(cand),), eb, device=cand.device)
+    err[near] = 0.0
+    return values, err, exact
 
 
 def cell_centroids(soma: np.ndarray, processes: np.ndarray, cell_ids: np.ndarray) -> np.ndarray:
@@ -874,19 +1003,18 @@ def _empty(shape: tuple[int, int], **kw: Any) -> Domains:
                    centroids=np.zeros((0, 2)), **kw)
 
 
-def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.radius,  # noqa: C901, PLR0915 - to be split into steps taking CorrelationParams (issue 14)
-                 max_lag: int = _D.max_lag, smooth_frames: int = _D.smooth_frames,
-                 threshold: float | None = _D.threshold, threshold_start: float = _D.threshold_start,
-                 threshold_up: tuple[float, ...] = _D.threshold_up,
-                 threshold_down: tuple[float, ...] = _D.threshold_down,
-                 false_rate_band: tuple[float, float] = _D.false_rate_band,
-                 n_background: int = _D.n_background, border: int = _D.border, seed: int = _D.seed,
-                 device: str = _D.device, precision: str = _D.precision, exact_cc: bool = _D.exact_cc,
-                 chunk_frames: int = _D.chunk_frames, memory_mb: float = _D.memory_mb,
-                 scratch_dir: str | None = _D.scratch_dir,
-                 on_block: Callable[[int, np.ndarray], None] | None = None,
-                 progress: bool | None = False) -> Domains:
+def find_domains(movie: Any, soma: Any, processes: Any, *, params: CorrelationParams | None = None,
+                 on_block: Callable[[int, np.ndarray], None] | None = None, progress: bool | None = False,
+                 **overrides: Any) -> Domains:
     """CC domains of every cell of a FOV (definition in the module docstring).
+
+    The steps: the pixels each cell needs (:func:`pixel_sets`), one pass over
+    the movie for their traces (:class:`_Traces`), the background CC values
+    and the threshold they give (:func:`_background_cc`,
+    :func:`_pick_threshold`), the screened CC values of each cell's
+    candidates (:func:`_domain_cc`), the exact values of the pixels several
+    cells claim (:func:`_exact_contested`) and the labels
+    (:func:`_label_domains`).
 
     Parameters
     ----------
@@ -900,10 +1028,9 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
         ``memory_mb``.
     soma, processes : ndarray of int, shape (H, W)
         Label images with shared cell ids (0 background); no pixel in both.
-    radius, max_lag, smooth_frames, threshold, threshold_start, threshold_up,
-    threshold_down, false_rate_band, n_background, border, seed, device,
-    precision, exact_cc, chunk_frames, memory_mb, scratch_dir
-        See :class:`CorrelationParams`.
+    params : CorrelationParams, optional
+        Options (default: the published values; ``f0_percentile`` and
+        ``f0_window_s`` are not used here).
     on_block : callable, optional
         Called as ``on_block(t0, block)`` with every block of the pass over
         the movie (float32, shape (t, H*W), frames ``t0 .. t0 + t``), so
@@ -913,6 +1040,10 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
         Bars over the pass over the movie (frames) and the threshold and
         domain searches (cells); None: on a terminal (see
         :mod:`astro3s.utils.progress`).
+    **overrides
+        Fields of :class:`CorrelationParams` that replace those of
+        ``params`` (e.g. ``radius=40, threshold=0.7``; ``max_lag`` and
+        ``smooth_frames`` in frames).
 
     Returns
     -------
@@ -930,236 +1061,484 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, radius: float = _D.ra
         (fewer than ``2 * max_lag + smooth_frames`` frames).
     ConfigError
         An option out of range.
+    TypeError
+        An override that is not a field of :class:`CorrelationParams`.
     """
     import time
 
-    import torch
-
-    check_params(radius=radius, max_lag=max_lag, smooth_frames=smooth_frames, threshold=threshold,
-                 threshold_start=threshold_start, threshold_up=tuple(threshold_up),
-                 threshold_down=tuple(threshold_down), false_rate_band=tuple(false_rate_band),
-                 n_background=n_background, border=border, precision=precision, device=device,
-                 exact_cc=exact_cc, chunk_frames=chunk_frames, memory_mb=memory_mb)
-    timings: dict[str, float] = {}
+    params = _with_overrides(params, overrides)
+    timings: dict[str, float] = dict.fromkeys(("setup", "read_normalise", "screen_setup", "threshold", "domains",
+                                               "overlaps"), 0.0)
     clock = time.perf_counter()
+    n_frames, soma, processes = _check_inputs(movie, soma, processes, params)
+    pixels = pixel_sets(soma, processes, params)
+    plan = _plan(pixels, n_frames, params)
+    common = dict(radius=float(params.radius), max_lag=int(params.max_lag), smooth_frames=int(params.smooth_frames),
+                  precision=plan.precision, device=plan.device, timings_s=timings, exact_cc=plan.band is None,
+                  cc_tolerance=bf16_error_bound(plan.n_smooth) if plan.precision == "bfloat16" else 0.0)
+    if len(pixels.cell_ids) == 0:
+        common["exact_cc"] = True
+        return _empty(soma.shape, **common)
+    timings["setup"] = time.perf_counter() - clock
+    traces = _Traces(pixels, plan, params, timings)
+    try:
+        traces.read(movie, on_block=on_block, progress=progress)
+        with _search_context(plan.device):
+            traces.prepare_background()
+            choice, threshold = None, params.threshold
+            if threshold is None:
+                choice = _pick_threshold(_background_cc(traces, params, progress=progress), params)
+                threshold = choice.threshold
+            cc = _domain_cc(traces, threshold, params, progress=progress)
+            accepted, claims = _exact_contested(traces, cc, threshold)
+    finally:
+        traces.close()
+    if plan.band is not None:
+        common["cc_tolerance"] = max(cc.half_max, 0.0)
+    labels = _label_domains(pixels, cc.values, accepted, claims)
+    cc_boxes, cc_origins = _cc_boxes(pixels.cand_flat, cc.values, pixels.roi_flat, soma.shape)
+    return Domains(domains=labels, cell_ids=pixels.cell_ids, cc_boxes=cc_boxes, cc_origins=cc_origins,
+                   threshold=float(threshold), threshold_choice=choice, centroids=pixels.centroids, **common)
+
+
+def _with_overrides(params: CorrelationParams | None, overrides: dict[str, Any]) -> CorrelationParams:
+    """``params`` (default: the published values) with ``overrides`` replacing its fields, checked."""
+    params = CorrelationParams() if params is None else params
+    if not overrides:
+        return params
+    names = {f.name for f in fields(CorrelationParams)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"find_domains() got unknown option(s) {', '.join(unknown)}; the options are the fields "
+                        "of CorrelationParams.")
+    for key in ("threshold_up", "threshold_down", "false_rate_band"):
+        if key in overrides:
+            overrides = {**overrides, key: tuple(overrides[key])}
+    return replace(params, **overrides)  # __post_init__ checks the values (ConfigError)
+
+
+def _check_inputs(movie: Any, soma: Any, processes: Any,
+                  params: CorrelationParams) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(T, soma, processes)`` after checking the movie's shape and length and the labels."""
     n_frames, height, width = movie_shape(movie)
     soma, processes = check_pair(soma, processes, (height, width))
-    max_lag, smooth_frames = int(max_lag), int(smooth_frames)
+    max_lag, smooth_frames = int(params.max_lag), int(params.smooth_frames)
     need = 2 * max_lag + smooth_frames
     if n_frames < need:
         raise InputError(getattr(movie, "path", None),
                          f"the movie has {n_frames} frames, too few for the CC analysis with max_lag={max_lag} "
                          f"and smooth_frames={smooth_frames}: at least {need} are needed.",
                          "analyse a longer recording, or lower max_lag.")
-    dev = resolve_device(device)
-    prec = _resolve_precision(precision, dev)
-    n_smooth = n_frames - smooth_frames + 1
-    common = dict(radius=float(radius), max_lag=max_lag, smooth_frames=smooth_frames, precision=prec,
-                  cc_tolerance=bf16_error_bound(n_smooth) if prec == "bfloat16" else 0.0,
-                  device=dev, timings_s=timings, exact_cc=True)
+    return n_frames, soma, processes
+
+
+@dataclass(frozen=True)
+class PixelSets:
+    """The pixels the CC analysis of a FOV needs (:func:`pixel_sets`).
+
+    Attributes
+    ----------
+    roi_label : ndarray of int, shape (H, W)
+        Cell id of each soma or process pixel (0: none).
+    cell_ids : ndarray of int64, shape (N,)
+        Cell ids, increasing.
+    centroids : ndarray of float64, shape (N, 2)
+        Soma centroids ``(y, x)`` (:func:`cell_centroids`).
+    roi_flat : list of ndarray of int64
+        Flat indices, increasing, of each cell's soma and process pixels.
+    cand_flat : list of ndarray of int64
+        Flat indices, increasing, of each cell's candidates (its disc, less every ROI pixel).
+    bg_flat : ndarray of int64, shape (n,)
+        Background pixels of the threshold search (empty when the threshold is given).
+    """
+
+    roi_label: np.ndarray
+    cell_ids: np.ndarray
+    centroids: np.ndarray
+    roi_flat: list[np.ndarray]
+    cand_flat: list[np.ndarray]
+    bg_flat: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.roi_label.shape  # type: ignore[return-value]
+
+    def cell_pixels(self) -> np.ndarray:
+        """Flat indices, increasing and unique, of every cell's ROI and candidate pixels; int64 (n,)."""
+        return np.unique(np.concatenate([np.zeros(0, np.int64), *self.roi_flat, *self.cand_flat]))
+
+
+def pixel_sets(soma: np.ndarray, processes: np.ndarray, params: CorrelationParams) -> PixelSets:
+    """Step (a): ROI pixels, candidate disc pixels and background pixels of every cell.
+
+    Parameters
+    ----------
+    soma, processes : ndarray of int, shape (H, W)
+        Checked label images (:func:`~astro3s.correlation._common.check_pair`).
+    params : CorrelationParams
+        ``radius`` (px) of the discs; ``n_background``, ``border`` and ``seed``
+        of the background draw, made only when ``threshold`` is None.
+
+    Returns
+    -------
+    PixelSets
+    """
     roi_label = np.maximum(soma, processes)  # no pixel is in both
     cell_ids, counts = np.unique(roi_label[roi_label > 0], return_counts=True)
     cell_ids = cell_ids.astype(np.int64)
-    if len(cell_ids) == 0:
-        return _empty((height, width), **common)
-    n_cells = len(cell_ids)
     centroids = cell_centroids(soma, processes, cell_ids)
     roi_mask = roi_label > 0
-
-    # pixels each cell needs: its ROI pixels and its disc's candidates
     order = np.argsort(roi_label.ravel(), kind="stable")  # flat indices grouped by id, increasing
-    roi_flat = np.split(order[len(order) - counts.sum():], np.cumsum(counts)[:-1])
-    cand_flat = [_disc_pixels(cy, cx, radius, roi_mask) for cy, cx in centroids]
-    bg_flat = (background_pixels(roi_mask, centroids, radius=radius, n_background=n_background, border=border,
-                                 seed=seed) if threshold is None else np.zeros(0, np.int64))
-    macs = (2 * max_lag + 1) * n_smooth * sum(len(r) * len(c) for r, c in zip(roi_flat, cand_flat))
-    pays = macs >= (_SCREEN_MIN_MACS if dev == "cpu" else _SCREEN_MIN_MACS_GPU)
-    band = _screen_band(n_smooth, max_lag, smooth_frames) if pays and not exact_cc else None
-    common["exact_cc"] = band is None
-    cell_pixels = np.unique(np.concatenate([*roi_flat, *cand_flat]))
-    budget = int(float(memory_mb) * 2**20)
-    groups = cell_groups(roi_flat, cand_flat, centroids, height * width,
-                         max_rows=max(1, budget // trace_bytes(n_frames)))
-    spill = len(groups) > 1
-    if spill:
+    roi_flat = np.split(order[len(order) - counts.sum():], np.cumsum(counts)[:-1]) if len(cell_ids) else []
+    cand_flat = [_disc_pixels(cy, cx, params.radius, roi_mask) for cy, cx in centroids]
+    draw = params.threshold is None and len(cell_ids)
+    bg_flat = (background_pixels(roi_mask, centroids, radius=params.radius, n_background=params.n_background,
+                                 border=params.border, seed=params.seed) if draw else np.zeros(0, np.int64))
+    return PixelSets(roi_label=roi_label, cell_ids=cell_ids, centroids=centroids, roi_flat=roi_flat,
+                     cand_flat=cand_flat, bg_flat=bg_flat)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How the search of one FOV runs (:func:`_plan`)."""
+
+    n_frames: int
+    n_smooth: int  # T' = T - smooth_frames + 1
+    device: str
+    precision: str  # "float32" or "bfloat16"
+    band: tuple[int, int, int] | None  # (n_fft, n_low, n_fine) of the screened search; None: exhaustive
+    margin: float  # rounding bound of one first-level screening product
+    cell_pixels: np.ndarray  # int64 (n,), every cell's ROI and candidate pixels
+    groups: list[np.ndarray]  # cell indices of each group whose traces fit memory_mb
+
+    @property
+    def spill(self) -> bool:
+        return len(self.groups) > 1
+
+
+def _plan(pixels: PixelSets, n_frames: int, params: CorrelationParams) -> _Plan:
+    """Device, precision, exhaustive or screened search, and the groups of cells of a FOV."""
+    max_lag, smooth_frames = int(params.max_lag), int(params.smooth_frames)
+    device = resolve_device(params.device)
+    precision = _resolve_precision(params.precision, device)
+    n_smooth = n_frames - smooth_frames + 1
+    macs = (2 * max_lag + 1) * n_smooth * sum(len(r) * len(c) for r, c in zip(pixels.roi_flat, pixels.cand_flat))
+    pays = macs >= (_SCREEN_MIN_MACS if device == "cpu" else _SCREEN_MIN_MACS_GPU)
+    band = _screen_band(n_smooth, max_lag, smooth_frames) if pays and not params.exact_cc else None
+    cell_pixels = pixels.cell_pixels()
+    height, width = pixels.shape
+    groups = cell_groups(pixels.roi_flat, pixels.cand_flat, pixels.centroids, height * width,
+                         max_rows=max(1, int(float(params.memory_mb) * 2**20) // trace_bytes(n_frames)))
+    if len(groups) > 1:
         log.info("CC analysis of %d cells in %d groups: the traces of their %d pixels exceed memory_mb=%g",
-                 n_cells, len(groups), len(cell_pixels), memory_mb)
-    timings["setup"] = time.perf_counter() - clock
-    for key in ("read_normalise", "screen_setup", "threshold", "domains", "overlaps"):
-        timings[key] = 0.0
+                 len(pixels.cell_ids), len(groups), len(cell_pixels), params.memory_mb)
+    margin = _screen_margin(precision, band[0], band[1]) if band is not None else 0.0
+    return _Plan(n_frames=n_frames, n_smooth=n_smooth, device=device, precision=precision, band=band,
+                 margin=margin, cell_pixels=cell_pixels, groups=groups)
 
-    clock = time.perf_counter()
-    store = TraceStore(cell_pixels, n_frames, spill=spill, scratch_dir=scratch_dir)
-    bg_store = TraceStore(bg_flat, n_frames)
-    try:
-        one_pass(movie, (store, bg_store), chunk_frames=chunk_frames, on_block=on_block, progress=progress)
-        bg_z = torch.from_numpy(_normalise_in_place(bg_store.take(), smooth_frames)).to(dev)
-        timings["read_normalise"] += time.perf_counter() - clock
-        loaded: list[_GroupTraces] = []  # the group whose traces are in memory (at most one)
 
-        def group(g: int) -> _GroupTraces:
-            if loaded and loaded[0].index == g:
-                return loaded[0]
-            loaded.clear()  # free the previous group first
-            release_freed_memory()
+@contextlib.contextmanager
+def _search_context(device: str) -> Iterator[None]:
+    """One torch thread for the many small steps, all of them for the large products (:func:`few_threads`),
+    and float32 products in full precision (TF32 on a GPU would blur the threshold decisions)."""
+    import torch
+
+    saved = torch.get_float32_matmul_precision()
+    with few_threads() if device == "cpu" else contextlib.nullcontext():
+        torch.set_float32_matmul_precision("highest")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(saved)
+
+
+@dataclass
+class _GroupTraces:
+    """Normalised traces of the pixels of one group of cells, and their screening spectra."""
+
+    index: int
+    flat: np.ndarray  # int64 (n,), increasing flat pixel indices
+    z: Any  # Tensor float32 (n, T')
+    feats: dict[str, Any] | None  # _spectral_features of z (screened search)
+    columns: Any  # Tensor float32 (n, D): first-level screening columns, or None
+
+    def rows(self, flat: np.ndarray) -> Any:
+        """Row indices in ``z`` of the pixels ``flat`` (all in the group), as a tensor on z's device."""
+        import torch
+
+        return torch.from_numpy(np.searchsorted(self.flat, flat)).to(self.z.device)
+
+    def fine_columns(self, rows: Any, index: Any) -> Any:
+        """Second-level columns (:func:`_screen_columns` without ``bend``) of the rows ``rows[index]``,
+        float32 (k, D')."""
+        r = rows[index]
+        return _screen_columns(self.feats["spec"][r], self.feats["high_fine"][r])
+
+
+class _Traces:
+    """Pixel traces of one FOV's search: one pass over the movie fills them; the cells' are then
+    normalised (with their screening spectra) one group of cells at a time, the background's once.
+
+    Parameters
+    ----------
+    pixels : PixelSets
+    plan : _Plan
+    params : CorrelationParams
+    timings : dict of str to float
+        Seconds per step, added to (``read_normalise``, ``screen_setup``).
+    """
+
+    def __init__(self, pixels: PixelSets, plan: _Plan, params: CorrelationParams, timings: dict[str, float]):
+        self.pixels, self.plan, self.params, self.timings = pixels, plan, params, timings
+        self.max_lag, self.smooth_frames = int(params.max_lag), int(params.smooth_frames)
+        self.store = TraceStore(plan.cell_pixels, plan.n_frames, spill=plan.spill, scratch_dir=params.scratch_dir)
+        self.bg_store = TraceStore(pixels.bg_flat, plan.n_frames)
+        self.bg_z: Any = None  # Tensor float32 (n_bg, T')
+        self.bg_columns: Any = None  # Tensor float32 or bfloat16 (n_bg, D), screened search only
+        self._loaded: _GroupTraces | None = None  # the group whose traces are in memory (at most one)
+        self._cached: dict[int, Any] = {}  # first-level rows of cells, kept from threshold to domain search
+        self._cache_bytes = min(_ROWS_CACHE_BYTES, int(float(params.memory_mb) * 2**20) // 4)
+
+    def read(self, movie: Any, *, on_block: Callable[[int, np.ndarray], None] | None,
+             progress: bool | None) -> None:
+        """The pass over the movie; normalises the background traces."""
+        import time
+
+        import torch
+
+        clock = time.perf_counter()
+        one_pass(movie, (self.store, self.bg_store), chunk_frames=self.params.chunk_frames, on_block=on_block,
+                 progress=progress)
+        self.bg_z = torch.from_numpy(_normalise_in_place(self.bg_store.take(), self.smooth_frames)).to(self.plan.device)
+        self.timings["read_normalise"] += time.perf_counter() - clock
+
+    def prepare_background(self) -> None:
+        """First-level screening columns of the background traces (screened search), in the search's precision."""
+        import time
+
+        import torch
+
+        clock = time.perf_counter()
+        band = self.plan.band
+        if band is not None:
+            feats = _spectral_features(self.bg_z, *band)
+            self.bg_columns = _screen_columns(feats["spec"][:, :band[1]], feats["high"], feats["bend"])
+            if self.plan.precision == "bfloat16":
+                self.bg_columns = self.bg_columns.to(torch.bfloat16)
+        self.timings["screen_setup"] += time.perf_counter() - clock
+
+    def group(self, g: int) -> _GroupTraces:
+        """The normalised traces of group ``g``, loaded (and the previous group freed) when needed."""
+        import time
+
+        import torch
+
+        if self._loaded is not None and self._loaded.index == g:
+            return self._loaded
+        self._loaded = None  # free the previous group first
+        release_freed_memory()
+        clock = time.perf_counter()
+        plan, pixels = self.plan, self.pixels
+        if plan.spill:
+            flat = np.unique(np.concatenate([a for i in plan.groups[g]
+                                             for a in (pixels.roi_flat[i], pixels.cand_flat[i])]))
+            raw = self.store.rows(np.searchsorted(plan.cell_pixels, flat))
+        else:
+            flat, raw = plan.cell_pixels, self.store.take()
+        z = torch.from_numpy(_normalise_in_place(raw, self.smooth_frames)).to(plan.device)
+        del raw
+        self.timings["read_normalise"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        feats = columns = None
+        if plan.band is not None:
+            feats = _spectral_features(z, *plan.band)
+            columns = _screen_columns(feats["spec"][:, :plan.band[1]], feats["high"], feats["bend"])  # (n, D)
+        self.timings["screen_setup"] += time.perf_counter() - clock
+        self._loaded = _GroupTraces(g, flat, z, feats, columns)
+        return self._loaded
+
+    def screen_rows(self, i: int, grp: _GroupTraces) -> Any:
+        """First-level screening rows of cell ``i`` (:func:`_screen_rows`), kept for the domain search
+        while they fit a cache of ``_ROWS_CACHE_BYTES``."""
+        if i in self._cached:
+            return self._cached[i]
+        r = grp.rows(self.pixels.roi_flat[i])
+        n_low = self.plan.band[1]
+        out = _screen_rows(grp.feats["spec"][r, :n_low], grp.feats["high"][r], grp.feats["bend"][r],
+                           self.max_lag, self.plan.band[0])
+        if sum(t.numel() for t in self._cached.values()) * 4 + out.numel() * 4 <= self._cache_bytes:
+            self._cached[i] = out
+        return out
+
+    def fine_rows(self, i: int, grp: _GroupTraces) -> Any:
+        """Second-level screening rows of cell ``i`` (:func:`_fine_rows`)."""
+        r = grp.rows(self.pixels.roi_flat[i])
+        return _fine_rows(grp.feats["spec"][r], grp.feats["high_fine"][r], self.max_lag, self.plan.band[0])
+
+    def forget_rows(self) -> None:
+        self._cached.clear()
+
+    def close(self) -> None:
+        self._loaded = None
+        self._cached.clear()
+        self.store.close()
+        self.bg_store.close()
+
+
+def _background_cc(traces: _Traces, params: CorrelationParams, *, progress: bool | None = False) -> np.ndarray:
+    """Step (b): CC value of each background pixel with each cell, float32 (N, n_bg).
+
+    Exact where it reaches the lowest threshold the search can try (screened
+    search: below it, only bounded), so the false rates of every threshold
+    tried are those of the exhaustive search.
+    """
+    import time
+
+    plan = traces.plan
+    lowest = min(params.threshold_start, *params.threshold_up, *params.threshold_down)
+    bg_cc = np.empty((len(traces.pixels.cell_ids), len(traces.pixels.bg_flat)), np.float32)
+    # each group's work is a call, so that nothing outlives it but the loaded group
+    with bar(progress=progress, desc="CC threshold search", unit="cell", total=len(bg_cc)) as shown:
+        for g, cells in enumerate(plan.groups):  # a loop over groups of cells
+            grp = traces.group(g)
             clock = time.perf_counter()
-            if spill:
-                flat = np.unique(np.concatenate([a for i in groups[g] for a in (roi_flat[i], cand_flat[i])]))
-                raw = store.rows(np.searchsorted(cell_pixels, flat))
-            else:
-                flat, raw = cell_pixels, store.take()
-            z = torch.from_numpy(_normalise_in_place(raw, smooth_frames)).to(dev)
-            del raw
-            timings["read_normalise"] += time.perf_counter() - clock
+            for i in cells:  # a loop over cells; few background pixels: float32 throughout
+                bg_cc[i] = _background_cc_of_cell(traces, grp, int(i), lowest)
+                shown.update(1)
+            traces.timings["threshold"] += time.perf_counter() - clock
+    return bg_cc
+
+
+def _background_cc_of_cell(traces: _Traces, grp: _GroupTraces, i: int, lowest: float) -> np.ndarray:
+    """CC values of the background pixels with cell ``i``, float32 (n_bg,) (see :func:`_background_cc`)."""
+    import torch
+
+    roi_z = grp.z[grp.rows(traces.pixels.roi_flat[i])]
+    if traces.plan.band is None:
+        return _exact_max(roi_z, traces.bg_z, traces.max_lag).cpu().numpy()
+    # only values that reach the lowest threshold tried can change the false rates: the others are only
+    # bounded (in the precision of the search, widened by its rounding bound)
+    rows = traces.screen_rows(i, grp)
+    if traces.plan.precision == "bfloat16":
+        bound = _blocked_max(rows.to(torch.bfloat16), traces.bg_columns) + traces.plan.margin
+    else:
+        bound = _blocked_max(rows, traces.bg_columns) + _SCREEN_SLACK
+    values = torch.minimum(bound, torch.tensor(_f32_below(lowest), device=bound.device))
+    reach = torch.nonzero(bound >= float(np.float32(lowest))).flatten()
+    if len(reach):
+        values[reach] = _exact_max(roi_z, traces.bg_z[reach], traces.max_lag)
+    return values.cpu().numpy()
+
+
+def _pick_threshold(bg_cc: np.ndarray, params: CorrelationParams) -> ThresholdChoice:
+    """Step (b): the automatic threshold (:func:`choose_threshold`) from the background CC values (N, n_bg)."""
+    choice = choose_threshold(bg_cc, threshold_start=params.threshold_start,
+                              threshold_up=tuple(params.threshold_up), threshold_down=tuple(params.threshold_down),
+                              false_rate_band=tuple(params.false_rate_band))
+    log.info("CC threshold %.2f (false-correlation rate %.3f over %d background pixels%s)",
+             choice.threshold, choice.false_rate, choice.n_background, "" if choice.in_band else ", outside the band")
+    return choice
+
+
+@dataclass
+class _CandidateCC:
+    """CC values of every cell's candidates (aligned with ``PixelSets.cand_flat``)."""
+
+    values: list[np.ndarray]  # float32 (C_i,) per cell
+    exact: list[np.ndarray]  # bool (C_i,): computed in float32 by an exhaustive search
+    half_max: float = 0.0  # largest bound on |value - exact| (screened search)
+
+
+def _domain_cc(traces: _Traces, threshold: float, params: CorrelationParams, *,
+               progress: bool | None = False) -> _CandidateCC:
+    """Step (c): the CC value of every candidate of every cell, on the right side of ``threshold``.
+
+    The last group loaded (by the threshold search) is analysed first.
+    """
+    import time
+
+    n_cells = len(traces.pixels.cell_ids)
+    cc = _CandidateCC(values=[np.zeros(0, np.float32)] * n_cells, exact=[np.zeros(0, bool)] * n_cells)
+    with bar(progress=progress, desc="CC domains", unit="cell", total=n_cells) as shown:
+        for g in reversed(range(len(traces.plan.groups))):  # a loop over groups of cells
+            grp = traces.group(g)
             clock = time.perf_counter()
-            feats = columns = None
-            if band is not None:
-                feats = _spectral_features(z, *band)
-                columns = _screen_columns(feats["spec"][:, :band[1]], feats["high"], feats["bend"])  # (n, D)
-            timings["screen_setup"] += time.perf_counter() - clock
-            loaded.append(_GroupTraces(g, flat, z, feats, columns))
-            return loaded[0]
+            for i in traces.plan.groups[g]:  # a loop over cells; each is a few large matrix products
+                _cell_cc(traces, grp, int(i), threshold, cc)
+                shown.update(1)
+            traces.timings["domains"] += time.perf_counter() - clock
+    traces.forget_rows()
+    return cc
 
-        # one torch thread for the many small steps, all of them for the large products (see few_threads)
-        with few_threads() if dev == "cpu" else contextlib.nullcontext():
-            clock = time.perf_counter()
-            bg_columns = None
-            if band is not None:
-                n_fft, n_low, _ = band
-                bg_feats = _spectral_features(bg_z, *band)
-                bg_columns = _screen_columns(bg_feats["spec"][:, :n_low], bg_feats["high"], bg_feats["bend"])
-                margin = _screen_margin(prec, n_fft, n_low)
-            half_max = 0.0
-            cached: dict[int, Any] = {}
-            cache_bytes = min(_ROWS_CACHE_BYTES, budget // 4)
 
-            def screen_rows(i: int, grp: _GroupTraces) -> Any:
-                if i in cached:
-                    return cached[i]
-                r = grp.rows(roi_flat[i])
-                out = _screen_rows(grp.feats["spec"][r, :n_low], grp.feats["high"][r], grp.feats["bend"][r],
-                                   max_lag, n_fft)
-                if sum(t.numel() for t in cached.values()) * 4 + out.numel() * 4 <= cache_bytes:
-                    cached[i] = out
-                return out
+def _cell_cc(traces: _Traces, grp: _GroupTraces, i: int, threshold: float, cc: _CandidateCC) -> None:
+    """CC values of the candidates of cell ``i`` into ``cc`` (see :func:`_domain_cc`)."""
+    plan = traces.plan
+    cand_rows = grp.rows(traces.pixels.cand_flat[i])
+    roi_rows = grp.rows(traces.pixels.roi_flat[i])
+    roi_z, cand = grp.z[roi_rows], grp.z[cand_rows]
+    if plan.band is None:
+        values, ok = _dense_max(_lag_stack(roi_z, traces.max_lag), cand, precision=plan.precision,
+                                refine_near=threshold)
+    else:
+        values, half, ok = _screened_max(roi_z, cand, traces.screen_rows(i, grp), grp.columns[roi_rows, -2:],
+                                         grp.columns[cand_rows], partial(traces.fine_rows, i, grp),
+                                         partial(grp.fine_columns, cand_rows), max_lag=traces.max_lag,
+                                         threshold=threshold, precision=plan.precision, margin=plan.margin)
+        if len(half):
+            cc.half_max = max(cc.half_max, float(half.max()))
+    cc.values[i] = values.cpu().numpy().astype(np.float32, copy=False)
+    cc.exact[i] = ok.cpu().numpy()
 
-            def fine_rows(i: int, grp: _GroupTraces) -> Any:
-                r = grp.rows(roi_flat[i])
-                return _fine_rows(grp.feats["spec"][r], grp.feats["high_fine"][r], max_lag, n_fft)
 
-            timings["screen_setup"] += time.perf_counter() - clock
-            saved_precision = torch.get_float32_matmul_precision()
-            torch.set_float32_matmul_precision("highest")  # TF32 on a GPU would blur the threshold decisions
-            try:
-                choice = None
-                if threshold is None:
-                    bg_cc = np.empty((n_cells, len(bg_flat)), np.float32)
-                    lowest = min(threshold_start, *threshold_up, *threshold_down)
+def _exact_contested(traces: _Traces, cc: _CandidateCC, threshold: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """Step (d): pixels accepted by several cells go to the highest CC value; the values that could
+    change the winner (screened or bfloat16) are made exact here, in ``cc``.
 
-                    def background_cc(grp: _GroupTraces, cells: np.ndarray, tick: Callable[[int], Any]) -> None:
-                        clock = time.perf_counter()
-                        for i in cells:  # a loop over cells; few background pixels: float32 throughout
-                            roi_z = grp.z[grp.rows(roi_flat[i])]
-                            if band is None:
-                                bg_cc[i] = _exact_max(roi_z, bg_z, max_lag).cpu().numpy()
-                                tick(1)
-                                continue
-                            # only values that reach the lowest threshold tried can change the false rates
-                            bound = _blocked_max(screen_rows(i, grp), bg_columns) + _SCREEN_SLACK
-                            values = torch.minimum(bound, torch.tensor(_f32_below(lowest), device=dev))
-                            reach = torch.nonzero(bound >= float(np.float32(lowest))).flatten()
-                            if len(reach):
-                                values[reach] = _exact_max(roi_z, bg_z[reach], max_lag)
-                            bg_cc[i] = values.cpu().numpy()
-                            tick(1)
-                        timings["threshold"] += time.perf_counter() - clock
+    Returns
+    -------
+    accepted : list of ndarray of int64
+        Positions in ``cand_flat[i]`` of the candidates cell ``i`` accepts.
+    claims : ndarray of int32, shape (H * W,)
+        Cells accepting each pixel.
+    """
+    import time
 
-                    # each group's work is a function call, so that nothing outlives it but `loaded`
-                    with bar(progress=progress, desc="CC threshold search", unit="cell", total=n_cells) as shown:
-                        for g, cells in enumerate(groups):  # a loop over groups of cells
-                            background_cc(group(g), cells, shown.update)
-                    choice = choose_threshold(bg_cc, threshold_start=threshold_start,
-                                              threshold_up=tuple(threshold_up), threshold_down=tuple(threshold_down),
-                                              false_rate_band=tuple(false_rate_band))
-                    threshold = choice.threshold
-                    log.info("CC threshold %.2f (false-correlation rate %.3f over %d background pixels%s)",
-                             threshold, choice.false_rate, choice.n_background,
-                             "" if choice.in_band else ", outside the band")
+    pixels = traces.pixels
+    height, width = pixels.shape
+    accepted = [np.flatnonzero(values >= np.float32(threshold)) for values in cc.values]
+    claims = np.zeros(height * width, np.int32)
+    for i, pos in enumerate(accepted):  # a loop over cells; a cell accepts each pixel once
+        claims[pixels.cand_flat[i][pos]] += 1
+    redo = [pos[(claims[pixels.cand_flat[i][pos]] >= 2) & ~cc.exact[i][pos]] for i, pos in enumerate(accepted)]
+    for g, cells in enumerate(traces.plan.groups):  # a loop over groups (the first is still loaded)
+        cells = [int(i) for i in cells if len(redo[i])]
+        if not cells:
+            continue
+        grp = traces.group(g)
+        clock = time.perf_counter()
+        for i in cells:  # a loop over cells
+            cc.values[i][redo[i]] = _exact_max(grp.z[grp.rows(pixels.roi_flat[i])],
+                                               grp.z[grp.rows(pixels.cand_flat[i][redo[i]])],
+                                               traces.max_lag).cpu().numpy()
+        traces.timings["overlaps"] += time.perf_counter() - clock
+    return accepted, claims
 
-                # CC value and exactness of each candidate of each cell (aligned with cand_flat)
-                cand_cc: list[np.ndarray] = [np.zeros(0, np.float32)] * n_cells
-                exact: list[np.ndarray] = [np.zeros(0, bool)] * n_cells
-                def domain_cc(grp: _GroupTraces, cells: np.ndarray, tick: Callable[[int], Any]) -> None:
-                    nonlocal half_max
-                    clock = time.perf_counter()
-                    for i in cells:  # a loop over cells; each is a few large matrix products
-                        cand_rows = grp.rows(cand_flat[i])
-                        roi_rows = grp.rows(roi_flat[i])
-                        roi_z, cand = grp.z[roi_rows], grp.z[cand_rows]
-                        if band is None:
-                            values, ok = _dense_max(_lag_stack(roi_z, max_lag), cand, precision=prec,
-                                                    refine_near=threshold)
-                        else:
-                            def fine_cand(index: Any, cand_rows: Any = cand_rows) -> Any:
-                                r = cand_rows[index]
-                                return _screen_columns(grp.feats["spec"][r], grp.feats["high_fine"][r])
 
-                            values, half, ok = _screened_max(roi_z, cand, screen_rows(i, grp),
-                                                             grp.columns[roi_rows, -2:], grp.columns[cand_rows],
-                                                             fine_rows(i, grp), fine_cand, max_lag=max_lag,
-                                                             threshold=threshold, precision=prec, margin=margin)
-                            if len(half):
-                                half_max = max(half_max, float(half.max()))
-                        cand_cc[i] = values.cpu().numpy().astype(np.float32, copy=False)
-                        exact[i] = ok.cpu().numpy()
-                        tick(1)
-                    timings["domains"] += time.perf_counter() - clock
-
-                with bar(progress=progress, desc="CC domains", unit="cell", total=n_cells) as shown:
-                    for g in reversed(range(len(groups))):  # a loop over groups; the last one loaded first
-                        domain_cc(group(g), groups[g], shown.update)
-                cached.clear()
-
-                # a pixel accepted by several cells goes to the highest CC value; values that could
-                # change the winner (screened or bfloat16) are made exact first
-                accepted = [np.flatnonzero(values >= np.float32(threshold)) for values in cand_cc]
-                claims = np.zeros(height * width, np.int32)
-                for i, pos in enumerate(accepted):  # a loop over cells; a cell accepts each pixel once
-                    claims[cand_flat[i][pos]] += 1
-                redo = {i: pos[(claims[cand_flat[i][pos]] >= 2) & ~exact[i][pos]] for i, pos in enumerate(accepted)}
-
-                def exact_contested(grp: _GroupTraces, cells: list[int]) -> None:
-                    clock = time.perf_counter()
-                    for i in cells:  # a loop over cells
-                        cand_cc[i][redo[i]] = _exact_max(grp.z[grp.rows(roi_flat[i])],
-                                                         grp.z[grp.rows(cand_flat[i][redo[i]])], max_lag).cpu().numpy()
-                    timings["overlaps"] += time.perf_counter() - clock
-
-                for g, cells in enumerate(groups):  # a loop over groups (the first is still loaded)
-                    cells = [i for i in cells if len(redo[i])]
-                    if cells:
-                        exact_contested(group(g), cells)
-                loaded.clear()
-            finally:
-                torch.set_float32_matmul_precision(saved_precision)
-    finally:
-        store.close()
-
-    if band is not None:
-        common["cc_tolerance"] = max(half_max, 0.0)
+def _label_domains(pixels: PixelSets, values: list[np.ndarray], accepted: list[np.ndarray],
+                   claims: np.ndarray) -> np.ndarray:
+    """Domain label image, uint16 (H, W): each claimed pixel to the cell with the highest CC value
+    (ties to the lower id), each ROI pixel to its own cell."""
+    height, width = pixels.shape
     best = np.full(height * width, -np.inf, np.float32)
     winner = np.zeros(height * width, np.int64)
     for i, pos in enumerate(accepted):  # a loop over cells: strictly higher wins, so ties go to the lower id
-        flat = cand_flat[i][pos]
-        values = cand_cc[i][pos]
-        higher = values > best[flat]
-        best[flat[higher]] = values[higher]
+        flat = pixels.cand_flat[i][pos]
+        higher = values[i][pos] > best[flat]
+        best[flat[higher]] = values[i][pos][higher]
         winner[flat[higher]] = i
-    labels = np.where(claims > 0, cell_ids[winner], 0).reshape(height, width)
-    labels = np.where(roi_mask, roi_label, labels).astype(np.uint16)
-    cc_boxes, cc_origins = _cc_boxes(cand_flat, cand_cc, roi_flat, (height, width))
-    return Domains(domains=labels, cell_ids=cell_ids, cc_boxes=cc_boxes, cc_origins=cc_origins,
-                   threshold=float(threshold), threshold_choice=choice, centroids=centroids, **common)
+    labels = np.where(claims > 0, pixels.cell_ids[winner], 0).reshape(height, width)
+    return np.where(pixels.roi_label > 0, pixels.roi_label, labels).astype(np.uint16)
 
 
 def _cc_boxes(cand_flat: list[np.ndarray], cand_cc: list[np.ndarray], roi_flat: list[np.ndarray],
@@ -1179,20 +1558,3 @@ def _cc_boxes(cand_flat: list[np.ndarray], cand_cc: list[np.ndarray], roi_flat: 
             ys, xs = np.divmod(flat, width)
             boxes[i, ys - spans[i, 0], xs - spans[i, 1]] = value
     return boxes, spans[:, :2].copy()
-
-
-@dataclass
-class _GroupTraces:
-    """Normalised traces of the pixels of one group of cells, and their screening spectra."""
-
-    index: int
-    flat: np.ndarray  # int64 (n,), increasing flat pixel indices
-    z: Any  # Tensor float32 (n, T')
-    feats: dict[str, Any] | None
-    columns: Any  # Tensor float32 (n, D) or None
-
-    def rows(self, flat: np.ndarray) -> Any:
-        """Row indices in ``z`` of the pixels ``flat`` (all in the group), as a tensor on z's device."""
-        import torch
-
-        return torch.from_numpy(np.searchsorted(self.flat, flat)).to(self.z.device)

@@ -32,9 +32,13 @@ class CorrelationParams:
     radius : float
         Domain radius in px around the soma centroid [ASTRA: 45-60, 50].
     max_lag : int
-        Largest lag in frames of the cross-correlation, both signs [10].
+        Largest lag of the cross-correlation, in frames (not seconds), both
+        signs [10; at 7 Hz about 1.4 s]. The lag in seconds is
+        ``max_lag / fs``: keep it when the frame rate changes by scaling
+        ``max_lag``.
     smooth_frames : int
-        Length of the moving average applied to pixel traces [5].
+        Length in frames (not seconds) of the moving average applied to
+        pixel traces [5].
     threshold : float or None
         Correlation threshold; ``None`` picks it per FOV by false discovery.
     threshold_start : float
@@ -111,7 +115,7 @@ class CorrelationParams:
         return {k: getattr(self, k) for k in ("f0_percentile", "f0_window_s", "chunk_frames")}
 
     def domains_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`~astro3s.correlation.find_domains`."""
+        """Keyword overrides of :func:`~astro3s.correlation.find_domains` (which also takes ``params=self``)."""
         skip = {"f0_percentile", "f0_window_s"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 

@@ -214,13 +214,17 @@ class RoiMeans:
         pix = np.flatnonzero(roi_index >= 0)
         rois = roi_index.ravel()[pix]
         self.n_pixels = np.bincount(rois, minlength=self.n_roi).astype(np.int64)
-        self._weights = sp.csc_matrix((1.0 / self.n_pixels[rois], (pix, rois)), shape=(height * width, self.n_roi))
+        # the product runs over the ROI pixels only: gathered first (float32), so that the float64
+        # product touches P columns, not H*W (the same sums, in the same order)
+        self._pix = pix
+        self._weights = sp.csc_matrix((1.0 / self.n_pixels[rois], (np.arange(len(pix)), rois)),
+                                      shape=(len(pix), self.n_roi))
         self.f = np.empty((int(n_frames), self.n_roi), np.float64)
 
     def add(self, t0: int, block: np.ndarray) -> None:
         """Frames ``t0 .. t0 + len(block)``, ``block`` of shape (t, H*W)."""
         if self.n_roi:
-            self.f[t0:t0 + len(block)] = np.asarray(block @ self._weights)
+            self.f[t0:t0 + len(block)] = np.asarray(np.take(block, self._pix, axis=1) @ self._weights)
 
     def finish(self, *, fs: float | None, f0_percentile: float = _D.f0_percentile,
                f0_window_s: float = _D.f0_window_s) -> RoiTraces:
@@ -276,10 +280,10 @@ def domain_traces(movie: Any, domains: Any, soma: Any, processes: Any, *, fs: fl
     n_pixels = np.bincount(col, minlength=len(ids)).astype(np.int64)
     f = np.empty((int(n_frames), len(ids)), np.float64)
     if len(ids):
-        weights = sp.csc_matrix((1.0 / n_pixels[col], (pix, col)), shape=(height * width, len(ids)))
+        weights = sp.csc_matrix((1.0 / n_pixels[col], (np.arange(len(pix)), col)), shape=(len(pix), len(ids)))
 
-        def add(t0: int, block: np.ndarray) -> None:
-            f[t0:t0 + len(block)] = np.asarray(block @ weights)
+        def add(t0: int, block: np.ndarray) -> None:  # the domain pixels gathered first, as in RoiMeans
+            f[t0:t0 + len(block)] = np.asarray(np.take(block, pix, axis=1) @ weights)
 
         one_pass(movie, (), chunk_frames=chunk_frames, on_block=add)
     f0, method = baseline_f0(f, fs=fs, f0_percentile=f0_percentile, f0_window_s=f0_window_s)

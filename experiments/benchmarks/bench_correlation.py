@@ -4,6 +4,8 @@
     python experiments/benchmarks/bench_correlation.py --preset tiny --seeds 0 1 2
     python experiments/benchmarks/bench_correlation.py --precision float32 bfloat16
     python experiments/benchmarks/bench_correlation.py --reference        # + the float64 NumPy reference (slow)
+    python experiments/benchmarks/bench_correlation.py --movie /tmp/cc_d1/d1_like_s5000   # a simulated folder
+        (made by: astro3s-simulate simulate=d1_like out=/tmp/cc_d1 n_movies=1 seed=5000 overview=false)
 
 For each movie, ``find_domains`` runs with the defaults (the screened search;
 exhaustive for FOVs too small for screening to pay) and with ``exact_cc=True``
@@ -12,7 +14,9 @@ algorithm of the previous implementation), ``--repeats`` times each. Printed
 per run: the best and the median time, split for the best run into reading and
 normalising the traces (with their spectra when screened), threshold search
 and domain search; the threshold and false rate; the mean per-cell IoU with
-the simulated ground-truth domains. Then per movie: the speed-up, and the
+the simulated ground-truth domains. Then ``correlation_analysis`` (what the
+inference pipeline calls: the domains and the ROI traces in one pass), with
+the median of its steps (``Domains.timings_s``). Then per movie: the speed-up, and the
 agreement of the default run with the exhaustive one (mean per-cell domain
 IoU, pixels that differ, same threshold, CC-map tolerance), and with
 ``--reference`` with a literal float64 NumPy implementation of the definition
@@ -64,10 +68,56 @@ def reference_domains(movie: np.ndarray, soma: np.ndarray, processes: np.ndarray
     return np.where(roi > 0, roi, labels.reshape(height, width)).astype(np.uint16)
 
 
+def simulated(preset: str, seed: int) -> tuple:
+    """``(name, seed, movie, soma, processes, truth)`` of a simulated FOV, motion undone with the true shifts
+    (so that the timing excludes motion), as the pipeline's cached CorrectedMovie."""
+    from astro3s.io import Movie
+    from astro3s.preprocess import CorrectedMovie, correct_frames
+    from astro3s.simulate import simulate_preset
+
+    sim = simulate_preset(preset, seed=seed)
+    raw = np.asarray(sim.movie)
+    movie = CorrectedMovie(Movie.from_array(raw, fs=sim.fs), sim.shifts, cache=correct_frames(raw, sim.shifts))
+    return preset, seed, movie, sim.soma, sim.processes, sim.domains
+
+
+def load_folder(folder: str) -> tuple:
+    """:func:`simulated` of a folder written by ``astro3s-simulate``."""
+    from pathlib import Path
+
+    from astro3s.io import read_labels, read_movie
+    from astro3s.preprocess import CorrectedMovie
+
+    path = Path(folder)
+    raw = read_movie(path / f"{path.name}.tif")
+    shifts = np.loadtxt(path / "ground_truth" / "shifts.csv", delimiter=",", skiprows=1)[:, 1:]
+    movie = CorrectedMovie(raw, shifts)
+    movie = CorrectedMovie(raw, shifts, cache=movie.load())
+    labels = {k: read_labels(path / "ground_truth" / f"{k}.tif") for k in ("soma", "processes", "domains")}
+    return path.name[:8], 0, movie, labels["soma"], labels["processes"], labels["domains"]
+
+
+def analysis_timing(movie: object, soma: np.ndarray, processes: np.ndarray, repeats: int) -> None:
+    """Print the median time of ``correlation_analysis`` (the pipeline's CC stage) and of its steps."""
+    from astro3s.correlation import correlation_analysis
+
+    times, steps = [], {}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _, dom = correlation_analysis(movie, soma, processes)
+        times.append(time.perf_counter() - start)
+        for key, value in dom.timings_s.items():
+            steps.setdefault(key, []).append(value)
+    print(f"  correlation_analysis: median {statistics.median(times):.3f} s, best {min(times):.3f} s of {repeats}; "
+          "steps (median): " + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in steps.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="d1_like")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--movie", nargs="+", default=[], help="simulated folders (astro3s-simulate) instead of "
+                        "--preset / --seeds")
     parser.add_argument("--precision", nargs="+", default=["auto"], help="auto, float32, bfloat16")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=5, help="runs per setting; best and median are printed")
@@ -79,9 +129,6 @@ def main() -> None:
     import torch
 
     from astro3s.correlation import extract_traces, find_domains
-    from astro3s.io import Movie
-    from astro3s.preprocess import correct_frames
-    from astro3s.simulate import simulate_preset
 
     logging.getLogger("astro3s.correlation").setLevel(logging.ERROR)  # the clamped-threshold warning
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -90,11 +137,10 @@ def main() -> None:
             f"{'find_domains s':>16} {'(read':>6} {'thresh':>6} {'search)':>7} {'traces s':>8} {'GMAC':>5} "
             f"{'thr':>5} {'rate':>6} {'IoU gt':>6}")
     print(head)
-    for seed in args.seeds:
-        sim = simulate_preset(args.preset, seed=seed)
-        frames = correct_frames(np.asarray(sim.movie), sim.shifts)  # the true shifts: timing excludes motion
-        movie = Movie.from_array(frames, fs=sim.fs)
-        soma, processes, truth = sim.soma, sim.processes, sim.domains
+    inputs = ([load_folder(folder) for folder in args.movie] if args.movie
+              else [simulated(args.preset, seed) for seed in args.seeds])
+    for name, seed, movie, soma, processes, truth in inputs:
+        frames = np.asarray(movie.cache)
         start = time.perf_counter()
         extract_traces(movie, soma, processes)
         t_traces = time.perf_counter() - start
@@ -121,10 +167,12 @@ def main() -> None:
                 timing = f"{runs[run][0]:.2f} ({runs[run][1]:.2f})"
                 search = "exhaustive" if dom.exact_cc else "screened"  # small FOVs: exhaustive anyway
                 read = t["read_normalise"] + t.get("screen_setup", 0.0)
-                print(f"{args.preset:<8} {seed:>4} {'x'.join(map(str, frames.shape)):>13} {len(dom.cell_ids):>5} "
+                print(f"{name:<8} {seed:>4} {'x'.join(map(str, frames.shape)):>13} {len(dom.cell_ids):>5} "
                       f"{run:>8} {search:>10} {dom.precision:>9} {timing:>16} {read:>6.2f} "
                       f"{t['threshold']:>6.2f} {t['domains']:>7.2f} {t_traces:>8.2f} {macs / 1e9:>5.0f} "
                       f"{dom.threshold:>5.2f} {rate:>6.3f} {mean_iou(dom.domains, truth, dom.cell_ids):>6.3f}")
+            if precision == args.precision[0]:
+                analysis_timing(movie, soma, processes, args.repeats)
             fast, slow = runs["default"][2], runs["exact_cc"][2]
             print(f"  default vs exhaustive: speed-up {runs['exact_cc'][0] / runs['default'][0]:.2f}x "
                   f"(best times), domain IoU {mean_iou(fast.domains, slow.domains, fast.cell_ids):.4f} "
