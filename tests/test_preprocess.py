@@ -268,6 +268,28 @@ def test_select_pair_is_exact():
             assert _backend.select_pair(values, k) == want
 
 
+def test_selection_on_float_bits_is_exact():
+    """Non-negative float32 values are selected as int32 bits: the same values as a float selection."""
+    rng = np.random.default_rng(3)
+    positive = (rng.random((50, 301)) * 300).astype(np.float32)
+    with_zeros = np.maximum(rng.normal(size=(50, 301)), 0).astype(np.float32)
+    with_zeros[:, ::7] = -0.0  # -0.0 reads as the smallest int32: still ordered below every positive value
+    tiny = (rng.random((50, 301)) * 1e-38).astype(np.float32)  # subnormals
+    mixed = rng.normal(size=(50, 301)).astype(np.float32)  # negative values: the float selection
+    for values in (positive, with_zeros, tiny, mixed):
+        ordered = np.sort(values, axis=1)
+        for q in (0, 10, 50, 80, 100, 37.5):
+            pos = q / 100 * (values.shape[1] - 1)
+            lo = int(np.floor(pos))
+            hi = min(lo + 1, values.shape[1] - 1)
+            want = ordered[:, lo] + np.float32(pos - lo) * (ordered[:, hi] - ordered[:, lo])
+            assert np.array_equal(quantile_lastaxis(values, q), want)
+            assert np.array_equal(quantile_lastaxis(values.copy(), q, overwrite_input=True), want)
+        for k in (0, 150, 300):
+            want = (float(ordered[0, k]), float(ordered[0, k + 1]) if k + 1 < values.shape[1] else None)
+            assert _backend.select_pair(values[0].copy(), k) == want
+
+
 def test_correct_frames_undoes_shift():
     rng = np.random.default_rng(0)
     image = ndimage.gaussian_filter(rng.random((64, 64)), 2).astype(np.float32)

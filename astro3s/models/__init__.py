@@ -38,11 +38,11 @@ _LAZY: dict[str, str] = {
     "SegmentationModule": "astro3s.models.module",
     "load_model": "astro3s.models.checkpoint",
     "load_network": "astro3s.models.checkpoint",
-    "read_model_checkpoint": "astro3s.models.checkpoint",
-    "load_encoder_weights": "astro3s.models.checkpoint",
-    "bundled_model_dir": "astro3s.models.checkpoint",
-    "model_preprocess_params": "astro3s.models.checkpoint",
-    "EncoderLoadReport": "astro3s.models.checkpoint",
+    "read_model_checkpoint": "astro3s.models.weights",
+    "load_encoder_weights": "astro3s.models.weights",
+    "bundled_model_dir": "astro3s.models.weights",
+    "model_preprocess_params": "astro3s.models.weights",
+    "EncoderLoadReport": "astro3s.models.weights",
     "render_panels": "astro3s.models.panels",
 }
 

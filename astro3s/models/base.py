@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from astro3s.errors import ConfigError
+from astro3s.models.weights import EncoderLoadReport, load_encoder_weights
 
 
 def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -147,14 +148,12 @@ class SegmentationNetwork(nn.Module):
         """Parameters of the encoder (down-sampling path), e.g. to freeze them."""
         return list(self.encoder.parameters())
 
-    def load_encoder_checkpoint(self, path: str | Path, *, prefix: str | None = None) -> Any:
+    def load_encoder_checkpoint(self, path: str | Path, *, prefix: str | None = None) -> EncoderLoadReport:
         """Load matching encoder weights from ``path`` into ``self.encoder``.
 
-        Returns the :class:`~astro3s.models.checkpoint.EncoderLoadReport`; see
-        :func:`~astro3s.models.checkpoint.load_encoder_weights`.
+        Returns the :class:`~astro3s.models.weights.EncoderLoadReport`; see
+        :func:`~astro3s.models.weights.load_encoder_weights`.
         """
-        from astro3s.models.checkpoint import load_encoder_weights
-
         return load_encoder_weights(self.encoder, path, prefix=prefix)
 
 

@@ -19,6 +19,7 @@ from astro3s.models.classes import BACKGROUND, CLASS_NAMES, IGNORE_INDEX, NUM_CL
 from astro3s.models.losses import AstraLoss
 from astro3s.models.panels import render_panels
 from astro3s.models.registry import build_network_from_config
+from astro3s.models.weights import read_model_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +184,6 @@ class SegmentationModule(pl.LightningModule):
 
     def _load_net_weights(self, source: str) -> None:
         """Copy the network weights of a checkpoint or bundled model into ``self.net``."""
-        from astro3s.models.checkpoint import read_model_checkpoint
-
         path, _, state = read_model_checkpoint(source)
         net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
         try:

@@ -11,7 +11,11 @@ One module per stage, each a set of small pure functions on arrays:
 
 and :mod:`~astro3s.preprocess.scale`, the soma scale of a FOV from its image.
 
-:func:`preprocess` runs them on a (lazy) movie in time chunks;
+:func:`preprocess` (:mod:`~astro3s.preprocess.pipeline`) runs them on a (lazy)
+movie, stages 1-3 in one threaded pass over time chunks
+(:mod:`~astro3s.preprocess.streaming`); its result
+(:mod:`~astro3s.preprocess.result`) is saved and loaded by
+:mod:`~astro3s.preprocess.storage`;
 :func:`fit_parameters` estimates the data-dependent parameters from annotated
 training movies. Importing this package does no work.
 """
@@ -24,10 +28,11 @@ from astro3s.preprocess.fit import fit_parameters
 from astro3s.preprocess.local_filter import (candidate_boxes, candidate_centres, local_activity_filter,
                                              local_activity_filters)
 from astro3s.preprocess.motion import (CorrectedMovie, bandpass_filter, build_reference, correct_frames,
-                                       estimate_shifts, register_spectra)
+                                       estimate_shifts, fourier_shift, register_frames, register_spectra)
 from astro3s.preprocess.params import PreprocessParams, load_params, save_params
-from astro3s.preprocess.pipeline import (Preprocessed, load_preprocessed, preprocess, reselect_candidates,
-                                         save_preprocessed)
+from astro3s.preprocess.pipeline import preprocess, reselect_candidates
+from astro3s.preprocess.result import Preprocessed
+from astro3s.preprocess.storage import load_preprocessed, save_preprocessed
 from astro3s.preprocess.scale import BinnedFrames, bin_frames, blob_soma_area, clahe_tiles_for_scale
 
 __all__ = [
@@ -52,6 +57,7 @@ __all__ = [
     "extract_crops",
     "find_candidates",
     "fit_parameters",
+    "fourier_shift",
     "fov_map",
     "frame_percentiles",
     "load_params",
@@ -61,8 +67,9 @@ __all__ = [
     "paste_crops",
     "plot_preprocessed",
     "preprocess",
-    "reselect_candidates",
+    "register_frames",
     "register_spectra",
+    "reselect_candidates",
     "save_params",
     "save_preprocessed",
     "sharpen",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astro3s.preprocess.pipeline import Preprocessed
+from astro3s.preprocess.result import Preprocessed
 
 __all__ = ["crop_mosaic", "plot_preprocessed"]
 

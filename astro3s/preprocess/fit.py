@@ -22,7 +22,10 @@ from astro3s.errors import InputError
 from astro3s.preprocess._backend import resolve_device
 from astro3s.preprocess.candidates import find_candidates
 from astro3s.preprocess.local_filter import candidate_boxes, candidate_centres
+from astro3s.preprocess.motion import as_movie
 from astro3s.preprocess.params import PreprocessParams
+from astro3s.preprocess.pipeline import crop_filters
+from astro3s.preprocess.streaming import effective_chunk_frames, stream_movie
 
 __all__ = ["candidate_prf", "candidate_scores", "fit_parameters", "soma_areas"]
 
@@ -141,8 +144,6 @@ def fit_parameters(movies: Sequence[Any], annotations: Sequence[Any], *,
       ``max_pixel_loss`` of the annotated cell pixels inside boxes centred on
       the annotated somata, like ASTRA's tuning.
     """
-    from astro3s.preprocess.pipeline import _stream, as_movie, crop_filters, effective_chunk_frames
-
     base = base or PreprocessParams()
     if len(movies) != len(annotations) or not movies:
         raise InputError(None, f"fit_parameters needs one annotation per movie (got {len(movies)} movies, "
@@ -171,16 +172,16 @@ def fit_parameters(movies: Sequence[Any], annotations: Sequence[Any], *,
         if soma.shape != (height, width):
             raise InputError(getattr(movie, "path", None), f"annotation shape {soma.shape} differs from the "
                              f"movie's frames {(height, width)}.")
-        streamed = _stream(movie, params, device, activity_percentiles=percentiles, progress=progress)
+        streamed = stream_movie(movie, params, device, activity_percentiles=percentiles, progress=progress)
         for k in range(len(percentiles)):
             for e, ext in enumerate([None, *extensions]):
-                cands, _ = find_candidates(streamed["activity"][k], n_frames, extension_threshold=ext, **search)
+                cands, _ = find_candidates(streamed.activity[k], n_frames, extension_threshold=ext, **search)
                 score_ext[k, e] += candidate_scores(cands, soma)
         # local filter around the annotated somata
         boxes = candidate_boxes(candidate_centres(soma), (height, width), params.filter_box)
         boxes = boxes[~np.isnan(candidate_centres(soma)).any(axis=1)]
         cell = soma > 0 if processes is None else (soma > 0) | (processes > 0)
-        masks, _ = crop_filters(streamed["corrected"], boxes, percentile=params.filter_percentile,
+        masks, _ = crop_filters(streamed.corrected, boxes, percentile=params.filter_percentile,
                                 pairs=list(filter_pairs), stride=params.percentile_stride,
                                 chunk_frames=effective_chunk_frames(params, 4 * height * width),
                                 memory_budget_mb=params.memory_budget_mb)

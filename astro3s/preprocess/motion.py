@@ -11,6 +11,15 @@ and bleaching that would otherwise pull the peak, the low-pass the shot noise.
 Frames are corrected by a Fourier shift (phase ramp), so no interpolation
 kernel blurs them.
 
+Public steps, which the pipeline (:mod:`~astro3s.preprocess.streaming`)
+calls: :func:`build_reference` (reference image from a sample of frames),
+:func:`register_frames` (shifts of a block of frames and the corrected
+block, from one FFT), :func:`register_spectra` (shifts from spectra),
+:func:`fourier_shift` (the phase ramp) and :func:`correct_frames`;
+:func:`estimate_shifts` registers a whole movie. :class:`CorrectedMovie` is
+the lazy corrected movie, and :func:`as_movie` wraps arrays and paths as
+movies.
+
 Sign convention: ``shifts[t] = (dy, dx)`` is the displacement of frame ``t``
 relative to the reference, ``frame_t(y, x) ~ reference(y - dy, x - dx)``; the
 correction moves the frame by ``(-dy, -dx)``.
@@ -21,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,12 +39,15 @@ from astro3s.preprocess._backend import block_ranges, cache_block_frames, irfft2
 
 __all__ = [
     "CorrectedMovie",
+    "as_movie",
     "bandpass_filter",
     "build_reference",
     "correct_frames",
     "estimate_shifts",
     "fourier_shift",
+    "register_frames",
     "register_spectra",
+    "spectral_energy",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,14 +71,22 @@ def bandpass_filter(shape: tuple[int, int], sigmas: tuple[float, float]) -> np.n
     Returns
     -------
     filt : ndarray of float32, shape (H, W // 2 + 1)
-        Multiply an ``rfft2`` spectrum by it.
+        Multiply an ``rfft2`` spectrum by it. Read-only: the same array is
+        returned for the same arguments (it is made once per shape).
     """
+    return _bandpass((int(shape[0]), int(shape[1])), (float(sigmas[0]), float(sigmas[1])))
+
+
+@lru_cache(maxsize=16)
+def _bandpass(shape: tuple[int, int], sigmas: tuple[float, float]) -> np.ndarray:
     fy, fx = _freqs(shape)
     f2 = fy[:, None] ** 2 + fx[None, :] ** 2
     low, high = sigmas
     lowpass = np.exp(-2 * np.pi**2 * low**2 * f2)
     highpass = 1 - np.exp(-2 * np.pi**2 * high**2 * f2)
-    return (lowpass * highpass).astype(np.float32)
+    band = (lowpass * highpass).astype(np.float32)
+    band.setflags(write=False)  # shared between calls
+    return band
 
 
 def _half_weights(width: int) -> np.ndarray:
@@ -79,7 +100,8 @@ def _half_weights(width: int) -> np.ndarray:
 
 def register_spectra(spectra: np.ndarray, reference: np.ndarray, shape: tuple[int, int], *,
                      upsample_factor: int = 1, max_shift: float | None = None,
-                     with_similarity: bool = True, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                     with_similarity: bool = True, frame_energies: np.ndarray | None = None,
+                     device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Sub-pixel translation of frames relative to a reference, from their spectra.
 
     Parameters
@@ -99,6 +121,11 @@ def register_spectra(spectra: np.ndarray, reference: np.ndarray, shape: tuple[in
         0.4 s more per 550 frames of 256 x 256 px on 2 cores.
     max_shift : float, optional
         Largest displacement searched along each axis, px.
+    with_similarity : bool
+        Also compute the similarity (else NaN).
+    frame_energies : ndarray, shape (B,), optional
+        :func:`spectral_energy` of ``spectra`` (its dtype), when known (e.g.
+        the same frames registered again), for the similarity.
     device : str
         ``"cpu"`` or a CUDA device for the FFTs.
 
@@ -183,13 +210,31 @@ def register_spectra(spectra: np.ndarray, reference: np.ndarray, shape: tuple[in
         return shifts.astype(np.float32), np.full(n, np.nan, np.float32)
 
     # Parseval: energies of the band-passed images give the correlation coefficient
-    w = _half_weights(width)[None, :]
-    energy_frames = (np.abs(spectra) ** 2 * w).sum(axis=(1, 2)) / (height * width)
-    energy_ref = float((np.abs(reference) ** 2 * w).sum()) / (height * width)
+    energy_frames = spectral_energy(spectra, shape) if frame_energies is None else frame_energies
+    energy_ref = float((np.abs(reference) ** 2 * _half_weights(width)[None, :]).sum()) / (height * width)
     with np.errstate(divide="ignore", invalid="ignore"):
         similarity = peak_value / np.sqrt(energy_frames * energy_ref)
     similarity = np.nan_to_num(similarity, nan=0.0)
     return shifts.astype(np.float32), similarity.astype(np.float32)
+
+
+def spectral_energy(spectra: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Energy (mean square, by Parseval) of each image from its ``rfft2`` spectrum.
+
+    Parameters
+    ----------
+    spectra : ndarray of complex, shape (B, H, W // 2 + 1)
+    shape : (int, int)
+        ``(H, W)`` of the images.
+
+    Returns
+    -------
+    energy : ndarray, shape (B,)
+        ``sum |image|**2 / (H W)`` of each image; float32 for complex64 spectra.
+    """
+    height, width = shape
+    w = _half_weights(width)[None, :]
+    return (np.abs(spectra) ** 2 * w).sum(axis=(1, 2)) / (height * width)
 
 
 @lru_cache(maxsize=16)
@@ -227,7 +272,8 @@ def _cis(angle_cycles: np.ndarray) -> np.ndarray:
     return out
 
 
-def fourier_shift(spectra: np.ndarray, shifts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def fourier_shift(spectra: np.ndarray, shifts: np.ndarray, shape: tuple[int, int], *,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """Multiply ``rfft2`` spectra by the phase ramp that moves each frame by ``-shifts``.
 
     Parameters
@@ -237,19 +283,16 @@ def fourier_shift(spectra: np.ndarray, shifts: np.ndarray, shape: tuple[int, int
         ``(dy, dx)`` displacements to undo.
     shape : (int, int)
         ``(H, W)``.
+    out : ndarray of complex64, shape (B, H, W // 2 + 1), optional
+        Where to write the result; ``out=spectra`` shifts in place (no new
+        spectrum array).
 
     Returns
     -------
     shifted : ndarray of complex64, shape (B, H, W // 2 + 1)
         Spectra of the corrected frames (the shift is circular: content moved
-        out of one edge re-enters at the opposite edge).
+        out of one edge re-enters at the opposite edge); ``out`` when given.
     """
-    return _shift_spectra(spectra, shifts, shape)
-
-
-def _shift_spectra(spectra: np.ndarray, shifts: np.ndarray, shape: tuple[int, int], *,
-                   out: np.ndarray | None = None) -> np.ndarray:
-    # fourier_shift, optionally in place (out=spectra)
     fy, fx = _freqs(shape)
     shifts = np.asarray(shifts, dtype=np.float32)
     # separable ramp: exp(2 pi i (fy dy + fx dx)) = ramp_y * ramp_x
@@ -277,13 +320,62 @@ def correct_frames(frames: np.ndarray, shifts: np.ndarray, *, device: str = "cpu
     if not np.any(shifts):
         return frames.copy()
     spectra = rfft2(frames, device=device)
-    spectra = _shift_spectra(spectra, shifts, shape, out=spectra)  # in place: one spectrum array only
+    spectra = fourier_shift(spectra, shifts, shape, out=spectra)  # in place: one spectrum array only
     return irfft2(spectra, shape, device=device, overwrite_x=True).astype(np.float32, copy=False)
 
 
-def build_reference(sample: np.ndarray, *, bandpass_sigmas: tuple[float, float] = (1.0, 8.0),
-                    stable_fraction: float = 0.5, upsample_factor: int = 1,
-                    max_shift: float | None = None, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def register_frames(frames: np.ndarray, reference_spectrum: np.ndarray, *,
+                    bandpass_sigmas: tuple[float, float] = (1.0, 8.0), upsample_factor: int = 1,
+                    max_shift: float | None = None, correct: bool = True,
+                    device: str = "cpu") -> tuple[np.ndarray, np.ndarray | None]:
+    """Displacement of each frame relative to a reference, and optionally the corrected frames.
+
+    One forward FFT serves both: the frames' spectra are registered
+    (:func:`register_spectra`), shifted in place (:func:`fourier_shift`) and
+    transformed back. The band-pass rides on the reference,
+    ``(S band) conj(R) = S conj(R band)``, so the frames' spectra are not
+    filtered (one copy less).
+
+    Parameters
+    ----------
+    frames : ndarray, shape (B, H, W)
+        Converted to float32.
+    reference_spectrum : ndarray of complex64, shape (H, W // 2 + 1)
+        Band-passed ``rfft2`` of the reference, as :func:`build_reference` returns it.
+    bandpass_sigmas : (float, float)
+        Band-pass of the registration (see :func:`bandpass_filter`); the one
+        ``reference_spectrum`` was made with.
+    upsample_factor, max_shift
+        As in :func:`register_spectra`.
+    correct : bool
+        Also return the corrected frames (else None, and no inverse FFT).
+    device : str
+        ``"cpu"`` or a CUDA device for the FFTs.
+
+    Returns
+    -------
+    shifts : ndarray of float32, shape (B, 2)
+        ``(dy, dx)`` displacement of each frame (see the module docstring).
+    corrected : ndarray of float32, shape (B, H, W), or None
+        ``correct_frames(frames, shifts)``, when ``correct``.
+    """
+    frames = np.asarray(frames, dtype=np.float32)
+    shape = (int(frames.shape[1]), int(frames.shape[2]))
+    spectra = rfft2(frames, device=device)
+    reference = reference_spectrum * bandpass_filter(shape, bandpass_sigmas)
+    shifts, _ = register_spectra(spectra, reference, shape, upsample_factor=upsample_factor, max_shift=max_shift,
+                                 with_similarity=False, device=device)
+    if not correct:
+        return shifts, None
+    spectra = fourier_shift(spectra, shifts, shape, out=spectra)  # in place
+    corrected = irfft2(spectra, shape, device=device, overwrite_x=True)
+    del spectra
+    return shifts, corrected.astype(np.float32, copy=False)
+
+
+def build_reference(sample: Any, *, bandpass_sigmas: tuple[float, float] = (1.0, 8.0),
+                    stable_fraction: float = 0.5, upsample_factor: int = 1, max_shift: float | None = None,
+                    device: str = "cpu", block_bytes: int = 64 * 2**20) -> tuple[np.ndarray, np.ndarray]:
     """Reference image: mean of the most stable frames of a sample, aligned, refined once.
 
     The sample's mean is the first template; every sample frame is registered
@@ -291,71 +383,112 @@ def build_reference(sample: np.ndarray, *, bandpass_sigmas: tuple[float, float] 
     (fewest transients, least motion blur) are aligned and averaged. This is
     repeated once against the new reference.
 
+    Only the sample's spectra are kept: frames are read (``sample[a:b]``) and
+    transformed a block at a time, and the later steps also work a block at a
+    time, so that the temporaries are those of one block.
+
     Parameters
     ----------
-    sample : ndarray, shape (S, H, W)
-        Frames spread over the movie.
+    sample : ndarray or array-like, shape (S, H, W)
+        Frames spread over the movie: an array, or any object with ``shape``
+        whose slices ``sample[a:b]`` are frames (e.g. read from a file on
+        demand; slices are taken from the calling thread only).
+    bandpass_sigmas : (float, float)
+        Band-pass of the registration (see :func:`bandpass_filter`).
+    stable_fraction : float
+        Fraction of the sample averaged into the reference.
+    upsample_factor, max_shift
+        As in :func:`register_spectra`.
+    device : str
+        ``"cpu"`` or a CUDA device for the FFTs.
+    block_bytes : int
+        Largest block of spectra (complex64, ``8 H (W // 2 + 1)`` bytes a
+        frame). The sums depend on it, so the pipeline derives it from the
+        frame size and memory budget only. The band-passed copy of the
+        sample's spectra is held too (both at most ``S`` frames of spectra).
 
     Returns
     -------
     reference : ndarray of float32, shape (H, W)
         The reference image (not band-passed).
     reference_spectrum : ndarray of complex64, shape (H, W // 2 + 1)
-        Its band-passed ``rfft2``, ready for :func:`register_spectra`.
+        Its band-passed ``rfft2``, ready for :func:`register_frames`.
     """
-    sample = np.asarray(sample)
-    shape = tuple(int(s) for s in sample.shape[1:])
-    # spectra of the sample in blocks (the float32 copy of one block at a time)
-    block = _reference_block(shape)
-    spectra = np.empty((len(sample), shape[0], shape[1] // 2 + 1), np.complex64)
-    for a in range(0, len(sample), block):
-        spectra[a:a + block] = rfft2(np.asarray(sample[a:a + block], dtype=np.float32), device=device)
-    return _reference_from_spectra(spectra, shape, bandpass_sigmas=bandpass_sigmas,
-                                   stable_fraction=stable_fraction, upsample_factor=upsample_factor,
-                                   max_shift=max_shift, device=device, block_frames=block)
+    shape = (int(sample.shape[1]), int(sample.shape[2]))
+    block_frames = _spectra_block(shape, block_bytes)
+    spectra = _sample_spectra(sample, block_frames=block_frames, device=device)
+    return _refine_reference(spectra, shape, bandpass_sigmas=bandpass_sigmas, stable_fraction=stable_fraction,
+                             upsample_factor=upsample_factor, max_shift=max_shift, device=device,
+                             block_frames=block_frames)
 
 
-def _reference_block(shape: tuple[int, int], limit_bytes: int = 64 * 2**20) -> int:
-    # frames of spectra per block of the reference computations (one block's spectra <= 64 MB)
-    return max(1, limit_bytes // (8 * shape[0] * (shape[1] // 2 + 1)))
+def _spectra_block(shape: tuple[int, int], block_bytes: int) -> int:
+    # frames of complex64 rfft2 spectra in block_bytes (at least 1)
+    return max(1, int(block_bytes) // (8 * shape[0] * (shape[1] // 2 + 1)))
 
 
-def _reference_from_spectra(spectra: np.ndarray, shape: tuple[int, int], *,
-                            bandpass_sigmas: tuple[float, float], stable_fraction: float,
-                            upsample_factor: int, max_shift: float | None, device: str,
-                            block_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`build_reference` from the sample's ``rfft2`` spectra (S, H, W // 2 + 1).
+def _sample_spectra(sample: Any, *, block_frames: int, device: str) -> np.ndarray:
+    """``rfft2`` of every frame of ``sample``, complex64, shape (S, H, W // 2 + 1).
+
+    Slices ``sample[a:a + block_frames]`` are read from the calling thread and
+    transformed on all cores.
+    """
+    height, width = (int(sample.shape[1]), int(sample.shape[2]))
+    n = int(sample.shape[0])
+    spectra = np.empty((n, height, width // 2 + 1), np.complex64)
+    for a in range(0, n, block_frames):
+        frames = np.asarray(sample[a:a + block_frames], dtype=np.float32)  # read here: readers may not be thread-safe
+        sub_frames = cache_block_frames(4 * height * width, len(frames), device)
+
+        def transform(span: tuple[int, int], frames: np.ndarray = frames, a: int = a) -> None:
+            spectra[a + span[0]:a + span[1]] = rfft2(frames[span[0]:span[1]], device=device)
+
+        map_blocks(transform, block_ranges(len(frames), sub_frames))
+        del frames, transform  # before the next block is read
+    return spectra
+
+
+def _refine_reference(spectra: np.ndarray, shape: tuple[int, int], *,
+                      bandpass_sigmas: tuple[float, float], stable_fraction: float,
+                      upsample_factor: int, max_shift: float | None, device: str,
+                      block_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The steps of :func:`build_reference` after the sample's ``rfft2`` spectra (S, H, W // 2 + 1).
 
     Works on ``block_frames`` spectra at a time, so that besides ``spectra``
     the temporaries (band-passed copies, correlations) are those of one block.
     """
     n = len(spectra)
     band = bandpass_filter(shape, bandpass_sigmas)
-    blocks = [(a, min(a + block_frames, n)) for a in range(0, n, max(int(block_frames), 1))]
+    block_frames = max(int(block_frames), 1)
+    # the band-passed spectra, made once for the template and both registrations (and their energies)
+    banded = np.empty_like(spectra)
     template = np.zeros(spectra.shape[1:], np.complex64)
-    for a, b in blocks:
-        template += (spectra[a:b] * band).sum(axis=0)
+    for a in range(0, n, block_frames):
+        template += np.multiply(spectra[a:a + block_frames], band, out=banded[a:a + block_frames]).sum(axis=0)
     template = template / n  # mean of the band-passed spectra
     n_keep = max(1, int(round(stable_fraction * n)))
     shifts = np.empty((n, 2), np.float32)
     similarity = np.empty(n, np.float32)
+    energies = np.full(n, np.nan, np.float32)  # spectral_energy's dtype: the similarity as before
 
     def register(span: tuple[int, int]) -> None:
         a, b = span
+        if np.isnan(energies[a]):  # first registration of this span (the spans are the same both times)
+            energies[a:b] = spectral_energy(banded[a:b], shape)
         shifts[a:b], similarity[a:b] = register_spectra(
-            spectra[a:b] * band, template, shape, upsample_factor=upsample_factor, max_shift=max_shift,
-            device=device)
+            banded[a:b], template, shape, upsample_factor=upsample_factor, max_shift=max_shift,
+            frame_energies=energies[a:b], device=device)
 
     # frame by frame, so blocks of frames (smaller than block_frames, in cache) run side by side
-    sub = cache_block_frames(4 * shape[0] * shape[1], min(n, max(int(block_frames), 1)), device)
+    sub = cache_block_frames(4 * shape[0] * shape[1], min(n, block_frames), device)
     for _ in range(2):  # initial estimate, then one refinement
         map_blocks(register, block_ranges(n, sub))
         keep = np.sort(np.argsort(-similarity, kind="stable")[:n_keep])
         aligned = np.zeros(spectra.shape[1:], np.complex64)
-        for a in range(0, n_keep, max(int(block_frames), 1)):
+        for a in range(0, n_keep, block_frames):
             k = keep[a:a + block_frames]
             picked = spectra[k]  # a copy, shifted in place
-            aligned += _shift_spectra(picked, shifts[k], shape, out=picked).sum(axis=0)
+            aligned += fourier_shift(picked, shifts[k], shape, out=picked).sum(axis=0)
             del picked
         aligned = aligned / n_keep
         template = aligned * band
@@ -363,34 +496,48 @@ def _reference_from_spectra(spectra: np.ndarray, shape: tuple[int, int], *,
     return reference, template.astype(np.complex64)
 
 
-def estimate_shifts(movie: Any, reference_spectrum: np.ndarray, *, bandpass_sigmas: tuple[float, float],
+def estimate_shifts(movie: Any, reference_spectrum: np.ndarray, *, bandpass_sigmas: tuple[float, float] = (1.0, 8.0),
                     upsample_factor: int = 1, max_shift: float | None = None, chunk_frames: int = 256,
                     device: str = "cpu") -> np.ndarray:
     """Displacement of every frame of ``movie`` relative to a reference, chunk by chunk.
 
+    :func:`register_frames` on each chunk, without the correction.
+
     Parameters
     ----------
-    movie : Movie or ndarray, shape (T, H, W)
+    movie : Movie, ndarray or path, shape (T, H, W)
     reference_spectrum : ndarray of complex64, shape (H, W // 2 + 1)
         From :func:`build_reference`.
+    bandpass_sigmas, upsample_factor, max_shift, device
+        As in :func:`register_frames`.
+    chunk_frames : int
+        Frames read and registered at a time.
 
     Returns
     -------
     shifts : ndarray of float32, shape (T, 2)
     """
-    from astro3s.preprocess.pipeline import as_movie
-
     movie = as_movie(movie)
-    shape = movie.shape[1:]
-    band = bandpass_filter(shape, bandpass_sigmas)
     out = np.zeros((movie.shape[0], 2), np.float32)
     for t0, block in movie.chunks(chunk_frames, dtype=np.float32):
-        spectra = rfft2(block, device=device) * band
-        out[t0:t0 + len(block)], _ = register_spectra(spectra, reference_spectrum, shape,
-                                                      upsample_factor=upsample_factor,
-                                                      max_shift=max_shift, with_similarity=False,
-                                                      device=device)
+        out[t0:t0 + len(block)], _ = register_frames(
+            block, reference_spectrum, bandpass_sigmas=bandpass_sigmas, upsample_factor=upsample_factor,
+            max_shift=max_shift, correct=False, device=device)
     return out
+
+
+def as_movie(movie: Any) -> Any:
+    """A movie to read frames from: arrays are wrapped as :class:`astro3s.io.Movie`, paths read lazily.
+
+    Movies and :class:`CorrectedMovie` pass through unchanged.
+    """
+    from astro3s.io import Movie, read_movie  # astro3s.io costs ~60 ms to import: only when used
+
+    if isinstance(movie, (Movie, CorrectedMovie)):
+        return movie
+    if isinstance(movie, (str, Path)):
+        return read_movie(movie)
+    return Movie.from_array(np.asarray(movie) if not hasattr(movie, "shape") else movie)
 
 
 class CorrectedMovie:
@@ -417,8 +564,6 @@ class CorrectedMovie:
 
     def __init__(self, movie: Any, shifts: np.ndarray, *, device: str = "cpu",
                  cache: np.ndarray | None = None):
-        from astro3s.preprocess.pipeline import as_movie
-
         self.movie = as_movie(movie)
         self.shifts = np.asarray(shifts, dtype=np.float32)
         if self.shifts.shape != (self.movie.shape[0], 2):

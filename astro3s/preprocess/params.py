@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from astro3s.errors import CheckpointError, ConfigError
+from astro3s.errors import CheckpointError, ConfigError, did_you_mean
 
 __all__ = ["PreprocessParams", "as_preprocess_params", "load_params", "params_from_dict", "save_params"]
 
@@ -279,26 +280,19 @@ def _pair(name: str, value: Any, kind: type) -> tuple:
 
 
 def params_from_dict(values: Any) -> PreprocessParams:
-    """Build :class:`PreprocessParams` from a mapping (a Hydra/OmegaConf node or a dict).
+    """Build :class:`PreprocessParams` from a mapping of fields (the CLI makes config nodes plain first).
 
     Keys starting with ``_`` (such as Hydra's ``_target_``) are ignored; unknown
     keys raise :class:`~astro3s.errors.ConfigError` naming the valid ones.
     """
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(values, DictConfig):
-            values = OmegaConf.to_container(values, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    if not isinstance(values, dict):
+    if not isinstance(values, Mapping):
         raise ConfigError(f"preprocess parameters must be a mapping, got {type(values).__name__}")
     names = {f.name for f in dataclasses.fields(PreprocessParams)}
     values = {k: v for k, v in values.items() if not str(k).startswith("_")}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"unknown preprocess parameter(s) {', '.join(unknown)}; "
-                          f"valid ones: {', '.join(sorted(names))}")
+        raise ConfigError(f"unknown preprocess parameter(s) {', '.join(unknown)}"
+                          f"{did_you_mean(unknown[0], names, 'preprocess.')}; valid ones: {', '.join(sorted(names))}")
     return PreprocessParams(**values)
 
 
@@ -308,8 +302,8 @@ def as_preprocess_params(preprocess: Any = None) -> PreprocessParams:
     Parameters
     ----------
     preprocess : PreprocessParams, mapping, str, Path or None
-        None: ASTRA's published parameters (the defaults); a mapping (a dict or
-        an OmegaConf node, see :func:`params_from_dict`); a path of a YAML file
+        None: ASTRA's published parameters (the defaults); a mapping (see
+        :func:`params_from_dict`); a path of a YAML file
         written by :func:`save_params`.
 
     Raises

@@ -1,0 +1,539 @@
+"""The streaming engine: stages 1-3 of the pre-processing in one threaded pass over a movie.
+
+One pass over the movie does stages 1-3: each chunk of frames is registered to
+a reference (built beforehand from a sample of frames), corrected by Fourier
+shift, and feeds the per-frame baselines, the temporal-median buffer and the
+activity counts (:func:`stream_movie`). The corrected movie is never written:
+the result keeps a :class:`~astro3s.preprocess.motion.CorrectedMovie` handle,
+with a cache of the corrected frames when they fit ``memory_budget_mb``. When
+the cache holds every frame the temporal median is taken from it, with no
+buffer.
+
+Parallel work: each chunk is split into blocks of a few MB of frames that run
+side by side on the CPU cores, every stage 1-3 step of a block in a row while
+its data are in cache (:func:`~astro3s.preprocess._backend.map_blocks`), and
+the next chunk is read in the background meanwhile (:func:`read_ahead`).
+Every result is per frame, per pixel or an integer count, so it does not
+depend on the number of threads nor on the block size.
+
+Exact versus approximate: everything is exact and independent of
+``chunk_frames`` when the movie is small enough; for movies beyond the memory
+budget the motion reference is built from fewer sampled frames and the
+temporal median is the median of an even subsample of frames (both logged,
+and counted in ``details``). Per-frame percentiles use every
+``percentile_stride``-th pixel.
+
+Memory: besides those budgeted buffers, two raw float32 chunks (the one being
+corrected, the one being read) and each thread's block in a few float32 /
+complex64 copies (spectra, correlation, corrected frames) are held at a time;
+no page of a memory-mapped movie stays resident (frames are read with plain
+file reads, see :meth:`astro3s.io.Movie.frames`).
+
+Timings (``timings``): the wall time of the streamed pass is shared out among
+``motion``, ``baseline`` and ``activity`` in proportion to their time summed
+over the threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from astro3s.errors import InputError
+from astro3s.preprocess._backend import _workers, block_ranges, cache_block_frames, map_blocks
+from astro3s.preprocess.activity import activity_counts, tile_coverage, tile_thresholds
+from astro3s.preprocess.enhance import enhance_image, frame_percentiles, temporal_median
+from astro3s.preprocess.motion import CorrectedMovie, build_reference, register_frames
+from astro3s.preprocess.params import PreprocessParams
+
+__all__ = ["MIN_FRAMES", "MIN_SIDE", "MotionReference", "Streamed", "effective_chunk_frames", "even_subsample",
+           "motion_reference", "read_ahead", "read_frames", "reference_sample_frames", "stream_movie",
+           "validate_movie"]
+
+log = logging.getLogger(__name__)
+
+MIN_FRAMES = 2
+MIN_SIDE = 8
+
+
+# ---------------------------------------------------------------------------------------------
+# reading frames
+
+
+def validate_movie(movie: Any) -> tuple[int, int, int]:
+    """``(T, H, W)`` of ``movie``; :class:`InputError` unless it is a 3-D movie of >= 2 frames of >= 8 x 8 px."""
+    shape = tuple(int(s) for s in movie.shape)
+    if len(shape) != 3:
+        raise InputError(movie.path, f"is not a (T, H, W) movie (shape {shape}).",
+                         "give a single-channel time series of 2-D frames.")
+    t, h, w = shape
+    if t < MIN_FRAMES:
+        raise InputError(movie.path, f"has {t} frame(s); pre-processing needs a movie of at least "
+                         f"{MIN_FRAMES} frames (activity is counted over time).",
+                         "give the whole recording, not a single image.")
+    if min(h, w) < MIN_SIDE:
+        raise InputError(movie.path, f"frames are {h} x {w} px; at least {MIN_SIDE} x {MIN_SIDE} are needed.")
+    return shape
+
+
+def even_subsample(n: int, count: int) -> np.ndarray:
+    """About ``count`` indices spread evenly over ``range(n)`` (sorted, unique, int64; first and last included)."""
+    count = max(1, min(int(count), n))
+    return np.unique(np.round(np.linspace(0, n - 1, count)).astype(np.int64))
+
+
+def read_frames(movie: Any, index: np.ndarray) -> np.ndarray:
+    """Frames ``index`` of ``movie`` as one float32 array, shape (len(index), H, W), checked for NaN/Inf."""
+    if hasattr(movie, "frames"):
+        # only those frames, into one preallocated array; memory maps by plain reads (no resident pages)
+        frames = movie.frames(index, dtype=np.float32)
+    else:
+        frames = np.empty((len(index), *movie.shape[1:]), np.float32)
+        for i, t in enumerate(index):  # a lazy reader fetches only those frames (I/O, not computation)
+            frames[i] = movie[int(t)]
+    if np.dtype(getattr(movie, "dtype", np.float32)).kind in "iub":
+        return frames  # integer samples converted to float32 are finite: no check needed
+    finite = np.isfinite(frames).all(axis=(1, 2))
+    if not finite.all():
+        bad = int(index[np.argmin(finite)])
+        raise InputError(movie.path, f"frame {bad} (counted from 0) contains NaN or Inf values.",
+                         "fix or drop the damaged frames, e.g. replace them by a neighbouring frame.")
+    return frames
+
+
+class _FrameSample:
+    """Frames ``index`` of a movie as a lazy (S, H, W) array: slices are read on demand (float32)."""
+
+    def __init__(self, movie: Any, index: np.ndarray):
+        self.movie = movie
+        self.index = index
+        self.shape = (len(index), *(int(s) for s in movie.shape[1:]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        return read_frames(self.movie, self.index[key])
+
+
+def _with_raw_statistics(chunks: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[Any, ...]]:
+    """``(t0, block, block's float32 sum over frames, its min, its max)`` for each chunk.
+
+    The float32 sum over a chunk is exact for integer movies (< 2**24 per pixel
+    for chunks of <= 256 16-bit frames); chunks are summed in float64.
+    """
+    for t0, block in chunks:
+        yield t0, block, block.sum(axis=0), float(block.min()), float(block.max())
+
+
+_END = object()
+
+
+def read_ahead(items: Iterator[Any]) -> Iterator[Any]:
+    """Yield ``items``, making the next one in a background thread while the caller uses this one.
+
+    Reading a chunk (file reads, conversion to float32, NaN check, sums) releases
+    the GIL, so it overlaps the work on the previous chunk; two chunks are held
+    at a time. Errors of the reader are raised here, in order.
+    """
+    with ThreadPoolExecutor(1) as reader:
+        iterator = iter(items)
+        pending = reader.submit(next, iterator, _END)
+        while True:
+            item = pending.result()
+            if item is _END:
+                return
+            pending = reader.submit(next, iterator, _END)
+            yield item
+            del item
+
+
+def _constant_error(movie: Any) -> InputError:
+    return InputError(movie.path, "is constant (every pixel of every frame has the same value), "
+                      "so it holds no image to segment.",
+                      "check the acquisition channel and the export of the movie.")
+
+
+# ---------------------------------------------------------------------------------------------
+# memory budget
+
+
+def reference_sample_frames(params: PreprocessParams, shape: tuple[int, int]) -> int:
+    """Frames of the reference sample: ``params.reference_frames``, capped by the memory budget.
+
+    The sample is held as ``rfft2`` spectra (complex64, ``8 H (W // 2 + 1)``
+    bytes a frame), which may take at most 1/8 of ``params.memory_budget_mb``
+    (and their band-passed copy as much, while the reference is made: before
+    the pass's buffers exist).
+    """
+    height, width = shape
+    room = int((params.memory_budget_mb * 2**20 / 8) // (8 * height * (width // 2 + 1)))
+    return max(1, min(params.reference_frames, room))
+
+
+def effective_chunk_frames(params: PreprocessParams, frame_bytes: int) -> int:
+    """``params.chunk_frames``, lowered so that a float32 chunk takes at most 1/16 of the memory budget.
+
+    A chunk lives in about four copies at once (float32 block or spectra, product,
+    correlation, corrected; the FFTs work in place where they can), so this keeps
+    the working set near a quarter of the budget.
+    """
+    room = int((params.memory_budget_mb * 2**20 / 16) // frame_bytes)
+    return max(1, min(params.chunk_frames, room))
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference
+
+
+@dataclass
+class MotionReference:
+    """The motion-correction reference of a movie and the sample it was built from.
+
+    Attributes
+    ----------
+    image : ndarray of float32, shape (H, W)
+    spectrum : ndarray of complex64, shape (H, W // 2 + 1), or None
+        Band-passed ``rfft2`` of the reference (None without motion correction).
+    index : ndarray of int64, shape (S,)
+        The sampled frames.
+    """
+
+    image: np.ndarray
+    spectrum: np.ndarray | None
+    index: np.ndarray
+
+
+def motion_reference(movie: Any, params: PreprocessParams, device: str, max_shift: float) -> MotionReference:
+    """The motion-correction reference of ``movie``, from an even sample of its frames.
+
+    Parameters
+    ----------
+    movie : Movie or CorrectedMovie, shape (T, H, W)
+    params : PreprocessParams
+        ``motion_correction`` False: the reference is the sample's mean and
+        nothing is registered.
+    device : str
+    max_shift : float
+        Largest displacement searched, px.
+
+    Returns
+    -------
+    MotionReference
+    """
+    n_frames, height, width = (int(s) for s in movie.shape)
+    # blocks of at most 64 MB (and 1/16 of the budget) of spectra; the block size depends on the
+    # frame size and budget only, not on chunk_frames, so the reference's sums do not either
+    block_bytes = int(min(64 * 2**20, params.memory_budget_mb * 2**20 / 16))
+    if not params.motion_correction:
+        # the mean of the sample: a running sum, nothing kept
+        index = even_subsample(n_frames, params.reference_frames)
+        block_frames = max(1, block_bytes // (8 * height * (width // 2 + 1)))
+        total = np.zeros((height, width), np.float32)
+        for a in range(0, len(index), block_frames):
+            total += read_frames(movie, index[a:a + block_frames]).sum(axis=0)
+        return MotionReference(total / len(index), None, index)
+    count = reference_sample_frames(params, (height, width))
+    if count < params.reference_frames:
+        log.info("motion reference from %d sampled frames instead of %d (memory budget %.0f MB)", count,
+                 params.reference_frames, params.memory_budget_mb)
+    index = even_subsample(n_frames, count)
+    reference, spectrum = build_reference(
+        _FrameSample(movie, index), bandpass_sigmas=params.bandpass_sigmas,
+        stable_fraction=params.reference_stable_fraction, upsample_factor=params.upsample_factor,
+        max_shift=max_shift, device=device, block_bytes=block_bytes)
+    return MotionReference(reference, spectrum, index)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pass
+
+
+@dataclass
+class Streamed:
+    """What the streamed pass (stages 1-3) gives the later stages.
+
+    Attributes
+    ----------
+    shifts : ndarray of float32, shape (T, 2)
+    reference : ndarray of float32, shape (H, W)
+    mean_image : ndarray of float32, shape (H, W)
+        Temporal mean of the raw movie.
+    median : ndarray of float32, shape (H, W)
+        Temporal median of the baseline-subtracted frames.
+    enhanced : ndarray of float32, shape (H, W)
+        ``median`` enhanced (CLAHE, sharpening), in [0, 1].
+    activity : ndarray of float32, shape (Q, H, W)
+        Activity map of each of the ``activity_percentiles``.
+    corrected : CorrectedMovie
+    timings : dict of str to float
+        Seconds per stage.
+    details : dict
+        Frames used by the approximations (reference, median).
+    """
+
+    shifts: np.ndarray
+    reference: np.ndarray
+    mean_image: np.ndarray
+    median: np.ndarray
+    enhanced: np.ndarray
+    activity: np.ndarray
+    corrected: CorrectedMovie
+    timings: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class _PerThread:
+    """One accumulator per thread, made on its first :meth:`get`; ``all`` lists them for the final sum."""
+
+    def __init__(self, make: Callable[[], Any]):
+        self._make = make
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.all: list[Any] = []
+
+    def get(self) -> Any:
+        value = getattr(self._local, "value", None)
+        if value is None:
+            value = self._local.value = self._make()
+            with self._lock:
+                self.all.append(value)
+        return value
+
+
+@dataclass
+class _Buffers:
+    """The per-frame and per-pixel outputs of the pass, written by the blocks into disjoint rows.
+
+    ``cache`` (T, H, W) holds the corrected movie (or is None); ``median_frames``
+    (M, H, W) the baseline-subtracted frames of the median's subsample, at
+    ``median_slot[t]`` (-1: not used), or is None when the median is taken
+    from the full cache.
+    """
+
+    shifts: np.ndarray
+    baselines: np.ndarray
+    cache: np.ndarray | None
+    median_slot: np.ndarray
+    median_frames: np.ndarray | None
+
+    @classmethod
+    def make(cls, shape: tuple[int, int, int], params: PreprocessParams, cache: bool | None,
+             details: dict[str, Any]) -> _Buffers:
+        n_frames, height, width = shape
+        budget = params.memory_budget_mb * 2**20
+        frame_bytes = 4 * height * width
+        if cache is None:
+            cache = n_frames * frame_bytes <= budget / 2
+        cache_array = np.empty((n_frames, height, width), np.float32) if cache else None
+        median_room = int((budget / 4) // frame_bytes)
+        median_index = even_subsample(n_frames, min(params.median_max_frames, max(median_room, 1)))
+        if len(median_index) < n_frames:
+            log.info("temporal median from %d of %d frames (memory budget %.0f MB)", len(median_index),
+                     n_frames, params.memory_budget_mb)
+        details["median_frames"] = int(len(median_index))
+        # with every frame in the cache the median is taken there (baseline subtracted block by block);
+        # otherwise the baseline-subtracted median frames are kept in a buffer
+        from_cache = cache_array is not None and len(median_index) == n_frames
+        median_frames = None if from_cache else np.empty((len(median_index), height, width), np.float32)
+        median_slot = np.full(n_frames, -1, np.int64)
+        median_slot[median_index] = np.arange(len(median_index))
+        return cls(shifts=np.zeros((n_frames, 2), np.float32), baselines=np.empty(n_frames, np.float32),
+                   cache=cache_array, median_slot=median_slot, median_frames=median_frames)
+
+    def median(self, device: str) -> np.ndarray:
+        """Temporal median of the baseline-subtracted frames; float32, shape (H, W)."""
+        if self.median_frames is None:
+            return temporal_median(self.cache, baselines=self.baselines, device=device)
+        return temporal_median(self.median_frames, device=device)
+
+
+class _BlockWorker:
+    """Stages 1-3 on one block of frames; called side by side from the pass's threads.
+
+    Every result is per frame (written into disjoint rows of the shared
+    buffers) or an integer count (per-thread sums: exact in any order).
+    """
+
+    STAGES = ("motion", "baseline", "activity")
+
+    def __init__(self, buffers: _Buffers, reference_spectrum: np.ndarray | None, params: PreprocessParams,
+                 device: str, max_shift: float, activity_percentiles: Sequence[float], shape: tuple[int, int]):
+        self.buffers = buffers
+        self.reference_spectrum = reference_spectrum
+        self.params = params
+        self.device = device
+        self.max_shift = max_shift
+        self.percentiles = list(activity_percentiles)
+        # counts and stage times per worker thread (no lock on the hot path), summed after the pass
+        self.accumulators = _PerThread(lambda: {
+            "counts": np.zeros((len(self.percentiles), *shape), np.int64),
+            **{stage: 0.0 for stage in self.STAGES}})
+
+    def __call__(self, block: np.ndarray, t0: int, span: tuple[int, int]) -> None:
+        """Frames ``t0 + [a, b)`` of the movie, rows ``[a, b)`` of the chunk ``block``."""
+        a, b = span
+        acc = self.accumulators.get()
+        tick = time.perf_counter()
+        corrected = self._correct(block[a:b], t0 + a)
+        acc["motion"] += time.perf_counter() - tick
+        tick = time.perf_counter()
+        self._baseline(corrected, t0 + a)
+        acc["baseline"] += time.perf_counter() - tick
+        tick = time.perf_counter()
+        self._activity(corrected, acc["counts"])
+        acc["activity"] += time.perf_counter() - tick
+
+    def _correct(self, frames: np.ndarray, t: int) -> np.ndarray:
+        params, buffers = self.params, self.buffers
+        if params.motion_correction:
+            buffers.shifts[t:t + len(frames)], corrected = register_frames(
+                frames, self.reference_spectrum, bandpass_sigmas=params.bandpass_sigmas,
+                upsample_factor=params.upsample_factor, max_shift=self.max_shift, device=self.device)
+        else:
+            corrected = frames
+        if buffers.cache is not None:
+            buffers.cache[t:t + len(frames)] = corrected
+        return corrected
+
+    def _baseline(self, corrected: np.ndarray, t: int) -> None:
+        params, buffers = self.params, self.buffers
+        n = len(corrected)
+        baselines = frame_percentiles(corrected, params.baseline_percentile, stride=params.percentile_stride,
+                                      device=self.device)
+        buffers.baselines[t:t + n] = baselines
+        here = np.flatnonzero(buffers.median_slot[t:t + n] >= 0)
+        if here.size and buffers.median_frames is not None:
+            # the block's median frames have consecutive slots: subtract straight into the buffer
+            slot0 = int(buffers.median_slot[t + here[0]])
+            target = buffers.median_frames[slot0:slot0 + here.size]
+            source = corrected if here.size == n else corrected[here]
+            np.subtract(source, baselines[here, None, None], out=target)
+            np.maximum(target, 0, out=target)  # = subtract_baseline
+
+    def _activity(self, corrected: np.ndarray, counts: np.ndarray) -> None:
+        params = self.params
+        thresholds = tile_thresholds(corrected, self.percentiles, size=params.tile_size, step=params.tile_step,
+                                     stride=params.percentile_stride, device=self.device)
+        for k in range(len(self.percentiles)):  # one percentile in normal use
+            counts[k] += activity_counts(corrected, thresholds[k], size=params.tile_size, step=params.tile_step)
+
+    def counts(self) -> np.ndarray:
+        """Activity counts summed over the threads; int64, shape (Q, H, W)."""
+        return sum(acc["counts"] for acc in self.accumulators.all)
+
+    def stage_times(self, wall: float) -> dict[str, float]:
+        """``wall`` seconds shared out in proportion to each stage's time summed over the threads."""
+        stage = {key: sum(acc[key] for acc in self.accumulators.all) for key in self.STAGES}
+        busy = sum(stage.values())
+        return {key: wall * value / busy if busy > 0 else 0.0 for key, value in stage.items()}
+
+
+@dataclass
+class _RawStatistics:
+    """Float64 sum over the raw frames (H, W), and their min and max."""
+
+    total: np.ndarray
+    lowest: float = math.inf
+    highest: float = -math.inf
+
+
+def _run_pass(movie: Any, chunk_frames: int, worker: _BlockWorker, progress: bool | None,
+              device: str) -> tuple[_RawStatistics, float]:
+    """Feed every chunk of ``movie`` to ``worker`` in cache-sized blocks on all cores.
+
+    Returns the raw movie's statistics and the wall time of the work on the
+    chunks (reading excluded where it overlaps).
+    """
+    from tqdm.auto import tqdm
+
+    n_frames, height, width = (int(s) for s in movie.shape)
+    frame_bytes = 4 * height * width
+    raw = _RawStatistics(np.zeros((height, width), np.float64))
+    # the next chunk is read (and summed) in the background while the workers correct this one
+    chunks = read_ahead(_with_raw_statistics(movie.chunks(chunk_frames, dtype=np.float32)))
+    bar = tqdm(chunks, total=math.ceil(n_frames / chunk_frames), desc="preprocess", unit="chunk",
+               disable=(not progress) if progress is not None else None, leave=False)
+    wall = 0.0
+    # one pool for the whole pass, so that the per-thread accumulators are made once
+    with ThreadPoolExecutor(_workers()) as pool:
+        for t0, block, block_sum, block_min, block_max in bar:
+            # float64 sum of the chunks' float32 sums, in chunk order
+            raw.total += block_sum
+            raw.lowest, raw.highest = min(raw.lowest, block_min), max(raw.highest, block_max)
+            tick = time.perf_counter()
+            spans = block_ranges(len(block), cache_block_frames(frame_bytes, len(block), device))
+            map_blocks(lambda span, block=block, t0=t0: worker(block, t0, span), spans, pool=pool)
+            wall += time.perf_counter() - tick
+            del block  # before the next chunk is read
+    return raw, wall
+
+
+def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_percentiles: Sequence[float],
+                 progress: bool | None, cache: bool | None = None) -> Streamed:
+    """Stages 1-3 in one pass over ``movie``: the pieces the later stages need.
+
+    Parameters
+    ----------
+    movie : Movie or CorrectedMovie, shape (T, H, W)
+        Read in chunks of ``params.chunk_frames`` (lowered to fit the memory budget).
+    params : PreprocessParams
+    device : str
+        ``"cpu"`` or a CUDA device.
+    activity_percentiles : sequence of float
+        Tile percentiles of the activity maps (one per map).
+    progress : bool or None
+        Show a progress bar (None: when writing to a terminal).
+    cache : bool, optional
+        Keep the corrected movie in memory (default: when it takes at most
+        half of ``params.memory_budget_mb``).
+
+    Returns
+    -------
+    Streamed
+
+    Raises
+    ------
+    InputError
+        Fewer than 2 frames, frames smaller than 8 x 8, a constant movie, or
+        NaN/Inf values.
+    """
+    n_frames, height, width = validate_movie(movie)
+    timings: dict[str, float] = {}
+    details: dict[str, Any] = {}
+
+    tick = time.perf_counter()
+    max_shift = params.max_shift_fraction * min(height, width)
+    reference = motion_reference(movie, params, device, max_shift)
+    details["reference_frames"] = len(reference.index)
+    timings["reference"] = time.perf_counter() - tick
+
+    buffers = _Buffers.make((n_frames, height, width), params, cache, details)
+    worker = _BlockWorker(buffers, reference.spectrum, params, device, max_shift, activity_percentiles,
+                          (height, width))
+    raw, wall = _run_pass(movie, effective_chunk_frames(params, 4 * height * width), worker, progress, device)
+    if raw.highest == raw.lowest:
+        raise _constant_error(movie)
+    timings.update(worker.stage_times(wall))
+
+    tick = time.perf_counter()
+    median = buffers.median(device)
+    buffers.median_frames = None
+    enhanced = enhance_image(median, clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
+                             nbins=params.clahe_bins)
+    timings["median_enhance"] = time.perf_counter() - tick
+    coverage = tile_coverage((height, width), size=params.tile_size, step=params.tile_step)
+    activity = (worker.counts() / coverage[None]).astype(np.float32)
+    return Streamed(shifts=buffers.shifts, reference=reference.image.astype(np.float32),
+                    mean_image=(raw.total / n_frames).astype(np.float32), median=median, enhanced=enhanced,
+                    activity=activity, corrected=CorrectedMovie(movie, buffers.shifts, device=device,
+                                                                cache=buffers.cache),
+                    timings=timings, details=details)
