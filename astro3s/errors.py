@@ -8,6 +8,7 @@ a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -45,3 +46,21 @@ class ConfigError(Astro3sError, ValueError):
 
 class CheckpointError(Astro3sError):
     """A model checkpoint or parameter file cannot be loaded."""
+
+
+def did_you_mean(word: str, options: Iterable[str], prefix: str = "") -> str:
+    """``" (did you mean PREFIXclosest?)"`` for the option closest to ``word``, or ``""`` when none is close.
+
+    Parameters
+    ----------
+    word : str
+        The unknown key or name, as the user wrote it.
+    options : iterable of str
+        The valid ones.
+    prefix : str
+        Written before the suggestion, e.g. ``"tiling."`` for a key of that section.
+    """
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""

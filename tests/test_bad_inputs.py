@@ -295,7 +295,6 @@ CONFIG_TYPOS = {
     "+correlation.radus=3": ("correlation.radus", "did you mean correlation.radius"),
     "+tiling.x=1": ("tiling option", "x", "tile_size"),
     "+combine.splitt=disc": ("splitt", "split"),
-    "preprocess=d1_standn": ("preprocess=d1_standn", "d1_standin"),
     "batch_size=many": ("batch_size='many'", "whole number"),
     "correlation.radius=wide": ("correlation.radius='wide'", "number"),
     "tiling.tile_overlap=400": ("tiling.tile_overlap=400", "half the tile"),
@@ -320,6 +319,7 @@ def test_config_typo_is_one_clear_error(override: str, movies: dict[str, Path], 
     ("tilling.x=1", "unknown config option tilling (did you mean tiling?)"),
     ("combine.split=disc", "+combine.split=VALUE"),
     ("paths=nowhere", "Could not find 'paths/nowhere'; available: default"),
+    ("preprocess=d1_standn", "Could not find 'preprocess/d1_standn'; available: astra, d1_standin"),
 ])
 def test_hydra_config_error_is_one_line(override: str, words: str, tmp_path: Path) -> None:
     # Hydra's struct mode rejects these before astro3s runs; the user still sees one line, exit code 2

@@ -252,13 +252,7 @@ def _correlation_params(values: Any) -> Any:
 
     if isinstance(values, CorrelationParams):
         return values
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(values, DictConfig):
-            values = OmegaConf.to_container(values, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
+    # plain dicts and lists: the callback's config sets _convert_: all (conf/callbacks/correlation_analysis.yaml)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(values or {}).items()}
     try:
         return CorrelationParams(**values)

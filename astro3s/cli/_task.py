@@ -298,7 +298,7 @@ def describe_config_error(err: BaseException, command: str = "astro3s") -> str:
     command : str
         The console script, named in the hint (``astro3s-infer --cfg job``).
     """
-    import difflib
+    from astro3s.errors import did_you_mean
 
     cause = err.__cause__
     full_key = getattr(cause, "full_key", None)
@@ -310,8 +310,7 @@ def describe_config_error(err: BaseException, command: str = "astro3s") -> str:
         if not known and prefix:  # an empty section such as combine: {}, filled with +section.key=value
             return (f"{prefix.rstrip('.')} has no option {key} until you add it. Fix: write "
                     f"+{full_key}=VALUE (with a leading +).")
-        close = difflib.get_close_matches(key, known, n=1)
-        hint = f" (did you mean {prefix}{close[0]}?)" if close else (
+        hint = did_you_mean(key, known, prefix) or (
             f" (options there: {', '.join(known)})" if known and len(known) <= 20 else "")
         return (f"unknown config option {full_key}{hint}. Fix: check the spelling (`{command} --cfg job` "
                 "prints every option); a leading + (+key=value) adds a new option on purpose.")

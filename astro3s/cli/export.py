@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from astro3s.cli._config import CONFIG_DIR
+from astro3s.cli._config import CONFIG_DIR, to_plain
+from astro3s.errors import did_you_mean
 from astro3s.cli._task import require, run_hydra_main, task_wrapper
 from astro3s.errors import Astro3sError, ConfigError, InputError
 
@@ -62,10 +63,11 @@ def subject_fields(section: Any) -> dict[str, str]:
     ConfigError
         An unknown key.
     """
-    values = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section or {})
+    values = dict(to_plain(section) or {})
     unknown = sorted(set(values) - set(_SUBJECT_KEYS))
     if unknown:
-        raise ConfigError(f"unknown option subject.{unknown[0]}; valid: {', '.join(_SUBJECT_KEYS)}.")
+        raise ConfigError(f"unknown option subject.{unknown[0]}{did_you_mean(unknown[0], _SUBJECT_KEYS, 'subject.')}; "
+                          f"valid: {', '.join(_SUBJECT_KEYS)}.")
     return {key: str(value) for key, value in values.items() if value is not None}
 
 
@@ -79,10 +81,11 @@ def plane_fields(section: Any) -> dict[str, Any]:
     """
     from astro3s.io.nwb import PLANE_FIELDS
 
-    values = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section or {})
+    values = dict(to_plain(section) or {})
     unknown = sorted(set(values) - set(PLANE_FIELDS))
     if unknown:
-        raise ConfigError(f"unknown option imaging_plane.{unknown[0]}; valid: {', '.join(PLANE_FIELDS)}.")
+        hint = did_you_mean(unknown[0], PLANE_FIELDS, "imaging_plane.")
+        raise ConfigError(f"unknown option imaging_plane.{unknown[0]}{hint}; valid: {', '.join(PLANE_FIELDS)}.")
     out: dict[str, Any] = {}
     for key, value in values.items():
         if value is None:

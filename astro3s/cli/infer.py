@@ -27,74 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from astro3s.cli._config import CONFIG_DIR
+from astro3s.cli._config import CONFIG_DIR, params_from_config, to_plain, whole_number
 from astro3s.cli._task import progress_setting, require, run_hydra_main, task_wrapper
 from astro3s.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
-_INTEGER_EXAMPLES = {"batch_size": 32}
-
-
-def _integer(value: Any, key: str, minimum: int = 0) -> int:
-    """``int(value)`` or a :class:`ConfigError` naming ``key``."""
-    try:
-        number = int(value)
-        if number != float(value):
-            raise ValueError
-    except (TypeError, ValueError):
-        if key.startswith("tiling."):  # the defaults, defined once
-            from astro3s.inference.network import TilingParams
-
-            example = getattr(TilingParams(), key.split(".", 1)[1], max(minimum, 1))
-        else:
-            example = _INTEGER_EXAMPLES.get(key, max(minimum, 1))
-        raise ConfigError(f"{key}={value!r} must be a whole number. Fix: e.g. {key}={example}.") from None
-    if number < minimum:
-        raise ConfigError(f"{key}={number} must be >= {minimum}.")
-    return number
-
-
-def _section(values: dict[str, Any], defaults: Any, section: str) -> dict[str, Any]:
-    """Check the keys and value types of a config section against a dataclass instance of defaults.
-
-    Raises
-    ------
-    ConfigError
-        An unknown key (with the closest known one) or a text where a number belongs.
-    """
-    import dataclasses
-    import difflib
-
-    known = [f.name for f in dataclasses.fields(defaults)]
-    for key, value in values.items():
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {section}.{close[0]}?)" if close else ""
-            raise ConfigError(f"unknown option {section}.{key}{hint}; valid: {', '.join(known)}.")
-        default = getattr(defaults, key)
-        number = isinstance(default, (int, float)) and not isinstance(default, bool)
-        if value is not None and number and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"{section}.{key}={value!r} must be a number (default {default}).")
-    return values
-
-
-def _group_choice(cfg: DictConfig, group: str) -> str | None:
-    """The option of a config group picked on the command line (``preprocess=d1_standin``), if known."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get(group)
-    else:  # composed with the compose API and return_hydra_config=True
-        choice = OmegaConf.select(cfg, f"hydra.runtime.choices.{group}", default=None)
-    return None if choice is None else str(choice)
 
 
 def _movie_options(cfg: DictConfig) -> dict[str, Any]:
@@ -128,8 +67,8 @@ def check_movies_open(movies: list[Path], options: dict[str, Any]) -> None:
 
 
 def event_params_from_config(section: Any) -> Any:
-    """The ``events`` config group as :class:`~astro3s.events.EventParams` (the one converter; stages take the
-    dataclass). None or an empty section gives the defaults.
+    """The ``events`` config group as :class:`~astro3s.events.EventParams` (stages take the dataclass).
+    None or an empty section gives the defaults; see :func:`~astro3s.cli._config.params_from_config`.
 
     Raises
     ------
@@ -138,42 +77,21 @@ def event_params_from_config(section: Any) -> Any:
     """
     from astro3s.events import EventParams
 
-    values = _section(dict(_plain(section) or {}), EventParams(), "events")
-    try:
-        return EventParams(**{k: float(v) for k, v in values.items()})
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"events: {err}") from None
+    return params_from_config(EventParams, section, "events")
 
 
 def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
     """The network and :class:`~astro3s.inference.InferenceOptions` of a composed ``infer`` config."""
     from astro3s.correlation import CorrelationParams
     from astro3s.inference import load_inference_model
-
-    chosen = _group_choice(cfg, "preprocess")
-    if chosen is not None and cfg.get("preprocess") is None:
-        # the group is optional, so Hydra silently drops an unknown option: say so instead
-        from astro3s.cli._config import config_dir
-
-        sets = sorted(p.stem for p in (config_dir() / "preprocess").glob("*.yaml"))
-        raise ConfigError(f"preprocess={chosen}: no such pre-processing set; available: {', '.join(sets)}. "
-                          "Fix: pick one of them, or give a YAML file as params=FILE.yaml.")
-    if cfg.get("params") and cfg.get("preprocess") is not None:
-        raise ConfigError("give either params=FILE.yaml or preprocess=NAME, not both")
-    preprocess = cfg.get("params") or (_plain(cfg.preprocess) if cfg.get("preprocess") is not None else None)
-    correlation = _section(dict(_plain(cfg.get("correlation")) or {}), CorrelationParams(), "correlation")
-    for key in ("false_rate_band",):
-        if key in correlation and correlation[key] is not None:
-            correlation[key] = tuple(correlation[key])
-    try:
-        correlation_params = CorrelationParams(**correlation)
-    except TypeError as err:
-        raise ConfigError(f"correlation: {err}") from None
-    event_params = event_params_from_config(cfg.get("events"))
     from astro3s.inference.network import TilingParams
 
-    tiling = TilingParams.from_dict({k: _integer(v, f"tiling.{k}") for k, v in
-                                     dict(_plain(cfg.get("tiling")) or {}).items()})
+    if cfg.get("params") and cfg.get("preprocess") is not None:
+        raise ConfigError("give either params=FILE.yaml or preprocess=NAME, not both")
+    preprocess = cfg.get("params") or to_plain(cfg.get("preprocess"))
+    correlation_params = params_from_config(CorrelationParams, cfg.get("correlation"), "correlation")
+    event_params = event_params_from_config(cfg.get("events"))
+    tiling = params_from_config(TilingParams, cfg.get("tiling"), "tiling")
     model_spec = str(cfg.get("checkpoint") or "default")
     movie_options = _movie_options(cfg)
     needs_model = not cfg.get("rois")
@@ -189,8 +107,9 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
     model, options = load_inference_model(
         model_spec, preprocess=preprocess, device=str(cfg.get("device", "auto")),
         trusted=bool(cfg.get("trusted_checkpoint", False)), correlation=correlation_params, events=event_params,
-        combine=dict(_plain(cfg.get("combine")) or {}), normalize=str(cfg.get("normalize", "mean")),
-        batch_size=_integer(cfg.get("batch_size", 32), "batch_size", 1), figures=bool(cfg.get("figures", True)),
+        combine=dict(to_plain(cfg.get("combine")) or {}), normalize=str(cfg.get("normalize", "mean")),
+        batch_size=whole_number(cfg.get("batch_size", 32), "batch_size", example=32, minimum=1),
+        figures=bool(cfg.get("figures", True)),
         soma_scale=str(cfg.get("soma_scale", "auto")), nwb=bool(cfg.get("nwb", False)), tiling=tiling,
         **movie_options)
     from astro3s.postprocess import CombineParams

@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from astro3s.cli._config import CONFIG_DIR
+from astro3s.cli._config import CONFIG_DIR, to_plain
 from astro3s.cli._task import progress_setting, require, run_hydra_main, task_wrapper
 from astro3s.errors import Astro3sError, ConfigError, InputError
 from astro3s.io.discover import find_movies
@@ -51,7 +51,7 @@ def _params(cfg: DictConfig):
         return load_params(path)
     if cfg.get("preprocess") is None:
         raise ConfigError("no `preprocess` parameter group: use preprocess=astra or params=FILE.yaml.")
-    return params_from_dict(cfg.preprocess)
+    return params_from_dict(to_plain(cfg.preprocess))
 
 
 def preprocess_one(movie_path: Path, folder: Path, params, *, fs: float | None = None, key: str | None = None,

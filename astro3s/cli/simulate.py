@@ -17,23 +17,13 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from astro3s.cli._config import CONFIG_DIR
+from astro3s.cli._config import CONFIG_DIR, to_plain, whole_number
 from astro3s.cli._task import progress_setting, run_hydra_main, task_wrapper
 from astro3s.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def _int(value, key: str, *, minimum: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"`{key}` must be an integer, got {value!r}.") from None
-    if number < minimum:
-        raise ConfigError(f"`{key}` must be at least {minimum}, got {number}.")
-    return number
 
 
 @task_wrapper
@@ -51,11 +41,11 @@ def simulate_task(cfg: DictConfig) -> list[Path]:
     )
     from astro3s.utils.progress import bar, logs_above_bars, show_bars
 
-    ranges = ranges_from_config(OmegaConf.to_container(cfg.simulate, resolve=True))
+    ranges = ranges_from_config(to_plain(cfg.simulate))
     widen = float(cfg.get("widen", 1.0))
     ranges = widen_ranges(ranges, widen)
-    n_movies = _int(cfg.get("n_movies", 1), "n_movies", minimum=1)
-    seed0 = _int(cfg.get("seed", 0), "seed", minimum=0)
+    n_movies = whole_number(cfg.get("n_movies", 1), "n_movies", minimum=1)
+    seed0 = whole_number(cfg.get("seed", 0), "seed", minimum=0)
     out = Path(str(cfg.out))
     layout = None
     if cfg.get("layout"):
@@ -63,7 +53,11 @@ def simulate_task(cfg: DictConfig) -> list[Path]:
         if shape is None or len(shape) != 2:
             raise ConfigError("`layout=` needs the FOV size of the annotation: add shape=[H,W] "
                               "(D1 [256,256], D2/D4 [512,512], D3 [430,430]).")
-        shape = (_int(shape[0], "shape[0]", minimum=16), _int(shape[1], "shape[1]", minimum=16))
+        try:
+            shape = tuple(whole_number(size, "shape", minimum=16) for size in shape)
+        except ConfigError:
+            raise ConfigError(f"shape={to_plain(shape)} must be [H,W], two whole numbers >= 16. "
+                              "Fix: e.g. shape=[256,256].") from None
         layout = layout_from_roiset(str(cfg.layout), shape)
         if not layout.has_processes:
             log.info("%s is soma-only: processes are %s", layout.source.name,

@@ -31,7 +31,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from astro3s.cli._config import CONFIG_DIR
+from astro3s.cli._config import CONFIG_DIR, compose
 from astro3s.cli._task import metric_value, run_hydra_main, sweep_job, task_wrapper
 from astro3s.errors import ConfigError
 from astro3s.models.checkpoint import PREPROCESS_PARAMS_NAME
@@ -313,12 +313,10 @@ def search_params_missing(overrides: list[str]) -> list[str]:
         Empty when every searched key exists, or when the overrides do not
         compose (Hydra then reports that itself).
     """
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose("train", overrides, return_hydra_config=True)
     except (HydraException, ValueError, KeyError):
         return []
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}

@@ -58,6 +58,7 @@ from astro3s.data.samples import (
 )
 from astro3s.data.splits import Split, split_fovs
 from astro3s.errors import ConfigError, InputError
+from astro3s.preprocess.params import as_preprocess_params
 
 log = logging.getLogger(__name__)
 
@@ -66,32 +67,9 @@ __all__ = ["AstroDataModule"]
 STAGES = ("train", "val", "test")
 
 
-def _plain(value: Any) -> Any:
-    """OmegaConf containers -> plain Python (anything else unchanged)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, DictConfig | ListConfig):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    return value
-
-
-def _as_params(preprocess: Any):
-    """:func:`astro3s.preprocess.params.as_preprocess_params` of a config node (OmegaConf made plain)."""
-    from astro3s.preprocess import PreprocessParams
-    from astro3s.preprocess.params import as_preprocess_params
-
-    if preprocess is None or isinstance(preprocess, PreprocessParams | str | Path):
-        return as_preprocess_params(preprocess)
-    return as_preprocess_params(_plain(preprocess))
-
-
 def _as_augment(augment: Any):
     from astro3s.data.augment import AugmentParams
 
-    augment = _plain(augment)
     if augment is None or augment is False:
         return None
     if augment is True:
@@ -129,8 +107,12 @@ class AstroDataModule(pl.LightningDataModule):
         :class:`~astro3s.data.fovs.FOVSpec`, dicts with its fields, or
         simulator output folders.
     preprocess : PreprocessParams or mapping or path or None
-        Pre-processing parameters (a ``conf/preprocess`` node, a YAML file
-        from :func:`astro3s.preprocess.save_params`, ...); None: ASTRA's.
+        Pre-processing parameters (see :func:`astro3s.preprocess.params.as_preprocess_params`: a dict of
+        fields, a YAML file from :func:`astro3s.preprocess.save_params`, ...); None: ASTRA's.
+
+    Arguments are plain Python: the data configs set ``_convert_: all``
+    (``conf/data/shared/loader.yaml``), so ``hydra.utils.instantiate`` passes
+    dicts and lists, never config nodes.
     cache_dir : str or Path
         Folder of the cached pre-processing results.
     split : {"loo", "kfold", "explicit"}
@@ -194,13 +176,13 @@ class AstroDataModule(pl.LightningDataModule):
         drop_last: bool = False,
     ) -> None:
         super().__init__()
-        self.source = as_source(_plain(fovs))
-        self.params = _as_params(preprocess)
+        self.source = as_source(fovs)
+        self.params = as_preprocess_params(preprocess)
         self.cache_dir = Path(cache_dir)
         self.split = str(split)
         self.fold = int(fold)
         self.n_folds = int(n_folds)
-        self.explicit = {"train": _plain(train), "val": _plain(val), "test": _plain(test)}
+        self.explicit = {"train": train, "val": val, "test": test}
         self.shuffle_folds = bool(shuffle_folds)
         if int(batch_size) < 1:
             raise ConfigError(f"data.batch_size must be at least 1, got {batch_size}")
@@ -231,7 +213,7 @@ class AstroDataModule(pl.LightningDataModule):
     def synthetic(cls, *, preset: str, n_fovs: int, root: str | Path, seeds: Sequence[int] | None = None,
                   first_seed: int = 0, overview: bool = False, **options: Any) -> AstroDataModule:
         """Data module on ``n_fovs`` simulated movies of ``preset`` (see :class:`SyntheticFOVs`)."""
-        source = SyntheticFOVs(preset=preset, n_fovs=n_fovs, root=root, seeds=_plain(seeds),
+        source = SyntheticFOVs(preset=preset, n_fovs=n_fovs, root=root, seeds=seeds,
                                first_seed=first_seed, overview=overview)
         return cls(source, **options)
 
@@ -240,7 +222,7 @@ class AstroDataModule(pl.LightningDataModule):
                 preset: str = "d1_like", n_fovs: int | None = None, sim_seed: int = 0,
                 **options: Any) -> AstroDataModule:
         """Data module on simulated stand-ins of annotated FOVs (see :class:`StandinFOVs`)."""
-        source = StandinFOVs(annotations=annotations, shape=_plain(shape), root=root, preset=preset,
+        source = StandinFOVs(annotations=annotations, shape=shape, root=root, preset=preset,
                              n_fovs=n_fovs, seed=sim_seed)
         return cls(source, **options)
 
@@ -248,13 +230,13 @@ class AstroDataModule(pl.LightningDataModule):
     def mixed(cls, *, sources: Sequence[Mapping[str, Any]], root: str | Path | None = None,
               **options: Any) -> AstroDataModule:
         """Data module on the union of several sources (see :class:`MixedFOVs`)."""
-        return cls(MixedFOVs(_plain(sources), root=root), **options)
+        return cls(MixedFOVs(sources, root=root), **options)
 
     @classmethod
     def annotated(cls, *, movies_dir: str | Path, annotations: str | Path, shape: Sequence[int],
                   n_fovs: int | None = None, dataset: str = "", **options: Any) -> AstroDataModule:
         """Data module on real movies matched to RoiSet zips (see :class:`AnnotatedFOVs`)."""
-        source = AnnotatedFOVs(movies_dir=movies_dir, annotations=annotations, shape=_plain(shape),
+        source = AnnotatedFOVs(movies_dir=movies_dir, annotations=annotations, shape=shape,
                                n_fovs=n_fovs, dataset=dataset)
         return cls(source, **options)
 

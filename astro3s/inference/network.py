@@ -59,16 +59,15 @@ class TilingParams:
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> TilingParams:
         """From a config section; an unknown key is a :class:`ConfigError` naming the closest valid one."""
-        import difflib
-
         from astro3s.errors import ConfigError
 
         values = dict(values or {})
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(valid))
         if unknown:
-            close = difflib.get_close_matches(unknown[0], valid, n=1)
-            hint = f" (did you mean tiling.{close[0]}?)" if close else ""
+            from astro3s.errors import did_you_mean
+
+            hint = did_you_mean(unknown[0], valid, "tiling.")
             raise ConfigError(f"unknown tiling option(s) {', '.join(unknown)}{hint}; valid: {', '.join(valid)}")
         return cls(**values)
 

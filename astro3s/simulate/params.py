@@ -11,6 +11,7 @@ orders of magnitude), everything else uniformly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -343,8 +344,10 @@ def ranges_from_config(cfg: Mapping[str, Any]) -> PresetRanges:
         if key in {"defaults", "_target_"}:
             continue
         if key not in known:
-            raise ConfigError(f"simulate.{key} is not a simulation parameter; known: "
-                              f"{', '.join(sorted(known))}.")
+            from astro3s.errors import did_you_mean
+
+            raise ConfigError(f"simulate.{key} is not a simulation parameter{did_you_mean(key, known, 'simulate.')}; "
+                              f"known: {', '.join(sorted(known))}.")
         if key == "preset":
             kwargs[key] = str(value)
             continue
@@ -410,8 +413,18 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in _preset_dir().glob("*.yaml"))
 
 
+@functools.cache
+def _preset_values(name: str) -> tuple[tuple[str, Any], ...]:
+    # composed as astro3s-simulate composes simulate=NAME (defaults lists, base ranges), once per preset
+    from astro3s.cli._config import compose_plain
+
+    values = compose_plain("simulate", "simulate", [f"simulate={name}"])
+    return tuple((key, tuple(value) if isinstance(value, list) else value) for key, value in values.items())
+
+
 def load_preset(name: str, **overrides: Any) -> PresetRanges:
-    """Load a preset by name from ``conf/simulate/<name>.yaml`` (Hydra ``defaults`` honoured).
+    """Load a preset by name from ``conf/simulate/<name>.yaml``, composed as ``astro3s-simulate simulate=<name>``
+    composes it (its Hydra defaults list honoured); no running Hydra app is needed.
 
     Parameters
     ----------
@@ -425,22 +438,9 @@ def load_preset(name: str, **overrides: Any) -> PresetRanges:
     ConfigError
         Unknown preset or bad values.
     """
-    from omegaconf import OmegaConf
-
-    def load(stem: str) -> dict[str, Any]:
-        path = _preset_dir() / f"{stem}.yaml"
-        if not path.is_file():
-            raise ConfigError(f"unknown simulation preset {stem!r}; choose one of "
-                              f"{', '.join(available_presets())}.")
-        node = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        merged: dict[str, Any] = {}
-        for parent in node.pop("defaults", []) or []:
-            if parent == "_self_":
-                continue
-            merged.update(load(str(parent)))
-        merged.update(node)
-        return merged
-
-    values = load(name)
+    if name not in available_presets():
+        raise ConfigError(f"unknown simulation preset {name!r}; choose one of "
+                          f"{', '.join(available_presets())}.")
+    values = dict(_preset_values(name))
     values.update(overrides)
     return ranges_from_config(values)
