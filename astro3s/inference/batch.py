@@ -139,15 +139,19 @@ def _run_movies(movies: Sequence[str | Path], out_dir: Path, model: Any, options
                 progress: bool | None) -> list[MovieResult]:
     """The loop of :func:`run_batch`: each movie, then the index CSV and page rewritten."""
     from astro3s.inference.index_page import page_path, write_index_html
+    from astro3s.io.prefetch import prefetch
     from astro3s.utils.progress import bar
 
     results: list[MovieResult] = []
     movies_bar = bar(movies, progress=False if len(movies) < 2 else progress, desc="movies", unit="movie",
                      leave=True)
-    for movie in movies_bar:  # loop over movies
+    for position, movie in enumerate(movies_bar):  # loop over movies
         movie = Path(movie)
         movies_bar.set_postfix_str(movie.name)
         start = time.perf_counter()
+        # the next file comes into the page cache while this movie is analysed
+        if position + 1 < len(movies):
+            prefetch(movies[position + 1])
         try:
             result = infer_movie(movie, out_dir, model, options, rois=rois, overwrite=overwrite,
                                  progress=progress)

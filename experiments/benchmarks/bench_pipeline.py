@@ -261,6 +261,66 @@ def run_astro3s(movie: Path, args: argparse.Namespace, checkpoint: Path | str, c
     return best
 
 
+def _infer_command(inputs: Path, out: Path, args: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "astro3s.cli.infer", f"input={inputs}", f"out={out}", "overwrite=true",
+            f"checkpoint={args.checkpoint}", f"device={args.device}", "hydra.run.dir=" + str(out / ".hydra-run"),
+            "hydra.output_subdir=null"]
+
+
+def whole_process(movie: Path, args: argparse.Namespace, repeats: int) -> dict:
+    """Wall time of the whole ``astro3s-infer`` command on one movie (start-up, model, every output)."""
+    times = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(dir=args.work) as out:
+            start = time.perf_counter()
+            done = subprocess.run(_infer_command(movie, Path(out), args), capture_output=True, text=True,
+                                  env={**os.environ, "WANDB_MODE": "disabled"})
+            times.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            raise SystemExit(f"astro3s-infer on {movie} failed:\n{done.stderr[-3000:]}")
+    return {"best_s": min(times), "median_s": sorted(times)[len(times) // 2], "repeats": repeats}
+
+
+def batch_folder(n_movies: int, args: argparse.Namespace) -> dict:
+    """One ``astro3s-infer`` process over a folder of ``n_movies`` d1_like movies (seeds 0..n-1): the model
+    is loaded once and the next file is read ahead while a movie is analysed."""
+    from astro3s.simulate import simulate_preset, write_simulation
+
+    folder = args.work / f"batch_d1_like_{n_movies}"
+    inputs = folder / "movies"
+    inputs.mkdir(parents=True, exist_ok=True)
+    for seed in range(n_movies):
+        target = inputs / f"d1_like_s{seed:04d}.tif"
+        if not target.is_file():
+            print(f"simulating d1_like seed {seed} for the batch ...", flush=True)
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                out = write_simulation(simulate_preset("d1_like", seed=seed), Path(tmp), overview=False)
+                (out / f"{out.name}.tif").rename(target)
+    with tempfile.TemporaryDirectory(dir=args.work) as out:
+        start = time.perf_counter()
+        done = subprocess.run(_infer_command(inputs, Path(out), args), capture_output=True, text=True,
+                              env={**os.environ, "WANDB_MODE": "disabled"})
+        wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"astro3s-infer on the batch folder failed:\n{done.stderr[-3000:]}")
+    return {"n_movies": n_movies, "wall_s": wall, "per_movie_s": wall / n_movies}
+
+
+def error_latency(args: argparse.Namespace, repeats: int = 3) -> float:
+    """Seconds until ``astro3s-infer`` refuses a file that is not a movie (best of ``repeats``)."""
+    bad = args.work / "not_a_movie.txt"
+    bad.write_text("not a movie\n")
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = subprocess.run(_infer_command(bad, args.work / "bad_out", args), capture_output=True, text=True,
+                              env={**os.environ, "WANDB_MODE": "disabled"})
+        best = min(best, time.perf_counter() - start)
+    if done.returncode != 2:
+        print(f"WARNING: expected exit code 2 for a bad input, got {done.returncode}", file=sys.stderr)
+    return best
+
+
 def run_suite2p(movie: Path, args: argparse.Namespace, fs: float | None, *, no_registration: bool = False,
                 ) -> dict | None:
     if not args.suite2p_python:
@@ -344,25 +404,31 @@ def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
 
 
 def report(rows: list[dict]) -> str:
-    lines = ["| movie (T×H×W, file) | I/O pass | astro3s total | × I/O pass | astro3s peak RSS (GiB) "
-             "| Suite2p detection | Suite2p copy + registration + detection | astro3s ÷ Suite2p detection |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| movie (T×H×W, file) | I/O pass | astro3s pipeline | × I/O pass | astro3s whole process "
+             "| astro3s peak RSS (GiB) | Suite2p detection | Suite2p copy + registration + detection "
+             "| astro3s pipeline ÷ Suite2p detection | astro3s whole ÷ Suite2p whole |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         a, s = r["astro3s"], r.get("suite2p")
         total = a["timings_s"]["total_s"]
+        whole = r.get("whole")
+        whole_txt = "not run" if whole is None else f"{whole['best_s']:.1f} s (median {whole['median_s']:.1f})"
+        whole_ratio = "—"
         if s is None:
             s_det = s_all = ratio = "not installed"
         elif "error" in s:
             s_det = s_all = ratio = f"failed ({s['error'][:60]})"
         else:
             s_det = f"{s['detection_s']:.1f} s ({s['n_rois']} ROIs)"
-            s_all = ("not run (detection only)" if s.get("registration_skipped") else
-                     f"{(s['convert_s'] or 0) + (s['registration_s'] or 0) + s['detection_s']:.1f} s")
+            s_total = (s["convert_s"] or 0) + (s["registration_s"] or 0) + s["detection_s"]
+            s_all = "not run (detection only)" if s.get("registration_skipped") else f"{s_total:.1f} s"
             ratio = f"{total / s['detection_s']:.2f}"
+            if whole is not None and not s.get("registration_skipped"):
+                whole_ratio = f"{whole['best_s'] / s_total:.2f}"
         shape = "×".join(map(str, a["shape"]))
         lines.append(f"| {r['name']} ({shape}, {r['file_gb']:.2f} GB) | {r['io_s']:.2f} s | {total:.1f} s "
                      f"(best of {a['repeats']}, median {a['median_total_s']:.1f}) | {total / r['io_s']:.0f}× | "
-                     f"{a['max_rss_all_gb']:.2f} | {s_det} | {s_all} | {ratio} |")
+                     f"{whole_txt} | {a['max_rss_all_gb']:.2f} | {s_det} | {s_all} | {ratio} | {whole_ratio} |")
     lines += ["", "Per stage: wall time / peak RSS (GiB) while the stage ran.", "",
               "| movie | " + " | ".join(STAGES) + " |", "|---|" + "---|" * len(STAGES)]
     for r in rows:
@@ -392,6 +458,8 @@ def main() -> None:
     parser.add_argument("--suite2p-large-registration", action="store_true",
                         help="also register the large movie with Suite2p (hours on 2 cores; default: detection only)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=10, metavar="N",
+                        help="also one astro3s-infer process over a folder of N d1_like movies (0: skip)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "astro3s-bench-pipeline")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -419,6 +487,9 @@ def main() -> None:
         row["io_s"] = plain_pass(path, max(repeats, 2))
         print(f"{name}: I/O pass {row['io_s']:.2f} s", flush=True)
         row["astro3s"] = run_astro3s(path, args, checkpoint, cells, repeats)
+        if cells == "network":
+            row["whole"] = whole_process(path, args, repeats)
+            print(f"{name}: astro3s-infer whole process {row['whole']['best_s']:.1f} s", flush=True)
         print(f"{name}: astro3s {row['astro3s']['timings_s']['total_s']:.1f} s, peak RSS "
               f"{row['astro3s']['max_rss_all_gb']:.2f} GiB", flush=True)
         skip_registration = name == "large" and not args.suite2p_large_registration
@@ -426,13 +497,22 @@ def main() -> None:
         if row["suite2p"]:
             print(f"{name}: Suite2p {json.dumps(row['suite2p'])}", flush=True)
         rows.append(row)
+    extra = {"error_latency_s": error_latency(args)}
+    if args.batch and cells == "network":
+        extra["batch"] = batch_folder(args.batch, args)
     print()
     print(report(rows))
+    print(f"\nA file that is not a movie: refused (exit code 2) after {extra['error_latency_s']:.2f} s "
+          "(whole process, best of 3).")
+    if "batch" in extra:
+        b = extra["batch"]
+        print(f"A folder of {b['n_movies']} d1_like movies in one astro3s-infer process: {b['wall_s']:.1f} s, "
+              f"{b['per_movie_s']:.2f} s per movie (start-up and model load included).")
     print(f"\nmachine: {machine()}; cells for the CC stage: {cells}; peak RSS per stage "
           f"{'from VmHWM' if rows and rows[0]['astro3s']['peaks_exact'] else 'sampled every 10 ms'}; "
           f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"movies": rows, **extra}, indent=2))
 
 
 if __name__ == "__main__":
