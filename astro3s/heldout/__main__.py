@@ -3,9 +3,9 @@
 Examples
 --------
 ``python -m astro3s.heldout --out heldout/``
-    every member, two movies each (``heldout/heldout_<member>_<k>/``).
-``python -m astro3s.heldout --out heldout/ --members giant border --per-member 4 --no-overview``
-    four movies of two members, without the overview pictures.
+    every member, four movies each (``heldout/heldout_<member>_<k>/``).
+``python -m astro3s.heldout --out heldout/ --members giant border --per-member 2 --no-overview``
+    two movies of each of two members, without the overview pictures.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--members", nargs="+", choices=MEMBER_ORDER, default=None, metavar="MEMBER",
                         help=f"members to write (default: all of {', '.join(MEMBER_ORDER)})")
-    parser.add_argument("--per-member", type=int, default=2, help="movies per member (default 2)")
+    parser.add_argument("--per-member", type=int, default=4, help="movies per member (default 4)")
     parser.add_argument("--overview", action=argparse.BooleanOptionalAction, default=True,
                         help="write overview.png for each movie (default: yes)")
     parser.add_argument("--scale", type=float, default=1.0,

@@ -199,7 +199,7 @@ def write_member_movie(member: str, index: int, out_dir: str | Path, *, overview
     return final
 
 
-def generate_family(out_dir: str | Path, *, members: Sequence[str] | None = None, per_member: int = 2,
+def generate_family(out_dir: str | Path, *, members: Sequence[str] | None = None, per_member: int = 4,
                     overview: bool = True, scale: float = 1.0, n_frames: int | None = None,
                     progress: bool = True) -> list[Path]:
     """Write the held-out family: ``per_member`` movies of every member.
