@@ -88,12 +88,13 @@ def _as_augment(augment: Any):
 
 
 def _close_corrected(pre) -> None:
-    """Close the movie that ``load_preprocessed`` may open for ``pre.corrected`` (unused here)."""
+    """Close the movie that ``load_preprocessed`` may open for ``pre.corrected`` (unused here), and the
+    temporary file of corrected frames that ``preprocess`` writes for movies larger than its budget."""
     corrected = getattr(pre, "corrected", None)
-    movie = getattr(corrected, "movie", None)
-    close = getattr(movie, "close", None)
-    if callable(close):
-        close()
+    for obj in (corrected, getattr(corrected, "movie", None)):
+        close = getattr(obj, "close", None)
+        if callable(close):
+            close()
     pre.corrected = None
 
 

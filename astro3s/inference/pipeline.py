@@ -392,12 +392,15 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
                     movie_path.name)
     # one bar over the stages of this movie; the long ones (pre-processing, CC pass) add their own
     stages = bar(progress=progress, desc=f"{movie_path.name}: pre-processing", unit="stage", total=5)
+    corrected_movie = None  # pre-processing's corrected movie: its temporary frame file is deleted at the end
     try:
         if options.nwb and mov.fs is None:
             raise InputError(movie_path, "records no frame rate, which the NWB file needs (its times are seconds).",
                              "give the frame rate in Hz as fs=, e.g. fs=15.")
         t = time.perf_counter()
-        pre = preprocess(mov, options.preprocess, progress=progress)
+        pre = preprocess(mov, options.preprocess, progress=progress,
+                         scratch_dir=getattr(options.correlation, "scratch_dir", None))
+        corrected_movie = pre.corrected
         timings["preprocess_s"] = time.perf_counter() - t
         _next_stage(stages, f"{movie_path.name}: cells")
         height, width = pre.fov_map.shape
@@ -509,7 +512,7 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
     finally:
         stages.close()
         corrected = getattr(locals().get("pre"), "corrected", None)
-        for obj in (getattr(corrected, "movie", None), mov):
+        for obj in (corrected_movie, getattr(corrected, "movie", None), mov):
             close = getattr(obj, "close", None)
             if callable(close):
                 close()

@@ -17,8 +17,8 @@ calls: :func:`build_reference` (reference image from a sample of frames),
 block, from one FFT), :func:`register_spectra` (shifts from spectra),
 :func:`fourier_shift` (the phase ramp) and :func:`correct_frames`;
 :func:`estimate_shifts` registers a whole movie. :class:`CorrectedMovie` is
-the lazy corrected movie, and :func:`as_movie` wraps arrays and paths as
-movies.
+the corrected movie (in memory, in a temporary :class:`FrameFile`, or
+corrected on read), and :func:`as_movie` wraps arrays and paths as movies.
 
 Sign convention: ``shifts[t] = (dy, dx)`` is the displacement of frame ``t``
 relative to the reference, ``frame_t(y, x) ~ reference(y - dy, x - dx)``; the
@@ -28,6 +28,10 @@ correction moves the frame by ``(-dy, -dx)``.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
+import threading
+import weakref
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +43,7 @@ from astro3s.preprocess._backend import block_ranges, cache_block_frames, irfft2
 
 __all__ = [
     "CorrectedMovie",
+    "FrameFile",
     "as_movie",
     "bandpass_filter",
     "build_reference",
@@ -540,8 +545,134 @@ def as_movie(movie: Any) -> Any:
     return Movie.from_array(np.asarray(movie) if not hasattr(movie, "shape") else movie)
 
 
+def _read_into(fd: int, out: np.ndarray, offset: int, lock: threading.Lock, file: Any) -> None:
+    """Fill the C-contiguous ``out`` with the bytes of ``fd`` from ``offset`` (plain reads, no mapping)."""
+    view = memoryview(out).cast("B")
+    done = 0
+    while done < len(view):
+        if hasattr(os, "preadv"):  # positional: no shared file offset, so threads need no lock
+            n = os.preadv(fd, [view[done:]], offset + done)
+        else:  # pragma: no cover - systems without preadv
+            with lock:
+                file.seek(offset + done)
+                n = file.readinto(view[done:])
+        if not n:
+            raise OSError(f"unexpected end of the temporary frame file at byte {offset + done}")
+        done += n
+
+
+def _write_from(fd: int, data: np.ndarray, offset: int, lock: threading.Lock, file: Any) -> None:
+    """Write the C-contiguous ``data`` into ``fd`` at ``offset``."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        if hasattr(os, "pwrite"):
+            done += os.pwrite(fd, view[done:], offset + done)
+        else:  # pragma: no cover - systems without pwrite
+            with lock:
+                file.seek(offset + done)
+                done += file.write(view[done:])
+
+
+class FrameFile:
+    """A (T, H, W) float32 movie in an anonymous temporary file, frame after frame (raw bytes).
+
+    The streamed pass writes each motion-corrected frame here once
+    (:meth:`write`, from several threads: positional writes into disjoint
+    frames), and :class:`CorrectedMovie` reads them back (:meth:`read`,
+    :meth:`read_index`) instead of correcting them again. Reads are plain file
+    reads into new arrays, as :meth:`astro3s.io.Movie.frames` does for
+    memory-mapped movies: nothing is mapped, so no page of the file counts in
+    the process's memory (the operating system's page cache holds what it
+    can, as for the movie file itself).
+
+    The file is made by :func:`tempfile.TemporaryFile` and its space reserved
+    at once (``posix_fallocate``: ``OSError`` here when the disk is full).
+    On POSIX systems it has no name from the start, so nothing is left on
+    disk whichever way the process ends; its space is given back when it is
+    closed (:meth:`close`, or when this object is garbage-collected, or at
+    interpreter exit).
+
+    Parameters
+    ----------
+    shape : (int, int, int)
+        ``(T, H, W)``.
+    folder : str or Path
+        Where the file is made.
+
+    Attributes
+    ----------
+    shape : (int, int, int)
+    folder : Path
+    nbytes : int
+        Size of the file, ``4 T H W``.
+    error : OSError or None
+        The first failed write (the disk filled up, ...): the frames are then
+        incomplete and must not be read.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], folder: str | Path):
+        self.shape = tuple(int(s) for s in shape)
+        self.folder = Path(folder)
+        self.frame_bytes = 4 * self.shape[1] * self.shape[2]
+        self.nbytes = self.frame_bytes * self.shape[0]
+        self.error: OSError | None = None
+        self._lock = threading.Lock()
+        self._file = tempfile.TemporaryFile(dir=self.folder, prefix="astro3s-corrected-")  # noqa: SIM115 - closed by close()/finalizer
+        self._fd = self._file.fileno()
+        try:  # reserve the space now, so that a full disk shows here rather than in the middle of the pass
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(self._fd, 0, self.nbytes)
+            else:  # pragma: no cover
+                self._file.truncate(self.nbytes)
+        except OSError:
+            self._file.close()
+            raise
+        # closes (and so deletes) the file when this object goes, or at interpreter exit
+        self._finalizer = weakref.finalize(self, self._file.close)
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def write(self, t: int, frames: np.ndarray) -> None:
+        """Store ``frames`` (float32, shape (n, H, W)) as frames ``t .. t + n - 1``.
+
+        A failed write is kept in ``error`` (not raised): the pass goes on and
+        the caller drops the file afterwards.
+        """
+        if self.error is not None or self.closed:
+            return
+        data = np.ascontiguousarray(frames, dtype=np.float32)
+        try:
+            _write_from(self._fd, data, int(t) * self.frame_bytes, self._lock, self._file)
+        except OSError as err:
+            self.error = err
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start .. stop - 1``; float32, shape (stop - start, H, W), a new array."""
+        out = np.empty((max(int(stop) - int(start), 0), *self.shape[1:]), np.float32)
+        if len(out):
+            _read_into(self._fd, out, int(start) * self.frame_bytes, self._lock, self._file)
+        return out
+
+    def read_index(self, index: np.ndarray) -> np.ndarray:
+        """Frames ``index`` (any order); float32, shape (len(index), H, W); one read per run of consecutive frames."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        out = np.empty((len(index), *self.shape[1:]), np.float32)
+        breaks = np.flatnonzero(np.diff(index) != 1) + 1
+        for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(index)], strict=True):
+            if b > a:
+                _read_into(self._fd, out[a:b], int(index[a]) * self.frame_bytes, self._lock, self._file)
+        return out
+
+    def close(self) -> None:
+        """Close and so delete the file (again: nothing)."""
+        self._finalizer()
+
+
 class CorrectedMovie:
-    """A motion-corrected view of a movie, computed on read; the corrected movie is never written.
+    """A motion-corrected view of a movie: from memory, from a temporary file, or computed on read.
 
     Parameters
     ----------
@@ -554,6 +685,11 @@ class CorrectedMovie:
     cache : ndarray of float32, shape (T, H, W), optional
         The corrected frames, when the pipeline kept them (small movies); reads
         then cost nothing.
+    frames_file : FrameFile, optional
+        The corrected frames written by the pipeline's pass when they do not
+        fit in memory; reads are file reads, not corrections. This object
+        owns it: :meth:`close` (or ``with``) deletes it, after which frames
+        are corrected on read again.
 
     Attributes
     ----------
@@ -563,13 +699,16 @@ class CorrectedMovie:
     """
 
     def __init__(self, movie: Any, shifts: np.ndarray, *, device: str = "cpu",
-                 cache: np.ndarray | None = None):
+                 cache: np.ndarray | None = None, frames_file: FrameFile | None = None):
         self.movie = as_movie(movie)
         self.shifts = np.asarray(shifts, dtype=np.float32)
         if self.shifts.shape != (self.movie.shape[0], 2):
             raise ValueError(f"shifts must have shape ({self.movie.shape[0]}, 2), got {self.shifts.shape}")
         self.device = device
         self.cache = cache
+        if frames_file is not None and tuple(frames_file.shape) != tuple(self.movie.shape):
+            raise ValueError(f"frames_file has shape {frames_file.shape}, the movie {tuple(self.movie.shape)}")
+        self.frames_file = frames_file
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -583,11 +722,30 @@ class CorrectedMovie:
     def path(self) -> Any:
         return self.movie.path
 
+    @property
+    def stored(self) -> FrameFile | None:
+        """The open :class:`FrameFile` the frames are read from, or None (cache, or corrected on read)."""
+        if self.cache is not None or self.frames_file is None or self.frames_file.closed:
+            return None
+        return self.frames_file
+
+    def close(self) -> None:
+        """Delete the temporary frame file, if any; later reads correct the frames again."""
+        if self.frames_file is not None:
+            self.frames_file.close()
+            self.frames_file = None
+
+    def __enter__(self) -> CorrectedMovie:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def __len__(self) -> int:
         return self.shape[0]
 
     def __repr__(self) -> str:
-        return f"CorrectedMovie({self.movie!r}, cached={self.cache is not None})"
+        return f"CorrectedMovie({self.movie!r}, cached={self.cache is not None}, stored={self.stored is not None})"
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """Corrected frames: ``key`` is a frame index or slice, optionally followed by y, x indices."""
@@ -601,12 +759,28 @@ class CorrectedMovie:
             time_key = slice(int(time_key) % self.shape[0], int(time_key) % self.shape[0] + 1)
         if not isinstance(time_key, slice):
             raise TypeError("CorrectedMovie supports integer or slice time indices")
-        frames = np.asarray(self.movie[time_key], dtype=np.float32)
         index = np.arange(self.shape[0])[time_key]
-        out = correct_frames(frames, self.shifts[index], device=self.device)
+        stored = self.stored
+        if stored is not None:
+            out = stored.read_index(index)
+        else:
+            frames = np.asarray(self.movie[time_key], dtype=np.float32)
+            out = correct_frames(frames, self.shifts[index], device=self.device)
         if single:
             out = out[0]
         return out[(Ellipsis, *space_key)] if space_key else out
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        """Corrected frames ``index`` (int array); float32, shape (len(index), H, W)."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        if self.cache is not None:
+            return self.cache[index]
+        stored = self.stored
+        if stored is not None:
+            return stored.read_index(index)
+        from astro3s.preprocess.streaming import read_frames  # streaming imports this module
+
+        return correct_frames(read_frames(self.movie, index), self.shifts[index], device=self.device)
 
     def chunks(self, chunk_frames: int = 256) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(t0, corrected block)`` with blocks of float32, shape (t, H, W)."""
@@ -614,13 +788,27 @@ class CorrectedMovie:
             for t0 in range(0, self.shape[0], chunk_frames):
                 yield t0, self.cache[t0:t0 + chunk_frames]
             return
+        if self.stored is not None:
+            for t0 in range(0, self.shape[0], chunk_frames):
+                stored = self.stored
+                if stored is None:  # closed meanwhile: correct the rest on read
+                    yield from self._corrected_chunks(chunk_frames, t0)
+                    return
+                yield t0, stored.read(t0, min(t0 + chunk_frames, self.shape[0]))
+            return
+        yield from self._corrected_chunks(chunk_frames, 0)
+
+    def _corrected_chunks(self, chunk_frames: int, start: int) -> Iterator[tuple[int, np.ndarray]]:
         for t0, block in self.movie.chunks(chunk_frames, dtype=np.float32):
-            yield t0, correct_frames(block, self.shifts[t0:t0 + len(block)], device=self.device)
+            if t0 >= start:
+                yield t0, correct_frames(block, self.shifts[t0:t0 + len(block)], device=self.device)
 
     def load(self) -> np.ndarray:
         """All corrected frames, float32, shape (T, H, W)."""
         if self.cache is not None:
             return self.cache.copy()
+        if self.stored is not None:
+            return self.stored.read(0, self.shape[0])
         out = np.empty(self.shape, np.float32)
         for t0, block in self.chunks():
             out[t0:t0 + len(block)] = block

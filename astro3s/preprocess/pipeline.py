@@ -6,9 +6,10 @@ enhanced image, activity map), then stages 4-6 on their results
 (:func:`_candidate_stages`: soma candidates, local activity filter, crops).
 Stage 5 needs the corrected movie around each candidate, which is read again
 (:func:`crop_filters`: from the cache of the corrected movie when it fits
-``memory_budget_mb``, otherwise corrected again chunk by chunk; beyond the
-budget the local filter uses an even subsample of frames per candidate,
-logged and counted in ``details``). :func:`reselect_candidates` redoes
+``memory_budget_mb``, otherwise from the temporary file the streamed pass
+wrote it to, or, without room for that file, corrected again chunk by chunk;
+beyond the budget the local filter uses an even subsample of frames per
+candidate, logged and counted in ``details``). :func:`reselect_candidates` redoes
 stages 4-6 with other parameters.
 
 The result, :class:`~astro3s.preprocess.result.Preprocessed`, is written and
@@ -21,6 +22,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -94,17 +96,20 @@ def crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: fl
         log.info("local activity filter on %d of %d frames (memory budget %.0f MB)", len(index), n_frames,
                  memory_budget_mb)
     stacks = np.empty((len(boxes), len(index), h, w), np.float32)
-    # only the frames used are read and corrected (chunk_frames is already memory-capped)
+    # only the frames used are read and corrected (chunk_frames is already memory-capped); frames the
+    # streamed pass stored in a file are read from it, already corrected
+    stored = corrected.stored
     frame_bytes = 4 * corrected.shape[1] * corrected.shape[2]
     for a in range(0, len(index), chunk_frames):
         frames = index[a:a + chunk_frames]
-        block = read_frames(corrected.movie, frames)
+        block = stored.read_index(frames) if stored is not None else read_frames(corrected.movie, frames)
 
         def gather(span: tuple[int, int], block: np.ndarray = block, frames: np.ndarray = frames,
                    a: int = a) -> None:
             # correct a block of frames (in cache) and copy its boxes out
             b0, b1 = span
-            part = correct_frames(block[b0:b1], corrected.shifts[frames[b0:b1]], device=corrected.device)
+            part = block[b0:b1] if stored is not None else correct_frames(
+                block[b0:b1], corrected.shifts[frames[b0:b1]], device=corrected.device)
             for n, (y0, x0, y1, x1) in enumerate(boxes):  # loop over candidates
                 stacks[n, a + b0:a + b1] = part[:, y0:y1, x0:x1]
 
@@ -207,7 +212,8 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
 
 
 def preprocess(movie: Any, params: PreprocessParams | None = None, *,
-               progress: bool | None = None, cache: bool | None = None) -> Preprocessed:
+               progress: bool | None = None, cache: bool | None = None,
+               scratch_dir: str | Path | None = None) -> Preprocessed:
     """Pre-process one movie: motion correction to single-cell crops.
 
     Parameters
@@ -220,12 +226,18 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
         Show a progress bar (default: when writing to a terminal).
     cache : bool, optional
         Keep the corrected movie in memory for stage 5 (default: when it
-        takes at most half of ``params.memory_budget_mb``); False re-reads and
-        re-corrects the movie in chunks, as for movies larger than memory.
+        takes at most half of ``params.memory_budget_mb``); False does as for
+        movies larger than memory: the streamed pass writes the corrected
+        frames to a temporary file, which ``corrected`` reads (or, without
+        room on the disk, the movie is re-read and re-corrected in chunks).
+    scratch_dir : str or Path, optional
+        Folder of that temporary file (default: the system's, ``TMPDIR``).
 
     Returns
     -------
     Preprocessed
+        ``corrected`` owns the temporary file, if any: ``result.corrected.close()``
+        deletes it (as does dropping the result, or the end of the process).
 
     Raises
     ------
@@ -239,13 +251,17 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
     start = time.perf_counter()
     log.info("pre-processing %s (%d x %d x %d) on %s", movie.path or "array", *movie.shape, device)
     streamed = stream_movie(movie, params, device, activity_percentiles=[params.activity_percentile],
-                            progress=progress, cache=cache)
+                            progress=progress, cache=cache, scratch_dir=scratch_dir)
     activity = streamed.activity[0]
     n_frames, height, width = (int(s) for s in movie.shape)
     timings, details = streamed.timings, streamed.details
 
-    stages = _candidate_stages(activity, streamed.enhanced, streamed.corrected, params, n_frames,
-                               timings, details)
+    try:
+        stages = _candidate_stages(activity, streamed.enhanced, streamed.corrected, params, n_frames,
+                                   timings, details)
+    except BaseException:
+        streamed.corrected.close()  # its temporary file, if any: nothing left behind
+        raise
     timings["total"] = time.perf_counter() - start
     details["timings"] = timings
     candidates, boxes, crop_masks, crops, fov, union, enhanced = stages

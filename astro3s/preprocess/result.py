@@ -54,7 +54,9 @@ class Preprocessed:
     details : dict
         Candidate search outcome, approximations used, timings (s) per stage.
     corrected : CorrectedMovie or None
-        Lazy motion-corrected movie (original movie + shifts).
+        The motion-corrected movie: from memory, from the temporary file the
+        streamed pass wrote (movies beyond the memory budget), or corrected on
+        read (original movie + shifts); ``corrected.close()`` deletes the file.
     median_image : ndarray of float32, shape (H, W), or None
         Temporal median of the baseline-subtracted frames, the image ``enhanced``
         is made from (kept so that the enhancement can be redone at another

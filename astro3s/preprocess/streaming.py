@@ -3,11 +3,19 @@
 One pass over the movie does stages 1-3: each chunk of frames is registered to
 a reference (built beforehand from a sample of frames), corrected by Fourier
 shift, and feeds the per-frame baselines, the temporal-median buffer and the
-activity counts (:func:`stream_movie`). The corrected movie is never written:
-the result keeps a :class:`~astro3s.preprocess.motion.CorrectedMovie` handle,
-with a cache of the corrected frames when they fit ``memory_budget_mb``. When
-the cache holds every frame the temporal median is taken from it, with no
-buffer.
+activity counts (:func:`stream_movie`). Each frame is corrected once: the
+result keeps a :class:`~astro3s.preprocess.motion.CorrectedMovie` that holds
+the corrected frames in memory when they fit half of ``memory_budget_mb``
+(the temporal median is then taken from them, with no buffer), and
+otherwise has the pass write them to a temporary float32 file
+(:class:`~astro3s.preprocess.motion.FrameFile`, 4 bytes a pixel: twice a
+16-bit movie) in ``scratch_dir`` (default: the system's temporary folder,
+``TMPDIR``), which the later passes (local filter, CC analysis, domain
+traces, binning) read instead of correcting the frames again. The file has
+no name on disk and is deleted when the ``CorrectedMovie`` is closed or
+dropped. Without room for it (its size plus 10 %, at least 1 GiB spare) a
+warning is logged and the frames are corrected again on each later read,
+as they were before.
 
 Parallel work: each chunk is split into blocks of a few MB of frames that run
 side by side on the CPU cores, every stage 1-3 step of a block in a row while
@@ -27,7 +35,8 @@ Memory: besides those budgeted buffers, two raw float32 chunks (the one being
 corrected, the one being read) and each thread's block in a few float32 /
 complex64 copies (spectra, correlation, corrected frames) are held at a time;
 no page of a memory-mapped movie stays resident (frames are read with plain
-file reads, see :meth:`astro3s.io.Movie.frames`).
+file reads, see :meth:`astro3s.io.Movie.frames`); the temporary frame file is
+written and read the same way (never mapped).
 
 Timings (``timings``): the wall time of the streamed pass is shared out among
 ``motion``, ``baseline`` and ``activity`` in proportion to their time summed
@@ -38,11 +47,14 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,12 +63,12 @@ from astro3s.errors import InputError
 from astro3s.preprocess._backend import _workers, block_ranges, cache_block_frames, map_blocks
 from astro3s.preprocess.activity import activity_counts, tile_coverage, tile_thresholds
 from astro3s.preprocess.enhance import enhance_image, frame_percentiles, temporal_median
-from astro3s.preprocess.motion import CorrectedMovie, build_reference, register_frames
+from astro3s.preprocess.motion import CorrectedMovie, FrameFile, build_reference, register_frames
 from astro3s.preprocess.params import PreprocessParams
 
 __all__ = ["MIN_FRAMES", "MIN_SIDE", "MotionReference", "Streamed", "effective_chunk_frames", "even_subsample",
-           "motion_reference", "read_ahead", "read_frames", "reference_sample_frames", "stream_movie",
-           "validate_movie"]
+           "motion_reference", "read_ahead", "read_frames", "reference_sample_frames", "scratch_frame_file",
+           "stream_movie", "validate_movie"]
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +202,46 @@ def effective_chunk_frames(params: PreprocessParams, frame_bytes: int) -> int:
     return max(1, min(params.chunk_frames, room))
 
 
+SCRATCH_MARGIN = 0.10
+SCRATCH_SPARE_BYTES = 1 << 30
+
+
+def scratch_frame_file(shape: tuple[int, int, int], scratch_dir: str | Path | None = None) -> FrameFile | None:
+    """A temporary file for the corrected frames, or None (with a warning) when the disk lacks room.
+
+    Parameters
+    ----------
+    shape : (int, int, int)
+        ``(T, H, W)``; the file takes ``4 T H W`` bytes.
+    scratch_dir : str or Path, optional
+        Folder of the file (default: the system's temporary folder, ``TMPDIR``).
+        It must have the file's size plus 10 % (at least 1 GiB) free, so that
+        the disk is not filled to the last byte (the CC analysis may spill
+        traces there too).
+
+    Returns
+    -------
+    FrameFile or None
+    """
+    folder = Path(scratch_dir) if scratch_dir else Path(tempfile.gettempdir())
+    need = 4 * math.prod(int(s) for s in shape)
+    spare = max(int(need * SCRATCH_MARGIN), SCRATCH_SPARE_BYTES)
+    hint = ("so each later read corrects the frames again (slower). Point the scratch folder at a larger disk: "
+            "TMPDIR, or correlation.scratch_dir in astro3s-infer")
+    try:
+        free = shutil.disk_usage(folder).free
+        if free >= need + spare:
+            return FrameFile(shape, folder)
+    except OSError as err:
+        log.warning("the corrected movie (%.2f GiB) does not fit the memory budget and cannot be written to %s "
+                    "(%s), %s", need / 2**30, folder, err.strerror or err, hint)
+        return None
+    log.warning("the corrected movie (%.2f GiB) does not fit the memory budget and %s has %.2f GiB free "
+                "(%.2f GiB needed with the margin), %s", need / 2**30, folder, free / 2**30,
+                (need + spare) / 2**30, hint)
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # the reference
 
@@ -316,7 +368,8 @@ class _Buffers:
     ``cache`` (T, H, W) holds the corrected movie (or is None); ``median_frames``
     (M, H, W) the baseline-subtracted frames of the median's subsample, at
     ``median_slot[t]`` (-1: not used), or is None when the median is taken
-    from the full cache.
+    from the full cache. ``frames_file`` receives the corrected frames when
+    there is no cache (see :func:`scratch_frame_file`), or is None.
     """
 
     shifts: np.ndarray
@@ -324,6 +377,7 @@ class _Buffers:
     cache: np.ndarray | None
     median_slot: np.ndarray
     median_frames: np.ndarray | None
+    frames_file: FrameFile | None = None
 
     @classmethod
     def make(cls, shape: tuple[int, int, int], params: PreprocessParams, cache: bool | None,
@@ -402,6 +456,8 @@ class _BlockWorker:
             corrected = frames
         if buffers.cache is not None:
             buffers.cache[t:t + len(frames)] = corrected
+        elif buffers.frames_file is not None:
+            buffers.frames_file.write(t, corrected)
         return corrected
 
     def _baseline(self, corrected: np.ndarray, t: int) -> None:
@@ -477,8 +533,26 @@ def _run_pass(movie: Any, chunk_frames: int, worker: _BlockWorker, progress: boo
     return raw, wall
 
 
+def _corrected_store(buffers: _Buffers) -> str:
+    """Where the corrected frames are kept: ``"memory"``, ``"file"`` or ``"none"`` (corrected on read).
+
+    A frame file with a failed write is closed (deleted) and dropped, with a warning.
+    """
+    if buffers.cache is not None:
+        return "memory"
+    stored = buffers.frames_file
+    if stored is not None and stored.error is not None:
+        log.warning("writing the corrected movie to a temporary file in %s failed (%s), so each later read "
+                    "corrects the frames again (slower). Point the scratch folder at a larger disk: TMPDIR, or "
+                    "correlation.scratch_dir in astro3s-infer", stored.folder, stored.error)
+        stored.close()
+        buffers.frames_file = None
+    return "file" if buffers.frames_file is not None else "none"
+
+
 def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_percentiles: Sequence[float],
-                 progress: bool | None, cache: bool | None = None) -> Streamed:
+                 progress: bool | None, cache: bool | None = None,
+                 scratch_dir: str | Path | None = None) -> Streamed:
     """Stages 1-3 in one pass over ``movie``: the pieces the later stages need.
 
     Parameters
@@ -494,7 +568,12 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
         Show a progress bar (None: when writing to a terminal).
     cache : bool, optional
         Keep the corrected movie in memory (default: when it takes at most
-        half of ``params.memory_budget_mb``).
+        half of ``params.memory_budget_mb``). Otherwise, with motion
+        correction, the corrected frames are written once to a temporary
+        file that ``Streamed.corrected`` reads (and deletes on ``close()``);
+        without room for it, they are corrected again on each read.
+    scratch_dir : str or Path, optional
+        Folder of that file (default: the system's temporary folder, ``TMPDIR``).
 
     Returns
     -------
@@ -517,11 +596,19 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
     timings["reference"] = time.perf_counter() - tick
 
     buffers = _Buffers.make((n_frames, height, width), params, cache, details)
-    worker = _BlockWorker(buffers, reference.spectrum, params, device, max_shift, activity_percentiles,
-                          (height, width))
-    raw, wall = _run_pass(movie, effective_chunk_frames(params, 4 * height * width), worker, progress, device)
-    if raw.highest == raw.lowest:
-        raise _constant_error(movie)
+    if buffers.cache is None and params.motion_correction:
+        buffers.frames_file = scratch_frame_file((n_frames, height, width), scratch_dir)
+    try:
+        worker = _BlockWorker(buffers, reference.spectrum, params, device, max_shift, activity_percentiles,
+                              (height, width))
+        raw, wall = _run_pass(movie, effective_chunk_frames(params, 4 * height * width), worker, progress, device)
+        if raw.highest == raw.lowest:
+            raise _constant_error(movie)
+    except BaseException:
+        if buffers.frames_file is not None:
+            buffers.frames_file.close()  # nothing left behind
+        raise
+    details["corrected_store"] = _corrected_store(buffers)
     timings.update(worker.stage_times(wall))
 
     tick = time.perf_counter()
@@ -535,5 +622,5 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
     return Streamed(shifts=buffers.shifts, reference=reference.image.astype(np.float32),
                     mean_image=(raw.total / n_frames).astype(np.float32), median=median, enhanced=enhanced,
                     activity=activity, corrected=CorrectedMovie(movie, buffers.shifts, device=device,
-                                                                cache=buffers.cache),
+                                                                cache=buffers.cache, frames_file=buffers.frames_file),
                     timings=timings, details=details)
