@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from astro3s.errors import ConfigError
@@ -109,15 +109,6 @@ class CorrelationParams:
 
     def __post_init__(self) -> None:
         check_params(**asdict(self))
-
-    def traces_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`~astro3s.correlation.extract_traces`."""
-        return {k: getattr(self, k) for k in ("f0_percentile", "f0_window_s", "chunk_frames")}
-
-    def domains_kwargs(self) -> dict[str, Any]:
-        """Keyword overrides of :func:`~astro3s.correlation.find_domains` (which also takes ``params=self``)."""
-        skip = {"f0_percentile", "f0_window_s"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
 def check_params(**kw: Any) -> None:  # noqa: C901, PLR0915 - one check per parameter

@@ -43,11 +43,11 @@ def _files(path: Path) -> list[Path]:
     return []
 
 
-def _read_through(files: list[Path], stop: threading.Event) -> None:
+def _read_through(files: list[Path]) -> None:
     for file in files:  # a loop over files, then over 8 MiB chunks: no per-pixel work
         try:
             with open(file, "rb", buffering=0) as handle:
-                while not stop.is_set() and handle.read(_CHUNK_BYTES):
+                while handle.read(_CHUNK_BYTES):
                     pass
         except OSError as err:  # a read-ahead never fails the batch: the real read reports the problem
             log.debug("read-ahead of %s stopped: %s", file, err)
@@ -55,7 +55,7 @@ def _read_through(files: list[Path], stop: threading.Event) -> None:
 
 
 def prefetch(path: str | os.PathLike[str], *, max_fraction: float = 0.25,
-             max_bytes: int | None = None) -> tuple[threading.Thread, threading.Event] | None:
+             max_bytes: int | None = None) -> threading.Thread | None:
     """Start reading ``path`` into the page cache in a daemon thread.
 
     Parameters
@@ -70,10 +70,9 @@ def prefetch(path: str | os.PathLike[str], *, max_fraction: float = 0.25,
 
     Returns
     -------
-    (thread, stop) or None
-        The running thread and an event that stops it early (set it when
-        the batch ends first); None when nothing is read (missing path, too
-        large, empty).
+    thread or None
+        The running daemon thread (it does not keep the process alive); None
+        when nothing is read (missing path, too large, empty).
     """
     try:
         files = _files(Path(path))
@@ -85,8 +84,7 @@ def prefetch(path: str | os.PathLike[str], *, max_fraction: float = 0.25,
         max_bytes = int(max_fraction * available) if available is not None else 1 << 30
     if not files or size == 0 or size > max_bytes:
         return None
-    stop = threading.Event()
-    thread = threading.Thread(target=_read_through, args=(files, stop), name=f"prefetch {Path(path).name}",
+    thread = threading.Thread(target=_read_through, args=(files,), name=f"prefetch {Path(path).name}",
                               daemon=True)
     thread.start()
-    return thread, stop
+    return thread

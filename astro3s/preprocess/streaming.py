@@ -204,6 +204,9 @@ def effective_chunk_frames(params: PreprocessParams, frame_bytes: int) -> int:
 
 SCRATCH_MARGIN = 0.10
 SCRATCH_SPARE_BYTES = 1 << 30
+#: what a user is told when the corrected frames cannot be kept in a file
+_SCRATCH_HINT = ("so each later read corrects the frames again (slower). Point the scratch folder at a larger disk: "
+                 "TMPDIR, or correlation.scratch_dir in astro3s-infer")
 
 
 def scratch_frame_file(shape: tuple[int, int, int], scratch_dir: str | Path | None = None) -> FrameFile | None:
@@ -226,19 +229,17 @@ def scratch_frame_file(shape: tuple[int, int, int], scratch_dir: str | Path | No
     folder = Path(scratch_dir) if scratch_dir else Path(tempfile.gettempdir())
     need = 4 * math.prod(int(s) for s in shape)
     spare = max(int(need * SCRATCH_MARGIN), SCRATCH_SPARE_BYTES)
-    hint = ("so each later read corrects the frames again (slower). Point the scratch folder at a larger disk: "
-            "TMPDIR, or correlation.scratch_dir in astro3s-infer")
     try:
         free = shutil.disk_usage(folder).free
         if free >= need + spare:
             return FrameFile(shape, folder)
     except OSError as err:
         log.warning("the corrected movie (%.2f GiB) does not fit the memory budget and cannot be written to %s "
-                    "(%s), %s", need / 2**30, folder, err.strerror or err, hint)
+                    "(%s), %s", need / 2**30, folder, err.strerror or err, _SCRATCH_HINT)
         return None
     log.warning("the corrected movie (%.2f GiB) does not fit the memory budget and %s has %.2f GiB free "
                 "(%.2f GiB needed with the margin), %s", need / 2**30, folder, free / 2**30,
-                (need + spare) / 2**30, hint)
+                (need + spare) / 2**30, _SCRATCH_HINT)
     return None
 
 
@@ -542,9 +543,8 @@ def _corrected_store(buffers: _Buffers) -> str:
         return "memory"
     stored = buffers.frames_file
     if stored is not None and stored.error is not None:
-        log.warning("writing the corrected movie to a temporary file in %s failed (%s), so each later read "
-                    "corrects the frames again (slower). Point the scratch folder at a larger disk: TMPDIR, or "
-                    "correlation.scratch_dir in astro3s-infer", stored.folder, stored.error)
+        log.warning("writing the corrected movie to a temporary file in %s failed (%s), %s", stored.folder,
+                    stored.error, _SCRATCH_HINT)
         stored.close()
         buffers.frames_file = None
     return "file" if buffers.frames_file is not None else "none"
