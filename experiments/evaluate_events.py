@@ -136,8 +136,11 @@ def _f(v: object, digits: int = 3) -> str:
 
 #: said in every report: where the detector's parameters come from
 PROVENANCE = ("The detector and its default parameters were developed on the movies of seeds 7000+ "
-              "(d1_like 7000-7002, d3_like 7000, randomised 7000-7002); `--first-seed 9000` gives an "
-              "independent set of the same presets (`experiments/results/events_seeds9000.md`).")
+              "(d1_like 7000-7002, d3_like 7000, randomised 7000-7002); `--first-seed 9000` gave an "
+              "independent set of the same presets (`experiments/results/events_seeds9000.md`), on which the "
+              "neuropil correction (`EventParams.neuropil_max_coef`) was then chosen, so seeds 9000+ are "
+              "development movies too; `--first-seed 11000` (`experiments/results/events_seeds11000.md`) was "
+              "first run after that choice, once before and once after it.")
 
 
 def report(results: dict[str, list[dict]], *, seconds: float, sets: list[tuple[str, int]], first_seed: int) -> str:

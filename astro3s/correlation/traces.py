@@ -26,6 +26,7 @@ import numpy as np
 
 from astro3s.correlation._common import check_pair, movie_shape
 from astro3s.correlation._store import one_pass
+from astro3s.correlation.neuropil import neuropil_weights
 from astro3s.correlation.params import CorrelationParams, check_params
 
 __all__ = ["RoiMeans", "RoiTraces", "baseline_f0", "domain_traces", "extract_traces", "roi_table"]
@@ -58,6 +59,10 @@ class RoiTraces:
         Frame rate in Hz.
     f0_method : str
         ``"running"`` or ``"global"`` (see the module docstring).
+    fneu : ndarray of float32, shape (T, R), or None
+        Mean raw fluorescence of each ROI's neuropil surround
+        (:mod:`astro3s.correlation.neuropil`); None when not measured
+        (domain traces).
     """
 
     names: list[str]
@@ -69,6 +74,7 @@ class RoiTraces:
     n_pixels: np.ndarray
     fs: float | None
     f0_method: str
+    fneu: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -189,9 +195,10 @@ def extract_traces(movie: Any, soma: Any, processes: Any, *, f0_percentile: floa
 
 
 class RoiMeans:
-    """Mean raw fluorescence of every soma and process ROI, accumulated block by block.
+    """Mean raw fluorescence of every soma and process ROI and of its neuropil surround, block by block.
 
-    The ROI means of a block are one sparse product ``(t, H*W) @ (H*W, R)``.
+    The ROI means of a block are one sparse product ``(t, H*W) @ (H*W, R)``;
+    the surround means (:func:`~astro3s.correlation.neuropil.neuropil_weights`) another.
     :func:`extract_traces` feeds it from its own pass over the movie;
     :func:`~astro3s.correlation.correlation_analysis` from the domain search's.
 
@@ -220,11 +227,14 @@ class RoiMeans:
         self._weights = sp.csc_matrix((1.0 / self.n_pixels[rois], (np.arange(len(pix)), rois)),
                                       shape=(len(pix), self.n_roi))
         self.f = np.empty((int(n_frames), self.n_roi), np.float64)
+        self._np_pix, self._np_weights, self.n_neuropil_pixels = neuropil_weights(roi_index, self.n_roi)
+        self.fneu = np.empty((int(n_frames), self.n_roi), np.float64)
 
     def add(self, t0: int, block: np.ndarray) -> None:
         """Frames ``t0 .. t0 + len(block)``, ``block`` of shape (t, H*W)."""
         if self.n_roi:
             self.f[t0:t0 + len(block)] = np.asarray(np.take(block, self._pix, axis=1) @ self._weights)
+            self.fneu[t0:t0 + len(block)] = np.asarray(np.take(block, self._np_pix, axis=1) @ self._np_weights)
 
     def finish(self, *, fs: float | None, f0_percentile: float = _D.f0_percentile,
                f0_window_s: float = _D.f0_window_s) -> RoiTraces:
@@ -242,7 +252,8 @@ class RoiMeans:
         with np.errstate(divide="ignore", invalid="ignore"):
             dff = np.where(bad, np.nan, (f - f0) / np.where(bad, 1.0, f0))
         return RoiTraces(names=names, cell_ids=self.cell_ids, kinds=self.kinds, dff=dff.astype(np.float32), f0=f0,
-                         f=f.astype(np.float32), n_pixels=self.n_pixels, fs=fs, f0_method=method)
+                         f=f.astype(np.float32), n_pixels=self.n_pixels, fs=fs, f0_method=method,
+                         fneu=self.fneu.astype(np.float32))
 
 
 def domain_traces(movie: Any, domains: Any, soma: Any, processes: Any, *, fs: float | None = None,

@@ -46,6 +46,11 @@ class EventParams:
     link_lead_s, link_lead_frames : float
         ... or at most this long before it (onset estimates are uncertain by a
         frame or two; a wave can also reach a process first).
+    neuropil_max_coef : float
+        Soma and process traces lose the fluctuations of their neuropil
+        surround before detection, scaled by a coefficient fitted per ROI and
+        clipped to ``[0, neuropil_max_coef]``
+        (:mod:`astro3s.correlation.neuropil`); 0 detects on the raw traces.
     """
 
     threshold: float = 4.5
@@ -61,6 +66,7 @@ class EventParams:
     link_max_delay_frames: float = 10.0
     link_lead_s: float = 1.0
     link_lead_frames: float = 2.0
+    neuropil_max_coef: float = 1.5
 
     def __post_init__(self) -> None:
         check_event_params(**asdict(self))
@@ -103,7 +109,7 @@ def check_event_params(**kw: Any) -> None:
         if name in kw and not kw[name] > 0:
             bad(name, "must be > 0.")
     for name in ("min_duration_s", "min_duration_frames", "link_max_delay_s", "link_max_delay_frames",
-                 "link_lead_s", "link_lead_frames"):
+                 "link_lead_s", "link_lead_frames", "neuropil_max_coef"):
         if name in kw and kw[name] < 0:
             bad(name, "must be >= 0.")
     if "low_threshold" in kw and "threshold" in kw and kw["low_threshold"] > kw["threshold"]:

@@ -114,7 +114,9 @@ def roi_events(traces: Sequence[Any], *,
         E.g. the soma/process traces and the domain traces of a movie; same
         number of frames and frame rate (the first one's ``fs`` is used).
         Events are detected on the raw fluorescence ``f`` (on ``dff`` for
-        traces without one), and amplitudes and areas expressed as dF/F of
+        traces without one), less the fluctuations of the ROI's neuropil
+        surround where the traces carry them (``fneu``; see
+        ``params.neuropil_max_coef``), and amplitudes and areas expressed as dF/F of
         the detector's own baseline, which leaves the events out (the
         running-percentile F0 of ``dff`` is lifted by a busy stretch).
     params : EventParams, optional
@@ -131,7 +133,7 @@ def roi_events(traces: Sequence[Any], *,
     n_frames = int(traces[0].dff.shape[0]) if traces else 0
     names, cells, kinds, columns = [], [], [], []
     for tr in traces:  # a loop over trace sets
-        raw = getattr(tr, "f", None)
+        raw = _corrected(tr, params)
         for j, name in enumerate(tr.names):  # a loop over ROIs
             names.append(name)
             cells.append(int(tr.cell_ids[j]))
@@ -166,6 +168,20 @@ def roi_events(traces: Sequence[Any], *,
                        roi_names=[names[i] for i in order], roi_cells=np.asarray([cells[i] for i in order], np.int64),
                        roi_kinds=[kinds[i] for i in order])
     return table, per_roi
+
+
+def _corrected(traces: Any, params: EventParams) -> np.ndarray | None:
+    """Raw fluorescence of a trace set without its neuropil fluctuations (None: no raw traces)."""
+    raw = getattr(traces, "f", None)
+    fneu = getattr(traces, "fneu", None)
+    if raw is None or fneu is None or params.neuropil_max_coef <= 0 or not len(traces.names):
+        return raw
+    from astro3s.correlation.neuropil import neuropil_coefficients, subtract_neuropil
+
+    coef = neuropil_coefficients(raw, fneu, fs=traces.fs, window_s=params.baseline_window_s,
+                                 window_frames=int(params.baseline_window_frames),
+                                 max_coef=params.neuropil_max_coef)
+    return subtract_neuropil(raw, fneu, coef)
 
 
 def _relative(ev: TraceEvents) -> TraceEvents:
