@@ -490,6 +490,45 @@ def test_grouped_search_through_a_file_equals_in_memory(exact_cc, screen_small, 
     assert list(tmp_path.iterdir()) == []  # the temporary file is gone
 
 
+@pytest.mark.parametrize("exact_cc", [True, False])
+def test_cell_over_the_budget_is_analysed_in_bands(exact_cc, screen_small, monkeypatch, tmp_path, caplog):
+    # a budget below one cell's disc: its candidates are read from the file in bands of rows beside
+    # its whole ROI (issue 14: memory that does not grow with the movie's length); same result
+    from astro3s.correlation import domains
+
+    movie, soma, processes, _ = synthetic_fov(seed=3, n_frames=300)
+    kw = dict(radius=14.0, n_background=150, border=2, exact_cc=exact_cc, device="cpu")
+    whole = find_domains(movie, soma, processes, **kw)
+    # the same through the file without bands: each cell's disc fits the budget (a group of its own)
+    grouped = find_domains(Movie.from_array(movie), soma, processes, memory_mb=1.2, chunk_frames=7,
+                           scratch_dir=str(tmp_path), **kw)
+    monkeypatch.setattr(domains, "_MIN_BAND", 16)
+    bands = []
+    original = domains._Traces.load
+
+    def load(self, flat, **options):
+        bands.append(len(flat))
+        return original(self, flat, **options)
+
+    monkeypatch.setattr(domains._Traces, "load", load)
+    budget = 0.25  # MiB: ~110 pixel traces of 300 frames, well under one disc (~600 candidates)
+    with caplog.at_level(logging.INFO, logger="astro3s.correlation"):
+        banded = find_domains(Movie.from_array(movie), soma, processes, memory_mb=budget, chunk_frames=7,
+                              scratch_dir=str(tmp_path), **kw)
+    assert " groups: " in caplog.text
+    plan = domains._plan(domains.pixel_sets(soma, processes, domains.CorrelationParams(**kw)), 300,
+                         domains.CorrelationParams(memory_mb=budget, **kw))
+    assert max(bands) <= max(plan.max_rows, 16) < max(len(c) for c in domains.pixel_sets(
+        soma, processes, domains.CorrelationParams(**kw)).cand_flat)
+    _assert_same_domains(banded, whole)
+    np.testing.assert_array_equal(banded.domains, whole.domains)
+    assert banded.threshold == whole.threshold
+    if exact_cc:  # the bands change no value (screened: bands of a few candidates round a few products
+        np.testing.assert_array_equal(banded.cc, grouped.cc)  # of step 1 differently, by an ulp)
+    np.testing.assert_allclose(banded.cc, grouped.cc, rtol=1e-6, atol=0)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_grouped_search_equals_in_memory_on_simulated_movie(simulated, screen_small, caplog):
     movie, gt = _simulated_inputs(simulated("tiny", 1, overview=False))
     whole = find_domains(movie, gt["soma"], gt["processes"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -177,7 +176,7 @@ def test_plot_domains_without_cells(tmp_path):
     assert path.stat().st_size > 5_000
 
 
-def test_plot_domains_is_fast_for_100_cells(tmp_path):
+def test_plot_domains_paints_100_cells_into_one_raster(tmp_path):
     shape = (512, 512)
     rng = np.random.default_rng(1)
     soma = np.zeros(shape, np.uint16)
@@ -192,12 +191,24 @@ def test_plot_domains_is_fast_for_100_cells(tmp_path):
         processes[box][(r2 <= 15**2) & ((np.abs(yy - cy) <= 1) | (np.abs(xx - cx) <= 1))] = cid
         soma[box][r2 <= 6**2] = cid
     image = rng.normal(100, 10, shape).astype(np.float32)
-    plot_domains(image[:64, :64], soma[:64, :64], processes[:64, :64], domains[:64, :64],
-                 path=tmp_path / "warm.png")  # imports and font cache
-    start = time.perf_counter()
-    plot_domains(image, soma, processes, domains, path=tmp_path / "overlay.png", threshold=0.5)
-    seconds = time.perf_counter() - start
-    assert seconds < 4.0  # about 0.6 s on one free core; generous for shared test machines
+    # what keeps it fast (about 0.6 s on one free core; timed by bench_pipeline's write stage, not
+    # here): the cells are painted into one raster, not drawn as a contour or patch per cell
+    from matplotlib.figure import Figure
+
+    drawn = []
+    real_savefig = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        drawn.append([(len(ax.images), len(ax.collections), len(ax.patches), len(ax.texts)) for ax in fig.axes])
+        return real_savefig(fig, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Figure, "savefig", savefig)
+        plot_domains(image, soma, processes, domains, path=tmp_path / "overlay.png", threshold=0.5)
+    images, collections, patches, texts = drawn[0][0]
+    assert (images, collections, patches) == (1, 0, 0)
+    assert len(centres) <= texts <= len(centres) + 2  # an id per cell (+ the scale bar's label)
+    assert (tmp_path / "overlay.png").stat().st_size > 0
 
 
 def test_label_positions_do_not_overlap():

@@ -330,7 +330,8 @@ def test_pixel_size_of_a_calibrated_tiff_and_a_file_from_the_api(tmp_path: Path)
     content = NwbContent(recording=recording_info(movie, name="cal", n_frames=12, shape=(16, 20), fs=5.0),
                          rois=rois, trace_names=["Soma_001", "Proc_001_01"], dff=dff, f=dff + 10,
                          events={"roi": np.array(["Proc_001_01"]), "onset_frame": np.array([2]),
-                                 "end_frame": np.array([5]), "snr": np.array([4.0])})
+                                 "end_frame": np.array([5]), "snr": np.array([4.0])},
+                         neuropil=(["Proc_001_01"], dff[:, 1:] + 3))
     path = write_nwb(tmp_path / "out" / "cal.nwb", content)
     _inspect(path)
     from pynwb import NWBHDF5IO
@@ -341,4 +342,8 @@ def test_pixel_size_of_a_calibrated_tiff_and_a_file_from_the_api(tmp_path: Path)
         np.testing.assert_allclose(nwb.acquisition["TwoPhotonSeries"].field_of_view[:], [10e-6, 8e-6])
         assert nwb.acquisition["TwoPhotonSeries"].external_file[0] == "../movies/cal.tif"
         np.testing.assert_array_equal(nwb.processing["ophys"]["Fluorescence"]["RoiResponseSeries"].data[:], dff + 10)
+        # the neuropil surround traces, Suite2p's "Neuropil" series, pointing at their own ROIs
+        neuropil = nwb.processing["ophys"]["Fluorescence"]["Neuropil"]
+        np.testing.assert_array_equal(neuropil.data[:], dff[:, 1:] + 3)
+        assert list(neuropil.rois.data[:]) == [int(rois.rows(["Proc_001_01"], what="t")[0])]
         assert nwb.events["events"]["timestamp"][0] == pytest.approx(0.4)

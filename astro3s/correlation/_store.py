@@ -84,7 +84,7 @@ def cell_groups(roi_flat: list[np.ndarray], cand_flat: list[np.ndarray], centroi
         ``H * W``.
     max_rows : int
         Pixel budget of a group. A cell that alone exceeds it forms a group of
-        its own.
+        its own (the domain search reads its candidates in bands).
 
     Returns
     -------

@@ -88,9 +88,16 @@ means of the traces ride on the same pass (:func:`correlation_analysis`).
 The traces of the pixels near the cells are kept in memory up to
 ``memory_mb``; beyond it they go to a temporary file and the cells are
 analysed in groups (bands of rows of the FOV) whose traces fit, one group in
-memory at a time (:mod:`astro3s.correlation._store`). Every decision of a cell
-uses only its own traces and the background's, so the result does not
-depend on the grouping. The CC maps are kept in a box around each cell's
+memory at a time (:mod:`astro3s.correlation._store`). A cell whose disc alone
+exceeds ``memory_mb`` (a long movie: ``8 T`` bytes a pixel, ~7800 candidates)
+is analysed beside its whole ROI in bands of its candidates (consecutive rows
+of the FOV) read back from that file one at a time; the threshold search
+reads only the ROI pixels. So the peak memory of the search does not grow
+with the movie's length beyond the ROI pixels' own traces and screening rows
+(issue 14). Every decision of a cell uses only its own traces and the
+background's, so the result does not depend on the grouping nor on the
+bands (the blocks of step 3 of the screened search are formed over the
+whole disc either way). The CC maps are kept in a box around each cell's
 disc (:attr:`Domains.cc_boxes`), so memory grows with the number of cells,
 not with cells x FOV.
 """
@@ -154,7 +161,15 @@ _SCREEN_MIN_MACS_GPU = 5e12
 _FINE_BLOCK = 512
 # traces gathered at once by the screened search's exact steps (candidates, or lagged ROI rows), bytes:
 # bounds their memory on long movies (a D1-size FOV of 550 frames needs one slab)
-_GATHER_BYTES = 128 << 20
+_GATHER_BYTES = 32 << 20
+# second-level rows built at once (those of a block of ROI pixels), bytes: bounds their memory on long movies
+_FINE_ROWS_BYTES = 32 << 20
+# fewest candidates of a band (a cell whose disc's traces exceed memory_mb is analysed in bands of its
+# candidates, beside its whole ROI)
+_MIN_BAND = 256
+# an ROI pixel of a banded cell costs about this many candidates' traces (its spectra, lag windows and
+# first-level screening rows, 11 rows of ~T/5 values, stay for every band)
+_ROI_WEIGHT = 3
 # first-level screening rows kept between the threshold search and the domain search, bytes
 _ROWS_CACHE_BYTES = 256 << 20
 # float32 slack added to every screening bound (FFT and accumulation rounding of unit-norm traces)
@@ -592,7 +607,7 @@ def _f32_below(value: float) -> np.float32:
     return v if float(v) < value else np.nextafter(v, np.float32(-np.inf))
 
 
-def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any, fine_rows: Callable[[], Any],
+def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any, fine_rows: Callable[..., Any],
                   fine_cand: Callable[[Any], Any], *, max_lag: int, threshold: float, precision: str,
                   margin: float) -> tuple[Any, Any, Any]:
     """Decide ``max over p, l of corr_l(roi[p], cand[c]) >= threshold`` per candidate, exact only where needed.
@@ -615,8 +630,9 @@ def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any,
     cand_s : Tensor of float32, shape (C, D)
         First-level screening columns (:func:`_screen_columns` with ``bend``).
     fine_rows : callable
-        ``fine_rows()``: second-level rows (:func:`_fine_rows`), float32
-        (P (2L+1), D'); called only when some candidate needs them.
+        ``fine_rows(p0, p1)``: second-level rows (:func:`_fine_rows`) of the
+        ROI pixels ``p0 .. p1``, float32 ((p1 - p0) (2L+1), D'); called only
+        when some candidate needs them, for blocks of ROI pixels.
     fine_cand : callable
         ``fine_cand(index)``: second-level columns of the candidates ``index``
         (:func:`_screen_columns` without ``bend``), float32 (k, D').
@@ -643,12 +659,74 @@ def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any,
     import torch
 
     n_roi, n_cand = roi.shape[0], cand.shape[0]
-    n_sampled = max_lag + 1
-    dev = cand.device
+    if n_cand == 0 or n_roi == 0:
+        dev = cand.device
+        return (torch.full((n_cand,), -math.inf, device=dev), torch.zeros(n_cand, device=dev),
+                torch.zeros(n_cand, dtype=torch.bool, device=dev))
+    windows = _lag_windows(roi, max_lag)
+    screen = _screen_near(windows, cand, rows_s, roi_extra, cand_s, threshold=threshold, precision=precision,
+                          margin=margin)
+    if len(screen.rest):
+        # 3. the rest: second-level bounds, then the exhaustive search over the rows they leave
+        rest = screen.rest
+        th = float(np.float32(threshold))
+        screen.settle(rest, *_second_level(windows, cand.index_select(0, rest), fine_rows, fine_cand, rest,
+                                           threshold=th, precision=precision, margin=margin), threshold=th)
+    return screen.finish(threshold)
+
+
+@dataclass
+class _Screen:
+    """Bounds of the candidates' CC values during :func:`_screened_max` (Tensors of shape (C,))."""
+
+    hi: Any  # float32: >= the exhaustive max
+    lo: Any  # float32: <= the exhaustive max
+    accept: Any  # bool: the exhaustive max reaches the threshold
+    exact: Any  # bool: computed in float32 by an exhaustive search
+    rest: Any  # int64 (k,), increasing: the candidates left to step 3
+
+    @classmethod
+    def cat(cls, parts: list[_Screen], offsets: list[int]) -> _Screen:
+        """The screens of consecutive bands of candidates (starting at ``offsets``) as one."""
+        import torch
+
+        def join(name: str) -> Any:
+            return torch.cat([getattr(part, name) for part in parts])
+
+        return cls(hi=join("hi"), lo=join("lo"), accept=join("accept"), exact=join("exact"),
+                   rest=torch.cat([part.rest + o for part, o in zip(parts, offsets)]))
+
+    def settle(self, at: Any, got: Any, err: Any, got_exact: Any, *, threshold: float) -> None:
+        """Step 3's outcome (:func:`_second_level`) for the candidates ``at``; ``threshold`` float32-rounded."""
+        import torch
+
+        took = got >= threshold
+        self.accept[at] = took
+        # an accepted value is the exhaustive max (the rows left out stay below the threshold)
+        self.hi[at] = torch.where(took, got + err, torch.clamp(self.hi[at], max=threshold))
+        self.lo[at] = torch.where(took, got - err, torch.maximum(self.lo[at], got - err))
+        self.exact[at] = took & got_exact
+
+    def finish(self, threshold: float) -> tuple[Any, Any, Any]:
+        """``(values, half, exact)`` of :func:`_screened_max`."""
+        import torch
+
+        mid = 0.5 * (self.lo + self.hi)
+        th, below = float(np.float32(threshold)), float(_f32_below(threshold))
+        values = torch.where(self.accept, torch.clamp(mid, min=th), torch.clamp(mid, max=below))
+        return values, 0.5 * (self.hi - self.lo), self.exact
+
+
+def _screen_near(windows: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any, *, threshold: float,
+                 precision: str, margin: float) -> _Screen:
+    """Steps 1 and 2 of :func:`_screened_max` (``windows``: :func:`_lag_windows` of the ROI traces). Each
+    candidate's outcome depends only on its own trace and the ROI's (so bands of candidates give the same)."""
+    import torch
+
+    n_cand, dev = cand.shape[0], cand.device
+    n_sampled = (windows.shape[1] + 1) // 2  # even lags
     th = float(np.float32(threshold))
     exact = torch.zeros(n_cand, dtype=torch.bool, device=dev)
-    if n_cand == 0 or n_roi == 0:
-        return torch.full((n_cand,), -math.inf, device=dev), torch.zeros(n_cand, device=dev), exact
     # 1. first level: the largest bound of each candidate, and the (pixel, even lag) row giving it
     top, arg = _first_level(rows_s, cand_s, precision)
     hi = top + margin  # >= the correlation at every lag
@@ -656,9 +734,9 @@ def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any,
     lo = top - 2 * (roi_extra[pixel] * cand_s[:, -2:]).sum(dim=1) - margin  # <= that row's correlation
     accept = torch.zeros(n_cand, dtype=torch.bool, device=dev)
     live = torch.nonzero(hi >= th).flatten()
+    rest = live[:0]
     if len(live):
         # 2. exact correlations at the best-bounded row's lag and the two beside it: accepts most domain pixels
-        windows = _lag_windows(roi, max_lag)
         best = torch.empty(len(live), device=dev)
         step = max(1, _GATHER_BYTES // (4 * cand.shape[1]))
         for b0 in range(0, len(live), step):  # a loop over blocks of candidates: bounds the gathered traces
@@ -667,20 +745,7 @@ def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any,
         lo[live] = torch.maximum(lo[live], best)
         accept[live] = best >= th
         rest = live[best < th]
-        if len(rest):
-            # 3. the rest: second-level bounds, then the exhaustive search over the rows they leave
-            got, err, got_exact = _second_level(windows, cand.index_select(0, rest), fine_rows(), fine_cand, rest,
-                                                threshold=th, precision=precision, margin=margin)
-            took = got >= th
-            accept[rest] = took
-            # an accepted value is the exhaustive max (the rows left out stay below the threshold)
-            hi[rest] = torch.where(took, got + err, torch.clamp(hi[rest], max=th))
-            lo[rest] = torch.where(took, got - err, torch.maximum(lo[rest], got - err))
-            exact[rest] = took & got_exact
-    mid = 0.5 * (lo + hi)
-    below = float(_f32_below(threshold))
-    values = torch.where(accept, torch.clamp(mid, min=th), torch.clamp(mid, max=below))
-    return values, 0.5 * (hi - lo), exact
+    return _Screen(hi=hi, lo=lo, accept=accept, exact=exact, rest=rest)
 
 
 def _first_level(rows_s: Any, cand_s: Any, precision: str) -> tuple[Any, Any]:
@@ -748,7 +813,8 @@ def _near_lags(windows: Any, cand: Any, pixel: Any, lag: Any) -> Any:
     return best
 
 
-def _second_level(windows: Any, cand: Any, fine_rows: Any, fine_cand: Callable[[Any], Any], index: Any, *,
+def _second_level(windows: Any, cand: Any, fine_rows: Callable[..., Any], fine_cand: Callable[[Any], Any],
+                  index: Any, *,
                   threshold: float, precision: str, margin: float) -> tuple[Any, Any, Any]:
     """Step 3 of :func:`_screened_max`: exhaustive max over only the rows whose second-level bound reaches
     the threshold for some candidate of the block (no other row can accept one).
@@ -759,8 +825,8 @@ def _second_level(windows: Any, cand: Any, fine_rows: Any, fine_cand: Callable[[
         :func:`_lag_windows` of the ROI traces.
     cand : Tensor of float32, shape (k, T')
         The candidates' traces.
-    fine_rows : Tensor of float32, shape (P (2L+1), D')
-        :func:`_fine_rows`.
+    fine_rows : callable
+        ``fine_rows(p0, p1)``: :func:`_fine_rows` of the ROI pixels ``p0 .. p1``.
     fine_cand : callable
         ``fine_cand(index[b0:b1])``: second-level columns, float32 (b, D').
     index : Tensor of int64, shape (k,)
@@ -787,13 +853,11 @@ def _second_level(windows: Any, cand: Any, fine_rows: Any, fine_cand: Callable[[
     got = torch.empty(len(cand), dtype=torch.float32, device=dev)
     exact = torch.ones(len(cand), dtype=torch.bool, device=dev)
     err = torch.zeros(len(cand), device=dev)
-    fine_lp = fine_rows.to(dtype)
-    for b0 in range(0, len(cand), _FINE_BLOCK):  # a loop over blocks of candidates
+    unions = _fine_unions(windows.shape[0], n_lags, fine_rows, fine_cand, index, dtype=dtype,
+                          threshold=threshold, margin=margin)
+    for k, b0 in enumerate(range(0, len(cand), _FINE_BLOCK)):  # a loop over blocks of candidates
         b1 = min(len(cand), b0 + _FINE_BLOCK)
-        columns = fine_cand(index[b0:b1]).to(dtype)
-        with parallel():
-            bound = torch.amax(fine_lp @ columns.T, dim=1)  # over the block's candidates
-        union = torch.nonzero(bound.float() >= threshold - margin).flatten()
+        union = unions[k]
         # the union's traces are gathered in slabs of at most _GATHER_BYTES (one slab on short movies)
         slab = max(1, _GATHER_BYTES // (4 * cand.shape[1]))
         slabs = [(union[r0:r0 + slab] // n_lags, union[r0:r0 + slab] % n_lags) for r0 in range(0, len(union), slab)]
@@ -803,6 +867,26 @@ def _second_level(windows: Any, cand: Any, fine_rows: Any, fine_cand: Callable[[
         else:
             got[b0:b1] = _slabs_max(rows_x, cand[b0:b1], torch.float32)
     return got, err, exact
+
+
+def _fine_unions(n_roi: int, n_lags: int, fine_rows: Callable[..., Any], fine_cand: Callable[[Any], Any],
+                 index: Any, *, dtype: Any, threshold: float, margin: float) -> list[Any]:
+    """For each block of ``_FINE_BLOCK`` candidates, the rows of :func:`_lag_stack` whose second-level bound
+    reaches ``threshold - margin`` for one of them (increasing int64). The rows are built for a block of
+    ROI pixels at a time (at most ``_FINE_ROWS_BYTES``), so their memory does not grow with P x T."""
+    import torch
+
+    columns = [fine_cand(index[b0:b0 + _FINE_BLOCK]).to(dtype) for b0 in range(0, len(index), _FINE_BLOCK)]
+    width = columns[0].shape[1] if columns else 1
+    step = max(1, _FINE_ROWS_BYTES // (4 * n_lags * width))
+    found: list[list[Any]] = [[] for _ in columns]
+    for p0 in range(0, n_roi, step):  # a loop over blocks of ROI pixels (one on short movies)
+        rows = fine_rows(p0, min(n_roi, p0 + step)).to(dtype)
+        for k, block in enumerate(columns):  # a loop over blocks of candidates
+            with parallel():
+                bound = torch.amax(rows @ block.T, dim=1)  # over the block's candidates
+            found[k].append(torch.nonzero(bound.float() >= threshold - margin).flatten() + p0 * n_lags)
+    return [torch.cat(rows) for rows in found]
 
 
 def _gather_rows(windows: Any, slabs: list[tuple[Any, Any]]) -> Iterator[Any]:
@@ -1080,6 +1164,7 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, params: CorrelationPa
         common["exact_cc"] = True
         return _empty(soma.shape, **common)
     timings["setup"] = time.perf_counter() - clock
+    release_freed_memory()  # what earlier stages freed, before the pass (glibc keeps it otherwise)
     traces = _Traces(pixels, plan, params, timings)
     try:
         traces.read(movie, on_block=on_block, progress=progress)
@@ -1210,10 +1295,16 @@ class _Plan:
     margin: float  # rounding bound of one first-level screening product
     cell_pixels: np.ndarray  # int64 (n,), every cell's ROI and candidate pixels
     groups: list[np.ndarray]  # cell indices of each group whose traces fit memory_mb
+    max_rows: int  # pixels whose traces fit memory_mb (trace_bytes each)
 
     @property
     def spill(self) -> bool:
-        return len(self.groups) > 1
+        """Traces in a temporary file: several groups, or one cell whose traces alone exceed memory_mb."""
+        return len(self.groups) > 1 or len(self.cell_pixels) > self.max_rows
+
+    def band_rows(self, n_roi: int) -> int:
+        """Candidates analysed at once beside a cell's ``n_roi`` ROI pixels when its disc exceeds the budget."""
+        return max(_MIN_BAND, self.max_rows - _ROI_WEIGHT * int(n_roi))
 
 
 def _plan(pixels: PixelSets, n_frames: int, params: CorrelationParams) -> _Plan:
@@ -1227,14 +1318,14 @@ def _plan(pixels: PixelSets, n_frames: int, params: CorrelationParams) -> _Plan:
     band = _screen_band(n_smooth, max_lag, smooth_frames) if pays and not params.exact_cc else None
     cell_pixels = pixels.cell_pixels()
     height, width = pixels.shape
-    groups = cell_groups(pixels.roi_flat, pixels.cand_flat, pixels.centroids, height * width,
-                         max_rows=max(1, int(float(params.memory_mb) * 2**20) // trace_bytes(n_frames)))
-    if len(groups) > 1:
+    max_rows = max(1, int(float(params.memory_mb) * 2**20) // trace_bytes(n_frames))
+    groups = cell_groups(pixels.roi_flat, pixels.cand_flat, pixels.centroids, height * width, max_rows=max_rows)
+    if len(groups) > 1 or len(cell_pixels) > max_rows:
         log.info("CC analysis of %d cells in %d groups: the traces of their %d pixels exceed memory_mb=%g",
                  len(pixels.cell_ids), len(groups), len(cell_pixels), params.memory_mb)
     margin = _screen_margin(precision, band[0], band[1]) if band is not None else 0.0
     return _Plan(n_frames=n_frames, n_smooth=n_smooth, device=device, precision=precision, band=band,
-                 margin=margin, cell_pixels=cell_pixels, groups=groups)
+                 margin=margin, cell_pixels=cell_pixels, groups=groups, max_rows=max_rows)
 
 
 @contextlib.contextmanager
@@ -1256,7 +1347,7 @@ def _search_context(device: str) -> Iterator[None]:
 class _GroupTraces:
     """Normalised traces of the pixels of one group of cells, and their screening spectra."""
 
-    index: int
+    index: Any  # (group, ROI pixels only) of a loaded group; None for a band of candidates
     flat: np.ndarray  # int64 (n,), increasing flat pixel indices
     z: Any  # Tensor float32 (n, T')
     feats: dict[str, Any] | None  # _spectral_features of z (screened search)
@@ -1327,35 +1418,56 @@ class _Traces:
                 self.bg_columns = self.bg_columns.to(torch.bfloat16)
         self.timings["screen_setup"] += time.perf_counter() - clock
 
-    def group(self, g: int) -> _GroupTraces:
-        """The normalised traces of group ``g``, loaded (and the previous group freed) when needed."""
+    def group(self, g: int, *, roi_only: bool = False) -> _GroupTraces:
+        """The normalised traces of group ``g`` (of only its cells' ROI pixels with ``roi_only``, when the
+        traces are in a file), loaded (and the previous group freed) when needed."""
+        plan, pixels = self.plan, self.pixels
+        key = (g, roi_only and plan.spill)
+        if self._loaded is not None and self._loaded.index == key:
+            return self._loaded
+        self._loaded = None  # free the previous group first
+        release_freed_memory()
+        if not plan.spill:
+            self._loaded = self._prepare(key, plan.cell_pixels, self.store.take())
+            return self._loaded
+        sets = (pixels.roi_flat,) if key[1] else (pixels.roi_flat, pixels.cand_flat)
+        self._loaded = self.load(np.unique(np.concatenate([s[i] for i in plan.groups[g] for s in sets])), key=key)
+        return self._loaded
+
+    def load(self, flat: np.ndarray, *, key: Any = None, features: bool = True) -> _GroupTraces:
+        """The normalised traces (with their screening spectra when ``features``) of the pixels ``flat``
+        (increasing), read from the temporary file."""
+        import time
+
+        clock = time.perf_counter()
+        raw = self.store.rows(np.searchsorted(self.plan.cell_pixels, flat))
+        self.timings["read_normalise"] += time.perf_counter() - clock
+        return self._prepare(key, flat, raw, features=features)
+
+    def _prepare(self, key: Any, flat: np.ndarray, raw: np.ndarray, *, features: bool = True) -> _GroupTraces:
+        """Normalise raw traces (overwritten) and compute their screening spectra."""
         import time
 
         import torch
 
-        if self._loaded is not None and self._loaded.index == g:
-            return self._loaded
-        self._loaded = None  # free the previous group first
-        release_freed_memory()
+        plan = self.plan
         clock = time.perf_counter()
-        plan, pixels = self.plan, self.pixels
-        if plan.spill:
-            flat = np.unique(np.concatenate([a for i in plan.groups[g]
-                                             for a in (pixels.roi_flat[i], pixels.cand_flat[i])]))
-            raw = self.store.rows(np.searchsorted(plan.cell_pixels, flat))
-        else:
-            flat, raw = plan.cell_pixels, self.store.take()
         z = torch.from_numpy(_normalise_in_place(raw, self.smooth_frames)).to(plan.device)
         del raw
         self.timings["read_normalise"] += time.perf_counter() - clock
         clock = time.perf_counter()
         feats = columns = None
-        if plan.band is not None:
+        if plan.band is not None and features:
             feats = _spectral_features(z, *plan.band)
             columns = _screen_columns(feats["spec"][:, :plan.band[1]], feats["high"], feats["bend"])  # (n, D)
         self.timings["screen_setup"] += time.perf_counter() - clock
-        self._loaded = _GroupTraces(g, flat, z, feats, columns)
-        return self._loaded
+        return _GroupTraces(key, flat, z, feats, columns)
+
+    def fits(self, g: int) -> bool:
+        """Whether the traces of group ``g`` (ROIs and candidates) fit memory_mb."""
+        pixels, cells = self.pixels, self.plan.groups[g]
+        flat = np.concatenate([s[i] for i in cells for s in (pixels.roi_flat, pixels.cand_flat)])
+        return len(cells) > 0 and len(np.unique(flat)) <= self.plan.max_rows
 
     def screen_rows(self, i: int, grp: _GroupTraces) -> Any:
         """First-level screening rows of cell ``i`` (:func:`_screen_rows`), kept for the domain search
@@ -1370,9 +1482,9 @@ class _Traces:
             self._cached[i] = out
         return out
 
-    def fine_rows(self, i: int, grp: _GroupTraces) -> Any:
-        """Second-level screening rows of cell ``i`` (:func:`_fine_rows`)."""
-        r = grp.rows(self.pixels.roi_flat[i])
+    def fine_rows(self, i: int, grp: _GroupTraces, p0: int, p1: int) -> Any:
+        """Second-level screening rows (:func:`_fine_rows`) of the ROI pixels ``p0 .. p1`` of cell ``i``."""
+        r = grp.rows(self.pixels.roi_flat[i][p0:p1])
         return _fine_rows(grp.feats["spec"][r], grp.feats["high_fine"][r], self.max_lag, self.plan.band[0])
 
     def forget_rows(self) -> None:
@@ -1400,7 +1512,7 @@ def _background_cc(traces: _Traces, params: CorrelationParams, *, progress: bool
     # each group's work is a call, so that nothing outlives it but the loaded group
     with bar(progress=progress, desc="CC threshold search", unit="cell", total=len(bg_cc)) as shown:
         for g, cells in enumerate(plan.groups):  # a loop over groups of cells
-            grp = traces.group(g)
+            grp = traces.group(g, roi_only=True)  # the candidates are not needed here
             clock = time.perf_counter()
             for i in cells:  # a loop over cells; few background pixels: float32 throughout
                 bg_cc[i] = _background_cc_of_cell(traces, grp, int(i), lowest)
@@ -1461,34 +1573,96 @@ def _domain_cc(traces: _Traces, threshold: float, params: CorrelationParams, *,
     cc = _CandidateCC(values=[np.zeros(0, np.float32)] * n_cells, exact=[np.zeros(0, bool)] * n_cells)
     with bar(progress=progress, desc="CC domains", unit="cell", total=n_cells) as shown:
         for g in reversed(range(len(traces.plan.groups))):  # a loop over groups of cells
-            grp = traces.group(g)
+            whole = not traces.plan.spill or traces.fits(g)
+            grp = traces.group(g, roi_only=not whole)
             clock = time.perf_counter()
             for i in traces.plan.groups[g]:  # a loop over cells; each is a few large matrix products
-                _cell_cc(traces, grp, int(i), threshold, cc)
+                if whole:
+                    cc.values[i], cc.exact[i] = _cell_cc(traces, grp, grp, int(i), traces.pixels.cand_flat[i],
+                                                         threshold, cc)
+                else:
+                    _banded_cell_cc(traces, grp, int(i), threshold, cc)
                 shown.update(1)
             traces.timings["domains"] += time.perf_counter() - clock
     traces.forget_rows()
     return cc
 
 
-def _cell_cc(traces: _Traces, grp: _GroupTraces, i: int, threshold: float, cc: _CandidateCC) -> None:
-    """CC values of the candidates of cell ``i`` into ``cc`` (see :func:`_domain_cc`)."""
+def _cell_cc(traces: _Traces, grp: _GroupTraces, part: _GroupTraces, i: int, cand_flat: np.ndarray,
+             threshold: float, cc: _CandidateCC) -> tuple[np.ndarray, np.ndarray]:
+    """CC values of the candidates ``cand_flat`` (in ``part``) of cell ``i`` (ROI in ``grp``):
+    (values float32, computed-in-float32 bool), and ``cc.half_max`` updated (see :func:`_domain_cc`)."""
     plan = traces.plan
-    cand_rows = grp.rows(traces.pixels.cand_flat[i])
+    cand_rows = part.rows(cand_flat)
     roi_rows = grp.rows(traces.pixels.roi_flat[i])
-    roi_z, cand = grp.z[roi_rows], grp.z[cand_rows]
+    roi_z, cand = grp.z[roi_rows], part.z[cand_rows]
     if plan.band is None:
         values, ok = _dense_max(_lag_stack(roi_z, traces.max_lag), cand, precision=plan.precision,
                                 refine_near=threshold)
     else:
         values, half, ok = _screened_max(roi_z, cand, traces.screen_rows(i, grp), grp.columns[roi_rows, -2:],
-                                         grp.columns[cand_rows], partial(traces.fine_rows, i, grp),
-                                         partial(grp.fine_columns, cand_rows), max_lag=traces.max_lag,
+                                         part.columns[cand_rows], partial(traces.fine_rows, i, grp),
+                                         partial(part.fine_columns, cand_rows), max_lag=traces.max_lag,
                                          threshold=threshold, precision=plan.precision, margin=plan.margin)
         if len(half):
             cc.half_max = max(cc.half_max, float(half.max()))
-    cc.values[i] = values.cpu().numpy().astype(np.float32, copy=False)
-    cc.exact[i] = ok.cpu().numpy()
+    return values.cpu().numpy().astype(np.float32, copy=False), ok.cpu().numpy()
+
+
+def _banded_cell_cc(traces: _Traces, grp: _GroupTraces, i: int, threshold: float, cc: _CandidateCC) -> None:
+    """:func:`_cell_cc` of a cell whose disc's traces exceed memory_mb: its candidates in bands of rows of
+    the FOV (consecutive flat indices), each read from the file beside the cell's whole ROI (in ``grp``).
+    Each candidate's value depends only on its own trace and the ROI's, except through the blocks of
+    candidates that share step 3 of the screened search: those are formed over the whole disc, as
+    without bands, so the values are the same (:func:`_banded_screen`)."""
+    cand_flat = traces.pixels.cand_flat[i]
+    step = traces.plan.band_rows(len(traces.pixels.roi_flat[i]))
+    if not len(cand_flat):  # an ROI over the budget by itself, with no candidate left around it
+        cc.values[i], cc.exact[i] = np.zeros(0, np.float32), np.zeros(0, bool)
+        return
+    if traces.plan.band is not None:
+        values, half, exact = _banded_screen(traces, grp, i, threshold, step)
+        if len(half):
+            cc.half_max = max(cc.half_max, float(half.max()))
+        cc.values[i], cc.exact[i] = values.cpu().numpy().astype(np.float32, copy=False), exact.cpu().numpy()
+        return
+    values, exact = np.empty(len(cand_flat), np.float32), np.zeros(len(cand_flat), bool)
+    for c0 in range(0, len(cand_flat), step):  # a loop over bands of candidates: bounds their traces
+        flat = cand_flat[c0:c0 + step]
+        values[c0:c0 + step], exact[c0:c0 + step] = _cell_cc(traces, grp, traces.load(flat), i, flat, threshold, cc)
+        release_freed_memory()
+    cc.values[i], cc.exact[i] = values, exact
+
+
+def _banded_screen(traces: _Traces, grp: _GroupTraces, i: int, threshold: float, step: int) -> tuple[Any, ...]:
+    """:func:`_screened_max` of cell ``i``'s candidates read in bands of ``step``: steps 1-2 band by band,
+    then step 3 over the candidates left, in bands that are whole multiples of its blocks."""
+    import torch
+
+    plan, cand_flat = traces.plan, traces.pixels.cand_flat[i]
+    roi_rows = grp.rows(traces.pixels.roi_flat[i])
+    windows = _lag_windows(grp.z[roi_rows], traces.max_lag)
+    rows_s, roi_extra = traces.screen_rows(i, grp), grp.columns[roi_rows, -2:]
+    kw = dict(threshold=threshold, precision=plan.precision, margin=plan.margin)
+    parts = []
+    for c0 in range(0, len(cand_flat), step):  # a loop over bands of candidates: steps 1 and 2
+        part = traces.load(cand_flat[c0:c0 + step])
+        parts.append(_screen_near(windows, part.z, rows_s, roi_extra, part.columns, **kw))
+        del part
+        release_freed_memory()
+    screen = _Screen.cat(parts, list(range(0, len(cand_flat), step)))
+    del parts
+    th = float(np.float32(threshold))
+    chunk = max(1, step // _FINE_BLOCK) * _FINE_BLOCK
+    for r0 in range(0, len(screen.rest), chunk):  # a loop over bands of the candidates left: step 3
+        at = screen.rest[r0:r0 + chunk]
+        part = traces.load(cand_flat[at.cpu().numpy()])
+        index = torch.arange(len(at), device=part.z.device)
+        screen.settle(at, *_second_level(windows, part.z, partial(traces.fine_rows, i, grp),
+                                         partial(part.fine_columns, index), index, threshold=th,
+                                         precision=plan.precision, margin=plan.margin), threshold=th)
+        del part
+    return screen.finish(threshold)
 
 
 def _exact_contested(traces: _Traces, cc: _CandidateCC, threshold: float) -> tuple[list[np.ndarray], np.ndarray]:
@@ -1515,14 +1689,26 @@ def _exact_contested(traces: _Traces, cc: _CandidateCC, threshold: float) -> tup
         cells = [int(i) for i in cells if len(redo[i])]
         if not cells:
             continue
-        grp = traces.group(g)
+        grp = traces.group(g, roi_only=True)  # with the traces in a file, the contested candidates are read alone
         clock = time.perf_counter()
         for i in cells:  # a loop over cells
-            cc.values[i][redo[i]] = _exact_max(grp.z[grp.rows(pixels.roi_flat[i])],
-                                               grp.z[grp.rows(pixels.cand_flat[i][redo[i]])],
-                                               traces.max_lag).cpu().numpy()
+            cc.values[i][redo[i]] = _exact_values(traces, grp, i, pixels.cand_flat[i][redo[i]])
         traces.timings["overlaps"] += time.perf_counter() - clock
     return accepted, claims
+
+
+def _exact_values(traces: _Traces, grp: _GroupTraces, i: int, flat: np.ndarray) -> np.ndarray:
+    """Exhaustive float32 CC values of cell ``i``'s candidates ``flat`` (increasing), float32; read from the
+    file in bands when the traces are there (``grp`` then holds only the ROI pixels)."""
+    roi_z = grp.z[grp.rows(traces.pixels.roi_flat[i])]
+    if not traces.plan.spill:
+        return _exact_max(roi_z, grp.z[grp.rows(flat)], traces.max_lag).cpu().numpy()
+    out = np.empty(len(flat), np.float32)
+    step = traces.plan.band_rows(len(roi_z))
+    for c0 in range(0, len(flat), step):  # a loop over bands of candidates (one unless many are contested)
+        part = traces.load(flat[c0:c0 + step], features=False)
+        out[c0:c0 + step] = _exact_max(roi_z, part.z, traces.max_lag).cpu().numpy()
+    return out
 
 
 def _label_domains(pixels: PixelSets, values: list[np.ndarray], accepted: list[np.ndarray],

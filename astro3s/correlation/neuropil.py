@@ -16,8 +16,9 @@ Suite2p fixes ``c = 0.7``; here ``c`` is fitted per ROI
 (:func:`neuropil_coefficients`), because the share of neuropil light in an
 ROI varies with the cell's brightness, the depth of focus and the
 preparation: a least-squares slope of ``F`` on ``Fneu`` after both lose
-their slow drift (a running median of ``window_s``), over the frames where
-``F`` is not in an event, clipped to ``[0, max_coef]``. Events of the cell are
+their slow drift (medians of blocks of ``window_s`` / 4, interpolated), refitted
+twice over the frames where the corrected trace is not in an event, clipped to
+``[0, max_coef]``. Events of the cell are
 left out of the fit, and the cell's own light, kept out of the surround by the
 gap, does not enter ``Fneu``; a surround that carries none of the ROI's
 fluctuations gets ``c ~ 0`` and changes nothing.
@@ -111,11 +112,21 @@ def neuropil_weights(roi_index: np.ndarray, n_roi: int, *, gap: int = GAP, min_p
 
 
 def _without_drift(x: np.ndarray, window: int) -> np.ndarray:
-    """``x`` (T, R) minus its running median over ``window`` frames (columns independently)."""
-    from scipy import ndimage as ndi
-
-    window = max(1, min(int(window), len(x)))
-    return x - ndi.median_filter(x, size=(window, 1), mode="nearest")
+    """``x`` (T, R) minus its slow drift: medians of blocks of a quarter ``window`` frames, interpolated
+    linearly between the block centres (columns independently; O(T R), where a running median over
+    ``window`` frames costs a sort per frame)."""
+    n = len(x)
+    block = max(1, min(int(window) // 4, n))
+    n_blocks = n // block
+    if n_blocks < 2:
+        return x - np.median(x, axis=0)
+    medians = np.median(x[:n_blocks * block].reshape(n_blocks, block, -1), axis=1)  # (B, R)
+    centres = (np.arange(n_blocks) + 0.5) * block - 0.5
+    t = np.arange(n, dtype=np.float64)
+    # linear interpolation of every column at once (np.interp is 1-D): weights of the two nearest centres
+    right = np.clip(np.searchsorted(centres, t), 1, n_blocks - 1)
+    frac = np.clip((t - centres[right - 1]) / (centres[right] - centres[right - 1]), 0.0, 1.0)[:, None]
+    return x - ((1.0 - frac) * medians[right - 1] + frac * medians[right])
 
 
 def neuropil_coefficients(f: np.ndarray, fneu: np.ndarray, *, fs: float | None, window_s: float = 30.0,
@@ -142,13 +153,17 @@ def neuropil_coefficients(f: np.ndarray, fneu: np.ndarray, *, fs: float | None, 
         return np.zeros(f.shape[1] if f.ndim == 2 else 0)
     window = int(round(window_s * fs)) if fs else int(window_frames)
     a, b = _without_drift(f, window), _without_drift(fneu, window)
-    med = np.median(a, axis=0)
-    spread = _MAD_TO_SD * np.median(np.abs(a - med), axis=0)
-    quiet = a < med + 2.0 * spread  # frames of the ROI outside its events
-    den = np.where(quiet, b * b, 0.0).sum(axis=0)
-    num = np.where(quiet, a * b, 0.0).sum(axis=0)
-    coef = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-    return np.clip(coef, 0.0, float(max_coef))
+    quiet = np.ones(a.shape, bool)
+    for _ in range(3):  # fit, then refit on the frames whose residual is outside the ROI's events
+        den = np.where(quiet, b * b, 0.0).sum(axis=0)
+        num = np.where(quiet, a * b, 0.0).sum(axis=0)
+        coef = np.clip(np.divide(num, den, out=np.zeros_like(num), where=den > 0), 0.0, float(max_coef))
+        # events are picked on the residual, not on F: frames where F is high because the neuropil
+        # is would otherwise be dropped, and the slope biased low
+        residual = a - coef * b
+        med = np.median(residual, axis=0)
+        quiet = residual < med + 2.0 * _MAD_TO_SD * np.median(np.abs(residual - med), axis=0)
+    return coef
 
 
 def subtract_neuropil(f: np.ndarray, fneu: np.ndarray, coef: np.ndarray) -> np.ndarray:

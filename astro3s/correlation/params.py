@@ -79,7 +79,9 @@ class CorrelationParams:
         Memory for the pixel traces of the domain search, MiB (about
         ``8 * T`` bytes a pixel). Traces that do not fit go to a temporary
         file and the cells are analysed in groups that do: a 1024 x 1024 FOV
-        of 2200 frames needs ~3 GiB of traces. The result is the same.
+        of 2200 frames needs ~3 GiB of traces. A cell whose disc alone does
+        not fit (a long movie: 10000 frames make ~80 kB a pixel) is analysed
+        in bands of its candidates. The result is the same.
     scratch_dir : str or None
         Folder of that temporary file (default: the system's, ``TMPDIR``);
         it is deleted when the analysis ends.

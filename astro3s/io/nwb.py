@@ -14,6 +14,8 @@ Layout of ``<stem>.nwb``, after the conventions of Suite2p and CaImAn::
             roi_type ("soma" | "process" | "domain")
         Fluorescence/RoiResponseSeries   raw F (T, K): mean of each ROI's pixels in the
                                          motion-corrected movie (written by astro3s-infer only)
+        Fluorescence/Neuropil            raw F of each soma/process ROI's neuropil surround
+                                         (astro3s-infer only; Suite2p's series name)
         DfOverF/RoiResponseSeries        dF/F (T, K), the columns of traces.csv (and the domain
                                          traces, from astro3s-infer)
         SummaryImages                    GrayscaleImage "mean" (temporal mean of the raw movie),
@@ -204,6 +206,10 @@ class NwbContent:
         ``events.csv`` columns (:func:`read_event_columns`), each of length n.
     images : dict of str to (ndarray, str)
         Summary images ``(H, W)`` float32 and their descriptions.
+    neuropil : (list of str, ndarray of float32 (T, J)), or None
+        ROIs (among ``trace_names``) with a neuropil surround and the surround's
+        mean raw fluorescence (:mod:`astro3s.correlation.neuropil`), written as
+        the ``Neuropil`` series of ``Fluorescence`` (Suite2p's convention).
     source : str
         How the file was made, for the notes.
     notes : list of str
@@ -223,6 +229,7 @@ class NwbContent:
     f: np.ndarray | None
     events: dict[str, np.ndarray]
     images: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)
+    neuropil: tuple[list[str], np.ndarray] | None = None
     source: str = "astro3s"
     notes: list[str] = field(default_factory=list)
     subject: dict[str, str] = field(default_factory=dict)
@@ -414,8 +421,17 @@ def content_from_results(movie: str | Path, *, name: str, n_frames: int, fs: flo
         trace_names=[name_ for t in sets for name_ in t.names],
         dff=np.hstack([np.asarray(t.dff, np.float32) for t in sets]) if sets else np.zeros((n, 0), np.float32),
         f=np.hstack([np.asarray(t.f, np.float32) for t in sets]) if sets else np.zeros((n, 0), np.float32),
+        neuropil=_neuropil(sets),
         events=read_event_columns(events_csv), source="astro3s-infer nwb=true",
         images={k: v for k, v in (images or {}).items() if v[0].shape == soma.shape})
+
+
+def _neuropil(sets: list[Any]) -> tuple[list[str], np.ndarray] | None:
+    """Names and surround traces of the trace sets that carry them (``RoiTraces.fneu``), or None."""
+    with_fneu = [t for t in sets if getattr(t, "fneu", None) is not None]
+    if not with_fneu:
+        return None
+    return ([n for t in with_fneu for n in t.names], np.hstack([np.asarray(t.fneu, np.float32) for t in with_fneu]))
 
 
 def summary_images(pre: Any) -> dict[str, tuple[np.ndarray, str]]:
@@ -645,9 +661,10 @@ def _add_traces(ophys: Any, table: Any, content: NwbContent) -> None:
     rows = content.rois.rows(content.trace_names, what="traces")
     rate = content.recording.fs
 
-    def series(data: np.ndarray, unit: str, description: str) -> Any:
-        region = table.create_roi_table_region(description="the ROI of each column", region=rows.tolist())
-        return RoiResponseSeries(name="RoiResponseSeries", data=_compressed(np.asarray(data, np.float32)),
+    def series(data: np.ndarray, unit: str, description: str, *, name: str = "RoiResponseSeries",
+               region_rows: np.ndarray = rows) -> Any:
+        region = table.create_roi_table_region(description="the ROI of each column", region=region_rows.tolist())
+        return RoiResponseSeries(name=name, data=_compressed(np.asarray(data, np.float32)),
                                  rois=region, unit=unit, rate=rate, starting_time=0.0, description=description)
 
     # each container joins the file before its series, so that the series' ROI region and the
@@ -657,6 +674,12 @@ def _add_traces(ophys: Any, table: Any, content: NwbContent) -> None:
         ophys.add(fluorescence)
         fluorescence.add_roi_response_series(series(
             content.f, "a.u.", "raw F: mean of the ROI's pixels in the motion-corrected movie"))
+        if content.neuropil is not None:
+            names, fneu = content.neuropil
+            fluorescence.add_roi_response_series(series(
+                fneu, "a.u.", "mean raw F of each ROI's neuropil surround (the nearest 350 pixels at least 3 px "
+                "from every ROI); events were detected on F less its fitted share of this trace's fluctuations",
+                name="Neuropil", region_rows=content.rois.rows(names, what="neuropil traces")))
     dff = DfOverF(name="DfOverF")
     ophys.add(dff)
     dff.add_roi_response_series(series(

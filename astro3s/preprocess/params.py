@@ -129,7 +129,8 @@ class PreprocessParams:
         that a chunk takes at most 1/16 of ``memory_budget_mb``).
     memory_budget_mb : float
         Memory the pipeline plans for (1536): the corrected movie is kept in
-        memory when it takes at most half of it (else re-read and re-corrected),
+        memory when it takes at most a quarter of it (else written once to a
+        temporary file and read back from there),
         the temporal-median frames and the candidates' crop stacks take at most
         a quarter each (else even subsamples of frames), the reference sample's
         spectra 1/8 (else fewer sampled frames, see ``reference_frames``), a

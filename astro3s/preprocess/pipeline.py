@@ -67,7 +67,9 @@ def crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: fl
     chunk_frames : int
     memory_budget_mb : float
         The crops of all boxes over all frames are gathered in one pass when
-        they fit a quarter of it; otherwise an even subsample of frames is used.
+        they fit a quarter of it; otherwise, for a movie within half of it,
+        every frame for batches of boxes that fit (one read per batch), and
+        beyond that an even subsample of frames.
 
     Returns
     -------
@@ -90,11 +92,28 @@ def crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: fl
         map_blocks(lambda n: one(n, corrected.cache[:, boxes[n, 0]:boxes[n, 2], boxes[n, 1]:boxes[n, 3]]),
                    range(len(boxes)))
         return out, n_frames
-    room = int((memory_budget_mb * 2**20 / 4) // (4 * h * w * len(boxes)))
-    index = even_subsample(n_frames, max(room, 1))
+    quarter = memory_budget_mb * 2**20 / 4
+    if n_frames * 4 * corrected.shape[1] * corrected.shape[2] <= 2 * quarter:
+        # a movie within half the budget (as the cache once was): every frame, as from a cache, for batches
+        # of candidates whose stacks fit a quarter of it (one read of the frames per batch)
+        batch = max(1, int(quarter // (4 * h * w * n_frames)))
+        for c0 in range(0, len(boxes), batch):  # a loop over batches of candidates (one when they fit)
+            stacks = _crop_stacks(corrected, boxes[c0:c0 + batch], np.arange(n_frames), chunk_frames)
+            map_blocks(lambda n, c0=c0, stacks=stacks: one(c0 + n, stacks[n]), range(len(stacks)))
+            del stacks
+        return out, n_frames
+    index = even_subsample(n_frames, max(int(quarter // (4 * h * w * len(boxes))), 1))
     if len(index) < n_frames:
         log.info("local activity filter on %d of %d frames (memory budget %.0f MB)", len(index), n_frames,
                  memory_budget_mb)
+    stacks = _crop_stacks(corrected, boxes, index, chunk_frames)
+    map_blocks(lambda n: one(n, stacks[n]), range(len(boxes)))
+    return out, len(index)
+
+
+def _crop_stacks(corrected: CorrectedMovie, boxes: np.ndarray, index: np.ndarray, chunk_frames: int) -> np.ndarray:
+    """The frames ``index`` of the corrected movie in each box, float32 (N, len(index), h, w)."""
+    h, w = int(boxes[0, 2] - boxes[0, 0]), int(boxes[0, 3] - boxes[0, 1])
     stacks = np.empty((len(boxes), len(index), h, w), np.float32)
     # only the frames used are read and corrected (chunk_frames is already memory-capped); frames the
     # streamed pass stored in a file are read from it, already corrected
@@ -115,8 +134,7 @@ def crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: fl
 
         map_blocks(gather, block_ranges(len(frames), cache_block_frames(frame_bytes, len(frames), corrected.device)))
         del block, gather  # before the next chunk is read
-    map_blocks(lambda n: one(n, stacks[n]), range(len(boxes)))
-    return out, len(index)
+    return stacks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +244,7 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
         Show a progress bar (default: when writing to a terminal).
     cache : bool, optional
         Keep the corrected movie in memory for stage 5 (default: when it
-        takes at most half of ``params.memory_budget_mb``); False does as for
+        takes at most a quarter of ``params.memory_budget_mb``); False does as for
         movies larger than memory: the streamed pass writes the corrected
         frames to a temporary file, which ``corrected`` reads (or, without
         room on the disk, the movie is re-read and re-corrected in chunks).

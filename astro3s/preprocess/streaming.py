@@ -5,7 +5,7 @@ a reference (built beforehand from a sample of frames), corrected by Fourier
 shift, and feeds the per-frame baselines, the temporal-median buffer and the
 activity counts (:func:`stream_movie`). Each frame is corrected once: the
 result keeps a :class:`~astro3s.preprocess.motion.CorrectedMovie` that holds
-the corrected frames in memory when they fit half of ``memory_budget_mb``
+the corrected frames in memory when they fit a quarter of ``memory_budget_mb``
 (the temporal median is then taken from them, with no buffer), and
 otherwise has the pass write them to a temporary float32 file
 (:class:`~astro3s.preprocess.motion.FrameFile`, 4 bytes a pixel: twice a
@@ -387,7 +387,9 @@ class _Buffers:
         budget = params.memory_budget_mb * 2**20
         frame_bytes = 4 * height * width
         if cache is None:
-            cache = n_frames * frame_bytes <= budget / 2
+            # a quarter: with the crop stacks (another quarter) and the CC analysis beside it, the
+            # process stays within ~1.5 GB at any length (a cache of half the budget took it to 1.9 GB)
+            cache = n_frames * frame_bytes <= budget / 4
         cache_array = np.empty((n_frames, height, width), np.float32) if cache else None
         median_room = int((budget / 4) // frame_bytes)
         median_index = even_subsample(n_frames, min(params.median_max_frames, max(median_room, 1)))
@@ -568,7 +570,7 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
         Show a progress bar (None: when writing to a terminal).
     cache : bool, optional
         Keep the corrected movie in memory (default: when it takes at most
-        half of ``params.memory_budget_mb``). Otherwise, with motion
+        a quarter of ``params.memory_budget_mb``). Otherwise, with motion
         correction, the corrected frames are written once to a temporary
         file that ``Streamed.corrected`` reads (and deletes on ``close()``);
         without room for it, they are corrected again on each read.

@@ -2,7 +2,13 @@
 
     python experiments/benchmarks/bench_scaling.py            # T 500-10000 at 128², FOV 256-1024 px at T=200 (~6 min)
     python experiments/benchmarks/bench_scaling.py --quick    # fewer, smaller points (~2 min)
-    python experiments/benchmarks/bench_scaling.py --full     # T up to 20000, FOV up to 2048 px (~25 min)
+    python experiments/benchmarks/bench_scaling.py --full     # T up to 20000, FOV up to 2048 px (~40 min)
+    python experiments/benchmarks/bench_scaling.py --long-wide  # the default grid + T = 10000 at 512² (~+12 min)
+
+``--long-wide`` (also in ``--full``) adds a long movie of a D4-like field of
+view, 10000 x 512 x 512 (5.2 GB of uint16, 24 cells at D1's density; its
+corrected frames take 10.5 GB of temporary file): the point of issue 14,
+whose target is a peak RSS of at most 1.5 GB at any length.
 
 One ``d1_like`` movie (550 x 256 x 256, seed 0) is simulated once; every
 point of the grid is cut from it by repeating it in time and tiling it in
@@ -38,6 +44,7 @@ GRIDS = {
 }
 SMALL_FOV = 128
 SHORT_T = 200
+LONG_WIDE = (10000, 512)  # (T, side) of --long-wide
 
 
 def make_movie(base_dir: Path, out_root: Path, n_frames: int, side: int) -> Path:
@@ -98,13 +105,14 @@ def plot(rows: list[dict], path: Path, slopes: dict[str, float]) -> None:
     import numpy as np
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for series, marker in (("length", "o"), ("fov", "s")):
+    for series, marker in (("length", "o"), ("fov", "s"), ("long-wide", "^")):
         sel = [r for r in rows if r["series"] == series]
         if not sel:
             continue
         vox = np.array([r["voxels"] for r in sel], float)
-        label = f"T = {sel[0]['T']}…{sel[-1]['T']} at {SMALL_FOV}²" if series == "length" else \
-            f"FOV {sel[0]['side']}…{sel[-1]['side']} px at T = {SHORT_T}"
+        label = {"length": f"T = {sel[0]['T']}…{sel[-1]['T']} at {SMALL_FOV}²",
+                 "fov": f"FOV {sel[0]['side']}…{sel[-1]['side']} px at T = {SHORT_T}",
+                 "long-wide": f"T = {LONG_WIDE[0]} at {LONG_WIDE[1]}²"}[series]
         ax_t.loglog(vox, [r["total_s"] for r in sel], marker, color="C0", label=f"total, {label}")
         ax_t.loglog(vox, [r["preprocess_s"] for r in sel], marker, color="C1", mfc="none",
                     label=f"pre-processing, {label}")
@@ -123,7 +131,7 @@ def plot(rows: list[dict], path: Path, slopes: dict[str, float]) -> None:
     ax_m.set_xlabel("voxels T·H·W")
     ax_m.set_ylabel("peak RSS, GiB")
     ax_m.set_title("peak memory vs movie size")
-    ax_m.legend(fontsize=7)
+    ax_m.legend(fontsize=7, loc="lower right")
     for ax in (ax_t, ax_m):
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
@@ -137,6 +145,8 @@ def main() -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true")
     size.add_argument("--full", action="store_true")
+    parser.add_argument("--long-wide", action="store_true",
+                        help=f"add T = {LONG_WIDE[0]} at {LONG_WIDE[1]}² (issue 14's memory point; on with --full)")
     parser.add_argument("--checkpoint", default="default")
     parser.add_argument("--cells", choices=["auto", "network", "truth"], default="auto",
                         help="cells for the CC stage: the network's, or the tiled simulated ones (auto: truth for an "
@@ -156,8 +166,10 @@ def main() -> None:
         cells = args.cells
     base = simulate("d1_like", args.work).parent
     points = [("length", t, SMALL_FOV) for t in lengths] + [("fov", SHORT_T, s) for s in sides]
+    if args.long_wide or args.full:
+        points.append(("long-wide", *LONG_WIDE))
     print(f"machine: {machine()}; grid {grid}; cells for the CC stage: {cells}", flush=True)
-    print(f"{'series':<7} {'T':>6} {'H=W':>5} {'voxels':>10} {'cells':>5} {'preprocess s':>12} {'total s':>8} "
+    print(f"{'series':<9} {'T':>6} {'H=W':>5} {'voxels':>10} {'cells':>5} {'preprocess s':>12} {'total s':>8} "
           f"{'µs/voxel':>8} {'peak RSS GiB':>12}", flush=True)
     rows = []
     start_all = time.perf_counter()
@@ -170,7 +182,7 @@ def main() -> None:
                "peak_rss_gib": result["max_rss_gb"], "stages_s": result["timings_s"],
                "stage_peaks_gib": result["peak_rss_gb"]}
         rows.append(row)
-        print(f"{series:<7} {n_frames:>6} {side:>5} {voxels:>10.3g} {row['n_cells']:>5} {row['preprocess_s']:>12.2f} "
+        print(f"{series:<9} {n_frames:>6} {side:>5} {voxels:>10.3g} {row['n_cells']:>5} {row['preprocess_s']:>12.2f} "
               f"{row['total_s']:>8.2f} {1e6 * row['total_s'] / voxels:>8.3f} {row['peak_rss_gib']:>12.2f}",
               flush=True)
     vox = [r["voxels"] for r in rows]
@@ -183,7 +195,7 @@ def main() -> None:
     print(f"\nfitted log-log slopes of time vs T·H·W: total {slopes['total']:.2f} (length series "
           f"{slopes['total_length']:.2f}, FOV series {slopes['total_fov']:.2f}), pre-processing "
           f"{slopes['preprocess']:.2f}; peak RSS vs voxels: length series {slopes['memory_length']:.2f}, "
-          f"FOV series {slopes['memory_fov']:.2f}")
+          f"FOV series {slopes['memory_fov']:.2f}; largest peak RSS {max(r['peak_rss_gib'] for r in rows):.2f} GiB")
     plot(rows, args.plot, slopes)
     print(f"plot: {args.plot}; {time.perf_counter() - start_all:.0f} s in all")
     if args.json:
