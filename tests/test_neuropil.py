@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 from astro3s.correlation import RoiMeans, roi_table
 from astro3s.correlation.neuropil import neuropil_coefficients, neuropil_weights, subtract_neuropil
 from astro3s.errors import ConfigError
-from astro3s.events import EventParams, roi_events
+from astro3s.events import EventParams, cell_event_summary, roi_events
 from astro3s.simulate.signals import event_train
 
 FS = 4.0
@@ -106,6 +106,11 @@ def test_events_are_detected_without_the_neuropil_fluctuations() -> None:
 
     assert errors(corrected)[1] == 0 and errors(corrected)[0] <= 1
     assert sum(errors(raw)) >= 3  # the neuropil's swings are taken for events and hide the cell's
+    # the coefficient each ROI got is in the table and in the cell's summary.json entry
+    assert corrected.roi_neuropil_coef.tolist() == pytest.approx([1.0], abs=0.05)
+    assert raw.roi_neuropil_coef.tolist() == [0.0]
+    assert cell_event_summary(corrected)[1]["soma_neuropil_coef"] == pytest.approx(1.0, abs=0.05)
+    assert cell_event_summary(corrected)[1]["process_neuropil_coef_median"] is None  # no process ROI
 
 
 def test_neuropil_option_is_checked() -> None:

@@ -74,6 +74,9 @@ class EventTable:
         Their cells.
     roi_kinds : list of str
         Their kinds.
+    roi_neuropil_coef : ndarray of float64
+        Share of its neuropil surround's fluctuations taken off each ROI's
+        trace before detection (0: none; NaN: no surround measured).
     """
 
     cell_id: np.ndarray
@@ -94,6 +97,7 @@ class EventTable:
     roi_names: list[str] = field(default_factory=list)
     roi_cells: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     roi_kinds: list[str] = field(default_factory=list)
+    roi_neuropil_coef: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
 
     def __len__(self) -> int:
         return len(self.roi)
@@ -131,9 +135,10 @@ def roi_events(traces: Sequence[Any], *,
     traces = [t for t in traces if t is not None]
     fs = traces[0].fs if traces else None
     n_frames = int(traces[0].dff.shape[0]) if traces else 0
-    names, cells, kinds, columns = [], [], [], []
+    names, cells, kinds, columns, coefs = [], [], [], [], []
     for tr in traces:  # a loop over trace sets
-        raw = _corrected(tr, params)
+        raw, coef = _corrected(tr, params)
+        coefs.extend(coef.tolist())
         for j, name in enumerate(tr.names):  # a loop over ROIs
             names.append(name)
             cells.append(int(tr.cell_ids[j]))
@@ -166,22 +171,27 @@ def roi_events(traces: Sequence[Any], *,
                        auc_frames=np.asarray(rows["auc"], np.float64), snr=np.asarray(rows["snr"], np.float64),
                        soma_event=soma_event, delay_frames=delay, fs=fs, n_frames=n_frames,
                        roi_names=[names[i] for i in order], roi_cells=np.asarray([cells[i] for i in order], np.int64),
-                       roi_kinds=[kinds[i] for i in order])
+                       roi_kinds=[kinds[i] for i in order],
+                       roi_neuropil_coef=np.asarray([coefs[i] for i in order], np.float64))
     return table, per_roi
 
 
-def _corrected(traces: Any, params: EventParams) -> np.ndarray | None:
-    """Raw fluorescence of a trace set without its neuropil fluctuations (None: no raw traces)."""
+def _corrected(traces: Any, params: EventParams) -> tuple[np.ndarray | None, np.ndarray]:
+    """Raw fluorescence of a trace set without its neuropil fluctuations (None: no raw traces) and the
+    coefficient of each ROI (NaN without a surround trace, 0 with the correction off)."""
     raw = getattr(traces, "f", None)
     fneu = getattr(traces, "fneu", None)
-    if raw is None or fneu is None or params.neuropil_max_coef <= 0 or not len(traces.names):
-        return raw
+    n_roi = len(traces.names)
+    if raw is None or fneu is None or not n_roi:
+        return raw, np.full(n_roi, np.nan)
+    if params.neuropil_max_coef <= 0:
+        return raw, np.zeros(n_roi)
     from astro3s.correlation.neuropil import neuropil_coefficients, subtract_neuropil
 
     coef = neuropil_coefficients(raw, fneu, fs=traces.fs, window_s=params.baseline_window_s,
                                  window_frames=int(params.baseline_window_frames),
                                  max_coef=params.neuropil_max_coef)
-    return subtract_neuropil(raw, fneu, coef)
+    return subtract_neuropil(raw, fneu, coef), coef
 
 
 def _relative(ev: TraceEvents) -> TraceEvents:
@@ -253,6 +263,10 @@ def read_events_csv(path: str | Path, *, fs: float | None = None, n_frames: int 
                       np.full(len(rows), np.nan), fs=fs, n_frames=int(n_frames))
 
 
+def _rounded(value: float) -> float | None:
+    return round(float(value), 4) if np.isfinite(value) else None
+
+
 def cell_event_summary(table: EventTable) -> dict[int, dict[str, Any]]:
     """Per-cell event figures for ``summary.json``.
 
@@ -263,6 +277,9 @@ def cell_event_summary(table: EventTable) -> dict[int, dict[str, Any]]:
     the fraction of somatic events that at least one process event follows;
     ``soma_to_process_delay_s``: the median delay of those process events
     (frames in ``soma_to_process_delay_frames`` without a frame rate).
+    ``soma_neuropil_coef`` and ``process_neuropil_coef_median``: the share of
+    the neuropil surround's fluctuations taken off the soma's trace and (median)
+    off its process traces before detection.
 
     Returns
     -------
@@ -300,6 +317,13 @@ def cell_event_summary(table: EventTable) -> dict[int, dict[str, Any]]:
             "soma_to_process_fraction": None if not len(somatic) or not n_roi["process"]
             else round(float(reached.mean()), 4),
         }
+        coef = np.asarray(table.roi_neuropil_coef, np.float64)
+        if len(coef) == len(roi_cells):
+            soma_coef = coef[(roi_cells == cid) & (roi_kinds == "soma")]
+            proc_coef = coef[(roi_cells == cid) & (roi_kinds == "process")]
+            entry["soma_neuropil_coef"] = _rounded(soma_coef[0]) if len(soma_coef) else None
+            entry["process_neuropil_coef_median"] = (_rounded(np.median(proc_coef))
+                                                     if len(proc_coef) and np.isfinite(proc_coef).all() else None)
         median = float(np.median(delays)) if len(delays) else None
         if table.fs:
             entry["soma_to_process_delay_s"] = None if median is None else round(median / table.fs, 4)
