@@ -130,7 +130,7 @@ def _without_drift(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def neuropil_coefficients(f: np.ndarray, fneu: np.ndarray, *, fs: float | None, window_s: float = 30.0,
-                          window_frames: int = 150, max_coef: float = 1.5) -> np.ndarray:
+                          window_frames: int = 150, max_coef: float = 1.0) -> np.ndarray:
     """Share of each ROI's surround fluctuation that is in the ROI's trace (see the module docstring).
 
     Parameters

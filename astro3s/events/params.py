@@ -51,6 +51,9 @@ class EventParams:
         surround before detection, scaled by a coefficient fitted per ROI and
         clipped to ``[0, neuropil_max_coef]``
         (:mod:`astro3s.correlation.neuropil`); 0 detects on the raw traces.
+        1: an ROI cannot hold more out-of-focus light than its surround (a
+        cell body hides some of the neuropil behind it); a larger fitted slope
+        is the cell's own territory, active around it, not neuropil.
     """
 
     threshold: float = 4.5
@@ -66,7 +69,7 @@ class EventParams:
     link_max_delay_frames: float = 10.0
     link_lead_s: float = 1.0
     link_lead_frames: float = 2.0
-    neuropil_max_coef: float = 1.5
+    neuropil_max_coef: float = 1.0
 
     def __post_init__(self) -> None:
         check_event_params(**asdict(self))
