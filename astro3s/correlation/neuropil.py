@@ -18,10 +18,14 @@ ROI varies with the cell's brightness, the depth of focus and the
 preparation: a least-squares slope of ``F`` on ``Fneu`` after both lose
 their slow drift (medians of blocks of ``window_s`` / 4, interpolated), refitted
 twice over the frames where the corrected trace is not in an event, clipped to
-``[0, max_coef]``. Events of the cell are
-left out of the fit, and the cell's own light, kept out of the surround by the
-gap, does not enter ``Fneu``; a surround that carries none of the ROI's
-fluctuations gets ``c ~ 0`` and changes nothing.
+``[0, max_coef]``. Events of the cell are left out of the fit; a surround
+that carries none of the ROI's fluctuations gets ``c ~ 0`` and changes
+nothing. The gap keeps the cell's drawn ROIs out of the surround, not its
+finest branches: around an astrocyte whose territory is active with it, the
+surround carries some of the cell's own events, the fitted slope reaches the
+clip (1 by default: an ROI holds no more out-of-focus light than its
+surround), and the corrected events come out 5-15 % smaller than on ``F``
+(simulated D1-like cells).
 """
 
 from __future__ import annotations
@@ -154,10 +158,12 @@ def neuropil_coefficients(f: np.ndarray, fneu: np.ndarray, *, fs: float | None, 
     window = int(round(window_s * fs)) if fs else int(window_frames)
     a, b = _without_drift(f, window), _without_drift(fneu, window)
     quiet = np.ones(a.shape, bool)
-    for _ in range(3):  # fit, then refit on the frames whose residual is outside the ROI's events
+    for fit in range(3):  # fit, then refit twice on the frames whose residual is outside the ROI's events
         den = np.where(quiet, b * b, 0.0).sum(axis=0)
         num = np.where(quiet, a * b, 0.0).sum(axis=0)
         coef = np.clip(np.divide(num, den, out=np.zeros_like(num), where=den > 0), 0.0, float(max_coef))
+        if fit == 2:
+            break
         # events are picked on the residual, not on F: frames where F is high because the neuropil
         # is would otherwise be dropped, and the slope biased low
         residual = a - coef * b

@@ -227,7 +227,7 @@ class RoiMeans:
         self._weights = sp.csc_matrix((1.0 / self.n_pixels[rois], (np.arange(len(pix)), rois)),
                                       shape=(len(pix), self.n_roi))
         self.f = np.empty((int(n_frames), self.n_roi), np.float64)
-        self._np_pix, self._np_weights, self.n_neuropil_pixels = neuropil_weights(roi_index, self.n_roi)
+        self._np_pix, self._np_weights, _ = neuropil_weights(roi_index, self.n_roi)
         self.fneu = np.empty((int(n_frames), self.n_roi), np.float64)
 
     def add(self, t0: int, block: np.ndarray) -> None:

@@ -676,10 +676,12 @@ def _add_traces(ophys: Any, table: Any, content: NwbContent) -> None:
             content.f, "a.u.", "raw F: mean of the ROI's pixels in the motion-corrected movie"))
         if content.neuropil is not None:
             names, fneu = content.neuropil
+            from astro3s.correlation.neuropil import GAP, MIN_PIXELS
+
             fluorescence.add_roi_response_series(series(
-                fneu, "a.u.", "mean raw F of each ROI's neuropil surround (the nearest 350 pixels at least 3 px "
-                "from every ROI); events were detected on F less its fitted share of this trace's fluctuations",
-                name="Neuropil", region_rows=content.rois.rows(names, what="neuropil traces")))
+                fneu, "a.u.", f"mean raw F of each ROI's neuropil surround (the nearest {MIN_PIXELS} pixels at "
+                f"least {GAP} px from every ROI); events were detected on F less its fitted share of this "
+                "trace's fluctuations", name="Neuropil", region_rows=content.rois.rows(names, what="neuropil traces")))
     dff = DfOverF(name="DfOverF")
     ophys.add(dff)
     dff.add_roi_response_series(series(
