@@ -141,6 +141,13 @@ def test_events_csv_columns_linking_and_summary(tmp_path: Path) -> None:
     assert all(float(r["onset_s"]) == pytest.approx(int(r["onset_frame"]) / FS, abs=1e-3) for r in rows)
     back = read_events_csv(path)
     assert back.fs == pytest.approx(FS) and np.array_equal(back.onset_frame, table.onset_frame)
+    # dF/F-only traces: the detected trace is the dF/F less the detector's baseline, kept in the table
+    # (not in the CSV)
+    dff = _movie_traces(FS).dff
+    shown = table.detected_dff(["Proc_001_01", "Soma_001"])
+    np.testing.assert_allclose(shown, dff[:, [1, 0]] - np.stack([per_roi["Proc_001_01"].baseline,
+                                                                  per_roi["Soma_001"].baseline], axis=1), atol=1e-6)
+    assert back.detected_dff(["Soma_001"]) is None
     cell = cell_event_summary(table)[1]
     assert cell["n_events"] == {"soma": 3, "process": 3, "domain": 1}
     assert cell["soma_to_process_fraction"] == pytest.approx(2 / 3, abs=1e-3)
@@ -290,3 +297,44 @@ def test_infer_config_has_the_events_group(tmp_path: Path) -> None:
                          output_dir=tmp_path)
     params = event_params_from_config(cfg.events)
     assert params.threshold == 5.0 and params.smooth_s == 0.2 and params.split_rise == EventParams().split_rise
+
+
+def _slow_noise(n: int, *, tau_frames: float, sd: float, rng: np.random.Generator) -> np.ndarray:
+    """Stationary AR(1) noise (T,) of SD ``sd`` and correlation time ``tau_frames`` (a leftover neuropil)."""
+    from scipy.signal import lfilter
+
+    a = np.exp(-1.0 / tau_frames)
+    return sd * lfilter([1.0], [1.0, -a], rng.normal(0.0, np.sqrt(1 - a * a), n))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_noise_of_a_slow_noise_trace_is_its_spread_around_the_baseline(seed: int) -> None:
+    """Noise mostly slow and no event: the noise the thresholds need is the smoothed trace's spread around
+    its slow baseline. The spread below the half-sample mode alone lands anywhere from half to 1.5 times it
+    (the mode falls on whichever lump of the slow noise is densest)."""
+    from astro3s.events import running_baseline, smooth_trace
+    from astro3s.events.detect import _masked_running_mean
+
+    rng = np.random.default_rng(seed)
+    n, window = 2000, 151
+    x = 1.0 + _slow_noise(n, tau_frames=15.0, sd=0.05, rng=rng) + rng.normal(0, 0.01, n)
+    smoothed, factor = smooth_trace(x, 2.0)
+    _, sigma_det = running_baseline(x, smoothed, window=window, sigma_smooth=0.01 * factor)
+    spread = np.std(smoothed - _masked_running_mean(smoothed, np.ones(n, bool), window))
+    assert sigma_det == pytest.approx(spread, rel=0.15)
+    assert len(detect_events(x, params=EventParams(smooth_frames=2.0, baseline_window_frames=window))) <= 1
+
+
+def test_noise_of_an_event_dense_trace_stays_that_of_the_quiet_frames() -> None:
+    """Events every 7 s, each before the last has decayed: measured below the baseline, the noise stays
+    near the white noise (the events, above it, do not count), and every event is found."""
+    from astro3s.events import running_baseline, smooth_trace
+
+    onsets = np.arange(5.0, 155.0, 7.0)
+    x = _trace(list(onsets), [0.3] * len(onsets), drift=0.0, seed=5)
+    smoothed, factor = smooth_trace(x, 2.0)
+    _, sigma_det = running_baseline(x, smoothed, window=151, sigma_smooth=0.04 * factor)
+    assert sigma_det < 2.0 * 0.04 * factor
+    found = detect_events(x, fs=FS).onset / FS
+    assert len(found) == len(onsets)
+    assert np.abs(found[:, None] - onsets[None]).min(axis=0).max() < 1.0

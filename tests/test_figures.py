@@ -236,3 +236,81 @@ def test_a_tiny_domain_survives_the_display_smoothing():
         rgb = compose_overlay(np.zeros((30, 30), np.float32), np.zeros_like(domains), np.zeros_like(domains),
                               domains, scale=scale)
         assert rgb[10 * scale + scale // 2, 10 * scale + scale // 2].sum() > 0
+
+
+# ----------------------------------------------------------------------------- traces and the soma heat map
+
+
+def _event_traces():
+    """Traces of a soma and a process whose raw fluorescence carries a swinging neuropil, which their
+    surround shows too, and the events table (which keeps the traces the events were detected on)."""
+    from astro3s.correlation import RoiTraces
+    from astro3s.events import roi_events
+    from astro3s.simulate.signals import event_train
+
+    fs, n = 5.0, 600
+    t = np.arange(n) / fs
+    rng = np.random.default_rng(0)
+    neuropil = 0.4 * np.sin(2 * np.pi * t / 23.0) + 0.3 * np.sin(2 * np.pi * t / 9.0)
+    own = np.column_stack([event_train(t, np.array([20.0, 70.0]), np.ones(2), np.full(2, 0.5), np.full(2, 4.0)),
+                           event_train(t, np.array([21.0]), np.ones(1), np.full(1, 0.5), np.full(1, 4.0))])
+    f = (100.0 * (1 + own) + 20.0 * neuropil[:, None] + rng.normal(0, 2.0, own.shape)).astype(np.float32)
+    fneu = (50.0 + 20.0 * neuropil[:, None] + rng.normal(0, 0.5, own.shape)).astype(np.float32)
+    f0 = np.full(f.shape, 100.0, np.float32)
+    traces = RoiTraces(names=["Soma_001", "Proc_001_01"], cell_ids=np.array([1, 1]), kinds=["soma", "process"],
+                       dff=(f - f0) / f0, f0=f0, f=f, n_pixels=np.array([30, 10]), fs=fs, f0_method="running",
+                       fneu=fneu)
+    table, _ = roi_events([traces])
+    return traces, table
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every matplotlib figure saved from now on (the figure functions close theirs)."""
+    from matplotlib.figure import Figure
+
+    saved: list = []
+    original = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        saved.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return saved
+
+
+def test_plot_traces_draws_the_trace_the_events_were_detected_on(tmp_path, monkeypatch):
+    from astro3s.correlation import plot_traces
+
+    traces, table = _event_traces()
+    saved = _drawn(monkeypatch)
+    plot_traces(traces, path=tmp_path / "traces.png", events=table)
+    ax = saved[-1].axes[0]
+    detected = table.detected_dff(["Soma_001"])[:, 0]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), detected, atol=1e-6)  # the first ROI, offset 0
+    # not the dF/F of traces.csv: the neuropil's swings (+-0.14 dF/F) are gone
+    quiet = np.abs(np.arange(len(detected)) / traces.fs - 52.0) < 10.0  # between the events
+    assert np.ptp(detected[quiet]) < 0.5 * np.ptp(traces.dff[quiet, 0])
+    assert "neuropil-corrected" in ax.get_title() and "as the events were detected" in ax.get_title()
+    # without a table that keeps its traces (no events, or read from events.csv): the dF/F, said so
+    plot_traces(traces, path=tmp_path / "plain.png")
+    ax = saved[-1].axes[0]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), traces.dff[:, 0])
+    assert ax.get_title().startswith("dF/F")
+
+
+def test_heat_map_rows_are_the_detected_traces():
+    from types import SimpleNamespace
+
+    from astro3s.inference.report import detected_rows, soma_rows
+
+    traces, table = _event_traces()
+    _, rows = soma_rows(traces)
+    heat, corrected = detected_rows(table, ["Soma_001"], rows)
+    assert corrected and heat.shape == rows.shape
+    np.testing.assert_allclose(heat[0], table.detected_dff(["Soma_001"])[:, 0], atol=1e-6)
+    # a soma the table did not analyse keeps its dF/F; a table without traces leaves every row
+    heat, corrected = detected_rows(table, ["Soma_009"], rows)
+    assert not corrected and np.array_equal(heat, rows)
+    assert detected_rows(SimpleNamespace(roi=[], onset_frame=np.zeros(0)), ["Soma_001"], rows)[1] is False
+    assert detected_rows(None, ["Soma_001"], rows)[1] is False

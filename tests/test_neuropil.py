@@ -96,7 +96,7 @@ def test_events_are_detected_without_the_neuropil_fluctuations() -> None:
     means.add(0, movie.reshape(n, -1))
     traces = means.finish(fs=FS)
     assert traces.fneu is not None and traces.fneu.shape == (n, 1)
-    corrected, _ = roi_events([traces], params=EventParams())
+    corrected, per_roi = roi_events([traces], params=EventParams())
     raw, _ = roi_events([traces], params=EventParams(neuropil_max_coef=0))
 
     def errors(table: object) -> tuple[int, int]:
@@ -111,6 +111,17 @@ def test_events_are_detected_without_the_neuropil_fluctuations() -> None:
     assert raw.roi_neuropil_coef.tolist() == [0.0]
     assert cell_event_summary(corrected)[1]["soma_neuropil_coef"] == pytest.approx(1.0, abs=0.05)
     assert cell_event_summary(corrected)[1]["process_neuropil_coef_median"] is None  # no process ROI
+    # the table keeps the trace the events were found on, for the figures: the corrected F over the
+    # detector's baseline, flat between events, without the neuropil's swings
+    shown = corrected.detected_dff(["Soma_001", "Proc_001_01"])
+    assert shown.shape == (n, 2) and np.isnan(shown[:, 1]).all()  # an ROI it did not analyse: NaN
+    expected = subtract_neuropil(traces.f, traces.fneu, corrected.roi_neuropil_coef)[:, 0] / \
+        per_roi["Soma_001"].baseline - 1
+    np.testing.assert_allclose(shown[:, 0], expected, rtol=1e-5, atol=1e-6)
+    quiet = np.abs(t[:, None] - (onsets[None] + 10.0)).min(axis=1) > 15.0
+    assert np.std(shown[quiet, 0]) < 0.3 * np.std(raw.detected_dff(["Soma_001"])[quiet, 0])
+    peak = corrected.peak_frame[0]
+    assert shown[peak, 0] == pytest.approx(corrected.amplitude_dff[0], rel=0.3)
 
 
 def test_neuropil_option_is_checked() -> None:

@@ -439,7 +439,15 @@ def plot_domains(image: np.ndarray, soma: np.ndarray, processes: np.ndarray, dom
 
 def plot_traces(traces: RoiTraces, *, path: str | Path, fs: float | None = None, max_traces: int = 10,
                 names: list[str] | None = None, dpi: int = 150, events: object | None = None) -> Path:
-    """A few dF/F traces stacked vertically, with their calcium events marked.
+    """A few ROI traces stacked vertically, with their calcium events marked.
+
+    With an events table that keeps its traces (:func:`astro3s.events.roi_events`),
+    each ROI is drawn as its events were detected: the neuropil-corrected
+    fluorescence as dF/F of the detector's baseline
+    (:meth:`~astro3s.events.EventTable.detected_dff`), so an event's mark sits
+    on the rise it was found on and its height is its ``amplitude_dff``. Without
+    one (or for an ROI it did not analyse), the uncorrected dF/F of ``traces``
+    (that of ``traces.csv``); the title says which.
 
     Parameters
     ----------
@@ -454,9 +462,8 @@ def plot_traces(traces: RoiTraces, *, path: str | Path, fs: float | None = None,
     names : list of str, optional
         ROIs to show.
     events : EventTable, optional
-        Events to mark (:func:`astro3s.events.roi_events`): on the trace of its
-        ROI, each event's onset a tick, its peak a dot, and onset to end drawn
-        thick.
+        Events to mark: on the trace of its ROI, each event's onset a tick,
+        its peak a dot, and onset to end drawn thick.
 
     Returns
     -------
@@ -471,12 +478,20 @@ def plot_traces(traces: RoiTraces, *, path: str | Path, fs: float | None = None,
     pick = [traces.names.index(n) for n in names] if names else list(range(min(max_traces, len(traces))))
     n_frames = traces.dff.shape[0]
     t = np.arange(n_frames) / fs if fs else np.arange(n_frames)
+    detected = events.detected_dff([traces.names[c] for c in pick]) \
+        if events is not None and hasattr(events, "detected_dff") else None
+    if detected is not None and detected.shape[0] != n_frames:
+        detected = None
     fig, ax = plt.subplots(figsize=(8, 1 + 0.6 * max(len(pick), 1)))
     offset = 0.0
     roi_of_event = np.asarray(events.roi, dtype=object) if events is not None else np.zeros(0, dtype=object)
-    n_marked = 0
-    for col in pick:  # a loop over the few ROIs shown
-        y = np.nan_to_num(traces.dff[:, col])
+    n_marked = n_raw = 0
+    for k, col in enumerate(pick):  # a loop over the few ROIs shown
+        shown = detected[:, k] if detected is not None else np.full(n_frames, np.nan)
+        if not np.isfinite(shown).any():  # an ROI the events table did not analyse: its dF/F
+            shown = traces.dff[:, col]
+            n_raw += 1
+        y = np.nan_to_num(shown)
         (line,) = ax.plot(t, y + offset, lw=0.8)
         ax.text(t[0] if len(t) else 0, offset, traces.names[col] + " ", ha="right", va="bottom", fontsize=7)
         mine = np.flatnonzero(roi_of_event == traces.names[col])
@@ -492,9 +507,14 @@ def plot_traces(traces: RoiTraces, *, path: str | Path, fs: float | None = None,
         offset += float(np.ptp(y)) * 1.1 + 0.2 if len(y) else 1.0
     ax.set_xlabel("time (s)" if fs else "frame")
     ax.set_yticks([])
-    title = "dF/F (offset per ROI)"
+    if n_raw < len(pick):
+        title = "neuropil-corrected dF/F, as the events were detected (F0: detector baseline; offset per ROI)"
+        if n_raw:
+            title += f"; {n_raw} uncorrected"
+    else:
+        title = "dF/F (offset per ROI)"
     if events is not None:
-        title += f"; {n_marked} of {len(events)} event(s) shown: | onset, o peak, thick onset to end"
+        title += f"\n{n_marked} of {len(events)} event(s) shown: | onset, o peak, thick onset to end"
     ax.set_title(title, fontsize=9)
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from astro3s.utils.robust import MAD_TO_SD
+
 __all__ = ["neuropil_coefficients", "neuropil_weights", "subtract_neuropil"]
 
 #: Suite2p's defaults (``min_neuropil_pixels``, ``inner_neuropil_radius`` + 1)
@@ -40,7 +42,6 @@ GAP = 3
 #: the surround is searched within this many pixels of the ROI, then within MAX_DISTANCE
 _FIRST_DISTANCE = 20
 MAX_DISTANCE = 60
-_MAD_TO_SD = 1.4826
 
 
 def _surround(roi_index: np.ndarray, roi: int, box: tuple[slice, slice], allowed: np.ndarray, *,
@@ -168,7 +169,7 @@ def neuropil_coefficients(f: np.ndarray, fneu: np.ndarray, *, fs: float | None, 
         # is would otherwise be dropped, and the slope biased low
         residual = a - coef * b
         med = np.median(residual, axis=0)
-        quiet = residual < med + 2.0 * _MAD_TO_SD * np.median(np.abs(residual - med), axis=0)
+        quiet = residual < med + 2.0 * MAD_TO_SD * np.median(np.abs(residual - med), axis=0)
     return coef
 
 

@@ -13,11 +13,15 @@ loops run over event stretches, the segments inside them and the events):
    ``baseline_window`` (30 s) under the events; the quiet frames pile up at
    some height above it, which the half-sample mode of the difference finds
    (events, a one-sided tail, do not move a mode), and the spread below that
-   mode is the noise ``sigma_det`` (events only go up; slow noise such as
-   active neuropil is counted in; at least the white noise after smoothing).
-   The baseline is then the running mean of the quiet frames (below it plus
-   2.5 ``sigma_det``, kept away from events), gaps interpolated: unbiased
-   where a percentile is not, and a long busy stretch does not lift it.
+   mode is a first noise estimate. Then, until the noise settles: the
+   baseline is the running mean of the quiet frames (below it plus 2.5
+   noise SDs, kept away from events), gaps interpolated (unbiased where a
+   percentile is not, and a long busy stretch does not lift it), and the
+   noise ``sigma_det`` is the RMS of the smoothed trace's deviations below
+   that baseline (events only go up; slow noise such as active neuropil left
+   after its correction is counted in; at least the white noise after
+   smoothing). The mode alone puts the noise of a trace whose noise is mostly
+   slow anywhere from half to 1.5 times its spread.
 4. **Stretches.** Hysteresis on ``z = (smoothed - baseline) / sigma_det``:
    a stretch is a run above ``low_threshold`` (2) lasting ``min_duration``
    frames whose top reaches ``threshold`` (4.5). A lone noise excursion
@@ -58,14 +62,17 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from astro3s.events.params import EventParams, FrameParams
+from astro3s.utils.robust import MAD_TO_SD
 
 __all__ = ["TraceEvents", "detect_events", "half_sample_mode", "noise_sd", "running_baseline", "smooth_trace"]
 
-_MAD_TO_SD = 1.4826
 #: a later event must rise split_rise above where the previous one would have decayed to, with this
 #: multiple of the trace's typical decay time (a longer decay than measured: fewer false splits)
 DECAY_MARGIN = 1.5
 _QUIET_LEVEL = 2.5  # frames below baseline guess + this many smoothed-noise SDs are quiet (baseline) frames
+_MAX_ROUNDS = 10  # rounds of baseline and noise in running_baseline
+_CONVERGED = 0.01  # ... stopped when the noise changes by less than this fraction
+_MIN_BELOW = 10  # frames below the baseline needed to measure the noise from them
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,7 @@ def noise_sd(trace: np.ndarray) -> float:
     if len(x) < 3:
         return 0.0
     d = np.diff(x)
-    return float(_MAD_TO_SD * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+    return float(MAD_TO_SD * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
 
 
 def smooth_trace(trace: np.ndarray, sigma_frames: float) -> tuple[np.ndarray, float]:
@@ -178,19 +185,24 @@ def half_sample_mode(values: np.ndarray) -> float:
 
 
 def running_baseline(trace: np.ndarray, smoothed: np.ndarray, *, window: int, sigma_smooth: float,
-                     iterations: int = 2) -> tuple[np.ndarray, float]:
+                     max_rounds: int = _MAX_ROUNDS) -> tuple[np.ndarray, float]:
     """Running baseline of a trace that follows drift slower than ``window`` frames, not events, and the
     noise SD of the smoothed trace around it.
 
     A running 10th percentile of the smoothed trace follows the drift under
     the events; the quiet frames pile up at some height above it, which the
     half-sample mode of the difference finds (events, a one-sided tail, do
-    not move a mode), and the spread of the differences *below* that mode is
-    the noise (events only go up): slow noise (active neuropil, residual
-    motion, faint neighbours) counts, as it must. The baseline is then the
-    running mean of the quiet frames (those below it plus 2.5 noise SDs, kept
-    away from events), gaps interpolated: a mean is unbiased where a
-    percentile is not.
+    not move a mode), and the spread of the differences below that mode is a
+    first noise estimate. Then, in rounds: the baseline is the running mean of
+    the quiet frames (those below it plus 2.5 noise SDs, kept away from
+    events), gaps interpolated (a mean is unbiased where a percentile is not),
+    and the noise is the root mean square of the smoothed trace's deviations
+    *below* that baseline (events only go up, so these frames are noise alone;
+    slow noise such as active neuropil counts, as it must), until the noise
+    changes by under 1 %. The mode alone is not enough: on a trace whose
+    noise is mostly slow it lands on a lump at the bottom, where the spread
+    below it is small, and the noise comes out 2-3x too low (false events);
+    measured against the baseline the deviations below are the whole noise.
 
     Parameters
     ----------
@@ -200,8 +212,8 @@ def running_baseline(trace: np.ndarray, smoothed: np.ndarray, *, window: int, si
         Running window, frames.
     sigma_smooth : float
         White-noise SD of ``smoothed`` (a floor of the estimate).
-    iterations : int
-        Rounds of masking and averaging.
+    max_rounds : int
+        Most rounds of baseline and noise (they converge in 3-6).
 
     Returns
     -------
@@ -219,14 +231,20 @@ def running_baseline(trace: np.ndarray, smoothed: np.ndarray, *, window: int, si
     above = xs - low
     mode = half_sample_mode(above)
     left = mode - above[above <= mode]
-    sigma = max(float(sigma_smooth), _MAD_TO_SD * float(np.median(left)) if len(left) else 0.0)
+    sigma = max(float(sigma_smooth), MAD_TO_SD * float(np.median(left)) if len(left) else 0.0)
     guess = low + mode
     margin = max(int(round(w / 30)), 1)
-    for _ in range(iterations):
+    for _ in range(max(int(max_rounds), 1)):  # a loop over rounds (a few)
         quiet = xs <= guess + _QUIET_LEVEL * sigma
         # frames next to an event carry its rise or tail: keep away from them
         quiet = ~ndi.binary_dilation(~quiet, iterations=margin)
         guess = _masked_running_mean(x, quiet, w)
+        below = (guess - xs)[xs < guess]
+        if len(below) < _MIN_BELOW:
+            break
+        previous, sigma = sigma, max(float(sigma_smooth), float(np.sqrt(np.mean(below * below))))
+        if abs(sigma - previous) <= _CONVERGED * previous:
+            break
     return guess, sigma
 
 
@@ -242,7 +260,7 @@ def _derivative_factor(sigma_frames: float) -> float:
 def _derivative_z(smoothed: np.ndarray, white_sd: float) -> np.ndarray:
     """Derivative of the smoothed trace in units of its noise SD (robust: MAD, at least ``white_sd``)."""
     d = np.gradient(np.asarray(smoothed, np.float64))
-    sd = max(float(_MAD_TO_SD * np.median(np.abs(d - np.median(d)))), float(white_sd), 1e-12)
+    sd = max(float(MAD_TO_SD * np.median(np.abs(d - np.median(d)))), float(white_sd), 1e-12)
     return d / sd
 
 

@@ -77,6 +77,12 @@ class EventTable:
     roi_neuropil_coef : ndarray of float64
         Share of its neuropil surround's fluctuations taken off each ROI's
         trace before detection (0: none; NaN: no surround measured).
+    roi_dff : ndarray of float32, shape (T, len(roi_names))
+        The trace each ROI's events were detected on, as dF/F of the
+        detector's baseline: the neuropil-corrected fluorescence over that
+        baseline, minus 1 (for a trace set without raw fluorescence, its dF/F
+        less the baseline); event amplitudes are heights on it. For figures;
+        shape (0, 0) when not kept (a table read from ``events.csv``).
     """
 
     cell_id: np.ndarray
@@ -98,9 +104,28 @@ class EventTable:
     roi_cells: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     roi_kinds: list[str] = field(default_factory=list)
     roi_neuropil_coef: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    roi_dff: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     def __len__(self) -> int:
         return len(self.roi)
+
+    def detected_dff(self, names: Sequence[str]) -> np.ndarray | None:
+        """The traces the events of ROIs ``names`` were detected on (see ``roi_dff``), for figures.
+
+        Returns
+        -------
+        ndarray of float32, shape (T, len(names)), or None
+            NaN columns for ROIs that were not analysed; None when the table
+            keeps no traces.
+        """
+        dff = np.asarray(self.roi_dff)
+        if dff.ndim != 2 or dff.shape[1] != len(self.roi_names) or not dff.shape[1]:
+            return None
+        column = {name: j for j, name in enumerate(self.roi_names)}
+        pick = np.array([column.get(name, -1) for name in names], np.int64)  # a lookup per ROI name
+        out = np.full((dff.shape[0], len(pick)), np.nan, np.float32)
+        out[:, pick >= 0] = dff[:, pick[pick >= 0]]
+        return out
 
     def seconds(self, frames: np.ndarray) -> np.ndarray:
         """``frames / fs`` (NaN everywhere without a frame rate)."""
@@ -128,6 +153,8 @@ def roi_events(traces: Sequence[Any], *,
     Returns
     -------
     table : EventTable
+        With ``roi_dff``: each ROI's detected trace as dF/F of the
+        detector's baseline, computed here once for the figures.
     per_roi : dict of str to TraceEvents
         Each ROI's detection (baseline, noise, events), for figures.
     """
@@ -135,7 +162,7 @@ def roi_events(traces: Sequence[Any], *,
     traces = [t for t in traces if t is not None]
     fs = traces[0].fs if traces else None
     n_frames = int(traces[0].dff.shape[0]) if traces else 0
-    names, cells, kinds, columns, coefs = [], [], [], [], []
+    names, cells, kinds, columns, coefs, is_raw = [], [], [], [], [], []
     for tr in traces:  # a loop over trace sets
         raw, coef = _corrected(tr, params)
         coefs.extend(coef.tolist())
@@ -144,12 +171,16 @@ def roi_events(traces: Sequence[Any], *,
             cells.append(int(tr.cell_ids[j]))
             kinds.append(tr.kinds[j])
             columns.append(np.asarray(raw[:, j] if raw is not None else tr.dff[:, j]))
+            is_raw.append(raw is not None)
     order = sorted(range(len(names)), key=lambda i: (cells[i], _KIND_ORDER.get(kinds[i], 3), i))
     per_roi: dict[str, TraceEvents] = {}
     rows: dict[str, list] = {k: [] for k in ("cell_id", "kind", "roi", "onset", "peak", "end", "amplitude", "rise",
                                              "decay", "auc", "snr")}
-    for i in order:  # a loop over ROIs
-        ev = _relative(detect_events(columns[i], fs=fs, params=params))
+    detected = np.full((n_frames, len(order)), np.nan, np.float32)
+    for k, i in enumerate(order):  # a loop over ROIs
+        found = detect_events(columns[i], fs=fs, params=params)
+        detected[:, k] = _over_baseline(columns[i], found.baseline, relative=is_raw[i])
+        ev = _relative(found)
         per_roi[names[i]] = ev
         n = len(ev)
         rows["cell_id"].extend([cells[i]] * n)
@@ -172,8 +203,21 @@ def roi_events(traces: Sequence[Any], *,
                        soma_event=soma_event, delay_frames=delay, fs=fs, n_frames=n_frames,
                        roi_names=[names[i] for i in order], roi_cells=np.asarray([cells[i] for i in order], np.int64),
                        roi_kinds=[kinds[i] for i in order],
-                       roi_neuropil_coef=np.asarray([coefs[i] for i in order], np.float64))
+                       roi_neuropil_coef=np.asarray([coefs[i] for i in order], np.float64), roi_dff=detected)
     return table, per_roi
+
+
+def _over_baseline(trace: np.ndarray, baseline: np.ndarray, *, relative: bool) -> np.ndarray:
+    """A detected trace (T,) as dF/F of the detector's baseline: ``trace / baseline - 1`` (NaN where the
+    baseline is not positive), or ``trace - baseline`` for a trace that is already dF/F."""
+    x = np.asarray(trace, np.float64)
+    base = np.asarray(baseline, np.float64)
+    if len(base) != len(x):  # too short a trace to have a baseline
+        return np.full(len(x), np.nan)
+    if not relative:
+        return x - base
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(base > 0, x / np.where(base > 0, base, 1.0) - 1.0, np.nan)
 
 
 def _corrected(traces: Any, params: EventParams) -> tuple[np.ndarray | None, np.ndarray]:

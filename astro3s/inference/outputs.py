@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from astro3s.errors import InputError
+from astro3s.utils.robust import MAD_TO_SD
 
 log = logging.getLogger(__name__)
 
@@ -418,7 +419,7 @@ def event_rates(dff: np.ndarray, *, fs: float | None, z: float = 3.0) -> np.ndar
     if dff.ndim != 2 or dff.shape[0] < 2 or dff.shape[1] == 0:
         return np.zeros(dff.shape[1] if dff.ndim == 2 else 0)
     med = np.median(dff, axis=0)
-    mad = np.median(np.abs(dff - med), axis=0) * 1.4826
+    mad = np.median(np.abs(dff - med), axis=0) * MAD_TO_SD
     above = dff > (med + z * np.maximum(mad, 1e-9))
     crossings = np.count_nonzero(above[1:] & ~above[:-1], axis=0)
     span = dff.shape[0] / float(fs) / 60.0 if fs else dff.shape[0] / 100.0

@@ -5,11 +5,12 @@ Layout (:func:`plot_summary`)::
     title: movie name; outcome (green "OK: N cells ..." or red "FAILED: no cells found");
            in orange, the points to check (threshold search outside its band, large motion, silent somata)
     mean image | activity map | cells (soma + processes) | CC domains
-    soma dF/F heat map (cell x time; event marks when an events table is given) | CC-threshold search
+    soma heat map (cell x time; with an events table: the neuropil-corrected     | CC-threshold search
+      dF/F the events were detected on, and their marks; else traces.csv's dF/F)
     motion shifts (dy, dx over time)                                             | key numbers
 
 The checks behind the verdict (:func:`run_checks`) and the numbers shown
-(:func:`soma_rows`, :func:`time_bins`, :func:`search_curve`) are small pure
+(:func:`soma_rows`, :func:`detected_rows`, :func:`time_bins`, :func:`search_curve`) are small pure
 functions; matplotlib (Agg, no pyplot) is imported inside :func:`plot_summary`
 and the file is written atomically. The images reuse
 :func:`astro3s.correlation.figures.compose_overlay`, ``stretch_image`` and
@@ -29,8 +30,8 @@ import numpy as np
 from astro3s.correlation.figures import cell_colours, compose_overlay, stretch_image
 from astro3s.io import atomic_path
 
-__all__ = ["SUMMARY_FIGURE", "Check", "event_marks", "plot_summary", "run_checks", "search_curve", "soma_rows",
-           "summary_layout", "time_bins"]
+__all__ = ["SUMMARY_FIGURE", "Check", "detected_rows", "event_marks", "plot_summary", "run_checks", "search_curve",
+           "soma_rows", "summary_layout", "time_bins"]
 
 #: File name of the one-page summary in every output folder.
 SUMMARY_FIGURE = "summary.png"
@@ -282,9 +283,39 @@ def _label_cells(ax: Any, centroids: np.ndarray, ids: np.ndarray, scale: int) ->
                 fontsize=7, fontweight="bold", ha="center", va="center", path_effects=stroke, clip_on=True)
 
 
+def detected_rows(events: Any, names: Sequence[str], rows: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The soma rows of the heat map as their events were detected, where the events table keeps them.
+
+    Parameters
+    ----------
+    events : EventTable or None
+        With :meth:`~astro3s.events.EventTable.detected_dff`: each ROI's
+        neuropil-corrected dF/F over the detector's baseline.
+    names : sequence of str
+        The soma ROIs of ``rows``, in order.
+    rows : ndarray, shape (N, T)
+        Their uncorrected dF/F (:func:`soma_rows`), kept for a soma the table did not analyse.
+
+    Returns
+    -------
+    rows : ndarray of float32, shape (N, T)
+        NaN/Inf replaced by 0.
+    corrected : bool
+        Whether any row is a detected trace.
+    """
+    rows = np.asarray(rows, np.float32)
+    detected = events.detected_dff(list(names)) if hasattr(events, "detected_dff") else None
+    if detected is None or detected.shape != rows.T.shape:
+        return rows, False
+    have = np.isfinite(detected).any(axis=0)
+    out = np.where(have[:, None], np.nan_to_num(detected.T, nan=0.0, posinf=0.0, neginf=0.0), rows)
+    return out.astype(np.float32, copy=False), bool(have.any())
+
+
 def _heat_panel(ax: Any, cax: Any, ids: np.ndarray, rows: np.ndarray, lut: np.ndarray, fs: float | None,
-                marks: tuple[np.ndarray, np.ndarray]) -> None:
-    """Soma dF/F as a cell x time heat map, rows labelled in the cells' colours; event marks on top."""
+                marks: tuple[np.ndarray, np.ndarray], *, label: str = "soma dF/F") -> None:
+    """Soma traces (``label``) as a cell x time heat map, rows labelled in the cells' colours; event marks
+    on top."""
     n, t = rows.shape
     if n == 0 or t == 0:
         ax.text(0.5, 0.5, "no soma traces (no cells)", ha="center", va="center", transform=ax.transAxes,
@@ -306,13 +337,13 @@ def _heat_panel(ax: Any, cax: Any, ids: np.ndarray, rows: np.ndarray, lut: np.nd
     shown = np.arange(n) if n <= 40 else np.unique(np.linspace(0, n - 1, 10).round().astype(np.int64))
     ax.set_yticks(shown)
     ax.set_yticklabels([str(int(c)) for c in ids[shown]], fontsize=6.5 if n > 20 else 7.5)
-    for label, cid in zip(ax.get_yticklabels(), ids[shown]):  # a loop over <= 40 row labels
-        label.set_color(tuple(lut[cid] * 0.8))
-        label.set_fontweight("bold")
+    for tick, cid in zip(ax.get_yticklabels(), ids[shown]):  # a loop over <= 40 row labels
+        tick.set_color(tuple(lut[cid] * 0.8))
+        tick.set_fontweight("bold")
     ax.set_ylabel("cell", fontsize=8)
     ax.set_xlabel("time (s)" if fs else "frame", fontsize=8)
     ax.tick_params(labelsize=7)
-    title = "soma dF/F" + (f" (max over {k} frames per column)" if k > 1 else "")
+    title = label + (f" (max over {k} frames per column)" if k > 1 else "")
     row, frame = marks
     if len(row):
         x = (frame + 0.5) / fs if fs else frame + 0.5
@@ -485,7 +516,11 @@ def plot_summary(pre: Any, soma: np.ndarray, processes: np.ndarray, domains: Any
         if column >= 2:
             _label_cells(ax, np.asarray(domains.centroids), cell_ids, raster.shape[0] // height)
 
-    _heat_panel(axes("heat"), axes("colourbar"), ids, rows, lut, fs, marks)
+    # the heat map shows the traces the events were detected on, so that a mark sits on its rise; the
+    # checks above keep the uncorrected dF/F of traces.csv
+    heat, corrected = detected_rows(events, soma_names, rows)
+    _heat_panel(axes("heat"), axes("colourbar"), ids, heat, lut, fs, marks,
+                label="soma dF/F, neuropil-corrected as detected" if corrected else "soma dF/F")
     _search_panel(axes("search"), choice, threshold, band)
     _shift_panel(axes("shifts"), shifts, fs)
 
