@@ -9,8 +9,8 @@ import pytest
 
 from astro3s.errors import ConfigError
 from astro3s.models import BACKGROUND, CLASS_NAMES, PROCESSES, SOMA
-from astro3s.postprocess import (CombineParams, Segmentation, blend_crops, class_masks, combine, combine_maps,
-                                 merge_somata, remove_orphan_processes, small_somata_to_processes,
+from astro3s.postprocess import (CombineParams, Segmentation, blend_crops, box_coverage, class_masks, combine,
+                                 combine_maps, merge_somata, remove_orphan_processes, small_somata_to_processes,
                                  soma_area_filter, split_disc, split_watershed)
 from astro3s.preprocess import extract_crops
 
@@ -264,8 +264,9 @@ def test_combine_three_cells_with_overlapping_crops():
     fake = disc(shape, 115, 100, 4.3) & ~soma
     fake_in_crop = extract_crops(fake.astype(np.float32), boxes[2:])[0] > 0
     crops[2][:, fake_in_crop] = np.array([0.05, 0.9, 0.05])[:, None]
-    # the FOV pass: cell 0's soma shifted by 3 px, a spurious soma where no crop has one
-    fov_soma = np.roll(somata[0], 3, axis=1) | somata[1] | somata[2] | disc(shape, 140, 150, 8)
+    # the FOV pass: cell 0's soma shifted by 3 px, a spurious soma inside crop 2's box where that
+    # crop sees none (outvoted: inside the boxes both passes must agree)
+    fov_soma = np.roll(somata[0], 3, axis=1) | somata[1] | somata[2] | disc(shape, 145, 110, 8)
     fov = probs_from(fov_soma, proc & ~fov_soma)
 
     seg = combine(crops, boxes, fov, soma_area_range=(150, 300))
@@ -279,9 +280,42 @@ def test_combine_three_cells_with_overlapping_crops():
         np.testing.assert_array_equal(seg.soma == cid, expected)
         mine = (proc & disc(shape, cy + 12, cx + 12, 24)) & ~fov_soma
         assert (seg.processes[mine] == cid).all()
-    assert seg.soma[140, 150] == 0 and seg.processes[115, 100] > 0
+    assert seg.soma[145, 110] == 0 and seg.processes[115, 100] > 0
     np.testing.assert_allclose(seg.centroid[seg.soma[115, 80] - 1], [115, 80], atol=0.01)
     assert seg.summary()["params"]["split"] == "watershed"
+
+
+def test_box_coverage_matches_painted_boxes():
+    rng = np.random.default_rng(3)
+    shape = (70, 90)
+    boxes = np.concatenate([rng.integers(-10, 60, (25, 2)), rng.integers(0, 40, (25, 2))], axis=1)
+    boxes[:, 2:] += boxes[:, :2]  # (y0, x0, y1, x1), some reaching past the FOV
+    painted = np.zeros(shape, bool)
+    for y0, x0, y1, x1 in boxes:
+        painted[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+    np.testing.assert_array_equal(box_coverage(boxes, shape), painted)
+    assert not box_coverage(np.zeros((0, 4), int), shape).any()
+
+
+def test_fov_pass_alone_decides_where_no_crop_looked():
+    shape = (160, 200)
+    cell = disc(shape, 40, 45, 8)
+    unseen = disc(shape, 120, 160, 8)  # no candidate, so no crop, covers this cell
+    proc = np.zeros(shape, bool)
+    proc[119:122, 168:185] = True
+    proc &= ~unseen
+    truth = probs_from(cell | unseen, proc)
+    boxes = boxes_around([[40, 45]], shape)
+    assert not box_coverage(boxes, shape)[unseen | proc].any()
+    crops = crops_of(truth, boxes)
+    seg = combine(crops, boxes, truth, soma_area_range=(150, 300))
+    assert_contract(seg)
+    assert seg.n_cells == 2 and seg.counts["merged_somata"] == 2
+    cid = seg.soma[120, 160]
+    np.testing.assert_array_equal(seg.soma == cid, unseen)
+    assert (seg.processes[proc] == cid).all()  # its processes come from the FOV pass too
+    astra = combine(crops, boxes, truth, soma_area_range=(150, 300), fov_outside_crops=False)
+    assert astra.n_cells == 1 and astra.soma[120, 160] == 0
 
 
 def test_combine_without_fov_pass_and_without_cells():
@@ -296,7 +330,9 @@ def test_combine_without_fov_pass_and_without_cells():
     assert seg.n_cells == 1 and seg.process_area[0] == proc.sum() and "fov_somata" not in seg.counts
     with pytest.raises(ValueError, match="shape"):
         combine(crops_of(truth, boxes), boxes, None)
-    empty = combine(np.zeros((0, 3, 96, 96), np.float32), np.zeros((0, 4), int), truth)
+    no_crops = (np.zeros((0, 3, 96, 96), np.float32), np.zeros((0, 4), int))
+    assert combine(*no_crops, truth, soma_area_range=(150, 250)).n_cells == 1  # the FOV pass alone
+    empty = combine(*no_crops, truth, fov_outside_crops=False)
     assert empty.n_cells == 0 and empty.soma.shape == shape and empty.centroid.shape == (0, 2)
     assert not empty.soma.any() and not empty.processes.any()
 

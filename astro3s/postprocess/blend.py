@@ -21,7 +21,7 @@ import numpy as np
 from astro3s.models.classes import BACKGROUND, NUM_CLASSES
 from astro3s.preprocess.crops import paste_crops
 
-__all__ = ["blend_crops", "crop_weight"]
+__all__ = ["blend_crops", "box_coverage", "crop_weight"]
 
 
 def crop_weight(crop_size: int, *, sigma: float = 0.25) -> np.ndarray:
@@ -112,3 +112,30 @@ def blend_crops(crop_probs: np.ndarray, crop_boxes: np.ndarray, shape: tuple[int
     covered = den > 0
     out[:, covered] = num[:, covered] / den[covered]
     return out
+
+
+def box_coverage(crop_boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels inside at least one crop box.
+
+    Parameters
+    ----------
+    crop_boxes : array_like of int, shape (N, 4)
+        ``(y0, x0, y1, x1)`` of each box (clipped to the FOV).
+    shape : (int, int)
+        FOV ``(H, W)``.
+
+    Returns
+    -------
+    covered : ndarray of bool, shape (H, W)
+    """
+    height, width = (int(s) for s in shape)
+    boxes = np.asarray(crop_boxes, dtype=np.int64).reshape(-1, 4)
+    y0, y1 = np.clip(boxes[:, 0], 0, height), np.clip(boxes[:, 2], 0, height)
+    x0, x1 = np.clip(boxes[:, 1], 0, width), np.clip(boxes[:, 3], 0, width)
+    # corner marks of every box, summed up by two cumulative sums: no loop over the boxes
+    marks = np.zeros((height + 1, width + 1), np.int32)
+    np.add.at(marks, (y0, x0), 1)
+    np.add.at(marks, (y0, x1), -1)
+    np.add.at(marks, (y1, x0), -1)
+    np.add.at(marks, (y1, x1), 1)
+    return marks.cumsum(axis=0).cumsum(axis=1)[:height, :width] > 0

@@ -8,6 +8,9 @@ maps into FOV coordinates (:func:`~astro3s.postprocess.blend_crops`), then
 :func:`combine_maps` applies the rules of :mod:`astro3s.postprocess.rules`
 and the instance split of :mod:`astro3s.postprocess.split`:
 
+0. (in :func:`combine`) pixels outside every crop box take the FOV map's
+   probabilities in the crop map: no crop judged them, so the FOV pass alone
+   decides there (``CombineParams.fov_outside_crops``; ASTRA drops them);
 1. argmax of the blended crop map and of the FOV map;
 2. crop somata smaller than ``2/3 x`` the minimum soma area become processes;
 3. FOV somata outside ``[1.0 x min, 1.15 x max]`` are ignored; each crop soma
@@ -26,7 +29,11 @@ rule 2 runs once on the FOV. ASTRA removes a too-large soma together with its
 whole connected group (and skips the removal when two or more are too large),
 then repeats the large-soma removal at 1.0 x max; here only the soma goes and
 rule 5 decides about its processes, so a neighbour touching it survives, and
-the limit is the published 1.15 x max.
+the limit is the published 1.15 x max. ASTRA needs both passes to see a
+soma everywhere; here only where a crop looked (rule 0): the crops exist only
+around the candidates of the activity-based search, and a cell that search
+missed (crowded, small, or quiet somata) was otherwise lost even when the
+FOV pass found it.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from astro3s.models.classes import PROCESSES, SOMA
-from astro3s.postprocess.blend import blend_crops
+from astro3s.postprocess.blend import blend_crops, box_coverage
 from astro3s.postprocess.params import CombineParams
 from astro3s.postprocess.rules import (class_masks, component_areas, merge_somata, remove_orphan_processes,
                                        small_somata_to_processes, soma_area_filter)
@@ -256,6 +263,9 @@ def combine(crop_probs: np.ndarray, crop_boxes: np.ndarray, fov_probs: np.ndarra
         raise ValueError("give fov_probs or the FOV shape")
     cell_probs = blend_crops(crop_probs, crop_boxes, (int(shape[0]), int(shape[1])), blend=p.blend,
                              sigma=p.blend_sigma)
+    if fov_probs is not None and p.fov_outside_crops:
+        uncovered = ~box_coverage(crop_boxes, cell_probs.shape[1:])
+        cell_probs[:, uncovered] = fov_probs[:, uncovered]
     return combine_maps(cell_probs, fov_probs, params=p)
 
 
