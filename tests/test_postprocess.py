@@ -9,7 +9,7 @@ import pytest
 
 from astro3s.errors import ConfigError
 from astro3s.models import BACKGROUND, CLASS_NAMES, PROCESSES, SOMA
-from astro3s.postprocess import (CombineParams, Segmentation, blend_crops, box_coverage, class_masks, combine,
+from astro3s.postprocess import (CombineParams, Segmentation, blend_crops, class_masks, combine,
                                  combine_maps, merge_somata, remove_orphan_processes, small_somata_to_processes,
                                  soma_area_filter, split_disc, split_watershed)
 from astro3s.preprocess import extract_crops
@@ -285,16 +285,31 @@ def test_combine_three_cells_with_overlapping_crops():
     assert seg.summary()["params"]["split"] == "watershed"
 
 
-def test_box_coverage_matches_painted_boxes():
-    rng = np.random.default_rng(3)
-    shape = (70, 90)
-    boxes = np.concatenate([rng.integers(-10, 60, (25, 2)), rng.integers(0, 40, (25, 2))], axis=1)
-    boxes[:, 2:] += boxes[:, :2]  # (y0, x0, y1, x1), some reaching past the FOV
+def _painted(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Union of ``(y0, x0, y1, x1)`` boxes, painted one by one."""
     painted = np.zeros(shape, bool)
     for y0, x0, y1, x1 in boxes:
         painted[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
-    np.testing.assert_array_equal(box_coverage(boxes, shape), painted)
-    assert not box_coverage(np.zeros((0, 4), int), shape).any()
+    return painted
+
+
+def test_blend_outside_every_box_takes_the_given_map():
+    rng = np.random.default_rng(3)
+    shape = (70, 90)
+    boxes = np.concatenate([rng.integers(0, 60, (25, 2)), rng.integers(1, 40, (25, 2))], axis=1)
+    boxes[:, 2:] = np.minimum(boxes[:, :2] + boxes[:, 2:], shape)  # (y0, x0, y1, x1) inside the FOV
+    crops = rng.dirichlet(np.ones(3), (25, 96, 96)).transpose(0, 3, 1, 2).astype(np.float32)
+    outside = rng.dirichlet(np.ones(3), shape).transpose(2, 0, 1).astype(np.float32)
+    painted = _painted(boxes, shape)
+    own = blend_crops(crops, boxes, shape)
+    mixed = blend_crops(crops, boxes, shape, outside=outside)
+    np.testing.assert_array_equal(mixed[:, painted], own[:, painted])
+    np.testing.assert_array_equal(mixed[:, ~painted], outside[:, ~painted])
+    assert (own[BACKGROUND, ~painted] == 1).all()
+    no_boxes = blend_crops(np.zeros((0, 3, 96, 96), np.float32), np.zeros((0, 4), int), shape, outside=outside)
+    np.testing.assert_array_equal(no_boxes, outside)
+    with pytest.raises(ValueError, match="outside"):
+        blend_crops(crops, boxes, shape, outside=outside[:, :10])
 
 
 def test_fov_pass_alone_decides_where_no_crop_looked():
@@ -306,7 +321,7 @@ def test_fov_pass_alone_decides_where_no_crop_looked():
     proc &= ~unseen
     truth = probs_from(cell | unseen, proc)
     boxes = boxes_around([[40, 45]], shape)
-    assert not box_coverage(boxes, shape)[unseen | proc].any()
+    assert not _painted(boxes, shape)[unseen | proc].any()
     crops = crops_of(truth, boxes)
     seg = combine(crops, boxes, truth, soma_area_range=(150, 300))
     assert_contract(seg)

@@ -478,20 +478,16 @@ def plot_traces(traces: RoiTraces, *, path: str | Path, fs: float | None = None,
     pick = [traces.names.index(n) for n in names] if names else list(range(min(max_traces, len(traces))))
     n_frames = traces.dff.shape[0]
     t = np.arange(n_frames) / fs if fs else np.arange(n_frames)
-    detected = events.detected_dff([traces.names[c] for c in pick]) \
-        if events is not None and hasattr(events, "detected_dff") else None
-    if detected is not None and detected.shape[0] != n_frames:
-        detected = None
+    # each ROI as its events were detected; an ROI the events table did not analyse: its dF/F
+    shown, detected = (events.detected_or([traces.names[c] for c in pick], traces.dff[:, pick])
+                       if hasattr(events, "detected_or") else (traces.dff[:, pick], np.zeros(len(pick), bool)))
+    n_raw = int((~detected).sum())
     fig, ax = plt.subplots(figsize=(8, 1 + 0.6 * max(len(pick), 1)))
     offset = 0.0
     roi_of_event = np.asarray(events.roi, dtype=object) if events is not None else np.zeros(0, dtype=object)
-    n_marked = n_raw = 0
+    n_marked = 0
     for k, col in enumerate(pick):  # a loop over the few ROIs shown
-        shown = detected[:, k] if detected is not None else np.full(n_frames, np.nan)
-        if not np.isfinite(shown).any():  # an ROI the events table did not analyse: its dF/F
-            shown = traces.dff[:, col]
-            n_raw += 1
-        y = np.nan_to_num(shown)
+        y = np.nan_to_num(shown[:, k])
         (line,) = ax.plot(t, y + offset, lw=0.8)
         ax.text(t[0] if len(t) else 0, offset, traces.names[col] + " ", ha="right", va="bottom", fontsize=7)
         mine = np.flatnonzero(roi_of_event == traces.names[col])

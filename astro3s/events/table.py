@@ -127,6 +127,31 @@ class EventTable:
         out[:, pick >= 0] = dff[:, pick[pick >= 0]]
         return out
 
+    def detected_or(self, names: Sequence[str], fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each ROI's detected trace (:meth:`detected_dff`) where it was analysed, else ``fallback``'s column.
+
+        Parameters
+        ----------
+        names : sequence of str
+            ROIs, in the order of ``fallback``'s columns.
+        fallback : ndarray, shape (T, len(names))
+            E.g. their uncorrected dF/F.
+
+        Returns
+        -------
+        traces : ndarray, shape (T, len(names))
+            ``fallback`` itself when no column is detected.
+        detected : ndarray of bool, shape (len(names),)
+            Which columns are detected traces (none when the table keeps no
+            traces or they have another number of frames).
+        """
+        fallback = np.asarray(fallback)
+        dff = self.detected_dff(names)
+        if dff is None or dff.shape != fallback.shape:
+            return fallback, np.zeros(fallback.shape[1] if fallback.ndim == 2 else 0, bool)
+        have = np.isfinite(dff).any(axis=0)
+        return np.where(have, dff, fallback), have
+
     def seconds(self, frames: np.ndarray) -> np.ndarray:
         """``frames / fs`` (NaN everywhere without a frame rate)."""
         frames = np.asarray(frames, np.float64)

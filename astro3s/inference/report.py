@@ -304,11 +304,10 @@ def detected_rows(events: Any, names: Sequence[str], rows: np.ndarray) -> tuple[
         Whether any row is a detected trace.
     """
     rows = np.asarray(rows, np.float32)
-    detected = events.detected_dff(list(names)) if hasattr(events, "detected_dff") else None
-    if detected is None or detected.shape != rows.T.shape:
+    if not hasattr(events, "detected_or"):
         return rows, False
-    have = np.isfinite(detected).any(axis=0)
-    out = np.where(have[:, None], np.nan_to_num(detected.T, nan=0.0, posinf=0.0, neginf=0.0), rows)
+    traces, have = events.detected_or(list(names), rows.T)
+    out = np.where(have[:, None], np.nan_to_num(traces.T, nan=0.0, posinf=0.0, neginf=0.0), rows)
     return out.astype(np.float32, copy=False), bool(have.any())
 
 

@@ -14,7 +14,7 @@ Modules: :mod:`~astro3s.postprocess.params` (settings),
 :mod:`~astro3s.postprocess.combine` (the whole chain). Importing does no work.
 """
 
-from astro3s.postprocess.blend import blend_crops, box_coverage, crop_weight
+from astro3s.postprocess.blend import blend_crops, crop_weight
 from astro3s.postprocess.combine import Segmentation, combine, combine_maps, remove_cells, upsample_segmentation
 from astro3s.postprocess.params import BLENDS, SPLITS, CombineParams
 from astro3s.postprocess.rules import (class_masks, component_areas, merge_somata, remove_orphan_processes,
@@ -28,7 +28,6 @@ __all__ = [
     "CombineParams",
     "Segmentation",
     "blend_crops",
-    "box_coverage",
     "class_masks",
     "combine",
     "combine_maps",

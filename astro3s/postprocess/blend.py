@@ -21,7 +21,7 @@ import numpy as np
 from astro3s.models.classes import BACKGROUND, NUM_CLASSES
 from astro3s.preprocess.crops import paste_crops
 
-__all__ = ["blend_crops", "box_coverage", "crop_weight"]
+__all__ = ["blend_crops", "crop_weight"]
 
 
 def crop_weight(crop_size: int, *, sigma: float = 0.25) -> np.ndarray:
@@ -49,7 +49,7 @@ def crop_weight(crop_size: int, *, sigma: float = 0.25) -> np.ndarray:
 
 
 def blend_crops(crop_probs: np.ndarray, crop_boxes: np.ndarray, shape: tuple[int, int], *,
-                blend: str = "gaussian", sigma: float = 0.25) -> np.ndarray:
+                blend: str = "gaussian", sigma: float = 0.25, outside: np.ndarray | None = None) -> np.ndarray:
     """Combine per-crop class probabilities into one FOV probability map.
 
     Parameters
@@ -70,11 +70,14 @@ def blend_crops(crop_probs: np.ndarray, crop_boxes: np.ndarray, shape: tuple[int
         (renormalised to sum 1).
     sigma : float
         Width of the ``"gaussian"`` weight, fraction of ``S``.
+    outside : array_like of float, shape (C, H, W), optional
+        Probabilities of the pixels outside every box (e.g. the whole-FOV
+        pass's, where no crop looked); None: background ``(0, 0, 1)``.
 
     Returns
     -------
     probs : ndarray of float32, shape (C, H, W)
-        Probabilities summing to 1 per pixel; ``(0, 0, 1)`` (background)
+        Probabilities summing to 1 per pixel; ``outside`` (default background)
         outside every box.
 
     Raises
@@ -89,8 +92,13 @@ def blend_crops(crop_probs: np.ndarray, crop_boxes: np.ndarray, shape: tuple[int
     if len(crop_probs) != len(boxes):
         raise ValueError(f"{len(crop_probs)} crops but {len(boxes)} boxes")
     height, width = (int(s) for s in shape)
-    out = np.zeros((NUM_CLASSES, height, width), np.float32)
-    out[BACKGROUND] = 1.0
+    if outside is None:
+        out = np.zeros((NUM_CLASSES, height, width), np.float32)
+        out[BACKGROUND] = 1.0
+    else:
+        out = np.array(outside, dtype=np.float32)  # a copy: the caller's map is not written to
+        if out.shape != (NUM_CLASSES, height, width):
+            raise ValueError(f"outside must be ({NUM_CLASSES}, {height}, {width}), got {out.shape}")
     if len(boxes) == 0:
         return out
     size = crop_probs.shape[-1]
@@ -113,29 +121,3 @@ def blend_crops(crop_probs: np.ndarray, crop_boxes: np.ndarray, shape: tuple[int
     out[:, covered] = num[:, covered] / den[covered]
     return out
 
-
-def box_coverage(crop_boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Pixels inside at least one crop box.
-
-    Parameters
-    ----------
-    crop_boxes : array_like of int, shape (N, 4)
-        ``(y0, x0, y1, x1)`` of each box (clipped to the FOV).
-    shape : (int, int)
-        FOV ``(H, W)``.
-
-    Returns
-    -------
-    covered : ndarray of bool, shape (H, W)
-    """
-    height, width = (int(s) for s in shape)
-    boxes = np.asarray(crop_boxes, dtype=np.int64).reshape(-1, 4)
-    y0, y1 = np.clip(boxes[:, 0], 0, height), np.clip(boxes[:, 2], 0, height)
-    x0, x1 = np.clip(boxes[:, 1], 0, width), np.clip(boxes[:, 3], 0, width)
-    # corner marks of every box, summed up by two cumulative sums: no loop over the boxes
-    marks = np.zeros((height + 1, width + 1), np.int32)
-    np.add.at(marks, (y0, x0), 1)
-    np.add.at(marks, (y0, x1), -1)
-    np.add.at(marks, (y1, x0), -1)
-    np.add.at(marks, (y1, x1), 1)
-    return marks.cumsum(axis=0).cumsum(axis=1)[:height, :width] > 0

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from astro3s.models.classes import PROCESSES, SOMA
-from astro3s.postprocess.blend import blend_crops, box_coverage
+from astro3s.postprocess.blend import blend_crops
 from astro3s.postprocess.params import CombineParams
 from astro3s.postprocess.rules import (class_masks, component_areas, merge_somata, remove_orphan_processes,
                                        small_somata_to_processes, soma_area_filter)
@@ -261,11 +261,10 @@ def combine(crop_probs: np.ndarray, crop_boxes: np.ndarray, fov_probs: np.ndarra
         shape = fov_probs.shape[1:]
     if shape is None:
         raise ValueError("give fov_probs or the FOV shape")
+    # rule 0: where no crop looked, the crop map is the FOV pass's (fov_outside_crops)
+    outside = fov_probs if fov_probs is not None and p.fov_outside_crops else None
     cell_probs = blend_crops(crop_probs, crop_boxes, (int(shape[0]), int(shape[1])), blend=p.blend,
-                             sigma=p.blend_sigma)
-    if fov_probs is not None and p.fov_outside_crops:
-        uncovered = ~box_coverage(crop_boxes, cell_probs.shape[1:])
-        cell_probs[:, uncovered] = fov_probs[:, uncovered]
+                             sigma=p.blend_sigma, outside=outside)
     return combine_maps(cell_probs, fov_probs, params=p)
 
 
