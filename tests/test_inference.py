@@ -325,6 +325,46 @@ def test_soma_scale_is_compared_with_the_centre_of_the_range(tiny_movie: Path, r
     assert same is pre and not info["rescaled"] and info["zoom"] == 1.0 and fov_probs is not None
 
 
+def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Path, random_checkpoint: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # somata of 256 px against a configured (89, 345): close enough to the centre (175 px) that the
+    # candidate search keeps its parameters, but the combination filters by the union of both ranges,
+    # so that a 440-px soma is not cut by the configured upper limit (1.15 * 345 = 397 px) and an
+    # 89-px one is not cut by the estimate's lower limit (128 px)
+    from astro3s.inference import segment
+    from astro3s.inference.pipeline import segment_movie, size_filter_overrides
+    from astro3s.io import read_movie
+    from astro3s.preprocess import preprocess
+
+    model, options = _options(random_checkpoint)
+    pre = preprocess(read_movie(tiny_movie), options.preprocess.replace(soma_area_range=(89.0, 345.0)),
+                     progress=False)
+
+    def predict(*args, **kwargs):
+        probs = np.zeros((3, *pre.fov_map.shape), np.float32)
+        probs[2] = 1
+        for y, x in [(2, 2), (2, 30), (2, 60), (40, 2), (40, 30)]:
+            probs[:, y:y + 16, x:x + 16] = np.array([0, 1, 0])[:, None, None]
+        return probs
+
+    monkeypatch.setattr(segment, "predict_fov", predict)
+    same, seg, info = segment_movie(pre, model, options)
+    assert same is pre and not info["rescaled"] and tuple(same.params.soma_area_range) == (89.0, 345.0)
+    assert info["estimated"] == [128.0, 512.0] and info["size_filter_range"] == [89.0, 512.0]
+    assert tuple(seg.params.soma_area_range) == (89.0, 512.0)
+    assert seg.params.area_factors[1] * seg.params.soma_area_range[1] > 440 > 1.15 * 345
+    # smaller somata widen the lower end only; a range the user set wins; no estimate: the parameters'
+    record = {"estimated": [40.0, 160.0]}
+    assert size_filter_overrides({}, record, (89.0, 345.0))["soma_area_range"] == (40.0, 345.0)
+    record = {"estimated": [128.0, 512.0]}
+    assert size_filter_overrides({"soma_area_range": (50, 60)}, record, (89, 345))["soma_area_range"] == (50, 60)
+    assert record["size_filter_range"] == [50.0, 60.0]
+    record = {"estimated": None}
+    assert size_filter_overrides({"split": "disc"}, record, (89, 345)) == {"split": "disc",
+                                                                          "soma_area_range": (89.0, 345.0)}
+    assert record["size_filter_range"] == [89.0, 345.0]
+
+
 def test_zoomed_network_passes_map_back_to_the_fov(tiny_movie: Path, random_checkpoint: Path) -> None:
     from astro3s.inference import predict_crops, predict_crops_zoomed, predict_fov
     from astro3s.io import read_movie

@@ -151,12 +151,25 @@ def test_large_somata_are_segmented_binned_on_the_movie_pixels(simulated) -> Non
         same, seg, info = segment_movie(pre, model, options)
     assert same is pre and info["bin_factor"] >= 2 and info["rescaled"]
     assert seg.soma.shape == (192, 192) and seg.counts["bin_factor"] == info["bin_factor"]
+    assert seg.params.keep_unmatched  # a binned FOV is a few crops wide: the crops decide alone
     import tifffile
 
     gt = tifffile.imread(big / "ground_truth" / "soma.tif")
     match = match_instances(seg.soma, gt)
     assert match.n_gt >= 1 and len(match.gt_ids) == match.n_gt  # every large soma found
     assert seg.process_area.sum() > 0
+
+
+def test_binned_options_keep_crop_somata_unless_the_user_says_otherwise() -> None:
+    from astro3s.inference import InferenceOptions
+    from astro3s.inference.pipeline import binned_options
+    from astro3s.preprocess import PreprocessParams
+
+    options = InferenceOptions(preprocess=PreprocessParams(), combine={"split": "disc"})
+    assert binned_options(options).combine == {"keep_unmatched": True, "split": "disc"}
+    assert options.combine == {"split": "disc"}  # the caller's options are left alone
+    mine = InferenceOptions(preprocess=PreprocessParams(), combine={"keep_unmatched": False})
+    assert binned_options(mine).combine == {"keep_unmatched": False}
 
 
 def test_a_small_fov_of_ordinary_somata_is_not_binned(simulated) -> None:
