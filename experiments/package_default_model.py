@@ -9,8 +9,10 @@ Writes ``astro3s/resources/models/default/``:
   the file stays small; loaded by ``astro3s.models.load_model("default")``;
 - ``preprocess.yaml``: the pre-processing parameters the model was trained with
   (copied from beside the checkpoint);
-- ``MODEL_CARD.md``: training data, command, held-out scores (the table written by
-  ``experiments/evaluate_model.py``), limitations.
+- ``MODEL_CARD.md``: network, training data, command, held-out scores (the table written by
+  ``experiments/evaluate_model.py``); its hand-written sections (``## Limitations`` to the end)
+  and, without a training run's ``scores.json``, its line of test scores are kept from the card
+  already there, so that regenerating the card never loses what was measured by hand.
 
 How to regenerate the shipped model from scratch (CPU, ~1.5 h on 2 cores)::
 
@@ -18,6 +20,9 @@ How to regenerate the shipped model from scratch (CPU, ~1.5 h on 2 cores)::
     python experiments/package_default_model.py logs/train/runs/<run>/checkpoints/last.ckpt
     python experiments/evaluate_model.py --out experiments/results/default_model.md
     python experiments/package_default_model.py <same ckpt> --eval experiments/results/default_model.md
+
+(The shipped model is the two-stage recipe of its card; its stage-2 checkpoint was packaged with
+``--note "These are the epochs of stage 2, after the 20 of stage 1 (see Training data)."``.)
 """
 
 from __future__ import annotations
@@ -47,8 +52,23 @@ def strip_checkpoint(source: Path, target: Path) -> dict:
     return slim
 
 
+LIMITATIONS = "## Limitations"
+TRAIN_LINE = "Test FOVs of the training run"
+
+
+def kept_parts(card: str | None) -> tuple[str | None, str | None]:
+    """The hand-kept parts of an existing card: its test-score line and its text from ``## Limitations`` on."""
+    if not card:
+        return None, None
+    train_line = next((line for line in card.splitlines() if line.startswith(TRAIN_LINE)), None)
+    tail = card[card.index(LIMITATIONS):] if LIMITATIONS in card else None
+    return train_line, tail
+
+
 def model_card(slim: dict, *, checkpoint: Path, eval_table: str | None, train_scores: dict | None,
-               note: str = "") -> str:
+               note: str = "", size_mb: float | None = None, previous: str | None = None) -> str:
+    """The card's text; ``previous`` (the card already there) supplies the hand-kept parts."""
+    kept_train_line, kept_tail = kept_parts(previous)
     hp = slim.get("hyper_parameters", {})
     net = hp.get("net_config", {})
     n_params = sum(v.numel() for k, v in slim["state_dict"].items() if not k.endswith("num_batches_tracked"))
@@ -56,7 +76,10 @@ def model_card(slim: dict, *, checkpoint: Path, eval_table: str | None, train_sc
     lines = [
         "# Model card: astro3s default model",
         "",
-        "The network `astro3s-infer` uses unless `checkpoint=` names another. Loaded with",
+        "The network `astro3s-infer` uses unless `checkpoint=` names another. The rules applied to its",
+        "output at inference (binning of large-soma FOVs, the soma-blur rule, the process threshold, the FOV",
+        "pass alone where no crop looked, soma-size filters widened to each movie's fitted scale) are part",
+        "of the scores below: `astro3s.postprocess.CombineParams` and `astro3s.inference.segment_movie`. Loaded with",
         "`astro3s.models.load_model(\"default\")`; its pre-processing parameters are `preprocess.yaml`",
         "in this folder.",
         "",
@@ -66,6 +89,8 @@ def model_card(slim: dict, *, checkpoint: Path, eval_table: str | None, train_sc
         f"{json.dumps({k: v for k, v in net.items() if k != '_target_'})}",
         f"- {n_params / 1e6:.2f} M parameters, float32; input: one 96×96 crop (or a whole FOV map), "
         "mean-subtracted; output: softmax over (processes, soma, background).",
+        *([f"- Size: `model.ckpt` {size_mb:.1f} MB (the network's cost on a D1-size movie: see Size and cost)."]
+          if size_mb is not None else []),
         f"- Trained {int(slim.get('epoch', -1)) + 1} epoch(s) ({slim.get('global_step', '?')} steps) on 2 CPU cores; "
         + ("the weights at the end of the last epoch (a fixed schedule: the validation ASTRA F1 of its 3 FOVs "
            "moves by a few hundredths between epochs, too noisy to choose among them)."
@@ -118,40 +143,18 @@ def model_card(slim: dict, *, checkpoint: Path, eval_table: str | None, train_sc
     else:
         lines += ["(run `python experiments/evaluate_model.py --out experiments/results/default_model.md`)", ""]
     if train_scores:
-        lines += ["Test FOVs of the training run (ASTRA definition): "
+        lines += [f"{TRAIN_LINE} (ASTRA definition): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in sorted(train_scores.items())
                               if isinstance(v, float) and "f1" in k), ""]
+    elif kept_train_line:
+        lines += [kept_train_line, ""]
+    if kept_tail:
+        return "\n".join(lines) + "\n" + kept_tail
     lines += [
-        "## Limitations",
+        LIMITATIONS,
         "",
-        '- Trained on simulated movies only: no real recording was available with its movie. Real data',
-        '  differ from the simulator in ways no randomisation covers; check `overlay.png` of a few movies,',
-        '  and fine-tune on a few annotated FOVs of your own (`astro3s-train data=... model.encoder_ckpt=...`)',
-        '  when cells are missed.',
-        '- The soma size is fitted to each movie: a FOV whose somata are at least twice as wide as the',
-        "  training data's (read off the median image by blob scale selection) is segmented binned k x k to",
-        '  the training scale and the cells are resampled to its pixels (held-out `giant`, 4 movies:',
-        '  detection precision 1.00, recall 0.77; process F1 0.48; `d2_like` detection 0.57 -> 0.80);',
-        '  smaller somata from a first network pass. One scale per FOV: in FOVs whose somata span a 10x',
-        '  range of areas (held-out `mixed`) the smallest or largest are missed (recall 0.79).',
-        "- Look-alikes: a cell whose soma edge is > 1.5x as blurred as the FOV's median soma is removed as",
-        '  out of focus (`CombineParams.max_relative_blur`, measured on the un-enhanced median image, which',
-        '  the network does not see). Held-out `lookalikes` detection precision 0.63 -> 0.80, `d1_like`',
-        "  0.76 -> 0.89, no true cell lost on any member; soft look-alikes as sharp as the FOV's cells and",
-        '  neurons in a mixed FOV are still reported (`mixed` precision 0.88).',
-        '- Processes: crop-map pixels with process probability >= 0.15 are processes',
-        '  (`CombineParams.process_threshold`): process F1 0.59-0.67 on most held-out members, but `giant`',
-        '  0.48 (processes drawn at the binned scale are too wide: precision 0.49) and `small` 0.45',
-        '  (processes of zoomed small cells too wide: precision 0.34).',
-        "- Candidates come from the activity map (ASTRA's design). Where no candidate's crop box lies, the",
-        "  whole-FOV pass alone decides (`CombineParams.fov_outside_crops`; ASTRA needs both passes",
-        "  everywhere): held-out `small` recall 0.81 -> 1.00, `dense` 0.82 -> 0.83, `d3_like` 0.58 -> 0.66,",
-        "  at the price of more false cells on textured neuropil and on `d2_like` (precision 0.80 -> 0.63).",
-        "  Cells that never light up stay hard to find: the FOV map is masked by local activity too.",
-        "- Movies already converted to dF (baseline ~0, e.g. astroCaST's 100 x 100 test crop) have no",
-        '  resting-fluorescence image to show morphology: no cell is found on that crop (the mean image in',
-        '  place of the median did not change it).',
-        '- One channel, 2-D + time. Motion correction is rigid.',
+        "(What this model cannot do, measured by hand: this section and those after it are kept when the card",
+        "is regenerated.)",
         "",
     ]
     return "\n".join(lines)
@@ -179,9 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     eval_table = args.eval.read_text() if args.eval and args.eval.is_file() else None
     from astro3s.io import write_text
 
-    write_text(args.dest / "MODEL_CARD.md", model_card(slim, checkpoint=args.checkpoint, eval_table=eval_table,
-                                                       train_scores=train_scores, note=args.note))
-    size = (args.dest / "model.ckpt").stat().st_size / 2**20
+    card = args.dest / "MODEL_CARD.md"
+    size = (args.dest / "model.ckpt").stat().st_size / 1e6
+    write_text(card, model_card(slim, checkpoint=args.checkpoint, eval_table=eval_table, train_scores=train_scores,
+                                note=args.note, size_mb=size, previous=card.read_text() if card.is_file() else None))
     print(f"wrote {args.dest} (model.ckpt {size:.1f} MB)")
     return 0
 
