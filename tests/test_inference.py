@@ -365,6 +365,32 @@ def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Pat
     assert record["size_filter_range"] == [89.0, 345.0]
 
 
+def test_lookalike_rule_runs_once_on_the_movie_pixels_and_can_be_switched_off(
+        tiny_movie: Path, random_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import astro3s.postprocess.lookalike as lookalike
+    from astro3s.inference.pipeline import segment_movie
+    from astro3s.io import read_movie
+    from astro3s.preprocess import preprocess
+
+    model, options = _options(random_checkpoint)
+    pre = preprocess(read_movie(tiny_movie), options.preprocess, progress=False)
+    calls = []
+    original = lookalike.remove_lookalikes
+
+    def spy(seg, image, **kwargs):
+        calls.append(image.shape)
+        return original(seg, image, **kwargs)
+
+    monkeypatch.setattr(lookalike, "remove_lookalikes", spy)
+    _, seg, _ = segment_movie(pre, model, options)
+    assert calls == [pre.median_image.shape] and "lookalikes_removed" in seg.counts
+    off = dataclasses.replace(options, combine={"reject_lookalikes": False})
+    _, seg, _ = segment_movie(pre, model, off)
+    assert len(calls) == 1 and "lookalikes_removed" not in seg.counts
+
+
 def test_zoomed_network_passes_map_back_to_the_fov(tiny_movie: Path, random_checkpoint: Path) -> None:
     from astro3s.inference import predict_crops, predict_crops_zoomed, predict_fov
     from astro3s.io import read_movie

@@ -166,10 +166,11 @@ def test_binned_options_keep_crop_somata_unless_the_user_says_otherwise() -> Non
     from astro3s.preprocess import PreprocessParams
 
     options = InferenceOptions(preprocess=PreprocessParams(), combine={"split": "disc"})
-    assert binned_options(options).combine == {"keep_unmatched": True, "split": "disc"}
+    # the look-alike rule is the caller's, on the movie's pixels
+    assert binned_options(options).combine == {"keep_unmatched": True, "split": "disc", "reject_lookalikes": False}
     assert options.combine == {"split": "disc"}  # the caller's options are left alone
     mine = InferenceOptions(preprocess=PreprocessParams(), combine={"keep_unmatched": False})
-    assert binned_options(mine).combine == {"keep_unmatched": False}
+    assert binned_options(mine).combine == {"keep_unmatched": False, "reject_lookalikes": False}
 
 
 def test_a_small_fov_of_ordinary_somata_is_not_binned(simulated) -> None:

@@ -28,8 +28,8 @@ from astro3s.errors import Astro3sError, ConfigError, InputError
 log = logging.getLogger(__name__)
 
 __all__ = ["InferenceOptions", "MovieResult", "infer_movie", "load_inference_model", "movie_output_dir",
-           "binned_options", "parse_frame_rate", "segment_movie",
-           "size_filter_overrides"]
+           "binned_options", "parse_frame_rate", "reject_lookalikes",
+           "segment_movie", "size_filter_overrides"]
 
 
 @dataclass(frozen=True)
@@ -249,6 +249,22 @@ def _cell_table(soma: np.ndarray, processes: np.ndarray, domains: Any, traces: A
     return cells
 
 
+def reject_lookalikes(seg: Any, pre: Any, options: InferenceOptions) -> Any:
+    """``seg`` without the cells the look-alike classifier rejects, on ``pre``'s median image.
+
+    Runs when ``CombineParams.reject_lookalikes`` (``options.combine``, default
+    on) and the median image was kept; see :mod:`astro3s.postprocess.lookalike`.
+    """
+    from astro3s.postprocess import CombineParams
+
+    params = CombineParams.from_dict({k: v for k, v in options.combine.items() if k == "reject_lookalikes"})
+    if not params.reject_lookalikes or getattr(pre, "median_image", None) is None:
+        return seg
+    from astro3s.postprocess.lookalike import remove_lookalikes
+
+    return remove_lookalikes(seg, pre.median_image)
+
+
 def binned_options(options: InferenceOptions) -> InferenceOptions:
     """The options of a FOV segmented binned: crop somata need no whole-FOV confirmation.
 
@@ -259,11 +275,14 @@ def binned_options(options: InferenceOptions) -> InferenceOptions:
     bright soma as a ring or a fragment below the size filter and so vetoes
     a cell the crops found. Crop somata are therefore kept without it
     (``CombineParams.keep_unmatched``), unless ``options.combine`` sets it.
+    The look-alike rule is left to the caller, which runs it once on the
+    movie's own pixels (:func:`reject_lookalikes`).
     (Chosen on development movies of the training simulator: seven
     ``d2_like`` movies detection F1 0.61 -> 0.64, the large-soma
     ``randomised_s8101`` 0.81 -> 0.86, no cell lost.)
     """
-    return dataclasses.replace(options, combine={"keep_unmatched": True, **options.combine})
+    return dataclasses.replace(options, combine={"keep_unmatched": True, **options.combine,
+                                                 "reject_lookalikes": False})
 
 
 def size_filter_overrides(combine: dict[str, Any], scale_info: dict[str, Any],
@@ -325,7 +344,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     the soma scale is fitted from a first network pass
     (:func:`astro3s.inference.segment.adapt_soma_scale`); the combination's
     soma-size filters widen to the fitted range whenever the fit gave one
-    (:func:`size_filter_overrides`).
+    (:func:`size_filter_overrides`); last, look-alikes are removed on the
+    movie's pixels (:func:`reject_lookalikes`).
 
     Returns
     -------
@@ -361,7 +381,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
             _, small_seg, scale_info = segment_movie(small, model, binned_options(options), timings=timings,
                                                      name=name, allow_binning=False)
             scale_info.update(coarse, rescaled=True)
-            return pre, upsample_segmentation(small_seg, factor, pre.fov_map.shape), scale_info
+            seg = upsample_segmentation(small_seg, factor, pre.fov_map.shape)
+            return pre, reject_lookalikes(seg, pre, options), scale_info
         scale_info.update(coarse)
         timings["binning_s"] = time.perf_counter() - t
     if options.soma_scale == "auto":
@@ -380,7 +401,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
                                batch_size=options.batch_size, device=options.device,
                                tiling=options.tiling, fov_probs=fov_probs,
                                zoom=scale_info.get("zoom", 1.0), timings=timings)
-    return pre, seg, scale_info
+    return pre, reject_lookalikes(seg, pre, options), scale_info
 
 
 def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: InferenceOptions, *,  # noqa: C901, PLR0915 - the per-movie driver: each stage is one call

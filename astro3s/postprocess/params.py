@@ -97,6 +97,14 @@ class CombineParams:
         (ASTRA). The network is cautious on thin distal branches: on 10
         development movies of the training simulator (seeds 8000+) process
         F1 rose from 0.46 (argmax) to 0.52 at 0.10-0.15 and fell below 0.07.
+    reject_lookalikes : bool
+        Remove the cells the look-alike classifier scores as not astrocytes
+        (:func:`astro3s.postprocess.lookalike.remove_lookalikes`, on the FOV's
+        un-enhanced median image; applied by
+        :func:`astro3s.inference.segment_movie` on the movie's own pixels).
+        (Fitted on development movies of the training simulator, its
+        threshold just below every true cell's score there; it removes about
+        an eighth of their false cells.)
     """
 
     soma_area_range: tuple[float, float] = (89.0, 345.0)
@@ -114,6 +122,7 @@ class CombineParams:
     max_relative_blur: float | None = 1.5
     min_cells_for_blur: int = 3
     process_threshold: float | None = 0.15
+    reject_lookalikes: bool = True
 
     def __post_init__(self) -> None:  # noqa: C901, PLR0915 - one check per field
         # configs (YAML, Hydra) hand over lists; the dataclass stays hashable with tuples

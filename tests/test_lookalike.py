@@ -1,0 +1,92 @@
+"""The look-alike classifier: features per cell, the model file, the rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from astro3s.errors import InputError
+
+
+def _fov() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Four sharp bright somata (ids 1-4) and a faint, blurred blob (id 5) on a noisy background."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:160, :160]
+    sharp = np.zeros((160, 160))
+    soma = np.zeros((160, 160), np.uint16)
+    for k, (y, x) in enumerate([(30, 30), (30, 120), (120, 30), (120, 120)], start=1):
+        disc = (yy - y) ** 2 + (xx - x) ** 2 <= 8 ** 2
+        sharp[disc] = 100.0
+        soma[disc] = k
+    blob = np.exp(-((yy - 75) ** 2 + (xx - 75) ** 2) / (2 * 9.0 ** 2)) * 30.0
+    soma[(yy - 75) ** 2 + (xx - 75) ** 2 <= 8 ** 2] = 5
+    image = ndi.gaussian_filter(sharp, 1.0) + blob + 10.0 + rng.normal(0, 1.0, sharp.shape)
+    processes = np.zeros_like(soma)
+    processes[28:32, 39:50] = 1  # a short process of cell 1
+    return image, soma, processes
+
+
+def test_cell_features_single_out_a_faint_blurred_blob() -> None:
+    from astro3s.postprocess.lookalike import CELL_FEATURES, cell_features
+
+    image, soma, processes = _fov()
+    features = cell_features(image, soma, processes)
+    assert features.shape == (5, len(CELL_FEATURES)) and np.isfinite(features).all()
+    area, contrast, brightness, blur, ratio = features.T
+    assert np.allclose(area, 0.0, atol=0.1)  # all somata the same size
+    assert contrast[4] < contrast[:4].min() and brightness[4] < brightness[:4].min()
+    assert blur[4] > 1.5 * np.median(blur[:4])
+    assert ratio[0] == pytest.approx(44 / (soma == 1).sum()) and (ratio[1:] == 0).all()
+    assert cell_features(image, np.zeros_like(soma), processes).shape == (0, len(CELL_FEATURES))
+
+
+def test_remove_lookalikes_drops_low_scores_and_renumbers() -> None:
+    from astro3s.postprocess import combine_maps
+    from astro3s.postprocess.lookalike import LookalikeModel, remove_lookalikes
+
+    image, soma, processes = _fov()
+    probs = np.zeros((3, *soma.shape), np.float32)
+    probs[2] = 1
+    probs[:, soma > 0] = np.array([0, 1, 0], np.float32)[:, None]
+    seg = combine_maps(probs, None, soma_area_range=(100, 400))
+    assert seg.n_cells == 5
+    # contrast alone, threshold between the blob and the somata
+    by_contrast = LookalikeModel(mean=(0,) * 5, scale=(1,) * 5, weights=(0, 1, 0, 0, 0), bias=0.0, threshold=20.0)
+    kept = remove_lookalikes(seg, image, model=by_contrast)
+    assert kept.n_cells == 4 and kept.counts["lookalikes_removed"] == 1
+    assert set(np.unique(kept.soma)) == {0, 1, 2, 3, 4}
+    assert (kept.soma[soma == 5] == 0).all()
+    few = LookalikeModel(mean=(0,) * 5, scale=(1,) * 5, weights=(0, 1, 0, 0, 0), bias=0.0, threshold=20.0,
+                         min_cells=6)
+    assert remove_lookalikes(seg, image, model=few).counts["lookalikes_removed"] == 0
+
+
+def test_model_file_round_trip_and_clear_errors(tmp_path: Path) -> None:
+    from astro3s.postprocess.lookalike import CELL_FEATURES, LookalikeModel, default_lookalike_model
+
+    shipped = default_lookalike_model()
+    assert len(shipped.weights) == len(CELL_FEATURES) and np.isfinite(shipped.threshold)
+    assert "development movies" in shipped.fitted_on
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(shipped.to_dict()))
+    assert LookalikeModel.from_file(path) == shipped
+    path.write_text(json.dumps({**shipped.to_dict(), "features": ["contrast"]}))
+    with pytest.raises(InputError, match="model.json.*features"):
+        LookalikeModel.from_file(path)
+    path.write_text("{not json")
+    with pytest.raises(InputError, match="fit_lookalike_model"):
+        LookalikeModel.from_file(path)
+
+
+def test_the_rule_is_an_option_of_the_combination() -> None:
+    from astro3s.errors import ConfigError
+    from astro3s.postprocess import CombineParams
+
+    assert CombineParams().reject_lookalikes is True
+    assert CombineParams.from_dict({"reject_lookalikes": False}).reject_lookalikes is False
+    with pytest.raises(ConfigError, match="reject_lookalike"):
+        CombineParams.from_dict({"reject_lookalike": False})
