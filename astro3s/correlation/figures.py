@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from astro3s.correlation.traces import RoiTraces
 from astro3s.io import atomic_path
 
-__all__ = ["cell_colours", "clean_domains", "compose_overlay", "plot_domains", "plot_traces", "stretch_image"]
+__all__ = ["cell_colours", "clean_domains", "compose_overlay", "plot_domains", "plot_traces", "save_figure",
+           "stretch_image"]
 
 #: Bright, mutually distinct colours (no grey, nothing dark) that stay visible over a grey image.
 PALETTE = np.array([
@@ -30,6 +32,9 @@ _PROCESS_FILL, _PROCESS_LINE = 0.30, (1, 0.55)
 _DOMAIN_FILL, _DOMAIN_LINE = 0.16, (1, 0.9)
 # raster size aimed at (pixels along the longer side) and the most an image pixel is enlarged
 _TARGET_PX, _MAX_SCALE, _MAX_PX = 900, 8, 1600
+#: zlib level of PNG figures: lossless like the default (6), the same pixels, ~3x faster to encode for
+#: files ~10-20 % larger (issue 14: ~0.3 s of the three figures of a D1 movie)
+PNG_COMPRESS_LEVEL = 2
 
 
 def stretch_image(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.7),
@@ -165,7 +170,10 @@ def _upsample(labels: np.ndarray, scale: int, sigma: float = 0.0) -> np.ndarray:
         reach = 2 * (1 + int(math.ceil(sigma))) + 1
         up[grow] = _enlarge(ndimage.maximum_filter(labels, size=reach), scale)[grow]
     up[~inside] = 0
-    lost = np.setdiff1d(np.unique(labels), np.unique(up))
+    # ids that vanished (counted with bincount, ~4x faster than np.unique on the enlarged image)
+    n_ids = int(labels.max()) + 1
+    lost = np.flatnonzero((np.bincount(labels.ravel(), minlength=n_ids) > 0)
+                          & (np.bincount(up.ravel(), minlength=n_ids)[:n_ids] == 0))
     if lost.size:  # a region too small to survive the smoothing keeps its blocky shape
         blocky = _enlarge(labels, scale)
         keep = np.isin(blocky, lost)
@@ -318,6 +326,23 @@ def _label_positions(boxes: list[tuple[float, float, float, float]], size: tuple
     return out
 
 
+def save_figure(fig: Any, path: str | Path, *, dpi: float) -> Path:
+    """Write a matplotlib ``Figure`` to ``path`` atomically, in the format of its suffix (PNG by default).
+
+    PNG files are compressed at :data:`PNG_COMPRESS_LEVEL`.
+
+    Returns
+    -------
+    path : Path
+    """
+    path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
+    extra = {"pil_kwargs": {"compress_level": PNG_COMPRESS_LEVEL}} if fmt.lower() == "png" else {}
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=fmt, **extra)
+    return path
+
+
 def plot_domains(image: np.ndarray, soma: np.ndarray, processes: np.ndarray, domains: np.ndarray, *,  # noqa: C901, PLR0915 - one figure drawn layer by layer
                  path: str | Path, title: str | None = None, threshold: float | None = None,
                  pixel_size_um: float | None = None, subtitle: str | None = None, dpi: int = 150) -> Path:
@@ -431,10 +456,7 @@ def plot_domains(image: np.ndarray, soma: np.ndarray, processes: np.ndarray, dom
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False,
                bbox_to_anchor=(0.5, 0.0), handlelength=1.4, columnspacing=1.2, borderaxespad=0.2)
 
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-    return path
+    return save_figure(fig, path, dpi=dpi)
 
 
 def plot_traces(traces: RoiTraces, *, path: str | Path, fs: float | None = None, max_traces: int = 10,
@@ -469,10 +491,8 @@ def plot_traces(traces: RoiTraces, *, path: str | Path, fs: float | None = None,
     -------
     path : Path
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     fs = traces.fs if fs is None else fs
     pick = [traces.names.index(n) for n in names] if names else list(range(min(max_traces, len(traces))))
@@ -482,7 +502,9 @@ def plot_traces(traces: RoiTraces, *, path: str | Path, fs: float | None = None,
     shown, detected = (events.detected_or([traces.names[c] for c in pick], traces.dff[:, pick])
                        if hasattr(events, "detected_or") else (traces.dff[:, pick], np.zeros(len(pick), bool)))
     n_raw = int((~detected).sum())
-    fig, ax = plt.subplots(figsize=(8, 1 + 0.6 * max(len(pick), 1)))
+    fig = Figure(figsize=(8, 1 + 0.6 * max(len(pick), 1)))  # no pyplot: no global state, any thread
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     offset = 0.0
     roi_of_event = np.asarray(events.roi, dtype=object) if events is not None else np.zeros(0, dtype=object)
     n_marked = 0
@@ -515,8 +537,4 @@ def plot_traces(traces: RoiTraces, *, path: str | Path, fs: float | None = None,
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=dpi)

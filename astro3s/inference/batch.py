@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from astro3s.errors import Astro3sError
-from astro3s.inference.pipeline import InferenceOptions, MovieResult, describe_failure, infer_movie
+from astro3s.inference.pipeline import InferenceOptions, MovieResult, begin_movie, describe_failure
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _merge(previous: list[dict[str, str]], results: list[MovieResult]) -> list[M
 def run_batch(movies: Sequence[str | Path], out_dir: str | Path, model: Any, options: InferenceOptions, *,
               overwrite: bool = False, rois: str | Path | None = None, index_name: str = "index.csv",
               progress: bool | None = None) -> list[MovieResult]:
-    """Run :func:`infer_movie` on every movie, keeping going past failures.
+    """Run :func:`~astro3s.inference.infer_movie` on every movie, keeping going past failures.
 
     Parameters
     ----------
@@ -137,41 +137,86 @@ def run_batch(movies: Sequence[str | Path], out_dir: str | Path, model: Any, opt
 def _run_movies(movies: Sequence[str | Path], out_dir: Path, model: Any, options: InferenceOptions, *,
                 overwrite: bool, rois: str | Path | None, index_path: Path,
                 progress: bool | None) -> list[MovieResult]:
-    """The loop of :func:`run_batch`: each movie, then the index CSV and page rewritten."""
-    from astro3s.inference.index_page import page_path, write_index_html
+    """The loop of :func:`run_batch`: each movie, then the index CSV and page rewritten.
+
+    With several movies a movie's figures are drawn in a figure process and its
+    folder finished on a thread (:class:`~astro3s.inference.background.OutputWorker`)
+    while the next movie is read and analysed; a movie enters the index (as done
+    or failed) once its folder is finished, and every folder is finished before
+    this returns (or an error goes up).
+    """
+    import contextlib
+
+    from astro3s.inference.background import OutputWorker
     from astro3s.io.prefetch import prefetch
     from astro3s.utils.progress import bar
 
     results: list[MovieResult] = []
+    single = len(movies) == 1
     movies_bar = bar(movies, progress=False if len(movies) < 2 else progress, desc="movies", unit="movie",
                      leave=True)
-    for position, movie in enumerate(movies_bar):  # loop over movies
-        movie = Path(movie)
-        movies_bar.set_postfix_str(movie.name)
-        start = time.perf_counter()
-        # the next file comes into the page cache while this movie is analysed
-        if position + 1 < len(movies):
-            prefetch(movies[position + 1])
+    pending: tuple[Any, float] | None = None  # the movie whose folder is being finished, and its start
+    worker = OutputWorker() if len(movies) > 1 and options.figures else contextlib.nullcontext()
+    with worker as outputs:
         try:
-            result = infer_movie(movie, out_dir, model, options, rois=rois, overwrite=overwrite,
-                                 progress=progress)
-        except Astro3sError as err:
-            if len(movies) == 1:
-                raise  # one movie: its own message is the clearest report
-            log.error("%s: failed: %s", movie.name, err)
-            result = MovieResult(movie, None, "failed", seconds=time.perf_counter() - start,
-                                 error=describe_failure(err))
-        except Exception as err:  # keep going; the traceback goes to the log
-            if len(movies) == 1:
-                raise
-            log.exception("%s: failed with an unexpected error", movie.name)
-            result = MovieResult(movie, None, "failed", seconds=time.perf_counter() - start,
-                                 error=describe_failure(err))
-        results.append(result)
-        # re-read just before writing: parallel jobs of a multirun share the index
-        previous = read_index(index_path) if index_path.is_file() else []
-        merged = _merge(previous, results)
-        write_index(index_path, merged)
-        write_index_html(out_dir, [r.as_row() for r in merged], name=page_path(index_path).name,
-                         index_csv=index_path)
+            for position, movie in enumerate(movies_bar):  # loop over movies
+                movie = Path(movie)
+                movies_bar.set_postfix_str(movie.name)
+                start = time.perf_counter()
+                # the next file comes into the page cache while this movie is analysed
+                if position + 1 < len(movies):
+                    prefetch(movies[position + 1])
+                try:
+                    handle = begin_movie(movie, out_dir, model, options, rois=rois, overwrite=overwrite,
+                                         progress=progress, outputs=outputs)
+                except Exception as err:  # noqa: BLE001 - recorded as failed (one movie: raised)
+                    handle = _failed(movie, err, start, single=single)
+                if pending is not None:
+                    _record(out_dir, index_path, results, _finished(*pending, single=single))
+                    pending = None
+                if isinstance(handle, MovieResult) or handle.future.done():
+                    _record(out_dir, index_path, results, _finished(handle, start, single=single))
+                else:
+                    pending = (handle, start)
+            if pending is not None:
+                _record(out_dir, index_path, results, _finished(*pending, single=single))
+                pending = None
+        finally:
+            if pending is not None:  # interrupted: the folder being finished is finished and indexed first
+                handle, _ = pending
+                if handle.future.exception() is None:
+                    _record(out_dir, index_path, results, handle.result())
     return results
+
+
+def _failed(movie: Path, err: Exception, start: float, *, single: bool) -> MovieResult:
+    """The result of a movie that failed (logged); with a single movie the error is raised instead."""
+    if single:
+        raise err
+    if isinstance(err, Astro3sError):
+        log.error("%s: failed: %s", movie.name, err)
+    else:  # keep going; the traceback goes to the log
+        log.error("%s: failed with an unexpected error", movie.name, exc_info=err)
+    return MovieResult(movie, None, "failed", seconds=time.perf_counter() - start, error=describe_failure(err))
+
+
+def _finished(handle: Any, start: float, *, single: bool) -> MovieResult:
+    """The result of a movie once its folder is finished: ``handle`` is a ``MovieResult`` (it failed early)
+    or a :class:`~astro3s.inference.background.PendingMovie`, waited for here."""
+    if isinstance(handle, MovieResult):
+        return handle
+    try:
+        return handle.result()
+    except Exception as err:  # noqa: BLE001 - recorded as failed (one movie: raised)
+        return _failed(handle.movie, err, start, single=single)
+
+
+def _record(out_dir: Path, index_path: Path, results: list[MovieResult], result: MovieResult) -> None:
+    """Append ``result`` and rewrite the index CSV and page (re-read first: jobs of a multirun share it)."""
+    from astro3s.inference.index_page import page_path, write_index_html
+
+    results.append(result)
+    previous = read_index(index_path) if index_path.is_file() else []
+    merged = _merge(previous, results)
+    write_index(index_path, merged)
+    write_index_html(out_dir, [r.as_row() for r in merged], name=page_path(index_path).name, index_csv=index_path)

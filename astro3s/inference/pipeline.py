@@ -404,7 +404,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     return pre, reject_lookalikes(seg, pre, options), scale_info
 
 
-def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: InferenceOptions, *,  # noqa: C901, PLR0915 - the per-movie driver: each stage is one call
+def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: InferenceOptions, *,
                 rois: str | Path | None = None, overwrite: bool = True, progress: bool | None = None,
                 ) -> MovieResult:
     """Run the whole method on one movie and write its output folder.
@@ -439,29 +439,47 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
     Astro3sError
         Bad input (unreadable movie, NaNs, ...), a bad ROI file, or outputs
         that cannot be written; the output folder is left as it was then.
+    RuntimeError
+        A figure could not be drawn (the message names the movie and the figure).
+
+    See Also
+    --------
+    begin_movie : the same, with the figures drawn and the folder finished on a
+        background thread (what :func:`astro3s.inference.run_batch` uses).
     """
-    from astro3s.correlation import (CorrelationParams, correlation_analysis, domain_traces, plot_domains,
-                                     plot_traces)
-    from astro3s.events import EventParams, cell_event_summary, roi_events, write_events_csv
-    from astro3s.inference.outputs import (
-        SUMMARY_NAME,
-        commit_outputs,
-        file_digests,
-        is_complete,
-        staging_folder,
-        write_cc_maps,
-        write_traces_csv,
-    )
-    from astro3s.inference.report import SUMMARY_FIGURE, plot_summary
-    from astro3s.inference.segment import fixed_scale_info
-    from astro3s.io import (
-        read_movie,
-        read_roiset,
-        write_json,
-        write_labels,
-        write_roiset,
-    )
-    from astro3s.preprocess import preprocess
+    return begin_movie(movie, out_dir, model, options, rois=rois, overwrite=overwrite, progress=progress).result()
+
+
+def begin_movie(movie: str | Path, out_dir: str | Path, model: Any, options: InferenceOptions, *,
+                rois: str | Path | None = None, overwrite: bool = True, progress: bool | None = None,
+                outputs: Any = None) -> Any:
+    """:func:`infer_movie`, the last part of which may run on an output worker.
+
+    The analysis and every file but the figures are done here. With
+    ``outputs`` (an :class:`~astro3s.inference.background.OutputWorker`) the
+    three figures are drawn in its figure process while this one writes the
+    other files, and its thread then writes ``summary.json`` and moves the
+    folder into place; this function returns as soon as the job is handed
+    over, so that the caller can go on with the next movie. Without
+    ``outputs`` all of it is done before returning. Either way the files are
+    the same.
+
+    Parameters
+    ----------
+    movie, out_dir, model, options, rois, overwrite, progress
+        As in :func:`infer_movie`.
+    outputs : OutputWorker, optional
+
+    Returns
+    -------
+    PendingMovie
+        Its :meth:`~astro3s.inference.background.PendingMovie.result` waits
+        for the output folder and gives the :class:`MovieResult` (or raises
+        what :func:`infer_movie` raises).
+    """
+    from astro3s.inference.background import FIGURE_MODULES, PendingMovie, warm_imports
+    from astro3s.inference.outputs import is_complete
+    from astro3s.io import read_movie
     from astro3s.utils.progress import bar
 
     start = time.perf_counter()
@@ -469,146 +487,290 @@ def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
     final = movie_output_dir(movie_path, out_dir)
     if rois is None and not overwrite and is_complete(final, figures=options.figures, nwb=options.nwb):
         log.info("%s: outputs complete in %s, skipped (overwrite=true redoes them)", movie_path.name, final)
-        return MovieResult(movie_path, final, "skipped")
-    timings: dict[str, float] = {}
-
-    t = time.perf_counter()
+        return PendingMovie.now(movie_path, lambda: MovieResult(movie_path, final, "skipped"))
+    timings: dict[str, float] = {"open_s": time.perf_counter()}
     mov = read_movie(movie_path, key=options.key, fs=options.fs)
-    timings["open_s"] = time.perf_counter() - t
+    timings["open_s"] = time.perf_counter() - timings["open_s"]
     if mov.fs is None:
         log.warning("%s: the movie records no frame rate, so traces.csv has no time_s column and the baseline "
                     "F0 is a percentile of the whole trace. Fix: give the frame rate in Hz as fs=, e.g. fs=15",
                     movie_path.name)
+    # matplotlib loads while the movie is analysed (its imports share nothing with the analysis'); an output
+    # worker draws in its own process
+    warmups = [warm_imports(FIGURE_MODULES)] if options.figures and outputs is None else []
     # one bar over the stages of this movie; the long ones (pre-processing, CC pass) add their own
     stages = bar(progress=progress, desc=f"{movie_path.name}: pre-processing", unit="stage", total=5)
-    corrected_movie = None  # pre-processing's corrected movie: its temporary frame file is deleted at the end
+    opened: list[Any] = []  # pre-processing results: their corrected movies (maybe temporary files) are closed
     try:
-        if options.nwb and mov.fs is None:
-            raise InputError(movie_path, "records no frame rate, which the NWB file needs (its times are seconds).",
-                             "give the frame rate in Hz as fs=, e.g. fs=15.")
-        t = time.perf_counter()
-        pre = preprocess(mov, options.preprocess, progress=progress,
-                         scratch_dir=getattr(options.correlation, "scratch_dir", None))
-        corrected_movie = pre.corrected
-        timings["preprocess_s"] = time.perf_counter() - t
-        _next_stage(stages, f"{movie_path.name}: cells")
-        height, width = pre.fov_map.shape
-        combine_params = None
-        scale_info = fixed_scale_info(pre.params)
-        if rois is not None:
-            soma, processes = read_roiset(rois, (height, width))
-            soma = soma.astype(np.uint16)
-            processes = processes.astype(np.uint16)
-            segmentation = {"source": "rois", "rois": str(rois)}
-            log.info("%s: %d curated cell(s) from %s", movie_path.name, len(np.unique(soma)) - (soma == 0).any(),
-                     Path(rois).name)
-        else:
-            if model is None:
-                raise ConfigError("infer_movie needs a model unless rois= gives the cells")
-            pre, seg, scale_info = segment_movie(pre, model, options, timings=timings, name=movie_path.name)
-            combine_params = seg.params
-            soma, processes = seg.soma, seg.processes
-            segmentation = {"source": "network", "model": options.model_name, "counts": seg.counts}
-            log.info("%s: %d cell(s) found", movie_path.name, seg.n_cells)
-
-        _next_stage(stages, f"{movie_path.name}: CC domains")
-        t = time.perf_counter()
-        source_movie = pre.corrected if pre.corrected is not None else mov
-        traces, domains = correlation_analysis(source_movie, soma, processes, options.correlation,
-                                               progress=progress)
-        timings["correlation_s"] = time.perf_counter() - t
-        choice = domains.threshold_choice
-        log.info("%s: CC threshold %.3f%s, %d domain(s)", movie_path.name, domains.threshold,
-                 "" if choice is None else f" (false rate {choice.false_rate:.3f})", len(domains.cell_ids))
-
-        _next_stage(stages, f"{movie_path.name}: events")
-        t = time.perf_counter()
-        event_params = options.events or EventParams()
-        corr = options.correlation or CorrelationParams()
-        territory = domain_traces(source_movie, domains.domains, soma, processes, fs=traces.fs,
-                                  f0_percentile=corr.f0_percentile, f0_window_s=corr.f0_window_s,
-                                  chunk_frames=corr.chunk_frames)
-        events, _ = roi_events([traces, territory], params=event_params)
-        timings["events_s"] = time.perf_counter() - t
-        log.info("%s: %d calcium event(s) in %d ROI(s)", movie_path.name, len(events), len(events.roi_names))
-
+        run = _analyse(mov, movie_path, model, options, rois=rois, progress=progress, timings=timings,
+                       stages=stages, warmups=warmups, opened=opened)
         _next_stage(stages, f"{movie_path.name}: writing")
-        t = time.perf_counter()
-        with staging_folder(final) as stage:
-            write_labels(stage / "soma.tif", soma)
-            write_labels(stage / "processes.tif", processes)
-            write_labels(stage / "domains.tif", np.asarray(domains.domains, np.uint16))
-            write_roiset(soma, processes, stage / "RoiSet.zip")
-            write_traces_csv(stage / "traces.csv", traces)
-            write_events_csv(stage / "events.csv", events)
-            write_cc_maps(stage / "cc_maps.npz", domains)
-            if options.figures:
-                plot_domains(pre.mean_image, soma, processes, domains.domains, path=stage / "overlay.png",
-                             title=movie_path.name, threshold=domains.threshold)
-                plot_traces(traces, path=stage / "traces.png", fs=traces.fs, events=events)
-                plot_summary(pre, soma, processes, domains, traces, path=stage / SUMMARY_FIGURE,
-                             title=movie_path.name, false_rate_band=options.correlation.false_rate_band,
-                             events=events)
-            if options.nwb:
-                from astro3s.io.nwb import content_from_results, nwb_name, summary_images, write_nwb
-
-                write_nwb(stage / nwb_name(final), content_from_results(
-                    movie_path, name=final.name, n_frames=pre.shape[0], fs=traces.fs, soma=soma, processes=processes,
-                    domains=domains.domains, traces=traces, domain_traces=territory, events_csv=stage / "events.csv",
-                    images=summary_images(pre), key=options.key), nwb_dir=final)
-            files = file_digests(stage, sorted(p.name for p in stage.iterdir() if p.is_file()))
-            timings["write_s"] = time.perf_counter() - t
-            timings["total_s"] = time.perf_counter() - start
-            summary = {
-                "movie": str(movie_path), "name": final.name, "shape": list(pre.shape), "fs": traces.fs,
-                "fs_source": None if mov.fs is None else ("fs=" if options.fs is not None else "file"),
-                "key": options.key,
-                "n_cells": len(domains.cell_ids),
-                "cells": _cell_table(soma, processes, domains, traces, cell_event_summary(events)),
-                "events": {"n_events": len(events),
-                           "rate_unit": "1/min" if events.fs else "1/(100 frames)",
-                           "auc_unit": "dF/F x s" if events.fs else "dF/F x frames",
-                           "n_domain_traces": len(territory)},
-                "segmentation": segmentation,
-                "correlation": {
-                    # NaN (no cell) is not valid JSON: null
-                    "threshold": float(domains.threshold) if np.isfinite(domains.threshold) else None,
-                    "threshold_automatic": choice is not None,
-                    "false_rate": None if choice is None else choice.false_rate,
-                    "in_band": None if choice is None else choice.in_band,
-                    "tried": None if choice is None else choice.tried,
-                    "n_background": None if choice is None else choice.n_background,
-                    "f0_method": traces.f0_method,
-                },
-                "parameters": {
-                    "preprocess": pre.params.to_dict(),
-                    "combine": None if combine_params is None else dataclasses.asdict(combine_params),
-                    "correlation": dataclasses.asdict(options.correlation),
-                    "events": dataclasses.asdict(event_params),
-                    "normalize": options.normalize, "device": options.device,
-                },
-                "soma_scale": {"mode": options.soma_scale, **scale_info},
-                "preprocess": {"n_candidates": int(len(pre.crop_boxes)),
-                               "max_shift_px": float(np.abs(pre.shifts).max(initial=0.0))},
-                "versions": _versions(),
-                "timings_s": {k: round(v, 3) for k, v in timings.items()},
-                # the files this run wrote, with their SHA-256: a rerun replaces these and nothing else
-                "files": files,
-            }
-            write_json(stage / SUMMARY_NAME, summary)
-            commit_outputs(stage, final)
+        for warmup in warmups:  # done by now: nothing is imported by two threads at once
+            warmup.join()
+        pending = _write_outputs(run, final, options, outputs=outputs, start=start)
         stages.update(1)
     finally:
         stages.close()
-        corrected = getattr(locals().get("pre"), "corrected", None)
-        for obj in (corrected_movie, getattr(corrected, "movie", None), mov):
-            close = getattr(obj, "close", None)
-            if callable(close):
-                close()
+        for warmup in warmups:
+            warmup.join()
+        _close_movies(opened, mov)
+    return pending
+
+
+@dataclass
+class _Run:
+    """What one movie's analysis gives the write stage (:func:`begin_movie`)."""
+
+    movie: Path
+    mov: Any
+    pre: Any
+    soma: np.ndarray
+    processes: np.ndarray
+    segmentation: dict[str, Any]
+    combine_params: Any
+    scale_info: dict[str, Any]
+    traces: Any
+    domains: Any
+    territory: Any
+    events: Any
+    event_params: Any
+    timings: dict[str, float]
+
+
+def _analyse(mov: Any, movie_path: Path, model: Any, options: InferenceOptions, *, rois: str | Path | None,
+             progress: bool | None, timings: dict[str, float], stages: Any, warmups: list[Any],
+             opened: list[Any]) -> _Run:
+    """Pre-processing, cells, CC analysis and events of one movie (stages of :func:`begin_movie`).
+
+    Each pre-processing result is appended to ``opened`` (the caller closes their corrected movies), and the
+    import warm-up of the RoiSet writer to ``warmups``.
+    """
+    from astro3s.correlation import CorrelationParams, correlation_analysis, domain_traces
+    from astro3s.events import EventParams, roi_events
+    from astro3s.inference.background import ROISET_MODULES, warm_imports
+    from astro3s.preprocess import preprocess
+
+    if options.nwb and mov.fs is None:
+        raise InputError(movie_path, "records no frame rate, which the NWB file needs (its times are seconds).",
+                         "give the frame rate in Hz as fs=, e.g. fs=15.")
+    t = time.perf_counter()
+    pre = preprocess(mov, options.preprocess, progress=progress,
+                     scratch_dir=getattr(options.correlation, "scratch_dir", None))
+    opened.append(pre)
+    timings["preprocess_s"] = time.perf_counter() - t
+    _next_stage(stages, f"{movie_path.name}: cells")
+    pre, soma, processes, segmentation, combine_params, scale_info = _find_cells(
+        pre, movie_path, model, options, rois=rois, timings=timings)
+    opened.append(pre)
+    # the segmentation imported skimage: its contour tracing (the RoiSet's) may load now, during the CC analysis
+    warmups.append(warm_imports(ROISET_MODULES))
+    _next_stage(stages, f"{movie_path.name}: CC domains")
+    t = time.perf_counter()
+    source_movie = pre.corrected if pre.corrected is not None else mov
+    traces, domains = correlation_analysis(source_movie, soma, processes, options.correlation, progress=progress)
+    timings["correlation_s"] = time.perf_counter() - t
+    choice = domains.threshold_choice
+    log.info("%s: CC threshold %.3f%s, %d domain(s)", movie_path.name, domains.threshold,
+             "" if choice is None else f" (false rate {choice.false_rate:.3f})", len(domains.cell_ids))
+
+    _next_stage(stages, f"{movie_path.name}: events")
+    t = time.perf_counter()
+    event_params = options.events or EventParams()
+    corr = options.correlation or CorrelationParams()
+    territory = domain_traces(source_movie, domains.domains, soma, processes, fs=traces.fs,
+                              f0_percentile=corr.f0_percentile, f0_window_s=corr.f0_window_s,
+                              chunk_frames=corr.chunk_frames)
+    events, _ = roi_events([traces, territory], params=event_params)
+    timings["events_s"] = time.perf_counter() - t
+    log.info("%s: %d calcium event(s) in %d ROI(s)", movie_path.name, len(events), len(events.roi_names))
+    return _Run(movie_path, mov, pre, soma, processes, segmentation, combine_params, scale_info, traces,
+                     domains, territory, events, event_params, timings)
+
+
+def _find_cells(pre: Any, movie_path: Path, model: Any, options: InferenceOptions, *, rois: str | Path | None,
+                timings: dict[str, float]) -> tuple[Any, np.ndarray, np.ndarray, dict[str, Any], Any, dict]:
+    """Soma and process labels: the curated RoiSet's, or the network's (:func:`segment_movie`).
+
+    Returns
+    -------
+    pre, soma, processes, segmentation, combine_params, scale_info
+        ``pre`` as :func:`segment_movie` leaves it; ``segmentation`` and
+        ``scale_info`` go to ``summary.json``; ``combine_params`` is None with ``rois``.
+    """
+    from astro3s.inference.segment import fixed_scale_info
+    from astro3s.io import read_roiset
+
+    if rois is not None:
+        height, width = pre.fov_map.shape
+        soma, processes = read_roiset(rois, (height, width))
+        soma = soma.astype(np.uint16)
+        processes = processes.astype(np.uint16)
+        log.info("%s: %d curated cell(s) from %s", movie_path.name, len(np.unique(soma)) - (soma == 0).any(),
+                 Path(rois).name)
+        return pre, soma, processes, {"source": "rois", "rois": str(rois)}, None, fixed_scale_info(pre.params)
+    if model is None:
+        raise ConfigError("infer_movie needs a model unless rois= gives the cells")
+    pre, seg, scale_info = segment_movie(pre, model, options, timings=timings, name=movie_path.name)
+    log.info("%s: %d cell(s) found", movie_path.name, seg.n_cells)
+    segmentation = {"source": "network", "model": options.model_name, "counts": seg.counts}
+    return pre, seg.soma, seg.processes, segmentation, seg.params, scale_info
+
+
+def _close_movies(opened: list[Any], mov: Any) -> None:
+    """Close the corrected movies of pre-processing results (a temporary frame file goes), then the movie."""
+    objects = []
+    for pre in opened:
+        corrected = getattr(pre, "corrected", None)
+        objects += [corrected, getattr(corrected, "movie", None)]
+    for obj in (*objects, mov):
+        close = getattr(obj, "close", None)
+        if callable(close):
+            close()
+
+
+def _write_outputs(run: _Run, final: Path, options: InferenceOptions, *, outputs: Any, start: float) -> Any:
+    """Write the files of ``run`` into a staging folder; the figures, ``summary.json`` and the commit follow
+    on ``outputs`` (or here without it). Returns the :class:`~astro3s.inference.background.PendingMovie`."""
+    import functools
+
+    from astro3s.inference.background import PendingMovie
+    from astro3s.inference.outputs import staging_folder
+
+    t_write = time.perf_counter()
+    figures = _figure_inputs(run, options) if options.figures else None
+    with staging_folder(final) as stage:
+        # with an output worker the figures are drawn in its process while this one writes the other files
+        drawing = outputs.draw(figures, stage) if outputs is not None and figures is not None else None
+        try:
+            _write_files(run, stage, final, options)
+        except BaseException:
+            if drawing is not None:  # the figure process writes in the staging folder: let it finish first
+                drawing.exception()
+            raise
+    # the job holds the summary, the timings and the figures' own inputs, not the pre-processing result
+    finish = functools.partial(_finish_outputs, run.movie, stage, final, _summary(run, final, options),
+                               run.timings, start=start, t_write=t_write,
+                               figures=drawing if drawing is not None else figures,
+                               result=(len(run.domains.cell_ids), float(run.domains.threshold)))
+    return PendingMovie(run.movie, outputs.submit(finish)) if outputs is not None \
+        else PendingMovie.now(run.movie, finish)
+
+
+def _write_files(run: _Run, stage: Path, final: Path, options: InferenceOptions) -> None:
+    """Every output file but the figures and ``summary.json``, in ``stage``."""
+    from astro3s.events import write_events_csv
+    from astro3s.inference.outputs import write_cc_maps, write_traces_csv
+    from astro3s.io import write_labels, write_roiset
+
+    write_labels(stage / "soma.tif", run.soma)
+    write_labels(stage / "processes.tif", run.processes)
+    write_labels(stage / "domains.tif", np.asarray(run.domains.domains, np.uint16))
+    write_roiset(run.soma, run.processes, stage / "RoiSet.zip")
+    write_traces_csv(stage / "traces.csv", run.traces)
+    write_events_csv(stage / "events.csv", run.events)
+    write_cc_maps(stage / "cc_maps.npz", run.domains)
+    if options.nwb:
+        from astro3s.io.nwb import content_from_results, nwb_name, summary_images, write_nwb
+
+        write_nwb(stage / nwb_name(final), content_from_results(
+            run.movie, name=final.name, n_frames=run.pre.shape[0], fs=run.traces.fs, soma=run.soma,
+            processes=run.processes, domains=run.domains.domains, traces=run.traces, domain_traces=run.territory,
+            events_csv=stage / "events.csv", images=summary_images(run.pre), key=options.key), nwb_dir=final)
+
+
+def _figure_inputs(run: _Run, options: InferenceOptions) -> Any:
+    """The :class:`~astro3s.inference.report.FigureInputs` of ``run``: the few images of ``run.pre`` and the
+    fields of ``run.domains`` the figures need, not ``pre`` itself (whose corrected movie may be large)."""
+    from types import SimpleNamespace
+
+    from astro3s.inference.report import FigureInputs
+
+    pre, found = run.pre, run.domains
+    images = SimpleNamespace(mean_image=pre.mean_image, activity_map=pre.activity_map, shifts=pre.shifts,
+                             shape=pre.shape, fs=pre.fs)
+    # the domains without their CC maps (pickled to the figure process of a batch)
+    domains = SimpleNamespace(domains=found.domains, cell_ids=found.cell_ids, centroids=found.centroids,
+                              threshold=found.threshold, threshold_choice=found.threshold_choice)
+    return FigureInputs(run.movie.name, images, run.soma, run.processes, domains, run.traces, run.events,
+                        options.correlation.false_rate_band)
+
+
+def _summary(run: _Run, final: Path, options: InferenceOptions) -> dict[str, Any]:
+    """``summary.json`` of ``run`` but its ``timings_s`` and ``files`` (filled in by :func:`_finish_outputs`)."""
+    from astro3s.events import cell_event_summary
+
+    pre, domains, traces, events = run.pre, run.domains, run.traces, run.events
+    choice = domains.threshold_choice
+    return {
+        "movie": str(run.movie), "name": final.name, "shape": list(pre.shape),
+        "fs": traces.fs, "fs_source": None if run.mov.fs is None else ("fs=" if options.fs is not None else "file"),
+        "key": options.key,
+        "n_cells": len(domains.cell_ids),
+        "cells": _cell_table(run.soma, run.processes, domains, traces, cell_event_summary(events)),
+        "events": {"n_events": len(events),
+                   "rate_unit": "1/min" if events.fs else "1/(100 frames)",
+                   "auc_unit": "dF/F x s" if events.fs else "dF/F x frames",
+                   "n_domain_traces": len(run.territory)},
+        "segmentation": run.segmentation,
+        "correlation": {
+            # NaN (no cell) is not valid JSON: null
+            "threshold": float(domains.threshold) if np.isfinite(domains.threshold) else None,
+            "threshold_automatic": choice is not None,
+            "false_rate": None if choice is None else choice.false_rate,
+            "in_band": None if choice is None else choice.in_band,
+            "tried": None if choice is None else choice.tried,
+            "n_background": None if choice is None else choice.n_background,
+            "f0_method": traces.f0_method,
+        },
+        "parameters": {
+            "preprocess": pre.params.to_dict(),
+            "combine": None if run.combine_params is None else dataclasses.asdict(run.combine_params),
+            "correlation": dataclasses.asdict(options.correlation),
+            "events": dataclasses.asdict(run.event_params),
+            "normalize": options.normalize, "device": options.device,
+        },
+        "soma_scale": {"mode": options.soma_scale, **run.scale_info},
+        "preprocess": {"n_candidates": int(len(pre.crop_boxes)),
+                       "max_shift_px": float(np.abs(pre.shifts).max(initial=0.0))},
+        "versions": _versions(),
+        "timings_s": None,
+        # the files this run wrote, with their SHA-256: a rerun replaces these and nothing else
+        "files": None,
+    }
+
+
+def _finish_outputs(movie: Path, stage: Path, final: Path, summary: dict[str, Any], timings: dict[str, float], *,
+                    start: float, t_write: float, figures: Any, result: tuple[int, float]) -> MovieResult:
+    """The figures, then ``summary.json``, then the staging folder moved into place (removed on failure).
+
+    ``figures`` is None (no figures), the ``FigureInputs`` to draw here, or the future of the figures drawn
+    by an output worker; ``result`` the cell count and CC threshold of the :class:`MovieResult`.
+    """
+    import shutil
+    from concurrent.futures import Future
+
+    from astro3s.inference.background import figures_result
+    from astro3s.inference.outputs import SUMMARY_NAME, commit_outputs, file_digests
+    from astro3s.inference.report import draw_figures
+    from astro3s.io import write_json
+
+    try:
+        if isinstance(figures, Future):
+            timings["figures_s"] = figures_result(figures, movie.name)
+        elif figures is not None:
+            timings["figures_s"] = draw_figures(figures, stage)
+        summary["files"] = file_digests(stage, sorted(p.name for p in stage.iterdir() if p.is_file()))
+        now = time.perf_counter()
+        timings["write_s"], timings["total_s"] = now - t_write, now - start
+        summary["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+        write_json(stage / SUMMARY_NAME, summary)
+        commit_outputs(stage, final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     seconds = time.perf_counter() - start
-    log.info("%s: done in %.1f s -> %s", movie_path.name, seconds, final)
-    return MovieResult(movie_path, final, "done", n_cells=len(domains.cell_ids), seconds=seconds,
-                       threshold=float(domains.threshold))
+    log.info("%s: done in %.1f s -> %s", movie.name, seconds, final)
+    return MovieResult(movie, final, "done", n_cells=result[0], seconds=seconds, threshold=result[1])
 
 
 def _next_stage(stages: Any, label: str) -> None:

@@ -15,6 +15,10 @@ functions; matplotlib (Agg, no pyplot) is imported inside :func:`plot_summary`
 and the file is written atomically. The images reuse
 :func:`astro3s.correlation.figures.compose_overlay`, ``stretch_image`` and
 ``cell_colours``, so the colours match ``overlay.png``.
+
+:func:`draw_figures` draws all three figures of an output folder from one picklable
+:class:`FigureInputs` (in this process, or in the figure process of a batch:
+:class:`astro3s.inference.background.OutputWorker`).
 """
 
 from __future__ import annotations
@@ -27,11 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from astro3s.correlation.figures import cell_colours, compose_overlay, stretch_image
-from astro3s.io import atomic_path
+from astro3s.correlation.figures import cell_colours, compose_overlay, save_figure, stretch_image
 
-__all__ = ["SUMMARY_FIGURE", "Check", "detected_rows", "event_marks", "plot_summary", "run_checks", "search_curve",
-           "soma_rows", "summary_layout", "time_bins"]
+__all__ = ["FIGURE_NAMES", "SUMMARY_FIGURE", "Check", "FigureInputs", "detected_rows", "draw_figures", "event_marks",
+           "plot_summary", "run_checks", "search_curve", "soma_rows", "summary_layout", "time_bins"]
 
 #: File name of the one-page summary in every output folder.
 SUMMARY_FIGURE = "summary.png"
@@ -544,7 +547,67 @@ def plot_summary(pre: Any, soma: np.ndarray, processes: np.ndarray, domains: Any
         fig.text(x0, 1 - 0.72 / page_h, "check: " + "; ".join(c.text for c in notes), ha="left", va="top",
                  fontsize=8.5, color=_LEVEL_COLOURS["warn"])
 
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-    return path
+    return save_figure(fig, path, dpi=dpi)
+
+
+@dataclass(frozen=True)
+class FigureInputs:
+    """What the three figures of one output folder are drawn from; picklable, so that another process can
+    draw them (:func:`draw_figures`).
+
+    Attributes
+    ----------
+    name : str
+        The movie's file name (the figures' titles, error messages).
+    images : object
+        ``mean_image``, ``activity_map``, ``shifts``, ``shape`` and ``fs`` of the
+        pre-processing (not the ``Preprocessed`` itself, whose corrected movie may be large).
+    soma, processes : ndarray of int, shape (H, W)
+    domains : Domains or object
+        ``domains``, ``cell_ids``, ``centroids``, ``threshold`` and ``threshold_choice``
+        of the CC analysis (its CC maps are not needed).
+    traces : RoiTraces
+    events : EventTable
+    false_rate_band : (float, float) or None
+    """
+
+    name: str
+    images: Any
+    soma: np.ndarray
+    processes: np.ndarray
+    domains: Any
+    traces: Any
+    events: Any
+    false_rate_band: Sequence[float] | None
+
+
+#: the figures of an output folder, in the order they are drawn
+FIGURE_NAMES = ("overlay.png", "traces.png", SUMMARY_FIGURE)
+
+
+def draw_figures(inputs: FigureInputs, folder: str | Path) -> float:
+    """Draw ``overlay.png``, ``traces.png`` and ``summary.png`` into ``folder``; the seconds taken.
+
+    Raises
+    ------
+    RuntimeError
+        A figure failed: ``"<movie>: <figure> could not be drawn (<type>: <message>)"``, from the
+        original exception (see :func:`astro3s.inference.background.draw_figure`).
+    """
+    import time
+
+    from astro3s.correlation import plot_domains, plot_traces
+    from astro3s.inference.background import draw_figure
+
+    folder, start = Path(folder), time.perf_counter()
+    images, domains, traces = inputs.images, inputs.domains, inputs.traces
+    draws = (
+        lambda: plot_domains(images.mean_image, inputs.soma, inputs.processes, domains.domains,
+                             path=folder / FIGURE_NAMES[0], title=inputs.name, threshold=domains.threshold),
+        lambda: plot_traces(traces, path=folder / FIGURE_NAMES[1], fs=traces.fs, events=inputs.events),
+        lambda: plot_summary(images, inputs.soma, inputs.processes, domains, traces, path=folder / FIGURE_NAMES[2],
+                             title=inputs.name, false_rate_band=inputs.false_rate_band, events=inputs.events),
+    )
+    for name, draw in zip(FIGURE_NAMES, draws):  # the three figures
+        draw_figure(inputs.name, name, draw)
+    return time.perf_counter() - start

@@ -130,6 +130,7 @@ def _instrument(meter: StageMeter) -> None:
     """Wrap the functions ``infer_movie`` calls so that each runs inside its stage."""
     import astro3s.correlation
     import astro3s.inference.outputs
+    import astro3s.inference.pipeline
     import astro3s.inference.segment
     import astro3s.io
     import astro3s.postprocess
@@ -160,6 +161,8 @@ def _instrument(meter: StageMeter) -> None:
             yield folder
 
     astro3s.inference.outputs.staging_folder = staging
+    # the figures, summary.json and the commit come after the staging block (on the output thread in a batch)
+    wrap(astro3s.inference.pipeline, "_finish_outputs", "write")
 
 
 def _truth_cells(movie: Path) -> None:
