@@ -16,7 +16,7 @@ optional: true events under matched-filter SNR 5, other sources' events):
 - the same with every visible event required (``strict``: neighbours' events
   and other compartments' events too);
 - a naive detector on the same traces, for comparison: an event at each upward
-  crossing of median + 3 x 1.4826 MAD of the dF/F trace (``event_rates``' rule).
+  crossing of median + 3 x 1.4826 MAD of the dF/F trace.
 
     python experiments/evaluate_events.py
     python experiments/evaluate_events.py --sets d1_like:3 d3_like:1 randomised:3 --out experiments/results/events.md

@@ -214,21 +214,21 @@ def test_search_curve_and_checks() -> None:
     np.testing.assert_allclose(thresholds, [0.8, 0.85, 0.9])
     np.testing.assert_allclose(rates, [0.07, 0.03, 0.01])
     assert search_curve(None)[0].size == 0
-    flat = np.zeros((3, 100))
-    active = np.zeros((3, 100))
-    active[:, 40:45] = 2.0
     checks = run_checks(n_cells=3, threshold=0.8, choice=choice, band=(0.02, 0.06), shifts=np.zeros((100, 2)),
-                        fov_shape=(64, 64), soma_dff=flat, fs=10.0)
+                        fov_shape=(64, 64), soma_events=np.array([0, 0, 1]))
     assert checks[0].level == "ok" and [c.level for c in checks[1:]] == ["warn", "warn"]
-    assert "above" in checks[1].text and "3 of 3 somata" in checks[2].text
+    assert "above" in checks[1].text and "2 of 3 somata show no calcium event" in checks[2].text
     calm = run_checks(n_cells=3, threshold=0.8, choice=None, band=None, shifts=np.zeros((100, 2)),
-                      fov_shape=(64, 64), soma_dff=active, fs=10.0)
+                      fov_shape=(64, 64), soma_events=np.array([0, 2, 1]))
     assert [c.level for c in calm] == ["ok"]
+    unknown = run_checks(n_cells=3, threshold=0.8, choice=None, band=None, shifts=np.zeros((100, 2)),
+                         fov_shape=(64, 64), soma_events=None)
+    assert [c.level for c in unknown] == ["ok"]  # no events table: nothing said about silent somata
     shaky = run_checks(n_cells=3, threshold=0.8, choice=None, band=None, shifts=np.full((100, 2), 9.0),
-                       fov_shape=(64, 64), soma_dff=active, fs=10.0)
+                       fov_shape=(64, 64), soma_events=np.array([1, 1, 1]))
     assert "large motion" in shaky[1].text
     none = run_checks(n_cells=0, threshold=float("nan"), choice=None, band=(0.02, 0.06),
-                      shifts=np.zeros((5, 2)), fov_shape=(64, 64), soma_dff=np.zeros((0, 5)), fs=None)
+                      shifts=np.zeros((5, 2)), fov_shape=(64, 64), soma_events=np.zeros(0, int))
     assert none[0].level == "fail"
 
 

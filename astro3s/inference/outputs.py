@@ -41,11 +41,10 @@ from typing import Any
 import numpy as np
 
 from astro3s.errors import InputError
-from astro3s.utils.robust import MAD_TO_SD
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OUTPUT_FILES", "SUMMARY_NAME", "add_output", "commit_folder", "commit_outputs", "event_rates",
+__all__ = ["OUTPUT_FILES", "SUMMARY_NAME", "add_output", "commit_folder", "commit_outputs",
            "file_digests", "is_complete", "own_output", "read_summary", "staging_folder", "write_cc_maps",
            "write_traces_csv"]
 
@@ -394,33 +393,3 @@ def write_cc_maps(path: str | Path, domains: Any) -> Path:
                             exact_cc=np.bool_(getattr(domains, "exact_cc", True)),
                             cc_tolerance=np.float32(domains.cc_tolerance))
     return Path(path)
-
-
-def event_rates(dff: np.ndarray, *, fs: float | None, z: float = 3.0) -> np.ndarray:
-    """Calcium events per minute (per 100 frames when the frame rate is unknown) of each trace.
-
-    An event is an upward crossing of ``median + z * 1.4826 * MAD`` of the
-    trace (a robust noise estimate, so slow baselines and large events do
-    not inflate it).
-
-    Parameters
-    ----------
-    dff : ndarray of float, shape (T, R)
-    fs : float or None
-        Frame rate, Hz.
-    z : float
-        Threshold in robust standard deviations.
-
-    Returns
-    -------
-    rates : ndarray of float64, shape (R,)
-    """
-    dff = np.asarray(dff, dtype=np.float64)
-    if dff.ndim != 2 or dff.shape[0] < 2 or dff.shape[1] == 0:
-        return np.zeros(dff.shape[1] if dff.ndim == 2 else 0)
-    med = np.median(dff, axis=0)
-    mad = np.median(np.abs(dff - med), axis=0) * MAD_TO_SD
-    above = dff > (med + z * np.maximum(mad, 1e-9))
-    crossings = np.count_nonzero(above[1:] & ~above[:-1], axis=0)
-    span = dff.shape[0] / float(fs) / 60.0 if fs else dff.shape[0] / 100.0
-    return crossings / span

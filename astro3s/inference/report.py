@@ -165,8 +165,7 @@ def event_marks(events: Any, rows_of: Mapping[str, int]) -> tuple[np.ndarray, np
 
 
 def run_checks(*, n_cells: int, threshold: float, choice: Any, band: Sequence[float] | None,
-               shifts: np.ndarray, fov_shape: Sequence[int], soma_dff: np.ndarray,
-               fs: float | None) -> list[Check]:
+               shifts: np.ndarray, fov_shape: Sequence[int], soma_events: np.ndarray | None) -> list[Check]:
     """The outcome of a run, then what a person should look at.
 
     Parameters
@@ -181,10 +180,9 @@ def run_checks(*, n_cells: int, threshold: float, choice: Any, band: Sequence[fl
     shifts : ndarray, shape (T, 2)
         Motion-correction shifts (dy, dx), pixels.
     fov_shape : (int, int)
-    soma_dff : ndarray, shape (N, T)
-        Soma dF/F, a row per cell.
-    fs : float or None
-        Frame rate (for the event rates).
+    soma_events : ndarray of int, shape (N,), or None
+        Calcium events detected on each soma (:mod:`astro3s.events`); None:
+        no events table, the check on silent somata is skipped.
 
     Returns
     -------
@@ -192,10 +190,8 @@ def run_checks(*, n_cells: int, threshold: float, choice: Any, band: Sequence[fl
         First the outcome (``"fail"``: no cells; else ``"ok"``), then one
         ``"warn"`` per point to check: a threshold search that ended outside
         its band, no background pixels, motion above 10 % of the FOV, more
-        than half of the somata without a transient.
+        than half of the somata without a detected calcium event.
     """
-    from astro3s.inference.outputs import event_rates
-
     if n_cells == 0:
         checks = [Check("fail", "no cells found (check the movie, the model and soma_scale)")]
     else:
@@ -211,11 +207,10 @@ def run_checks(*, n_cells: int, threshold: float, choice: Any, band: Sequence[fl
     max_shift = float(np.hypot(shifts[:, 0], shifts[:, 1]).max(initial=0.0))
     if len(fov_shape) >= 2 and max_shift > _LARGE_SHIFT * min(fov_shape[:2]):
         checks.append(Check("warn", f"large motion: up to {max_shift:.1f} px (check the motion correction)"))
-    soma_dff = np.asarray(soma_dff)
-    if soma_dff.ndim == 2 and soma_dff.shape[0] and soma_dff.shape[1] >= 2:
-        silent = int(np.count_nonzero(event_rates(soma_dff.T, fs=fs) == 0))
-        if 2 * silent > soma_dff.shape[0]:
-            checks.append(Check("warn", f"{silent} of {soma_dff.shape[0]} somata show no transient"))
+    if soma_events is not None and len(soma_events):
+        silent = int(np.count_nonzero(np.asarray(soma_events) == 0))
+        if 2 * silent > len(soma_events):
+            checks.append(Check("warn", f"{silent} of {len(soma_events)} somata show no calcium event"))
     return checks
 
 
@@ -489,8 +484,9 @@ def plot_summary(pre: Any, soma: np.ndarray, processes: np.ndarray, domains: Any
     soma_names = [name for name, kind in zip(traces.names, traces.kinds) if kind == "soma"]  # rows' order
     rows_of = {name: row for row, name in enumerate(soma_names)}
     marks = event_marks(events, rows_of)
+    soma_events = None if events is None else np.bincount(marks[0], minlength=len(soma_names))
     checks = run_checks(n_cells=len(cell_ids), threshold=threshold, choice=choice, band=band, shifts=shifts,
-                        fov_shape=(height, width), soma_dff=rows, fs=fs)
+                        fov_shape=(height, width), soma_events=soma_events)
 
     boxes = summary_layout((height, width))
     page_w, page_h = boxes["page"][2:]
