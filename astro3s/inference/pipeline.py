@@ -257,8 +257,9 @@ def reject_lookalikes(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     """
     from astro3s.postprocess import CombineParams
 
-    params = CombineParams.from_dict({k: v for k, v in options.combine.items() if k == "reject_lookalikes"})
-    if not params.reject_lookalikes or getattr(pre, "median_image", None) is None:
+    # the option as given, else the field's default (a binned FOV's inner pass has it off: binned_options)
+    if not options.combine.get("reject_lookalikes", CombineParams.reject_lookalikes) \
+            or getattr(pre, "median_image", None) is None:
         return seg
     from astro3s.postprocess.lookalike import remove_lookalikes
 
@@ -584,7 +585,7 @@ def _analyse(mov: Any, movie_path: Path, model: Any, options: InferenceOptions, 
     timings["events_s"] = time.perf_counter() - t
     log.info("%s: %d calcium event(s) in %d ROI(s)", movie_path.name, len(events), len(events.roi_names))
     return _Run(movie_path, mov, pre, soma, processes, segmentation, combine_params, scale_info, traces,
-                     domains, territory, events, event_params, timings)
+                domains, territory, events, event_params, timings)
 
 
 def _find_cells(pre: Any, movie_path: Path, model: Any, options: InferenceOptions, *, rois: str | Path | None,

@@ -120,4 +120,3 @@ def blend_crops(crop_probs: np.ndarray, crop_boxes: np.ndarray, shape: tuple[int
     covered = den > 0
     out[:, covered] = num[:, covered] / den[covered]
     return out
-
