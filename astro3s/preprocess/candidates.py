@@ -14,7 +14,18 @@ so recall matters most: components of the map above a lower
 ``extension_threshold`` (0.35 T; :func:`~astro3s.preprocess.fit_parameters`
 fits it on annotated data) that touch no candidate and have at least the
 minimum soma area are added. ``extension_threshold=None`` gives the
-published search. Here every area
+published search.
+
+Fallback (not in ASTRA): in a FOV crowded with cells of one brightness the
+activity map saturates (somata cover more than the fifth of each tile that
+the 80th percentile lets through), so no component reaches the published
+floor and the search returns nothing at all. When the published schedule
+does not converge, the threshold keeps going down in the same steps to
+``fallback_floor`` (0.30 T), each step with the last area schedule, and the
+first threshold that finds the expected number of components is used (the
+extension threshold moves down by as much); when none does, the published
+result stands, so a sparse FOV with fewer cells than expected is searched
+as before. Here every area
 is a fraction of the smallest soma area ``A`` of the data
 (``soma_area_range[0]``), the published pixel values being those fractions
 for ``A = 89 px`` (ASTRA's D1), so the search follows the soma size.
@@ -28,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["area_schedule", "find_candidates", "threshold_schedule"]
+__all__ = ["area_schedule", "fallback_schedule", "find_candidates", "threshold_schedule"]
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +72,50 @@ def area_schedule(min_soma_area: float, *, start: float, low: float, step: float
     return a * (start - step * np.arange(count))
 
 
+def _try_threshold(activity: np.ndarray, threshold: float, areas_tried: np.ndarray,
+                   expected_cells: int) -> tuple[tuple[float, float, np.ndarray, np.ndarray], bool]:
+    """Components of ``activity > threshold``, with the first tried area that passes enough of them.
+
+    Returns
+    -------
+    chosen : (threshold, min_area, labels, areas)
+        ``labels`` int32 (H, W); ``areas`` of components ``1..n``; ``min_area``
+        the first of ``areas_tried`` with ``expected_cells`` components at least
+        that large, else the last one.
+    converged : bool
+        Whether some tried area passed ``expected_cells`` components.
+    """
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(activity > threshold, structure=_EIGHT)
+    areas = np.bincount(labels.ravel())[1:]
+    # components passing each area threshold, all areas at once
+    passing = (areas[None, :] >= areas_tried[:, None]).sum(axis=1)
+    hit = np.flatnonzero(passing >= expected_cells)
+    k = int(hit[0]) if hit.size else len(areas_tried) - 1
+    return (float(threshold), float(areas_tried[k]), labels, areas), bool(hit.size)
+
+
+def fallback_schedule(n_frames: int, *, floor: float, step: float, fallback_floor: float) -> np.ndarray:
+    """Thresholds tried below the published ``floor``, in frames: ``floor - step``, ... >= ``fallback_floor``.
+
+    Returns
+    -------
+    thresholds : ndarray of float64, shape (n,)
+        Empty when ``fallback_floor > floor - step``.
+    """
+    count = int(math.floor((floor - fallback_floor) / step + 1e-9))
+    return n_frames * (floor - step * np.arange(1, max(count, 0) + 1))
+
+
 def find_candidates(activity: np.ndarray, n_frames: int, *, soma_area_range: tuple[float, float] = (89, 345),
                     threshold_start: float = 0.6, threshold_step: float = 0.045,
                     threshold_floor: float = 0.42, expected_cells: int = 4,
                     start_area_fraction: float = 100 / 89, min_area_fraction: float = 80 / 89,
                     area_step_fraction: float = 10 / 89, last_area_fraction: float = 30 / 89,
                     tiny_area_fraction: float = 20 / 89,
-                    extension_threshold: float | None = 0.35) -> tuple[np.ndarray, dict[str, Any]]:
+                    extension_threshold: float | None = 0.35,
+                    fallback_floor: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Label the soma candidates of an activity map.
 
     Parameters
@@ -87,6 +135,10 @@ def find_candidates(activity: np.ndarray, n_frames: int, *, soma_area_range: tup
         Area schedule as fractions of ``A`` (see :class:`PreprocessParams`).
     extension_threshold : float or None
         Fraction of ``T`` of the recall extension (see the module docstring).
+    fallback_floor : float or None
+        Lowest threshold, fraction of ``T``, of the fallback below
+        ``threshold_floor`` when the published search does not converge (see
+        the module docstring); None: no fallback (the published search).
 
     Returns
     -------
@@ -94,7 +146,8 @@ def find_candidates(activity: np.ndarray, n_frames: int, *, soma_area_range: tup
         0 = background, candidates 1..N in raster order.
     details : dict
         ``threshold`` (frames), ``min_area`` (px), ``found`` (candidates),
-        ``added`` (by the extension), ``converged`` (the expected number was reached).
+        ``added`` (by the extension), ``converged`` (the expected number was
+        reached), ``fallback`` (reached below the published floor).
     """
     from scipy import ndimage
 
@@ -109,21 +162,27 @@ def find_candidates(activity: np.ndarray, n_frames: int, *, soma_area_range: tup
         areas_tried = area_schedule(a, start=start_area_fraction,
                                     low=last_area_fraction if last else min_area_fraction,
                                     step=area_step_fraction, inclusive=last)
-        labels, _ = ndimage.label(activity > threshold, structure=_EIGHT)
-        areas = np.bincount(labels.ravel())[1:]
-        # components passing each area threshold, all thresholds at once
-        passing = (areas[None, :] >= areas_tried[:, None]).sum(axis=1)
-        hit = np.flatnonzero(passing >= expected_cells)
-        k = int(hit[0]) if hit.size else len(areas_tried) - 1
-        chosen = (float(threshold), float(areas_tried[k]), labels, areas)
-        if hit.size:
-            converged = True
+        chosen, converged = _try_threshold(activity, threshold, areas_tried, expected_cells)
+        if converged:
             break
     assert chosen is not None
+    fallback = False
+    if not converged and fallback_floor is not None:
+        last_areas = area_schedule(a, start=start_area_fraction, low=last_area_fraction,
+                                   step=area_step_fraction, inclusive=True)
+        for threshold in fallback_schedule(n_frames, floor=threshold_floor, step=threshold_step,
+                                           fallback_floor=fallback_floor):
+            trial, ok = _try_threshold(activity, threshold, last_areas, expected_cells)
+            if ok:
+                chosen, converged, fallback = trial, True, True
+                break
     threshold, min_area, labels, areas = chosen
     keep = np.concatenate([[False], areas >= min_area])
     mask = keep[labels]
     added = 0
+    if extension_threshold is not None and fallback:
+        # the extension keeps its distance below the threshold the search settled at
+        extension_threshold -= threshold_floor - threshold / n_frames
     if extension_threshold is not None and extension_threshold * n_frames < threshold:
         low, _ = ndimage.label(activity > extension_threshold * n_frames, structure=_EIGHT)
         low_areas = np.bincount(low.ravel())
@@ -143,8 +202,9 @@ def find_candidates(activity: np.ndarray, n_frames: int, *, soma_area_range: tup
     new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint16)
     out = new_id[labels]
     details = {"threshold": threshold, "min_area": min_area, "found": int(keep.sum()), "added": added,
-               "converged": converged}
+               "converged": converged, "fallback": fallback}
     log.info("soma candidates: %d (%d by the extension) at threshold %.0f of %d frames, "
-             "min area %.0f px%s", details["found"], added, threshold, n_frames, min_area,
+             "min area %.0f px%s%s", details["found"], added, threshold, n_frames, min_area,
+             " (below the published floor: the activity map is crowded)" if fallback else "",
              "" if converged else f" (fewer than the {expected_cells} expected)")
     return out, details

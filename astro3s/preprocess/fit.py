@@ -162,7 +162,8 @@ def fit_parameters(movies: Sequence[Any], annotations: Sequence[Any], *,
                   threshold_step=params.threshold_step, threshold_floor=params.threshold_floor,
                   expected_cells=params.expected_cells, start_area_fraction=params.start_area_fraction,
                   min_area_fraction=params.min_area_fraction, area_step_fraction=params.area_step_fraction,
-                  last_area_fraction=params.last_area_fraction, tiny_area_fraction=params.tiny_area_fraction)
+                  last_area_fraction=params.last_area_fraction, tiny_area_fraction=params.tiny_area_fraction,
+                  fallback_floor=params.fallback_floor)
     score_ext = np.zeros((len(percentiles), len(extensions) + 1, 4), np.int64)
     lost = np.zeros(len(filter_pairs), np.int64)
     total = 0

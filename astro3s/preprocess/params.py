@@ -107,6 +107,14 @@ class PreprocessParams:
         Recall extension (not in ASTRA): components above this fraction of
         ``T`` that touch no candidate and have at least ``min_area_fraction * A``
         pixels are added (0.35; fitted by ``fit_parameters``; null = off).
+    fallback_floor : float or None
+        Fallback (not in ASTRA) for crowded FOVs whose activity map saturates:
+        when the published search finds fewer than ``expected_cells``
+        components, the threshold keeps going down in ``threshold_step``
+        steps to this fraction of ``T``, and the first threshold that finds
+        them is used (0.30, chosen on development movies of the training
+        simulator; null = the published search; see
+        :mod:`astro3s.preprocess.candidates`).
 
     Local activity filter and crops
     -------------------------------
@@ -170,6 +178,7 @@ class PreprocessParams:
     last_area_fraction: float = 30 / 89
     tiny_area_fraction: float = 20 / 89
     extension_threshold: float | None = 0.35
+    fallback_floor: float | None = 0.30
     # local activity filter and crops
     filter_box: int = 86
     filter_percentile: float = 90.0
@@ -224,6 +233,9 @@ class PreprocessParams:
         if self.extension_threshold is not None:
             need(0 <= self.extension_threshold <= 1, "extension_threshold must be a fraction within [0, 1] or null")
         need(self.threshold_floor <= self.threshold_start, "threshold_floor must be <= threshold_start")
+        if self.fallback_floor is not None:
+            need(0 <= self.fallback_floor <= self.threshold_floor,
+                 "fallback_floor must be a fraction within [0, threshold_floor] or null")
         need(self.threshold_step > 0, "threshold_step must be > 0")
         need(self.area_step_fraction > 0, "area_step_fraction must be > 0")
         need(self.min_area_fraction <= self.start_area_fraction,

@@ -153,7 +153,7 @@ def _candidate_stages(activity: np.ndarray, enhanced: np.ndarray, corrected: Cor
         expected_cells=params.expected_cells, start_area_fraction=params.start_area_fraction,
         min_area_fraction=params.min_area_fraction, area_step_fraction=params.area_step_fraction,
         last_area_fraction=params.last_area_fraction, tiny_area_fraction=params.tiny_area_fraction,
-        extension_threshold=params.extension_threshold)
+        extension_threshold=params.extension_threshold, fallback_floor=params.fallback_floor)
     details["candidate_search"] = search
     timings["candidates"] = time.perf_counter() - tick
 
