@@ -323,6 +323,15 @@ def test_soma_scale_is_compared_with_the_centre_of_the_range(tiny_movie: Path, r
     monkeypatch.setattr(segment, "predict_fov", fake_fov(13))  # 169-px somata: near the centre, kept
     same, info, fov_probs = segment.adapt_soma_scale(pre, model)
     assert same is pre and not info["rescaled"] and info["zoom"] == 1.0 and fov_probs is not None
+    # the 100-px somata again, but the median image's blobs say ~205 px (above the centre): the two
+    # estimates disagree about a shrink, so the scale stays (a first pass fragmenting neuropil texture)
+    monkeypatch.setattr(segment, "predict_fov", fake_fov(10))
+    kept, info, fov_probs = segment.adapt_soma_scale(pre, model, blob_area=205.7)
+    assert kept is pre and info["shrink_refused"] and not info["rescaled"] and info["zoom"] == 1.0
+    assert info["estimated"] == [50.0, 200.0] and fov_probs is not None
+    # blobs that agree (small) let the shrink through
+    _, info, _ = segment.adapt_soma_scale(pre, model, blob_area=60.0)
+    assert info["rescaled"] and "shrink_refused" not in info
 
 
 def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Path, random_checkpoint: Path,

@@ -388,8 +388,10 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         timings["binning_s"] = time.perf_counter() - t
     if options.soma_scale == "auto":
         t = time.perf_counter()
+        # a binned FOV's inner pass has no blob scale of its own: its blobs are binned to the parameters'
         pre, fitted, fov_probs = adapt_soma_scale(
-            pre, model, normalize=options.normalize, device=options.device, tiling=options.tiling)
+            pre, model, normalize=options.normalize, device=options.device, tiling=options.tiling,
+            blob_area=scale_info.get("blob_area") if allow_binning else None)
         scale_info.update(fitted)
         timings["soma_scale_s"] = time.perf_counter() - t
         if scale_info["rescaled"]:

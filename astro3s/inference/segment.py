@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from astro3s.inference.network import predict_crops_zoomed, predict_fov
+
+log = logging.getLogger(__name__)
 
 __all__ = ["adapt_soma_scale", "binned_preprocess", "estimate_soma_area_range", "fixed_scale_info",
            "segment_preprocessed", "soma_bin_factor"]
@@ -197,8 +200,8 @@ def binned_preprocess(pre: Any, factor: int, *, progress: bool | None = False) -
 
 
 def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: str | None = None,
-                     tolerance: float = 1.5, max_zoom: float = 3.0,
-                     tiling: Any = None) -> tuple[Any, dict[str, Any], Any]:
+                     tolerance: float = 1.5, max_zoom: float = 3.0, tiling: Any = None,
+                     blob_area: float | None = None) -> tuple[Any, dict[str, Any], Any]:
     """Fit the soma scale of the pre-processing to the movie, from a first network pass.
 
     Cell sizes vary tenfold between microscopes, zooms and preparations, and
@@ -223,13 +226,38 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     the FOV (:func:`soma_bin_factor`, used by
     :func:`astro3s.inference.segment_movie`).
 
+    A shrink needs a second opinion: with ``blob_area`` (the median image's
+    blob scale, :func:`soma_bin_factor`) at least the configured centre, the
+    estimate is recorded but the candidates and the zoom stay as configured
+    (``shrink_refused``). On a FOV of neuropil texture the first pass draws
+    the texture as small "somata" and the fit collapses onto them
+    (``d1_like_s8004``: 33 false cells, ``tiny_s8400``); somata really
+    smaller than the parameters' are small blobs too (every ``dense``,
+    ``small``, ``d3_like`` and ``d4_like`` movie). Chosen on development
+    movies (experiments/results/heldout_ablation.md).
+
+    Parameters
+    ----------
+    pre : Preprocessed
+    model : SegmentationNetwork or SegmentationModule
+    normalize, device, tiling
+        As for :func:`astro3s.inference.predict_fov`.
+    tolerance : float
+        Factor between the estimated and the configured median soma area
+        within which nothing changes.
+    max_zoom : float
+        Largest enlargement of the network inputs.
+    blob_area : float or None
+        Typical soma area of the median image, px (None: no second opinion).
+
     Returns
     -------
     pre : Preprocessed
         ``pre`` itself, or the re-selected result.
     info : dict
         ``configured`` and ``used`` ranges, ``estimated`` range (or None),
-        ``rescaled`` flag and ``zoom`` of the network inputs.
+        ``rescaled`` flag and ``zoom`` of the network inputs;
+        ``shrink_refused`` when ``blob_area`` vetoed a shrink.
     fov_probs : ndarray of float, shape (3, H, W), or None
         The whole-FOV pass of the returned ``pre`` (pass it on to
         :func:`segment_preprocessed`), None when it was not run or the
@@ -252,6 +280,12 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     centre = (lo * hi) ** 0.5
     median = (estimate[0] * estimate[1]) ** 0.5
     if centre / tolerance <= median <= centre * tolerance:
+        return pre, info, fov_probs
+    if median < centre / tolerance and blob_area is not None and blob_area >= configured_centre:
+        log.info("soma scale: the first pass's somata (median %.0f px) are smaller than the parameters', "
+                 "but the median image's blobs are not (%.0f px): keeping the parameters' scale",
+                 median, blob_area)
+        info["shrink_refused"] = True
         return pre, info, fov_probs
     params = dataclasses.replace(pre.params, soma_area_range=estimate)
     info.update(used=list(estimate), rescaled=True,
