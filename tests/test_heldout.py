@@ -235,3 +235,17 @@ def test_command_line(tmp_path: Path) -> None:
     folder = tmp_path / "heldout_low_snr_0"
     assert (folder / "meta.json").is_file() and not (folder / "overview.png").exists()
     assert main(["--out", str(tmp_path), "--per-member", "0"]) == 2
+    assert main(["--out", str(tmp_path), "--first-index", "-1"]) == 2
+
+
+def test_fresh_seeds_start_after_the_reported_family(tmp_path: Path) -> None:
+    from astro3s.heldout.__main__ import main
+
+    assert main(["--out", str(tmp_path), "--members", "short", "--per-member", "2", "--first-index", "4",
+                 "--scale", "0.25", "--frames", "6", "--no-overview"]) == 0
+    family = json.loads((tmp_path / "family.json").read_text())
+    assert [m["name"] for m in family["movies"]] == ["heldout_short_4", "heldout_short_5"]
+    assert [m["seed"] for m in family["movies"]] == [member_seed("short", 4), member_seed("short", 5)]
+    assert family["first_index"] == 4
+    # none of them is a seed of the reported family (indices 0-3)
+    assert not {m["seed"] for m in family["movies"]} & {member_seed("short", k) for k in range(4)}

@@ -6,6 +6,8 @@ Examples
     every member, four movies each (``heldout/heldout_<member>_<k>/``).
 ``python -m astro3s.heldout --out heldout/ --members giant border --per-member 2 --no-overview``
     two movies of each of two members, without the overview pictures.
+``python -m astro3s.heldout --out heldout_fresh/ --first-index 4``
+    four more movies of every member (indices 4-7), on seeds the reported family does not use.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--members", nargs="+", choices=MEMBER_ORDER, default=None, metavar="MEMBER",
                         help=f"members to write (default: all of {', '.join(MEMBER_ORDER)})")
     parser.add_argument("--per-member", type=int, default=4, help="movies per member (default 4)")
+    parser.add_argument("--first-index", type=int, default=0,
+                        help="index of each member's first movie (default 0; 4: fresh seeds after the reported family)")
     parser.add_argument("--overview", action=argparse.BooleanOptionalAction, default=True,
                         help="write overview.png for each movie (default: yes)")
     parser.add_argument("--scale", type=float, default=1.0,
@@ -43,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.per_member < 1:
         log.error("--per-member must be at least 1, got %d", args.per_member)
         return 2
+    if args.first_index < 0:
+        log.error("--first-index must be at least 0, got %d", args.first_index)
+        return 2
     if not 0 < args.scale <= 4:
         log.error("--scale must be in (0, 4], got %g", args.scale)
         return 2
@@ -50,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
     folders = generate_family(args.out, members=args.members, per_member=args.per_member,
-                              overview=args.overview, scale=args.scale, n_frames=args.frames)
+                              overview=args.overview, scale=args.scale, n_frames=args.frames,
+                              first_index=args.first_index)
     log.info("%d movies in %s (%.1f s)", len(folders), args.out, time.perf_counter() - start)
     return 0
 

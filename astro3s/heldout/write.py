@@ -201,7 +201,7 @@ def write_member_movie(member: str, index: int, out_dir: str | Path, *, overview
 
 def generate_family(out_dir: str | Path, *, members: Sequence[str] | None = None, per_member: int = 4,
                     overview: bool = True, scale: float = 1.0, n_frames: int | None = None,
-                    progress: bool = True) -> list[Path]:
+                    progress: bool = True, first_index: int = 0) -> list[Path]:
     """Write the held-out family: ``per_member`` movies of every member.
 
     Folders that are already complete (``meta.json`` present) are kept as they
@@ -213,7 +213,7 @@ def generate_family(out_dir: str | Path, *, members: Sequence[str] | None = None
     members : sequence of str, optional
         Members to write (default: all, in :data:`~astro3s.heldout.members.MEMBER_ORDER`).
     per_member : int
-        Movies per member (indices ``0..per_member-1``).
+        Movies per member (indices ``first_index..first_index+per_member-1``).
     overview : bool
         Write ``overview.png`` for each movie.
     scale : float
@@ -222,6 +222,10 @@ def generate_family(out_dir: str | Path, *, members: Sequence[str] | None = None
         Override every member's number of frames.
     progress : bool
         Show a tqdm progress bar.
+    first_index : int
+        Index of each member's first movie: a set of fresh seeds, none of
+        which an earlier set used, starts above the earlier sets' indices
+        (the reported family is indices 0-3; 4-7 are the fresh-seed check).
 
     Returns
     -------
@@ -239,9 +243,11 @@ def generate_family(out_dir: str | Path, *, members: Sequence[str] | None = None
         raise KeyError(f"unknown held-out member(s) {unknown}; choose from {', '.join(MEMBER_ORDER)}")
     if per_member < 1:
         raise ValueError(f"per_member must be >= 1, got {per_member}")
+    if first_index < 0:
+        raise ValueError(f"first_index must be >= 0, got {first_index}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(m, k) for m in members for k in range(per_member)]
+    jobs = [(m, k) for m in members for k in range(first_index, first_index + per_member)]
     folders, entries = [], []
     for member, k in tqdm(jobs, desc="held-out family", unit="movie", disable=not progress):
         folder = out_dir / movie_name(member, k)
@@ -256,6 +262,7 @@ def generate_family(out_dir: str | Path, *, members: Sequence[str] | None = None
                         "shape": meta["shape"], "fs": meta["fs"], "n_cells": meta["n_cells"]})
         folders.append(folder)
     write_json(out_dir / "family.json", {
-        "family": FAMILY, "seed_base": SEED_BASE, "per_member": per_member, "scale": scale,
+        "family": FAMILY, "seed_base": SEED_BASE, "per_member": per_member, "first_index": first_index,
+        "scale": scale,
         "members": {m: MEMBERS[m].description for m in members}, "movies": entries})
     return folders
