@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from astro3s.preprocess._backend import select_pair
+from astro3s.preprocess._backend import count_true, select_pair
 
 __all__ = ["candidate_boxes", "candidate_centres", "local_activity_filter", "local_activity_filters"]
 
@@ -97,7 +97,7 @@ def _percentile_of_sorted_merge(n_low: int, low_value: float, rest: np.ndarray, 
 
 def local_activity_filters(crop_stack: np.ndarray, *, percentile: float = 90.0,
                            pairs: Sequence[tuple[float, float]] = ((0.25, 0.10),),
-                           stride: int = 1) -> np.ndarray:
+                           stride: int = 1, buffer: np.ndarray | None = None) -> np.ndarray:
     """Local activity filter masks of one crop for several ``(th1, th2)`` pairs.
 
     Parameters
@@ -111,6 +111,10 @@ def local_activity_filters(crop_stack: np.ndarray, *, percentile: float = 90.0,
     stride : int
         The percentiles are taken on every ``stride``-th pixel along y and x
         (all frames); the counts use every pixel.
+    buffer : ndarray of float32, shape (T, h, w), optional
+        Where a non-contiguous ``crop_stack`` (a view of a larger movie) is
+        copied; reused between calls, it spares touching fresh memory for
+        every crop.
 
     Returns
     -------
@@ -118,15 +122,19 @@ def local_activity_filters(crop_stack: np.ndarray, *, percentile: float = 90.0,
     """
     # a crop of a larger movie is copied once: the passes below then run over contiguous memory
     # (on 86-px rows NumPy's per-row overhead makes each pass several times slower than the copy)
+    if buffer is not None and not crop_stack.flags.c_contiguous and buffer.shape == crop_stack.shape:
+        np.copyto(buffer, crop_stack)
+        crop_stack = buffer
     crop_stack = np.ascontiguousarray(crop_stack, dtype=np.float32)
     n_frames = crop_stack.shape[0]
     stride = max(int(stride), 1)
     sample = np.ascontiguousarray(crop_stack[:, ::stride, ::stride])
     flat_sample = sample.reshape(n_frames, -1)
     minimum = float(sample.min())
-    # percentiles depend on the multiset of values only: partition a private copy in place
-    first = _percentile_of_sorted_merge(0, 0.0, sample.reshape(-1).copy(), percentile / 100.0 * (sample.size - 1),
-                                        overwrite=True)
+    # percentiles depend on the multiset of values only; the sample is kept for the second pass, so it is
+    # not reordered (the bracketed selection reads it; only its rare fallback partitions a copy)
+    first = _percentile_of_sorted_merge(0, 0.0, sample.reshape(-1), percentile / 100.0 * (sample.size - 1),
+                                        overwrite=False)
     count1 = _count_at_least(crop_stack, first)
     out = np.zeros((len(pairs),) + crop_stack.shape[1:], dtype=bool)
     for p, (th1, th2) in enumerate(pairs):  # a few threshold pairs
@@ -144,8 +152,8 @@ def local_activity_filters(crop_stack: np.ndarray, *, percentile: float = 90.0,
 
 
 def _count_at_least(stack: np.ndarray, threshold: float) -> np.ndarray:
-    # frames in which each pixel reaches `threshold`; int32 sum of the booleans (faster than count_nonzero's intp)
-    return (stack >= threshold).sum(axis=0, dtype=np.int32)
+    # frames in which each pixel reaches `threshold` (int64); the booleans summed as bytes (count_true)
+    return count_true(stack >= threshold).astype(np.int64)
 
 
 def local_activity_filter(crop_stack: np.ndarray, *, percentile: float = 90.0, th1: float = 0.25,

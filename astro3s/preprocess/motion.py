@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from astro3s.preprocess._backend import block_ranges, cache_block_frames, irfft2, irfft2_rows, map_blocks, rfft2
+from astro3s.preprocess._backend import (_workers, block_ranges, cache_block_frames, irfft2, irfft2_rows, map_blocks,
+                                         rfft2)
 
 __all__ = [
     "CorrectedMovie",
@@ -380,7 +381,8 @@ def register_frames(frames: np.ndarray, reference_spectrum: np.ndarray, *,
 
 def build_reference(sample: Any, *, bandpass_sigmas: tuple[float, float] = (1.0, 8.0),
                     stable_fraction: float = 0.5, upsample_factor: int = 1, max_shift: float | None = None,
-                    device: str = "cpu", block_bytes: int = 64 * 2**20) -> tuple[np.ndarray, np.ndarray]:
+                    device: str = "cpu", block_bytes: int = 64 * 2**20,
+                    scratch: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Reference image: mean of the most stable frames of a sample, aligned, refined once.
 
     The sample's mean is the first template; every sample frame is registered
@@ -409,8 +411,13 @@ def build_reference(sample: Any, *, bandpass_sigmas: tuple[float, float] = (1.0,
     block_bytes : int
         Largest block of spectra (complex64, ``8 H (W // 2 + 1)`` bytes a
         frame). The sums depend on it, so the pipeline derives it from the
-        frame size and memory budget only. The band-passed copy of the
-        sample's spectra is held too (both at most ``S`` frames of spectra).
+        frame size and memory budget only. Besides the sample's spectra
+        (``S`` frames) the temporaries are a few MB per thread.
+    scratch : ndarray, optional
+        Memory that may hold the sample's spectra (overwritten), e.g. the
+        pipeline's not yet filled cache of the corrected movie: fresh memory is
+        slow to touch, so the spectra then use pages the cache needs anyway.
+        Used when C-contiguous and large enough (``8 S H (W // 2 + 1)`` bytes).
 
     Returns
     -------
@@ -421,7 +428,8 @@ def build_reference(sample: Any, *, bandpass_sigmas: tuple[float, float] = (1.0,
     """
     shape = (int(sample.shape[1]), int(sample.shape[2]))
     block_frames = _spectra_block(shape, block_bytes)
-    spectra = _sample_spectra(sample, block_frames=block_frames, device=device)
+    spectra = _sample_spectra(sample, block_frames=block_frames, device=device,
+                              out=_spectra_scratch(scratch, (int(sample.shape[0]), *shape)))
     return _refine_reference(spectra, shape, bandpass_sigmas=bandpass_sigmas, stable_fraction=stable_fraction,
                              upsample_factor=upsample_factor, max_shift=max_shift, device=device,
                              block_frames=block_frames)
@@ -432,25 +440,55 @@ def _spectra_block(shape: tuple[int, int], block_bytes: int) -> int:
     return max(1, int(block_bytes) // (8 * shape[0] * (shape[1] // 2 + 1)))
 
 
-def _sample_spectra(sample: Any, *, block_frames: int, device: str) -> np.ndarray:
+def _spectra_scratch(scratch: np.ndarray | None, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """A complex64 (S, H, W // 2 + 1) view of the start of ``scratch``, or None when it does not fit."""
+    n, height, width = shape
+    items = n * height * (width // 2 + 1)
+    if scratch is None or not scratch.flags.c_contiguous or not scratch.flags.writeable or scratch.nbytes < 8 * items:
+        return None
+    return scratch.reshape(-1).view(np.uint8)[:8 * items].view(np.complex64).reshape(n, height, width // 2 + 1)
+
+
+def _sample_spectra(sample: Any, *, block_frames: int, device: str, out: np.ndarray | None = None) -> np.ndarray:
     """``rfft2`` of every frame of ``sample``, complex64, shape (S, H, W // 2 + 1).
 
-    Slices ``sample[a:a + block_frames]`` are read from the calling thread and
-    transformed on all cores.
+    Slices of ``sample`` are read from the calling thread, a few MB at a time
+    (one cache-sized block per core: fresh memory is slow to touch, and a
+    sample-sized float32 copy took as many MB as the spectra themselves), and
+    transformed on all cores. ``block_frames`` caps the slices. ``out``: where
+    to write them (complex64, that shape), else a new array.
     """
     height, width = (int(sample.shape[1]), int(sample.shape[2]))
     n = int(sample.shape[0])
-    spectra = np.empty((n, height, width // 2 + 1), np.complex64)
-    for a in range(0, n, block_frames):
-        frames = np.asarray(sample[a:a + block_frames], dtype=np.float32)  # read here: readers may not be thread-safe
-        sub_frames = cache_block_frames(4 * height * width, len(frames), device)
+    spectra = np.empty((n, height, width // 2 + 1), np.complex64) if out is None else out
+    sub_frames = cache_block_frames(4 * height * width, min(n, block_frames), device)
+    step = max(1, min(int(block_frames), sub_frames * _workers()))
+    for a in range(0, n, step):
+        frames = np.asarray(sample[a:a + step], dtype=np.float32)  # read here: readers may not be thread-safe
 
         def transform(span: tuple[int, int], frames: np.ndarray = frames, a: int = a) -> None:
             spectra[a + span[0]:a + span[1]] = rfft2(frames[span[0]:span[1]], device=device)
 
         map_blocks(transform, block_ranges(len(frames), sub_frames))
-        del frames, transform  # before the next block is read
+        del frames, transform  # before the next slice is read
     return spectra
+
+
+def _group_frames(shape: tuple[int, int]) -> int:
+    # spectra (complex64) per group of _refine_reference's sums: about 4 MB
+    return max(1, (4 * 2**20) // (8 * shape[0] * (shape[1] // 2 + 1)))
+
+
+def _add_frames(total: np.ndarray | None, frames: np.ndarray) -> np.ndarray:
+    """``total + frames[0] + frames[1] + ...``, added frame after frame; ``frames.sum(axis=0)`` for ``total`` None.
+
+    NumPy sums over the first axis frame after frame, so a block summed group
+    by group with this equals the block's ``sum(axis=0)`` bit for bit, without
+    a block-sized temporary.
+    """
+    if total is None:
+        return frames.sum(axis=0)
+    return np.concatenate((total[None], frames)).sum(axis=0)
 
 
 def _refine_reference(spectra: np.ndarray, shape: tuple[int, int], *,
@@ -459,17 +497,22 @@ def _refine_reference(spectra: np.ndarray, shape: tuple[int, int], *,
                       block_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """The steps of :func:`build_reference` after the sample's ``rfft2`` spectra (S, H, W // 2 + 1).
 
-    Works on ``block_frames`` spectra at a time, so that besides ``spectra``
-    the temporaries (band-passed copies, correlations) are those of one block.
+    The sums run over ``block_frames`` spectra at a time (their rounding
+    depends on it), each summed in groups of a few MB (:func:`_add_frames`),
+    and the band-passed spectra are made per registration block: besides
+    ``spectra`` the temporaries are a few MB per thread (fresh memory is slow
+    to touch; a sample-sized band-passed copy took 53 MB on D1).
     """
     n = len(spectra)
     band = bandpass_filter(shape, bandpass_sigmas)
     block_frames = max(int(block_frames), 1)
-    # the band-passed spectra, made once for the template and both registrations (and their energies)
-    banded = np.empty_like(spectra)
+    group = _group_frames(shape)
     template = np.zeros(spectra.shape[1:], np.complex64)
     for a in range(0, n, block_frames):
-        template += np.multiply(spectra[a:a + block_frames], band, out=banded[a:a + block_frames]).sum(axis=0)
+        total = None
+        for g in range(a, min(a + block_frames, n), group):  # groups of the block, frame after frame
+            total = _add_frames(total, spectra[g:min(g + group, a + block_frames, n)] * band)
+        template += total
     template = template / n  # mean of the band-passed spectra
     n_keep = max(1, int(round(stable_fraction * n)))
     shifts = np.empty((n, 2), np.float32)
@@ -478,10 +521,11 @@ def _refine_reference(spectra: np.ndarray, shape: tuple[int, int], *,
 
     def register(span: tuple[int, int]) -> None:
         a, b = span
+        banded = spectra[a:b] * band  # the block's band-passed spectra, in cache (made again the second time)
         if np.isnan(energies[a]):  # first registration of this span (the spans are the same both times)
-            energies[a:b] = spectral_energy(banded[a:b], shape)
+            energies[a:b] = spectral_energy(banded, shape)
         shifts[a:b], similarity[a:b] = register_spectra(
-            banded[a:b], template, shape, upsample_factor=upsample_factor, max_shift=max_shift,
+            banded, template, shape, upsample_factor=upsample_factor, max_shift=max_shift,
             frame_energies=energies[a:b], device=device)
 
     # frame by frame, so blocks of frames (smaller than block_frames, in cache) run side by side
@@ -491,10 +535,13 @@ def _refine_reference(spectra: np.ndarray, shape: tuple[int, int], *,
         keep = np.sort(np.argsort(-similarity, kind="stable")[:n_keep])
         aligned = np.zeros(spectra.shape[1:], np.complex64)
         for a in range(0, n_keep, block_frames):
-            k = keep[a:a + block_frames]
-            picked = spectra[k]  # a copy, shifted in place
-            aligned += fourier_shift(picked, shifts[k], shape, out=picked).sum(axis=0)
-            del picked
+            total = None
+            for g in range(a, min(a + block_frames, n_keep), group):  # groups of the block, frame after frame
+                k = keep[g:min(g + group, a + block_frames, n_keep)]
+                picked = spectra[k]  # a copy, shifted in place
+                total = _add_frames(total, fourier_shift(picked, shifts[k], shape, out=picked))
+                del picked
+            aligned += total
         aligned = aligned / n_keep
         template = aligned * band
     reference = irfft2(aligned, shape, device=device).astype(np.float32)

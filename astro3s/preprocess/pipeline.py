@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,9 +84,13 @@ def crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: fl
         return np.zeros((len(pairs), 0, 0, 0), bool), n_frames
     h, w = int(boxes[0, 2] - boxes[0, 0]), int(boxes[0, 3] - boxes[0, 1])
     out = np.zeros((len(pairs), len(boxes), h, w), bool)
+    scratch = threading.local()  # one crop-sized buffer per thread, for the cache's (strided) crops
 
     def one(n: int, stack: np.ndarray) -> None:
-        out[:, n] = local_activity_filters(stack, percentile=percentile, pairs=pairs, stride=stride)
+        buffer = getattr(scratch, "buffer", None)
+        if buffer is None and not stack.flags.c_contiguous:
+            buffer = scratch.buffer = np.empty(stack.shape, np.float32)
+        out[:, n] = local_activity_filters(stack, percentile=percentile, pairs=pairs, stride=stride, buffer=buffer)
 
     if corrected.cache is not None:
         # candidates side by side on the cores (each filter is independent and single-threaded)

@@ -32,8 +32,10 @@ and counted in ``details``). Per-frame percentiles use every
 ``percentile_stride``-th pixel.
 
 Memory: besides those budgeted buffers, two raw float32 chunks (the one being
-corrected, the one being read) and each thread's block in a few float32 /
-complex64 copies (spectra, correlation, corrected frames) are held at a time;
+corrected, the one being read; none when the corrected movie is cached: the
+chunks are read into the cache and corrected there, see :func:`read_chunks`)
+and each thread's block in a few float32 / complex64 copies (spectra,
+correlation, corrected frames) are held at a time;
 no page of a memory-mapped movie stays resident (frames are read with plain
 file reads, see :meth:`astro3s.io.Movie.frames`); the temporary frame file is
 written and read the same way (never mapped).
@@ -67,8 +69,8 @@ from astro3s.preprocess.motion import CorrectedMovie, FrameFile, build_reference
 from astro3s.preprocess.params import PreprocessParams
 
 __all__ = ["MIN_FRAMES", "MIN_SIDE", "MotionReference", "Streamed", "effective_chunk_frames", "even_subsample",
-           "motion_reference", "read_ahead", "read_frames", "reference_sample_frames", "scratch_frame_file",
-           "stream_movie", "validate_movie"]
+           "motion_reference", "read_ahead", "read_chunks", "read_frames", "reference_sample_frames",
+           "scratch_frame_file", "stream_movie", "validate_movie"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,60 @@ def _with_raw_statistics(chunks: Iterator[tuple[int, np.ndarray]]) -> Iterator[t
         yield t0, block, block.sum(axis=0), float(block.min()), float(block.max())
 
 
+# bytes of float32 frames read at a time into a chunk (small: the allocator reuses that memory)
+READ_BLOCK_BYTES = 4 * 2**20
+
+
+def read_chunks(movie: Any, chunk_frames: int, into: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(t0, block)`` for consecutive chunks of ``movie``, float32, without a new chunk-sized array per chunk.
+
+    Fresh memory is slow to touch (page faults; on a virtual machine whose
+    freed pages go back to the host, up to ~8 ms per MB), and a new array per
+    chunk touched fresh memory for every chunk (a D4-size movie's pass touched
+    745 MB where its cache needs 326). Frames are read a few MB at a time
+    (memory maps and arrays; other readers, whose own blocks may hold many
+    frames, a chunk at a time; :func:`read_frames`: checked for NaN/Inf)
+    straight into ``into[t0:t1]`` when given (the corrected movie's cache:
+    each chunk is then corrected in place), otherwise into two buffers taken
+    in turn, which is safe under :func:`read_ahead` (it holds the chunk being
+    used and the one being read).
+
+    Parameters
+    ----------
+    movie : Movie, shape (T, H, W)
+        Objects without ``frames`` (lazy readers) are read with their own ``chunks``.
+    chunk_frames : int
+    into : ndarray of float32, shape (T, H, W), optional
+
+    Yields
+    ------
+    t0 : int
+    block : ndarray of float32, shape (t, H, W)
+        A view of ``into`` or of a reused buffer: valid until the next chunk is asked for.
+    """
+    n_frames, height, width = (int(s) for s in movie.shape)
+    if not hasattr(movie, "frames"):
+        yield from movie.chunks(chunk_frames, dtype=np.float32)
+        return
+    # a few MB at a time from memory maps and arrays; other readers (HDF5, Zarr, compressed TIFF pages)
+    # get the whole chunk in one call, as their own blocks may hold many frames (decoded once)
+    small = getattr(movie, "backend", None) in ("memmap", "array")
+    step = max(1, READ_BLOCK_BYTES // (4 * height * width)) if small else chunk_frames
+    buffers: list[np.ndarray] = []
+    for k, t0 in enumerate(range(0, n_frames, chunk_frames)):
+        t1 = min(t0 + chunk_frames, n_frames)
+        if into is not None:
+            block = into[t0:t1]
+        else:
+            if len(buffers) < 2:
+                buffers.append(np.empty((min(chunk_frames, n_frames), height, width), np.float32))
+            block = buffers[k % 2][:t1 - t0]
+        for a in range(t0, t1, step):  # a few MB at a time (I/O, not computation)
+            b = min(a + step, t1)
+            block[a - t0:b - t0] = read_frames(movie, np.arange(a, b))
+        yield t0, block
+
+
 _END = object()
 
 
@@ -183,8 +239,8 @@ def reference_sample_frames(params: PreprocessParams, shape: tuple[int, int]) ->
 
     The sample is held as ``rfft2`` spectra (complex64, ``8 H (W // 2 + 1)``
     bytes a frame), which may take at most 1/8 of ``params.memory_budget_mb``
-    (and their band-passed copy as much, while the reference is made: before
-    the pass's buffers exist).
+    (before the pass's buffers are filled: in the cache of the corrected movie
+    when there is one and it is large enough, see :func:`stream_movie`).
     """
     height, width = shape
     room = int((params.memory_budget_mb * 2**20 / 8) // (8 * height * (width // 2 + 1)))
@@ -265,7 +321,8 @@ class MotionReference:
     index: np.ndarray
 
 
-def motion_reference(movie: Any, params: PreprocessParams, device: str, max_shift: float) -> MotionReference:
+def motion_reference(movie: Any, params: PreprocessParams, device: str, max_shift: float, *,
+                     scratch: np.ndarray | None = None) -> MotionReference:
     """The motion-correction reference of ``movie``, from an even sample of its frames.
 
     Parameters
@@ -277,6 +334,8 @@ def motion_reference(movie: Any, params: PreprocessParams, device: str, max_shif
     device : str
     max_shift : float
         Largest displacement searched, px.
+    scratch : ndarray, optional
+        Memory the sample's spectra may use (see :func:`build_reference`).
 
     Returns
     -------
@@ -302,7 +361,7 @@ def motion_reference(movie: Any, params: PreprocessParams, device: str, max_shif
     reference, spectrum = build_reference(
         _FrameSample(movie, index), bandpass_sigmas=params.bandpass_sigmas,
         stable_fraction=params.reference_stable_fraction, upsample_factor=params.upsample_factor,
-        max_shift=max_shift, device=device, block_bytes=block_bytes)
+        max_shift=max_shift, device=device, block_bytes=block_bytes, scratch=scratch)
     return MotionReference(reference, spectrum, index)
 
 
@@ -458,7 +517,8 @@ class _BlockWorker:
         else:
             corrected = frames
         if buffers.cache is not None:
-            buffers.cache[t:t + len(frames)] = corrected
+            if not np.may_share_memory(corrected, buffers.cache):  # else not moved: already there
+                buffers.cache[t:t + len(frames)] = corrected  # over the raw frames read there
         elif buffers.frames_file is not None:
             buffers.frames_file.write(t, corrected)
         return corrected
@@ -518,7 +578,8 @@ def _run_pass(movie: Any, chunk_frames: int, worker: _BlockWorker, progress: boo
     frame_bytes = 4 * height * width
     raw = _RawStatistics(np.zeros((height, width), np.float64))
     # the next chunk is read (and summed) in the background while the workers correct this one
-    chunks = read_ahead(_with_raw_statistics(movie.chunks(chunk_frames, dtype=np.float32)))
+    # read straight into the cache of the corrected movie when there is one (corrected there in place)
+    chunks = read_ahead(_with_raw_statistics(read_chunks(movie, chunk_frames, into=worker.buffers.cache)))
     bar = tqdm(chunks, total=math.ceil(n_frames / chunk_frames), desc="preprocess", unit="chunk",
                disable=(not progress) if progress is not None else None, leave=False)
     wall = 0.0
@@ -593,11 +654,14 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
 
     tick = time.perf_counter()
     max_shift = params.max_shift_fraction * min(height, width)
-    reference = motion_reference(movie, params, device, max_shift)
+    buffer_details: dict[str, Any] = {}
+    buffers = _Buffers.make((n_frames, height, width), params, cache, buffer_details)
+    # the reference's spectra use the cache's pages (not written yet): fresh memory is slow to touch
+    reference = motion_reference(movie, params, device, max_shift, scratch=buffers.cache)
     details["reference_frames"] = len(reference.index)
+    details.update(buffer_details)
     timings["reference"] = time.perf_counter() - tick
 
-    buffers = _Buffers.make((n_frames, height, width), params, cache, details)
     if buffers.cache is None and params.motion_correction:
         buffers.frames_file = scratch_frame_file((n_frames, height, width), scratch_dir)
     try:
