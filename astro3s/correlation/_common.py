@@ -12,7 +12,8 @@ import numpy as np
 from astro3s.errors import InputError
 from astro3s.utils.device import resolve_device
 
-__all__ = ["as_labels", "check_pair", "few_threads", "iter_blocks", "movie_shape", "parallel", "resolve_device"]
+__all__ = ["as_labels", "check_pair", "few_threads", "idle_cores", "iter_blocks", "movie_shape", "parallel",
+           "resolve_device"]
 
 # torch threads of the large products while :func:`few_threads` holds the others to one
 _WIDE: contextvars.ContextVar[int | None] = contextvars.ContextVar("astro3s_correlation_threads", default=None)
@@ -32,17 +33,52 @@ def few_threads() -> Iterator[None]:
     Many small torch calls on two threads each wait for both: on a machine
     shared with other work that wait, not the arithmetic, dominates. Only the
     large products are worth two threads. The caller's setting is restored.
+    The count does not follow the machine's load (:func:`idle_cores`; on 2
+    cores with one other busy process the domain search took twice as long
+    on two threads as on one), because float32 products summed over another
+    number of threads differ in the last bit, and a CC value at the threshold
+    would then put a pixel in or out of a domain depending on the load: set
+    ``torch.set_num_threads(1)`` on a shared machine instead.
     """
     import torch
 
-    wide = torch.get_num_threads()
+    caller = torch.get_num_threads()
+    wide = caller
     token = _WIDE.set(wide)
     _set_threads(1)
     try:
         yield
     finally:
         _WIDE.reset(token)
-        _set_threads(wide)
+        _set_threads(caller)
+
+
+def idle_cores(samples: int = 5, pause_s: float = 0.002) -> int:
+    """Cores that no other runnable task holds now (at least 1; the CPU count where unknown).
+
+    For the benchmarks' reports (timings depend on it); the analysis itself does not adapt to it.
+
+    The running-task count of ``/proc/loadavg`` (which includes the calling thread) sampled
+    ``samples`` times ``pause_s`` apart; the median is taken, since other tasks come and go.
+    """
+    import os
+    import statistics
+    import time
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    running = []
+    for _ in range(samples):  # a few reads of a small file
+        try:
+            with open("/proc/loadavg") as f:
+                running.append(int(f.read().split()[3].split("/")[0]))
+        except (OSError, ValueError, IndexError):
+            return cores
+        time.sleep(pause_s)
+    others = max(0, int(statistics.median(running)) - 1)
+    return max(1, min(cores, cores - others))
 
 
 @contextlib.contextmanager

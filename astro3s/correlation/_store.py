@@ -63,9 +63,10 @@ def block_frames(chunk_frames: int, frame_pixels: int) -> int:
 
 
 def trace_bytes(n_frames: int) -> int:
-    """Peak bytes one pixel trace costs the domain search: its raw and normalised float32 copies
-    (the spectra and screening columns that replace the raw copy are smaller)."""
-    return 8 * int(n_frames)
+    """Peak bytes one pixel trace costs the domain search: its float32 trace (``4 T``, normalised in its own
+    memory), and its screening spectra and columns (``8 n_fine + 4 (2 n_low + 2)``, about ``2.3 T`` with
+    the default moving average), rounded up."""
+    return 7 * int(n_frames)
 
 
 def cell_groups(roi_flat: list[np.ndarray], cand_flat: list[np.ndarray], centroids: np.ndarray,
@@ -169,7 +170,7 @@ class TraceStore:
                 self._array[:, t0 + s:t0 + s + len(part)] = part.T
             else:
                 offset = self._file.tell()
-                self._file.write(np.ascontiguousarray(part.T).tobytes())  # pixel-major within the slab
+                self._file.write(memoryview(np.ascontiguousarray(part.T)).cast("B"))  # pixel-major within the slab
                 self._blocks.append((t0 + s, len(part), offset))
 
     def finish(self) -> None:
@@ -194,8 +195,10 @@ class TraceStore:
             return out
         lo, hi = int(index[0]), int(index[-1]) + 1  # read the band of rows, keep the group's
         local = index - lo
+        # one buffer for every slab (a fresh one each time would be faulted into memory again)
+        buf = np.empty((hi - lo) * max((frames for _, frames, _ in self._blocks), default=0), np.float32)
         for t0, frames, offset in self._blocks:  # a loop over the written slabs: sequential reads
-            slab = np.empty((hi - lo, frames), np.float32)
+            slab = buf[:(hi - lo) * frames].reshape(hi - lo, frames)
             self._file.seek(offset + 4 * lo * frames)
             if self._file.readinto(memoryview(slab).cast("B")) != slab.nbytes:
                 raise OSError(f"short read from the temporary trace file at byte {offset}")

@@ -89,7 +89,7 @@ The traces of the pixels near the cells are kept in memory up to
 ``memory_mb``; beyond it they go to a temporary file and the cells are
 analysed in groups (bands of rows of the FOV) whose traces fit, one group in
 memory at a time (:mod:`astro3s.correlation._store`). A cell whose disc alone
-exceeds ``memory_mb`` (a long movie: ``8 T`` bytes a pixel, ~7800 candidates)
+exceeds ``memory_mb`` (a long movie: ``7 T`` bytes a pixel, ~7800 candidates)
 is analysed beside its whole ROI in bands of its candidates (consecutive rows
 of the FOV) read back from that file one at a time; the threshold search
 reads only the ROI pixels. So the peak memory of the search does not grow
@@ -170,6 +170,8 @@ _MIN_BAND = 256
 # an ROI pixel of a banded cell costs about this many candidates' traces (its spectra, lag windows and
 # first-level screening rows, 11 rows of ~T/5 values, stay for every band)
 _ROI_WEIGHT = 3
+# raw traces normalised at once (a block of rows that stays in the CPU cache), bytes
+_NORMALISE_BYTES = 256 << 10
 # first-level screening rows kept between the threshold search and the domain search, bytes
 _ROWS_CACHE_BYTES = 256 << 20
 # float32 slack added to every screening bound (FFT and accumulation rounding of unit-norm traces)
@@ -314,25 +316,43 @@ def normalise_traces(x: np.ndarray, *, smooth_frames: int = _D.smooth_frames) ->
     z : ndarray of float32, shape (n, T - smooth_frames + 1)
         ``z @ z.T`` holds Pearson correlations. Constant traces become 0.
     """
-    return _normalise_in_place(np.array(x, dtype=np.float32), smooth_frames)
+    return _normalise_in_place(np.array(x, dtype=np.float32, order="C"), smooth_frames)
 
 
 def _normalise_in_place(x: np.ndarray, smooth_frames: int) -> np.ndarray:
-    """:func:`normalise_traces` of a float32 array it may overwrite (saves a copy of the traces)."""
-    n_out = x.shape[1] - smooth_frames + 1
+    """:func:`normalise_traces` of a C-contiguous float32 array (n, T), computed in its own memory.
+
+    Returns a view ``(n, T')`` of the start of ``x``'s buffer: no second copy of the traces. The
+    rows are processed in blocks that stay in the CPU cache (each step of a whole-array pass would
+    stream the traces through memory again); every value is the one of the whole-array arithmetic.
+    """
+    n_rows, n_frames = x.shape
+    n_out = n_frames - smooth_frames + 1
     if n_out < 1:
-        raise InputError(None, f"traces of {x.shape[1]} frames are shorter than the {smooth_frames}-frame "
+        raise InputError(None, f"traces of {n_frames} frames are shorter than the {smooth_frames}-frame "
                          "moving average.")
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    flat = x.reshape(-1)  # a view
+    step = max(1, _NORMALISE_BYTES // (4 * n_frames))
+    for r0 in range(0, n_rows, step):  # a loop over blocks of rows
+        r1 = min(n_rows, r0 + step)
+        z = _normalise_block(x[r0:r1], smooth_frames, n_out)
+        # row r's result lies before its raw trace: writing block after block never overwrites a raw
+        # value still to be read
+        flat[r0 * n_out:r1 * n_out] = z.reshape(-1)
+    return flat[:n_rows * n_out].reshape(n_rows, n_out)
+
+
+def _normalise_block(x: np.ndarray, smooth_frames: int, n_out: int) -> np.ndarray:
+    """Smoothed, centred, unit-norm traces of the rows ``x`` (overwritten), float32 (k, T')."""
     # centre first, with a float64 mean: raw values of several thousand summed in float32 lose digits
     x -= x.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
     z = x[:, :n_out].copy()
-    for s in range(1, smooth_frames):  # a loop over the window's offsets, each a whole-array add
+    for s in range(1, smooth_frames):  # a loop over the window's offsets
         z += x[:, s:s + n_out]
     z -= z.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
-    norm = np.empty((len(z), 1), np.float32)
-    step = max(1, (16 << 20) // max(z.shape[1] * 4, 1))
-    for r0 in range(0, len(z), step):  # a loop over row blocks: norm's squares need a block, not a copy
-        norm[r0:r0 + step] = np.linalg.norm(z[r0:r0 + step], axis=1, keepdims=True)
+    norm = np.linalg.norm(z, axis=1, keepdims=True)
     np.divide(z, norm, out=z, where=norm > 0)
     z[(norm == 0)[:, 0]] = 0
     return z
@@ -551,8 +571,9 @@ def _screen_columns(spec: Any, high: Any, bend: Any | None = None) -> Any:
     return torch.cat([spec.real, spec.imag, *extra], dim=1)
 
 
-def _rotated_rows(spec: Any, extra: list[Any], lags: list[int], n_fft: int) -> Any:
-    """``[Re c, Im c, *extra]`` with ``c = spec_p e^{2 pi i f lag / n_fft}``, row ``p * len(lags) + k``."""
+def _rotated_rows(spec: Any, extra: list[Any], lags: list[int], n_fft: int, *, lag_major: bool = False) -> Any:
+    """``[Re c, Im c, *extra]`` with ``c = spec_p e^{2 pi i f lag / n_fft}``: row ``p * len(lags) + k``
+    (pixel-major), or ``k * P + p`` with ``lag_major``."""
     import torch
 
     n_roi, n_spec = spec.shape
@@ -560,15 +581,20 @@ def _rotated_rows(spec: Any, extra: list[Any], lags: list[int], n_fft: int) -> A
     freqs = torch.arange(n_spec, dtype=torch.float64, device=spec.device)
     phase = torch.polar(torch.ones((), dtype=torch.float64, device=spec.device),
                         2 * math.pi * lag[:, None] * freqs[None, :] / n_fft).to(torch.complex64)
-    rotated = spec[:, None, :] * phase[None]  # (P, lags, n_spec)
-    columns = torch.stack(extra, dim=1)[:, None, :].expand(n_roi, len(lags), len(extra))
+    if lag_major:
+        rotated = phase[:, None, :] * spec[None]  # (lags, P, n_spec)
+        columns = torch.stack(extra, dim=1)[None, :, :].expand(len(lags), n_roi, len(extra))
+    else:
+        rotated = spec[:, None, :] * phase[None]  # (P, lags, n_spec)
+        columns = torch.stack(extra, dim=1)[:, None, :].expand(n_roi, len(lags), len(extra))
     return torch.cat([rotated.real, rotated.imag, columns], dim=2).reshape(n_roi * len(lags), -1)
 
 
 def _screen_rows(spec: Any, high: Any, bend: Any, max_lag: int, n_fft: int) -> Any:
     """ROI side of the first-level screening product: one row per ROI pixel and lag ``-L, -L+2, ..., L``.
 
-    Row ``p * (L+1) + k`` (lag ``-L + 2k``, row ``p * (2L+1) + 2k`` of :func:`_lag_stack`) is
+    Row ``k * P + p`` (lag-major, so that :func:`_first_level` reduces over the lags with whole-row
+    maxima; lag ``-L + 2k`` of pixel ``p``, row ``p * (2L+1) + 2k`` of :func:`_lag_stack`) is
     ``[Re c, Im c, high_p, bend_p]`` with ``c = spec_p e^{2 pi i f lag / n_fft}`` over the first
     band. Its product with a candidate's column (:func:`_screen_columns` with ``bend``) is
     ``g(lag) + high_p high_b + bend_p bend_b``, where ``g`` is the low-pass correlation: the
@@ -576,9 +602,9 @@ def _screen_rows(spec: Any, high: Any, bend: Any, max_lag: int, n_fft: int) -> A
     the spectrum), and ``g`` at a lag between two rows exceeds their mean by at most
     ``bend_p bend_b`` (``g(l) - (g(l-1) + g(l+1)) / 2 = sum_f Re(...) (1 - cos w_f)``). So the
     largest product over a pixel's rows bounds its correlation at every lag, with half the
-    rows. float32, shape (P (L+1), 2 n_low + 2).
+    rows. float32, shape ((L+1) P, 2 n_low + 2).
     """
-    return _rotated_rows(spec, [high, bend], list(range(-max_lag, max_lag + 1, 2)), n_fft)
+    return _rotated_rows(spec, [high, bend], list(range(-max_lag, max_lag + 1, 2)), n_fft, lag_major=True)
 
 
 def _fine_rows(spec: Any, high: Any, max_lag: int, n_fft: int) -> Any:
@@ -621,9 +647,9 @@ def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any,
     ----------
     roi : Tensor of float32, shape (P, T')
         Normalised ROI pixel traces.
-    cand : Tensor of float32, shape (C, T')
-        Normalised candidate traces.
-    rows_s : Tensor of float32, shape (P (L+1), D)
+    cand : Tensor of float32, shape (C, T'), or _Gathered
+        Normalised candidate traces (only those of the candidates that need them are read).
+    rows_s : Tensor of float32, shape ((L+1) P, D)
         First-level screening rows (:func:`_screen_rows`).
     roi_extra : Tensor of float32, shape (P, 2)
         ``high`` and ``bend`` of each ROI pixel.
@@ -673,6 +699,28 @@ def _screened_max(roi: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: Any,
         screen.settle(rest, *_second_level(windows, cand.index_select(0, rest), fine_rows, fine_cand, rest,
                                            threshold=th, precision=precision, margin=margin), threshold=th)
     return screen.finish(threshold)
+
+
+@dataclass(frozen=True)
+class _Gathered:
+    """The rows ``z[index]`` of a Tensor of traces, copied only when taken (:meth:`index_select`)."""
+
+    z: Any  # Tensor float32 (n, T')
+    index: Any  # Tensor int64 (k,)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.index), self.z.shape[1])
+
+    @property
+    def device(self) -> Any:
+        return self.z.device
+
+    def index_select(self, dim: int, at: Any) -> Any:
+        """``z[index[at]]``, float32 (len(at), T') (``dim`` 0 only, as Tensor.index_select)."""
+        if dim != 0:
+            raise ValueError("only rows can be taken")
+        return self.z.index_select(0, self.index[at])
 
 
 @dataclass
@@ -728,7 +776,7 @@ def _screen_near(windows: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: A
     th = float(np.float32(threshold))
     exact = torch.zeros(n_cand, dtype=torch.bool, device=dev)
     # 1. first level: the largest bound of each candidate, and the (pixel, even lag) row giving it
-    top, arg = _first_level(rows_s, cand_s, precision)
+    top, arg = _first_level(rows_s, cand_s, precision, n_sampled)
     hi = top + margin  # >= the correlation at every lag
     pixel = torch.div(arg, n_sampled, rounding_mode="floor")
     lo = top - 2 * (roi_extra[pixel] * cand_s[:, -2:]).sum(dim=1) - margin  # <= that row's correlation
@@ -748,24 +796,27 @@ def _screen_near(windows: Any, cand: Any, rows_s: Any, roi_extra: Any, cand_s: A
     return _Screen(hi=hi, lo=lo, accept=accept, exact=exact, rest=rest)
 
 
-def _first_level(rows_s: Any, cand_s: Any, precision: str) -> tuple[Any, Any]:
+def _first_level(rows_s: Any, cand_s: Any, precision: str, n_sampled: int) -> tuple[Any, Any]:
     """Step 1 of :func:`_screened_max`: the largest first-level product of each candidate.
 
     Parameters
     ----------
-    rows_s : Tensor of float32, shape (R, D)
-        First-level rows (:func:`_screen_rows`), ``R >= 1``.
+    rows_s : Tensor of float32, shape (n_sampled P, D)
+        First-level rows (:func:`_screen_rows`, lag-major), ``P >= 1``.
     cand_s : Tensor of float32, shape (C, D)
         First-level columns.
     precision : str
         ``"float32"`` or ``"bfloat16"``: precision of the product.
+    n_sampled : int
+        Lags per ROI pixel in ``rows_s`` (``L + 1``).
 
     Returns
     -------
     top : Tensor of float32, shape (C,)
         ``max over rows of cand_s @ rows_s.T``.
     arg : Tensor of int64, shape (C,)
-        The row giving it.
+        The row giving it, numbered pixel-major (``p * n_sampled + k``); of equal products, the one of
+        the lowest pixel, then the lowest lag.
     """
     import torch
 
@@ -775,16 +826,33 @@ def _first_level(rows_s: Any, cand_s: Any, precision: str) -> tuple[Any, Any]:
     rows_lp, cand_lp = rows_s.to(dtype), cand_s.to(dtype)
     top = torch.empty(n_cand, dtype=torch.float32, device=dev)
     arg = torch.empty(n_cand, dtype=torch.int64, device=dev)
+    # few large products: each call packs the rows again
     c_block = int(min(n_cand, max(64, (_BLOCK_BYTES // rows_lp.element_size()) // n_rows)))
     buf = torch.empty(c_block * n_rows, dtype=dtype, device=dev)
     with parallel():
         for c0 in range(0, n_cand, c_block):  # a loop over a few blocks of candidates
             c1 = min(n_cand, c0 + c_block)
-            prod = buf[:(c1 - c0) * n_rows].view(c1 - c0, n_rows)
-            torch.matmul(cand_lp[c0:c1], rows_lp.T, out=prod)
-            block_top, arg[c0:c1] = torch.max(prod, dim=1)
-            top[c0:c1] = block_top
+            prod = buf[:(c1 - c0) * n_rows].view(c1 - c0, n_sampled, n_rows // n_sampled)
+            torch.matmul(cand_lp[c0:c1], rows_lp.T, out=prod.view(c1 - c0, n_rows))
+            top[c0:c1], arg[c0:c1] = _lag_major_argmax(prod)
     return top, arg
+
+
+def _lag_major_argmax(prod: Any) -> tuple[Any, Any]:
+    """Max and pixel-major argmax of each candidate's products ``prod`` (C, lags, P).
+
+    A max with its index costs several times a plain max (and more in bfloat16), so the lags are
+    reduced by a plain max first, the index is taken over the P pixels only, and the lag is found
+    among the chosen pixel's values. The first pixel reaching the max, then its first lag: the
+    row a pixel-major ``torch.max`` returns.
+    """
+    import torch
+
+    n_cand, n_sampled = prod.shape[0], prod.shape[1]
+    best, pixel = torch.max(torch.amax(prod, dim=1), dim=1)  # (C,): over lags, then pixels
+    at_pixel = prod[torch.arange(n_cand, device=prod.device), :, pixel]  # (C, lags)
+    lag = torch.argmax((at_pixel == best[:, None]).to(torch.uint8), dim=1)
+    return best.float(), pixel * n_sampled + lag
 
 
 def _near_lags(windows: Any, cand: Any, pixel: Any, lag: Any) -> Any:
@@ -963,12 +1031,13 @@ def background_pixels(roi_mask: np.ndarray, centroids: np.ndarray, *, radius: fl
     if border:
         eligible[:border] = eligible[-border:] = False
         eligible[:, :border] = eligible[:, -border:] = False
-    yy, xx = np.mgrid[0:height, 0:width]
-    dist = np.full((height, width), np.inf)
-    for cy, cx in centroids:  # a loop over cells
-        np.minimum(dist, np.hypot(yy - cy, xx - cx), out=dist)
-    flat = np.flatnonzero(eligible & (dist > radius))
+    near = _near_any(centroids, radius, (height, width))
+    flat = np.flatnonzero(eligible & ~near)
     if len(flat) < n_background:
+        yy, xx = np.mgrid[0:height, 0:width]
+        dist = np.full((height, width), np.inf)
+        for cy, cx in centroids:  # a loop over cells
+            np.minimum(dist, np.hypot(yy - cy, xx - cx), out=dist)
         pool = np.flatnonzero(eligible)
         keep = min(len(pool), 2 * n_background)
         far = np.argsort(-dist.ravel()[pool], kind="stable")[:keep]
@@ -979,6 +1048,21 @@ def background_pixels(roi_mask: np.ndarray, centroids: np.ndarray, *, radius: fl
                     int(np.count_nonzero(eligible & (dist > radius))), radius, len(flat), reach)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(flat, size=min(n_background, len(flat)), replace=False)).astype(np.int64)
+
+
+def _near_any(centroids: np.ndarray, radius: float, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels within ``radius`` of any centroid, bool (H, W): each disc marked in its bounding box (the
+    same distances as over the whole FOV, at a fraction of the cost with many cells)."""
+    height, width = shape
+    near = np.zeros(shape, bool)
+    for cy, cx in centroids:  # a loop over cells
+        y0, y1 = max(0, math.floor(cy - radius)), min(height, math.ceil(cy + radius) + 1)
+        x0, x1 = max(0, math.floor(cx - radius)), min(width, math.ceil(cx + radius) + 1)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        near[y0:y1, x0:x1] |= np.hypot(yy - cy, xx - cx) <= radius
+    return near
 
 
 def false_rate(bg_cc: np.ndarray, threshold: float) -> float:
@@ -1250,7 +1334,16 @@ class PixelSets:
 
     def cell_pixels(self) -> np.ndarray:
         """Flat indices, increasing and unique, of every cell's ROI and candidate pixels; int64 (n,)."""
-        return np.unique(np.concatenate([np.zeros(0, np.int64), *self.roi_flat, *self.cand_flat]))
+        return union_flat([*self.roi_flat, *self.cand_flat], self.roi_label.size)
+
+
+def union_flat(parts: list[np.ndarray], n_pixels: int) -> np.ndarray:
+    """``np.unique`` of the concatenated flat pixel indices ``parts`` (each in ``0 .. n_pixels - 1``), int64:
+    marked in a mask of the FOV instead of sorted (the discs of many cells hold ~10^5 pixels)."""
+    mask = np.zeros(n_pixels, bool)
+    for part in parts:  # a loop over the cells' pixel sets
+        mask[part] = True
+    return np.flatnonzero(mask).astype(np.int64, copy=False)
 
 
 def pixel_sets(soma: np.ndarray, processes: np.ndarray, params: CorrelationParams) -> PixelSets:
@@ -1385,7 +1478,8 @@ class _Traces:
         self.store = TraceStore(plan.cell_pixels, plan.n_frames, spill=plan.spill, scratch_dir=params.scratch_dir)
         self.bg_store = TraceStore(pixels.bg_flat, plan.n_frames)
         self.bg_z: Any = None  # Tensor float32 (n_bg, T')
-        self.bg_columns: Any = None  # Tensor float32 or bfloat16 (n_bg, D), screened search only
+        self.bg_columns: Any = None  # Tensor float32 (n_bg, D), screened search only
+        self.bg_feats: dict[str, Any] | None = None  # _spectral_features of bg_z, screened search only
         self._loaded: _GroupTraces | None = None  # the group whose traces are in memory (at most one)
         self._cached: dict[int, Any] = {}  # first-level rows of cells, kept from threshold to domain search
         self._cache_bytes = min(_ROWS_CACHE_BYTES, int(float(params.memory_mb) * 2**20) // 4)
@@ -1404,18 +1498,15 @@ class _Traces:
         self.timings["read_normalise"] += time.perf_counter() - clock
 
     def prepare_background(self) -> None:
-        """First-level screening columns of the background traces (screened search), in the search's precision."""
+        """Screening spectra and first-level columns of the background traces (screened search)."""
         import time
-
-        import torch
 
         clock = time.perf_counter()
         band = self.plan.band
         if band is not None:
-            feats = _spectral_features(self.bg_z, *band)
-            self.bg_columns = _screen_columns(feats["spec"][:, :band[1]], feats["high"], feats["bend"])
-            if self.plan.precision == "bfloat16":
-                self.bg_columns = self.bg_columns.to(torch.bfloat16)
+            self.bg_feats = _spectral_features(self.bg_z, *band)
+            self.bg_columns = _screen_columns(self.bg_feats["spec"][:, :band[1]], self.bg_feats["high"],
+                                              self.bg_feats["bend"])
         self.timings["screen_setup"] += time.perf_counter() - clock
 
     def group(self, g: int, *, roi_only: bool = False) -> _GroupTraces:
@@ -1431,7 +1522,8 @@ class _Traces:
             self._loaded = self._prepare(key, plan.cell_pixels, self.store.take())
             return self._loaded
         sets = (pixels.roi_flat,) if key[1] else (pixels.roi_flat, pixels.cand_flat)
-        self._loaded = self.load(np.unique(np.concatenate([s[i] for i in plan.groups[g] for s in sets])), key=key)
+        flat = union_flat([s[i] for i in plan.groups[g] for s in sets], pixels.roi_label.size)
+        self._loaded = self.load(flat, key=key)
         return self._loaded
 
     def load(self, flat: np.ndarray, *, key: Any = None, features: bool = True) -> _GroupTraces:
@@ -1466,8 +1558,8 @@ class _Traces:
     def fits(self, g: int) -> bool:
         """Whether the traces of group ``g`` (ROIs and candidates) fit memory_mb."""
         pixels, cells = self.pixels, self.plan.groups[g]
-        flat = np.concatenate([s[i] for i in cells for s in (pixels.roi_flat, pixels.cand_flat)])
-        return len(cells) > 0 and len(np.unique(flat)) <= self.plan.max_rows
+        flat = union_flat([s[i] for i in cells for s in (pixels.roi_flat, pixels.cand_flat)], pixels.roi_label.size)
+        return len(cells) > 0 and len(flat) <= self.plan.max_rows
 
     def screen_rows(self, i: int, grp: _GroupTraces) -> Any:
         """First-level screening rows of cell ``i`` (:func:`_screen_rows`), kept for the domain search
@@ -1522,24 +1614,31 @@ def _background_cc(traces: _Traces, params: CorrelationParams, *, progress: bool
 
 
 def _background_cc_of_cell(traces: _Traces, grp: _GroupTraces, i: int, lowest: float) -> np.ndarray:
-    """CC values of the background pixels with cell ``i``, float32 (n_bg,) (see :func:`_background_cc`)."""
+    """CC values of the background pixels with cell ``i``, float32 (n_bg,) (see :func:`_background_cc`).
+
+    Screened search: whether each value reaches ``lowest`` is decided as for the domains
+    (:func:`_screened_max`); only the pixels that reach it, whose values the false rates of every
+    threshold tried need, are computed by the exhaustive search. The others are below ``lowest``,
+    which is all the threshold search needs of them: their value is their upper bound, capped just
+    below ``lowest``.
+    """
     import torch
 
-    roi_z = grp.z[grp.rows(traces.pixels.roi_flat[i])]
+    roi_rows = grp.rows(traces.pixels.roi_flat[i])
+    roi_z = grp.z[roi_rows]
     if traces.plan.band is None:
         return _exact_max(roi_z, traces.bg_z, traces.max_lag).cpu().numpy()
-    # only values that reach the lowest threshold tried can change the false rates: the others are only
-    # bounded (in the precision of the search, widened by its rounding bound)
+    plan, feats = traces.plan, traces.bg_feats
     rows = traces.screen_rows(i, grp)
-    if traces.plan.precision == "bfloat16":
-        bound = _blocked_max(rows.to(torch.bfloat16), traces.bg_columns) + traces.plan.margin
-    else:
-        bound = _blocked_max(rows, traces.bg_columns) + _SCREEN_SLACK
-    values = torch.minimum(bound, torch.tensor(_f32_below(lowest), device=bound.device))
-    reach = torch.nonzero(bound >= float(np.float32(lowest))).flatten()
+    values, half, _ = _screened_max(
+        roi_z, traces.bg_z, rows, grp.columns[roi_rows, -2:], traces.bg_columns, partial(traces.fine_rows, i, grp),
+        lambda index: _screen_columns(feats["spec"][index], feats["high_fine"][index]), max_lag=traces.max_lag,
+        threshold=lowest, precision=plan.precision, margin=plan.margin)
+    reach = torch.nonzero(values >= float(np.float32(lowest))).flatten()
+    out = torch.minimum(values + half, torch.tensor(_f32_below(lowest), device=values.device))
     if len(reach):
-        values[reach] = _exact_max(roi_z, traces.bg_z[reach], traces.max_lag)
-    return values.cpu().numpy()
+        out[reach] = _exact_max(roi_z, traces.bg_z[reach], traces.max_lag)
+    return out.cpu().numpy()
 
 
 def _pick_threshold(bg_cc: np.ndarray, params: CorrelationParams) -> ThresholdChoice:
@@ -1595,11 +1694,13 @@ def _cell_cc(traces: _Traces, grp: _GroupTraces, part: _GroupTraces, i: int, can
     plan = traces.plan
     cand_rows = part.rows(cand_flat)
     roi_rows = grp.rows(traces.pixels.roi_flat[i])
-    roi_z, cand = grp.z[roi_rows], part.z[cand_rows]
+    roi_z = grp.z[roi_rows]
     if plan.band is None:
-        values, ok = _dense_max(_lag_stack(roi_z, traces.max_lag), cand, precision=plan.precision,
+        values, ok = _dense_max(_lag_stack(roi_z, traces.max_lag), part.z[cand_rows], precision=plan.precision,
                                 refine_near=threshold)
     else:
+        # the screened search reads the traces of only the candidates its bounds leave
+        cand = _Gathered(part.z, cand_rows)
         values, half, ok = _screened_max(roi_z, cand, traces.screen_rows(i, grp), grp.columns[roi_rows, -2:],
                                          part.columns[cand_rows], partial(traces.fine_rows, i, grp),
                                          partial(part.fine_columns, cand_rows), max_lag=traces.max_lag,

@@ -77,10 +77,10 @@ class CorrelationParams:
         ``Domains.exact_cc`` says which search ran.
     memory_mb : float
         Memory for the pixel traces of the domain search, MiB (about
-        ``8 * T`` bytes a pixel). Traces that do not fit go to a temporary
+        ``7 * T`` bytes a pixel). Traces that do not fit go to a temporary
         file and the cells are analysed in groups that do: a 1024 x 1024 FOV
         of 2200 frames needs ~3 GiB of traces. A cell whose disc alone does
-        not fit (a long movie: 10000 frames make ~80 kB a pixel) is analysed
+        not fit (a long movie: 10000 frames make ~70 kB a pixel) is analysed
         in bands of its candidates. The result is the same.
     scratch_dir : str or None
         Folder of that temporary file (default: the system's, ``TMPDIR``);

@@ -22,16 +22,29 @@ IoU, pixels that differ, same threshold, CC-map tolerance), and with
 ``--reference`` with a literal float64 NumPy implementation of the definition
 at the same threshold. Motion is undone with the simulator's true shifts
 (Fourier shift), so the timing covers the CC analysis only. Timings depend on
-the load of the machine: run it on an idle one, and compare best times.
+the load of the machine (printed, with the cores other processes leave idle:
+the search uses a second thread only on an idle core): run it on an idle one,
+and compare best times.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
 import numpy as np
+
+
+def idle_cores_now() -> str:
+    """The cores the search may use for its large products now (other processes hold the rest; see
+    ``astro3s.correlation._common.idle_cores``), as text; the timings depend on it."""
+    try:
+        from astro3s.correlation._common import idle_cores
+    except ImportError:  # an astro3s from before the check
+        return "idle cores not checked"
+    return f"{idle_cores()} idle now"
 
 
 def mean_iou(a: np.ndarray, b: np.ndarray, ids: np.ndarray) -> float:
@@ -131,8 +144,9 @@ def main() -> None:
     from astro3s.correlation import extract_traces, find_domains
 
     logging.getLogger("astro3s.correlation").setLevel(logging.ERROR)  # the clamped-threshold warning
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"cuda={'yes' if torch.cuda.is_available() else 'no'}; best of {args.repeats} (median)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads ({idle_cores_now()}), "
+          f"cuda={'yes' if torch.cuda.is_available() else 'no'}; best of {args.repeats} (median); "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     head = (f"{'preset':<8} {'seed':>4} {'T x H x W':>13} {'cells':>5} {'run':>8} {'search':>10} {'precision':>9} "
             f"{'find_domains s':>16} {'(read':>6} {'thresh':>6} {'search)':>7} {'traces s':>8} {'GMAC':>5} "
             f"{'thr':>5} {'rate':>6} {'IoU gt':>6}")
