@@ -372,6 +372,10 @@ def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Pat
     assert size_filter_overrides({"split": "disc"}, record, (89, 345)) == {"split": "disc",
                                                                           "soma_area_range": (89.0, 345.0)}
     assert record["size_filter_range"] == [89.0, 345.0]
+    # candidates re-selected at a larger fitted scale (the pre-processing's range is the estimate):
+    # the filters still accept what the configured range accepts (a mixed FOV's smaller somata)
+    record = {"estimated": [171.5, 686.0], "configured": [89.0, 345.0]}
+    assert size_filter_overrides({}, record, (171.5, 686.0))["soma_area_range"] == (89.0, 686.0)
 
 
 def test_lookalike_rule_runs_once_on_the_movie_pixels_and_can_be_switched_off(

@@ -310,8 +310,8 @@ def size_filter_overrides(combine: dict[str, Any], scale_info: dict[str, Any],
     combine : dict
         :attr:`InferenceOptions.combine` (overrides of :class:`astro3s.postprocess.CombineParams`).
     scale_info : dict
-        The soma-scale record (``estimated``: ``[lo, hi]`` or None); receives
-        ``size_filter_range``, the range the filters use.
+        The soma-scale record (``estimated`` and ``configured``: ``[lo, hi]``
+        or None); receives ``size_filter_range``, the range the filters use.
     soma_area_range : (float, float)
         The pre-processing's range (the parameters', or the fitted one when
         the candidates were re-selected).
@@ -325,8 +325,11 @@ def size_filter_overrides(combine: dict[str, Any], scale_info: dict[str, Any],
     lo, hi = (float(a) for a in soma_area_range)
     estimated = scale_info.get("estimated")
     if "soma_area_range" not in overrides:
-        if estimated is not None:
-            lo, hi = min(lo, float(estimated[0])), max(hi, float(estimated[1]))
+        # the configured range too: once the candidates were re-selected at the estimate,
+        # ``soma_area_range`` is the estimate, and a FOV mixing sizes lost its smallest somata
+        for other in (estimated, scale_info.get("configured")):
+            if other is not None:
+                lo, hi = min(lo, float(other[0])), max(hi, float(other[1]))
         overrides["soma_area_range"] = (lo, hi)
     scale_info["size_filter_range"] = [float(a) for a in overrides["soma_area_range"]]
     return overrides
