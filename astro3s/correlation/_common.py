@@ -42,15 +42,14 @@ def few_threads() -> Iterator[None]:
     """
     import torch
 
-    caller = torch.get_num_threads()
-    wide = caller
+    wide = torch.get_num_threads()
     token = _WIDE.set(wide)
     _set_threads(1)
     try:
         yield
     finally:
         _WIDE.reset(token)
-        _set_threads(caller)
+        _set_threads(wide)
 
 
 def idle_cores(samples: int = 5, pause_s: float = 0.002) -> int:

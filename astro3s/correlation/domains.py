@@ -1053,15 +1053,10 @@ def background_pixels(roi_mask: np.ndarray, centroids: np.ndarray, *, radius: fl
 def _near_any(centroids: np.ndarray, radius: float, shape: tuple[int, int]) -> np.ndarray:
     """Pixels within ``radius`` of any centroid, bool (H, W): each disc marked in its bounding box (the
     same distances as over the whole FOV, at a fraction of the cost with many cells)."""
-    height, width = shape
     near = np.zeros(shape, bool)
+    nowhere = np.zeros(shape, bool)  # no pixel excluded
     for cy, cx in centroids:  # a loop over cells
-        y0, y1 = max(0, math.floor(cy - radius)), min(height, math.ceil(cy + radius) + 1)
-        x0, x1 = max(0, math.floor(cx - radius)), min(width, math.ceil(cx + radius) + 1)
-        if y0 >= y1 or x0 >= x1:
-            continue
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        near[y0:y1, x0:x1] |= np.hypot(yy - cy, xx - cx) <= radius
+        near.ravel()[_disc_pixels(cy, cx, radius, nowhere)] = True
     return near
 
 
