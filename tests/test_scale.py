@@ -44,12 +44,50 @@ def test_clahe_tiles_for_scale() -> None:
     assert clahe_tiles_for_scale((8, 8), 0.5) == (8, 8)  # never more tiles than the parameters'
 
 
+def test_clahe_tiles_for_shape() -> None:
+    from astro3s.preprocess import clahe_tiles_for_shape
+
+    assert clahe_tiles_for_shape((8, 8), (256, 256), min_tile=32) == (8, 8)  # ASTRA's D1 grid unchanged
+    assert clahe_tiles_for_shape((8, 8), (512, 512), min_tile=32) == (8, 8)  # never more tiles than asked
+    assert clahe_tiles_for_shape((8, 8), (100, 100), min_tile=32) == (3, 3)
+    assert clahe_tiles_for_shape((8, 8), (75, 125), min_tile=32) == (2, 4)
+    assert clahe_tiles_for_shape((8, 8), (10, 300), min_tile=32) == (1, 8)
+    assert clahe_tiles_for_shape((8, 8), (100, 100), min_tile=0) == (8, 8)  # 0: off
+
+
+def test_small_fov_somata_are_enhanced_whole_not_into_texture() -> None:
+    """On a 100-px FOV, 8 x 8 tiles are 12 px: a soma fills whole tiles, whose equalisation
+    spreads its own pixels over the grey range; 32-px tiles keep it uniformly bright."""
+    from astro3s.preprocess import enhance_image
+
+    image = _discs(8.0, n=4, size=100)
+    yy, xx = np.mgrid[0:100, 0:100]
+    step = 100 / 3
+    inside = np.zeros(image.shape, bool)
+    for i in range(4):
+        inside |= np.hypot(yy - step * (1 + i // 3), xx - step * (1 + i % 3)) < 6.0
+    bright_whole = (enhance_image(image, min_tile=32)[inside] > 0.7).mean()
+    bright_texture = (enhance_image(image, min_tile=0)[inside] > 0.7).mean()
+    assert bright_whole > 0.9
+    assert bright_texture < bright_whole - 0.2
+    np.testing.assert_array_equal(enhance_image(image, min_tile=32), enhance_image(image, tiles=(3, 3)))
+
+
+def test_clahe_min_tile_is_validated() -> None:
+    from astro3s.errors import ConfigError
+    from astro3s.preprocess import PreprocessParams
+
+    with pytest.raises(ConfigError, match="clahe_min_tile"):
+        PreprocessParams(clahe_min_tile=-1)
+
+
 def test_reselect_with_other_clahe_tiles_equals_a_fresh_run(simulated) -> None:
     from astro3s.io import read_movie
     from astro3s.preprocess import PreprocessParams, preprocess, reselect_candidates
 
     folder = simulated("tiny", 3)
-    params = PreprocessParams(soma_area_range=(20, 120))
+    # clahe_min_tile=0: on this ~100-px FOV the 32-px floor would make both grids 3 x 3
+    params = PreprocessParams(soma_area_range=(20, 120), clahe_min_tile=0)
     other = params.replace(clahe_tiles=(4, 4), soma_area_range=(30, 200))
     with read_movie(folder / f"{folder.name}.tif") as movie:
         again = reselect_candidates(preprocess(movie, params, progress=False), other)

@@ -108,6 +108,10 @@ MEMBERS: dict[str, MemberRecipe] = {
                           photons=(10.0, 60.0), psf_fwhm=(1.2, 3.0), n_cut=(0, 2),
                           n_outside=(0, 2), n_out_of_focus=(1, 3), n_blobs=(1, 3),
                           n_neurons=(3, 8), n_vessels=(1, 1)),
+    # added 2026-12-03 (after the others: their seeds are unchanged), scored once per model
+    "crop": MemberRecipe("crop", "small FOVs, 80-160 px (public test crops, zoomed-in fields): 1-4 D1-like cells",
+                         sizes=(80, 100, 128, 160), n_cells=(1, 4), n_cut=(0, 1), n_outside=(0, 1),
+                         n_out_of_focus=(0, 1), n_blobs=(0, 1)),
 }
 MEMBER_ORDER: tuple[str, ...] = tuple(MEMBERS)
 

@@ -23,7 +23,15 @@ training movies. Importing this package does no work.
 from astro3s.preprocess.activity import activity_map, tile_coverage, tile_starts, tile_thresholds
 from astro3s.preprocess.candidates import find_candidates
 from astro3s.preprocess.crops import crop_offsets, extract_crops, fov_map, paste_crops
-from astro3s.preprocess.enhance import clahe, enhance, enhance_image, frame_percentiles, sharpen, temporal_median
+from astro3s.preprocess.enhance import (
+    clahe,
+    clahe_tiles_for_shape,
+    enhance,
+    enhance_image,
+    frame_percentiles,
+    sharpen,
+    temporal_median,
+)
 from astro3s.preprocess.fit import fit_parameters
 from astro3s.preprocess.local_filter import (candidate_boxes, candidate_centres, local_activity_filter,
                                              local_activity_filters)
@@ -49,6 +57,7 @@ __all__ = [
     "candidate_centres",
     "clahe",
     "clahe_tiles_for_scale",
+    "clahe_tiles_for_shape",
     "correct_frames",
     "crop_offsets",
     "enhance",

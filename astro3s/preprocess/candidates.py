@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["area_schedule", "fallback_schedule", "find_candidates", "threshold_schedule"]
+__all__ = ["area_schedule", "blob_candidates", "fallback_schedule", "find_candidates", "threshold_schedule"]
 
 log = logging.getLogger(__name__)
 
@@ -208,3 +208,79 @@ def find_candidates(activity: np.ndarray, n_frames: int, *, soma_area_range: tup
              " (below the published floor: the activity map is crowded)" if fallback else "",
              "" if converged else f" (fewer than the {expected_cells} expected)")
     return out, details
+
+
+def blob_candidates(median_image: np.ndarray, candidates: np.ndarray, *, soma_area_range: tuple[float, float],
+                    min_response: float = 0.5, max_added: int | None = None) -> tuple[np.ndarray, int]:
+    """Add somata the median image shows but the activity search left without a candidate.
+
+    Extension (not in ASTRA). The activity search converges on the expected
+    number of components, so in a crowded FOV of dim cells many visible
+    somata get no candidate, and without a candidate no crop and no
+    whole-FOV input covers them. Blobs of the soma scale are read off the
+    median image (scale-normalised Laplacian of Gaussian, sigma = soma
+    radius / sqrt 2, at the centre of ``soma_area_range``); a local maximum
+    whose response is at least ``min_response`` times the median response at
+    the activity candidates' centres and that lies more than a soma radius
+    from every candidate becomes a disc candidate of the smallest soma area.
+    The network then accepts or rejects it like any other candidate.
+
+    Parameters
+    ----------
+    median_image : ndarray, shape (H, W)
+        Temporal median of the baseline-subtracted frames.
+    candidates : ndarray of int, shape (H, W)
+        Labels 1..N of the activity search (:func:`find_candidates`).
+    soma_area_range : (float, float)
+        Soma areas of the data, px.
+    min_response : float
+        Smallest blob response, relative to the activity candidates' median.
+    max_added : int, optional
+        At most this many blobs are added, the strongest first (default: as
+        many as there are activity candidates), so the blobs complement the
+        activity search and never swamp it (a giant soma's texture is full of
+        soma-sized blobs).
+
+    Returns
+    -------
+    labels : ndarray of ``candidates``' dtype, shape (H, W)
+        ``candidates`` with the blobs as labels N+1...; unchanged when the
+        activity search found nothing (no reference response: a FOV with no
+        active cell gets no candidate from its image alone).
+    added : int
+    """
+    from scipy import ndimage as ndi
+
+    dtype = np.asarray(candidates).dtype
+    labels = np.asarray(candidates).astype(np.int32)
+    n = int(labels.max()) if labels.size else 0
+    if n == 0:
+        return labels.astype(dtype), 0
+    image = np.asarray(median_image, np.float32)
+    lo, hi = (float(a) for a in soma_area_range)
+    radius = math.sqrt(math.sqrt(lo * hi) / math.pi)
+    floor = float(np.median(image))
+    span = max(float(np.percentile(image, 99.5)) - floor, 1e-6)
+    sigma = radius / math.sqrt(2.0)
+    response = -(sigma**2) * ndi.gaussian_laplace((image - floor) / span, sigma)
+    peaks = (response == ndi.maximum_filter(response, size=int(2 * radius) | 1)) & (response > 0)
+    from astro3s.preprocess.local_filter import candidate_centres
+
+    centres = np.rint(candidate_centres(labels)).astype(np.int64)
+    centres = centres[(centres >= 0).all(axis=1)]
+    reference = float(np.median(response[np.clip(centres[:, 0], 0, image.shape[0] - 1),
+                                         np.clip(centres[:, 1], 0, image.shape[1] - 1)]))
+    far = ndi.distance_transform_edt(labels == 0) > radius
+    ys, xs = np.nonzero(peaks & far & (response >= min_response * reference))
+    limit = n if max_added is None else int(max_added)
+    order = np.argsort(-response[ys, xs], kind="stable")[:max(limit, 0)]
+    ys, xs = ys[order], xs[order]
+    if len(ys) == 0:
+        return labels.astype(dtype), 0
+    # each blob a disc of the smallest soma area around its peak, in pixels no candidate holds
+    markers = np.zeros(labels.shape, np.int32)
+    markers[ys, xs] = n + 1 + np.arange(len(ys), dtype=np.int32)
+    distance, (iy, ix) = ndi.distance_transform_edt(markers == 0, return_indices=True)
+    disc = (distance <= math.sqrt(lo / math.pi) + 0.5) & (labels == 0)
+    labels[disc] = markers[iy[disc], ix[disc]]
+    return labels.astype(dtype), int(len(ys))

@@ -16,7 +16,7 @@ import numpy as np
 
 from astro3s.preprocess._backend import block_ranges, map_blocks, quantile_lastaxis, transpose_2d
 
-__all__ = ["clahe", "enhance", "enhance_image", "frame_percentiles", "sharpen",
+__all__ = ["clahe", "clahe_tiles_for_shape", "enhance", "enhance_image", "frame_percentiles", "sharpen",
            "subtract_baseline", "temporal_median"]
 
 # bytes of one block of temporal_median (about the size of a core's L2 cache)
@@ -303,13 +303,17 @@ def sharpen(image: np.ndarray) -> np.ndarray:
 
 
 def enhance_image(median_image: np.ndarray, *, clip_limit: float = 0.5, tiles: tuple[int, int] = (8, 8),
-                  nbins: int = 65536) -> np.ndarray:
+                  nbins: int = 65536, min_tile: int = 0) -> np.ndarray:
     """Rescale, CLAHE and sharpen a temporal-median image.
 
     Parameters
     ----------
     median_image : ndarray, shape (H, W)
         Temporal median of the baseline-subtracted frames (non-negative).
+    clip_limit, tiles, nbins
+        CLAHE's (:func:`clahe`).
+    min_tile : int
+        Smallest tile side, px (0: ``tiles`` as given); see :func:`clahe_tiles_for_shape`.
 
     Returns
     -------
@@ -318,11 +322,40 @@ def enhance_image(median_image: np.ndarray, *, clip_limit: float = 0.5, tiles: t
     median_image = np.asarray(median_image, np.float32)
     top = float(median_image.max())
     scaled = median_image / top if top > 0 else np.zeros_like(median_image)
+    tiles = clahe_tiles_for_shape(tiles, median_image.shape, min_tile=min_tile)
     return sharpen(clahe(scaled, clip_limit=clip_limit, tiles=tiles, nbins=nbins))
 
 
+def clahe_tiles_for_shape(tiles: tuple[int, int], shape: tuple[int, int], *, min_tile: int = 0) -> tuple[int, int]:
+    """CLAHE tile counts with tiles at least ``min_tile`` px wide (to the nearest count).
+
+    CLAHE with OpenCV's clip on 65536 bins is close to a rank transform of
+    each tile. A tile little wider than a soma is ranked mostly within
+    background noise or within one soma, both equalised into black-and-white
+    texture. ASTRA's 8 x 8 tiles on its 256-px D1 FOVs are 32 px: on a
+    100-px FOV that grid would make 12-px tiles, so it gets 3 x 3 instead.
+    Only ever fewer tiles than ``tiles``.
+
+    Parameters
+    ----------
+    tiles : (int, int)
+        Tiles per axis asked for.
+    shape : (int, int)
+        Image shape ``(H, W)``.
+    min_tile : int
+        Smallest tile side, px (0: ``tiles`` unchanged).
+
+    Returns
+    -------
+    (int, int)
+    """
+    if min_tile <= 0:
+        return (int(tiles[0]), int(tiles[1]))
+    return tuple(max(1, min(int(t), int(round(side / min_tile)))) for t, side in zip(tiles, shape, strict=True))
+
+
 def enhance(frames: np.ndarray, *, baseline_percentile: float = 10.0, stride: int = 1,
-            clip_limit: float = 0.5, tiles: tuple[int, int] = (8, 8), nbins: int = 65536,
+            clip_limit: float = 0.5, tiles: tuple[int, int] = (8, 8), nbins: int = 65536, min_tile: int = 0,
             device: str = "cpu") -> np.ndarray:
     """The whole stage on an in-memory movie.
 
@@ -337,4 +370,4 @@ def enhance(frames: np.ndarray, *, baseline_percentile: float = 10.0, stride: in
     """
     baselines = frame_percentiles(frames, baseline_percentile, stride=stride, device=device)
     median = temporal_median(subtract_baseline(frames, baselines), device=device)
-    return enhance_image(median, clip_limit=clip_limit, tiles=tiles, nbins=nbins)
+    return enhance_image(median, clip_limit=clip_limit, tiles=tiles, nbins=nbins, min_tile=min_tile)

@@ -66,6 +66,11 @@ class PreprocessParams:
         CLAHE clip limit, OpenCV semantics ([0.5]).
     clahe_tiles : (int, int)
         CLAHE tile grid ([8, 8]).
+    clahe_min_tile : int
+        Smallest CLAHE tile side, px (32; 0: off). A FOV side narrower than
+        ``clahe_tiles`` tiles of this size gets fewer tiles, so that small FOVs
+        are equalised like ASTRA's 256-px ones (8 tiles of 32 px): a tile
+        holding little more than a soma equalises noise into texture.
     clahe_bins : int
         Grey levels of the CLAHE histograms (65536, OpenCV on 16-bit images).
 
@@ -115,6 +120,14 @@ class PreprocessParams:
         them is used (0.30, chosen on development movies of the training
         simulator; null = the published search; see
         :mod:`astro3s.preprocess.candidates`).
+    median_blob_response : float or None
+        Candidates from the median image (not in ASTRA): soma-scale blobs of
+        the median image that lie more than a soma radius from every
+        candidate and respond at least this fraction of the candidates'
+        median response become candidates too, at most as many as the
+        activity search found (0.5, chosen on development movies of the
+        training simulator; null = off; see
+        :func:`astro3s.preprocess.candidates.blob_candidates`).
 
     Local activity filter and crops
     -------------------------------
@@ -160,6 +173,7 @@ class PreprocessParams:
     median_max_frames: int = 1000
     clahe_clip_limit: float = 0.5
     clahe_tiles: tuple[int, int] = (8, 8)
+    clahe_min_tile: int = 32
     clahe_bins: int = 65536
     # activity map
     tile_size: int = 96
@@ -179,6 +193,7 @@ class PreprocessParams:
     tiny_area_fraction: float = 20 / 89
     extension_threshold: float | None = 0.35
     fallback_floor: float | None = 0.30
+    median_blob_response: float | None = 0.5
     # local activity filter and crops
     filter_box: int = 86
     filter_percentile: float = 90.0
@@ -236,6 +251,8 @@ class PreprocessParams:
         if self.fallback_floor is not None:
             need(0 <= self.fallback_floor <= self.threshold_floor,
                  "fallback_floor must be a fraction within [0, threshold_floor] or null")
+        if self.median_blob_response is not None:
+            need(self.median_blob_response >= 0, "median_blob_response must be >= 0 or null")
         need(self.threshold_step > 0, "threshold_step must be > 0")
         need(self.area_step_fraction > 0, "area_step_fraction must be > 0")
         need(self.min_area_fraction <= self.start_area_fraction,
@@ -249,6 +266,7 @@ class PreprocessParams:
              f"crop_size ({self.crop_size}) must be >= filter_box + 2 * crop_pad "
              f"({self.filter_box + 2 * self.crop_pad})")
         need(min(self.clahe_tiles) >= 1, "clahe_tiles must be >= 1")
+        need(self.clahe_min_tile >= 0, "clahe_min_tile must be >= 0 (0: tiles as clahe_tiles says)")
         need(0 < self.bandpass_sigmas[0] < self.bandpass_sigmas[1],
              "bandpass_sigmas must be 0 < low-pass < high-pass")
         need(self.clahe_clip_limit >= 0, "clahe_clip_limit must be >= 0")

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from astro3s.preprocess._backend import block_ranges, cache_block_frames, map_blocks, resolve_device
-from astro3s.preprocess.candidates import find_candidates
+from astro3s.preprocess.candidates import blob_candidates, find_candidates
 from astro3s.preprocess.crops import extract_crops, fov_map
 from astro3s.preprocess.enhance import enhance_image
 from astro3s.preprocess.local_filter import candidate_boxes, candidate_centres, local_activity_filters
@@ -148,8 +148,12 @@ def _crop_stacks(corrected: CorrectedMovie, boxes: np.ndarray, index: np.ndarray
 
 def _candidate_stages(activity: np.ndarray, enhanced: np.ndarray, corrected: CorrectedMovie | None,
                       params: PreprocessParams, n_frames: int, timings: dict[str, float],
-                      details: dict[str, Any]) -> tuple[np.ndarray, ...]:
-    """Stages 4-6 (candidates, local activity filter, crops) from the maps of stages 1-3."""
+                      details: dict[str, Any], median_image: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Stages 4-6 (candidates, local activity filter, crops) from the maps of stages 1-3.
+
+    ``median_image`` (stage 2's, optional) adds the median-image blobs of
+    ``params.median_blob_response`` to the candidates.
+    """
     height, width = activity.shape
     tick = time.perf_counter()
     candidates, search = find_candidates(
@@ -159,6 +163,10 @@ def _candidate_stages(activity: np.ndarray, enhanced: np.ndarray, corrected: Cor
         min_area_fraction=params.min_area_fraction, area_step_fraction=params.area_step_fraction,
         last_area_fraction=params.last_area_fraction, tiny_area_fraction=params.tiny_area_fraction,
         extension_threshold=params.extension_threshold, fallback_floor=params.fallback_floor)
+    if params.median_blob_response is not None and median_image is not None:
+        candidates, search["median_blobs"] = blob_candidates(
+            median_image, candidates, soma_area_range=params.soma_area_range,
+            min_response=params.median_blob_response)
     details["candidate_search"] = search
     timings["candidates"] = time.perf_counter() - tick
 
@@ -208,7 +216,7 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     early = ("motion_correction", "reference_frames", "reference_stable_fraction", "upsample_factor",
              "bandpass_sigmas", "max_shift_fraction", "baseline_percentile", "median_max_frames",
              "tile_size", "tile_step", "activity_percentile", "percentile_stride")
-    enhancement = ("clahe_clip_limit", "clahe_tiles", "clahe_bins")
+    enhancement = ("clahe_clip_limit", "clahe_tiles", "clahe_min_tile", "clahe_bins")
     changed = [k for k in early if getattr(params, k) != getattr(pre.params, k)]
     reenhance = any(getattr(params, k) != getattr(pre.params, k) for k in enhancement)
     if reenhance and pre.median_image is None:
@@ -222,9 +230,10 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     enhanced = pre.enhanced
     if reenhance:  # the CLAHE step again on the kept median image (cheap: one 2-D image)
         enhanced = enhance_image(pre.median_image, clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
-                                 nbins=params.clahe_bins)
+                                 nbins=params.clahe_bins, min_tile=params.clahe_min_tile)
     candidates, boxes, crop_masks, crops, fov, union, enhanced = _candidate_stages(
-        pre.activity_map, enhanced, pre.corrected, params, int(pre.shape[0]), timings, details)
+        pre.activity_map, enhanced, pre.corrected, params, int(pre.shape[0]), timings, details,
+        median_image=pre.median_image)
     timings["total"] = time.perf_counter() - start
     details["reselect_timings"] = timings
     log.info("candidates again with soma areas %s px: %d candidate(s), %.2f s",
@@ -281,7 +290,7 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
 
     try:
         stages = _candidate_stages(activity, streamed.enhanced, streamed.corrected, params, n_frames,
-                                   timings, details)
+                                   timings, details, median_image=streamed.median)
     except BaseException:
         streamed.corrected.close()  # its temporary file, if any: nothing left behind
         raise
