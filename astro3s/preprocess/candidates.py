@@ -249,7 +249,9 @@ def blob_candidates(median_image: np.ndarray, candidates: np.ndarray, *, soma_ar
         active cell gets no candidate from its image alone).
     added : int
     """
-    from scipy import ndimage as ndi
+    from scipy import ndimage
+
+    from astro3s.preprocess.local_filter import candidate_centres
 
     dtype = np.asarray(candidates).dtype
     labels = np.asarray(candidates).astype(np.int32)
@@ -262,15 +264,13 @@ def blob_candidates(median_image: np.ndarray, candidates: np.ndarray, *, soma_ar
     floor = float(np.median(image))
     span = max(float(np.percentile(image, 99.5)) - floor, 1e-6)
     sigma = radius / math.sqrt(2.0)
-    response = -(sigma**2) * ndi.gaussian_laplace((image - floor) / span, sigma)
-    peaks = (response == ndi.maximum_filter(response, size=int(2 * radius) | 1)) & (response > 0)
-    from astro3s.preprocess.local_filter import candidate_centres
-
-    centres = np.rint(candidate_centres(labels)).astype(np.int64)
-    centres = centres[(centres >= 0).all(axis=1)]
+    response = -(sigma**2) * ndimage.gaussian_laplace((image - floor) / span, sigma)
+    peaks = (response == ndimage.maximum_filter(response, size=int(2 * radius) | 1)) & (response > 0)
+    centres = candidate_centres(labels)
+    centres = np.rint(centres[np.isfinite(centres).all(axis=1)]).astype(np.int64)  # absent labels: NaN rows
     reference = float(np.median(response[np.clip(centres[:, 0], 0, image.shape[0] - 1),
                                          np.clip(centres[:, 1], 0, image.shape[1] - 1)]))
-    far = ndi.distance_transform_edt(labels == 0) > radius
+    far = ndimage.distance_transform_edt(labels == 0) > radius
     ys, xs = np.nonzero(peaks & far & (response >= min_response * reference))
     limit = n if max_added is None else int(max_added)
     order = np.argsort(-response[ys, xs], kind="stable")[:max(limit, 0)]
@@ -280,7 +280,7 @@ def blob_candidates(median_image: np.ndarray, candidates: np.ndarray, *, soma_ar
     # each blob a disc of the smallest soma area around its peak, in pixels no candidate holds
     markers = np.zeros(labels.shape, np.int32)
     markers[ys, xs] = n + 1 + np.arange(len(ys), dtype=np.int32)
-    distance, (iy, ix) = ndi.distance_transform_edt(markers == 0, return_indices=True)
+    distance, (iy, ix) = ndimage.distance_transform_edt(markers == 0, return_indices=True)
     disc = (distance <= math.sqrt(lo / math.pi) + 0.5) & (labels == 0)
     labels[disc] = markers[iy[disc], ix[disc]]
     return labels.astype(dtype), int(len(ys))
