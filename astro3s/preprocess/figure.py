@@ -69,8 +69,10 @@ def plot_preprocessed(result: Preprocessed, path: str | Path, *, title: str | No
     handle = show(axes[0, 2], result.activity_map, "activity map (frames)", cmap="magma", vmin=0, vmax=n_frames)
     fig.colorbar(handle, ax=axes[0, 2], shrink=0.8)
     search = result.details.get("candidate_search", {})
-    show(axes[0, 3], result.enhanced, f"{result.n_candidates} candidates (threshold "
-         f"{search.get('threshold', float('nan')):.0f} fr)", cmap="gray", vmin=0, vmax=1)
+    blobs = int(search.get("median_blobs", 0) or 0)
+    title = f"{result.n_candidates} candidates (threshold {search.get('threshold', float('nan')):.0f} fr)"
+    show(axes[0, 3], result.enhanced, title + (f"\n{blobs} of them median-image blobs" if blobs else ""),
+         cmap="gray", vmin=0, vmax=1)
     if result.n_candidates:
         axes[0, 3].contour(result.candidates > 0, levels=[0.5], colors="tab:red", linewidths=0.8)
         for y0, x0, y1, x1 in result.crop_boxes:
