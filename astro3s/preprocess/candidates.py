@@ -252,35 +252,32 @@ def blob_candidates(median_image: np.ndarray, candidates: np.ndarray, *, soma_ar
     from scipy import ndimage
 
     from astro3s.preprocess.local_filter import candidate_centres
+    from astro3s.preprocess.scale import blob_responses
 
-    dtype = np.asarray(candidates).dtype
-    labels = np.asarray(candidates).astype(np.int32)
+    labels = np.array(candidates, copy=True)
     n = int(labels.max()) if labels.size else 0
-    if n == 0:
-        return labels.astype(dtype), 0
-    image = np.asarray(median_image, np.float32)
     lo, hi = (float(a) for a in soma_area_range)
     radius = math.sqrt(math.sqrt(lo * hi) / math.pi)
-    floor = float(np.median(image))
-    span = max(float(np.percentile(image, 99.5)) - floor, 1e-6)
-    sigma = radius / math.sqrt(2.0)
-    response = -(sigma**2) * ndimage.gaussian_laplace((image - floor) / span, sigma)
+    response = blob_responses(median_image, [radius / math.sqrt(2.0)]) if n else None
+    if response is None:  # no activity candidate, or a flat image
+        return labels, 0
+    response = response[0]
     peaks = (response == ndimage.maximum_filter(response, size=int(2 * radius) | 1)) & (response > 0)
     centres = candidate_centres(labels)
     centres = np.rint(centres[np.isfinite(centres).all(axis=1)]).astype(np.int64)  # absent labels: NaN rows
-    reference = float(np.median(response[np.clip(centres[:, 0], 0, image.shape[0] - 1),
-                                         np.clip(centres[:, 1], 0, image.shape[1] - 1)]))
+    reference = float(np.median(response[np.clip(centres[:, 0], 0, labels.shape[0] - 1),
+                                         np.clip(centres[:, 1], 0, labels.shape[1] - 1)]))
     far = ndimage.distance_transform_edt(labels == 0) > radius
     ys, xs = np.nonzero(peaks & far & (response >= min_response * reference))
     limit = n if max_added is None else int(max_added)
     order = np.argsort(-response[ys, xs], kind="stable")[:max(limit, 0)]
     ys, xs = ys[order], xs[order]
     if len(ys) == 0:
-        return labels.astype(dtype), 0
+        return labels, 0
     # each blob a disc of the smallest soma area around its peak, in pixels no candidate holds
-    markers = np.zeros(labels.shape, np.int32)
-    markers[ys, xs] = n + 1 + np.arange(len(ys), dtype=np.int32)
+    markers = np.zeros(labels.shape, labels.dtype)
+    markers[ys, xs] = n + 1 + np.arange(len(ys))
     distance, (iy, ix) = ndimage.distance_transform_edt(markers == 0, return_indices=True)
     disc = (distance <= math.sqrt(lo / math.pi) + 0.5) & (labels == 0)
     labels[disc] = markers[iy[disc], ix[disc]]
-    return labels.astype(dtype), int(len(ys))
+    return labels, int(len(ys))

@@ -198,7 +198,8 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     out to differ from the parameters' (``soma_area_range``), or to try
     candidate-search settings. The CLAHE settings of stage 2 may change too
     when ``pre.median_image`` is kept (the enhanced image is then made again
-    from it).
+    from it). Without the median image the median-image blob candidates
+    (``median_blob_response``) are left out.
 
     Parameters
     ----------

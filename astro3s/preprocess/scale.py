@@ -18,7 +18,37 @@ import math
 
 import numpy as np
 
-__all__ = ["BinnedFrames", "bin_frames", "blob_soma_area", "clahe_tiles_for_scale"]
+__all__ = ["BinnedFrames", "bin_frames", "blob_responses", "blob_soma_area", "clahe_tiles_for_scale"]
+
+
+def blob_responses(image: np.ndarray, sigmas) -> np.ndarray | None:
+    """Scale-normalised Laplacian-of-Gaussian responses of a summary image, bright blobs positive.
+
+    The image is first scaled so that its median is 0 and its 99.5th
+    percentile 1, so responses compare across FOVs; ``-s**2 * LoG_s`` peaks
+    at blobs of radius ``sqrt(2) * s`` (Lindeberg's scale selection).
+
+    Parameters
+    ----------
+    image : ndarray of float, shape (H, W)
+        Temporal median or mean image.
+    sigmas : iterable of float
+        Gaussian scales, px.
+
+    Returns
+    -------
+    responses : ndarray of float, shape (S, H, W), or None
+        None for a flat image (no span between the median and the 99.5th percentile).
+    """
+    from scipy import ndimage as ndi
+
+    img = np.asarray(image, dtype=np.float32)
+    floor = float(np.median(img))
+    span = float(np.percentile(img, 99.5)) - floor
+    if not np.isfinite(span) or span <= 0:
+        return None
+    img = (img - floor) / span
+    return np.stack([-(s**2) * ndi.gaussian_laplace(img, s) for s in sigmas])
 
 
 def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1.25, n_scales: int = 16,
@@ -49,16 +79,13 @@ def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1
     img = np.asarray(image, dtype=np.float32)
     if img.ndim != 2 or img.size == 0:
         return None
-    floor = float(np.median(img))
-    span = float(np.percentile(img, 99.5)) - floor
-    if not np.isfinite(span) or span <= 0:
-        return None
-    img = (img - floor) / span
     sigmas = min_sigma * step ** np.arange(n_scales)
     # a blob must fit the FOV several times over: at scales near the FOV's size the LoG answers to
     # the uneven background as a whole (a 88-px FOV of 100-px somata read as one 3000-px "soma")
     sigmas = sigmas[sigmas <= max(min(img.shape) / 6.0, min_sigma)]
-    response = np.stack([-(s**2) * ndi.gaussian_laplace(img, s) for s in sigmas])
+    response = blob_responses(img, sigmas)
+    if response is None:
+        return None
     best, which = response.max(axis=0), response.argmax(axis=0)
     peaks = (best == ndi.maximum_filter(best, size=7)) & (best > 0)
     ys, xs = np.nonzero(peaks)
