@@ -44,6 +44,45 @@ def test_cell_features_single_out_a_faint_blurred_blob() -> None:
     assert cell_features(image, np.zeros_like(soma), processes).shape == (0, len(CELL_FEATURES))
 
 
+def _crowded_fov() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three sharp bright somata (ids 1-3) and four faint, blurred blobs (ids 4-7): more look-alikes than cells."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:200, :200]
+    sharp = np.zeros((200, 200))
+    soft = np.zeros((200, 200))
+    soma = np.zeros((200, 200), np.uint16)
+    centres = [(30, 30), (30, 170), (170, 30), (100, 100), (170, 170), (30, 100), (170, 100)]
+    for k, (y, x) in enumerate(centres, start=1):
+        disc = (yy - y) ** 2 + (xx - x) ** 2 <= 8 ** 2
+        soma[disc] = k
+        if k <= 3:
+            sharp[disc] = 100.0
+        else:
+            soft += np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 9.0 ** 2)) * 30.0
+    image = ndi.gaussian_filter(sharp, 1.0) + soft + 10.0 + rng.normal(0, 1.0, sharp.shape)
+    return image, soma, np.zeros_like(soma)
+
+
+def test_reference_of_the_relative_features_is_the_clearly_visible_half() -> None:
+    """With more look-alikes than cells, the median over every cell is a look-alike's; over the
+    higher-contrast half it is a cell's, and the look-alikes stand out again."""
+    from astro3s.postprocess.lookalike import cell_features
+
+    image, soma, processes = _crowded_fov()
+    every = cell_features(image, soma, processes)
+    visible = cell_features(image, soma, processes, reference_quantile=0.5)
+    assert every.shape == visible.shape == (7, 5)
+    # contrast and process ratio are not relative: unchanged
+    assert np.array_equal(every[:, 1], visible[:, 1]) and np.array_equal(every[:, 4], visible[:, 4])
+    blobs, cells = slice(3, 7), slice(0, 3)
+    # against every cell the blobs look typical (a blob is the median); against the visible half they do not
+    assert np.median(every[blobs, 3]) == pytest.approx(1.0, abs=0.05)
+    assert visible[blobs, 3].min() > 1.5 * visible[cells, 3].max()
+    assert visible[blobs, 2].max() < every[blobs, 2].min()
+    assert np.allclose(visible[cells, 2], 0.0, atol=0.1)  # the cells are now the typical soma
+    assert np.array_equal(cell_features(image, soma, processes, reference_quantile=0.0), every)
+
+
 def test_remove_lookalikes_drops_low_scores_and_renumbers() -> None:
     from astro3s.postprocess import combine_maps
     from astro3s.postprocess.lookalike import LookalikeModel, remove_lookalikes
@@ -65,6 +104,25 @@ def test_remove_lookalikes_drops_low_scores_and_renumbers() -> None:
     assert remove_lookalikes(seg, image, model=few).counts["lookalikes_removed"] == 0
 
 
+def test_remove_lookalikes_uses_the_models_reference() -> None:
+    from astro3s.postprocess import combine_maps
+    from astro3s.postprocess.lookalike import LookalikeModel, remove_lookalikes
+
+    image, soma, _ = _crowded_fov()
+    probs = np.zeros((3, *soma.shape), np.float32)
+    probs[2] = 1
+    probs[:, soma > 0] = np.array([0, 1, 0], np.float32)[:, None]
+    seg = combine_maps(probs, None, soma_area_range=(100, 400))
+    assert seg.n_cells == 7
+    # relative blur alone: a cell goes when it is > 1.5x as blurred as the typical soma
+    by_blur = {"mean": (0,) * 5, "scale": (1,) * 5, "weights": (0, 0, 0, -1, 0), "bias": 0.0, "threshold": -1.5}
+    every = remove_lookalikes(seg, image, model=LookalikeModel(**by_blur))
+    visible = remove_lookalikes(seg, image, model=LookalikeModel(**by_blur, reference_quantile=0.5))
+    assert every.counts["lookalikes_removed"] == 0
+    assert visible.n_cells == 3 and visible.counts["lookalikes_removed"] == 4
+    assert (visible.soma[soma > 3] == 0).all() and (visible.soma[(soma > 0) & (soma <= 3)] > 0).all()
+
+
 def test_model_file_round_trip_and_clear_errors(tmp_path: Path) -> None:
     from astro3s.postprocess.lookalike import CELL_FEATURES, LookalikeModel, default_lookalike_model
 
@@ -77,6 +135,10 @@ def test_model_file_round_trip_and_clear_errors(tmp_path: Path) -> None:
     path.write_text(json.dumps({**shipped.to_dict(), "features": ["contrast"]}))
     with pytest.raises(InputError, match="model.json.*features"):
         LookalikeModel.from_file(path)
+    # a file written before the reference quantile existed: features relative to every cell
+    path.write_text(json.dumps({k: v for k, v in shipped.to_dict().items() if k != "reference_quantile"}))
+    assert LookalikeModel.from_file(path).reference_quantile is None
+    assert shipped.reference_quantile == 0.5
     path.write_text("{not json")
     with pytest.raises(InputError, match="fit_lookalike_model"):
         LookalikeModel.from_file(path)

@@ -6,23 +6,29 @@ un-enhanced median image tells them apart better, cell by cell and relative to
 the other cells of the same FOV (so that no absolute brightness, size or
 point-spread function is assumed):
 
-- ``relative_area``: log of the soma area over the FOV's median soma area;
+- ``relative_area``: log of the soma area over the FOV's typical soma area;
 - ``contrast``: the soma's mean over a ring 2-6 px around it (other cells
   excluded), in standard deviations of that ring;
 - ``relative_brightness``: log of the soma's brightness above the FOV's
-  background (median of the pixels outside every cell) over the median
+  background (median of the pixels outside every cell) over the typical
   soma's;
 - ``relative_blur``: the soma edge blur (:func:`~astro3s.postprocess.sharpness.soma_edge_blur`)
-  over the FOV's median;
+  over the FOV's typical soma's;
 - ``process_ratio``: process area over soma area.
+
+The FOV's typical soma is the median over its *reference* cells: those
+whose contrast is at least the median contrast of the FOV's cells (the more
+clearly visible half; ``LookalikeModel.reference_quantile``). With the
+median over every cell, a FOV holding as many look-alikes as cells compared
+each look-alike with a typical "soma" that was half look-alike, and kept it.
 
 A logistic model over these (:class:`LookalikeModel`) was fitted on
 development movies of the training simulator, whose look-alikes are known
 (``experiments/fit_lookalike_model.py``, which also regenerates the shipped
 ``astro3s/resources/lookalike_model.json``), with its threshold just below
-the score of every true cell there (on those movies it then removes about an
-eighth of the false cells and no true one). It needs a few cells per FOV for
-its relative features (``min_cells``).
+the score of every true cell there (on those movies it then removes 18 of
+their 176 false cells and none of their 509 true ones). It needs a few cells
+per FOV for its relative features (``min_cells``).
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ CELL_FEATURES = ("relative_area", "contrast", "relative_brightness", "relative_b
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "resources" / "lookalike_model.json"
 
 
-def cell_features(image: np.ndarray, soma: np.ndarray, processes: np.ndarray) -> np.ndarray:
+def cell_features(image: np.ndarray, soma: np.ndarray, processes: np.ndarray, *,
+                  reference_quantile: float | None = None) -> np.ndarray:
     """The :data:`CELL_FEATURES` of every cell of a FOV.
 
     Parameters
@@ -49,6 +56,10 @@ def cell_features(image: np.ndarray, soma: np.ndarray, processes: np.ndarray) ->
         Temporal median image, not contrast-equalised.
     soma, processes : ndarray of int, shape (H, W)
         Label images sharing ids ``1..n``.
+    reference_quantile : float in [0, 1] or None
+        The relative features compare each cell with the medians over the cells
+        whose contrast is at least this quantile of the FOV's contrasts; None
+        (or 0): with the medians over every cell.
 
     Returns
     -------
@@ -80,13 +91,17 @@ def cell_features(image: np.ndarray, soma: np.ndarray, processes: np.ndarray) ->
         contrast = np.where(np.isfinite(around), (inside - around) / (spread + 1e-6), 0.0)
     background = float(np.median(img[~in_cell])) if (~in_cell).any() else float(np.median(img))
     brightness = np.maximum(inside - background, 1e-3)
+    reference = np.ones(n, bool)
+    if reference_quantile is not None:
+        reference = contrast >= np.quantile(contrast, float(reference_quantile))
     blur = soma_edge_blur(img, labels)
     finite = np.isfinite(blur)
     relative_blur = np.ones(n)
-    if finite.any():
-        relative_blur[finite] = blur[finite] / float(np.median(blur[finite]))
-    return np.column_stack([np.log(area / np.median(area)), contrast,
-                            np.log(brightness / max(float(np.median(inside)) - background, 1e-3)),
+    if (finite & reference).any():
+        relative_blur[finite] = blur[finite] / float(np.median(blur[finite & reference]))
+    typical_inside = float(np.median(inside[reference]))
+    return np.column_stack([np.log(area / np.median(area[reference])), contrast,
+                            np.log(brightness / max(typical_inside - background, 1e-3)),
                             relative_blur, process_area / area])
 
 
@@ -101,6 +116,11 @@ class LookalikeModel:
     bias, threshold : float
     min_cells : int
         FOVs with fewer cells are left alone (no reliable relative features).
+    reference_quantile : float or None
+        Which cells define the FOV's typical soma for the relative features
+        (``cell_features(reference_quantile=...)``); the model is only valid
+        with the features it was fitted on. None: every cell (files written
+        before 2026-12-03's refit).
     fitted_on : str
         Which movies the model was fitted on (provenance).
     """
@@ -111,6 +131,7 @@ class LookalikeModel:
     bias: float
     threshold: float
     min_cells: int = 3
+    reference_quantile: float | None = None
     fitted_on: str = ""
 
     def score(self, features: np.ndarray) -> np.ndarray:
@@ -122,7 +143,8 @@ class LookalikeModel:
         """JSON-ready fields, with the feature names."""
         return {"features": list(CELL_FEATURES), "mean": list(self.mean), "scale": list(self.scale),
                 "weights": list(self.weights), "bias": self.bias, "threshold": self.threshold,
-                "min_cells": self.min_cells, "fitted_on": self.fitted_on}
+                "min_cells": self.min_cells, "reference_quantile": self.reference_quantile,
+                "fitted_on": self.fitted_on}
 
     @classmethod
     def from_file(cls, path: str | Path) -> LookalikeModel:
@@ -144,9 +166,12 @@ class LookalikeModel:
         if tuple(data.get("features", ())) != CELL_FEATURES:
             raise InputError(path, f"the model is for features {data.get('features')}, not {list(CELL_FEATURES)}.",
                              fix)
+        quantile = data.get("reference_quantile")
         return cls(mean=tuple(data["mean"]), scale=tuple(data["scale"]), weights=tuple(data["weights"]),
                    bias=float(data["bias"]), threshold=float(data["threshold"]),
-                   min_cells=int(data.get("min_cells", 3)), fitted_on=str(data.get("fitted_on", "")))
+                   min_cells=int(data.get("min_cells", 3)),
+                   reference_quantile=None if quantile is None else float(quantile),
+                   fitted_on=str(data.get("fitted_on", "")))
 
 
 def default_lookalike_model() -> LookalikeModel:
@@ -176,5 +201,6 @@ def remove_lookalikes(seg: Any, image: np.ndarray, *, model: LookalikeModel | No
     model = default_lookalike_model() if model is None else model
     drop = np.zeros(seg.n_cells, bool)
     if seg.n_cells >= model.min_cells:
-        drop = model.score(cell_features(image, seg.soma, seg.processes)) < model.threshold
+        features = cell_features(image, seg.soma, seg.processes, reference_quantile=model.reference_quantile)
+        drop = model.score(features) < model.threshold
     return remove_cells(seg, drop, count_key="lookalikes_removed")
