@@ -83,15 +83,21 @@ def test_reference_of_the_relative_features_is_the_clearly_visible_half() -> Non
     assert np.array_equal(cell_features(image, soma, processes, reference_quantile=0.0), every)
 
 
-def test_remove_lookalikes_drops_low_scores_and_renumbers() -> None:
+def _cells_of(soma: np.ndarray):
+    """The Segmentation whose somata are exactly ``soma``'s discs (network certain, no processes)."""
     from astro3s.postprocess import combine_maps
-    from astro3s.postprocess.lookalike import LookalikeModel, remove_lookalikes
 
-    image, soma, processes = _fov()
     probs = np.zeros((3, *soma.shape), np.float32)
     probs[2] = 1
     probs[:, soma > 0] = np.array([0, 1, 0], np.float32)[:, None]
-    seg = combine_maps(probs, None, soma_area_range=(100, 400))
+    return combine_maps(probs, None, soma_area_range=(100, 400))
+
+
+def test_remove_lookalikes_drops_low_scores_and_renumbers() -> None:
+    from astro3s.postprocess.lookalike import LookalikeModel, remove_lookalikes
+
+    image, soma, processes = _fov()
+    seg = _cells_of(soma)
     assert seg.n_cells == 5
     # contrast alone, threshold between the blob and the somata
     by_contrast = LookalikeModel(mean=(0,) * 5, scale=(1,) * 5, weights=(0, 1, 0, 0, 0), bias=0.0, threshold=20.0)
@@ -105,14 +111,10 @@ def test_remove_lookalikes_drops_low_scores_and_renumbers() -> None:
 
 
 def test_remove_lookalikes_uses_the_models_reference() -> None:
-    from astro3s.postprocess import combine_maps
     from astro3s.postprocess.lookalike import LookalikeModel, remove_lookalikes
 
     image, soma, _ = _crowded_fov()
-    probs = np.zeros((3, *soma.shape), np.float32)
-    probs[2] = 1
-    probs[:, soma > 0] = np.array([0, 1, 0], np.float32)[:, None]
-    seg = combine_maps(probs, None, soma_area_range=(100, 400))
+    seg = _cells_of(soma)
     assert seg.n_cells == 7
     # relative blur alone: a cell goes when it is > 1.5x as blurred as the typical soma
     by_blur = {"mean": (0,) * 5, "scale": (1,) * 5, "weights": (0, 0, 0, -1, 0), "bias": 0.0, "threshold": -1.5}
