@@ -154,3 +154,14 @@ def test_the_rule_is_an_option_of_the_combination() -> None:
     assert CombineParams.from_dict({"reject_lookalikes": False}).reject_lookalikes is False
     with pytest.raises(ConfigError, match="reject_lookalike"):
         CombineParams.from_dict({"reject_lookalike": False})
+
+
+def test_shipped_model_drops_lookalikes_that_outnumber_the_cells() -> None:
+    # four faint blurred blobs and three sharp somata: the previous classifier (medians over every
+    # cell, commit 5ec7de2) kept all seven; the shipped one compares with the clearly visible half
+    from astro3s.postprocess.lookalike import remove_lookalikes
+
+    image, soma, _ = _crowded_fov()
+    kept = remove_lookalikes(_cells_of(soma), image)
+    assert kept.counts["lookalikes_removed"] == 4 and kept.n_cells == 3
+    assert (kept.soma[soma > 3] == 0).all() and (kept.soma[(soma > 0) & (soma <= 3)] > 0).all()
