@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEST = ROOT / "astro3s" / "resources" / "lookalike_model.json"
 
 
-def movie_features(folder: Path, model, options, *, reference_quantile: float | None = 0.5
+def movie_features(folder: Path, model, options, *, reference_quantile: float | None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels (1: a true cell) of the cells found in one simulator folder."""
     import tifffile
@@ -92,12 +92,13 @@ def main(argv: list[str] | None = None) -> int:
                              "(default 0.5; a negative value: every cell)")
     args = parser.parse_args(argv)
     quantile = None if args.reference_quantile < 0 else args.reference_quantile
+    cache_key = -1.0 if quantile is None else quantile  # how the feature cache records the quantile
     from astro3s.postprocess.lookalike import CELL_FEATURES, LookalikeModel
 
     if args.features is not None and args.features.is_file():
         cached = np.load(args.features)
         x, y, names = cached["x"], cached["y"], [str(n) for n in cached["names"]]
-        if float(cached.get("reference_quantile", -1.0)) != (-1.0 if quantile is None else quantile):
+        if float(cached.get("reference_quantile", -1.0)) != cache_key:
             print(f"{args.features} holds features for another --reference-quantile; delete it to recompute",
                   file=sys.stderr)
             return 2
@@ -115,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{folder.name}: {len(y_i)} cells, {int(y_i.sum())} true", flush=True)
         x, y = np.concatenate(rows), np.concatenate(labels).astype(np.float64)
         if args.features is not None:
-            np.savez(args.features, x=x, y=y, names=np.array(names),
-                     reference_quantile=-1.0 if quantile is None else quantile)
+            np.savez(args.features, x=x, y=y, names=np.array(names), reference_quantile=cache_key)
     if y.min() == y.max():
         print("need both true and false cells to fit", file=sys.stderr)
         return 2
