@@ -212,6 +212,49 @@ def test_loss_ignores_unannotated_pixels() -> None:
         loss(logits, torch.full((1, 8, 8), 7))
 
 
+def test_soft_skeleton_is_the_centre_line_of_a_bar() -> None:
+    from astro3s.models import soft_skeleton
+
+    bar = torch.zeros(1, 40, 40)
+    bar[0, 18:23, 5:35] = 1  # 5 px wide
+    skeleton = soft_skeleton(bar, iterations=8)
+    rows = (skeleton[0].sum(1) > 0.5).nonzero().flatten().tolist()
+    assert rows == [20]
+    assert (skeleton <= 1).all() and (skeleton >= 0).all()
+
+
+def test_cldice_weighs_a_lost_thin_branch_more_than_dice() -> None:
+    from astro3s.models import cldice_loss
+    from astro3s.models.losses import soft_dice_loss
+
+    target = torch.zeros(1, 64, 64)
+    target[0, 30:35, 0:60] = 1  # a 5-px process ...
+    target[0, 10:30, 20:23] = 1  # ... with a 3-px distal branch (60 px)
+    branch_lost = target.clone()
+    branch_lost[0, 10:30, 20:23] = 0
+    base_lost = target.clone()
+    base_lost[0, 30:35, 0:12] = 0  # the same 60 px taken from the wide base
+    dice = [float(soft_dice_loss(p, target)) for p in (branch_lost, base_lost)]
+    cl = [float(cldice_loss(p, target)) for p in (branch_lost, base_lost)]
+    assert dice[0] == pytest.approx(dice[1])
+    assert cl[0] > cl[1] + 0.03
+    assert float(cldice_loss(target, target)) == pytest.approx(0.0, abs=1e-6)
+    assert float(cldice_loss(torch.zeros_like(target), target)) > 0.9
+
+
+def test_cldice_term_joins_the_loss_only_when_weighted() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 32, 32, requires_grad=True)
+    target = torch.randint(0, 3, (2, 32, 32))
+    target[:, :4] = 255
+    plain = AstraLoss().terms(logits, target)
+    assert "cldice_processes" not in plain
+    terms = AstraLoss(cldice_processes_weight=0.5).terms(logits, target)
+    torch.testing.assert_close(terms["loss"], plain["loss"] + 0.5 * terms["cldice_processes"])
+    terms["loss"].backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
 def test_overfit_one_batch_to_high_dice() -> None:
     torch.manual_seed(0)
     image, target = blob_crops(4, size=64)

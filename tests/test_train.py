@@ -157,6 +157,22 @@ def test_d1_standin_and_experiment_configs_compose(tmp_path: Path, data_dir: Pat
     assert cfg.model.net._target_ == "astro3s.models.UNet" and cfg.data.n_fovs == 4
 
 
+def test_cldice_experiment_adds_the_term_to_the_default_model_recipe(tmp_path: Path, data_dir: Path) -> None:
+    from hydra.utils import instantiate
+
+    cfg = _compose(["experiment=default_model_cldice", "model.init_weights=null"], tmp_path, data_dir)
+    assert cfg.trainer.max_epochs == 6 and cfg.model.optimizer.lr == 3.0e-4  # default_model_finetune's
+    assert list(cfg.data.augment.scale_range) == [0.5, 2.0]
+    module = instantiate(cfg.model)
+    assert module.loss.cldice_weight == 0.5 and module.loss.cldice_iterations == 6
+    logits = torch.randn(2, 3, 32, 32)
+    target = torch.randint(0, 3, (2, 32, 32))
+    assert "cldice_processes" in module.loss.terms(logits, target)
+    control = instantiate(_compose(["experiment=default_model_cldice", "model.init_weights=null",
+                                    "model.cldice_processes_weight=0"], tmp_path, data_dir).model)
+    assert "cldice_processes" not in control.loss.terms(logits, target)
+
+
 def test_freeze_then_finetune_freezes_then_scales_the_learning_rate() -> None:
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader

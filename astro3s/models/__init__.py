@@ -34,6 +34,8 @@ _LAZY: dict[str, str] = {
     "build_network_from_config": "astro3s.models.registry",
     "AstraLoss": "astro3s.models.losses",
     "soft_dice_loss": "astro3s.models.losses",
+    "cldice_loss": "astro3s.models.losses",
+    "soft_skeleton": "astro3s.models.losses",
     "softmax_binary_cross_entropy": "astro3s.models.losses",
     "SegmentationModule": "astro3s.models.module",
     "load_model": "astro3s.models.checkpoint",

@@ -1,4 +1,4 @@
-"""ASTRA's training loss: ``0.5·BCE + Dice(soma) + Dice(processes)``.
+"""ASTRA's training loss: ``0.5·BCE + Dice(soma) + Dice(processes)``, and an optional clDice term.
 
 What ASTRA does (``train_mod.calc_loss``): its network ends in a softmax over
 the three channels; the loss is ``torch.nn.BCELoss`` between those softmax
@@ -14,6 +14,16 @@ classes, which equals ``BCELoss(softmax(z), one_hot)`` without its clamp at
 ``log 0 = −100``. Targets are ``(B, H, W)`` int64 labels in
 :data:`~astro3s.models.CLASS_NAMES` order; pixels equal to ``ignore_index``
 count in no term.
+
+A topology-aware term for the thin processes can be added (weight 0 by
+default, so ASTRA's loss is unchanged): clDice (Shit et al., "clDice - a Novel
+Topology-Preserving Loss Function for Tubular Structure Segmentation", CVPR
+2021). A soft skeleton of the prediction and of the target is computed by
+iterated min/max pooling; *topology precision* is the fraction of the
+predicted skeleton inside the target, *topology sensitivity* the fraction of
+the target's skeleton inside the prediction, and the loss is one minus their
+harmonic mean. Unlike Dice, whose sum is dominated by the wide process bases
+near the soma, it weighs a thin distal branch by its length.
 """
 
 from __future__ import annotations
@@ -113,8 +123,90 @@ def soft_dice_loss(
     return (1.0 - (2.0 * intersection + smooth) / (total + smooth)).mean()
 
 
+def soft_skeleton(probabilities: torch.Tensor, *, iterations: int = 6) -> torch.Tensor:
+    """Soft morphological skeleton of a probability map (clDice's ``soft-skeletonize``).
+
+    ``skeleton = relu(p - open(p))`` accumulated over ``iterations`` soft
+    erosions, where erosion is a 3x3 cross-shaped min pool and opening its
+    erosion followed by a 3x3 max pool; a binary map gives its morphological
+    skeleton up to ``iterations`` px from the border of a shape.
+
+    Parameters
+    ----------
+    probabilities : Tensor
+        ``(B, H, W)`` values in [0, 1].
+    iterations : int
+        Erosions; at least the half-width, in px, of the widest structure
+        whose centre line should appear.
+
+    Returns
+    -------
+    Tensor
+        ``(B, H, W)`` in [0, 1], differentiable.
+    """
+    def erode(x: torch.Tensor) -> torch.Tensor:
+        # a cross (4-neighbour) erosion: min over a 3x1 and a 1x3 window
+        rows = -F.max_pool2d(-x, (3, 1), stride=1, padding=(1, 0))
+        cols = -F.max_pool2d(-x, (1, 3), stride=1, padding=(0, 1))
+        return torch.minimum(rows, cols)
+
+    def dilate(x: torch.Tensor) -> torch.Tensor:
+        # the 3x3 square, as two 1-D passes (CPU pooling is ~2x faster so)
+        rows = F.max_pool2d(x, (3, 1), stride=1, padding=(1, 0))
+        return F.max_pool2d(rows, (1, 3), stride=1, padding=(0, 1))
+
+    image = probabilities.unsqueeze(1)
+    eroded = erode(image)
+    skeleton = F.relu(image - dilate(eroded))  # the opening of step k is the dilation of step k+1's image
+    for _ in range(iterations):  # a loop over erosion steps (a handful), not pixels
+        image, eroded = eroded, erode(eroded)
+        delta = F.relu(image - dilate(eroded))
+        skeleton = skeleton + F.relu(delta - skeleton * delta)
+    return skeleton.squeeze(1)
+
+
+def cldice_loss(
+    probabilities: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    valid: torch.Tensor | None = None,
+    iterations: int = 6,
+    smooth: float = 1.0,
+) -> torch.Tensor:
+    """clDice loss of one class (Shit et al. 2021), per sample, averaged over the batch.
+
+    Parameters
+    ----------
+    probabilities, target : Tensor
+        ``(B, H, W)`` predicted probability and binary target of the class.
+    valid : Tensor or None
+        ``(B, H, W)`` 0/1 weights; pixels with 0 are left out.
+    iterations : int
+        Erosions of :func:`soft_skeleton`.
+    smooth : float
+        Added to each ratio's numerator and denominator, so that a sample with
+        no structure in either map scores 1.
+
+    Returns
+    -------
+    Tensor
+        Scalar ``mean_b [1 − 2 Tprec Tsens / (Tprec + Tsens)]`` with
+        ``Tprec = (Σ S(p) y + s) / (Σ S(p) + s)``, ``Tsens = (Σ S(y) p + s) / (Σ S(y) + s)``.
+    """
+    if valid is not None:
+        probabilities = probabilities * valid
+        target = target * valid
+    skel_pred = soft_skeleton(probabilities, iterations=iterations)
+    skel_true = soft_skeleton(target, iterations=iterations)
+    dims = tuple(range(1, probabilities.ndim))
+    precision = ((skel_pred * target).sum(dims) + smooth) / (skel_pred.sum(dims) + smooth)
+    sensitivity = ((skel_true * probabilities).sum(dims) + smooth) / (skel_true.sum(dims) + smooth)
+    return (1.0 - 2.0 * precision * sensitivity / (precision + sensitivity)).mean()
+
+
 class AstraLoss(nn.Module):
-    """``bce_weight·BCE + w_p·Dice(processes) + w_s·Dice(soma) [+ w_b·Dice(background)]``.
+    """``bce_weight·BCE + w_p·Dice(processes) + w_s·Dice(soma) [+ w_b·Dice(background)]
+    [+ w_c·clDice(processes)]``.
 
     Parameters
     ----------
@@ -126,6 +218,10 @@ class AstraLoss(nn.Module):
         Weight of a background Dice term (ASTRA: 0, i.e. none).
     smooth : float
         Dice smoothing (ASTRA: 0.5).
+    cldice_processes_weight : float
+        Weight of :func:`cldice_loss` on the processes channel (ASTRA: 0, i.e. none).
+    cldice_iterations : int
+        Erosions of its soft skeleton (half the width, in px, of the widest processes).
     ignore_index : int or None
         Target label of unannotated pixels (255).
 
@@ -143,6 +239,8 @@ class AstraLoss(nn.Module):
         dice_soma_weight: float = 1.0,
         dice_background_weight: float = 0.0,
         smooth: float = 0.5,
+        cldice_processes_weight: float = 0.0,
+        cldice_iterations: int = 6,
         ignore_index: int | None = IGNORE_INDEX,
     ) -> None:
         super().__init__()
@@ -153,12 +251,15 @@ class AstraLoss(nn.Module):
             "background": float(dice_background_weight),
         }
         self.smooth = float(smooth)
+        self.cldice_weight = float(cldice_processes_weight)
+        self.cldice_iterations = int(cldice_iterations)
         self.ignore_index = ignore_index
 
     def terms(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Loss terms: ``{"loss", "bce", "dice_processes", "dice_soma", "dice_background"}``.
+        """Loss terms: ``{"loss", "bce", "dice_processes", "dice_soma", "dice_background"}``, and
+        ``"cldice_processes"`` when its weight is not 0.
 
-        ``loss`` is the weighted sum; terms with weight 0 are still reported.
+        ``loss`` is the weighted sum; Dice terms with weight 0 are still reported.
         """
         if logits.ndim != 4 or logits.shape[1] != NUM_CLASSES:
             raise ValueError(f"logits must be (B, {NUM_CLASSES}, H, W), got {tuple(logits.shape)}")
@@ -178,6 +279,10 @@ class AstraLoss(nn.Module):
         for name, weight in self.dice_weights.items():
             if weight:
                 total = total + weight * terms[f"dice_{name}"]
+        if self.cldice_weight:  # its soft skeletons cost ~3 pooling passes per erosion: only when asked for
+            terms["cldice_processes"] = cldice_loss(probabilities[:, PROCESSES], one_hot[:, PROCESSES],
+                                                    valid=valid[:, 0], iterations=self.cldice_iterations)
+            total = total + self.cldice_weight * terms["cldice_processes"]
         return {"loss": total, **terms}
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -101,6 +101,9 @@ class SegmentationModule(pl.LightningModule):
         ``"epoch"`` or ``"step"``.
     bce_weight, dice_processes_weight, dice_soma_weight, dice_background_weight, dice_smooth
         Loss weights (see :class:`~astro3s.models.losses.AstraLoss`).
+    cldice_processes_weight, cldice_iterations
+        The optional clDice term on the processes (0: ASTRA's loss; see
+        :func:`~astro3s.models.losses.cldice_loss`).
     ignore_index : int
         Target label of unannotated pixels.
     image_log_every_n_epochs : int
@@ -135,6 +138,8 @@ class SegmentationModule(pl.LightningModule):
         dice_soma_weight: float = 1.0,
         dice_background_weight: float = 0.0,
         dice_smooth: float = 0.5,
+        cldice_processes_weight: float = 0.0,
+        cldice_iterations: int = 6,
         ignore_index: int = IGNORE_INDEX,
         image_log_every_n_epochs: int = 5,
         num_image_panels: int = 4,
@@ -174,6 +179,8 @@ class SegmentationModule(pl.LightningModule):
             dice_soma_weight=dice_soma_weight,
             dice_background_weight=dice_background_weight,
             smooth=dice_smooth,
+            cldice_processes_weight=cldice_processes_weight,
+            cldice_iterations=cldice_iterations,
             ignore_index=ignore_index,
         )
         self.ignore_index = ignore_index
