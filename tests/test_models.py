@@ -253,6 +253,8 @@ def test_cldice_term_joins_the_loss_only_when_weighted() -> None:
     torch.testing.assert_close(terms["loss"], plain["loss"] + 0.5 * terms["cldice_processes"])
     terms["loss"].backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="cldice_iterations"):
+        AstraLoss(cldice_processes_weight=0.5, cldice_iterations=0)
 
 
 def test_overfit_one_batch_to_high_dice() -> None:

@@ -185,7 +185,7 @@ def cldice_loss(
         Erosions of :func:`soft_skeleton`.
     smooth : float
         Added to each ratio's numerator and denominator, so that a sample with
-        no structure in either map scores 1.
+        no structure in either map has loss 0.
 
     Returns
     -------
@@ -253,6 +253,9 @@ class AstraLoss(nn.Module):
         self.smooth = float(smooth)
         self.cldice_weight = float(cldice_processes_weight)
         self.cldice_iterations = int(cldice_iterations)
+        if self.cldice_weight < 0 or (self.cldice_weight and self.cldice_iterations < 1):
+            raise ValueError(f"cldice_processes_weight must be >= 0 (got {cldice_processes_weight}) and "
+                             f"cldice_iterations >= 1 (got {cldice_iterations}); e.g. model.cldice_iterations=6")
         self.ignore_index = ignore_index
 
     def terms(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
