@@ -390,8 +390,10 @@ def test_killed_batch_leaves_no_corrupt_output_and_a_rerun_completes(
                              f"checkpoint={checkpoints['random']}", "device=cpu", "figures=false",
                              "extras=quiet", f"hydra.run.dir={tmp_path / 'run'}"],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    index = out / "index.csv"
-    _wait_for(lambda: index.is_file() and "a_small" in index.read_text(), proc, timeout=240)
+    index, page = out / "index.csv", out / "index.html"
+    # a_small is recorded once both the CSV and the page (written after it) list it; a kill between the two
+    # would hit the page's own write, not b_long (the page's temporary copy is then young and kept by a rerun)
+    _wait_for(lambda: all(f.is_file() and "a_small" in f.read_text() for f in (index, page)), proc, timeout=240)
     proc.send_signal(signal.SIGKILL)  # while b_long runs
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
