@@ -300,6 +300,7 @@ CONFIG_TYPOS = {
     "tiling.tile_overlap=400": ("tiling.tile_overlap=400", "half the tile"),
     "device=tpu": ("device='tpu'", "cpu"),
     "soma_scale=big": ("soma_scale", "'auto' or 'fixed'"),
+    "bin_scales=0": ("bin_scales=0", ">= 1"),
 }
 
 

@@ -153,6 +153,56 @@ def test_upsample_segmentation_keeps_ids_and_smooth_outlines() -> None:
     assert (big.soma[4 * 4 + 1, 4 * 4 + 1] == 1) and (big.soma[9 * 4 + 1, 9 * 4 + 1] == 2)
 
 
+def test_add_missing_cells_adds_only_cells_whose_soma_is_new() -> None:
+    from astro3s.postprocess import CombineParams, add_missing_cells
+    from astro3s.postprocess.combine import _segmentation
+
+    yy, xx = np.mgrid[:40, :40]
+    disc = lambda y, x, r: np.hypot(yy - y, xx - x) <= r  # noqa: E731
+    # primary: one cell at (10, 10) with a process running right along row 10
+    soma = np.where(disc(10, 10, 3), 1, 0)
+    processes = np.where((yy == 10) & (xx > 13) & (xx < 35), 1, 0)
+    primary = _segmentation(soma, processes, 1, CombineParams(), {"cells": 1, "bin_factor": 3})
+    # secondary: the same cell, shifted (touches the primary soma); a new cell at (10, 30) whose soma covers part
+    # of the primary's process, with processes of its own, one of them over the primary's process pixels;
+    # a third cell at (30, 30)
+    soma2 = np.zeros((40, 40), np.int64)
+    soma2[disc(11, 11, 3)] = 1
+    soma2[disc(10, 30, 2)] = 2
+    soma2[disc(30, 30, 2)] = 3
+    processes2 = np.zeros_like(soma2)
+    processes2[(xx == 30) & (yy > 12) & (yy < 20)] = 2
+    processes2[(yy == 10) & (xx > 20) & (xx < 28)] = 2
+    secondary = _segmentation(soma2, processes2, 3, CombineParams(), {"cells": 3})
+
+    merged = add_missing_cells(primary, secondary)
+    assert merged.n_cells == 3 and merged.counts["cells_added"] == 2 and merged.counts["cells"] == 3
+    assert merged.counts["bin_factor"] == 3  # the primary's record
+    assert (merged.soma[disc(10, 10, 3)] == 1).all()  # the primary's cell is untouched
+    assert (merged.soma[disc(10, 30, 2)] == 2).all() and (merged.soma[disc(30, 30, 2)] == 3).all()
+    assert not ((merged.soma > 0) & (merged.processes > 0)).any()
+    # the new soma took its pixels from the primary's process; the new processes only free pixels
+    assert merged.processes[10, 25] == 1 and merged.processes[10, 33] == 1 and merged.processes[15, 30] == 2
+    assert merged.process_area[1] == 7
+    # nothing to add: the primary comes back with its cells
+    same = add_missing_cells(primary, primary)
+    assert same.n_cells == 1 and same.counts["cells_added"] == 0
+    np.testing.assert_array_equal(same.soma, primary.soma)
+    with pytest.raises(ValueError, match="different shapes"):
+        add_missing_cells(primary, _segmentation(soma2[:30], processes2[:30], 3, CombineParams(), {}))
+
+
+def test_bin_scales_must_be_a_whole_number() -> None:
+    from astro3s.errors import ConfigError
+    from astro3s.inference.pipeline import InferenceOptions
+    from astro3s.preprocess import PreprocessParams
+
+    assert InferenceOptions(preprocess=PreprocessParams()).bin_scales == 2
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="bin_scales"):
+            InferenceOptions(preprocess=PreprocessParams(), bin_scales=bad)
+
+
 def test_soma_bin_factor_acts_on_large_somata_only(simulated) -> None:
     from astro3s.inference.segment import soma_bin_factor
     from astro3s.io import read_movie
@@ -189,6 +239,11 @@ def test_large_somata_are_segmented_binned_on_the_movie_pixels(simulated) -> Non
         same, seg, info = segment_movie(pre, model, options)
     assert same is pre and info["bin_factor"] >= 2 and info["rescaled"]
     assert seg.soma.shape == (192, 192) and seg.counts["bin_factor"] == info["bin_factor"]
+    # the factor read off the median image first, then the next finer one (none below 2)
+    coarse = info["bin_factors"][0]
+    assert info["bin_factors"] == list(range(coarse, max(2, coarse - 1) - 1, -1))
+    assert info["bin_factor"] == coarse
+    assert len(info["cells_added"]) == len(info["bin_factors"]) - 1
     assert seg.params.keep_unmatched  # a binned FOV is a few crops wide: the crops decide alone
     import tifffile
 

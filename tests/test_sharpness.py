@@ -56,6 +56,27 @@ def test_remove_blurred_cells_drops_only_the_outlier() -> None:
     assert remove_blurred_cells(few, image, min_cells=3).n_cells == 2
 
 
+def test_remove_blurred_cells_judges_only_the_cells_outside_the_reference() -> None:
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.postprocess.sharpness import remove_blurred_cells
+
+    image, labels = _scene([0.7, 5.0, 0.6, 0.7, 5.0])
+    seg = _segmentation(labels, np.zeros_like(labels), 5, CombineParams(), {"cells": 5})
+    # cells 1-3 are the reference: blurred cell 2 stays (a reference cell is never judged), blurred cell 5 goes,
+    # sharp cell 4 stays; the reference's median is that of its three cells
+    reference = np.array([True, True, True, False, False])
+    kept = remove_blurred_cells(seg, image, max_relative_blur=1.5, min_cells=1, reference=reference)
+    assert kept.n_cells == 4 and kept.counts["blurred_removed"] == 1
+    assert (kept.soma[labels == 5] == 0).all() and (kept.soma[labels == 2] > 0).all()
+    # one reference cell is enough with min_cells=1; fewer reference cells than min_cells: nothing goes
+    one = np.array([True, False, False, False, False])
+    assert remove_blurred_cells(seg, image, min_cells=1, reference=one).counts["blurred_removed"] == 2
+    assert remove_blurred_cells(seg, image, min_cells=2, reference=one).n_cells == 5
+    with pytest.raises(ValueError, match="one flag per cell"):
+        remove_blurred_cells(seg, image, reference=np.ones(3, bool))
+
+
 def test_max_relative_blur_is_checked() -> None:
     from astro3s.errors import ConfigError
     from astro3s.postprocess import CombineParams

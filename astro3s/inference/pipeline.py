@@ -73,6 +73,11 @@ class InferenceOptions:
     nwb : bool
         Also write ``<stem>.nwb`` (:mod:`astro3s.io.nwb`; needs the extra
         ``astro3s[nwb]``, checked here, and the frame rate).
+    bin_scales : int
+        With ``soma_scale="auto"``, how many bin factors a large-soma FOV is
+        segmented at: ``factor`` (the median image's blob scale), then
+        ``factor - 1``, ... (none below 2), each adding the cells the ones
+        before missed (:func:`segment_movie`). 1: ``factor`` alone.
     """
 
     preprocess: Any
@@ -89,6 +94,7 @@ class InferenceOptions:
     key: str | None = None
     fs: float | None = None
     nwb: bool = False
+    bin_scales: int = 2
 
     def __post_init__(self) -> None:
         if self.nwb:
@@ -102,6 +108,8 @@ class InferenceOptions:
             object.__setattr__(self, "key", str(self.key))
         if self.soma_scale not in ("auto", "fixed"):
             raise ConfigError(f"soma_scale must be 'auto' or 'fixed', got {self.soma_scale!r}")
+        if isinstance(self.bin_scales, bool) or not isinstance(self.bin_scales, int) or self.bin_scales < 1:
+            raise ConfigError(f"bin_scales must be a whole number >= 1 (e.g. bin_scales=2), got {self.bin_scales!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1.")
         from astro3s.inference.network import TilingParams
@@ -266,6 +274,43 @@ def reject_lookalikes(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     return remove_lookalikes(seg, pre.median_image)
 
 
+def drop_blurred_additions(seg: Any, n_before: int, pre: Any, options: InferenceOptions) -> tuple[Any, int]:
+    """Cells ``n_before + 1..`` of ``seg`` (added by a finer scale) without those blurrier than the others.
+
+    A cell that only a second, finer scale finds must be in focus as the
+    cells found before it are: its soma edge blur at most
+    ``CombineParams.max_relative_blur`` times their median
+    (:func:`astro3s.postprocess.sharpness.remove_blurred_cells` with them as
+    the reference), on the movie's median image. At the finer scale the
+    network also draws soft out-of-focus blobs (``d2_like`` development
+    movies: blur 1.8-2.9 times the first cells'; the giant somata it added on
+    diagnosed held-out movies: 0.8-1.35).
+
+    Returns
+    -------
+    seg : Segmentation
+    n_added : int
+        Added cells kept.
+    """
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.sharpness import remove_blurred_cells
+
+    max_blur = options.combine.get("max_relative_blur", CombineParams.max_relative_blur)
+    if max_blur is not None and getattr(pre, "median_image", None) is not None and seg.n_cells > n_before:
+        reference = np.arange(seg.n_cells) < n_before
+        before = seg.counts.get("blurred_removed")
+        seg = remove_blurred_cells(seg, pre.median_image, max_relative_blur=float(max_blur), min_cells=1,
+                                   reference=reference)
+        # the first pass's own count stays what it was; this one is counted apart
+        counts = {**seg.counts, "added_blurred_removed": seg.counts["blurred_removed"]}
+        if before is None:
+            counts.pop("blurred_removed")
+        else:
+            counts["blurred_removed"] = before
+        seg = dataclasses.replace(seg, counts=counts)
+    return seg, seg.n_cells - n_before
+
+
 def binned_options(options: InferenceOptions) -> InferenceOptions:
     """The options of a FOV segmented binned: crop somata need no whole-FOV confirmation.
 
@@ -344,7 +389,16 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     :func:`astro3s.inference.segment.soma_bin_factor`) is segmented binned to
     the parameters' scale, crop somata kept without whole-FOV confirmation
     (:func:`binned_options`), and the cells are resampled to its own pixels
-    (:func:`astro3s.postprocess.upsample_segmentation`); then, and otherwise,
+    (:func:`astro3s.postprocess.upsample_segmentation`). It is segmented at
+    ``options.bin_scales`` bin factors (that one first, then the next finer
+    ones, none below 2), each finer one adding only the cells whose soma
+    touches no soma found before (:func:`astro3s.postprocess.add_missing_cells`):
+    the blob scale is read in steps of 1.56x in area and is off by a step
+    either way on the held-out giant movies, and the network keeps or loses
+    a large soma depending on its binned size and on how much of the small
+    binned FOV the cells fill (CLAHE ranks them into flat white there).
+    Chosen on development and diagnosed movies
+    (experiments/results/heldout_ablation.md). Then, and otherwise,
     the soma scale is fitted from a first network pass
     (:func:`astro3s.inference.segment.adapt_soma_scale`); the combination's
     soma-size filters widen to the fitted range whenever the fit gave one
@@ -361,7 +415,9 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     scale_info : dict
         See :func:`astro3s.inference.segment.adapt_soma_scale`; ``bin_factor``
         and ``blob_area`` too with ``soma_scale="auto"``. Areas are in binned
-        pixels when ``bin_factor > 1``.
+        pixels when ``bin_factor > 1``: those of the first factor, which is
+        ``bin_factor``; ``bin_factors`` lists every factor used, and
+        ``cells_added`` how many cells each finer one added.
     """
     from astro3s.inference.segment import (
         adapt_soma_scale,
@@ -370,7 +426,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         segment_preprocessed,
         soma_bin_factor,
     )
-    from astro3s.postprocess import CombineParams, upsample_segmentation
+    from astro3s.postprocess import CombineParams, add_missing_cells, upsample_segmentation
 
     timings = {} if timings is None else timings
     scale_info, fov_probs = fixed_scale_info(pre.params), None
@@ -378,14 +434,28 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         t = time.perf_counter()
         factor, coarse = soma_bin_factor(pre)
         if factor > 1 and pre.corrected is not None:
-            log.info("%s: somata ~%.0f px, %.1fx wider than the parameters': segmenting the FOV binned %dx%d",
-                     name, coarse["blob_area"], coarse["coarse_scale"], factor, factor)
-            small = binned_preprocess(pre, factor)
+            factors = list(range(factor, max(2, factor - options.bin_scales + 1) - 1, -1))
+            log.info("%s: somata ~%.0f px, %.1fx wider than the parameters': segmenting the FOV binned %s",
+                     name, coarse["blob_area"], coarse["coarse_scale"], ", ".join(f"{f}x{f}" for f in factors))
+            seg, added = None, []
             timings["binning_s"] = time.perf_counter() - t
-            _, small_seg, scale_info = segment_movie(small, model, binned_options(options), timings=timings,
-                                                     name=name, allow_binning=False)
-            scale_info.update(coarse, rescaled=True)
-            seg = upsample_segmentation(small_seg, factor, pre.fov_map.shape)
+            for scale_factor in factors:  # the blob scale's first: its cells and processes win
+                t = time.perf_counter()
+                small = binned_preprocess(pre, scale_factor)
+                timings["binning_s"] += time.perf_counter() - t
+                inner: dict[str, float] = {}
+                _, small_seg, info = segment_movie(small, model, binned_options(options), timings=inner,
+                                                   name=name, allow_binning=False)
+                for key, seconds in inner.items():
+                    timings[key] = timings.get(key, 0.0) + seconds
+                found = upsample_segmentation(small_seg, scale_factor, pre.fov_map.shape)
+                if seg is None:
+                    seg, scale_info = found, info
+                else:
+                    seg, n_added = drop_blurred_additions(add_missing_cells(seg, found), seg.n_cells, pre, options)
+                    added.append(n_added)
+            scale_info.update(coarse, rescaled=True, bin_factor=factors[0], bin_factors=factors,
+                              cells_added=added)
             return pre, reject_lookalikes(seg, pre, options), scale_info
         scale_info.update(coarse)
         timings["binning_s"] = time.perf_counter() - t

@@ -15,7 +15,14 @@ Modules: :mod:`~astro3s.postprocess.params` (settings),
 """
 
 from astro3s.postprocess.blend import blend_crops, crop_weight
-from astro3s.postprocess.combine import Segmentation, combine, combine_maps, remove_cells, upsample_segmentation
+from astro3s.postprocess.combine import (
+    Segmentation,
+    add_missing_cells,
+    combine,
+    combine_maps,
+    remove_cells,
+    upsample_segmentation,
+)
 from astro3s.postprocess.params import BLENDS, SPLITS, CombineParams
 from astro3s.postprocess.rules import (class_masks, component_areas, merge_somata, remove_orphan_processes,
                                        small_somata_to_processes, soma_area_filter)
@@ -27,6 +34,7 @@ __all__ = [
     "SPLITS",
     "CombineParams",
     "Segmentation",
+    "add_missing_cells",
     "blend_crops",
     "class_masks",
     "combine",

@@ -51,7 +51,7 @@ from astro3s.postprocess.rules import (class_masks, component_areas, merge_somat
                                        small_somata_to_processes, soma_area_filter)
 from astro3s.postprocess.split import label_somata, soma_centroids, split_disc, split_watershed
 
-__all__ = ["Segmentation", "combine", "combine_maps", "remove_cells", "upsample_segmentation"]
+__all__ = ["Segmentation", "add_missing_cells", "combine", "combine_maps", "remove_cells", "upsample_segmentation"]
 
 _MAX_ID = np.iinfo(np.uint16).max
 
@@ -345,3 +345,43 @@ def upsample_segmentation(seg: Segmentation, factor: int, shape: tuple[int, int]
     processes = np.where(labels > n, labels - n, 0)
     counts = {**seg.counts, "bin_factor": k}
     return _segmentation(soma, processes, n, seg.params, counts)
+
+
+def add_missing_cells(primary: Segmentation, secondary: Segmentation) -> Segmentation:
+    """``primary`` with the cells of ``secondary`` whose soma touches no soma of ``primary``.
+
+    Two segmentations of one FOV (e.g. made at two scales) rarely miss the
+    same cells: a cell of ``secondary`` is added when none of its soma pixels
+    is a soma pixel of ``primary``; its soma takes its pixels (a soma is
+    never a neighbour's process), its processes only the pixels no cell holds.
+    Cells of ``primary`` keep their ids; added cells follow, in ``secondary``'s
+    order.
+
+    Parameters
+    ----------
+    primary, secondary : Segmentation
+        Label images of the same shape ``(H, W)``.
+
+    Returns
+    -------
+    Segmentation
+        ``primary``'s parameters; ``counts["cells_added"]`` says how many came from ``secondary``.
+    """
+    if primary.soma.shape != secondary.soma.shape:
+        raise ValueError(f"segmentations of different shapes: {primary.soma.shape} and {secondary.soma.shape}")
+    n, m = primary.n_cells, secondary.n_cells
+    touching = np.bincount(secondary.soma[primary.soma > 0].ravel(), minlength=m + 1)[1:m + 1] > 0
+    added = ~touching & (secondary.soma_area > 0)
+    new_id = np.zeros(m + 1, np.int64)
+    new_id[1:][added] = np.arange(n + 1, n + 1 + int(added.sum()))
+    soma = primary.soma.astype(np.int64)
+    processes = primary.processes.astype(np.int64)
+    new_soma = new_id[secondary.soma]
+    soma = np.where(new_soma > 0, new_soma, soma)
+    processes[new_soma > 0] = 0
+    new_processes = new_id[secondary.processes]
+    processes = np.where((new_processes > 0) & (soma == 0) & (processes == 0), new_processes, processes)
+    counts = {**primary.counts, "cells_added": int(added.sum())}
+    n_cells = n + int(added.sum())
+    counts["cells"] = n_cells
+    return _segmentation(soma, processes, n_cells, primary.params, counts)

@@ -82,7 +82,7 @@ def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
 
 
 def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: float = 1.5,
-                         min_cells: int = 3) -> Any:
+                         min_cells: int = 3, reference: np.ndarray | None = None) -> Any:
     """Drop the cells whose soma is much more blurred than the FOV's typical soma.
 
     Every cell of a FOV is seen through the same optics, so an in-focus soma's
@@ -99,7 +99,12 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
     max_relative_blur : float
         Ratio to the median blur above which a cell goes.
     min_cells : int
-        With fewer cells nothing is removed (no reliable median).
+        With fewer cells (reference cells, when given) nothing is removed (no
+        reliable median).
+    reference : ndarray of bool, shape (n_cells,), optional
+        The cells whose median blur is the reference; they are kept whatever
+        their blur, and only the others can go (e.g. cells added by a second
+        pass, judged against those the first found). None: every cell.
 
     Returns
     -------
@@ -109,10 +114,15 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
     """
     from astro3s.postprocess.combine import remove_cells
 
+    judged = np.ones(seg.n_cells, bool) if reference is None else np.asarray(reference, bool)
+    if judged.shape != (seg.n_cells,):
+        raise ValueError(f"reference must hold one flag per cell ({seg.n_cells}), got shape {judged.shape}")
     drop = np.zeros(seg.n_cells, bool)
-    if seg.n_cells >= int(min_cells):
+    if judged.sum() >= int(min_cells):
         blur = soma_edge_blur(image, seg.soma)
         finite = np.isfinite(blur)
-        if finite.any():
-            drop = finite & (blur > float(max_relative_blur) * float(np.median(blur[finite])))
+        if (finite & judged).any():
+            drop = finite & (blur > float(max_relative_blur) * float(np.median(blur[finite & judged])))
+            if reference is not None:
+                drop &= ~judged
     return remove_cells(seg, drop, count_key="blurred_removed")
