@@ -359,8 +359,9 @@ def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Pat
     monkeypatch.setattr(segment, "predict_fov", predict)
     same, seg, info = segment_movie(pre, model, options)
     assert same is pre and not info["rescaled"] and tuple(same.params.soma_area_range) == (89.0, 345.0)
-    assert info["estimated"] == [128.0, 512.0] and info["size_filter_range"] == [89.0, 512.0]
-    assert tuple(seg.params.soma_area_range) == (89.0, 512.0)
+    # (the lower end loosened by SMALL_SOMA_SLACK for a FOV at its own scale: crowded FOVs' smallest somata)
+    assert info["estimated"] == [128.0, 512.0] and info["size_filter_range"] == pytest.approx([0.8 * 89.0, 512.0])
+    assert tuple(seg.params.soma_area_range) == pytest.approx((0.8 * 89.0, 512.0))
     assert seg.params.area_factors[1] * seg.params.soma_area_range[1] > 440 > 1.15 * 345
     # smaller somata widen the lower end only; a range the user set wins; no estimate: the parameters'
     record = {"estimated": [40.0, 160.0]}
@@ -376,6 +377,13 @@ def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Pat
     # the filters still accept what the configured range accepts (a mixed FOV's smaller somata)
     record = {"estimated": [171.5, 686.0], "configured": [89.0, 345.0]}
     assert size_filter_overrides({}, record, (171.5, 686.0))["soma_area_range"] == (89.0, 686.0)
+    # low_slack loosens the lower end of a fitted range only, never a user's range or the parameters' alone
+    assert size_filter_overrides({}, record, (171.5, 686.0), low_slack=0.5)["soma_area_range"] == (44.5, 686.0)
+    assert size_filter_overrides({}, {"estimated": None}, (89, 345), low_slack=0.5)["soma_area_range"] == (89.0, 345.0)
+    assert size_filter_overrides({"soma_area_range": (50, 60)}, {"estimated": [40.0, 160.0]}, (89, 345),
+                                 low_slack=0.5)["soma_area_range"] == (50, 60)
+    with pytest.raises(ValueError, match="low_slack"):
+        size_filter_overrides({}, record, (89, 345), low_slack=0)
 
 
 def test_lookalike_rule_runs_once_on_the_movie_pixels_and_can_be_switched_off(

@@ -331,8 +331,13 @@ def binned_options(options: InferenceOptions) -> InferenceOptions:
                                                  "reject_lookalikes": False})
 
 
+# lower end of the soma-size filters of a FOV segmented at its own scale, x the fitted range's
+# (:func:`size_filter_overrides`; chosen 2026-12-04, experiments/results/heldout_ablation.md)
+SMALL_SOMA_SLACK = 0.8
+
+
 def size_filter_overrides(combine: dict[str, Any], scale_info: dict[str, Any],
-                          soma_area_range: tuple[float, float]) -> dict[str, Any]:
+                          soma_area_range: tuple[float, float], *, low_slack: float = 1.0) -> dict[str, Any]:
     """The combination's overrides, with soma-size filters widened to the movie's fitted scale.
 
     :func:`astro3s.inference.segment.adapt_soma_scale` keeps the parameters'
@@ -350,6 +355,13 @@ def size_filter_overrides(combine: dict[str, Any], scale_info: dict[str, Any],
     the others unchanged (experiments/results/heldout_ablation.md). A
     ``soma_area_range`` the user set in ``combine`` wins.
 
+    With ``low_slack < 1`` and a fitted range, the lower end is that union's
+    times ``low_slack``: the fit is an area-weighted median ``m`` and the range
+    starts at ``m / 2``, but crowded FOVs hold somata over a 5x range of areas,
+    and the smallest, which both network passes find (~40 px where
+    ``m / 2`` is 45-55 px), fell under the filter (:func:`segment_movie`
+    passes 0.8 for FOVs at their own scale; see there).
+
     Parameters
     ----------
     combine : dict
@@ -360,12 +372,16 @@ def size_filter_overrides(combine: dict[str, Any], scale_info: dict[str, Any],
     soma_area_range : (float, float)
         The pre-processing's range (the parameters', or the fitted one when
         the candidates were re-selected).
+    low_slack : float
+        Factor (0, 1] on the lower end when ``scale_info["estimated"]`` is set.
 
     Returns
     -------
     dict
         ``combine`` with ``soma_area_range`` set.
     """
+    if not 0 < float(low_slack) <= 1:
+        raise ValueError(f"low_slack must be in (0, 1], got {low_slack}")
     overrides = dict(combine)
     lo, hi = (float(a) for a in soma_area_range)
     estimated = scale_info.get("estimated")
@@ -375,6 +391,8 @@ def size_filter_overrides(combine: dict[str, Any], scale_info: dict[str, Any],
         for other in (estimated, scale_info.get("configured")):
             if other is not None:
                 lo, hi = min(lo, float(other[0])), max(hi, float(other[1]))
+        if estimated is not None:
+            lo *= float(low_slack)
         overrides["soma_area_range"] = (lo, hi)
     scale_info["size_filter_range"] = [float(a) for a in overrides["soma_area_range"]]
     return overrides
@@ -402,7 +420,9 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     the soma scale is fitted from a first network pass
     (:func:`astro3s.inference.segment.adapt_soma_scale`); the combination's
     soma-size filters widen to the fitted range whenever the fit gave one
-    (:func:`size_filter_overrides`); last, look-alikes are removed on the
+    (:func:`size_filter_overrides`; on a FOV at its own scale, not a binned
+    one, their lower end goes ``SMALL_SOMA_SLACK`` times lower: crowded FOVs'
+    smallest somata); last, look-alikes are removed on the
     movie's pixels (:func:`reject_lookalikes`).
 
     Returns
@@ -470,7 +490,10 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         if scale_info["rescaled"]:
             log.info("%s: soma scale fitted to the movie: areas %s px (configured %s)", name,
                      scale_info["used"], scale_info["configured"])
-    overrides = size_filter_overrides(options.combine, scale_info, pre.params.soma_area_range)
+    # the lower end loosened for FOVs at their own scale, not binned ones (held-out dense FOVs,
+    # diagnosed: detection F1 0.90 -> 0.95; binned giant and d2_like FOVs lost precision 0.83 -> 0.76)
+    overrides = size_filter_overrides(options.combine, scale_info, pre.params.soma_area_range,
+                                      low_slack=SMALL_SOMA_SLACK if allow_binning else 1.0)
     combine_params = CombineParams.from_preprocess(pre.params, **overrides)
     # the whole-FOV pass of the scale fit is reused when the candidates did not change
     seg = segment_preprocessed(pre, model, combine=combine_params, normalize=options.normalize,
