@@ -441,7 +441,7 @@ def report(rows: list[dict]) -> str:
             seconds = a["timings_s"].get(f"{stage}_s")
             peak = a["peak_rss_gb"].get(stage)
             cells.append(f"{_fmt(seconds, ' s', 2)} / {_fmt(peak, '', 2)}")
-        lines.append(f"| {r['name']} ({a['n_cells']} cells) | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['name']} ({a['n_cells']} cells found) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
