@@ -301,6 +301,7 @@ CONFIG_TYPOS = {
     "device=tpu": ("device='tpu'", "cpu"),
     "soma_scale=big": ("soma_scale", "'auto' or 'fixed'"),
     "bin_scales=0": ("bin_scales=0", ">= 1"),
+    "binned_processes=thin": ("binned_processes", "'grown' or 'network'"),
 }
 
 

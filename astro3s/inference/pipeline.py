@@ -78,6 +78,10 @@ class InferenceOptions:
         segmented at: ``factor`` (the median image's blob scale), then
         ``factor - 1``, ... (none below 2), each adding the cells the ones
         before missed (:func:`segment_movie`). 1: ``factor`` alone.
+    binned_processes : {"grown", "network"}
+        Processes of a binned FOV's cells: grown from their somata over the
+        movie's median image (:func:`astro3s.postprocess.grow_processes`), or
+        the network's, drawn on the binned grid and resampled.
     """
 
     preprocess: Any
@@ -95,6 +99,7 @@ class InferenceOptions:
     fs: float | None = None
     nwb: bool = False
     bin_scales: int = 2
+    binned_processes: str = "grown"
 
     def __post_init__(self) -> None:
         if self.nwb:
@@ -110,6 +115,8 @@ class InferenceOptions:
             raise ConfigError(f"soma_scale must be 'auto' or 'fixed', got {self.soma_scale!r}")
         if isinstance(self.bin_scales, bool) or not isinstance(self.bin_scales, int) or self.bin_scales < 1:
             raise ConfigError(f"bin_scales must be a whole number >= 1 (e.g. bin_scales=2), got {self.bin_scales!r}")
+        if self.binned_processes not in ("grown", "network"):
+            raise ConfigError(f"binned_processes must be 'grown' or 'network', got {self.binned_processes!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1.")
         from astro3s.inference.network import TilingParams
@@ -416,7 +423,11 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     a large soma depending on its binned size and on how much of the small
     binned FOV the cells fill (CLAHE ranks them into flat white there).
     Chosen on development and diagnosed movies
-    (experiments/results/heldout_ablation.md). Then, and otherwise,
+    (experiments/results/heldout_ablation.md). The network draws few of the
+    long branches on the binned grid, so with ``options.binned_processes``
+    ``"grown"`` the cells' processes are grown from their somata over the
+    movie's median image instead, after the look-alike rule
+    (:func:`astro3s.postprocess.grow.grow_processes`). Then, and otherwise,
     the soma scale is fitted from a first network pass
     (:func:`astro3s.inference.segment.adapt_soma_scale`); the combination's
     soma-size filters widen to the fitted range whenever the fit gave one
@@ -476,7 +487,12 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
                     added.append(n_added)
             scale_info.update(coarse, rescaled=True, bin_factor=factors[0], bin_factors=factors,
                               cells_added=added)
-            return pre, reject_lookalikes(seg, pre, options), scale_info
+            seg = reject_lookalikes(seg, pre, options)
+            if options.binned_processes == "grown" and getattr(pre, "median_image", None) is not None:
+                from astro3s.postprocess.grow import with_grown_processes
+
+                seg = with_grown_processes(seg, pre.median_image)
+            return pre, seg, scale_info
         scale_info.update(coarse)
         timings["binning_s"] = time.perf_counter() - t
     if options.soma_scale == "auto":

@@ -15,6 +15,7 @@ Modules: :mod:`~astro3s.postprocess.params` (settings),
 """
 
 from astro3s.postprocess.blend import blend_crops, crop_weight
+from astro3s.postprocess.grow import grow_processes, with_grown_processes
 from astro3s.postprocess.combine import (
     Segmentation,
     add_missing_cells,
@@ -41,6 +42,7 @@ __all__ = [
     "combine_maps",
     "component_areas",
     "crop_weight",
+    "grow_processes",
     "keep_connected_to_soma",
     "label_somata",
     "merge_somata",
@@ -52,4 +54,5 @@ __all__ = [
     "split_disc",
     "split_watershed",
     "upsample_segmentation",
+    "with_grown_processes",
 ]

@@ -1,0 +1,64 @@
+"""Processes grown from the somata over the median image (binned FOVs' processes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _scene() -> tuple[np.ndarray, np.ndarray]:
+    # two somata on a dark background: cell 1 with a bright branch running right from it, then a
+    # gap, then a bright stretch that is not connected; cell 2 as bright as the background (grows none)
+    yy, xx = np.mgrid[:60, :100]
+    image = np.full((60, 100), 1.0, np.float32)
+    soma = np.zeros((60, 100), np.int32)
+    soma[np.hypot(yy - 30, xx - 15) <= 5] = 1
+    image[soma == 1] = 10.0
+    image[28:33, 20:60] = 6.0   # branch of cell 1 (5 px wide, 40 px long)
+    image[28:33, 70:80] = 6.0   # a bright stretch beyond a gap
+    soma[np.hypot(yy - 10, xx - 85) <= 3] = 2
+    return image, soma
+
+
+def test_processes_grow_along_the_bright_branch_and_stop_at_gaps_and_reach() -> None:
+    from astro3s.postprocess import grow_processes
+
+    image, soma = _scene()
+    processes = grow_processes(soma, image, level=0.2, reach=8.0, smooth=0.5)
+    assert processes.dtype == np.int32 and processes.shape == soma.shape
+    assert not ((processes > 0) & (soma > 0)).any()
+    branch = np.zeros_like(soma, bool)
+    branch[29:32, 22:50] = True
+    assert (processes[branch] == 1).all()                  # the branch's core is cell 1's
+    # (its last pixels lie nearer to cell 2's soma, whose threshold and reach they take: not grown)
+    assert (processes[:, 66:] == 0).all()                  # the stretch beyond the gap is not reached
+    assert (processes[np.hypot(*np.mgrid[:60, :100] - np.array([10, 85])[:, None, None]) < 12] == 0).all()
+    assert (processes == 2).sum() == 0                      # cell 2, no brighter than bg: none
+    # a shorter reach stops the branch: 3 soma radii of a 5-px soma reach ~15 px from it
+    short = grow_processes(soma, image, level=0.2, reach=3.0, smooth=0.5)
+    assert (short[:, 40:] == 0).all() and (short == 1).sum() < (processes == 1).sum()
+    # a higher level keeps only what is brighter than bg + level (soma - bg): the branch (6) is below 0.7
+    assert (grow_processes(soma, image, level=0.7, reach=8.0, smooth=0.5) == 0).all()
+
+
+def test_no_somata_no_processes_and_segmentation_wrapper() -> None:
+    from astro3s.postprocess import CombineParams, grow_processes, with_grown_processes
+    from astro3s.postprocess.combine import _segmentation
+
+    image, soma = _scene()
+    assert (grow_processes(np.zeros_like(soma), image) == 0).all()
+    seg = _segmentation(soma, np.zeros_like(soma), 2, CombineParams(), {"cells": 2, "bin_factor": 3})
+    grown = with_grown_processes(seg, image, reach=8.0, smooth=0.5)
+    assert grown.n_cells == 2 and grown.counts == seg.counts
+    np.testing.assert_array_equal(grown.soma, seg.soma)
+    assert grown.process_area[0] > 150 and grown.process_area[1] == 0
+
+
+def test_binned_processes_option_is_checked() -> None:
+    from astro3s.errors import ConfigError
+    from astro3s.inference.pipeline import InferenceOptions
+    from astro3s.preprocess import PreprocessParams
+
+    assert InferenceOptions(preprocess=PreprocessParams()).binned_processes == "grown"
+    with pytest.raises(ConfigError, match="binned_processes"):
+        InferenceOptions(preprocess=PreprocessParams(), binned_processes="thin")
