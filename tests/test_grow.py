@@ -1,4 +1,4 @@
-"""Processes grown from the somata over the median image (binned FOVs' processes)."""
+"""Somata refined and processes grown over the median image (binned FOVs' cells)."""
 
 from __future__ import annotations
 
@@ -62,3 +62,61 @@ def test_binned_processes_option_is_checked() -> None:
     assert InferenceOptions(preprocess=PreprocessParams()).binned_processes == "grown"
     with pytest.raises(ConfigError, match="binned_processes"):
         InferenceOptions(preprocess=PreprocessParams(), binned_processes="thin")
+
+
+def _disc_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # a bright 12-px disc soma (drawn by the network too small: an 8-px disc off its centre), a dimmer
+    # branch (process level) leaving it to the right, and a second bright blob 10 px beyond its edge
+    yy, xx = np.mgrid[:80, :80]
+    image = np.full((80, 80), 1.0, np.float32)
+    true_soma = np.hypot(yy - 40, xx - 30) <= 12
+    image[true_soma] = 10.0
+    image[38:43, 42:70] = 4.0
+    image[np.hypot(yy - 40, xx - 60) <= 4] = 10.0
+    soma = np.zeros((80, 80), np.int32)
+    soma[np.hypot(yy - 38, xx - 28) <= 8] = 1
+    return image, soma, true_soma
+
+
+def test_refined_soma_fills_its_bright_plateau_and_nothing_else() -> None:
+    from astro3s.postprocess import refine_somata
+
+    image, soma, true_soma = _disc_scene()
+    refined = refine_somata(soma, image, smooth=0.5)
+    assert refined.dtype == np.int32 and refined.shape == soma.shape
+    assert (refined[soma > 0] == 1).all()                              # it only grows
+    iou = ((refined > 0) & true_soma).sum() / ((refined > 0) | true_soma).sum()
+    before = ((soma > 0) & true_soma).sum() / ((soma > 0) | true_soma).sum()
+    assert before < 0.5 < 0.8 < iou                                    # a missed match becomes a good one
+    assert (refined[:, 45:] == 0).all()                                 # neither the branch nor the far blob
+    # reach bounds it: at 0.2 soma radii (~2 px) the 8-px disc cannot fill the 12-px one
+    assert (refine_somata(soma, image, reach=0.2, smooth=0.5) > 0).sum() < 0.75 * true_soma.sum()
+    # a level above the plateau adds nothing
+    np.testing.assert_array_equal(refine_somata(soma, image, level=1.5, smooth=0.5), soma)
+    assert (refine_somata(np.zeros_like(soma), image) == 0).all()
+
+
+def test_refined_segmentation_keeps_ids_and_hands_soma_pixels_over() -> None:
+    from astro3s.postprocess import CombineParams, with_refined_somata
+    from astro3s.postprocess.combine import _segmentation
+
+    image, soma, true_soma = _disc_scene()
+    processes = np.zeros_like(soma)
+    processes[true_soma & (soma == 0)] = 1                              # the network called the rim processes
+    processes[38:43, 42:60] = 1
+    seg = _segmentation(soma, processes, 1, CombineParams(), {"cells": 1})
+    refined = with_refined_somata(seg, image, smooth=0.5)
+    assert refined.n_cells == 1 and refined.counts == seg.counts
+    assert not ((refined.soma > 0) & (refined.processes > 0)).any()
+    assert refined.soma_area[0] > 1.5 * seg.soma_area[0]
+    assert (refined.processes[38:43, 50:60] == 1).all()                 # the branch stays a process
+
+
+def test_binned_somata_option_is_checked() -> None:
+    from astro3s.errors import ConfigError
+    from astro3s.inference.pipeline import InferenceOptions
+    from astro3s.preprocess import PreprocessParams
+
+    assert InferenceOptions(preprocess=PreprocessParams()).binned_somata == "refined"
+    with pytest.raises(ConfigError, match="binned_somata"):
+        InferenceOptions(preprocess=PreprocessParams(), binned_somata="blob")

@@ -82,6 +82,11 @@ class InferenceOptions:
         Processes of a binned FOV's cells: grown from their somata over the
         movie's median image (:func:`astro3s.postprocess.grow_processes`), or
         the network's, drawn on the binned grid and resampled.
+    binned_somata : {"refined", "network"}
+        Somata of a binned FOV's cells: the network's, resampled and then
+        extended over their bright plateau in the movie's median image
+        (:func:`astro3s.postprocess.refine_somata`; their outlines are off by
+        up to the bin side otherwise), or the network's as resampled.
     """
 
     preprocess: Any
@@ -100,6 +105,7 @@ class InferenceOptions:
     nwb: bool = False
     bin_scales: int = 2
     binned_processes: str = "grown"
+    binned_somata: str = "refined"
 
     def __post_init__(self) -> None:
         if self.nwb:
@@ -117,6 +123,8 @@ class InferenceOptions:
             raise ConfigError(f"bin_scales must be a whole number >= 1 (e.g. bin_scales=2), got {self.bin_scales!r}")
         if self.binned_processes not in ("grown", "network"):
             raise ConfigError(f"binned_processes must be 'grown' or 'network', got {self.binned_processes!r}")
+        if self.binned_somata not in ("refined", "network"):
+            raise ConfigError(f"binned_somata must be 'refined' or 'network', got {self.binned_somata!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1.")
         from astro3s.inference.network import TilingParams
@@ -424,10 +432,13 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     binned FOV the cells fill (CLAHE ranks them into flat white there).
     Chosen on development and diagnosed movies
     (experiments/results/heldout_ablation.md). The network draws few of the
-    long branches on the binned grid, so with ``options.binned_processes``
-    ``"grown"`` the cells' processes are grown from their somata over the
-    movie's median image instead, after the look-alike rule
-    (:func:`astro3s.postprocess.grow.grow_processes`). Then, and otherwise,
+    long branches on the binned grid and resampled soma outlines are off by
+    up to the bin side, so after the look-alike rule the somata are extended
+    over their bright plateau in the movie's median image
+    (``options.binned_somata="refined"``,
+    :func:`astro3s.postprocess.grow.refine_somata`) and the processes grown
+    from them over the same image (``options.binned_processes="grown"``,
+    :func:`astro3s.postprocess.grow.grow_processes`). Then, and otherwise,
     the soma scale is fitted from a first network pass
     (:func:`astro3s.inference.segment.adapt_soma_scale`); the combination's
     soma-size filters widen to the fitted range whenever the fit gave one
@@ -488,10 +499,16 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
             scale_info.update(coarse, rescaled=True, bin_factor=factors[0], bin_factors=factors,
                               cells_added=added)
             seg = reject_lookalikes(seg, pre, options)
-            if options.binned_processes == "grown" and getattr(pre, "median_image", None) is not None:
-                from astro3s.postprocess.grow import with_grown_processes
+            # redrawn at the FOV's own resolution after the look-alike rule, whose features are the
+            # network's: no cell decision changes
+            median_image = getattr(pre, "median_image", None)
+            if median_image is not None:
+                from astro3s.postprocess.grow import with_grown_processes, with_refined_somata
 
-                seg = with_grown_processes(seg, pre.median_image)
+                if options.binned_somata == "refined":
+                    seg = with_refined_somata(seg, median_image)
+                if options.binned_processes == "grown":
+                    seg = with_grown_processes(seg, median_image)
             return pre, seg, scale_info
         scale_info.update(coarse)
         timings["binning_s"] = time.perf_counter() - t

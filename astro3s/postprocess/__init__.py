@@ -15,7 +15,7 @@ Modules: :mod:`~astro3s.postprocess.params` (settings),
 """
 
 from astro3s.postprocess.blend import blend_crops, crop_weight
-from astro3s.postprocess.grow import grow_processes, with_grown_processes
+from astro3s.postprocess.grow import grow_processes, refine_somata, with_grown_processes, with_refined_somata
 from astro3s.postprocess.combine import (
     Segmentation,
     add_missing_cells,
@@ -46,6 +46,7 @@ __all__ = [
     "keep_connected_to_soma",
     "label_somata",
     "merge_somata",
+    "refine_somata",
     "remove_cells",
     "remove_orphan_processes",
     "small_somata_to_processes",
@@ -55,4 +56,5 @@ __all__ = [
     "split_watershed",
     "upsample_segmentation",
     "with_grown_processes",
+    "with_refined_somata",
 ]

@@ -1,4 +1,13 @@
-"""Processes grown from the somata over a summary image (for FOVs segmented on a coarser grid)."""
+"""Somata and processes redrawn over a summary image (for FOVs segmented on a coarser grid).
+
+A FOV binned k x k to the training scale is segmented on a grid k times
+coarser than its pixels, and the cells are resampled to its own pixels: the
+soma outlines are off by up to k px (a 3000-px soma's edge drawn inside its
+bright disc) and few of the long processes are drawn at all. Here both are
+redrawn at the FOV's own resolution from the movie's median image:
+:func:`refine_somata` extends each soma over its bright plateau, and
+:func:`grow_processes` grows processes from the somata.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["grow_processes", "with_grown_processes"]
+__all__ = ["grow_processes", "refine_somata", "with_grown_processes", "with_refined_somata"]
 
 
 def grow_processes(soma: np.ndarray, image: np.ndarray, *, level: float = 0.2, reach: float = 3.0,
@@ -59,6 +68,77 @@ def grow_processes(soma: np.ndarray, image: np.ndarray, *, level: float = 0.2, r
     allowed = (img >= threshold[nearest]) & (distance <= float(reach) * radius[nearest])
     grown = watershed(-img, markers=labels, mask=allowed | (labels > 0), connectivity=2)
     return np.where(labels > 0, 0, grown).astype(np.int32)
+
+
+def _label_quantile(values: np.ndarray, labels: np.ndarray, n: int, quantile: float) -> np.ndarray:
+    """The ``quantile`` (lower order statistic) of ``values`` over each label ``1..n``; NaN for an empty label."""
+    order = np.lexsort((values, labels))
+    sorted_values, sorted_labels = values[order], labels[order]
+    ids = np.arange(1, n + 1)
+    start = np.searchsorted(sorted_labels, ids)
+    count = np.searchsorted(sorted_labels, ids, side="right") - start
+    out = np.full(n, np.nan)
+    has = count > 0
+    out[has] = sorted_values[start[has] + np.floor(quantile * (count[has] - 1)).astype(np.int64)]
+    return out
+
+
+def refine_somata(soma: np.ndarray, image: np.ndarray, *, level: float = 0.8, reach: float = 0.5,
+                  smooth: float = 1.0, quantile: float = 0.9) -> np.ndarray:
+    """Soma labels extended over the bright plateau of a summary image.
+
+    Each soma takes the pixels that a watershed of the smoothed image, flooded
+    from the somata, reaches through pixels brighter than
+    ``bg + level * (s - bg)`` (``s``: the soma's ``quantile`` brightness,
+    ``bg``: the image's lower quartile) within ``reach`` soma radii of its
+    edge. Somata only grow: a pixel a soma already has stays its own.
+
+    Parameters
+    ----------
+    soma : ndarray of int, shape (H, W)
+        Soma labels ``1..n`` (0 background).
+    image : ndarray of float, shape (H, W)
+        Temporal median (or mean) image, not contrast-equalised.
+    level : float
+        Fraction of the way from background to the soma's brightness a pixel must reach.
+    reach : float
+        Farthest a new pixel may lie from the soma's edge, in soma radii (``sqrt(area / pi)``).
+    smooth : float
+        Gaussian smoothing (px) of the image against pixel noise.
+    quantile : float
+        Which brightness of the soma's pixels is its level, in [0, 1].
+
+    Returns
+    -------
+    soma : ndarray of int32, shape (H, W)
+        Same ids; every pixel of ``soma`` keeps its label.
+    """
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    labels = np.asarray(soma).astype(np.int32)
+    n = int(labels.max(initial=0))
+    if n == 0:
+        return labels
+    img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
+    inside = labels > 0
+    soma_level = _label_quantile(img[inside], labels[inside], n, float(quantile))
+    background = float(np.percentile(img, 25))
+    radius = np.sqrt(np.bincount(labels.ravel(), minlength=n + 1)[1:] / np.pi)
+    distance, (iy, ix) = ndi.distance_transform_edt(~inside, return_indices=True)
+    nearest = labels[iy, ix] - 1
+    threshold = np.where(soma_level > background, background + float(level) * (soma_level - background), np.inf)
+    allowed = (img >= threshold[nearest]) & (distance <= float(reach) * radius[nearest])
+    return watershed(-img, markers=labels, mask=allowed | inside, connectivity=2).astype(np.int32)
+
+
+def with_refined_somata(seg: Any, image: np.ndarray, **options: Any) -> Any:
+    """``seg`` with its somata extended by :func:`refine_somata`; processes lose the pixels somata took."""
+    from astro3s.postprocess.combine import _segmentation
+
+    soma = refine_somata(seg.soma, image, **options)
+    processes = np.where(soma > 0, 0, seg.processes)
+    return _segmentation(soma, processes, seg.n_cells, seg.params, dict(seg.counts))
 
 
 def with_grown_processes(seg: Any, image: np.ndarray, **options: Any) -> Any:
