@@ -120,3 +120,67 @@ def test_binned_somata_option_is_checked() -> None:
     assert InferenceOptions(preprocess=PreprocessParams()).binned_somata == "refined"
     with pytest.raises(ConfigError, match="binned_somata"):
         InferenceOptions(preprocess=PreprocessParams(), binned_somata="blob")
+
+
+def _blob_scene() -> tuple[np.ndarray, np.ndarray]:
+    # a found soma (cell 1) and, unfound: a second soma as bright, a dim blob, a small spot, a bright
+    # branch junction (a cross: not compact), a soma cut by the FOV's edge and one touching cell 1
+    yy, xx = np.mgrid[:120, :160]
+    image = np.full((120, 160), 1.0, np.float32)
+    soma = np.zeros((120, 160), np.int32)
+    found = np.hypot(yy - 30, xx - 30) <= 10
+    soma[found] = 1
+    image[found] = 10.0
+    image[np.hypot(yy - 30, xx - 80) <= 11] = 9.0     # missed soma: as bright, compact, same size
+    image[np.hypot(yy - 85, xx - 30) <= 10] = 4.0     # dim blob: below half-way to the somata's level
+    image[np.hypot(yy - 85, xx - 80) <= 3] = 10.0     # small spot: under half the somata's area
+    image[82:88, 105:145] = 10.0                      # bright cross of soma area, not compact
+    image[65:105, 122:128] = 10.0
+    image[np.hypot(yy - 30, xx - 158) <= 10] = 10.0   # cut by the right edge
+    image[np.hypot(yy - 30, xx - 48) <= 8] = 10.0     # touching cell 1
+    return image, soma
+
+
+def test_plateau_somata_finds_the_missed_bright_compact_soma_only() -> None:
+    from astro3s.postprocess import plateau_somata
+
+    image, soma = _blob_scene()
+    candidates = plateau_somata(soma, image, smooth=0.5)
+    assert candidates.dtype == np.int32 and candidates.max() == 1
+    yy, xx = np.nonzero(candidates)
+    assert abs(yy.mean() - 30) < 1 and abs(xx.mean() - 80) < 1
+    assert 0.8 < (candidates > 0).sum() / (np.pi * 11 ** 2) < 1.2
+    assert (plateau_somata(np.zeros_like(soma), image) == 0).all()
+    # the options do what they say: a looser solidity takes the cross, a higher level drops the missed soma
+    assert plateau_somata(soma, image, smooth=0.5, min_solidity=0.0).max() == 2
+    assert plateau_somata(soma, image, smooth=0.5, level=0.95).max() == 0
+
+
+def test_plateau_cells_join_a_binned_segmentation_unless_blurred() -> None:
+    from scipy import ndimage as ndi
+
+    from astro3s.inference.pipeline import InferenceOptions, add_plateau_cells
+    from astro3s.postprocess import CombineParams, plateau_somata
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.preprocess import PreprocessParams
+
+    image, soma = _blob_scene()
+    seg = _segmentation(soma, np.zeros_like(soma), 1, CombineParams(), {"cells": 1, "cells_added": 0})
+    options = InferenceOptions(preprocess=PreprocessParams())
+
+    class Pre:  # what the rule reads of a pre-processed movie
+        median_image = image
+
+    added, n = add_plateau_cells(seg, image, Pre(), options)
+    assert n == 1 and added.n_cells == 2 and added.counts["plateau_added"] == 1
+    assert added.counts["cells_added"] == 0                              # the finer factor's count kept
+    np.testing.assert_array_equal(added.soma == 1, soma == 1)
+    # the same blob out of focus (a soft edge, blur well above cell 1's) is not added
+    soft = image.copy()
+    blob = np.zeros(image.shape, bool)
+    blob[15:46, 65:96] = True
+    soft[blob] = ndi.gaussian_filter(image, 6.0)[blob] * 1.6
+    Pre.median_image = soft
+    assert plateau_somata(soma, soft).max() == 1                          # still a candidate: the blur rule decides
+    kept, n = add_plateau_cells(seg, soft, Pre(), options)
+    assert n == 0 and kept.n_cells == 1

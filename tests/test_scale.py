@@ -244,6 +244,7 @@ def test_large_somata_are_segmented_binned_on_the_movie_pixels(simulated) -> Non
     assert info["bin_factors"] == list(range(coarse, max(2, coarse - 1) - 1, -1))
     assert info["bin_factor"] == coarse
     assert len(info["cells_added"]) == len(info["bin_factors"]) - 1
+    assert info["cells_added_plateau"] >= 0 and seg.counts.get("plateau_added", 0) == info["cells_added_plateau"]
     # a binned FOV's size filters keep the lower end of the union of ranges (no small-soma slack there)
     lows = [r[0] for r in (info["configured"], info["estimated"], info["used"]) if r is not None]
     assert info["size_filter_range"][0] == min(lows)

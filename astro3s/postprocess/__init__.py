@@ -15,7 +15,8 @@ Modules: :mod:`~astro3s.postprocess.params` (settings),
 """
 
 from astro3s.postprocess.blend import blend_crops, crop_weight
-from astro3s.postprocess.grow import grow_processes, refine_somata, with_grown_processes, with_refined_somata
+from astro3s.postprocess.grow import (grow_processes, plateau_somata, refine_somata, with_grown_processes,
+                                     with_refined_somata)
 from astro3s.postprocess.combine import (
     Segmentation,
     add_missing_cells,
@@ -46,6 +47,7 @@ __all__ = [
     "keep_connected_to_soma",
     "label_somata",
     "merge_somata",
+    "plateau_somata",
     "refine_somata",
     "remove_cells",
     "remove_orphan_processes",

@@ -5,7 +5,9 @@ coarser than its pixels, and the cells are resampled to its own pixels: the
 soma outlines are off by up to k px (a 3000-px soma's edge drawn inside its
 bright disc) and few of the long processes are drawn at all. Here both are
 redrawn at the FOV's own resolution from the movie's median image:
-:func:`refine_somata` extends each soma over its bright plateau, and
+:func:`refine_somata` extends each soma over its bright plateau,
+:func:`plateau_somata` finds bright compact blobs as bright as the somata
+that no soma touches (somata the network missed), and
 :func:`grow_processes` grows processes from the somata.
 """
 
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["grow_processes", "refine_somata", "with_grown_processes", "with_refined_somata"]
+__all__ = ["grow_processes", "plateau_somata", "refine_somata", "with_grown_processes", "with_refined_somata"]
 
 
 def grow_processes(soma: np.ndarray, image: np.ndarray, *, level: float = 0.2, reach: float = 3.0,
@@ -130,6 +132,80 @@ def refine_somata(soma: np.ndarray, image: np.ndarray, *, level: float = 0.8, re
     threshold = np.where(soma_level > background, background + float(level) * (soma_level - background), np.inf)
     allowed = (img >= threshold[nearest]) & (distance <= float(reach) * radius[nearest])
     return watershed(-img, markers=labels, mask=allowed | inside, connectivity=2).astype(np.int32)
+
+
+def plateau_somata(soma: np.ndarray, image: np.ndarray, *, level: float = 0.5,
+                   area_factors: tuple[float, float] = (0.5, 2.0), min_solidity: float = 0.85,
+                   smooth: float = 1.0, quantile: float = 0.9) -> np.ndarray:
+    """Bright compact blobs of a summary image that no soma touches, as soma labels.
+
+    The plateau is every pixel of the smoothed image brighter than
+    ``bg + level * (s - bg)`` (``s``: the median over the somata of each
+    soma's ``quantile`` brightness, ``bg``: the image's lower quartile). A
+    connected component of it (8-connectivity) is a soma candidate when it
+    touches no soma of ``soma``, does not touch the FOV's edge (a cut blob's
+    area and shape say nothing), its area lies within ``area_factors`` times
+    the median soma area and its solidity (area over convex-hull area) is at
+    least ``min_solidity``.
+
+    Parameters
+    ----------
+    soma : ndarray of int, shape (H, W)
+        Soma labels ``1..n`` (0 background): the cells found, whose brightness
+        and size are the reference.
+    image : ndarray of float, shape (H, W)
+        Temporal median (or mean) image, not contrast-equalised.
+    level : float
+        Fraction of the way from background to the somata's brightness.
+    area_factors : (float, float)
+        Lowest and highest candidate area, times the median soma area.
+    min_solidity : float
+        Lowest area / convex-hull area (a soma is compact; a branch junction is not).
+    smooth : float
+        Gaussian smoothing (px) of the image against pixel noise.
+    quantile : float
+        Which brightness of a soma's pixels is its level, in [0, 1].
+
+    Returns
+    -------
+    candidates : ndarray of int32, shape (H, W)
+        Labels ``1..m`` of the candidates, 0 elsewhere; none without somata.
+    """
+    from scipy import ndimage as ndi
+    from skimage.measure import regionprops
+
+    labels = np.asarray(soma).astype(np.int32)
+    n = int(labels.max(initial=0))
+    out = np.zeros(labels.shape, np.int32)
+    if n == 0:
+        return out
+    img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
+    inside = labels > 0
+    soma_level = _label_quantile(img[inside], labels[inside], n, float(quantile))
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    if not np.isfinite(soma_level).any():
+        return out
+    background = float(np.percentile(img, 25))
+    reference = float(np.nanmedian(soma_level))
+    if reference <= background:
+        return out
+    plateau, m = ndi.label(img >= background + float(level) * (reference - background), structure=np.ones((3, 3)))
+    if m == 0:
+        return out
+    area = np.bincount(plateau.ravel(), minlength=m + 1)
+    typical = float(np.median(areas[areas > 0]))
+    ok = (area >= area_factors[0] * typical) & (area <= area_factors[1] * typical)
+    ok[0] = False
+    ok[np.unique(plateau[inside])] = False                                     # touches a soma
+    edge = np.concatenate([plateau[0], plateau[-1], plateau[:, 0], plateau[:, -1]])
+    ok[np.unique(edge)] = False                                                # cut by the FOV's edge
+    ok[0] = False
+    kept = np.zeros(m + 1, np.int32)
+    for region in regionprops(np.where(ok[plateau], plateau, 0)):  # loop over the few candidates left
+        if region.solidity >= float(min_solidity):
+            kept[region.label] = 1
+    kept[1:] = np.where(kept[1:] > 0, np.cumsum(kept[1:]), 0)
+    return kept[plateau].astype(np.int32)
 
 
 def with_refined_somata(seg: Any, image: np.ndarray, **options: Any) -> Any:
