@@ -223,6 +223,32 @@ def test_label_positions_do_not_overlap():
     assert not (10 <= x <= 20 and 10 <= y <= 20)
 
 
+def test_a_cell_id_sits_at_its_soma_not_at_its_long_process(tmp_path):
+    # cell 1: soma on the left, one process running 80 px right, ending next to cell 2's soma
+    shape = (64, 128)
+    soma = np.zeros(shape, np.uint16)
+    processes = np.zeros(shape, np.uint16)
+    soma[28:36, 8:16] = 1
+    processes[31:33, 16:96] = 1
+    soma[10:18, 100:108] = 2
+    from matplotlib.figure import Figure
+
+    texts = []
+    real_savefig = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        texts.extend((t.get_text(), t.get_position()) for ax in fig.axes for t in ax.texts)
+        return real_savefig(fig, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Figure, "savefig", savefig)
+        plot_domains(np.zeros(shape, np.float32), soma, processes, np.zeros_like(soma), path=tmp_path / "o.png")
+    x, y = dict(texts)["1"]
+    assert x < 30 and 15 < y < 50          # beside its soma (box x 8-16, y 28-36), not at x ~96 by cell 2
+    x, y = dict(texts)["2"]
+    assert x > 85
+
+
 @pytest.mark.parametrize("width_um, expected", [(512.0, 100.0), (100.0, 20.0), (40.0, 5.0), (2000.0, 200.0)])
 def test_scale_bar_length(width_um, expected):
     assert figures._scale_bar_um(width_um) == expected

@@ -289,7 +289,7 @@ def _scale_bar_um(width_um: float) -> float:
 
 def _label_positions(boxes: list[tuple[float, float, float, float]], size: tuple[float, float],
                      shape: tuple[int, int]) -> list[tuple[float, float]]:
-    """Centres of the id labels, in image pixels: just outside a corner of each cell's box.
+    """Centres of the id labels, in image pixels: just outside a corner of each box (a soma's, in overlays).
 
     The first corner (top right, top left, bottom right, bottom left) whose label stays in
     the image and does not overlap an earlier label wins; else the first in the image,
@@ -352,8 +352,8 @@ def plot_domains(image: np.ndarray, soma: np.ndarray, processes: np.ndarray, dom
     1-99.7 percentile stretch and a gamma of 0.6, each CC domain as a
     translucent fill with the outline of its closed region, processes as a
     light fill and somata as a fill with a solid outline, in one colour per
-    cell. Cell ids sit just outside a corner of the cell's bounding box, in
-    the cell's colour with a dark edge. Small images are enlarged (up to 8x)
+    cell. Cell ids sit just outside a corner of the soma's bounding box (the
+    processes' when a cell has no soma), in the cell's colour with a dark edge. Small images are enlarged (up to 8x)
     so that outlines stay thin.
 
     Parameters
@@ -416,13 +416,15 @@ def plot_domains(image: np.ndarray, soma: np.ndarray, processes: np.ndarray, dom
     label_h = fontsize * dpi / 72 * 1.15 / px_per_pixel
     label_w = fontsize * dpi / 72 * 0.62 * len(str(int(ids.max(initial=1)))) / px_per_pixel + label_h * 0.3
     if len(ids):
-        cell_map = np.where(soma > 0, soma, processes)
+        # the soma's box, not the whole cell's: a cell with long processes has a box reaching its
+        # neighbours, and a label at that box's corner reads as theirs
         n_max = int(ids.max())
-        cell_boxes = ndimage.find_objects(cell_map, max_label=n_max)
+        soma_boxes = ndimage.find_objects(soma, max_label=n_max)
+        cell_boxes = ndimage.find_objects(processes, max_label=n_max)
         domain_boxes = ndimage.find_objects(domains, max_label=n_max)
         boxes = []
         for cid in ids:  # a loop over cells
-            box = cell_boxes[cid - 1] or domain_boxes[cid - 1]
+            box = soma_boxes[cid - 1] or cell_boxes[cid - 1] or domain_boxes[cid - 1]
             boxes.append((box[0].start - 0.5, box[0].stop - 0.5, box[1].start - 0.5, box[1].stop - 0.5))
         stroke = [patheffects.withStroke(linewidth=2.0, foreground="black")]
         for cid, (x, y) in zip(ids, _label_positions(boxes, (label_w, label_h), (height, width))):
