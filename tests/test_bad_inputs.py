@@ -302,7 +302,7 @@ CONFIG_TYPOS = {
     "soma_scale=big": ("soma_scale", "'auto' or 'fixed'"),
     "bin_scales=0": ("bin_scales=0", ">= 1"),
     "binned_processes=thin": ("binned_processes", "'grown' or 'network'"),
-    "binned_somata=big": ("binned_somata", "'refined' or 'network'"),
+    "somata=big": ("somata", "'refined' or 'network'"),
 }
 
 

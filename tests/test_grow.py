@@ -112,14 +112,14 @@ def test_refined_segmentation_keeps_ids_and_hands_soma_pixels_over() -> None:
     assert (refined.processes[38:43, 50:60] == 1).all()                 # the branch stays a process
 
 
-def test_binned_somata_option_is_checked() -> None:
+def test_somata_option_is_checked() -> None:
     from astro3s.errors import ConfigError
     from astro3s.inference.pipeline import InferenceOptions
     from astro3s.preprocess import PreprocessParams
 
-    assert InferenceOptions(preprocess=PreprocessParams()).binned_somata == "refined"
-    with pytest.raises(ConfigError, match="binned_somata"):
-        InferenceOptions(preprocess=PreprocessParams(), binned_somata="blob")
+    assert InferenceOptions(preprocess=PreprocessParams()).somata == "refined"
+    with pytest.raises(ConfigError, match="somata"):
+        InferenceOptions(preprocess=PreprocessParams(), somata="blob")
 
 
 def _blob_scene() -> tuple[np.ndarray, np.ndarray]:
@@ -184,3 +184,32 @@ def test_plateau_cells_join_a_binned_segmentation_unless_blurred() -> None:
     assert plateau_somata(soma, soft).max() == 1                          # still a candidate: the blur rule decides
     kept, n = add_plateau_cells(seg, soft, Pre(), options)
     assert n == 0 and kept.n_cells == 1
+
+
+def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_movie, monkeypatch) -> None:
+    import dataclasses
+
+    import astro3s.postprocess.grow as grow
+    from astro3s.inference import load_inference_model
+    from astro3s.inference.pipeline import segment_movie
+    from astro3s.io import read_movie
+    from astro3s.preprocess import preprocess
+
+    calls = []
+    real = grow.with_refined_somata
+
+    def spy(seg, image, **kwargs):
+        calls.append(image.shape)
+        return real(seg, image, **kwargs)
+
+    monkeypatch.setattr(grow, "with_refined_somata", spy)
+    model, options = load_inference_model("default", device="cpu")
+    with read_movie(tiny_movie) as movie:
+        pre = preprocess(movie, options.preprocess, progress=False)
+        _, network, info = segment_movie(pre, model, dataclasses.replace(options, somata="network"))
+        assert calls == [] and info.get("bin_factor", 1) == 1
+        _, refined, _ = segment_movie(pre, model, options)
+    assert calls == [pre.median_image.shape]                                 # once, on the movie's pixels
+    assert network.n_cells >= 1 and refined.n_cells == network.n_cells
+    assert ((refined.soma == network.soma) | (network.soma == 0)).all()      # somata only grow
+    assert not ((refined.soma > 0) & (refined.processes > 0)).any()

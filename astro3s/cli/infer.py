@@ -113,7 +113,7 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
         soma_scale=str(cfg.get("soma_scale", "auto")), nwb=bool(cfg.get("nwb", False)), tiling=tiling,
         bin_scales=whole_number(cfg.get("bin_scales", 2), "bin_scales", example=2, minimum=1),
         binned_processes=str(cfg.get("binned_processes", "grown")),
-        binned_somata=str(cfg.get("binned_somata", "refined")),
+        somata=str(cfg.get("somata", "refined")),
         **movie_options)
     from astro3s.postprocess import CombineParams
 

@@ -82,13 +82,14 @@ class InferenceOptions:
         Processes of a binned FOV's cells: grown from their somata over the
         movie's median image (:func:`astro3s.postprocess.grow_processes`), or
         the network's, drawn on the binned grid and resampled.
-    binned_somata : {"refined", "network"}
-        Somata of a binned FOV's cells: the network's, resampled and then
-        extended over their bright plateau in the movie's median image
-        (:func:`astro3s.postprocess.refine_somata`; their outlines are off by
-        up to the bin side otherwise), with cells added at the image's bright
-        compact blobs that no soma touches (:func:`add_plateau_cells`); or
-        the network's as resampled, nothing added.
+    somata : {"refined", "network"}
+        ``refined``: the network's somata extended over their bright plateau
+        in the movie's median image, at the FOV's own resolution
+        (:func:`astro3s.postprocess.refine_somata`: outlines drawn on a
+        zoomed or binned grid are off by up to its step), and on a binned FOV
+        cells added at the image's bright compact blobs that no soma touches
+        (:func:`add_plateau_cells`); ``network``: the network's as resampled,
+        nothing added.
     """
 
     preprocess: Any
@@ -107,7 +108,7 @@ class InferenceOptions:
     nwb: bool = False
     bin_scales: int = 2
     binned_processes: str = "grown"
-    binned_somata: str = "refined"
+    somata: str = "refined"
 
     def __post_init__(self) -> None:
         if self.nwb:
@@ -125,8 +126,8 @@ class InferenceOptions:
             raise ConfigError(f"bin_scales must be a whole number >= 1 (e.g. bin_scales=2), got {self.bin_scales!r}")
         if self.binned_processes not in ("grown", "network"):
             raise ConfigError(f"binned_processes must be 'grown' or 'network', got {self.binned_processes!r}")
-        if self.binned_somata not in ("refined", "network"):
-            raise ConfigError(f"binned_somata must be 'refined' or 'network', got {self.binned_somata!r}")
+        if self.somata not in ("refined", "network"):
+            raise ConfigError(f"somata must be 'refined' or 'network', got {self.somata!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1.")
         from astro3s.inference.network import TilingParams
@@ -470,7 +471,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     long branches on the binned grid and resampled soma outlines are off by
     up to the bin side, so after the look-alike rule the somata are extended
     over their bright plateau in the movie's median image
-    (``options.binned_somata="refined"``,
+    (``options.somata="refined"``,
     :func:`astro3s.postprocess.grow.refine_somata`), bright compact blobs of
     that image that no soma touches become cells (:func:`add_plateau_cells`),
     and the processes are grown
@@ -482,7 +483,10 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     (:func:`size_filter_overrides`; on a FOV at its own scale, not a binned
     one, their lower end goes ``SMALL_SOMA_SLACK`` times lower: crowded FOVs'
     smallest somata); last, look-alikes are removed on the
-    movie's pixels (:func:`reject_lookalikes`).
+    movie's pixels (:func:`reject_lookalikes`) and, with
+    ``options.somata="refined"``, the somata are extended over their bright
+    plateau in the median image (the network drew them on a grid zoomed to
+    the training scale).
 
     Returns
     -------
@@ -498,7 +502,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         ``bin_factor``; ``bin_factors`` lists every factor used,
         ``cells_added`` how many cells each finer one added, and
         ``cells_added_plateau`` how many the median image's bright blobs added
-        (with ``options.binned_somata="refined"``).
+        (with ``options.somata="refined"``).
     """
     from astro3s.inference.segment import (
         adapt_soma_scale,
@@ -539,12 +543,12 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
                               cells_added=added)
             seg = reject_lookalikes(seg, pre, options)
             # redrawn at the FOV's own resolution after the look-alike rule, whose features are the
-            # network's: no cell decision changes
+            # network's outlines (its decisions stand); the plateau cells are judged by the blur rule
             median_image = getattr(pre, "median_image", None)
             if median_image is not None:
                 from astro3s.postprocess.grow import with_grown_processes, with_refined_somata
 
-                if options.binned_somata == "refined":
+                if options.somata == "refined":
                     seg = with_refined_somata(seg, median_image)
                     seg, n_plateau = add_plateau_cells(seg, median_image, pre, options)
                     scale_info["cells_added_plateau"] = n_plateau
@@ -574,7 +578,15 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
                                batch_size=options.batch_size, device=options.device,
                                tiling=options.tiling, fov_probs=fov_probs,
                                zoom=scale_info.get("zoom", 1.0), timings=timings)
-    return pre, reject_lookalikes(seg, pre, options), scale_info
+    seg = reject_lookalikes(seg, pre, options)
+    median_image = getattr(pre, "median_image", None)
+    # a FOV at its own scale (zoomed for the network or not); not a binned FOV's inner pass, whose
+    # somata are refined after they are resampled to the movie's pixels
+    if allow_binning and options.somata == "refined" and median_image is not None:
+        from astro3s.postprocess.grow import with_refined_somata
+
+        seg = with_refined_somata(seg, median_image)
+    return pre, seg, scale_info
 
 
 def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: InferenceOptions, *,
