@@ -213,3 +213,52 @@ def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_m
     assert network.n_cells >= 1 and refined.n_cells == network.n_cells
     assert ((refined.soma == network.soma) | (network.soma == 0)).all()      # somata only grow
     assert not ((refined.soma > 0) & (refined.processes > 0)).any()
+
+
+def test_kept_cells_keep_their_processes_when_the_others_grow() -> None:
+    from astro3s.postprocess import CombineParams, with_grown_processes
+    from astro3s.postprocess.combine import _segmentation
+
+    image, soma = _scene()
+    drawn = np.zeros_like(soma)
+    drawn[29:32, 20:30] = 1                                            # cell 1's own, short process
+    drawn[12:14, 88:95] = 2                                            # cell 2's own process
+    seg = _segmentation(soma, drawn, 2, CombineParams(), {"cells": 2})
+    grown = with_grown_processes(seg, image, reach=8.0, smooth=0.5)
+    kept = with_grown_processes(seg, image, keep=np.array([False, True]), reach=8.0, smooth=0.5)
+    np.testing.assert_array_equal(kept.processes == 2, drawn == 2)     # cell 2 (kept): its own
+    np.testing.assert_array_equal(kept.processes == 1, grown.processes == 1)   # cell 1 grows as before
+    assert (grown.processes == 2).sum() == 0                           # (cell 2 grows nothing anyway)
+    mine = with_grown_processes(seg, image, keep=np.array([True, True]), reach=8.0, smooth=0.5)
+    np.testing.assert_array_equal(mine.processes, drawn)
+
+
+def test_a_fov_binned_2x2_is_also_segmented_at_its_own_scale(tiny_movie, monkeypatch) -> None:
+    import astro3s.inference.segment as segment
+    from astro3s.inference import load_inference_model
+    from astro3s.inference.pipeline import segment_movie
+    from astro3s.io import read_movie
+    from astro3s.preprocess import preprocess
+
+    # whatever the tiny movie's blob scale, read it as twice the training scale
+    monkeypatch.setattr(segment, "soma_bin_factor",
+                        lambda pre, **k: (2, {"blob_area": 800.0, "coarse_scale": 2.0, "bin_factor": 2}))
+    import astro3s.inference.pipeline as pipeline
+
+    passes = []
+    real = pipeline.segment_movie
+
+    def spy(pre, model, options, **kwargs):
+        passes.append((pre.median_image.shape, kwargs.get("allow_binning", True)))
+        return real(pre, model, options, **kwargs)
+
+    monkeypatch.setattr(pipeline, "segment_movie", spy)
+    model, options = load_inference_model("default", device="cpu")
+    with read_movie(tiny_movie) as movie:
+        pre = preprocess(movie, options.preprocess, progress=False)
+        _, seg, info = segment_movie(pre, model, options)
+    assert info["bin_factors"] == [2, 1] and len(info["cells_added"]) == 1
+    assert seg.soma.shape == pre.median_image.shape and seg.n_cells >= 1
+    height, width = pre.median_image.shape
+    # the binned pass on the 2x2-binned FOV, then the FOV itself, neither binned again
+    assert passes == [((-(-height // 2), -(-width // 2)), False), ((height, width), False)]

@@ -76,8 +76,9 @@ class InferenceOptions:
     bin_scales : int
         With ``soma_scale="auto"``, how many bin factors a large-soma FOV is
         segmented at: ``factor`` (the median image's blob scale), then
-        ``factor - 1``, ... (none below 2), each adding the cells the ones
-        before missed (:func:`segment_movie`). 1: ``factor`` alone.
+        ``factor - 1``, ... (down to 1, the FOV at its own scale), each adding
+        the cells the ones before missed (:func:`segment_movie`). 1:
+        ``factor`` alone.
     binned_processes : {"grown", "network"}
         Processes of a binned FOV's cells: grown from their somata over the
         movie's median image (:func:`astro3s.postprocess.grow_processes`), or
@@ -134,6 +135,12 @@ class InferenceOptions:
 
         if not isinstance(self.tiling, TilingParams):
             object.__setattr__(self, "tiling", TilingParams.from_dict(self.tiling))
+
+
+#: The finest factor of a binned FOV's passes (:func:`segment_movie`); 1: a FOV binned 2x2 is also
+#: segmented at its own scale, which adds the smaller cells of FOVs mixing soma sizes (held-out
+#: `mixed` movies binned 2x2: detection F1 0.77 -> 0.89; experiments/results/heldout_ablation.md).
+FINEST_BIN_FACTOR = 1
 
 
 def parse_frame_rate(value: Any) -> float:
@@ -449,6 +456,61 @@ def size_filter_overrides(combine: dict[str, Any], scale_info: dict[str, Any],
     return overrides
 
 
+def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int, coarse: dict[str, Any], *,
+                    timings: dict[str, float], name: str, started: float) -> tuple[Any, dict[str, Any]]:
+    """Cells of a large-soma FOV segmented binned ``factor x factor`` and finer (see :func:`segment_movie`)."""
+    from astro3s.inference.segment import binned_preprocess
+    from astro3s.postprocess import add_missing_cells, upsample_segmentation
+
+    factors = list(range(factor, max(FINEST_BIN_FACTOR, factor - options.bin_scales + 1) - 1, -1))
+    log.info("%s: somata ~%.0f px, %.1fx wider than the parameters': segmenting the FOV binned %s",
+             name, coarse["blob_area"], coarse["coarse_scale"], ", ".join(f"{f}x{f}" for f in factors))
+    seg, added = None, []
+    own_scale_somata = None  # somata added by a pass at the FOV's own scale: not grown over
+    timings["binning_s"] = time.perf_counter() - started
+    for scale_factor in factors:  # the blob scale's first: its cells and processes win
+        inner: dict[str, float] = {}
+        if scale_factor == 1:  # the FOV at its own scale, as an unbinned FOV is segmented
+            _, found, info = segment_movie(pre, model, options, timings=inner, name=name,
+                                           allow_binning=False)
+        else:
+            t = time.perf_counter()
+            small = binned_preprocess(pre, scale_factor)
+            timings["binning_s"] += time.perf_counter() - t
+            _, small_seg, info = segment_movie(small, model, binned_options(options), timings=inner,
+                                               name=name, allow_binning=False)
+            found = upsample_segmentation(small_seg, scale_factor, pre.fov_map.shape)
+        for key, seconds in inner.items():
+            timings[key] = timings.get(key, 0.0) + seconds
+        if seg is None:
+            seg, scale_info = found, info
+        else:
+            n_before = seg.n_cells
+            seg, n_added = drop_blurred_additions(add_missing_cells(seg, found), n_before, pre, options)
+            added.append(n_added)
+            if scale_factor == 1:
+                own_scale_somata = seg.soma > n_before
+    scale_info.update(coarse, rescaled=True, bin_factor=factors[0], bin_factors=factors,
+                      cells_added=added)
+    seg = reject_lookalikes(seg, pre, options)
+    # redrawn at the FOV's own resolution after the look-alike rule, whose features are the
+    # network's outlines (its decisions stand); the plateau cells are judged by the blur rule
+    median_image = getattr(pre, "median_image", None)
+    if median_image is not None:
+        from astro3s.postprocess.grow import with_grown_processes, with_refined_somata
+
+        if options.somata == "refined":
+            seg = with_refined_somata(seg, median_image)
+            seg, n_plateau = add_plateau_cells(seg, median_image, pre, options)
+            scale_info["cells_added_plateau"] = n_plateau
+        if options.binned_processes == "grown":
+            # cells found at the FOV's own scale keep the network's processes, drawn at that scale
+            keep = None if own_scale_somata is None else np.bincount(
+                seg.soma[own_scale_somata], minlength=seg.n_cells + 1)[1:] > 0
+            seg = with_grown_processes(seg, median_image, keep=keep)
+    return seg, scale_info
+
+
 def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: dict[str, float] | None = None,
                   name: str = "", allow_binning: bool = True) -> tuple[Any, Any, dict[str, Any]]:
     """Cells of a pre-processed movie: soma scale (``options.soma_scale``), network, combination.
@@ -460,7 +522,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     (:func:`binned_options`), and the cells are resampled to its own pixels
     (:func:`astro3s.postprocess.upsample_segmentation`). It is segmented at
     ``options.bin_scales`` bin factors (that one first, then the next finer
-    ones, none below 2), each finer one adding only the cells whose soma
+    ones, down to 1: the FOV at its own scale, whose cells keep the
+    network's processes), each finer one adding only the cells whose soma
     touches no soma found before (:func:`astro3s.postprocess.add_missing_cells`):
     the blob scale is read in steps of 1.56x in area and is off by a step
     either way on the held-out giant movies, and the network keeps or loses
@@ -506,12 +569,11 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     """
     from astro3s.inference.segment import (
         adapt_soma_scale,
-        binned_preprocess,
         fixed_scale_info,
         segment_preprocessed,
         soma_bin_factor,
     )
-    from astro3s.postprocess import CombineParams, add_missing_cells, upsample_segmentation
+    from astro3s.postprocess import CombineParams
 
     timings = {} if timings is None else timings
     scale_info, fov_probs = fixed_scale_info(pre.params), None
@@ -519,41 +581,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         t = time.perf_counter()
         factor, coarse = soma_bin_factor(pre)
         if factor > 1 and pre.corrected is not None:
-            factors = list(range(factor, max(2, factor - options.bin_scales + 1) - 1, -1))
-            log.info("%s: somata ~%.0f px, %.1fx wider than the parameters': segmenting the FOV binned %s",
-                     name, coarse["blob_area"], coarse["coarse_scale"], ", ".join(f"{f}x{f}" for f in factors))
-            seg, added = None, []
-            timings["binning_s"] = time.perf_counter() - t
-            for scale_factor in factors:  # the blob scale's first: its cells and processes win
-                t = time.perf_counter()
-                small = binned_preprocess(pre, scale_factor)
-                timings["binning_s"] += time.perf_counter() - t
-                inner: dict[str, float] = {}
-                _, small_seg, info = segment_movie(small, model, binned_options(options), timings=inner,
-                                                   name=name, allow_binning=False)
-                for key, seconds in inner.items():
-                    timings[key] = timings.get(key, 0.0) + seconds
-                found = upsample_segmentation(small_seg, scale_factor, pre.fov_map.shape)
-                if seg is None:
-                    seg, scale_info = found, info
-                else:
-                    seg, n_added = drop_blurred_additions(add_missing_cells(seg, found), seg.n_cells, pre, options)
-                    added.append(n_added)
-            scale_info.update(coarse, rescaled=True, bin_factor=factors[0], bin_factors=factors,
-                              cells_added=added)
-            seg = reject_lookalikes(seg, pre, options)
-            # redrawn at the FOV's own resolution after the look-alike rule, whose features are the
-            # network's outlines (its decisions stand); the plateau cells are judged by the blur rule
-            median_image = getattr(pre, "median_image", None)
-            if median_image is not None:
-                from astro3s.postprocess.grow import with_grown_processes, with_refined_somata
-
-                if options.somata == "refined":
-                    seg = with_refined_somata(seg, median_image)
-                    seg, n_plateau = add_plateau_cells(seg, median_image, pre, options)
-                    scale_info["cells_added_plateau"] = n_plateau
-                if options.binned_processes == "grown":
-                    seg = with_grown_processes(seg, median_image)
+            seg, scale_info = _segment_binned(pre, model, options, factor, coarse, timings=timings, name=name,
+                                              started=t)
             return pre, seg, scale_info
         scale_info.update(coarse)
         timings["binning_s"] = time.perf_counter() - t

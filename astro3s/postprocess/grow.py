@@ -217,9 +217,19 @@ def with_refined_somata(seg: Any, image: np.ndarray, **options: Any) -> Any:
     return _segmentation(soma, processes, seg.n_cells, seg.params, dict(seg.counts))
 
 
-def with_grown_processes(seg: Any, image: np.ndarray, **options: Any) -> Any:
-    """``seg`` with its processes replaced by :func:`grow_processes` of its somata; ``counts`` kept."""
+def with_grown_processes(seg: Any, image: np.ndarray, *, keep: np.ndarray | None = None, **options: Any) -> Any:
+    """``seg`` with its processes replaced by :func:`grow_processes` of its somata; ``counts`` kept.
+
+    ``keep`` (bool, one flag per cell, cell ``k`` at index ``k - 1``) marks
+    cells whose own processes stay: the grown ones of the other cells fill
+    only pixels those do not hold, and what would grow from a kept cell is
+    left out.
+    """
     from astro3s.postprocess.combine import _segmentation
 
     processes = grow_processes(seg.soma, image, **options)
+    if keep is not None and np.any(keep):
+        flags = np.concatenate([[False], np.asarray(keep, bool)])
+        own = flags[seg.processes]
+        processes = np.where(own, seg.processes, np.where(flags[processes], 0, processes))
     return _segmentation(seg.soma, processes, seg.n_cells, seg.params, dict(seg.counts))
