@@ -177,7 +177,7 @@ def _row(name: str, entry: dict, extra: str = "") -> str:
 
 _HEADER = ("| detection P | detection R | detection F1 | soma F1 | process F1 | process P | process R "
            "| thin process F1 | giant / small recall (n) | cells found / true | s per movie |")
-_RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+_RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|"  # the header's 11 cells + "movies"; "member" before
 
 
 def markdown(report: dict, command: str) -> str:
