@@ -176,7 +176,8 @@ def _row(name: str, entry: dict, extra: str = "") -> str:
     return (f"| {name} | {len(entry['movies'])}{extra} | {_fmt(p['detection_precision'])} "
             f"| {_fmt(p['detection_recall'])} | {_fmt(p['detection_f1'])} | {_fmt(p['soma_f1'])} "
             f"| {_fmt(p['process_f1'])} | {_fmt(p['process_precision'])} | {_fmt(p['process_recall'])} "
-            f"| {_fmt(p['thin_process_f1'])} | {_fmt(p.get('id_process_f1'))} | {sizes} | {p['n_pred']} / {p['n_gt']} | {entry['seconds_per_movie']} |")
+            f"| {_fmt(p['thin_process_f1'])} | {_fmt(p.get('id_process_f1'))} | {sizes} "
+            f"| {p['n_pred']} / {p['n_gt']} | {entry['seconds_per_movie']} |")
 
 
 _HEADER = ("| detection P | detection R | detection F1 | soma F1 | process F1 | process P | process R "
