@@ -29,6 +29,33 @@ def test_blob_soma_area_reads_the_disc_size(radius: float) -> None:
     assert area == pytest.approx(math.pi * radius**2, rel=0.6)
 
 
+def test_blob_soma_area_of_one_large_cell_is_its_soma_not_its_branch_specks() -> None:
+    # one 2800-px soma and 24 small bright specks along its branches (a single-cell D2 FOV): the
+    # specks, within 3 radii of a blob twice as wide and twice as strong, are the cell's own texture
+    from astro3s.preprocess import blob_soma_area
+
+    size, radius = 192, 30.0
+    yy, xx = np.mgrid[:size, :size]
+    image = np.where(np.hypot(yy - 96, xx - 96) <= radius, 1.0, 0.0)
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    for k, angle in enumerate(angles):  # specks at 1.3-2.6 radii, radius 3-4 px, 0.3x as bright
+        d = radius * (1.3 + 1.3 * (k % 4) / 3)
+        cy, cx = 96 + d * np.sin(angle), 96 + d * np.cos(angle)
+        image = np.maximum(image, np.where(np.hypot(yy - cy, xx - cx) <= 3 + k % 2, 0.3, 0.0))
+    area = blob_soma_area(image.astype(np.float32))
+    assert area == pytest.approx(math.pi * radius**2, rel=0.6)
+    # without the rule the specks outvote the soma
+    assert blob_soma_area(image.astype(np.float32), dominance=np.inf) < 200
+
+
+def test_blob_soma_area_keeps_every_soma_of_a_crowded_fov() -> None:
+    # neighbours of one size never silence each other: the rule needs a blob twice as wide and strong
+    from astro3s.preprocess import blob_soma_area
+
+    image = _discs(7.0, size=256, n=12)
+    assert blob_soma_area(image) == blob_soma_area(image, dominance=np.inf)
+
+
 def test_blob_soma_area_of_a_flat_image_is_none() -> None:
     from astro3s.preprocess import blob_soma_area
 

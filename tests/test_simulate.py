@@ -383,9 +383,12 @@ def test_large_preset_streams_with_bounded_memory(tmp_path: Path) -> None:
 def test_annotator_process_width_follows_the_astra_annotations() -> None:
     from astro3s.simulate.morphology import annotator_process_width
 
-    # medians of ASTRA's consensus polygons: 5.3 px on D1 (somata ~223 px), 10.1 px on D2 (~3000 px)
-    assert annotator_process_width(223) == pytest.approx(5.3, abs=0.05)
-    assert annotator_process_width(3000) == pytest.approx(10.1, abs=0.1)
+    # per-cell medians of ASTRA's consensus processes (experiments/measure_annotations.py): 3.7 px on D1
+    # (somata ~190 px), 4.1 px on D4 (~100 px), 9.0 px on D2 (~2900 px); one law within 20 % of each
+    for soma_area, annotated in ((190, 3.7), (102, 4.1), (2920, 9.0)):
+        assert annotator_process_width(soma_area) == pytest.approx(annotated, rel=0.2)
+    # not the per-polygon medians (5.4 px on D1), which are ~1.4x a cell's drawn width
+    assert annotator_process_width(223) < 4.6
     assert annotator_process_width(10) == 3.0 and annotator_process_width(1e6) == 12.0
 
 
@@ -396,7 +399,8 @@ def test_processes_are_drawn_at_annotator_width(soma_area: float) -> None:
     from astro3s.simulate.morphology import annotator_process_width, make_astrocyte
     from astro3s.simulate.params import load_preset, sample_params
 
-    params = sample_params(load_preset("d1_like"), np.random.default_rng(0))
+    # each size with the preset it belongs to (a 2800-px soma is a D2 cell, at D2's zoom)
+    params = sample_params(load_preset("d1_like" if soma_area < 1000 else "d2_like"), np.random.default_rng(0))
     widths, ratios = [], []
     for seed in range(6):  # a few cells: the width is a median over their polygons
         cell = make_astrocyte((0.0, 0.0), soma_area, params, np.random.default_rng(seed))
@@ -411,5 +415,6 @@ def test_processes_are_drawn_at_annotator_width(soma_area: float) -> None:
             widths.append(proc.sum() / max(skeletonize(proc).sum(), 1))
             ratios.append(proc.sum() / cell.soma_mask.sum())
     assert np.median(widths) == pytest.approx(annotator_process_width(soma_area), rel=0.3)
-    # ASTRA's consensus: process area 1.4-1.9x the soma's (per dataset); cells vary
-    assert 0.8 <= np.median(ratios) <= 3.0
+    # ASTRA's consensus, per cell: process / soma area median 1.2-1.5 per dataset, 10th-95th
+    # percentiles 0.5-3.2 (experiments/measure_annotations.py)
+    assert 0.6 <= np.median(ratios) <= 3.2

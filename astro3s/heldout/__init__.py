@@ -10,7 +10,8 @@ It imports nothing from ``astro3s.simulate``, ``astro3s.data``,
 
 Members (see :data:`MEMBERS`): ``giant``, ``small``, ``lookalikes``,
 ``neurons``, ``vessels``, ``border``, ``dense``, ``low_snr``, ``short``,
-``mixed``; seeds ``900_000 + 1000 * member_position + index``.
+``mixed``, ``crop`` and ``long`` (processes traced to their tips, as far out
+as ASTRA's annotators trace them); seeds ``900_000 + 1000 * member_position + index``.
 
 Write the family with ``python -m astro3s.heldout --out DIR`` or
 :func:`generate_family`. Importing this package does no work: the names below

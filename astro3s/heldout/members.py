@@ -63,6 +63,11 @@ class MemberRecipe:
         their soma radii.
     p_motion : float
         Probability that the movie has rigid motion.
+    process_reach : (float, float)
+        Range of a primary process's reach from the soma centre, in soma radii.
+    annotation : {"area", "trunks"}
+        How the processes are annotated (see
+        :func:`~astro3s.heldout.morphology.build_astrocyte`).
     """
 
     name: str
@@ -82,6 +87,8 @@ class MemberRecipe:
     n_vessels: Count = (0, 0)
     min_spacing: float = 3.0
     p_motion: float = 0.5
+    process_reach: Range = (2.0, 4.0)
+    annotation: str = "area"
 
 
 #: Member name -> recipe. Order matters for the seeds: append new members at the end.
@@ -112,6 +119,11 @@ MEMBERS: dict[str, MemberRecipe] = {
     "crop": MemberRecipe("crop", "small FOVs, 80-160 px (public test crops, zoomed-in fields): 1-4 D1-like cells",
                          sizes=(80, 100, 128, 160), n_cells=(1, 4), n_cut=(0, 1), n_outside=(0, 1),
                          n_out_of_focus=(0, 1), n_blobs=(0, 1)),
+    # added 2026-12-04: processes as long as ASTRA's annotators trace them on D1 (95th percentile of the
+    # process pixels 2.2-3.6 soma radii beyond the soma's edge, experiments/measure_annotations.py), each
+    # primary process annotated along its main path to the tip; the other members' cells end 1-3 radii out
+    "long": MemberRecipe("long", "D1-like cells whose processes reach 2.5-5 soma radii, annotated to their tips",
+                         process_reach=(2.5, 5.0), annotation="trunks"),
 }
 MEMBER_ORDER: tuple[str, ...] = tuple(MEMBERS)
 
@@ -167,6 +179,9 @@ class MovieParams:
     min_spacing : float
     scale : float
         Spatial scale factor applied to the recipe (1 = full size).
+    process_reach : (float, float)
+    annotation : str
+        As in :class:`MemberRecipe`.
     """
 
     member: str
@@ -191,6 +206,8 @@ class MovieParams:
     silent_fraction: float = 0.0
     min_spacing: float = 3.0
     scale: float = 1.0
+    process_reach: tuple[float, float] = (2.0, 4.0)
+    annotation: str = "area"
 
 
 def _count(rng: np.random.Generator, bounds: Count, scale2: float) -> int:
@@ -260,5 +277,5 @@ def sample_params(member: str, index: int = 0, *, scale: float = 1.0,
         bleach_fraction=float(rng.uniform(0.03, 0.3)),
         bleach_tau=float(duration * rng.uniform(0.5, 3.0)), neuropil=neuropil,
         silent_fraction=float(rng.uniform(0.0, 0.25)), min_spacing=recipe.min_spacing,
-        scale=float(scale),
+        scale=float(scale), process_reach=tuple(recipe.process_reach), annotation=recipe.annotation,
     )

@@ -28,6 +28,7 @@ __all__ = [
     "Tree",
     "annotator_width",
     "build_astrocyte",
+    "main_paths",
     "drawing_width",
     "measured_width",
     "densify_tree",
@@ -35,16 +36,25 @@ __all__ = [
     "star_polygon",
 ]
 
-#: Median annotator process width on D1 (px) and the D1 soma area it goes with (px).
-_D1_WIDTH = 5.3
+#: Annotator process width (px) at the D1 soma area (px) and its growth with soma area: a power law
+#: through the per-cell medians of ASTRA's consensus RoiSets, each cell's process polygons taken
+#: together as the scores see them (area / skeleton length of the union): D1 3.7 px (somata ~190 px),
+#: D4 4.1 px (~100 px), D2 9.0 px (~2900 px); one point per dataset, least squares in log-log.
+#: (Measured polygon by polygon the medians are 5.3 / 5.6 / 10.1 px: short polygons' skeletons lose
+#: their ends, so that figure is ~1.4x the width of a cell's drawn processes.)
+#: ``python experiments/measure_annotations.py`` prints these figures.
+_D1_WIDTH = 4.46
 _D1_SOMA_AREA = 223.0
+_WIDTH_EXPONENT = 0.264
 
 
 def annotator_width(soma_area: float) -> float:
     """Width (px) at which annotators draw a cell's processes.
 
-    ``5.3 * (soma_area / 223) ** 0.25`` clipped to ``[3, 12]``: 5.3 px on D1
-    (somata ~223 px), ~10 px on D2 (somata ~3000 px).
+    ``4.46 * (soma_area / 223) ** 0.264`` clipped to ``[3, 12]``: 4.3 px for a
+    D1 soma (~190 px; annotated 3.7), 3.6 px for a D4 soma (~100 px; 4.1),
+    8.9 px for a D2 soma (~2900 px; 9.0), as measured on a cell's processes
+    taken together (area / skeleton length).
 
     Parameters
     ----------
@@ -55,7 +65,7 @@ def annotator_width(soma_area: float) -> float:
     -------
     width : float
     """
-    return float(np.clip(_D1_WIDTH * (max(soma_area, 1.0) / _D1_SOMA_AREA) ** 0.25, 3.0, 12.0))
+    return float(np.clip(_D1_WIDTH * (max(soma_area, 1.0) / _D1_SOMA_AREA) ** _WIDTH_EXPONENT, 3.0, 12.0))
 
 
 # --------------------------------------------------------------------------- soma
@@ -411,6 +421,37 @@ def _thin_lines(skeleton: np.ndarray) -> np.ndarray:
     return ndi.binary_dilation(skeleton, structure=np.ones((2, 2), dtype=bool))
 
 
+def main_paths(tree: Tree) -> np.ndarray:
+    """Nodes on each primary process's main path, from its root to a tip.
+
+    At every fork the path follows the child whose subtree has the most tips
+    (the thickest, by the pipe model), ties to the child grown first: the
+    process an annotator traces out to its end.
+
+    Parameters
+    ----------
+    tree : Tree
+
+    Returns
+    -------
+    keep : ndarray of bool, shape (N,)
+    """
+    n = tree.n_nodes
+    has_parent = tree.parent >= 0
+    child = np.flatnonzero(has_parent)
+    main_child = np.full(n, -1, dtype=np.int64)
+    if child.size:
+        order = np.lexsort((child, -tree.tips[child], tree.parent[child]))
+        ranked, parents = child[order], tree.parent[child[order]]
+        first = np.ones(ranked.size, dtype=bool)
+        first[1:] = parents[1:] != parents[:-1]
+        main_child[parents[first]] = ranked[first]
+    keep = ~has_parent
+    for i in child:  # loop over tree nodes in growth order (parents first; a few hundred per cell)
+        keep[i] = keep[tree.parent[i]] and main_child[tree.parent[i]] == i
+    return keep
+
+
 def select_main_branches(tree: Tree, centre: tuple[float, float], shape: tuple[int, int],
                          soma: np.ndarray, *, width: float, target_area: float,
                          n_steps: int = 14) -> np.ndarray:
@@ -584,7 +625,8 @@ class AstrocyteShape:
 
 
 def build_astrocyte(rng: np.random.Generator, soma_area: float, *, offset: tuple[float, float] = (0.0, 0.0),
-                    pad: int = 0, n_bands: int = 4, process_ratio: float | None = None) -> AstrocyteShape:
+                    pad: int = 0, n_bands: int = 4, process_ratio: float | None = None,
+                    reach_radii: tuple[float, float] = (2.0, 4.0), annotation: str = "area") -> AstrocyteShape:
     """Draw one astrocyte: soma, process tree, spongy territory, annotations.
 
     Parameters
@@ -600,18 +642,27 @@ def build_astrocyte(rng: np.random.Generator, soma_area: float, *, offset: tuple
         Number of distance bands the processes are split into (for delays).
     process_ratio : float, optional
         Wanted annotated process area / soma area (default: uniform 1.4-1.9).
+    reach_radii : (float, float)
+        Range of each primary process's reach from the soma centre, in soma radii.
+    annotation : {"area", "trunks"}
+        ``"area"``: the thickest branches until the annotated area is
+        ``process_ratio`` soma areas (:func:`select_main_branches`);
+        ``"trunks"``: every primary process's main path traced to its tip
+        (:func:`main_paths`), as far out as the cell goes.
 
     Returns
     -------
     cell : AstrocyteShape
     """
+    if annotation not in ("area", "trunks"):
+        raise ValueError(f"annotation must be 'area' or 'trunks', got {annotation!r}")
     from scipy import ndimage as ndi
 
     r0 = float(np.sqrt(soma_area / np.pi))
     n_prim = int(rng.integers(3, 7))
     angles = np.sort(rng.uniform(0, 2 * np.pi) + np.arange(n_prim) * 2 * np.pi / n_prim
                      + rng.uniform(-0.35, 0.35, n_prim) * 2 * np.pi / n_prim)
-    reach = rng.uniform(2.0, 4.0, n_prim) * r0
+    reach = rng.uniform(float(reach_radii[0]), float(reach_radii[1]), n_prim) * r0
     territory = float(reach.mean() * rng.uniform(0.95, 1.15))
     half = int(np.ceil(max(reach.max() * 1.08, territory * 1.35))) + 3 + int(pad)
     shape = (2 * half + 1, 2 * half + 1)
@@ -654,9 +705,13 @@ def build_astrocyte(rng: np.random.Generator, soma_area: float, *, offset: tuple
     # covering 1.4-1.9 soma areas
     width = annotator_width(soma_area)
     ratio = float(rng.uniform(1.4, 1.9) if process_ratio is None else process_ratio)
-    keep = select_main_branches(tree, centre, shape, soma, width=width, target_area=ratio * soma_area)
-    draw = drawing_width(_raster(*densify_tree(tree, keep), centre, shape) >= 0, soma, width)
-    keep = select_main_branches(tree, centre, shape, soma, width=draw, target_area=ratio * soma_area)
+    if annotation == "trunks":
+        keep = main_paths(tree)
+        draw = drawing_width(_raster(*densify_tree(tree, keep), centre, shape) >= 0, soma, width)
+    else:
+        keep = select_main_branches(tree, centre, shape, soma, width=width, target_area=ratio * soma_area)
+        draw = drawing_width(_raster(*densify_tree(tree, keep), centre, shape) >= 0, soma, width)
+        keep = select_main_branches(tree, centre, shape, soma, width=draw, target_area=ratio * soma_area)
     skeleton = _raster(*densify_tree(tree, keep), centre, shape) >= 0
     annotated = _dilate_to_width(skeleton, draw) & ~soma
     thin = _thin_lines(skeleton) & ~soma
@@ -668,6 +723,7 @@ def build_astrocyte(rng: np.random.Generator, soma_area: float, *, offset: tuple
     info = {
         "n_primary": n_prim,
         "reach_over_radius": [round(float(v), 2) for v in reach / r0],
+        "annotation": annotation,
         "annotator_width": round(width, 2),
         "drawn_width": round(draw, 2),
         "measured_width": round(measured_width(annotated), 2),

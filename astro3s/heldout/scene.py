@@ -254,10 +254,18 @@ def _astro_traces(rng: np.random.Generator, cell: AstrocyteShape, t: np.ndarray,
 
 def _place_astrocyte(canvas: _Canvas, rng_m: np.random.Generator, rng_a: np.random.Generator,
                      area: float, centre: np.ndarray, *, kernel: np.ndarray, brightness: float,
-                     active: bool, t: np.ndarray, margin: int) -> tuple[AstrocyteShape, tuple[int, int]]:
-    """Draw, blur and add one astrocyte; return its shape and patch top-left in FOV coordinates."""
+                     active: bool, t: np.ndarray, margin: int,
+                     params: MovieParams | None = None) -> tuple[AstrocyteShape, tuple[int, int]]:
+    """Draw, blur and add one astrocyte; return its shape and patch top-left in FOV coordinates.
+
+    ``params`` gives the member's process reach and annotation (defaults of
+    :func:`~astro3s.heldout.morphology.build_astrocyte` without it).
+    """
     (iy, ix), offset = _split_centre(tuple(centre))
-    cell = build_astrocyte(rng_m, area, offset=offset, pad=kernel.shape[0] // 2 + 1, n_bands=N_BANDS)
+    shape_options = {} if params is None else {"reach_radii": params.process_reach,
+                                               "annotation": params.annotation}
+    cell = build_astrocyte(rng_m, area, offset=offset, pad=kernel.shape[0] // 2 + 1, n_bands=N_BANDS,
+                           **shape_options)
     half = (cell.shape[0] - 1) // 2
     static, dynamic, n_micro = _astro_footprints(rng_m, cell, brightness=brightness)
     if not active:
@@ -369,7 +377,8 @@ def build_scene(params: MovieParams) -> Scene:
     for area, pos, cut in placed:  # loop over cells
         active = rng_a.uniform() >= params.silent_fraction
         cell, top = _place_astrocyte(canvas, rng_m, rng_a, area, pos, kernel=kernel,
-                                     brightness=rng_m.uniform(0.7, 1.3), active=active, t=t, margin=margin)
+                                     brightness=rng_m.uniform(0.7, 1.3), active=active, t=t, margin=margin,
+                                     params=params)
         drawn.append((cell, top, pos, cut, active))
     cells = _paint_labels(drawn, soma, processes, thin)
 
@@ -385,7 +394,7 @@ def build_scene(params: MovieParams) -> Scene:
             continue
         taken = np.vstack([taken, [pos[0], pos[1], r0]])
         _place_astrocyte(canvas, rng_m, rng_a, area, pos, kernel=kernel, brightness=rng_m.uniform(0.7, 1.3),
-                         active=True, t=t, margin=margin)
+                         active=True, t=t, margin=margin, params=params)
         objects.append({"kind": "outside", "centre": [round(float(v), 1) for v in pos]})
 
     # out-of-focus astrocytes: another plane, so no spacing from the true cells
@@ -396,7 +405,7 @@ def build_scene(params: MovieParams) -> Scene:
         pos = _inside_candidates(rng_p, 1, (H, W), 0.0)[0]
         wide = defocus_kernel(kernel, rng_m.uniform(2.5, 5.0) * np.sqrt(max(r0, 4.0) / 8.0))
         _place_astrocyte(canvas, rng_m, rng_a, area, pos, kernel=wide, brightness=rng_m.uniform(0.3, 0.6),
-                         active=rng_a.uniform() >= params.silent_fraction, t=t, margin=margin)
+                         active=rng_a.uniform() >= params.silent_fraction, t=t, margin=margin, params=params)
         objects.append({"kind": "out_of_focus", "centre": [round(float(v), 1) for v in pos]})
         n_oof += 1
 

@@ -52,7 +52,8 @@ def blob_responses(image: np.ndarray, sigmas) -> np.ndarray | None:
 
 
 def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1.25, n_scales: int = 16,
-                   n_blobs: int = 30, min_response: float = 0.25) -> float | None:
+                   n_blobs: int = 30, min_response: float = 0.25, dominance: float = 2.0,
+                   own_reach: float = 3.0) -> float | None:
     """Typical soma area (px) of a FOV from the blobs of its summary image.
 
     Parameters
@@ -67,6 +68,12 @@ def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1
         How many of the strongest blobs vote.
     min_response : float
         Blobs weaker than this fraction of the strongest do not vote.
+    dominance, own_reach : float
+        A blob within ``own_reach`` radii of one at least ``dominance`` times
+        wider and ``dominance`` times stronger does not vote: it is a speck of
+        that cell's own processes, not a soma. (A FOV holding one large
+        astrocyte, as most of ASTRA's D2 FOVs do, has a single soma blob
+        against 20-30 specks along its branches, which outvoted it.)
 
     Returns
     -------
@@ -95,6 +102,11 @@ def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1
     order = np.argsort(values)[::-1][:n_blobs]
     order = order[values[order] >= min_response * values[order[0]]]
     radii = math.sqrt(2.0) * sigmas[which[ys[order], xs[order]]]
+    strength = values[order]
+    apart = np.hypot(ys[order][:, None] - ys[order][None, :], xs[order][:, None] - xs[order][None, :])
+    dominated = ((radii[None, :] >= dominance * radii[:, None]) & (strength[None, :] >= dominance * strength[:, None])
+                 & (apart <= own_reach * radii[None, :])).any(axis=1)
+    order, radii = order[~dominated], radii[~dominated]
     # votes weighted by response x radius: a few large somata outweigh the many small
     # bright specks of the fine-process texture, which respond as strongly per blob, while
     # one large out-of-focus blob does not outvote several somata (as with area weights)

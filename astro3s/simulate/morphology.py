@@ -52,17 +52,21 @@ __all__ = [
 # thinner branches still light up as part of the cell's territory (domain).
 VISIBLE_BRANCH_RADIUS = 0.6
 
-# Annotators draw processes as polygons wider than the branch: in ASTRA's consensus
-# RoiSets the median polygon width (area / skeleton length) is 5.3 px on D1 (somata
-# ~223 px), 10.1 px on D2 (somata ~3000 px) and 5.6 px on D4; a power law through
-# D1 and D2 gives the width for any soma size.
-ANNOTATOR_WIDTH_D1 = 5.3
+# Annotators draw processes as polygons wider than the branch. Per cell (the union of its process
+# polygons, as the scores compare them), the median width (area / skeleton length) in ASTRA's
+# consensus RoiSets is 3.7 px on D1 (somata ~190 px), 4.1 px on D4 (~100 px) and 9.0 px on D2
+# (~2900 px); a power law through those three medians gives the width for any soma size
+# (`python experiments/measure_annotations.py`). Polygon by polygon the medians read 5.4 / 5.6 /
+# 10.1 px (a short polygon's skeleton stops short of its ends), the figure followed until 2026-12-04.
+ANNOTATOR_WIDTH_D1 = 4.46
 ANNOTATOR_SOMA_AREA_D1 = 223.0
-ANNOTATOR_WIDTH_EXPONENT = math.log(10.1 / 5.3) / math.log(3000.0 / 223.0)  # ~0.25
-# How far from the soma centre (in soma radii) annotators trace a process: with the
-# width above this gives process areas of ~1.4-2x the soma's, as in the consensus
-# RoiSets (1.4-1.9x per dataset).
-ANNOTATED_REACH = (2.0, 3.2)
+ANNOTATOR_WIDTH_EXPONENT = 0.264
+# How far from the soma centre (in soma radii) annotators trace a process: the interquartile
+# ranges over D1, D2 and D4 of the consensus processes' reach (95th percentile of their pixels'
+# distance to the soma edge: D1 2.15-3.61 radii beyond the edge, D2 2.40-3.61, D4 1.61-2.63;
+# `python experiments/measure_annotations.py`), plus the radius. (2.0, 3.2) until 2026-12-04,
+# which traced about 1.7 radii beyond the edge where annotators trace 2-3.)
+ANNOTATED_REACH = (2.6, 4.6)
 _STEP = 0.5  # px per growth step: fine enough for thin branches to stay connected
 
 
@@ -206,8 +210,8 @@ def _ellipse_radius(theta: np.ndarray, radius: float, elongation: float, angle: 
 def annotator_process_width(soma_area: float) -> float:
     """Width (px) of a process polygon as ASTRA's annotators draw it for a soma of ``soma_area`` px.
 
-    ``5.3 * (soma_area / 223) ** 0.25``, clipped to [3, 12] px: 5.3 px for a D1
-    soma (~223 px), 10.1 px for a D2 soma (~3000 px).
+    ``4.46 * (soma_area / 223) ** 0.264``, clipped to [3, 12] px: 4.3 px for a D1
+    soma (~190 px), 3.6 px for a D4 soma (~100 px), 8.9 px for a D2 soma (~2900 px).
     """
     width = ANNOTATOR_WIDTH_D1 * (max(float(soma_area), 1.0) / ANNOTATOR_SOMA_AREA_D1) ** ANNOTATOR_WIDTH_EXPONENT
     return float(np.clip(width, 3.0, 12.0))
