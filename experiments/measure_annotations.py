@@ -3,8 +3,9 @@
 Both simulators draw their process ground truth at the width ASTRA's annotators
 draw (``astro3s.simulate.morphology.annotator_process_width``,
 ``astro3s.heldout.morphology.annotator_width``). Width is area / skeleton
-length. The scores compare a cell's processes taken together, so the width the
-simulators follow is measured the same way: the union of a cell's process
+length (``astro3s.heldout.morphology.measured_width``). The scores compare a
+cell's processes taken together, so the width the simulators follow is
+measured the same way: the union of a cell's process
 polygons. Measured polygon by polygon the figure is ~1.4x larger, because a
 short polygon's skeleton stops about half a width short of each end (that
 per-polygon figure, 5.3 px on D1, is what both simulators followed before
@@ -31,14 +32,6 @@ import numpy as np
 DATASETS = {"D1": (256, 256), "D2": (512, 512), "D4": (512, 512)}
 
 
-def width(mask: np.ndarray) -> float:
-    """Area / skeleton length (px) of a bool mask (0 for an empty skeleton)."""
-    from skimage.morphology import skeletonize
-
-    length = int(np.count_nonzero(skeletonize(mask)))
-    return float(np.count_nonzero(mask)) / length if length else 0.0
-
-
 def cell_figures(soma: np.ndarray, processes: np.ndarray, *, min_process_px: int = 10) -> np.ndarray:
     """Per-cell figures of soma and process label images (same ids).
 
@@ -52,6 +45,8 @@ def cell_figures(soma: np.ndarray, processes: np.ndarray, *, min_process_px: int
     """
     from scipy import ndimage as ndi
 
+    from astro3s.heldout.morphology import measured_width
+
     cells = np.maximum(soma, processes)
     rows = []
     for k, box in enumerate(ndi.find_objects(cells), start=1):  # loop over cells
@@ -63,7 +58,7 @@ def cell_figures(soma: np.ndarray, processes: np.ndarray, *, min_process_px: int
         if soma_area == 0 or process.sum() < min_process_px:
             continue
         to_edge = ndi.distance_transform_edt(~own_soma)[process]
-        rows.append((soma_area, width(process), process.sum() / soma_area,
+        rows.append((soma_area, measured_width(process), process.sum() / soma_area,
                      np.percentile(to_edge, 95) / np.sqrt(soma_area / np.pi)))
     return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
 
@@ -73,6 +68,8 @@ def polygon_widths(path: Path, shape: tuple[int, int], *, min_px: int = 10) -> l
     import roifile
     from skimage.draw import polygon
 
+    from astro3s.heldout.morphology import measured_width
+
     out = []
     for roi in roifile.roiread(path):  # loop over ROIs
         coords = roi.coordinates()
@@ -81,7 +78,7 @@ def polygon_widths(path: Path, shape: tuple[int, int], *, min_px: int = 10) -> l
         mask = np.zeros(shape, bool)
         mask[polygon(coords[:, 1], coords[:, 0], shape)] = True
         if mask.sum() >= min_px:
-            out.append(width(mask))
+            out.append(measured_width(mask))
     return out
 
 

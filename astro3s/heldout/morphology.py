@@ -705,12 +705,11 @@ def build_astrocyte(rng: np.random.Generator, soma_area: float, *, offset: tuple
     # covering 1.4-1.9 soma areas
     width = annotator_width(soma_area)
     ratio = float(rng.uniform(1.4, 1.9) if process_ratio is None else process_ratio)
-    if annotation == "trunks":
-        keep = main_paths(tree)
-        draw = drawing_width(_raster(*densify_tree(tree, keep), centre, shape) >= 0, soma, width)
-    else:
-        keep = select_main_branches(tree, centre, shape, soma, width=width, target_area=ratio * soma_area)
-        draw = drawing_width(_raster(*densify_tree(tree, keep), centre, shape) >= 0, soma, width)
+    trunks = annotation == "trunks"
+    keep = main_paths(tree) if trunks else select_main_branches(tree, centre, shape, soma, width=width,
+                                                                  target_area=ratio * soma_area)
+    draw = drawing_width(_raster(*densify_tree(tree, keep), centre, shape) >= 0, soma, width)
+    if not trunks:  # the area target again, at the width actually drawn
         keep = select_main_branches(tree, centre, shape, soma, width=draw, target_area=ratio * soma_area)
     skeleton = _raster(*densify_tree(tree, keep), centre, shape) >= 0
     annotated = _dilate_to_width(skeleton, draw) & ~soma

@@ -53,23 +53,53 @@ def grow_processes(soma: np.ndarray, image: np.ndarray, *, level: float = 0.2, r
         connected to its own soma. A soma no brighter than ``bg`` grows none.
     """
     from scipy import ndimage as ndi
-    from skimage.segmentation import watershed
 
     labels = np.asarray(soma).astype(np.int32)
     n = int(labels.max(initial=0))
     if n == 0:
         return np.zeros(labels.shape, np.int32)
     img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
-    ids = np.arange(1, n + 1)
+    soma_level = np.asarray(ndi.median(img, labels, np.arange(1, n + 1)), dtype=np.float64)
+    grown = _flood_from_somata(labels, img, soma_level, level=level, reach=reach)
+    return np.where(labels > 0, 0, grown).astype(np.int32)
+
+
+def _flood_from_somata(labels: np.ndarray, img: np.ndarray, soma_level: np.ndarray, *, level: float,
+                       reach: float) -> np.ndarray:
+    """Watershed of ``-img`` flooded from the somata through their bright surroundings.
+
+    A pixel may be reached when it is brighter than ``bg + level * (s - bg)``
+    of its nearest soma (``s``: that soma's ``soma_level``, ``bg``: the
+    image's lower quartile; none for a soma no brighter than ``bg``) and lies
+    within ``reach`` of that soma's radii from its edge. The one mechanism of
+    :func:`grow_processes` and :func:`refine_somata`.
+
+    Parameters
+    ----------
+    labels : ndarray of int32, shape (H, W)
+        Soma labels ``1..n``, with at least one soma.
+    img : ndarray of float32, shape (H, W)
+        The (smoothed) summary image.
+    soma_level : ndarray of float64, shape (n,)
+        Brightness of each soma.
+
+    Returns
+    -------
+    flooded : ndarray of int32, shape (H, W)
+        Same ids, somata included.
+    """
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    n = soma_level.size
+    inside = labels > 0
     background = float(np.percentile(img, 25))
-    soma_level = np.asarray(ndi.median(img, labels, ids), dtype=np.float64)
     radius = np.sqrt(np.bincount(labels.ravel(), minlength=n + 1)[1:] / np.pi)
-    distance, (iy, ix) = ndi.distance_transform_edt(labels == 0, return_indices=True)
+    distance, (iy, ix) = ndi.distance_transform_edt(~inside, return_indices=True)
     nearest = labels[iy, ix] - 1  # index of the nearest soma, for every pixel
     threshold = np.where(soma_level > background, background + float(level) * (soma_level - background), np.inf)
     allowed = (img >= threshold[nearest]) & (distance <= float(reach) * radius[nearest])
-    grown = watershed(-img, markers=labels, mask=allowed | (labels > 0), connectivity=2)
-    return np.where(labels > 0, 0, grown).astype(np.int32)
+    return watershed(-img, markers=labels, mask=allowed | inside, connectivity=2).astype(np.int32)
 
 
 def _label_quantile(values: np.ndarray, labels: np.ndarray, n: int, quantile: float) -> np.ndarray:
@@ -116,7 +146,6 @@ def refine_somata(soma: np.ndarray, image: np.ndarray, *, level: float = 0.8, re
         Same ids; every pixel of ``soma`` keeps its label.
     """
     from scipy import ndimage as ndi
-    from skimage.segmentation import watershed
 
     labels = np.asarray(soma).astype(np.int32)
     n = int(labels.max(initial=0))
@@ -125,13 +154,7 @@ def refine_somata(soma: np.ndarray, image: np.ndarray, *, level: float = 0.8, re
     img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
     inside = labels > 0
     soma_level = _label_quantile(img[inside], labels[inside], n, float(quantile))
-    background = float(np.percentile(img, 25))
-    radius = np.sqrt(np.bincount(labels.ravel(), minlength=n + 1)[1:] / np.pi)
-    distance, (iy, ix) = ndi.distance_transform_edt(~inside, return_indices=True)
-    nearest = labels[iy, ix] - 1
-    threshold = np.where(soma_level > background, background + float(level) * (soma_level - background), np.inf)
-    allowed = (img >= threshold[nearest]) & (distance <= float(reach) * radius[nearest])
-    return watershed(-img, markers=labels, mask=allowed | inside, connectivity=2).astype(np.int32)
+    return _flood_from_somata(labels, img, soma_level, level=level, reach=reach)
 
 
 def plateau_somata(soma: np.ndarray, image: np.ndarray, *, level: float = 0.5,
