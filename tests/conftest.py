@@ -84,3 +84,45 @@ def tiny_movie(simulated) -> Path:
     """The movie file of the ``tiny`` preset, seed 3 (shared, read-only)."""
     folder = simulated("tiny", 3)
     return folder / f"{folder.name}.tif"
+
+
+@pytest.fixture
+def record_calls(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list]:
+    """``record_calls(module, name) -> calls``: ``module.name`` still runs, each call's ``(args, kwargs)`` is appended.
+
+    The replacement is undone after the test (``monkeypatch``).
+    """
+
+    def record(module, name: str) -> list:
+        calls: list = []
+        real = getattr(module, name)
+
+        def spy(*args, **kwargs):
+            calls.append((args, kwargs))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+        return calls
+
+    return record
+
+
+@pytest.fixture(scope="session")
+def experiment_script() -> Callable[[str], object]:
+    """``experiment_script(name)``: the module ``experiments/<name>.py``, loaded once per session."""
+    import importlib.util
+    import sys
+
+    loaded: dict[str, object] = {}
+
+    def load(name: str):
+        if name not in loaded:
+            path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # dataclasses look their module up there
+            spec.loader.exec_module(module)
+            loaded[name] = module
+        return loaded[name]
+
+    return load

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def measured() -> tuple:
+def measured(experiment_script) -> tuple:
     from astro3s.resources import annotations_dir
 
-    spec = importlib.util.spec_from_file_location("measure_annotations",
-                                                  ROOT / "experiments" / "measure_annotations.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = experiment_script("measure_annotations")
     return module, module.dataset_figures(annotations_dir())
 
 
@@ -56,11 +49,8 @@ def test_the_training_simulator_traces_processes_as_far_as_annotators(measured) 
     assert ANNOTATED_REACH[1] == pytest.approx(1 + max(q[1] for q in quartiles.values()), abs=0.05)
 
 
-def test_cell_figures_of_a_drawn_cell() -> None:
-    spec = importlib.util.spec_from_file_location("measure_annotations",
-                                                  ROOT / "experiments" / "measure_annotations.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_cell_figures_of_a_drawn_cell(experiment_script) -> None:
+    module = experiment_script("measure_annotations")
     soma = np.zeros((64, 64), np.uint16)
     processes = np.zeros_like(soma)
     yy, xx = np.indices(soma.shape)

@@ -186,7 +186,7 @@ def test_plateau_cells_join_a_binned_segmentation_unless_blurred() -> None:
     assert n == 0 and kept.n_cells == 1
 
 
-def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_movie, monkeypatch) -> None:
+def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_movie, record_calls) -> None:
     import dataclasses
 
     import astro3s.postprocess.grow as grow
@@ -195,21 +195,14 @@ def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_m
     from astro3s.io import read_movie
     from astro3s.preprocess import preprocess
 
-    calls = []
-    real = grow.with_refined_somata
-
-    def spy(seg, image, **kwargs):
-        calls.append(image.shape)
-        return real(seg, image, **kwargs)
-
-    monkeypatch.setattr(grow, "with_refined_somata", spy)
+    calls = record_calls(grow, "with_refined_somata")
     model, options = load_inference_model("default", device="cpu")
     with read_movie(tiny_movie) as movie:
         pre = preprocess(movie, options.preprocess, progress=False)
         _, network, info = segment_movie(pre, model, dataclasses.replace(options, somata="network"))
         assert calls == [] and info.get("bin_factor", 1) == 1
         _, refined, _ = segment_movie(pre, model, options)
-    assert calls == [pre.median_image.shape]                                 # once, on the movie's pixels
+    assert [args[1].shape for args, _ in calls] == [pre.median_image.shape]  # once, on the movie's pixels
     assert network.n_cells >= 1 and refined.n_cells == network.n_cells
     assert ((refined.soma == network.soma) | (network.soma == 0)).all()      # somata only grow
     assert not ((refined.soma > 0) & (refined.processes > 0)).any()
@@ -233,7 +226,7 @@ def test_kept_cells_keep_their_processes_when_the_others_grow() -> None:
     np.testing.assert_array_equal(mine.processes, drawn)
 
 
-def test_a_fov_binned_2x2_is_also_segmented_at_its_own_scale(tiny_movie, monkeypatch) -> None:
+def test_a_fov_binned_2x2_is_also_segmented_at_its_own_scale(tiny_movie, monkeypatch, record_calls) -> None:
     import astro3s.inference.segment as segment
     from astro3s.inference import load_inference_model
     from astro3s.inference.pipeline import segment_movie
@@ -245,14 +238,7 @@ def test_a_fov_binned_2x2_is_also_segmented_at_its_own_scale(tiny_movie, monkeyp
                         lambda pre, **k: (2, {"blob_area": 800.0, "coarse_scale": 2.0, "bin_factor": 2}))
     import astro3s.inference.pipeline as pipeline
 
-    passes = []
-    real = pipeline.segment_movie
-
-    def spy(pre, model, options, **kwargs):
-        passes.append((pre.median_image.shape, kwargs.get("allow_binning", True)))
-        return real(pre, model, options, **kwargs)
-
-    monkeypatch.setattr(pipeline, "segment_movie", spy)
+    calls = record_calls(pipeline, "segment_movie")
     model, options = load_inference_model("default", device="cpu")
     with read_movie(tiny_movie) as movie:
         pre = preprocess(movie, options.preprocess, progress=False)
@@ -261,4 +247,5 @@ def test_a_fov_binned_2x2_is_also_segmented_at_its_own_scale(tiny_movie, monkeyp
     assert seg.soma.shape == pre.median_image.shape and seg.n_cells >= 1
     height, width = pre.median_image.shape
     # the binned pass on the 2x2-binned FOV, then the FOV itself, neither binned again
+    passes = [(args[0].median_image.shape, kwargs.get("allow_binning", True)) for args, kwargs in calls]
     assert passes == [((-(-height // 2), -(-width // 2)), False), ((height, width), False)]

@@ -17,8 +17,7 @@ from astro3s.heldout.morphology import annotator_width
 from astro3s.heldout.scene import build_scene
 from astro3s.heldout.write import render_member_movie
 
-ROOT = Path(__file__).resolve().parents[1]
-HELDOUT_DIR = ROOT / "astro3s" / "heldout"
+HELDOUT_DIR = Path(__file__).resolve().parents[1] / "astro3s" / "heldout"
 FORBIDDEN = ("astro3s.simulate", "astro3s.data", "astro3s.models", "astro3s.preprocess", "astro3s.inference")
 # reduced renders: FOV side x scale, object counts x scale^2, few frames
 SMALL = {"scale": 0.4, "n_frames": 16}
@@ -279,13 +278,8 @@ def test_main_paths_run_from_each_root_to_one_tip() -> None:
         build_astrocyte(rng, 200.0, annotation="polygons")
 
 
-def test_the_long_member_traces_processes_as_far_as_annotators() -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("measure_annotations",
-                                                  ROOT / "experiments" / "measure_annotations.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_the_long_member_traces_processes_as_far_as_annotators(experiment_script) -> None:
+    module = experiment_script("measure_annotations")
     reach = {}
     for member in ("long", "lookalikes"):
         scene = build_scene(sample_params(member, 0, n_frames=4))

@@ -387,7 +387,7 @@ def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Pat
 
 
 def test_lookalike_rule_runs_once_on_the_movie_pixels_and_can_be_switched_off(
-        tiny_movie: Path, random_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tiny_movie: Path, random_checkpoint: Path, record_calls) -> None:
     import dataclasses
 
     import astro3s.postprocess.lookalike as lookalike
@@ -397,16 +397,9 @@ def test_lookalike_rule_runs_once_on_the_movie_pixels_and_can_be_switched_off(
 
     model, options = _options(random_checkpoint)
     pre = preprocess(read_movie(tiny_movie), options.preprocess, progress=False)
-    calls = []
-    original = lookalike.remove_lookalikes
-
-    def spy(seg, image, **kwargs):
-        calls.append(image.shape)
-        return original(seg, image, **kwargs)
-
-    monkeypatch.setattr(lookalike, "remove_lookalikes", spy)
+    calls = record_calls(lookalike, "remove_lookalikes")
     _, seg, _ = segment_movie(pre, model, options)
-    assert calls == [pre.median_image.shape] and "lookalikes_removed" in seg.counts
+    assert [args[1].shape for args, _ in calls] == [pre.median_image.shape] and "lookalikes_removed" in seg.counts
     off = dataclasses.replace(options, combine={"reject_lookalikes": False})
     _, seg, _ = segment_movie(pre, model, off)
     assert len(calls) == 1 and "lookalikes_removed" not in seg.counts

@@ -6,7 +6,6 @@ cells from its header row: the whole table shows as plain text.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -60,10 +59,8 @@ def test_every_table_renders(path: Path) -> None:
     assert not bad, f"{path}: (line, header cells, delimiter cells) {bad}"
 
 
-def test_evaluate_model_writes_tables_that_render() -> None:
-    spec = importlib.util.spec_from_file_location("evaluate_model", ROOT / "experiments" / "evaluate_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_evaluate_model_writes_tables_that_render(experiment_script) -> None:
+    module = experiment_script("evaluate_model")
     pooled = {k: 0.5 for k in ("detection_precision", "detection_recall", "detection_f1", "soma_f1", "process_f1",
                                "process_precision", "process_recall", "thin_process_f1", "id_process_f1")}
     pooled.update(giant_recall=None, small_recall=1.0, n_giant=0, n_small=3, n_pred=4, n_gt=5)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,6 @@ from astro3s.metrics import (
 )
 
 SHAPE = (128, 128)
-REPO = Path(__file__).resolve().parents[1]
 
 
 def blank() -> np.ndarray:
@@ -258,19 +255,10 @@ def _annotations() -> Path | None:
     return None
 
 
-def _agreement_module():
-    spec = importlib.util.spec_from_file_location(
-        "annotator_agreement", REPO / "experiments" / "annotator_agreement.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("annotator", ["annot_1", "annot_2", "annot_3"])
-def test_human_agreement_on_d1_matches_the_paper(annotator: str) -> None:
+def test_human_agreement_on_d1_matches_the_paper(annotator: str, experiment_script) -> None:
     annotations = _annotations()
-    result = _agreement_module().score_annotator(annotations, "D1", annotator)
+    result = experiment_script("annotator_agreement").score_annotator(annotations, "D1", annotator)
     s = result.scores
     # the README's ranges (0.90-0.92, 0.86-0.90, 0.62-0.73) widened by 0.01
     assert 0.89 <= s.detection_f1 <= 0.93

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -10,19 +9,11 @@ MODEL_DIR = ROOT / "astro3s" / "resources" / "models" / "default"
 STAGE2_NOTE = "These are the epochs of stage 2, after the 20 of stage 1 (see Training data)."
 
 
-def _packager():
-    spec = importlib.util.spec_from_file_location("package_default_model",
-                                                  ROOT / "experiments" / "package_default_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_shipped_card_is_regenerated_exactly() -> None:
+def test_the_shipped_card_is_regenerated_exactly(experiment_script) -> None:
     # the card can then never drift from the script, the checkpoint or the evaluation table
     import torch
 
-    packager = _packager()
+    packager = experiment_script("package_default_model")
     card = (MODEL_DIR / "MODEL_CARD.md").read_text()
     slim = torch.load(MODEL_DIR / "model.ckpt", map_location="cpu", weights_only=True)
     text = packager.model_card(slim, checkpoint=Path("last.ckpt"),
@@ -33,8 +24,8 @@ def test_the_shipped_card_is_regenerated_exactly() -> None:
                           "regenerate it (see that script's docstring) after changing default_model.md or the script")
 
 
-def test_regenerating_keeps_the_hand_written_sections_and_test_scores() -> None:
-    packager = _packager()
+def test_regenerating_keeps_the_hand_written_sections_and_test_scores(experiment_script) -> None:
+    packager = experiment_script("package_default_model")
     slim = {"state_dict": {}, "hyper_parameters": {"net_config": {"name": "unet"}}, "epoch": 0}
     previous = ("# old\n\nTest FOVs of the training run (ASTRA definition): test/astra_f1 0.500\n\n"
                 "## Limitations\n\n- measured by hand\n\n## Size and cost\n\n0.2 s\n")
