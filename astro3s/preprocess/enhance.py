@@ -4,7 +4,10 @@ ASTRA's recipe: subtract each frame's low percentile (removes the global
 brightness drift of the frame, clipped at 0), take the temporal median,
 rescale to the 16-bit range, apply CLAHE (OpenCV semantics, clip 0.5 on
 8 x 8 tiles) and a 3 x 3 sharpening kernel. The result here is float32 in
-[0, 1] (the 16-bit range divided by 65535).
+[0, 1] (the 16-bit range divided by 65535). Optionally the median image is
+smoothed first (``PreprocessParams.enhance_sigma``, 0 by default): CLAHE on
+65536 levels ranks each tile's pixels, so shot noise becomes texture as
+bright as a thin process.
 """
 
 from __future__ import annotations
@@ -303,8 +306,8 @@ def sharpen(image: np.ndarray) -> np.ndarray:
 
 
 def enhance_image(median_image: np.ndarray, *, clip_limit: float = 0.5, tiles: tuple[int, int] = (8, 8),
-                  nbins: int = 65536, min_tile: int = 0) -> np.ndarray:
-    """Rescale, CLAHE and sharpen a temporal-median image.
+                  nbins: int = 65536, min_tile: int = 0, smooth_sigma: float = 0.0) -> np.ndarray:
+    """Rescale, CLAHE and sharpen a temporal-median image (optionally smoothed first).
 
     Parameters
     ----------
@@ -314,12 +317,18 @@ def enhance_image(median_image: np.ndarray, *, clip_limit: float = 0.5, tiles: t
         CLAHE's (:func:`clahe`).
     min_tile : int
         Smallest tile side, px (0: ``tiles`` as given); see :func:`clahe_tiles_for_shape`.
+    smooth_sigma : float
+        Gaussian scale, px, of a smoothing before CLAHE (0: none, ASTRA's recipe).
 
     Returns
     -------
     enhanced : ndarray of float32, shape (H, W), values in [0, 1]
     """
     median_image = np.asarray(median_image, np.float32)
+    if smooth_sigma > 0:
+        from scipy import ndimage
+
+        median_image = ndimage.gaussian_filter(median_image, smooth_sigma, mode="mirror")
     top = float(median_image.max())
     scaled = median_image / top if top > 0 else np.zeros_like(median_image)
     tiles = clahe_tiles_for_shape(tiles, median_image.shape, min_tile=min_tile)
@@ -356,7 +365,7 @@ def clahe_tiles_for_shape(tiles: tuple[int, int], shape: tuple[int, int], *, min
 
 def enhance(frames: np.ndarray, *, baseline_percentile: float = 10.0, stride: int = 1,
             clip_limit: float = 0.5, tiles: tuple[int, int] = (8, 8), nbins: int = 65536, min_tile: int = 0,
-            device: str = "cpu") -> np.ndarray:
+            smooth_sigma: float = 0.0, device: str = "cpu") -> np.ndarray:
     """The whole stage on an in-memory movie.
 
     Parameters
@@ -370,4 +379,5 @@ def enhance(frames: np.ndarray, *, baseline_percentile: float = 10.0, stride: in
     """
     baselines = frame_percentiles(frames, baseline_percentile, stride=stride, device=device)
     median = temporal_median(subtract_baseline(frames, baselines), device=device)
-    return enhance_image(median, clip_limit=clip_limit, tiles=tiles, nbins=nbins, min_tile=min_tile)
+    return enhance_image(median, clip_limit=clip_limit, tiles=tiles, nbins=nbins, min_tile=min_tile,
+                         smooth_sigma=smooth_sigma)

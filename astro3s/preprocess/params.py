@@ -62,6 +62,15 @@ class PreprocessParams:
         The temporal median is exact when ``T`` is at most this (and the frames
         fit ``memory_budget_mb``); otherwise it is the median of an even
         subsample of that many frames (1000).
+    enhance_sigma : float
+        Gaussian scale (px) of a smoothing of the median image before CLAHE
+        (0: none, ASTRA's recipe). CLAHE on 65536 levels ranks each tile's
+        pixels, which turns shot noise into full-contrast texture as bright as
+        a thin process; a model trained with a smoothing needs the same at
+        inference (it travels in the model's ``preprocess.yaml``). A model
+        trained with 1.0 generalised far worse to the held-out family than
+        ASTRA's unsmoothed input (``experiments/results/heldout_ablation.md``,
+        2026-12-04 afternoon): kept as an option, off by default.
     clahe_clip_limit : float
         CLAHE clip limit, OpenCV semantics ([0.5]).
     clahe_tiles : (int, int)
@@ -171,6 +180,7 @@ class PreprocessParams:
     # spatial enhancement
     baseline_percentile: float = 10.0
     median_max_frames: int = 1000
+    enhance_sigma: float = 0.0
     clahe_clip_limit: float = 0.5
     clahe_tiles: tuple[int, int] = (8, 8)
     clahe_min_tile: int = 32
@@ -270,6 +280,7 @@ class PreprocessParams:
         need(0 < self.bandpass_sigmas[0] < self.bandpass_sigmas[1],
              "bandpass_sigmas must be 0 < low-pass < high-pass")
         need(self.clahe_clip_limit >= 0, "clahe_clip_limit must be >= 0")
+        need(self.enhance_sigma >= 0, "enhance_sigma must be >= 0 (0: no smoothing)")
         need(self.memory_budget_mb > 0, "memory_budget_mb must be > 0")
         device = str(self.device)
         need(device in ("auto", "cpu") or device.startswith("cuda"),

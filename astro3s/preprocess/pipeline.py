@@ -217,7 +217,7 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     early = ("motion_correction", "reference_frames", "reference_stable_fraction", "upsample_factor",
              "bandpass_sigmas", "max_shift_fraction", "baseline_percentile", "median_max_frames",
              "tile_size", "tile_step", "activity_percentile", "percentile_stride")
-    enhancement = ("clahe_clip_limit", "clahe_tiles", "clahe_min_tile", "clahe_bins")
+    enhancement = ("enhance_sigma", "clahe_clip_limit", "clahe_tiles", "clahe_min_tile", "clahe_bins")
     changed = [k for k in early if getattr(params, k) != getattr(pre.params, k)]
     reenhance = any(getattr(params, k) != getattr(pre.params, k) for k in enhancement)
     if reenhance and pre.median_image is None:
@@ -231,7 +231,8 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     enhanced = pre.enhanced
     if reenhance:  # the CLAHE step again on the kept median image (cheap: one 2-D image)
         enhanced = enhance_image(pre.median_image, clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
-                                 nbins=params.clahe_bins, min_tile=params.clahe_min_tile)
+                                 nbins=params.clahe_bins, min_tile=params.clahe_min_tile,
+                                 smooth_sigma=params.enhance_sigma)
     candidates, boxes, crop_masks, crops, fov, union, enhanced = _candidate_stages(
         pre.activity_map, enhanced, pre.corrected, params, int(pre.shape[0]), timings, details,
         median_image=pre.median_image)

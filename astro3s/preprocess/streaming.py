@@ -681,7 +681,8 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
     median = buffers.median(device)
     buffers.median_frames = None
     enhanced = enhance_image(median, clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
-                             nbins=params.clahe_bins, min_tile=params.clahe_min_tile)
+                             nbins=params.clahe_bins, min_tile=params.clahe_min_tile,
+                             smooth_sigma=params.enhance_sigma)
     timings["median_enhance"] = time.perf_counter() - tick
     coverage = tile_coverage((height, width), size=params.tile_size, step=params.tile_step)
     activity = (worker.counts() / coverage[None]).astype(np.float32)
