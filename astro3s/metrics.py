@@ -86,6 +86,7 @@ __all__ = [
     "astra_scores",
     "cell_instances",
     "cell_pair_scores",
+    "cell_process_figures",
     "detect_somata",
     "domain_iou",
     "instance_fov",
@@ -93,6 +94,7 @@ __all__ = [
     "label_components",
     "match_instances",
     "prf",
+    "process_width",
 ]
 
 ArrayOrList = Union[np.ndarray, Sequence[np.ndarray]]
@@ -871,3 +873,58 @@ def instance_scores(pred_soma: ArrayOrList, pred_processes: ArrayOrList | None,
                          iou_threshold=iou_threshold, zero_division=zero_division)
             for quad, pdom, gdom in zip(quads, pd_list, gd_list)]
     return InstanceScores.from_fovs(fovs)
+
+
+# --------------------------------------------------------------------------- process shape
+
+
+def process_width(mask: np.ndarray) -> float:
+    """Width of a process mask as the annotation statistics define it: area / skeleton length.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (h, w)
+
+    Returns
+    -------
+    width : float
+        Pixel count over the pixel count of its skeleton (0 for an empty mask).
+    """
+    from skimage.morphology import skeletonize
+
+    length = int(np.count_nonzero(skeletonize(mask)))
+    return float(np.count_nonzero(mask)) / length if length else 0.0
+
+
+def cell_process_figures(soma: np.ndarray, processes: np.ndarray, *, min_process_px: int = 10) -> np.ndarray:
+    """Size, width, area ratio and reach of each cell's processes.
+
+    Parameters
+    ----------
+    soma, processes : ndarray of int, shape (H, W)
+        Label images sharing ids (0 background).
+    min_process_px : int
+        Cells with fewer process pixels (or no soma) are left out.
+
+    Returns
+    -------
+    figures : ndarray of float64, shape (n_cells, 4)
+        Per cell: soma area (px); process width (:func:`process_width` of the
+        union of its processes, px); process area / soma area; and reach, the
+        95th percentile of the process pixels' distance to the soma's edge in
+        soma radii (``sqrt(area / pi)``).
+    """
+    cells = np.maximum(soma, processes)
+    rows = []
+    for k, box in enumerate(ndimage.find_objects(cells), start=1):  # loop over cells
+        if box is None:
+            continue
+        box = tuple(slice(max(b.start - 2, 0), b.stop + 2) for b in box)  # room for the edge distance
+        own_soma, process = soma[box] == k, processes[box] == k
+        soma_area = int(np.count_nonzero(own_soma))
+        if soma_area == 0 or process.sum() < min_process_px:
+            continue
+        to_edge = ndimage.distance_transform_edt(~own_soma)[process]
+        rows.append((soma_area, process_width(process), process.sum() / soma_area,
+                     np.percentile(to_edge, 95) / np.sqrt(soma_area / np.pi)))
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 4)

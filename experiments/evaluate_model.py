@@ -84,7 +84,7 @@ def _read_truth(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _pool(movies: list[dict], preds: list, gts: list) -> dict:
     """Pooled ASTRA scores (annotator-width and thin processes), id-aware process F1 and size-extreme recall."""
-    from astro3s.metrics import astra_scores, instance_scores
+    from astro3s.metrics import astra_scores, cell_process_figures, instance_scores
 
     pooled = astra_scores([p[0] for p in preds], [p[1] for p in preds], [g[0] for g in gts],
                           [g[1] for g in gts]).as_dict()
@@ -97,6 +97,11 @@ def _pool(movies: list[dict], preds: list, gts: list) -> dict:
     # component of several touching cells by 40-px discs, so touching cells lose process pixels)
     pooled["id_process_f1"] = instance_scores([p[0] for p in preds], [p[1] for p in preds], [g[0] for g in gts],
                                               [g[1] for g in gts]).process_f1
+    # how far each cell's processes reach beyond its own soma's edge (soma radii), predicted and true
+    for side, index in (("pred", 0), ("gt", 1)):
+        reach = np.concatenate([cell_process_figures(*(p if index == 0 else g[:2]))[:, 3]
+                                for p, g in zip(preds, gts)] or [np.zeros(0)])
+        pooled[f"reach_{side}"] = float(np.median(reach)) if reach.size else None
     for size in ("giant", "small"):
         hit = sum(m["size_recall"][size][0] for m in movies)
         total = sum(m["size_recall"][size][1] for m in movies)
@@ -176,13 +181,19 @@ def _row(name: str, entry: dict, extra: str = "") -> str:
     return (f"| {name} | {len(entry['movies'])}{extra} | {_fmt(p['detection_precision'])} "
             f"| {_fmt(p['detection_recall'])} | {_fmt(p['detection_f1'])} | {_fmt(p['soma_f1'])} "
             f"| {_fmt(p['process_f1'])} | {_fmt(p['process_precision'])} | {_fmt(p['process_recall'])} "
-            f"| {_fmt(p['thin_process_f1'])} | {_fmt(p.get('id_process_f1'))} | {sizes} "
+            f"| {_fmt(p['thin_process_f1'])} | {_fmt(p.get('id_process_f1'))} | {_reach(p)} | {sizes} "
             f"| {p['n_pred']} / {p['n_gt']} | {entry['seconds_per_movie']} |")
 
 
+def _reach(pooled: dict) -> str:
+    pred, true = pooled.get("reach_pred"), pooled.get("reach_gt")
+    return "–" if pred is None or true is None else f"{pred:.2f} / {true:.2f}"
+
+
 _HEADER = ("| detection P | detection R | detection F1 | soma F1 | process F1 | process P | process R "
-           "| thin process F1 | process F1 (cell ids) | giant / small recall (n) | cells found / true | s per movie |")
-_RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|---|"  # the header's 12 cells + "movies"; "member" before
+           "| thin process F1 | process F1 (cell ids) | process reach, found / true | giant / small recall (n) "
+           "| cells found / true | s per movie |")
+_RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"  # the header's 13 cells + "movies"; "member" before
 
 
 def markdown(report: dict, command: str) -> str:
@@ -191,6 +202,9 @@ def markdown(report: dict, command: str) -> str:
              "annotator-width processes (pixels of matched cells); thin process F1: against 2-px branch masks; "
              "process F1 (cell ids): the same processes matched cell by cell with their ids "
              "(`astro3s.metrics.instance_scores`; ASTRA's score ignores ids and splits touching cells by 40-px discs). "
+             "Process reach: median over cells of how far a cell's processes go beyond its soma's edge (95th "
+             "percentile of their pixels' distance to it), in soma radii, of the cells found and of the true ones "
+             "(`astro3s.metrics.cell_process_figures`; ASTRA's annotators: D1 2.74, D2 2.97, D4 2.05). "
              "Giant: GT somata >= 2000 px, small: <= 60 px.", ""]
     if report.get("heldout"):
         lines += ["## Held-out family (independent generator `astro3s.heldout`, seeds 900000+)", "",

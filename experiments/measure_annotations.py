@@ -3,7 +3,7 @@
 Both simulators draw their process ground truth at the width ASTRA's annotators
 draw (``astro3s.simulate.morphology.annotator_process_width``,
 ``astro3s.heldout.morphology.annotator_width``). Width is area / skeleton
-length (``astro3s.heldout.morphology.measured_width``). The scores compare a
+length (``astro3s.metrics.process_width``). The scores compare a
 cell's processes taken together, so the width the simulators follow is
 measured the same way: the union of a cell's process
 polygons. Measured polygon by polygon the figure is ~1.4x larger, because a
@@ -32,43 +32,12 @@ import numpy as np
 DATASETS = {"D1": (256, 256), "D2": (512, 512), "D4": (512, 512)}
 
 
-def cell_figures(soma: np.ndarray, processes: np.ndarray, *, min_process_px: int = 10) -> np.ndarray:
-    """Per-cell figures of soma and process label images (same ids).
-
-    Returns
-    -------
-    figures : ndarray of float64, shape (n_cells, 4)
-        Soma area (px), process width (px), process / soma area, and reach: the
-        95th percentile of the process pixels' distance to the soma's edge, in
-        soma radii (``sqrt(area / pi)``). Cells without soma or with fewer than
-        ``min_process_px`` process pixels are left out.
-    """
-    from scipy import ndimage as ndi
-
-    from astro3s.heldout.morphology import measured_width
-
-    cells = np.maximum(soma, processes)
-    rows = []
-    for k, box in enumerate(ndi.find_objects(cells), start=1):  # loop over cells
-        if box is None:
-            continue
-        box = tuple(slice(max(b.start - 2, 0), b.stop + 2) for b in box)  # room for the edge distance
-        own_soma, process = soma[box] == k, processes[box] == k
-        soma_area = int(np.count_nonzero(own_soma))
-        if soma_area == 0 or process.sum() < min_process_px:
-            continue
-        to_edge = ndi.distance_transform_edt(~own_soma)[process]
-        rows.append((soma_area, measured_width(process), process.sum() / soma_area,
-                     np.percentile(to_edge, 95) / np.sqrt(soma_area / np.pi)))
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
-
-
 def polygon_widths(path: Path, shape: tuple[int, int], *, min_px: int = 10) -> list[float]:
     """Width of every non-soma polygon of a RoiSet, each on its own."""
     import roifile
     from skimage.draw import polygon
 
-    from astro3s.heldout.morphology import measured_width
+    from astro3s.metrics import process_width
 
     out = []
     for roi in roifile.roiread(path):  # loop over ROIs
@@ -78,15 +47,17 @@ def polygon_widths(path: Path, shape: tuple[int, int], *, min_px: int = 10) -> l
         mask = np.zeros(shape, bool)
         mask[polygon(coords[:, 1], coords[:, 0], shape)] = True
         if mask.sum() >= min_px:
-            out.append(measured_width(mask))
+            out.append(process_width(mask))
     return out
 
 
 def dataset_figures(annotations: Path) -> dict[str, np.ndarray]:
-    """Dataset -> per-cell figures (:func:`cell_figures`) of every consensus RoiSet of D1, D2 and D4."""
+    """Dataset -> per-cell figures (:func:`astro3s.metrics.cell_process_figures`) of every consensus RoiSet
+    of D1, D2 and D4."""
     from astro3s.io.roi import read_roiset
+    from astro3s.metrics import cell_process_figures
 
-    return {name: np.concatenate([cell_figures(*read_roiset(f, shape))
+    return {name: np.concatenate([cell_process_figures(*read_roiset(f, shape))
                                   for f in sorted((annotations / "consensus" / name).glob("*.zip"))])
             for name, shape in DATASETS.items()}
 

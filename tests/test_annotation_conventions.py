@@ -49,14 +49,15 @@ def test_the_training_simulator_traces_processes_as_far_as_annotators(measured) 
     assert ANNOTATED_REACH[1] == pytest.approx(1 + max(q[1] for q in quartiles.values()), abs=0.05)
 
 
-def test_cell_figures_of_a_drawn_cell(experiment_script) -> None:
-    module = experiment_script("measure_annotations")
+def test_cell_process_figures_of_a_drawn_cell() -> None:
+    from astro3s.metrics import cell_process_figures
+
     soma = np.zeros((64, 64), np.uint16)
     processes = np.zeros_like(soma)
     yy, xx = np.indices(soma.shape)
     soma[np.hypot(yy - 32, xx - 32) <= 5] = 1
     processes[30:35, 37:57] = 1  # one 5-px wide process running 20 px out from the soma's edge
-    (area, width, ratio, reach), = module.cell_figures(soma, processes)
+    (area, width, ratio, reach), = cell_process_figures(soma, processes)
     assert area == np.count_nonzero(soma)
     assert width == pytest.approx(5.0, rel=0.3)
     assert ratio == pytest.approx(100 / area)

@@ -278,12 +278,13 @@ def test_main_paths_run_from_each_root_to_one_tip() -> None:
         build_astrocyte(rng, 200.0, annotation="polygons")
 
 
-def test_the_long_member_traces_processes_as_far_as_annotators(experiment_script) -> None:
-    module = experiment_script("measure_annotations")
+def test_the_long_member_traces_processes_as_far_as_annotators() -> None:
+    from astro3s.metrics import cell_process_figures
+
     reach = {}
     for member in ("long", "lookalikes"):
         scene = build_scene(sample_params(member, 0, n_frames=4))
-        reach[member] = np.median(module.cell_figures(scene.soma, scene.processes)[:, 3])
+        reach[member] = np.median(cell_process_figures(scene.soma, scene.processes)[:, 3])
     # ASTRA's D1 consensus: median 2.74 soma radii beyond the soma's edge (p25-p75 2.15-3.61)
     assert 2.15 <= reach["long"] <= 3.61
     assert reach["long"] > reach["lookalikes"] + 0.5

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from astro3s.metrics import process_width
+
 __all__ = [
     "AstrocyteShape",
     "Tree",
@@ -30,7 +32,6 @@ __all__ = [
     "build_astrocyte",
     "main_paths",
     "drawing_width",
-    "measured_width",
     "densify_tree",
     "grow_tree",
     "star_polygon",
@@ -359,26 +360,8 @@ def _dilate_to_width(skeleton: np.ndarray, width: float) -> np.ndarray:
     return ndi.distance_transform_edt(~skeleton) <= width / 2.0
 
 
-def measured_width(mask: np.ndarray) -> float:
-    """Width of a process mask as the annotation statistics define it: area / skeleton length.
-
-    Parameters
-    ----------
-    mask : ndarray of bool, shape (h, w)
-
-    Returns
-    -------
-    width : float
-        Pixel count over the pixel count of its skeleton (0 for an empty mask).
-    """
-    from skimage.morphology import skeletonize
-
-    length = int(np.count_nonzero(skeletonize(mask)))
-    return float(np.count_nonzero(mask)) / length if length else 0.0
-
-
 def drawing_width(skeleton: np.ndarray, soma: np.ndarray, width: float) -> float:
-    """Dilation width whose mask measures ``width`` by :func:`measured_width`.
+    """Dilation width whose mask measures ``width`` by :func:`astro3s.metrics.process_width`.
 
     Dilating a skeleton to a nominal width ``w`` measures wider than ``w``
     (rounded tips, junctions, diagonal runs counted in pixels), so the drawing
@@ -410,7 +393,7 @@ def drawing_width(skeleton: np.ndarray, soma: np.ndarray, width: float) -> float
     radii = radii[(radii >= np.sqrt(2.0) - 1e-9) & (radii <= 0.6 * width + 0.5)]
     if radii.size == 0:
         return width
-    errors = [abs(measured_width((dist <= r + 1e-6) & ~soma) - width) for r in radii]  # a few radii
+    errors = [abs(process_width((dist <= r + 1e-6) & ~soma) - width) for r in radii]  # a few radii
     return float(2.0 * radii[int(np.argmin(errors))] + 2e-6)
 
 
@@ -725,7 +708,7 @@ def build_astrocyte(rng: np.random.Generator, soma_area: float, *, offset: tuple
         "annotation": annotation,
         "annotator_width": round(width, 2),
         "drawn_width": round(draw, 2),
-        "measured_width": round(measured_width(annotated), 2),
+        "measured_width": round(process_width(annotated), 2),
         "target_ratio": round(ratio, 3),
         "annotated_ratio": round(float(annotated.sum()) / float(soma.sum()), 3),
         "n_nodes": tree.n_nodes,
