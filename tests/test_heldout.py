@@ -289,5 +289,37 @@ def test_the_long_member_traces_processes_as_far_as_annotators() -> None:
     assert 2.15 <= reach["long"] <= 3.61
     assert reach["long"] > reach["lookalikes"] + 0.5
     # appended: the earlier members keep their seeds and their cells
-    assert MEMBER_ORDER[-1] == "long"
+    assert MEMBER_ORDER.index("long") == MEMBER_ORDER.index("crop") + 1
     assert sample_params("lookalikes", 0).process_reach == (2.0, 4.0)
+
+
+def test_correlated_detector_noise_matches_the_real_crop_and_keeps_its_variance() -> None:
+    from astro3s.heldout.optics import Detector, detect
+
+    clean = np.full((24, 96, 96), 1.0, np.float32)
+    base = dict(photons_per_unit=30.0, gain=20.0, gain_shape=4.0, offset=300.0, read_noise=6.0)
+
+    def lag_correlations(counts: np.ndarray) -> tuple[float, float]:
+        d = np.diff(counts.astype(np.float32), axis=0)
+        d -= d.mean()
+        return tuple(float((d[:, :, :-k] * d[:, :, k:]).mean() / d.var()) for k in (1, 2))
+
+    white = detect(np.random.default_rng(3), clean, Detector(**base))
+    # the default draws nothing more: white-noise members keep their movies byte for byte
+    assert np.array_equal(white, detect(np.random.default_rng(3), clean, Detector(**base, correlated_fraction=0.0)))
+    correlated = detect(np.random.default_rng(3), clean, Detector(**base, correlated_fraction=0.2))
+    assert abs(lag_correlations(white)[0]) < 0.03
+    lag1, lag2 = lag_correlations(correlated)
+    assert 0.12 <= lag1 <= 0.2 and 0.04 <= lag2 <= 0.11  # astroCaST's test crop: 0.15 and 0.07
+    assert correlated.astype(np.float32).std() == pytest.approx(white.astype(np.float32).std(), rel=0.1)
+    assert correlated.mean() == pytest.approx(white.mean(), rel=0.01)
+
+
+def test_only_the_correlated_member_draws_correlated_noise() -> None:
+    recipe = MEMBERS["correlated"]
+    for index in range(4):
+        fraction = sample_params("correlated", index).detector["correlated_fraction"]
+        assert recipe.noise_correlation[0] <= fraction <= recipe.noise_correlation[1]
+    assert all("correlated_fraction" not in sample_params(member, 0).detector
+               for member in MEMBER_ORDER if member != "correlated")
+    assert MEMBER_ORDER[-2:] == ("long", "correlated")  # appended: the earlier members keep their seeds

@@ -68,6 +68,10 @@ class MemberRecipe:
     annotation : {"area", "trunks"}
         How the processes are annotated (see
         :func:`~astro3s.heldout.morphology.build_astrocyte`).
+    noise_correlation : (float, float)
+        Range of the spatially correlated fraction of the detector noise
+        (:class:`~astro3s.heldout.optics.Detector`); (0, 0): white noise, and
+        no draw (the other members' random streams are unchanged).
     """
 
     name: str
@@ -89,6 +93,7 @@ class MemberRecipe:
     p_motion: float = 0.5
     process_reach: Range = (2.0, 4.0)
     annotation: str = "area"
+    noise_correlation: Range = (0.0, 0.0)
 
 
 #: Member name -> recipe. Order matters for the seeds: append new members at the end.
@@ -124,6 +129,10 @@ MEMBERS: dict[str, MemberRecipe] = {
     # primary process annotated along its main path to the tip; the other members' cells end 1-3 radii out
     "long": MemberRecipe("long", "D1-like cells whose processes reach 2.5-5 soma radii, annotated to their tips",
                          process_reach=(2.5, 5.0), annotation="trunks"),
+    # added 2026-12-04 (afternoon): both simulators draw white detector noise, the one real movie at hand
+    # (astroCaST's test crop) has neighbouring pixels' noise correlated 0.15 (frame differences, 1 px)
+    "correlated": MemberRecipe("correlated", "D1-like, detector noise spatially correlated (0.1-0.2 at 1 px, "
+                               "as in resampled or denoised recordings)", noise_correlation=(0.12, 0.26)),
 }
 MEMBER_ORDER: tuple[str, ...] = tuple(MEMBERS)
 
@@ -260,6 +269,8 @@ def sample_params(member: str, index: int = 0, *, scale: float = 1.0,
     detector = {"photons_per_unit": photons, "gain": float(rng.uniform(8.0, 40.0)),
                 "gain_shape": float(rng.uniform(2.0, 6.0)), "offset": float(rng.uniform(80.0, 600.0)),
                 "read_noise": float(rng.uniform(2.0, 12.0))}
+    if recipe.noise_correlation[1] > 0:  # its own stream: the other draws stay as they were
+        detector["correlated_fraction"] = float(rng_for(seed, "noise_correlation").uniform(*recipe.noise_correlation))
     fs = float(_loguniform(rng, recipe.fs))
     duration = T / fs
     moving = rng.uniform() < recipe.p_motion
