@@ -98,9 +98,9 @@ def _pool(movies: list[dict], preds: list, gts: list) -> dict:
     pooled["id_process_f1"] = instance_scores([p[0] for p in preds], [p[1] for p in preds], [g[0] for g in gts],
                                               [g[1] for g in gts]).process_f1
     # how far each cell's processes reach beyond its own soma's edge (soma radii), predicted and true
-    for side, index in (("pred", 0), ("gt", 1)):
-        reach = np.concatenate([cell_process_figures(*(p if index == 0 else g[:2]))[:, 3]
-                                for p, g in zip(preds, gts)] or [np.zeros(0)])
+    for side, labels in (("pred", preds), ("gt", [g[:2] for g in gts])):
+        reach = np.concatenate([cell_process_figures(soma, processes)[:, 3] for soma, processes in labels]
+                               or [np.zeros(0)])
         pooled[f"reach_{side}"] = float(np.median(reach)) if reach.size else None
     for size in ("giant", "small"):
         hit = sum(m["size_recall"][size][0] for m in movies)

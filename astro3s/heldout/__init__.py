@@ -10,8 +10,9 @@ It imports nothing from ``astro3s.simulate``, ``astro3s.data``,
 
 Members (see :data:`MEMBERS`): ``giant``, ``small``, ``lookalikes``,
 ``neurons``, ``vessels``, ``border``, ``dense``, ``low_snr``, ``short``,
-``mixed``, ``crop`` and ``long`` (processes traced to their tips, as far out
-as ASTRA's annotators trace them); seeds ``900_000 + 1000 * member_position + index``.
+``mixed``, ``crop``, ``long`` (processes traced to their tips, as far out
+as ASTRA's annotators trace them) and ``correlated`` (spatially correlated
+detector noise); seeds ``900_000 + 1000 * member_position + index``.
 
 Write the family with ``python -m astro3s.heldout --out DIR`` or
 :func:`generate_family`. Importing this package does no work: the names below
