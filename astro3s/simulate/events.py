@@ -53,6 +53,7 @@ import scipy.sparse as sp
 from scipy import ndimage as ndi
 
 from astro3s.simulate.morphology import clip_window
+from astro3s.simulate.psf import psf_blur, psf_margin
 from astro3s.simulate.signals import event_kernel
 
 __all__ = ["EVENT_COLUMNS", "MIN_SNR_ROW", "EventTruth", "event_truth", "read_event_truth", "write_event_truth"]
@@ -112,12 +113,12 @@ def _roi_weights(scene, roi_index: np.ndarray) -> tuple[sp.csc_matrix, np.ndarra
     hc, wc = scene.canvas_shape
     fy, fx = scene.fov_origin
     n_roi = int(roi_index.max(initial=-1)) + 1
-    margin = int(math.ceil(4 * p.psf_sigma)) + 1
+    margin = psf_margin(p)
     rows, cols, vals = [], [], []
     level = float(np.mean(scene.bleach))
     rest = scene.baseline * scene.transmission * level
     if p.psf_sigma > 0:
-        rest = ndi.gaussian_filter(rest, p.psf_sigma, mode="nearest")
+        rest = psf_blur(rest, p)
     per_pixel = rest + (p.read_noise / p.gain) ** 2 + 1.0 / (12 * p.gain**2)
     noise_var = np.zeros(n_roi)
     boxes = ndi.find_objects(roi_index + 1)
@@ -131,7 +132,7 @@ def _roi_weights(scene, roi_index: np.ndarray) -> tuple[sp.csc_matrix, np.ndarra
         mask[box[0].start + fy - y0:box[0].stop + fy - y0, box[1].start + fx - x0:box[1].stop + fx - x0] = sub
         noise_var[r] = float(per_pixel[y0:y1, x0:x1][mask > 0].sum())
         if p.psf_sigma > 0:
-            mask = ndi.gaussian_filter(mask, p.psf_sigma, mode="constant")
+            mask = psf_blur(mask, p, mode="constant")
         mask *= scene.transmission[y0:y1, x0:x1]
         yy, xx = np.nonzero(mask > 1e-4)
         rows.append((yy + y0) * wc + (xx + x0))

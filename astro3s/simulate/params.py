@@ -132,6 +132,18 @@ class PresetRanges:
     # --- ground-truth definition (a fixed value, not randomised, never widened)
     domain_min_correlation: Range = _r(0.6, 0.6, doc="least expected correlation of a domain pixel "
                                                    "with its cell's soma signal")
+    # --- nuisance structure added 2026-12-04 (after the definition above so that the draws of every
+    # earlier field, and the movies of presets that keep these fixed at their defaults, are unchanged)
+    texture_fine_scale: Range = _r(3, 3, log=True, unit="px", doc="correlation length of the fine tissue texture")
+    texture_coarse_scale: Range = _r(20, 20, log=True, unit="px",
+                                     doc="correlation length of the coarse tissue texture")
+    texture_fine_weight: Range = _r(0.7, 0.7, doc="weight of the fine texture in the tissue modulation "
+                                                  "(the coarse one weighs 0.5)")
+    noise_correlation: Range = _r(0, 0, doc="fraction of the detector noise variance that is spatially "
+                                            "correlated (resampled, line-averaged or denoised recordings)")
+    noise_correlation_length: Range = _r(1, 1, log=True, unit="px", doc="sd of the correlated noise's kernel")
+    psf_anisotropy: Range = _r(1, 1, log=True, doc="PSF sd along y / sd along x (area kept)")
+    psf_halo: Range = _r(0, 0, doc="fraction of the light scattered into a halo 3x wider than the PSF")
 
 
 # Fields of SimulationParams that are whole numbers.
@@ -139,7 +151,8 @@ _INT_FIELDS = frozenset({"height", "width", "n_frames", "n_cells", "n_branches",
                          "neuropil_components", "n_vessels"})
 # Fields that are fractions: their high end must not exceed 1.
 _FRACTION_FIELDS = frozenset({"faint_fraction", "silent_fraction", "vessel_depth", "bleach_amount",
-                              "territory_participation", "faint_factor", "domain_min_correlation"})
+                              "territory_participation", "faint_factor", "domain_min_correlation",
+                              "noise_correlation", "psf_halo"})
 # Fields that define the ground truth rather than the scene: never widened.
 _DEFINITION_FIELDS = frozenset({"domain_min_correlation"})
 # Fields that must be strictly positive at their low end.
@@ -148,7 +161,8 @@ _POSITIVE_FIELDS = frozenset({"height", "width", "n_frames", "fs", "soma_area", 
                               "decay_fast", "soma_photons", "neuropil_scale", "neuropil_timescale",
                               "motion_timescale", "jump_recovery", "bleach_tau", "wave_speed",
                               "neuron_decay", "micro_size", "territory_radius", "vessel_width",
-                              "soma_elongation"})
+                              "soma_elongation", "texture_fine_scale",
+                              "texture_coarse_scale", "noise_correlation_length", "psf_anisotropy"})
 
 
 def _range_fields() -> list[dataclasses.Field]:
@@ -233,6 +247,13 @@ class SimulationParams:
     jump_amplitude: float
     jump_recovery: float
     domain_min_correlation: float = 0.6
+    texture_fine_scale: float = 3.0
+    texture_coarse_scale: float = 20.0
+    texture_fine_weight: float = 0.7
+    noise_correlation: float = 0.0
+    noise_correlation_length: float = 1.0
+    psf_anisotropy: float = 1.0
+    psf_halo: float = 0.0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -278,7 +299,7 @@ def sample_params(ranges: PresetRanges, rng: np.random.Generator | int) -> Simul
             continue
         if f.name in _INT_FIELDS:
             values[f.name] = int(rng.integers(round(low), round(high) + 1))
-        elif f.metadata["log"] and low > 0:
+        elif f.metadata["log"] and 0 < low < high:  # a fixed value is kept exactly (exp(log(x)) may not be x)
             values[f.name] = float(math.exp(rng.uniform(math.log(low), math.log(high))))
         else:
             values[f.name] = float(rng.uniform(low, high))

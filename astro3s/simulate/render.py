@@ -51,6 +51,7 @@ from astro3s.simulate.morphology import (
     thin_branches,
 )
 from astro3s.simulate.params import SimulationParams
+from astro3s.simulate.psf import psf_blur, psf_margin, psf_otf, psf_reach
 from astro3s.simulate.signals import (
     bleach_curve,
     event_kernel,
@@ -393,7 +394,7 @@ def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = 
     duration = params.duration_s
 
     shifts = motion_shifts(params, rng_motion)
-    pad = int(math.ceil(float(np.abs(shifts).max(initial=0)) + 4 * params.psf_sigma + 2))
+    pad = int(math.ceil(float(np.abs(shifts).max(initial=0)) + psf_reach(params) + 2))
     canvas_shape = (_odd_fast_len(params.height + 2 * pad), _odd_fast_len(params.width + 2 * pad))
     fov_origin = (pad, pad)
     hc, wc = canvas_shape
@@ -434,8 +435,9 @@ def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = 
     infos = [CellInfo(float(b), bool(f), bool(s)) for b, f, s in zip(brightness, faint, silent)]
 
     baseline = params.background_photons * np.clip(
-        1 + params.background_texture * (0.7 * _smooth_field(canvas_shape, 3.0, rng_bg)[0]
-                                         + 0.5 * _smooth_field(canvas_shape, 20.0, rng_bg)[0]), 0.1, None)
+        1 + params.background_texture * (
+            params.texture_fine_weight * _smooth_field(canvas_shape, params.texture_fine_scale, rng_bg)[0]
+            + 0.5 * _smooth_field(canvas_shape, params.texture_coarse_scale, rng_bg)[0]), 0.1, None)
     tissue = baseline.copy()
     comps: list[tuple[np.ndarray, tuple[int, int]]] = []
     comp_trace: list[np.ndarray] = []
@@ -637,8 +639,7 @@ def _optics(scene: Scene, canvas: np.ndarray, shifts: np.ndarray | None) -> np.n
     if key not in scene._fft_cache:
         ky = sfft.fftfreq(hc).astype(np.float32)
         kx = sfft.rfftfreq(wc).astype(np.float32)
-        s2 = 2 * np.pi**2 * scene.params.psf_sigma**2
-        scene._fft_cache[key] = (ky, kx, np.exp(-s2 * (ky[:, None] ** 2 + kx[None, :] ** 2)).astype(np.float32))
+        scene._fft_cache[key] = (ky, kx, psf_otf(scene.params, ky, kx))
     ky, kx, otf = scene._fft_cache[key]
     spec = sfft.rfft2(canvas, workers=-1)
     spec *= otf[None]
@@ -649,6 +650,29 @@ def _optics(scene: Scene, canvas: np.ndarray, shifts: np.ndarray | None) -> np.n
     out = sfft.irfft2(spec, s=(hc, wc), workers=-1)
     fy, fx = scene.fov
     return np.ascontiguousarray(out[:, fy, fx], dtype=np.float32)
+
+
+def _correlate_noise(counts: np.ndarray, expected: np.ndarray, variance: np.ndarray, fraction: float,
+                     length: float, rng: np.random.Generator) -> None:
+    """Make ``fraction`` of the noise variance of ``counts`` (T, H, W) spatially correlated, in place.
+
+    The noise (``counts - expected``) keeps ``1 - fraction`` of its variance; the
+    rest comes from independent Gaussian noise of the pixel's ``variance``,
+    smoothed by a Gaussian of sd ``length`` px and rescaled to the variance it
+    had. Each pixel keeps its mean and (up to the local variation of the shot
+    noise) its variance. Resampling, line averaging and denoising leave such
+    noise: neighbouring pixels of real recordings co-vary.
+    """
+    impulse = np.zeros((int(8 * length) + 3,) * 2, np.float32)
+    impulse[impulse.shape[0] // 2, impulse.shape[1] // 2] = 1
+    gain = 1.0 / math.sqrt(float((ndi.gaussian_filter(impulse, length, mode="constant") ** 2).sum()))
+    extra = rng.standard_normal(counts.shape, dtype=np.float32)
+    extra *= np.sqrt(variance, dtype=np.float32)
+    ndi.gaussian_filter(extra, (0, length, length), mode="reflect", output=extra)
+    counts -= expected
+    counts *= np.float32(math.sqrt(1 - fraction))
+    counts += np.float32(math.sqrt(fraction) * gain) * extra
+    counts += expected
 
 
 def render_frames(scene: Scene, t0: int, t1: int, *, motion: bool = True, noise: bool = True) -> np.ndarray:
@@ -662,7 +686,8 @@ def render_frames(scene: Scene, t0: int, t1: int, *, motion: bool = True, noise:
     motion : bool
         Apply the scene's shifts (False renders the registered reference view).
     noise : bool
-        Apply Poisson shot noise, read noise and uint16 quantisation.
+        Apply Poisson shot noise, read noise (its spatially correlated share, if any) and uint16
+        quantisation.
 
     Returns
     -------
@@ -688,6 +713,10 @@ def render_frames(scene: Scene, t0: int, t1: int, *, motion: bool = True, noise:
     counts += np.float32(p.offset)
     if p.read_noise > 0:
         counts += np.float32(p.read_noise) * rng.standard_normal(counts.shape, dtype=np.float32)
+    if p.noise_correlation > 0:
+        _correlate_noise(counts, (p.offset + p.gain * photons).astype(np.float32),
+                         (p.gain**2 * photons + p.read_noise**2).astype(np.float32), p.noise_correlation,
+                         p.noise_correlation_length, rng)
     np.rint(counts, out=counts)
     np.clip(counts, 0, 65535, out=counts)
     return counts.astype(np.uint16)
@@ -839,7 +868,7 @@ def expected_domain_correlation(scene: Scene, index: int, *, smooth_frames: int 
     p = scene.params
     cell = scene.cells[index]
     wc = scene.canvas_shape[1]
-    m = int(math.ceil(4 * p.psf_sigma)) + 1
+    m = psf_margin(p)
     origin = (cell.origin[0] - m, cell.origin[1] - m)
     shape = (cell.shape[0] + 2 * m, cell.shape[1] + 2 * m)
     (cy, cx), (ly, lx) = clip_window(origin, shape, scene.canvas_shape)
@@ -886,8 +915,8 @@ def expected_domain_correlation(scene: Scene, index: int, *, smooth_frames: int 
     base = scene.baseline[cy, cx] * trans * level
     signal *= (trans * level)[None]
     if p.psf_sigma > 0:
-        base = ndi.gaussian_filter(base, p.psf_sigma, mode="nearest")
-        ndi.gaussian_filter(signal, (0, p.psf_sigma, p.psf_sigma), mode="nearest", output=signal)
+        base = psf_blur(base, p)
+        psf_blur(signal, p, output=signal)
     photons = np.maximum(base + signal.mean(axis=0), 0)
     noise_var = (photons + (p.read_noise / p.gain) ** 2 + 1.0 / (12 * p.gain**2)) / smooth_frames
     # moving average over full windows only (in place: memory stays ~2 copies), then centre
