@@ -445,3 +445,24 @@ def test_write_index_removes_temporary_copies_left_by_a_killed_run(tmp_path: Pat
                                                      seconds=1.0)])
     assert not stale.exists() and fresh.exists()
     assert [r["status"] for r in read_index(tmp_path / "index.csv")] == ["done"]
+
+
+def test_amp_false_reaches_every_network_pass(tiny_movie, tmp_path: Path, record_calls) -> None:
+    """``astro3s-infer amp=false``: float32 on CUDA too (the CPU never autocasts; the flag must still arrive)."""
+    import astro3s.inference.network as network
+    from astro3s.cli.infer import inference_setup
+    from astro3s.inference.pipeline import segment_movie
+    from astro3s.io import read_movie
+    from astro3s.preprocess import preprocess
+
+    cfg = _compose_infer([f"input={tiny_movie}", f"out={tmp_path / 'out'}", "device=cpu", "amp=false",
+                          "extras=quiet"], tmp_path)
+    model, options = inference_setup(cfg)
+    assert options.amp is False
+    calls = record_calls(network, "_run_batches")
+    with read_movie(tiny_movie) as movie:
+        pre = preprocess(movie, options.preprocess, progress=False)
+    segment_movie(pre, model, options)
+    assert calls and all(kwargs["amp"] is False for _, kwargs in calls)
+    default = _compose_infer([f"input={tiny_movie}", f"out={tmp_path / 'out'}", "device=cpu"], tmp_path)
+    assert inference_setup(default)[1].amp is True

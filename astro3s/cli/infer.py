@@ -105,7 +105,7 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
                                    nwb=bool(cfg.get("nwb", False)), **movie_options)
         return None, options
     model, options = load_inference_model(
-        model_spec, preprocess=preprocess, device=str(cfg.get("device", "auto")),
+        model_spec, preprocess=preprocess, device=str(cfg.get("device", "auto")), amp=bool(cfg.get("amp", True)),
         trusted=bool(cfg.get("trusted_checkpoint", False)), correlation=correlation_params, events=event_params,
         combine=dict(to_plain(cfg.get("combine")) or {}), normalize=str(cfg.get("normalize", "mean")),
         batch_size=whole_number(cfg.get("batch_size", 32), "batch_size", example=32, minimum=1),

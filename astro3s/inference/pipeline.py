@@ -53,6 +53,10 @@ class InferenceOptions:
         Crops per forward pass.
     device : str
         ``"auto"`` (GPU when present), ``"cpu"`` or ``"cuda[:i]"``, for the network.
+    amp : bool
+        On CUDA, run the network under bfloat16 autocast (faster on large batches; the
+        probabilities move by up to a few tenths at single pixels, the cells agree:
+        ``experiments/results/gpu_check_h200.md``). False: float32 everywhere. No effect on the CPU.
     figures : bool
         Write ``overlay.png``, ``traces.png`` and ``summary.png``.
     tiling : TilingParams
@@ -100,6 +104,7 @@ class InferenceOptions:
     normalize: str = "mean"
     batch_size: int = 32
     device: str = "auto"
+    amp: bool = True
     figures: bool = True
     tiling: Any = None
     model_name: str = ""
@@ -590,7 +595,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         t = time.perf_counter()
         # a binned FOV's inner pass has no blob scale of its own: its blobs are binned to the parameters'
         pre, fitted, fov_probs = adapt_soma_scale(
-            pre, model, normalize=options.normalize, device=options.device, tiling=options.tiling,
+            pre, model, normalize=options.normalize, device=options.device, amp=options.amp, tiling=options.tiling,
             blob_area=scale_info.get("blob_area") if allow_binning else None)
         scale_info.update(fitted)
         timings["soma_scale_s"] = time.perf_counter() - t
@@ -604,7 +609,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     combine_params = CombineParams.from_preprocess(pre.params, **overrides)
     # the whole-FOV pass of the scale fit is reused when the candidates did not change
     seg = segment_preprocessed(pre, model, combine=combine_params, normalize=options.normalize,
-                               batch_size=options.batch_size, device=options.device,
+                               batch_size=options.batch_size, device=options.device, amp=options.amp,
                                tiling=options.tiling, fov_probs=fov_probs,
                                zoom=scale_info.get("zoom", 1.0), timings=timings)
     seg = reject_lookalikes(seg, pre, options)
@@ -941,7 +946,7 @@ def _summary(run: _Run, final: Path, options: InferenceOptions) -> dict[str, Any
             "combine": None if run.combine_params is None else dataclasses.asdict(run.combine_params),
             "correlation": dataclasses.asdict(options.correlation),
             "events": dataclasses.asdict(run.event_params),
-            "normalize": options.normalize, "device": options.device,
+            "normalize": options.normalize, "device": options.device, "amp": options.amp,
         },
         "soma_scale": {"mode": options.soma_scale, **run.scale_info},
         "preprocess": {"n_candidates": int(len(pre.crop_boxes)),

@@ -199,7 +199,7 @@ def binned_preprocess(pre: Any, factor: int, *, progress: bool | None = False) -
     return preprocess(movie, params, progress=progress)
 
 
-def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: str | None = None,
+def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: str | None = None, amp: bool = True,
                      tolerance: float = 1.5, max_zoom: float = 3.0, tiling: Any = None,
                      blob_area: float | None = None) -> tuple[Any, dict[str, Any], Any]:
     """Fit the soma scale of the pre-processing to the movie, from a first network pass.
@@ -240,7 +240,7 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     ----------
     pre : Preprocessed
     model : SegmentationNetwork or SegmentationModule
-    normalize, device, tiling
+    normalize, device, amp, tiling
         As for :func:`astro3s.inference.predict_fov`.
     tolerance : float
         Factor between the estimated and the configured median soma area
@@ -272,7 +272,7 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     lo, hi = (float(a) for a in pre.params.soma_area_range)
     if pre.corrected is None or len(pre.crop_boxes) == 0 and pre.fov_mask.sum() == 0:
         return pre, info, None
-    fov_probs = predict_fov(model, pre, normalize=normalize, tiling=tiling, device=device)
+    fov_probs = predict_fov(model, pre, normalize=normalize, tiling=tiling, device=device, amp=amp)
     estimate = estimate_soma_area_range(fov_probs)
     if estimate is None:
         return pre, info, fov_probs

@@ -30,9 +30,8 @@ nothing calls a console script. Three parts, each timed on the accelerator
    once on the CPU; then ``segment_movie`` (the cell-finding stage of
    ``astro3s-infer``: soma-scale fit, both network passes, combination) with
    the bundled model on the CPU, on CUDA with bf16 autocast (what
-   ``astro3s-infer`` does on CUDA) and on CUDA without it (autocast switched
-   off by wrapping ``astro3s.inference.network._run_batches``: the inference
-   API has no such option), each ``--repeats`` times (the last one reported).
+   ``astro3s-infer`` does on CUDA by default) and on CUDA without it
+   (``InferenceOptions.amp=False``, ``astro3s-infer amp=false``), each ``--repeats`` times (the last one reported).
    Reported per device: the network passes alone (``predict_crops`` +
    ``predict_fov``, best of ``--repeats``), the pipeline's ``network_s`` and
    ``soma_scale_s`` (which holds a whole-FOV pass) and the whole stage; the
@@ -295,20 +294,6 @@ def throughput(device_name: str, precision: str, *, batch_size: int, min_seconds
 # --------------------------------------------------------------------------- 3. inference GPU vs CPU
 
 
-@contextlib.contextmanager
-def _autocast_off(off: bool):
-    """Run the inference network passes without autocast (``amp=False``) while active."""
-    import astro3s.inference.network as network
-
-    original = network._run_batches
-    if off:
-        network._run_batches = lambda *a, **k: original(*a, **{**k, "amp": False})
-    try:
-        yield
-    finally:
-        network._run_batches = original
-
-
 def _iou(a: Any, b: Any) -> float:
     import numpy as np
 
@@ -320,25 +305,24 @@ def _iou(a: Any, b: Any) -> float:
 def _infer_one(pre: Any, label: str, device: str, amp: bool, repeats: int) -> dict[str, Any]:
     from astro3s.inference import load_inference_model, predict_crops, predict_fov, segment_movie
 
-    net, options = load_inference_model("default", device=device, figures=False)
+    net, options = load_inference_model("default", device=device, amp=amp, figures=False)
     out: dict[str, Any] = {"config": label, "device": device, "amp": amp}
-    with _autocast_off(not amp):
-        net_times = []
-        for _ in range(repeats):
-            _sync(device)
-            t = time.perf_counter()
-            predict_crops(net, pre, normalize=options.normalize, batch_size=options.batch_size, device=device)
-            fov_probs = predict_fov(net, pre, normalize=options.normalize, tiling=options.tiling, device=device)
-            _sync(device)
-            net_times.append(time.perf_counter() - t)
-        for r in range(repeats):
-            timings: dict[str, float] = {}
-            t = time.perf_counter()
-            _, seg, info = segment_movie(pre, net, options, timings=timings, name=label)
-            out[f"segment_s_run{r + 1}"] = time.perf_counter() - t
-        out.update(net_passes_s=min(net_times), net_passes_first_s=net_times[0],
-                   network_s=timings.get("network_s"), soma_scale_s=timings.get("soma_scale_s"),
-                   segment_s=out[f"segment_s_run{repeats}"], n_cells=int(seg.n_cells), zoom=info.get("zoom"))
+    net_times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        predict_crops(net, pre, normalize=options.normalize, batch_size=options.batch_size, device=device, amp=amp)
+        fov_probs = predict_fov(net, pre, normalize=options.normalize, tiling=options.tiling, device=device, amp=amp)
+        _sync(device)
+        net_times.append(time.perf_counter() - t)
+    for r in range(repeats):
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        _, seg, info = segment_movie(pre, net, options, timings=timings, name=label)
+        out[f"segment_s_run{r + 1}"] = time.perf_counter() - t
+    out.update(net_passes_s=min(net_times), net_passes_first_s=net_times[0],
+               network_s=timings.get("network_s"), soma_scale_s=timings.get("soma_scale_s"),
+               segment_s=out[f"segment_s_run{repeats}"], n_cells=int(seg.n_cells), zoom=info.get("zoom"))
     return out | {"_seg": seg, "_fov_probs": fov_probs}
 
 
