@@ -24,18 +24,18 @@ HALO_SCALE = 3.0
 
 
 def _core_sigmas(params) -> tuple[float, float]:
-    root = math.sqrt(float(getattr(params, "psf_anisotropy", 1.0)))
+    root = math.sqrt(float(params.psf_anisotropy))
     return params.psf_sigma * root, params.psf_sigma / root
 
 
 def _is_plain(params) -> bool:
-    return getattr(params, "psf_anisotropy", 1.0) == 1.0 and getattr(params, "psf_halo", 0.0) == 0.0
+    return params.psf_anisotropy == 1.0 and params.psf_halo == 0.0
 
 
 def psf_reach(params) -> float:
     """4 sd of the PSF's widest component, in px: beyond it the blur has no weight."""
     sy, sx = _core_sigmas(params)
-    return 4 * max(sy, sx) * (HALO_SCALE if getattr(params, "psf_halo", 0.0) > 0 else 1.0)
+    return 4 * max(sy, sx) * (HALO_SCALE if params.psf_halo > 0 else 1.0)
 
 
 def psf_margin(params) -> int:

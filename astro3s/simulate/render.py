@@ -714,9 +714,9 @@ def render_frames(scene: Scene, t0: int, t1: int, *, motion: bool = True, noise:
     if p.read_noise > 0:
         counts += np.float32(p.read_noise) * rng.standard_normal(counts.shape, dtype=np.float32)
     if p.noise_correlation > 0:
-        _correlate_noise(counts, (p.offset + p.gain * photons).astype(np.float32),
-                         (p.gain**2 * photons + p.read_noise**2).astype(np.float32), p.noise_correlation,
-                         p.noise_correlation_length, rng)
+        # float32 throughout (NumPy keeps an array's dtype against Python floats): no extra copies
+        _correlate_noise(counts, p.offset + p.gain * photons, p.gain**2 * photons + p.read_noise**2,
+                         p.noise_correlation, p.noise_correlation_length, rng)
     np.rint(counts, out=counts)
     np.clip(counts, 0, 65535, out=counts)
     return counts.astype(np.uint16)
