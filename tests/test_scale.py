@@ -224,7 +224,7 @@ def test_bin_scales_must_be_a_whole_number() -> None:
     from astro3s.inference.pipeline import InferenceOptions
     from astro3s.preprocess import PreprocessParams
 
-    assert InferenceOptions(preprocess=PreprocessParams()).bin_scales == 2
+    assert InferenceOptions(preprocess=PreprocessParams()).bin_scales == 3
     for bad in (0, 1.5, True, "2"):
         with pytest.raises(ConfigError, match="bin_scales"):
             InferenceOptions(preprocess=PreprocessParams(), bin_scales=bad)
@@ -266,9 +266,10 @@ def test_large_somata_are_segmented_binned_on_the_movie_pixels(simulated) -> Non
         same, seg, info = segment_movie(pre, model, options)
     assert same is pre and info["bin_factor"] >= 2 and info["rescaled"]
     assert seg.soma.shape == (192, 192) and seg.counts["bin_factor"] == info["bin_factor"]
-    # the factor read off the median image first, then the next finer one (1: the FOV at its own scale)
+    # the factor read off the median image first, then the next finer ones (bin_scales=3; never below 1,
+    # the FOV at its own scale)
     coarse = info["bin_factors"][0]
-    assert info["bin_factors"] == [coarse, coarse - 1]
+    assert info["bin_factors"] == list(range(coarse, max(coarse - 3, 0), -1))
     assert info["bin_factor"] == coarse
     assert len(info["cells_added"]) == len(info["bin_factors"]) - 1
     assert info["cells_added_plateau"] >= 0 and seg.counts.get("plateau_added", 0) == info["cells_added_plateau"]

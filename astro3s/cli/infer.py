@@ -111,7 +111,7 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
         batch_size=whole_number(cfg.get("batch_size", 32), "batch_size", example=32, minimum=1),
         figures=bool(cfg.get("figures", True)),
         soma_scale=str(cfg.get("soma_scale", "auto")), nwb=bool(cfg.get("nwb", False)), tiling=tiling,
-        bin_scales=whole_number(cfg.get("bin_scales", 2), "bin_scales", example=2, minimum=1),
+        bin_scales=whole_number(cfg.get("bin_scales", 3), "bin_scales", example=3, minimum=1),
         binned_processes=str(cfg.get("binned_processes", "grown")),
         somata=str(cfg.get("somata", "refined")),
         **movie_options)

@@ -112,7 +112,7 @@ class InferenceOptions:
     key: str | None = None
     fs: float | None = None
     nwb: bool = False
-    bin_scales: int = 2
+    bin_scales: int = 3
     binned_processes: str = "grown"
     somata: str = "refined"
 
@@ -129,7 +129,7 @@ class InferenceOptions:
         if self.soma_scale not in ("auto", "fixed"):
             raise ConfigError(f"soma_scale must be 'auto' or 'fixed', got {self.soma_scale!r}")
         if isinstance(self.bin_scales, bool) or not isinstance(self.bin_scales, int) or self.bin_scales < 1:
-            raise ConfigError(f"bin_scales must be a whole number >= 1 (e.g. bin_scales=2), got {self.bin_scales!r}")
+            raise ConfigError(f"bin_scales must be a whole number >= 1 (e.g. bin_scales=3), got {self.bin_scales!r}")
         if self.binned_processes not in ("grown", "network"):
             raise ConfigError(f"binned_processes must be 'grown' or 'network', got {self.binned_processes!r}")
         if self.somata not in ("refined", "network"):
