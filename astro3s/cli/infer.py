@@ -22,6 +22,8 @@ See ``conf/infer.yaml`` for every option.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from pathlib import Path
 from typing import Any
@@ -83,7 +85,7 @@ def event_params_from_config(section: Any) -> Any:
 def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
     """The network and :class:`~astro3s.inference.InferenceOptions` of a composed ``infer`` config."""
     from astro3s.correlation import CorrelationParams
-    from astro3s.inference import load_inference_model
+    from astro3s.inference import InferenceOptions, load_inference_model
     from astro3s.inference.network import TilingParams
 
     if cfg.get("params") and cfg.get("preprocess") is not None:
@@ -94,26 +96,31 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
     tiling = params_from_config(TilingParams, cfg.get("tiling"), "tiling")
     model_spec = str(cfg.get("checkpoint") or "default")
     movie_options = _movie_options(cfg)
+    # a key missing from the composed config falls back to the option's own default (defined once there)
+    default = {f.name: f.default for f in dataclasses.fields(InferenceOptions)}
     needs_model = not cfg.get("rois")
     if not needs_model:
-        from astro3s.inference.pipeline import InferenceOptions
         from astro3s.preprocess.params import as_preprocess_params
 
         options = InferenceOptions(preprocess=as_preprocess_params(preprocess), correlation=correlation_params,
                                    events=event_params,
-                                   figures=bool(cfg.get("figures", True)), model_name="(curated rois)",
-                                   nwb=bool(cfg.get("nwb", False)), **movie_options)
+                                   figures=bool(cfg.get("figures", default["figures"])), model_name="(curated rois)",
+                                   nwb=bool(cfg.get("nwb", default["nwb"])), **movie_options)
         return None, options
     model, options = load_inference_model(
-        model_spec, preprocess=preprocess, device=str(cfg.get("device", "auto")), amp=bool(cfg.get("amp", True)),
+        model_spec, preprocess=preprocess, device=str(cfg.get("device", default["device"])),
+        amp=bool(cfg.get("amp", default["amp"])),
         trusted=bool(cfg.get("trusted_checkpoint", False)), correlation=correlation_params, events=event_params,
-        combine=dict(to_plain(cfg.get("combine")) or {}), normalize=str(cfg.get("normalize", "mean")),
-        batch_size=whole_number(cfg.get("batch_size", 32), "batch_size", example=32, minimum=1),
-        figures=bool(cfg.get("figures", True)),
-        soma_scale=str(cfg.get("soma_scale", "auto")), nwb=bool(cfg.get("nwb", False)), tiling=tiling,
-        bin_scales=whole_number(cfg.get("bin_scales", 3), "bin_scales", example=3, minimum=1),
-        binned_processes=str(cfg.get("binned_processes", "grown")),
-        somata=str(cfg.get("somata", "refined")),
+        combine=dict(to_plain(cfg.get("combine")) or {}), normalize=str(cfg.get("normalize", default["normalize"])),
+        batch_size=whole_number(cfg.get("batch_size", default["batch_size"]), "batch_size",
+                                example=default["batch_size"], minimum=1),
+        figures=bool(cfg.get("figures", default["figures"])),
+        soma_scale=str(cfg.get("soma_scale", default["soma_scale"])), nwb=bool(cfg.get("nwb", default["nwb"])),
+        tiling=tiling,
+        bin_scales=whole_number(cfg.get("bin_scales", default["bin_scales"]), "bin_scales",
+                                example=default["bin_scales"], minimum=1),
+        binned_processes=str(cfg.get("binned_processes", default["binned_processes"])),
+        somata=str(cfg.get("somata", default["somata"])),
         **movie_options)
     from astro3s.postprocess import CombineParams
 
