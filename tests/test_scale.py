@@ -310,3 +310,56 @@ def test_a_small_fov_of_ordinary_somata_is_not_binned(simulated) -> None:
         pre = preprocess(movie, PreprocessParams(soma_area_range=(89, 345)), progress=False)
     factor, info = soma_bin_factor(pre)
     assert factor == 1 and info["blob_area"] < 400
+
+
+def test_add_large_cells_adds_large_sharp_new_cells_of_the_binned_pass(monkeypatch) -> None:
+    """The 2x2-binned pass adds a large in-focus soma; not a small one, a soft blob, nor one already found."""
+    from types import SimpleNamespace
+
+    from scipy import ndimage as ndi
+
+    import astro3s.inference.pipeline as pipeline
+    import astro3s.inference.segment as segment
+    from astro3s.inference import InferenceOptions
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.preprocess import PreprocessParams
+
+    size = 160
+    yy, xx = np.mgrid[:size, :size]
+    image = np.zeros((size, size), np.float32)
+    own = np.zeros((size, size), np.uint16)  # three small sharp somata found at the FOV's own scale
+    # (centre, radius, edge blur); cell 4 large and sharp, 5 large and soft, 6 small, 7 over cell 1
+    cells = [((25, 25), 6, 0.8), ((25, 75), 6, 0.8), ((25, 125), 6, 0.8), ((80, 40), 12, 0.8),
+             ((80, 120), 12, 3.0), ((135, 40), 6, 0.8)]
+    for k, ((cy, cx), radius, blur) in enumerate(cells, start=1):
+        disc = np.hypot(yy - cy, xx - cx) <= radius
+        image += ndi.gaussian_filter(disc.astype(np.float32), blur)
+        if k <= 3:
+            own[disc] = k
+    image += np.random.default_rng(0).normal(0, 0.01, image.shape).astype(np.float32)
+    seg = _segmentation(own, np.zeros_like(own), 3, CombineParams(), {"cells": 3})
+    # the binned pass's cells, on the 80 x 80 binned grid
+    yb, xb = np.mgrid[:size // 2, :size // 2]
+    binned = np.zeros((size // 2, size // 2), np.uint16)
+    for k, ((cy, cx), radius, _) in enumerate([*cells[3:], ((25, 27), 6, 0.8)], start=1):
+        binned[np.hypot(yb - cy / 2, xb - cx / 2) <= radius / 2] = k
+    small_seg = _segmentation(binned, np.zeros_like(binned), 4, CombineParams(), {"cells": 4})
+    calls = []
+    monkeypatch.setattr(segment, "binned_preprocess", lambda pre, factor: calls.append(factor) or "binned")
+    monkeypatch.setattr(pipeline, "segment_movie", lambda small, model, options, **kw: (small, small_seg, {}))
+    pre = SimpleNamespace(corrected=np.zeros((2, size, size), np.float32), median_image=image,
+                          fov_map=np.zeros((size, size), np.float32))
+    options = InferenceOptions(preprocess=PreprocessParams())
+    timings: dict[str, float] = {}
+    out = pipeline.add_large_cells(seg, pre, None, options, timings=timings)
+    assert calls == [2] and timings["large_soma_pass_s"] >= 0
+    assert out.n_cells == 4 and out.counts["large_added"] == 1 and out.counts["large_blurred_removed"] == 1
+    np.testing.assert_array_equal(out.soma[own > 0], own[own > 0])  # the cells found first are untouched
+    assert (out.soma[80, 40] == 4) and out.soma[80, 120] == 0 and out.soma[135, 40] == 0
+    # nothing found at the FOV's own scale, or no motion-corrected movie: nothing to compare with, seg as it is
+    empty = _segmentation(np.zeros_like(own), np.zeros_like(own), 0, CombineParams(), {"cells": 0})
+    assert pipeline.add_large_cells(empty, pre, None, options) is empty
+    assert pipeline.add_large_cells(seg, SimpleNamespace(corrected=None, median_image=image), None, options) is seg
+    tiny = SimpleNamespace(corrected=pre.corrected, median_image=image, fov_map=np.zeros((size, 60), np.float32))
+    assert pipeline.add_large_cells(seg, tiny, None, options) is seg and calls == [2]  # a side under 64 px

@@ -77,6 +77,34 @@ def test_remove_blurred_cells_judges_only_the_cells_outside_the_reference() -> N
         remove_blurred_cells(seg, image, reference=np.ones(3, bool))
 
 
+def test_remove_blurred_cells_in_pixels_judges_large_soft_somata_by_their_edge_width() -> None:
+    """Defocus widens edges by pixels: relative to a large soma's radius a soft blob looks sharp."""
+    from scipy import ndimage as ndi
+
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.postprocess.sharpness import remove_blurred_cells
+
+    yy, xx = np.mgrid[:200, :200]
+    # three small sharp somata (the reference), a large sharp soma and a large soft blob of the same size
+    cells = [(30, 30, 6, 0.8), (30, 80, 6, 0.8), (30, 130, 6, 0.8), (110, 50, 12, 0.8), (110, 140, 12, 2.5)]
+    image = np.zeros((200, 200), np.float32)
+    labels = np.zeros((200, 200), np.uint16)
+    for k, (cy, cx, radius, sigma) in enumerate(cells, start=1):
+        disc = np.hypot(yy - cy, xx - cx) <= radius
+        image += ndi.gaussian_filter(disc.astype(np.float32), sigma)
+        labels[disc] = k
+    image += np.random.default_rng(0).normal(0, 0.01, image.shape).astype(np.float32)
+    seg = _segmentation(labels, np.zeros_like(labels), 5, CombineParams(), {"cells": 5})
+    reference = np.arange(5) < 3
+    relative = remove_blurred_cells(seg, image, max_relative_blur=1.3, min_cells=1, reference=reference)
+    assert relative.n_cells == 5  # the blob's edge is ~1.9x as wide, but under 1.3x relative to its radius
+    in_pixels = remove_blurred_cells(seg, image, max_relative_blur=1.3, min_cells=1, reference=reference,
+                                     in_pixels=True)
+    assert in_pixels.n_cells == 4 and in_pixels.counts["blurred_removed"] == 1
+    assert (in_pixels.soma[labels == 5] == 0).all() and (in_pixels.soma[labels == 4] > 0).all()
+
+
 def test_max_relative_blur_is_checked() -> None:
     from astro3s.errors import ConfigError
     from astro3s.postprocess import CombineParams

@@ -121,6 +121,7 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
                                 example=default["bin_scales"], minimum=1),
         binned_processes=str(cfg.get("binned_processes", default["binned_processes"])),
         somata=str(cfg.get("somata", default["somata"])),
+        large_soma_pass=bool(cfg.get("large_soma_pass", default["large_soma_pass"])),
         **movie_options)
     from astro3s.postprocess import CombineParams
 

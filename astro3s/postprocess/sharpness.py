@@ -82,7 +82,7 @@ def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
 
 
 def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: float = 1.5,
-                         min_cells: int = 3, reference: np.ndarray | None = None) -> Any:
+                         min_cells: int = 3, reference: np.ndarray | None = None, in_pixels: bool = False) -> Any:
     """Drop the cells whose soma is much more blurred than the FOV's typical soma.
 
     Every cell of a FOV is seen through the same optics, so an in-focus soma's
@@ -105,6 +105,13 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
         The cells whose median blur is the reference; they are kept whatever
         their blur, and only the others can go (e.g. cells added by a second
         pass, judged against those the first found). None: every cell.
+    in_pixels : bool
+        Compare the edges' widths in pixels (blur times soma radius) instead
+        of relative to each soma's radius. Defocus widens every edge by the
+        same pixels whatever the soma's size, so where the judged cells are
+        larger than the reference (cells a coarser pass adds), an
+        out-of-focus one shows a wider edge, while its width relative to its
+        larger radius looks as sharp as the reference's.
 
     Returns
     -------
@@ -120,6 +127,8 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
     drop = np.zeros(seg.n_cells, bool)
     if judged.sum() >= int(min_cells):
         blur = soma_edge_blur(image, seg.soma)
+        if in_pixels:
+            blur = blur * np.maximum(np.sqrt(np.asarray(seg.soma_area, np.float64) / np.pi), 1.0)
         finite = np.isfinite(blur)
         if (finite & judged).any():
             drop = finite & (blur > float(max_relative_blur) * float(np.median(blur[finite & judged])))
