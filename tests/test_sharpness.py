@@ -30,6 +30,9 @@ def test_soma_edge_blur_grows_with_the_blur() -> None:
     assert blur.shape == (4,)
     assert np.all(np.diff(blur) > 0)
     assert blur[0] < 0.6 and blur[3] > 1.5 * blur[0]
+    # in pixels: the same widths times each soma's radius (all discs of radius 7 here)
+    radius = np.sqrt(np.bincount(labels.ravel())[1:] / np.pi)
+    np.testing.assert_allclose(soma_edge_blur(image, labels, relative=False), blur * radius, rtol=1e-12)
     # an id without pixels is NaN; a soma no brighter than around it is inf
     labels[labels == 2] = 0
     dark = image.copy()

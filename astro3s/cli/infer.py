@@ -23,7 +23,6 @@ See ``conf/infer.yaml`` for every option.
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 from pathlib import Path
 from typing import Any

@@ -400,8 +400,7 @@ def add_large_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *
     those far above the typical one are drawn by neither network pass
     (held-out ``mixed`` movies: 1-4 somata of 370-620 px among somata of
     100-250 px). Binned 2x2, they are near the trained scale. The binned
-    pass's cells (:func:`binned_options`, resampled to the FOV's pixels) are
-    added when their soma
+    pass's cells (:func:`binned_pass`) are added when their soma
 
     - touches none of ``seg``'s somata (:func:`astro3s.postprocess.add_missing_cells`);
     - is at least ``LARGE_SOMA_RATIO`` times ``seg``'s median soma: the pass
@@ -429,8 +428,7 @@ def add_large_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *
         ``counts["large_added"]``: cells added; ``counts["large_blurred_removed"]``:
         large new cells dropped for their edge.
     """
-    from astro3s.inference.segment import binned_preprocess
-    from astro3s.postprocess import add_missing_cells, upsample_segmentation
+    from astro3s.postprocess import add_missing_cells
     from astro3s.postprocess.combine import remove_cells
     from astro3s.postprocess.sharpness import remove_blurred_cells
 
@@ -439,10 +437,7 @@ def add_large_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *
             or min(pre.fov_map.shape) < LARGE_SOMA_MIN_FOV):
         return seg
     t = time.perf_counter()
-    small = binned_preprocess(pre, 2)
-    _, small_seg, _ = segment_movie(small, model, binned_options(options), timings={}, name=name,
-                                    allow_binning=False)
-    found = upsample_segmentation(small_seg, 2, pre.fov_map.shape)
+    found, _, _ = binned_pass(pre, model, options, 2, timings={}, name=name)
     found = remove_cells(found, found.soma_area < LARGE_SOMA_RATIO * float(np.median(seg.soma_area)),
                          count_key="small_removed")
     n_before = seg.n_cells
@@ -456,6 +451,36 @@ def add_large_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *
     if merged.n_cells > n_before:
         log.info("%s: %d large cell(s) added by a 2x2-binned pass", name, merged.n_cells - n_before)
     return dataclasses.replace(merged, counts=counts)
+
+
+def binned_pass(pre: Any, model: Any, options: InferenceOptions, factor: int, *, timings: dict[str, float],
+                name: str = "") -> tuple[Any, dict[str, Any], float]:
+    """One network pass over the FOV binned ``factor x factor``, its cells on the FOV's own pixels.
+
+    The motion-corrected movie is pre-processed again binned
+    (:func:`astro3s.inference.segment.binned_preprocess`), segmented with
+    :func:`binned_options` (crop somata decide alone) and its cells resampled
+    (:func:`astro3s.postprocess.upsample_segmentation`).
+
+    Returns
+    -------
+    found : Segmentation
+        Label images of ``pre``'s FOV shape.
+    scale_info : dict
+        The binned pass's soma-scale record (binned pixels).
+    binning_s : float
+        Seconds spent pre-processing the binned movie; the pass's other
+        stages are added to ``timings``.
+    """
+    from astro3s.inference.segment import binned_preprocess
+    from astro3s.postprocess import upsample_segmentation
+
+    t = time.perf_counter()
+    small = binned_preprocess(pre, factor)
+    binning_s = time.perf_counter() - t
+    _, small_seg, info = segment_movie(small, model, binned_options(options), timings=timings, name=name,
+                                       allow_binning=False)
+    return upsample_segmentation(small_seg, factor, pre.fov_map.shape), info, binning_s
 
 
 def binned_options(options: InferenceOptions) -> InferenceOptions:
@@ -548,8 +573,7 @@ def size_filter_overrides(combine: dict[str, Any], scale_info: dict[str, Any],
 def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int, coarse: dict[str, Any], *,
                     timings: dict[str, float], name: str, started: float) -> tuple[Any, dict[str, Any]]:
     """Cells of a large-soma FOV segmented binned ``factor x factor`` and finer (see :func:`segment_movie`)."""
-    from astro3s.inference.segment import binned_preprocess
-    from astro3s.postprocess import add_missing_cells, upsample_segmentation
+    from astro3s.postprocess import add_missing_cells
 
     factors = list(range(factor, max(FINEST_BIN_FACTOR, factor - options.bin_scales + 1) - 1, -1))
     log.info("%s: somata ~%.0f px, %.1fx wider than the parameters': segmenting the FOV binned %s",
@@ -563,12 +587,8 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
             _, found, info = segment_movie(pre, model, options, timings=inner, name=name,
                                            allow_binning=False)
         else:
-            t = time.perf_counter()
-            small = binned_preprocess(pre, scale_factor)
-            timings["binning_s"] += time.perf_counter() - t
-            _, small_seg, info = segment_movie(small, model, binned_options(options), timings=inner,
-                                               name=name, allow_binning=False)
-            found = upsample_segmentation(small_seg, scale_factor, pre.fov_map.shape)
+            found, info, binning_s = binned_pass(pre, model, options, scale_factor, timings=inner, name=name)
+            timings["binning_s"] += binning_s
         for key, seconds in inner.items():
             timings[key] = timings.get(key, 0.0) + seconds
         if seg is None:

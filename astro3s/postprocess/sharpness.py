@@ -23,8 +23,8 @@ __all__ = ["remove_blurred_cells", "soma_edge_blur"]
 
 
 def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
-                   edge_percentile: float = 90.0) -> np.ndarray:
-    """Edge width of each soma relative to its radius, on a summary image.
+                   edge_percentile: float = 90.0, relative: bool = True) -> np.ndarray:
+    """Edge width of each soma on a summary image, relative to its radius (or in pixels).
 
     Parameters
     ----------
@@ -38,13 +38,17 @@ def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
         The edge gradient is this percentile of ``|grad I|`` in a band of
         ``+- max(2, r / 3)`` px around the soma outline (the steep part of the
         edge, wherever the outline drawn by the network lies in it).
+    relative : bool
+        Divide the edge width ``w`` by the soma's radius ``r`` (True), or give
+        ``w`` in pixels (False).
 
     Returns
     -------
     blur : ndarray of float64, shape (n,)
-        ``w / r`` for cell ``k`` at index ``k - 1``: about 0.1-0.5 for somata
-        in focus, larger for out-of-focus cells and soft blobs; ``inf`` for a
-        soma no brighter than its surround, NaN for an id without pixels.
+        ``w / r`` (``w`` with ``relative=False``) for cell ``k`` at index
+        ``k - 1``: about 0.1-0.5 for somata in focus, larger for
+        out-of-focus cells and soft blobs; ``inf`` for a soma no brighter than
+        its surround, NaN for an id without pixels.
     """
     from scipy import ndimage as ndi
 
@@ -77,7 +81,8 @@ def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
         around = float(np.percentile(window[ring], 25)) if ring.any() else float(window[~near].min(initial=inside))
         contrast = inside - around
         steep = float(np.percentile(gradient[y0:y1, x0:x1][edge], edge_percentile))
-        out[k - 1] = contrast / steep / radius if contrast > 0 and steep > 0 else np.inf
+        edge_width = contrast / steep if contrast > 0 and steep > 0 else np.inf
+        out[k - 1] = edge_width / radius if relative else edge_width
     return out
 
 
@@ -106,8 +111,8 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
         their blur, and only the others can go (e.g. cells added by a second
         pass, judged against those the first found). None: every cell.
     in_pixels : bool
-        Compare the edges' widths in pixels (blur times soma radius) instead
-        of relative to each soma's radius. Defocus widens every edge by the
+        Compare the edges' widths in pixels (``soma_edge_blur(relative=False)``)
+        instead of relative to each soma's radius. Defocus widens every edge by the
         same pixels whatever the soma's size, so where the judged cells are
         larger than the reference (cells a coarser pass adds), an
         out-of-focus one shows a wider edge, while its width relative to its
@@ -126,9 +131,7 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
         raise ValueError(f"reference must hold one flag per cell ({seg.n_cells}), got shape {judged.shape}")
     drop = np.zeros(seg.n_cells, bool)
     if judged.sum() >= int(min_cells):
-        blur = soma_edge_blur(image, seg.soma)
-        if in_pixels:
-            blur = blur * np.maximum(np.sqrt(np.asarray(seg.soma_area, np.float64) / np.pi), 1.0)
+        blur = soma_edge_blur(image, seg.soma, relative=not in_pixels)
         finite = np.isfinite(blur)
         if (finite & judged).any():
             drop = finite & (blur > float(max_relative_blur) * float(np.median(blur[finite & judged])))
