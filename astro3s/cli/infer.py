@@ -105,7 +105,7 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
                                    events=event_params,
                                    figures=bool(cfg.get("figures", default["figures"])), model_name="(curated rois)",
                                    nwb=bool(cfg.get("nwb", default["nwb"])), **movie_options)
-        return None, options
+        return None, _with_morphology_image(options, cfg.get("morphology_image"))
     model, options = load_inference_model(
         model_spec, preprocess=preprocess, device=str(cfg.get("device", default["device"])),
         amp=bool(cfg.get("amp", default["amp"])),
@@ -125,7 +125,14 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
     from astro3s.postprocess import CombineParams
 
     CombineParams.from_preprocess(options.preprocess, **options.combine)  # a typo fails now, not after hours
-    return model, options
+    return model, _with_morphology_image(options, cfg.get("morphology_image"))
+
+
+def _with_morphology_image(options: Any, value: Any) -> Any:
+    """``options`` with the pre-processing's ``morphology_image`` set to ``value`` (None: unchanged)."""
+    if value is None:
+        return options
+    return dataclasses.replace(options, preprocess=options.preprocess.replace(morphology_image=str(value)))
 
 
 @task_wrapper

@@ -1014,8 +1014,12 @@ def _figure_inputs(run: _Run, options: InferenceOptions) -> Any:
     from astro3s.inference.report import FigureInputs
 
     pre, found = run.pre, run.domains
-    images = SimpleNamespace(mean_image=pre.mean_image, activity_map=pre.activity_map, shifts=pre.shifts,
-                             shape=pre.shape, fs=pre.fs)
+    # a baseline-subtracted (dF) movie's mean image is flat: its cells are shown on the noise-variance image
+    # they were found on
+    noise_image = pre.params.morphology_image == "noise_variance" and pre.median_image is not None
+    images = SimpleNamespace(mean_image=pre.median_image if noise_image else pre.mean_image,
+                             background_name="noise-variance image (dF movie)" if noise_image else "mean image",
+                             activity_map=pre.activity_map, shifts=pre.shifts, shape=pre.shape, fs=pre.fs)
     # the domains without their CC maps (pickled to the figure process of a batch)
     domains = SimpleNamespace(domains=found.domains, cell_ids=found.cell_ids, centroids=found.centroids,
                               threshold=found.threshold, threshold_choice=found.threshold_choice)
@@ -1059,7 +1063,10 @@ def _summary(run: _Run, final: Path, options: InferenceOptions) -> dict[str, Any
         },
         "soma_scale": {"mode": options.soma_scale, **run.scale_info},
         "preprocess": {"n_candidates": int(len(pre.crop_boxes)),
-                       "max_shift_px": float(np.abs(pre.shifts).max(initial=0.0))},
+                       "max_shift_px": float(np.abs(pre.shifts).max(initial=0.0)),
+                       # "noise_variance" for a baseline-subtracted (dF) movie (astro3s.preprocess.baseline)
+                       "morphology_image": pre.details.get("morphology_image", pre.params.morphology_image),
+                       "baseline_check": pre.details.get("baseline_check")},
         "versions": _versions(),
         "timings_s": None,
         # the files this run wrote, with their SHA-256: a rerun replaces these and nothing else

@@ -438,7 +438,8 @@ def plot_summary(pre: Any, soma: np.ndarray, processes: np.ndarray, domains: Any
     Parameters
     ----------
     pre : Preprocessed
-        Gives ``mean_image``, ``activity_map``, ``shifts``, ``shape`` and ``fs``.
+        Gives ``mean_image``, ``activity_map``, ``shifts``, ``shape`` and ``fs`` (and
+        optionally ``background_name``, the first panel's title for ``mean_image``).
     soma, processes : ndarray of int, shape (H, W)
         Label images with shared cell ids.
     domains : Domains
@@ -500,7 +501,8 @@ def plot_summary(pre: Any, soma: np.ndarray, processes: np.ndarray, domains: Any
     scale = _overlay_scale((height, width), panel_px)
     blank = np.zeros_like(soma)
     images = (
-        (np.repeat(stretch_image(mean_image)[..., None], 3, axis=2), "mean image", None),
+        (np.repeat(stretch_image(mean_image)[..., None], 3, axis=2), getattr(pre, "background_name", "mean image"),
+         None),
         (stretch_image(np.asarray(pre.activity_map, np.float32), (0.0, 99.7), gamma=0.8),
          "activity map", "inferno"),
         (compose_overlay(mean_image, soma, processes, blank, scale=scale, lut=lut, clean=False),

@@ -3,7 +3,9 @@
 One module per stage, each a set of small pure functions on arrays:
 
 1. :mod:`~astro3s.preprocess.motion` - rigid sub-pixel motion correction;
-2. :mod:`~astro3s.preprocess.enhance` - the enhanced (sharpened) summary image;
+2. :mod:`~astro3s.preprocess.enhance` - the enhanced (sharpened) summary image
+   (of the median image, or for a baseline-subtracted movie of its
+   noise-variance image: :mod:`~astro3s.preprocess.baseline`);
 3. :mod:`~astro3s.preprocess.activity` - the activity map;
 4. :mod:`~astro3s.preprocess.candidates` - soma candidates;
 5. :mod:`~astro3s.preprocess.local_filter` - local activity filter per candidate;
@@ -21,6 +23,7 @@ training movies. Importing this package does no work.
 """
 
 from astro3s.preprocess.activity import activity_map, tile_coverage, tile_starts, tile_thresholds
+from astro3s.preprocess.baseline import BaselineCheck, check_baseline, noise_variance_image
 from astro3s.preprocess.candidates import find_candidates
 from astro3s.preprocess.crops import crop_offsets, extract_crops, fov_map, paste_crops
 from astro3s.preprocess.enhance import (
@@ -44,6 +47,7 @@ from astro3s.preprocess.storage import load_preprocessed, save_preprocessed
 from astro3s.preprocess.scale import BinnedFrames, bin_frames, blob_soma_area, clahe_tiles_for_scale
 
 __all__ = [
+    "BaselineCheck",
     "BinnedFrames",
     "CorrectedMovie",
     "PreprocessParams",
@@ -55,6 +59,7 @@ __all__ = [
     "build_reference",
     "candidate_boxes",
     "candidate_centres",
+    "check_baseline",
     "clahe",
     "clahe_tiles_for_scale",
     "clahe_tiles_for_shape",
@@ -73,6 +78,7 @@ __all__ = [
     "load_preprocessed",
     "local_activity_filter",
     "local_activity_filters",
+    "noise_variance_image",
     "paste_crops",
     "plot_preprocessed",
     "preprocess",

@@ -20,7 +20,11 @@ from typing import Any
 
 from astro3s.errors import CheckpointError, ConfigError, did_you_mean
 
-__all__ = ["PreprocessParams", "as_preprocess_params", "load_params", "params_from_dict", "save_params"]
+__all__ = ["MORPHOLOGY_IMAGES", "PreprocessParams", "as_preprocess_params", "load_params", "params_from_dict",
+           "save_params"]
+
+# values of PreprocessParams.morphology_image
+MORPHOLOGY_IMAGES = ("auto", "median", "noise_variance")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,15 @@ class PreprocessParams:
         The temporal median is exact when ``T`` is at most this (and the frames
         fit ``memory_budget_mb``); otherwise it is the median of an even
         subsample of that many frames (1000).
+    morphology_image : str
+        The image the cells' shapes are read from: ``"median"`` (ASTRA's: the
+        temporal median of the baseline-subtracted frames), ``"noise_variance"``
+        (half the mean squared difference of consecutive frames, for movies
+        whose baseline was subtracted, dF) or ``"auto"`` (default: the median
+        unless :func:`~astro3s.preprocess.baseline.check_baseline` finds the
+        movie baseline-free, which also turns the motion correction off).
+        :func:`~astro3s.preprocess.preprocess` resolves ``"auto"``; the result's
+        ``params`` hold the choice.
     enhance_sigma : float
         Gaussian scale (px) of a smoothing of the median image before CLAHE
         (0: none, ASTRA's recipe). CLAHE on 65536 levels ranks each tile's
@@ -180,6 +193,7 @@ class PreprocessParams:
     # spatial enhancement
     baseline_percentile: float = 10.0
     median_max_frames: int = 1000
+    morphology_image: str = "auto"
     enhance_sigma: float = 0.0
     clahe_clip_limit: float = 0.5
     clahe_tiles: tuple[int, int] = (8, 8)
@@ -280,6 +294,8 @@ class PreprocessParams:
         need(0 < self.bandpass_sigmas[0] < self.bandpass_sigmas[1],
              "bandpass_sigmas must be 0 < low-pass < high-pass")
         need(self.clahe_clip_limit >= 0, "clahe_clip_limit must be >= 0")
+        need(self.morphology_image in MORPHOLOGY_IMAGES,
+             f"morphology_image must be one of {', '.join(MORPHOLOGY_IMAGES)}, got {self.morphology_image!r}")
         need(self.enhance_sigma >= 0, "enhance_sigma must be >= 0 (0: no smoothing)")
         need(self.memory_budget_mb > 0, "memory_budget_mb must be > 0")
         device = str(self.device)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from astro3s.preprocess._backend import block_ranges, cache_block_frames, map_blocks, resolve_device
+from astro3s.preprocess.baseline import BaselineCheck, check_baseline
 from astro3s.preprocess.candidates import blob_candidates, find_candidates
 from astro3s.preprocess.crops import extract_crops, fov_map
 from astro3s.preprocess.enhance import enhance_image
@@ -38,11 +39,11 @@ from astro3s.preprocess.params import PreprocessParams
 from astro3s.preprocess.result import Preprocessed
 from astro3s.preprocess.storage import FORMAT_VERSION, load_preprocessed, save_preprocessed
 from astro3s.preprocess.streaming import (MIN_FRAMES, MIN_SIDE, effective_chunk_frames, even_subsample, read_frames,
-                                          reference_sample_frames, stream_movie)
+                                          reference_sample_frames, sample_frame_pairs, stream_movie, validate_movie)
 
 __all__ = ["FORMAT_VERSION", "MIN_FRAMES", "MIN_SIDE", "Preprocessed", "as_movie", "crop_filters",
            "effective_chunk_frames", "load_preprocessed", "preprocess", "reference_sample_frames",
-           "reselect_candidates", "save_preprocessed"]
+           "reselect_candidates", "resolve_morphology_image", "save_preprocessed"]
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,33 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
                                details=details)
 
 
+def resolve_morphology_image(movie: Any, params: PreprocessParams) -> tuple[PreprocessParams, BaselineCheck | None]:
+    """``params`` with ``morphology_image="auto"`` resolved for ``movie`` (and the check, when made).
+
+    A baseline-free (dF) movie gets the noise-variance image and no motion
+    correction (:mod:`astro3s.preprocess.baseline`), with a warning.
+    """
+    if params.morphology_image != "auto":
+        return params, None
+    validate_movie(movie)
+    pairs = sample_frame_pairs(movie)
+    if len(pairs) < 4:  # too short to tell (fewer than 8 frames): ASTRA's median image
+        return params.replace(morphology_image="median"), None
+    check = check_baseline(pairs)
+    del pairs
+    if not check.baseline_free:
+        return params.replace(morphology_image="median"), check
+    log.warning("%s looks baseline-subtracted (dF): its median image is flat (spatial variance %.1fx its "
+                "noise's) and unlike its noise-variance image (rank correlation %.2f), which has structure "
+                "(%.2f between two halves of the sample). The cells' shapes are read from the noise-variance "
+                "image instead and motion is not corrected (a dF movie has nothing static to register on). "
+                "For the best results give the raw movie; morphology_image=median (astro3s-infer) or "
+                "preprocess.morphology_image=median (astro3s-preprocess) keeps the median image.",
+                movie.path or "the movie", check.median_contrast, check.median_noise_correlation,
+                check.noise_reliability)
+    return params.replace(morphology_image="noise_variance", motion_correction=False), check
+
+
 def preprocess(movie: Any, params: PreprocessParams | None = None, *,
                progress: bool | None = None, cache: bool | None = None,
                scratch_dir: str | Path | None = None) -> Preprocessed:
@@ -284,11 +312,15 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
     device = resolve_device(params.device)
     start = time.perf_counter()
     log.info("pre-processing %s (%d x %d x %d) on %s", movie.path or "array", *movie.shape, device)
+    params, baseline = resolve_morphology_image(movie, params)
     streamed = stream_movie(movie, params, device, activity_percentiles=[params.activity_percentile],
                             progress=progress, cache=cache, scratch_dir=scratch_dir)
     activity = streamed.activity[0]
     n_frames, height, width = (int(s) for s in movie.shape)
     timings, details = streamed.timings, streamed.details
+    if baseline is not None:
+        details["baseline_check"] = baseline.as_dict()
+    details["morphology_image"] = params.morphology_image
 
     try:
         stages = _candidate_stages(activity, streamed.enhanced, streamed.corrected, params, n_frames,

@@ -64,13 +64,14 @@ import numpy as np
 from astro3s.errors import InputError
 from astro3s.preprocess._backend import _workers, block_ranges, cache_block_frames, map_blocks
 from astro3s.preprocess.activity import activity_counts, tile_coverage, tile_thresholds
+from astro3s.preprocess.baseline import noise_variance_image
 from astro3s.preprocess.enhance import enhance_image, frame_percentiles, temporal_median
 from astro3s.preprocess.motion import CorrectedMovie, FrameFile, build_reference, register_frames
 from astro3s.preprocess.params import PreprocessParams
 
 __all__ = ["MIN_FRAMES", "MIN_SIDE", "MotionReference", "Streamed", "effective_chunk_frames", "even_subsample",
            "motion_reference", "read_ahead", "read_chunks", "read_frames", "reference_sample_frames",
-           "scratch_frame_file", "stream_movie", "validate_movie"]
+           "sample_frame_pairs", "scratch_frame_file", "stream_movie", "validate_movie"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,20 @@ def even_subsample(n: int, count: int) -> np.ndarray:
     """About ``count`` indices spread evenly over ``range(n)`` (sorted, unique, int64; first and last included)."""
     count = max(1, min(int(count), n))
     return np.unique(np.round(np.linspace(0, n - 1, count)).astype(np.int64))
+
+
+def sample_frame_pairs(movie: Any, count: int = 64) -> np.ndarray:
+    """About ``count`` pairs of consecutive frames ``(t, t + 1)`` spread evenly over ``movie``.
+
+    Returns
+    -------
+    pairs : ndarray of float32, shape (K, 2, H, W)
+        ``K = min(count, T // 2)`` (at least 1 for ``T >= 2``); the pairs do not overlap.
+    """
+    n_frames = int(movie.shape[0])
+    first = even_subsample(n_frames - 1, max(1, min(int(count), n_frames // 2)))
+    frames = read_frames(movie, np.stack([first, first + 1], axis=1).ravel())
+    return frames.reshape(len(first), 2, *frames.shape[1:])
 
 
 def read_frames(movie: Any, index: np.ndarray) -> np.ndarray:
@@ -380,7 +395,8 @@ class Streamed:
     mean_image : ndarray of float32, shape (H, W)
         Temporal mean of the raw movie.
     median : ndarray of float32, shape (H, W)
-        Temporal median of the baseline-subtracted frames.
+        Temporal median of the baseline-subtracted frames, or the noise-variance
+        image when ``params.morphology_image`` is ``"noise_variance"``.
     enhanced : ndarray of float32, shape (H, W)
         ``median`` enhanced (CLAHE, sharpening), in [0, 1].
     activity : ndarray of float32, shape (Q, H, W)
@@ -678,7 +694,13 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
     timings.update(worker.stage_times(wall))
 
     tick = time.perf_counter()
-    median = buffers.median(device)
+    corrected = CorrectedMovie(movie, buffers.shifts, device=device, cache=buffers.cache,
+                               frames_file=buffers.frames_file)
+    if params.morphology_image == "noise_variance":
+        # a baseline-free (dF) movie: its noise carries the resting fluorescence (astro3s.preprocess.baseline)
+        median = noise_variance_image(corrected.chunks(effective_chunk_frames(params, 4 * height * width)))
+    else:
+        median = buffers.median(device)
     buffers.median_frames = None
     enhanced = enhance_image(median, clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
                              nbins=params.clahe_bins, min_tile=params.clahe_min_tile,
@@ -688,6 +710,5 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
     activity = (worker.counts() / coverage[None]).astype(np.float32)
     return Streamed(shifts=buffers.shifts, reference=reference.image.astype(np.float32),
                     mean_image=(raw.total / n_frames).astype(np.float32), median=median, enhanced=enhanced,
-                    activity=activity, corrected=CorrectedMovie(movie, buffers.shifts, device=device,
-                                                                cache=buffers.cache, frames_file=buffers.frames_file),
+                    activity=activity, corrected=corrected,
                     timings=timings, details=details)
