@@ -142,6 +142,27 @@ def test_clahe_equalises_and_keeps_order():
 
 
 
+def test_isolated_hot_pixels_do_not_set_the_enhancement_scale():
+    from astro3s.preprocess.enhance import enhance_image, image_top
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:96, :96]
+    cells = sum(60 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 40.0) for cy, cx in ((30, 30), (60, 70)))
+    image = (ndimage.gaussian_filter(rng.random((96, 96)), 1.5) * 20 + cells).astype(np.float32)
+    assert image_top(image) == image.max()  # an optical image keeps ASTRA's scaling exactly
+    hot = image.copy()
+    hot[[5, 50, 90], [80, 10, 45]] = 65535.0
+    top = image_top(hot)
+    assert top < 2 * image.max()  # the brightest structure, not the stuck pixels
+    clean, spoilt = enhance_image(image), enhance_image(hot)
+    assert len(np.unique(np.round(spoilt * 65535))) > 0.5 * len(np.unique(np.round(clean * 65535)))
+    away = np.ones(image.shape, bool)
+    away[[5, 50, 90], [80, 10, 45]] = False
+    away = ndimage.binary_erosion(away, iterations=2)
+    assert np.abs(spoilt - clean)[away].mean() < 0.05
+    assert image_top(np.zeros((8, 8))) == 0
+
+
 def test_enhance_sigma_lifts_a_faint_thin_process_above_the_texture():
     """CLAHE on 65536 levels ranks noise into texture; a smoothing first lets a faint 4-px line stand out."""
     from astro3s.preprocess import enhance_image

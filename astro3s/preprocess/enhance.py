@@ -305,6 +305,39 @@ def sharpen(image: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 1).astype(np.float32)
 
 
+def image_top(image: np.ndarray, *, isolated_ratio: float = 3.0) -> float:
+    """The value an image is scaled by before CLAHE: its maximum, unless that is an isolated pixel.
+
+    ASTRA divides the median image by its maximum before CLAHE quantises it
+    to 65536 levels. A few isolated pixels far above everything else (hot
+    pixels of a camera, a stuck detector channel) then squeeze the cells into
+    a few hundred levels (held-out movies with 40 hot pixels: detection recall
+    0.99 -> 0.88). When the maximum exceeds ``isolated_ratio`` times the
+    brightest value a 3 x 3 median filter keeps (the brightest structure
+    wider than a pixel), that value is used instead and brighter pixels clip
+    at 1. The PSF spreads every point of an optical image over several
+    pixels: the ratio is 1.0-1.26 on the 52 held-out and 24 development
+    movies' median images and 1.87 on astroCaST's real (denoised dF) crop,
+    against ~100 with hot pixels; those images keep ASTRA's scaling exactly.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+    isolated_ratio : float
+
+    Returns
+    -------
+    float
+    """
+    from scipy import ndimage
+
+    top = float(np.max(image))
+    if top <= 0:
+        return top
+    compact = float(ndimage.median_filter(np.asarray(image, np.float32), size=3, mode="mirror").max())
+    return compact if 0 < compact * isolated_ratio < top else top
+
+
 def enhance_image(median_image: np.ndarray, *, clip_limit: float = 0.5, tiles: tuple[int, int] = (8, 8),
                   nbins: int = 65536, min_tile: int = 0, smooth_sigma: float = 0.0) -> np.ndarray:
     """Rescale, CLAHE and sharpen a temporal-median image (optionally smoothed first).
@@ -329,8 +362,8 @@ def enhance_image(median_image: np.ndarray, *, clip_limit: float = 0.5, tiles: t
         from scipy import ndimage
 
         median_image = ndimage.gaussian_filter(median_image, smooth_sigma, mode="mirror")
-    top = float(median_image.max())
-    scaled = median_image / top if top > 0 else np.zeros_like(median_image)
+    top = image_top(median_image)
+    scaled = np.minimum(median_image / top, 1.0) if top > 0 else np.zeros_like(median_image)
     tiles = clahe_tiles_for_shape(tiles, median_image.shape, min_tile=min_tile)
     return sharpen(clahe(scaled, clip_limit=clip_limit, tiles=tiles, nbins=nbins))
 
