@@ -24,14 +24,16 @@ dF, astroCaST's real dF crop):
   below 0.5: dF -0.20-0.11, raw 0.52-1.00, but 0.01 on a textured movie
   whose frame-to-frame differences are motion);
 - that noise-variance image is reproducible (the two halves of the sample
-  correlate at least 0.6: dF 0.84-0.99; a movie whose noise is read noise,
-  photon counts far below it, -0.02: nothing to recover from its noise).
+  correlate at least 0.4: dF 0.84-0.99 on 256-px FOVs, 0.52 on a 104 x 88 px
+  movie of 68 frames; a movie whose noise is read noise, photon counts far
+  below it, -0.02: nothing to recover from its noise).
 
 The pipeline then skips the motion correction (nothing static to register
 on: correct motion before computing dF) and uses :func:`noise_variance_image`
 where the median image goes (the CLAHE step ranks each tile, so an affine
 function of ``F0`` is as good as ``F0``). On the 13 held-out movies made dF,
-detection F1 0.31 -> 0.96 (raw: 0.985; ``experiments/results/robustness.md``).
+detection F1 0.31 -> 0.96 (raw: 0.985; ``experiments/results/robustness.md``), and
+0.22 -> 0.93 on 52 never-seen ones (``robustness_fresh64_dF.md``).
 ``dF / F0`` movies divide the noise by ``F0`` as well; none of the 13 was
 recognised (detection F1 0.24): give astro3s the raw movie.
 """
@@ -102,7 +104,7 @@ def _rank_correlation(a: np.ndarray, b: np.ndarray, *, sigma: float) -> float:
 
 
 def check_baseline(pairs: np.ndarray, *, max_contrast: float = 15.0, max_correlation: float = 0.5,
-                   min_reliability: float = 0.6) -> BaselineCheck:
+                   min_reliability: float = 0.4) -> BaselineCheck:
     """Whether a movie lacks its resting fluorescence (a dF movie), from pairs of consecutive frames.
 
     Parameters
