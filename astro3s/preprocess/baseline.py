@@ -34,8 +34,8 @@ where the median image goes (the CLAHE step ranks each tile, so an affine
 function of ``F0`` is as good as ``F0``). On the 13 held-out movies made dF,
 detection F1 0.31 -> 0.96 (raw: 0.985; ``experiments/results/robustness.md``), and
 0.22 -> 0.93 on 52 never-seen ones (``robustness_fresh64_dF.md``).
-``dF / F0`` movies divide the noise by ``F0`` as well; none of the 13 was
-recognised (detection F1 0.24): give astro3s the raw movie.
+``dF / F0`` movies divide the noise by ``F0`` as well; one of the 13 was
+recognised (detection F1 0.24 -> 0.51): give astro3s the raw movie.
 """
 
 from __future__ import annotations
