@@ -1019,6 +1019,8 @@ def _figure_inputs(run: _Run, options: InferenceOptions) -> Any:
     noise_image = pre.params.morphology_image == "noise_variance" and pre.median_image is not None
     images = SimpleNamespace(mean_image=pre.median_image if noise_image else pre.mean_image,
                              background_name="noise-variance image (dF movie)" if noise_image else "mean image",
+                             motion_skipped=None if pre.params.motion_correction else (
+                                 "dF movie: nothing static to register on" if noise_image else "turned off"),
                              activity_map=pre.activity_map, shifts=pre.shifts, shape=pre.shape, fs=pre.fs)
     # the domains without their CC maps (pickled to the figure process of a batch)
     domains = SimpleNamespace(domains=found.domains, cell_ids=found.cell_ids, centroids=found.centroids,

@@ -390,14 +390,15 @@ def _search_panel(ax: Any, choice: Any, threshold: float, band: Sequence[float] 
         ax.legend(fontsize=6.5, loc="upper right", frameon=False)
 
 
-def _shift_panel(ax: Any, shifts: np.ndarray, fs: float | None) -> None:
-    """Motion-correction shifts over time."""
+def _shift_panel(ax: Any, shifts: np.ndarray, fs: float | None, *, skipped: str | None = None) -> None:
+    """Motion-correction shifts over time (``skipped``: why no motion was corrected, in the title)."""
     shifts = np.asarray(shifts, np.float64).reshape(-1, 2)
     t = np.arange(len(shifts)) / fs if fs else np.arange(len(shifts))
     for column, name, colour in ((0, "dy", "#1565c0"), (1, "dx", "#ef6c00")):
         ax.plot(t, shifts[:, column], lw=0.8, color=colour, label=name)
     max_shift = float(np.hypot(shifts[:, 0], shifts[:, 1]).max(initial=0.0))
-    ax.set_title(f"motion correction: max |shift| {max_shift:.1f} px", fontsize=9, loc="left")
+    title = f"motion correction: max |shift| {max_shift:.1f} px"
+    ax.set_title(title if skipped is None else f"motion correction: skipped ({skipped})", fontsize=9, loc="left")
     ax.axhline(0, color="0.7", lw=0.6)
     ax.set_xlabel("time (s)" if fs else "frame", fontsize=8)
     ax.set_ylabel("shift (px)", fontsize=8)
@@ -439,7 +440,8 @@ def plot_summary(pre: Any, soma: np.ndarray, processes: np.ndarray, domains: Any
     ----------
     pre : Preprocessed
         Gives ``mean_image``, ``activity_map``, ``shifts``, ``shape`` and ``fs`` (and
-        optionally ``background_name``, the first panel's title for ``mean_image``).
+        optionally ``background_name``, the first panel's title for ``mean_image``, and
+        ``motion_skipped``, why no motion was corrected).
     soma, processes : ndarray of int, shape (H, W)
         Label images with shared cell ids.
     domains : Domains
@@ -522,7 +524,7 @@ def plot_summary(pre: Any, soma: np.ndarray, processes: np.ndarray, domains: Any
     _heat_panel(axes("heat"), axes("colourbar"), ids, heat, lut, fs, marks,
                 label="soma dF/F, neuropil-corrected as detected" if corrected else "soma dF/F")
     _search_panel(axes("search"), choice, threshold, band)
-    _shift_panel(axes("shifts"), shifts, fs)
+    _shift_panel(axes("shifts"), shifts, fs, skipped=getattr(pre, "motion_skipped", None))
 
     facts_ax = axes("facts")
     facts_ax.set_axis_off()

@@ -12,13 +12,13 @@ What dF keeps is the noise. Two-photon recordings are shot-noise limited:
 a pixel's frame-to-frame variance is ``g F0 + r^2`` (gain ``g``, read noise
 ``r``), an affine function of ``F0``. :func:`check_baseline` calls a movie
 baseline-free when, on pairs of consecutive frames sampled over it, all three
-hold (figures: 52 held-out movies, 24 development movies of the training
-simulator, the same 13 held-out movies moved by 1.5-px random motion or made
-dF, astroCaST's real dF crop):
+hold (figures: 52 held-out movies and 52 never-seen ones, 24 development
+movies of the training simulator, 13 held-out movies moved by 1.5-px random
+motion or made dF, astroCaST's real dF crop):
 
 - its median image is flat: smoothed by 2 px, its spatial variance is less
   than 15 times what its own noise would leave (``median_contrast``; dF
-  0.8-8.3; raw movies 37 and more, but 7.2 on one whose noise is read noise);
+  0.8-8.3; raw movies 24 and more, but 7.2 on one whose noise is read noise);
 - it does not look like its noise-variance image (half the mean squared
   difference of consecutive frames; rank correlation of the smoothed images
   below 0.5: dF -0.20-0.11, raw 0.52-1.00, but 0.01 on a textured movie
