@@ -895,6 +895,10 @@ def _analyse(mov: Any, movie_path: Path, model: Any, options: InferenceOptions, 
     _next_stage(stages, f"{movie_path.name}: CC domains")
     t = time.perf_counter()
     source_movie = pre.corrected if pre.corrected is not None else mov
+    if pre.params.morphology_image == "noise_variance":
+        # a dF movie's F0 is ~0: the dF/F of traces.csv divides by noise (NaN where F0 <= 0)
+        log.warning("%s: the movie has no baseline (dF), so traces.csv's F column is already dF and its dF/F "
+                    "is not meaningful; compute dF/F from the raw movie", movie_path.name)
     traces, domains = correlation_analysis(source_movie, soma, processes, options.correlation, progress=progress)
     timings["correlation_s"] = time.perf_counter() - t
     choice = domains.threshold_choice
