@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -272,14 +271,10 @@ def main(argv: list[str] | None = None) -> int:
               f"index {indices} of every member of the held-out family ({len(folders)} movies), each transformed "
               "as the row says, scored by the bundled model (soma scale `auto`) against the truth (moved with the "
               "spatial transforms). Pooled ASTRA scores; process F1 against annotator-width processes.\n\n")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".part")
-    tmp.write_text(header + _table(results))
-    tmp.replace(args.out)
-    json_path = args.out.with_suffix(".json")
-    tmp = json_path.with_name(json_path.name + ".part")
-    tmp.write_text(json.dumps(results, indent=1, default=float))
-    tmp.replace(json_path)
+    from astro3s.io import write_json, write_text
+
+    write_text(args.out, header + _table(results))
+    write_json(args.out.with_suffix(".json"), results, indent=1)
     return 0
 
 

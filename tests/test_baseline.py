@@ -108,6 +108,11 @@ def test_preprocess_reads_a_dF_movie_from_its_noise(caplog):
     assert not result.params.motion_correction  # noise has nothing static to register on
     np.testing.assert_array_equal(result.shifts, 0)
     assert result.details["baseline_check"]["baseline_free"]
+    assert result.details["median_frames"] == 0  # no median-frame buffer is filled for a dF movie
+    uncached = preprocess(dF, params, progress=False, cache=False)  # frames read back from the scratch file
+    assert uncached.details["median_frames"] == 0
+    np.testing.assert_allclose(uncached.median_image, result.median_image, rtol=1e-5)
+    uncached.corrected.close()
     # the stand-in image shows the discs, as the raw movie's median image does
     _, labels = resting_image()
     inside, outside = result.median_image[labels > 0].mean(), np.median(result.median_image[labels == 0])

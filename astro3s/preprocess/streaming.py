@@ -467,8 +467,12 @@ class _Buffers:
             cache = n_frames * frame_bytes <= budget / 4
         cache_array = np.empty((n_frames, height, width), np.float32) if cache else None
         median_room = int((budget / 4) // frame_bytes)
-        median_index = even_subsample(n_frames, min(params.median_max_frames, max(median_room, 1)))
-        if len(median_index) < n_frames:
+        if params.morphology_image == "noise_variance":
+            # the noise-variance image stands in for the median (astro3s.preprocess.baseline): no median frames
+            median_index = np.zeros(0, np.int64)
+        else:
+            median_index = even_subsample(n_frames, min(params.median_max_frames, max(median_room, 1)))
+        if 0 < len(median_index) < n_frames:
             log.info("temporal median from %d of %d frames (memory budget %.0f MB)", len(median_index),
                      n_frames, params.memory_budget_mb)
         details["median_frames"] = int(len(median_index))
