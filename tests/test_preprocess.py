@@ -13,7 +13,6 @@ from astro3s.preprocess import (PreprocessParams, activity_map, candidate_boxes,
                                 temporal_median, tile_coverage, tile_starts, tile_thresholds)
 from astro3s.preprocess import _backend
 from astro3s.preprocess._backend import irfft2, irfft2_rows, quantile_flat, quantile_lastaxis, rfft2
-from astro3s.preprocess.enhance import subtract_baseline
 from astro3s.preprocess.local_filter import local_activity_filters
 from astro3s.preprocess.motion import correct_frames
 
@@ -163,6 +162,31 @@ def test_isolated_hot_pixels_do_not_set_the_enhancement_scale():
     assert image_top(np.zeros((8, 8))) == 0
 
 
+def test_lift_dim_background_keeps_a_vignetted_corner_and_leaves_an_even_image_alone():
+    """ASTRA's clip at 0 blacks out a FOV's dim corners; the local floor raises them first."""
+    from astro3s.preprocess.enhance import lift_dim_background
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:130, :150]
+    cells = sum(40 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 30.0) for cy, cx in ((12, 12), (65, 75), (115, 135)))
+    even = (20 + rng.normal(0, 2, yy.shape) + cells).astype(np.float32)
+    # an evenly lit median image (floor above 0 everywhere): exactly ASTRA's clip
+    assert np.array_equal(lift_dim_background(even), np.maximum(even, 0))
+    # vignetting: the frame's global low percentile lies above the corners' background
+    r2 = ((yy - 65) / 65.0) ** 2 + ((xx - 75) / 75.0) ** 2
+    vignetted = even * (1 - 0.3 * r2).astype(np.float32) - 14
+    clipped, lifted = np.maximum(vignetted, 0), lift_dim_background(vignetted)
+    assert lifted.shape == vignetted.shape and lifted.dtype == np.float32 and lifted.min() >= 0
+    corner = (slice(0, 24), slice(0, 24))
+    assert np.mean(clipped[corner] == 0) > 0.5  # the clip leaves the corner mostly black
+    assert np.mean(lifted[corner] == 0) < 0.15  # the floor is a low percentile: a few stay at 0
+    # the corner cell stands out of its lifted background as the centre cell does of its own
+    contrast = lifted[12, 12] / np.median(lifted[corner])
+    assert contrast > 2
+    # the centre (its floor and its neighbours' above 0) is untouched
+    assert np.array_equal(lifted[56:74, 66:84], clipped[56:74, 66:84])
+
+
 def test_enhance_sigma_lifts_a_faint_thin_process_above_the_texture():
     """CLAHE on 65536 levels ranks noise into texture; a smoothing first lets a faint 4-px line stand out."""
     from astro3s.preprocess import enhance_image
@@ -301,10 +325,11 @@ def test_backend_blocks():
     want = quantile_lastaxis(np.ascontiguousarray(movie.reshape(41, -1).T), 50.0).reshape(19, 23)
     for block_pixels in (None, 7, 1000):
         assert np.array_equal(temporal_median(movie, block_pixels=block_pixels), want)
-    # with baselines: the median of the baseline-subtracted frames, without their full copy
+    # with baselines: the median of the baseline-subtracted frames (not clipped), without their full copy
     baselines = rng.normal(size=41).astype(np.float32)
-    assert np.array_equal(temporal_median(movie, baselines=baselines, block_pixels=50),
-                          temporal_median(subtract_baseline(movie, baselines)))
+    want = temporal_median(movie - baselines[:, None, None])
+    assert np.array_equal(temporal_median(movie, baselines=baselines, block_pixels=50), want)
+    assert np.any(want < 0)
 
 
 def test_select_pair_is_exact():

@@ -75,6 +75,12 @@ class PreprocessParams:
         movie baseline-free, which also turns the motion correction off).
         :func:`~astro3s.preprocess.preprocess` resolves ``"auto"``; the result's
         ``params`` hold the choice.
+    lift_dim_background : bool
+        Before ASTRA's clip at 0 of the median image, raise a smooth,
+        significant illumination fall-off whose floor is below zero (a
+        vignetted FOV's corners, a dim side) to zero, so that the cells there
+        keep their contrast (:func:`~astro3s.preprocess.enhance.lift_dim_background`;
+        an evenly lit median image is unchanged). False: ASTRA's clip alone.
     enhance_sigma : float
         Gaussian scale (px) of a smoothing of the median image before CLAHE
         (0: none, ASTRA's recipe). CLAHE on 65536 levels ranks each tile's
@@ -194,6 +200,7 @@ class PreprocessParams:
     baseline_percentile: float = 10.0
     median_max_frames: int = 1000
     morphology_image: str = "auto"
+    lift_dim_background: bool = True
     enhance_sigma: float = 0.0
     clahe_clip_limit: float = 0.5
     clahe_tiles: tuple[int, int] = (8, 8)

@@ -65,7 +65,7 @@ from astro3s.errors import InputError
 from astro3s.preprocess._backend import _workers, block_ranges, cache_block_frames, map_blocks
 from astro3s.preprocess.activity import activity_counts, tile_coverage, tile_thresholds
 from astro3s.preprocess.baseline import noise_variance_image
-from astro3s.preprocess.enhance import enhance_image, frame_percentiles, temporal_median
+from astro3s.preprocess.enhance import enhance_image, frame_percentiles, lift_dim_background, temporal_median
 from astro3s.preprocess.motion import CorrectedMovie, FrameFile, build_reference, register_frames
 from astro3s.preprocess.params import PreprocessParams
 
@@ -555,8 +555,7 @@ class _BlockWorker:
             slot0 = int(buffers.median_slot[t + here[0]])
             target = buffers.median_frames[slot0:slot0 + here.size]
             source = corrected if here.size == n else corrected[here]
-            np.subtract(source, baselines[here, None, None], out=target)
-            np.maximum(target, 0, out=target)  # = subtract_baseline
+            np.subtract(source, baselines[here, None, None], out=target)  # clipped after the median
 
     def _activity(self, corrected: np.ndarray, counts: np.ndarray) -> None:
         params = self.params
@@ -705,6 +704,8 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
         median = noise_variance_image(corrected.chunks(effective_chunk_frames(params, 4 * height * width)))
     else:
         median = buffers.median(device)
+        # ASTRA's clip at 0 of the baseline-subtracted median, dim regions raised first (vignetting)
+        median = lift_dim_background(median) if params.lift_dim_background else np.maximum(median, 0)
     buffers.median_frames = None
     enhanced = enhance_image(median, clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
                              nbins=params.clahe_bins, min_tile=params.clahe_min_tile,
