@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -217,6 +218,38 @@ def test_add_missing_cells_adds_only_cells_whose_soma_is_new() -> None:
     np.testing.assert_array_equal(same.soma, primary.soma)
     with pytest.raises(ValueError, match="different shapes"):
         add_missing_cells(primary, _segmentation(soma2[:30], processes2[:30], 3, CombineParams(), {}))
+
+
+def test_drop_small_additions_keeps_the_first_cells_and_additions_of_their_size() -> None:
+    """Cells a finer pass adds go when their soma is under 0.4x the first cells' median (texture patches)."""
+    from astro3s.inference.pipeline import drop_small_additions
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+
+    yy, xx = np.mgrid[:80, :80]
+    disc = lambda y, x, r: np.hypot(yy - y, xx - x) <= r  # noqa: E731
+    soma = np.zeros((80, 80), np.int64)
+    # first pass: three somata of ~310, ~250 and ~200 px (median ~250); the third is the smallest first cell
+    for k, (y, x, r) in enumerate([(15, 15, 10), (15, 60, 9), (60, 15, 8)], start=1):
+        soma[disc(y, x, r)] = k
+    # added: one of ~0.6x (kept), one of ~0.2x (goes), one of ~0.45x (kept)
+    for k, (y, x, r) in enumerate([(60, 60, 7), (40, 40, 4), (70, 40, 6)], start=4):
+        soma[disc(y, x, r)] = k
+    processes = np.where(disc(40, 40, 6) & (soma == 0), 5, 0)
+    seg = _segmentation(soma, processes, 6, CombineParams(), {"cells": 6})
+    typical = np.median(seg.soma_area[:3])
+    assert seg.soma_area[4] < 0.4 * typical < seg.soma_area[5] and seg.soma_area[3] > 0.4 * typical
+
+    kept, n_added = drop_small_additions(seg, 3)
+    assert kept.n_cells == 5 and n_added == 2 and kept.counts["small_added_removed"] == 1
+    np.testing.assert_array_equal(kept.soma_area, seg.soma_area[[0, 1, 2, 3, 5]])
+    assert not (kept.processes > 0).any()  # the dropped cell's processes went with it
+    # a small first cell is never judged; nothing added: unchanged
+    same, n_added = drop_small_additions(seg, 6)
+    assert same is seg and n_added == 0
+    # counts add up over the finer passes
+    again, _ = drop_small_additions(dataclasses.replace(seg, counts={"small_added_removed": 2}), 3)
+    assert again.counts["small_added_removed"] == 3
 
 
 def test_bin_scales_must_be_a_whole_number() -> None:

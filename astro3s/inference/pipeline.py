@@ -348,6 +348,48 @@ def drop_blurred_additions(seg: Any, n_before: int, pre: Any, options: Inference
     return seg, seg.n_cells - n_before
 
 
+# an added cell's soma area over the median of the cells found before it, below which it goes
+# (:func:`drop_small_additions`; chosen 2026-12-05, experiments/results/heldout_ablation.md)
+MIN_ADDED_RELATIVE_AREA = 0.4
+
+
+def drop_small_additions(seg: Any, n_before: int, *,
+                         min_relative_area: float = MIN_ADDED_RELATIVE_AREA) -> tuple[Any, int]:
+    """Cells ``n_before + 1..`` of ``seg`` (added by a finer scale) without those far smaller than the others.
+
+    A FOV is segmented binned at the scale its median image's blobs give
+    (:func:`astro3s.inference.segment.soma_bin_factor`), and at finer scales
+    for the cells that scale misses: it is read in steps of 1.56x in area and
+    can be a step off. A cell only a finer pass finds, with a soma under
+    ``min_relative_area`` times the median soma area of the cells found
+    before it (0.4: about two such steps, 1 / 1.56^2 = 0.41, below the FOV's
+    scale), is at that pass's scale of neuropil texture rather than of the
+    FOV's cells. Measured when added: the held-out movies enlarged 1.5x
+    (somata ~530 px, binned 2x2) got three faint patches from their
+    own-scale pass on ``long_0`` (0.15-0.29x), a binned ``giant`` FOV one
+    (0.32x); the added cells that were true on the development and held-out
+    movies looked at were 0.45-0.98x (the smallest in a ``mixed`` FOV).
+
+    Returns
+    -------
+    seg : Segmentation
+    n_added : int
+        Added cells kept.
+    """
+    from astro3s.postprocess.combine import remove_cells
+
+    if seg.n_cells <= n_before or n_before < 1:
+        return seg, seg.n_cells - n_before
+    area = np.asarray(seg.soma_area, np.float64)
+    typical = float(np.median(area[:n_before]))
+    drop = np.zeros(seg.n_cells, bool)
+    drop[n_before:] = area[n_before:] < float(min_relative_area) * typical
+    before = seg.counts.get("small_added_removed", 0)
+    seg = remove_cells(seg, drop, count_key="small_added_removed")
+    seg = dataclasses.replace(seg, counts={**seg.counts, "small_added_removed": before + int(drop.sum())})
+    return seg, seg.n_cells - n_before
+
+
 def add_plateau_cells(seg: Any, image: np.ndarray, pre: Any, options: InferenceOptions) -> tuple[Any, int]:
     """``seg`` with a cell at each bright compact blob of ``image`` that no soma touches.
 
@@ -596,6 +638,7 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
         else:
             n_before = seg.n_cells
             seg, n_added = drop_blurred_additions(add_missing_cells(seg, found), n_before, pre, options)
+            seg, n_added = drop_small_additions(seg, n_before)
             added.append(n_added)
             if scale_factor == 1:
                 own_scale_somata = seg.soma > n_before
@@ -633,7 +676,9 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     ``options.bin_scales`` bin factors (that one first, then the next finer
     ones, down to 1: the FOV at its own scale, whose cells keep the
     network's processes), each finer one adding only the cells whose soma
-    touches no soma found before (:func:`astro3s.postprocess.add_missing_cells`):
+    touches no soma found before (:func:`astro3s.postprocess.add_missing_cells`)
+    and is neither blurrier (:func:`drop_blurred_additions`) nor under 0.4x
+    the area (:func:`drop_small_additions`) of the cells found before:
     the blob scale is read in steps of 1.56x in area and is off by a step
     either way on the held-out giant movies, and the network keeps or loses
     a large soma depending on its binned size and on how much of the small
