@@ -104,13 +104,11 @@ def lift_dim_background(median_image: np.ndarray, *, tile: int = 32, percentile:
     if float(floor.min()) >= 0:
         return np.maximum(image, 0)
 
-    def design(y: np.ndarray, x: np.ndarray) -> np.ndarray:  # quadratic terms in coordinates scaled to [-1, 1]
-        y, x = (2 * y / max(height - 1, 1) - 1), (2 * x / max(width - 1, 1) - 1)
-        return np.stack(np.broadcast_arrays(np.ones_like(y * x), y, x, y * y, y * x, x * x), axis=-1)
-
-    centre_y = y0 + (np.arange(rows) + 0.5) * tile - 0.5
-    centre_x = x0 + (np.arange(cols) + 0.5) * tile - 0.5
-    terms = design(*np.meshgrid(centre_y, centre_x, indexing="ij")).reshape(rows * cols, -1)
+    # the blocks' centres in coordinates scaled to [-1, 1]; terms 1, y, x, y^2, y x, x^2
+    centre_y = 2 * (y0 + (np.arange(rows) + 0.5) * tile - 0.5) / max(height - 1, 1) - 1
+    centre_x = 2 * (x0 + (np.arange(cols) + 0.5) * tile - 0.5) / max(width - 1, 1) - 1
+    by, bx = (v.ravel() for v in np.meshgrid(centre_y, centre_x, indexing="ij"))
+    terms = np.column_stack([np.ones_like(by), by, bx, by * by, by * bx, bx * bx])
     keep = np.ones(rows * cols, bool)
     for _ in range(5):  # robust: blocks holding a vessel or a giant soma are not illumination
         coef = np.linalg.lstsq(terms[keep], floor[keep], rcond=None)[0]
@@ -126,7 +124,10 @@ def lift_dim_background(median_image: np.ndarray, *, tile: int = 32, percentile:
     hessian = np.array([[2 * coef[3], coef[4]], [coef[4], 2 * coef[5]]])
     if float(np.linalg.eigvalsh(hessian).max()) > 0:
         coef = np.concatenate([np.linalg.lstsq(terms[keep, :3], floor[keep], rcond=None)[0], np.zeros(3)])
-    surface = design(np.arange(height, dtype=np.float64)[:, None], np.arange(width, dtype=np.float64)[None, :]) @ coef
+    # evaluated by broadcasting one row and one column (no H x W x 6 array of terms on large FOVs)
+    yy = 2 * np.arange(height, dtype=np.float64)[:, None] / max(height - 1, 1) - 1
+    xx = 2 * np.arange(width, dtype=np.float64)[None, :] / max(width - 1, 1) - 1
+    surface = (coef[0] + coef[1] * yy + coef[3] * yy * yy) + (coef[2] + coef[4] * yy + coef[5] * xx) * xx
     # a dip below zero within the blocks' own scatter is no fall-off (a sparse binned FOV's dark background)
     if float(surface.min()) >= -3 * spread:
         return np.maximum(image, 0)
@@ -475,13 +476,16 @@ def clahe_tiles_for_shape(tiles: tuple[int, int], shape: tuple[int, int], *, min
 
 def enhance(frames: np.ndarray, *, baseline_percentile: float = 10.0, stride: int = 1,
             clip_limit: float = 0.5, tiles: tuple[int, int] = (8, 8), nbins: int = 65536, min_tile: int = 0,
-            smooth_sigma: float = 0.0, lift_dim: bool = True, device: str = "cpu") -> np.ndarray:
+            smooth_sigma: float = 0.0, lift_background: bool = True, device: str = "cpu") -> np.ndarray:
     """The whole stage on an in-memory movie.
 
     Parameters
     ----------
     frames : ndarray, shape (T, H, W)
         Motion-corrected frames.
+    lift_background : bool
+        Raise a smooth illumination fall-off below 0 before the clip
+        (:func:`lift_dim_background`); False: ASTRA's clip alone.
 
     Returns
     -------
@@ -489,6 +493,6 @@ def enhance(frames: np.ndarray, *, baseline_percentile: float = 10.0, stride: in
     """
     baselines = frame_percentiles(frames, baseline_percentile, stride=stride, device=device)
     median = temporal_median(frames, baselines=baselines, device=device)
-    median = lift_dim_background(median) if lift_dim else np.maximum(median, 0)
+    median = lift_dim_background(median) if lift_background else np.maximum(median, 0)
     return enhance_image(median, clip_limit=clip_limit, tiles=tiles, nbins=nbins, min_tile=min_tile,
                          smooth_sigma=smooth_sigma)
