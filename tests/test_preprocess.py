@@ -273,6 +273,28 @@ def test_crops_paste_back():
     assert multi.shape == (2, 100, 90)
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_preprocess_lifts_a_vignetted_fov_and_leaves_an_even_one_as_astra_clips_it(small_params, cache):
+    """The streamed pass takes the median unclipped and lifts only an illumination fall-off (in memory or not)."""
+    movie = synthetic_movie(60, 160, motion=0.0)[0]  # 5 x 5 blocks of 32 px (fewer: ASTRA's clip alone)
+    params = small_params.replace(motion_correction=False, median_max_frames=1000 if cache else 30)
+    lifted = preprocess(movie, params, progress=False, cache=cache)
+    clipped = preprocess(movie, params.replace(lift_dim_background=False), progress=False, cache=cache)
+    np.testing.assert_array_equal(lifted.median_image, clipped.median_image)  # evenly lit: nothing to lift
+    assert lifted.median_image.min() >= 0
+    # brightness falling to 40 % in the corners, the background offset a frame's 10th percentile leaves above it
+    size = movie.shape[1]
+    yy, xx = np.mgrid[:size, :size]
+    r2 = ((yy - (size - 1) / 2) / (size / 2)) ** 2 + ((xx - (size - 1) / 2) / (size / 2)) ** 2
+    dim = (movie * (1 - 0.3 * r2)).astype(np.float32)
+    lifted = preprocess(dim, params, progress=False, cache=cache)
+    clipped = preprocess(dim, params.replace(lift_dim_background=False), progress=False, cache=cache)
+    corner = (slice(0, 16), slice(0, 16))
+    assert np.mean(clipped.median_image[corner] == 0) > 0.5
+    assert np.mean(lifted.median_image[corner] == 0) < 0.2
+    assert lifted.median_image.min() >= 0
+
+
 def test_chunked_equals_in_memory(small, small_params):
     movie = small[0][:60]
     whole = preprocess(movie, small_params.replace(chunk_frames=1000), progress=False)
