@@ -147,6 +147,15 @@ def test_the_warnings_fixes_work_on_both_entry_points(tiny_movie, tmp_path):
     cfg = compose_config("preprocess", [f"input={tiny_movie}", f"out={tmp_path / 'pre'}",
                                         "preprocess.morphology_image=median"], output_dir=tmp_path / "run2")
     assert _params(cfg).morphology_image == "median"
+    # the uneven-illumination log's fix, as printed for each entry point
+    assert infer().preprocess.lift_dim_background is True
+    assert infer("lift_dim_background=false").preprocess.lift_dim_background is False
+    assert infer("lift_dim_background=false", "morphology_image=median").preprocess.morphology_image == "median"
+    with pytest.raises(ConfigError, match="lift_dim_background must be true or false"):
+        infer("lift_dim_background=sometimes")
+    cfg = compose_config("preprocess", [f"input={tiny_movie}", f"out={tmp_path / 'pre'}",
+                                        "preprocess.lift_dim_background=false"], output_dir=tmp_path / "run3")
+    assert _params(cfg).lift_dim_background is False
 
 
 def test_astro3s_infer_on_a_dF_movie_says_what_it_read(tiny_movie, tmp_path, caplog):

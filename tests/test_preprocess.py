@@ -281,7 +281,7 @@ def test_preprocess_lifts_a_vignetted_fov_and_leaves_an_even_one_as_astra_clips_
     lifted = preprocess(movie, params, progress=False, cache=cache)
     clipped = preprocess(movie, params.replace(lift_dim_background=False), progress=False, cache=cache)
     np.testing.assert_array_equal(lifted.median_image, clipped.median_image)  # evenly lit: nothing to lift
-    assert lifted.median_image.min() >= 0
+    assert lifted.median_image.min() >= 0 and lifted.details["dim_background_lifted"] == 0
     # brightness falling to 40 % in the corners, the background offset a frame's 10th percentile leaves above it
     size = movie.shape[1]
     yy, xx = np.mgrid[:size, :size]
@@ -293,6 +293,8 @@ def test_preprocess_lifts_a_vignetted_fov_and_leaves_an_even_one_as_astra_clips_
     assert np.mean(clipped.median_image[corner] == 0) > 0.5
     assert np.mean(lifted.median_image[corner] == 0) < 0.2
     assert lifted.median_image.min() >= 0
+    # recorded (summary.json's preprocess.dim_background_lifted): the share of the FOV raised
+    assert 0.05 < lifted.details["dim_background_lifted"] < 0.9 and clipped.details["dim_background_lifted"] == 0
 
 
 def test_chunked_equals_in_memory(small, small_params):

@@ -105,7 +105,7 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
                                    events=event_params,
                                    figures=bool(cfg.get("figures", default["figures"])), model_name="(curated rois)",
                                    nwb=bool(cfg.get("nwb", default["nwb"])), **movie_options)
-        return None, _with_morphology_image(options, cfg.get("morphology_image"))
+        return None, _with_input_rules(options, cfg)
     model, options = load_inference_model(
         model_spec, preprocess=preprocess, device=str(cfg.get("device", default["device"])),
         amp=bool(cfg.get("amp", default["amp"])),
@@ -125,14 +125,28 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
     from astro3s.postprocess import CombineParams
 
     CombineParams.from_preprocess(options.preprocess, **options.combine)  # a typo fails now, not after hours
-    return model, _with_morphology_image(options, cfg.get("morphology_image"))
+    return model, _with_input_rules(options, cfg)
 
 
-def _with_morphology_image(options: Any, value: Any) -> Any:
-    """``options`` with the pre-processing's ``morphology_image`` set to ``value`` (None: unchanged)."""
-    if value is None:
+def _with_input_rules(options: Any, cfg: DictConfig) -> Any:
+    """``options`` with the pre-processing's input rules that ``cfg`` sets (null: the model's).
+
+    ``morphology_image`` (dF movies, :mod:`astro3s.preprocess.baseline`) and
+    ``lift_dim_background`` (uneven illumination,
+    :func:`astro3s.preprocess.enhance.lift_dim_background`) are top-level keys
+    of ``infer``, so that the fixes the warnings and logs print work as typed.
+    """
+    changes: dict[str, Any] = {}
+    if cfg.get("morphology_image") is not None:
+        changes["morphology_image"] = str(cfg.get("morphology_image"))
+    if cfg.get("lift_dim_background") is not None:
+        value = cfg.get("lift_dim_background")
+        if not isinstance(value, bool):
+            raise ConfigError(f"lift_dim_background must be true or false, got {value!r}")
+        changes["lift_dim_background"] = value
+    if not changes:
         return options
-    return dataclasses.replace(options, preprocess=options.preprocess.replace(morphology_image=str(value)))
+    return dataclasses.replace(options, preprocess=options.preprocess.replace(**changes))
 
 
 @task_wrapper

@@ -1117,7 +1117,9 @@ def _summary(run: _Run, final: Path, options: InferenceOptions) -> dict[str, Any
                        "max_shift_px": float(np.abs(pre.shifts).max(initial=0.0)),
                        # "noise_variance" for a baseline-subtracted (dF) movie (astro3s.preprocess.baseline)
                        "morphology_image": pre.details.get("morphology_image", pre.params.morphology_image),
-                       "baseline_check": pre.details.get("baseline_check")},
+                       "baseline_check": pre.details.get("baseline_check"),
+                       # fraction of the FOV raised before the clip at 0 (preprocess.enhance.lift_dim_background)
+                       "dim_background_lifted": pre.details.get("dim_background_lifted")},
         "versions": _versions(),
         "timings_s": None,
         # the files this run wrote, with their SHA-256: a rerun replaces these and nothing else

@@ -705,7 +705,15 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
     else:
         median = buffers.median(device)
         # ASTRA's clip at 0 of the baseline-subtracted median, dim regions raised first (vignetting)
-        median = lift_dim_background(median) if params.lift_dim_background else np.maximum(median, 0)
+        clipped = np.maximum(median, 0)
+        median = lift_dim_background(median) if params.lift_dim_background else clipped
+        lifted = float(np.mean(median > clipped))
+        details["dim_background_lifted"] = round(lifted, 4)
+        if lifted > 0:
+            log.info("uneven illumination: a smooth fall-off below the clip at 0 lifted on %.1f %% of the FOV "
+                     "(ASTRA's clip alone: lift_dim_background=false for astro3s-infer, "
+                     "preprocess.lift_dim_background=false for astro3s-preprocess)", 100 * lifted)
+        del clipped
     buffers.median_frames = None
     enhanced = enhance_image(median, clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
                              nbins=params.clahe_bins, min_tile=params.clahe_min_tile,
