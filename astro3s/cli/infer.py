@@ -135,15 +135,11 @@ def _with_input_rules(options: Any, cfg: DictConfig) -> Any:
     ``lift_dim_background`` (uneven illumination,
     :func:`astro3s.preprocess.enhance.lift_dim_background`) are top-level keys
     of ``infer``, so that the fixes the warnings and logs print work as typed.
+    :class:`~astro3s.preprocess.PreprocessParams` checks the values (one
+    :class:`ConfigError` naming the key).
     """
-    changes: dict[str, Any] = {}
-    if cfg.get("morphology_image") is not None:
-        changes["morphology_image"] = str(cfg.get("morphology_image"))
-    if cfg.get("lift_dim_background") is not None:
-        value = cfg.get("lift_dim_background")
-        if not isinstance(value, bool):
-            raise ConfigError(f"lift_dim_background must be true or false, got {value!r}")
-        changes["lift_dim_background"] = value
+    changes = {key: to_plain(cfg.get(key)) for key in ("morphology_image", "lift_dim_background")
+               if cfg.get(key) is not None}
     if not changes:
         return options
     return dataclasses.replace(options, preprocess=options.preprocess.replace(**changes))
