@@ -152,13 +152,22 @@ def heldout_members(family_dir: Path) -> dict[str, list[Path]]:
 
 
 def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, heldout: Path | None = None,
-             soma_scale: str = "auto", device: str = "cpu") -> dict:
-    """Per-movie and pooled ASTRA scores of ``checkpoint`` on the held-out family and on presets."""
+             soma_scale: str = "auto", device: str = "cpu", somata: str = "refined",
+             test_time_flips: int | None = None) -> dict:
+    """Per-movie and pooled ASTRA scores of ``checkpoint`` on the held-out family and on presets.
+
+    ``somata``: :attr:`astro3s.inference.InferenceOptions.somata` (``extended`` scores the soma
+    outlines as before the half-maximum cut of 2026-12-05); ``test_time_flips``: the network's views
+    (:attr:`astro3s.inference.InferenceOptions.test_time_flips`; None: its default).
+    """
     from astro3s.data.fovs import SyntheticFOVs
     from astro3s.inference import load_inference_model
 
-    model, options = load_inference_model(checkpoint, device=device, soma_scale=soma_scale, figures=False)
-    report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "heldout": {}, "sets": {}}
+    flips = {} if test_time_flips is None else {"test_time_flips": int(test_time_flips)}
+    model, options = load_inference_model(checkpoint, device=device, soma_scale=soma_scale, figures=False,
+                                          somata=somata, **flips)
+    report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
+                    "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
         for member, folders in heldout_members(heldout).items():  # loop over members
             report["heldout"][member] = _score_group(model, options, folders)
@@ -221,6 +230,8 @@ def markdown(report: dict, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from astro3s.inference.pipeline import SOMATA_MODES
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="default", help="'default' or a .ckpt path")
     parser.add_argument("--sets", nargs="*", default=list(DEFAULT_SETS), help="PRESET:COUNT ... (none: skip)")
@@ -229,11 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("data/heldout"), help="where movies are simulated")
     parser.add_argument("--soma-scale", choices=("auto", "fixed"), default="auto")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--somata", choices=SOMATA_MODES, default="refined",
+                        help="soma outlines (astro3s-infer somata=...): 'extended' skips the half-maximum cut")
+    parser.add_argument("--test-time-flips", type=int, choices=(1, 2, 4), default=None,
+                        help="views averaged by the network (astro3s-infer test_time_flips=...; default: its default)")
     parser.add_argument("--out", type=Path, default=None, help="Markdown table (JSON beside it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     report = evaluate(args.checkpoint, parse_sets(args.sets), args.data_dir, heldout=args.heldout,
-                      soma_scale=args.soma_scale, device=args.device)
+                      soma_scale=args.soma_scale, device=args.device, somata=args.somata,
+                      test_time_flips=args.test_time_flips)
     command = "python experiments/evaluate_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(report, command.strip())
     print(text)

@@ -302,7 +302,8 @@ CONFIG_TYPOS = {
     "soma_scale=big": ("soma_scale", "'auto' or 'fixed'"),
     "bin_scales=0": ("bin_scales=0", ">= 1"),
     "binned_processes=thin": ("binned_processes", "'grown' or 'network'"),
-    "somata=big": ("somata", "'refined' or 'network'"),
+    "somata=big": ("somata", "'refined', 'extended', 'network'"),
+    "test_time_flips=3": ("test_time_flips", "1, 2, 4"),
 }
 
 

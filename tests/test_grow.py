@@ -118,6 +118,7 @@ def test_somata_option_is_checked() -> None:
     from astro3s.preprocess import PreprocessParams
 
     assert InferenceOptions(preprocess=PreprocessParams()).somata == "refined"
+    assert InferenceOptions(preprocess=PreprocessParams(), somata="extended").somata == "extended"
     with pytest.raises(ConfigError, match="somata"):
         InferenceOptions(preprocess=PreprocessParams(), somata="blob")
 
@@ -196,15 +197,25 @@ def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_m
     from astro3s.preprocess import preprocess
 
     calls = record_calls(grow, "with_refined_somata")
+    trims = record_calls(grow, "with_trimmed_somata")
     model, options = load_inference_model("default", device="cpu")
     with read_movie(tiny_movie) as movie:
         pre = preprocess(movie, options.preprocess, progress=False)
         _, network, info = segment_movie(pre, model, dataclasses.replace(options, somata="network"))
-        assert calls == [] and info.get("bin_factor", 1) == 1
+        assert calls == [] and trims == [] and info.get("bin_factor", 1) == 1
+        _, extended, _ = segment_movie(pre, model, dataclasses.replace(options, somata="extended"))
+        assert trims == []
         _, refined, _ = segment_movie(pre, model, options)
-    assert [args[1].shape for args, _ in calls] == [pre.median_image.shape]  # once, on the movie's pixels
-    assert network.n_cells >= 1 and refined.n_cells == network.n_cells
-    assert ((refined.soma == network.soma) | (network.soma == 0)).all()      # somata only grow
+    # extended twice (extended, refined), on the movie's pixels; cut once (refined)
+    assert [args[1].shape for args, _ in calls] == [pre.median_image.shape] * 2
+    assert [args[1].shape for args, _ in trims] == [pre.median_image.shape]
+    assert network.n_cells >= 1 and extended.n_cells == refined.n_cells == network.n_cells
+    assert ((extended.soma == network.soma) | (network.soma == 0)).all()     # extended somata only grow
+    assert ((refined.soma == extended.soma) | (refined.soma == 0)).all()     # then the cut only removes
+    assert (refined.soma_area <= extended.soma_area).all() and (refined.soma_area >= 0.5 * extended.soma_area).all()
+    # processes keep theirs and gain only rim pixels cut from their own soma
+    gained = refined.processes != extended.processes
+    assert (extended.processes[gained] == 0).all() and (refined.processes[gained] == extended.soma[gained]).all()
     assert not ((refined.soma > 0) & (refined.processes > 0)).any()
 
 
@@ -249,3 +260,85 @@ def test_a_fov_binned_2x2_is_also_segmented_at_its_own_scale(tiny_movie, monkeyp
     # the binned pass on the 2x2-binned FOV, then the FOV itself, neither binned again
     passes = [(args[0].median_image.shape, kwargs.get("allow_binning", True)) for args, kwargs in calls]
     assert passes == [((-(-height // 2), -(-width // 2)), False), ((height, width), False)]
+
+
+def _blurred_disc(radius: float = 8.0, sigma: float = 1.5, background=10.0) -> tuple[np.ndarray, np.ndarray]:
+    from scipy import ndimage as ndi
+
+    yy, xx = np.mgrid[:64, :64]
+    disc = np.hypot(yy - 32, xx - 32) <= radius
+    image = ndi.gaussian_filter(disc * 100.0, sigma).astype(np.float32) + background
+    return image, disc
+
+
+def test_trim_cuts_an_over_drawn_soma_back_to_its_half_maximum_contour() -> None:
+    from astro3s.postprocess import trim_somata
+
+    image, disc = _blurred_disc()
+    yy, xx = np.mgrid[:64, :64]
+    drawn = (np.hypot(yy - 32, xx - 32) <= 11).astype(np.int32)            # the blurred rim drawn as soma
+    trimmed = trim_somata(drawn, image)
+    assert trimmed.dtype == np.int32 and ((trimmed == 0) | (trimmed == drawn)).all()
+    overlap = (trimmed > 0) & disc
+    assert 2 * overlap.sum() / ((trimmed > 0).sum() + disc.sum()) > 0.95    # the true disc, within a pixel
+    assert (drawn > 0).sum() > 1.8 * disc.sum()
+    # a soma drawn at its true outline keeps it, but for edge pixels right at half maximum
+    kept = trim_somata(disc.astype(np.int32), image) > 0
+    assert not (kept & ~disc).any() and kept.sum() >= 0.9 * disc.sum()
+
+
+def test_trim_reads_the_background_around_each_soma_not_the_image() -> None:
+    from astro3s.postprocess import trim_somata
+
+    image, disc = _blurred_disc(background=0.0)
+    yy, xx = np.mgrid[:64, :64]
+    drawn = (np.hypot(yy - 32, xx - 32) <= 11).astype(np.int32)
+    ramp = np.float32(3.0) * xx.astype(np.float32)                           # a bright ramp: 0 to 189 across
+    on_ramp = trim_somata(drawn, image + 50 + ramp)
+    flat = trim_somata(drawn, image + 50 + 3.0 * 32)                          # the ramp's value at the soma
+    assert abs(int((on_ramp > 0).sum()) - int((flat > 0).sum())) <= 0.15 * disc.sum()
+    # the lower quartile of this image (the ramp's left part) would put the edge far outside the disc
+    assert (on_ramp > 0).sum() < 1.3 * disc.sum()
+
+
+def test_trim_leaves_alone_what_it_cannot_measure_or_would_halve() -> None:
+    from astro3s.postprocess import trim_somata
+
+    image, disc = _blurred_disc(radius=4.0)
+    yy, xx = np.mgrid[:64, :64]
+    huge = (np.hypot(yy - 32, xx - 32) <= 12).astype(np.int32)               # the disc is 1/9 of it
+    assert np.array_equal(trim_somata(huge, image), huge)                   # would keep < half: untouched
+    assert (trim_somata(huge, image, min_kept=0.05) > 0).sum() < 0.3 * huge.sum()
+    whole = np.ones((64, 64), np.int32)                                     # no ring: no background to read
+    assert np.array_equal(trim_somata(whole, image), whole)
+    empty = np.zeros((64, 64), np.int32)
+    assert np.array_equal(trim_somata(empty, image), empty)
+    # two touching somata are cut each on its own, ids kept
+    two = np.where(xx < 32, 1, 2).astype(np.int32) * (np.hypot(yy - 32, xx - 32) <= 11)
+    cut = trim_somata(two, _blurred_disc()[0])
+    assert set(np.unique(cut)) == {0, 1, 2} and ((cut == 0) | (cut == two)).all()
+
+
+def test_the_rim_cut_where_a_process_leaves_the_soma_joins_that_process() -> None:
+    from scipy import ndimage as ndi
+
+    from astro3s.postprocess import CombineParams, with_trimmed_somata
+    from astro3s.postprocess.combine import _segmentation
+
+    yy, xx = np.mgrid[:64, :64]
+    disc = np.hypot(yy - 32, xx - 32) <= 8
+    branch = (np.abs(yy - 32) <= 2) & (xx > 32) & (xx < 60)
+    image = ndi.gaussian_filter(disc * 100.0 + branch * 40.0, 1.5).astype(np.float32) + 10
+    soma = (np.hypot(yy - 32, xx - 32) <= 10).astype(np.int32)
+    processes = np.where(branch & (soma == 0), 1, 0).astype(np.int32)
+    seg = _segmentation(soma, processes, 1, CombineParams(), {})
+    trimmed = with_trimmed_somata(seg, image)
+    cut = (seg.soma > 0) & (trimmed.soma == 0)
+    assert cut.sum() > 80
+    joined = cut & (trimmed.processes == 1)
+    assert joined.any() and (xx[joined] > 32 + 7).all()            # on the branch's side only
+    assert (trimmed.processes[branch & (soma == 0)] == 1).all()    # the branch itself is kept
+    lab, n = ndi.label((trimmed.soma > 0) | (trimmed.processes > 0), structure=np.ones((3, 3)))
+    assert n == 1                                                   # still one cell, connected
+    assert (trimmed.soma_area[0], trimmed.process_area[0]) == (int((trimmed.soma > 0).sum()),
+                                                               int((trimmed.processes > 0).sum()))

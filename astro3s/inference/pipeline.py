@@ -32,6 +32,10 @@ __all__ = ["InferenceOptions", "MovieResult", "infer_movie", "load_inference_mod
            "segment_movie", "size_filter_overrides"]
 
 
+#: ``InferenceOptions.somata``: outlines extended and cut at half maximum, extended only, the network's
+SOMATA_MODES = ("refined", "extended", "network")
+
+
 @dataclass(frozen=True)
 class InferenceOptions:
     """Everything :func:`infer_movie` needs besides the model.
@@ -87,14 +91,21 @@ class InferenceOptions:
         Processes of a binned FOV's cells: grown from their somata over the
         movie's median image (:func:`astro3s.postprocess.grow_processes`), or
         the network's, drawn on the binned grid and resampled.
-    somata : {"refined", "network"}
+    somata : {"refined", "extended", "network"}
         ``refined``: the network's somata extended over their bright plateau
         in the movie's median image, at the FOV's own resolution
         (:func:`astro3s.postprocess.refine_somata`: outlines drawn on a
-        zoomed or binned grid are off by up to its step), and on a binned FOV
+        zoomed or binned grid are off by up to its step), on a binned FOV
         cells added at the image's bright compact blobs that no soma touches
-        (:func:`add_plateau_cells`); ``network``: the network's as resampled,
-        nothing added.
+        (:func:`add_plateau_cells`), then every outline cut back to its
+        half-maximum contour over the local background
+        (:func:`astro3s.postprocess.trim_somata`); ``extended``: the same
+        without the cut (the rule before 2026-12-05); ``network``: the
+        network's as resampled, nothing added.
+    test_time_flips : {1, 2, 4}
+        The network's class probabilities averaged over this many mirror
+        images of each input (:func:`astro3s.inference.network.flip_averaged`;
+        1: the input alone). Each view costs one network pass.
     large_soma_pass : bool
         With ``soma_scale="auto"``, a FOV segmented at its own scale is also
         segmented binned 2x2, and the cells of that pass whose soma is large
@@ -122,6 +133,7 @@ class InferenceOptions:
     binned_processes: str = "grown"
     somata: str = "refined"
     large_soma_pass: bool = True
+    test_time_flips: int = 1
 
     def __post_init__(self) -> None:
         if self.nwb:
@@ -139,11 +151,16 @@ class InferenceOptions:
             raise ConfigError(f"bin_scales must be a whole number >= 1 (e.g. bin_scales=3), got {self.bin_scales!r}")
         if self.binned_processes not in ("grown", "network"):
             raise ConfigError(f"binned_processes must be 'grown' or 'network', got {self.binned_processes!r}")
-        if self.somata not in ("refined", "network"):
-            raise ConfigError(f"somata must be 'refined' or 'network', got {self.somata!r}")
+        if self.somata not in SOMATA_MODES:
+            raise ConfigError(f"somata must be one of {', '.join(repr(m) for m in SOMATA_MODES)}, "
+                              f"got {self.somata!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1.")
-        from astro3s.inference.network import TilingParams
+        from astro3s.inference.network import FLIP_VIEWS, TilingParams
+
+        if isinstance(self.test_time_flips, bool) or self.test_time_flips not in FLIP_VIEWS:
+            raise ConfigError(f"test_time_flips must be one of {', '.join(map(str, FLIP_VIEWS))} "
+                              f"(e.g. test_time_flips=4), got {self.test_time_flips!r}")
 
         if not isinstance(self.tiling, TilingParams):
             object.__setattr__(self, "tiling", TilingParams.from_dict(self.tiling))
@@ -649,12 +666,14 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
     # network's outlines (its decisions stand); the plateau cells are judged by the blur rule
     median_image = getattr(pre, "median_image", None)
     if median_image is not None:
-        from astro3s.postprocess.grow import with_grown_processes, with_refined_somata
+        from astro3s.postprocess.grow import with_grown_processes, with_refined_somata, with_trimmed_somata
 
-        if options.somata == "refined":
+        if options.somata != "network":
             seg = with_refined_somata(seg, median_image)
             seg, n_plateau = add_plateau_cells(seg, median_image, pre, options)
             scale_info["cells_added_plateau"] = n_plateau
+        if options.somata == "refined":
+            seg = with_trimmed_somata(seg, median_image)
         if options.binned_processes == "grown":
             # cells found at the FOV's own scale keep the network's processes, drawn at that scale
             keep = None if own_scale_somata is None else np.bincount(
@@ -730,8 +749,10 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         segment_preprocessed,
         soma_bin_factor,
     )
+    from astro3s.inference.network import flip_averaged
     from astro3s.postprocess import CombineParams
 
+    model = flip_averaged(model, options.test_time_flips)  # once: a wrapped network is kept as it is
     timings = {} if timings is None else timings
     scale_info, fov_probs = fixed_scale_info(pre.params), None
     if options.soma_scale == "auto" and allow_binning:
@@ -770,10 +791,12 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     median_image = getattr(pre, "median_image", None)
     # a FOV at its own scale (zoomed for the network or not); not a binned FOV's inner pass, whose
     # somata are refined after they are resampled to the movie's pixels
-    if allow_binning and options.somata == "refined" and median_image is not None:
-        from astro3s.postprocess.grow import with_refined_somata
+    if allow_binning and options.somata != "network" and median_image is not None:
+        from astro3s.postprocess.grow import with_refined_somata, with_trimmed_somata
 
         seg = with_refined_somata(seg, median_image)
+        if options.somata == "refined":
+            seg = with_trimmed_somata(seg, median_image)
     return pre, seg, scale_info
 
 

@@ -15,8 +15,8 @@ Modules: :mod:`~astro3s.postprocess.params` (settings),
 """
 
 from astro3s.postprocess.blend import blend_crops, crop_weight
-from astro3s.postprocess.grow import (grow_processes, plateau_somata, refine_somata, with_grown_processes,
-                                     with_refined_somata)
+from astro3s.postprocess.grow import (grow_processes, plateau_somata, refine_somata, trim_somata,
+                                     with_grown_processes, with_refined_somata, with_trimmed_somata)
 from astro3s.postprocess.combine import (
     Segmentation,
     add_missing_cells,
@@ -56,7 +56,9 @@ __all__ = [
     "soma_centroids",
     "split_disc",
     "split_watershed",
+    "trim_somata",
     "upsample_segmentation",
     "with_grown_processes",
     "with_refined_somata",
+    "with_trimmed_somata",
 ]
