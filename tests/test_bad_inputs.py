@@ -301,7 +301,7 @@ CONFIG_TYPOS = {
     "device=tpu": ("device='tpu'", "cpu"),
     "soma_scale=big": ("soma_scale", "'auto' or 'fixed'"),
     "bin_scales=0": ("bin_scales=0", ">= 1"),
-    "binned_processes=thin": ("binned_processes", "'grown' or 'network'"),
+    "binned_processes=thin": ("binned_processes", "'ridges', 'grown' or 'network'"),
     "somata=big": ("somata", "'refined', 'extended', 'network'"),
     "test_time_flips=3": ("test_time_flips", "1, 2, 4"),
 }

@@ -59,9 +59,63 @@ def test_binned_processes_option_is_checked() -> None:
     from astro3s.inference.pipeline import InferenceOptions
     from astro3s.preprocess import PreprocessParams
 
-    assert InferenceOptions(preprocess=PreprocessParams()).binned_processes == "grown"
+    assert InferenceOptions(preprocess=PreprocessParams()).binned_processes == "ridges"
+    for mode in ("grown", "network"):
+        assert InferenceOptions(preprocess=PreprocessParams(), binned_processes=mode).binned_processes == mode
     with pytest.raises(ConfigError, match="binned_processes"):
         InferenceOptions(preprocess=PreprocessParams(), binned_processes="thin")
+
+
+def test_ridge_strength_is_high_on_a_line_and_flat_on_a_slope() -> None:
+    from astro3s.postprocess import ridge_strength
+
+    xx = np.mgrid[:40, :80][1].astype(np.float32)
+    line = np.exp(-0.5 * ((xx - 20) / 2.0) ** 2)          # a bright vertical line, 2-px Gaussian profile
+    slope = xx / 80.0                                       # a plain ramp
+    valley = -line
+    on_line = ridge_strength(line, sigma=2.0)[20, 20]
+    assert on_line > 0.1
+    assert abs(ridge_strength(slope, sigma=2.0)[20, 40]) < 1e-3
+    assert ridge_strength(valley, sigma=2.0)[20, 20] < 0
+    # at a thin line's scale, a broad band as bright barely curves (the scale picks the width)
+    band = np.exp(-0.5 * ((xx - 40) / 10.0) ** 2)
+    assert ridge_strength(band, sigma=1.0)[20, 40] < 0.1 * ridge_strength(line, sigma=1.0)[20, 20]
+
+
+def _halo_scene() -> tuple[np.ndarray, np.ndarray]:
+    # a 15-px soma with a 4-px branch to the right and, touching it on the left, a broad dim
+    # out-of-focus blob (Gaussian, 12 px): both are brighter than the growth's level
+    yy, xx = np.mgrid[:100, :160].astype(np.float32)
+    image = np.full((100, 160), 1.0, np.float32)
+    image += 5.0 * np.exp(-0.5 * (np.hypot(yy - 50, xx - 42) / 12.0) ** 2)
+    soma = np.zeros((100, 160), np.int32)
+    soma[np.hypot(yy - 50, xx - 70) <= 15] = 1
+    image[soma == 1] = 10.0
+    image[48:52, 84:130] = 6.0
+    return image, soma
+
+
+def test_grown_processes_keep_the_branch_and_drop_the_broad_blob() -> None:
+    from astro3s.postprocess import grow_processes, keep_ridges
+
+    image, soma = _halo_scene()
+    flooded = grow_processes(soma, image, level=0.2, reach=3.0, smooth=1.0, ridge_level=None)
+    blob = np.zeros_like(soma, bool)
+    blob[43:58, 34:50] = True
+    branch = np.zeros_like(soma, bool)
+    branch[49:51, 90:125] = True
+    assert (flooded[blob] == 1).all() and (flooded[branch] == 1).all()     # the flood takes both
+    kept = grow_processes(soma, image, level=0.2, reach=3.0, smooth=1.0)   # ridges: the default
+    assert (kept[branch] == 1).all()                                       # the branch stays
+    assert (kept[blob] == 0).mean() > 0.9                                  # the blob's middle goes
+    assert not ((kept > 0) & (flooded == 0)).any()                         # a subset of the flood
+    np.testing.assert_array_equal(kept, keep_ridges(flooded, soma, image))
+    # every kept pixel is joined to its soma through pixels of its own cell
+    from astro3s.postprocess.split import keep_connected_to_soma
+    np.testing.assert_array_equal(keep_connected_to_soma(soma, kept), kept)
+    # a level no ridge reaches keeps nothing; no somata, no processes
+    assert (keep_ridges(flooded, soma, image, level=10.0) == 0).all()
+    assert (keep_ridges(flooded, np.zeros_like(soma), image) == 0).all()
 
 
 def _disc_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -34,6 +34,8 @@ __all__ = ["InferenceOptions", "MovieResult", "infer_movie", "load_inference_mod
 
 #: ``InferenceOptions.somata``: outlines extended and cut at half maximum, extended only, the network's
 SOMATA_MODES = ("refined", "extended", "network")
+#: ``InferenceOptions.binned_processes``: grown and kept on ridges, every grown pixel, the network's
+BINNED_PROCESS_MODES = ("ridges", "grown", "network")
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,13 @@ class InferenceOptions:
         ``factor - 1``, ... (down to 1, the FOV at its own scale), each adding
         the cells the ones before missed (:func:`segment_movie`). 1:
         ``factor`` alone.
-    binned_processes : {"grown", "network"}
+    binned_processes : {"ridges", "grown", "network"}
         Processes of a binned FOV's cells: grown from their somata over the
-        movie's median image (:func:`astro3s.postprocess.grow_processes`), or
-        the network's, drawn on the binned grid and resampled.
+        movie's median image (:func:`astro3s.postprocess.grow_processes`) and
+        kept on its bright ridges as wide as a process
+        (:func:`astro3s.postprocess.keep_ridges`, ``ridges``), every grown
+        pixel (``grown``, before 2026-12-05), or the network's, drawn on the
+        binned grid and resampled (``network``).
     somata : {"refined", "extended", "network"}
         ``refined``: the network's somata extended over their bright plateau
         in the movie's median image, at the FOV's own resolution
@@ -130,7 +135,7 @@ class InferenceOptions:
     fs: float | None = None
     nwb: bool = False
     bin_scales: int = 3
-    binned_processes: str = "grown"
+    binned_processes: str = "ridges"
     somata: str = "refined"
     large_soma_pass: bool = True
     test_time_flips: int = 1
@@ -149,8 +154,9 @@ class InferenceOptions:
             raise ConfigError(f"soma_scale must be 'auto' or 'fixed', got {self.soma_scale!r}")
         if isinstance(self.bin_scales, bool) or not isinstance(self.bin_scales, int) or self.bin_scales < 1:
             raise ConfigError(f"bin_scales must be a whole number >= 1 (e.g. bin_scales=3), got {self.bin_scales!r}")
-        if self.binned_processes not in ("grown", "network"):
-            raise ConfigError(f"binned_processes must be 'grown' or 'network', got {self.binned_processes!r}")
+        if self.binned_processes not in BINNED_PROCESS_MODES:
+            raise ConfigError(f"binned_processes must be 'ridges', 'grown' or 'network', "
+                              f"got {self.binned_processes!r}")
         if self.somata not in SOMATA_MODES:
             raise ConfigError(f"somata must be one of {', '.join(repr(m) for m in SOMATA_MODES)}, "
                               f"got {self.somata!r}")
@@ -674,11 +680,12 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
             scale_info["cells_added_plateau"] = n_plateau
         if options.somata == "refined":
             seg = with_trimmed_somata(seg, median_image)
-        if options.binned_processes == "grown":
+        if options.binned_processes != "network":
             # cells found at the FOV's own scale keep the network's processes, drawn at that scale
             keep = None if own_scale_somata is None else np.bincount(
                 seg.soma[own_scale_somata], minlength=seg.n_cells + 1)[1:] > 0
-            seg = with_grown_processes(seg, median_image, keep=keep)
+            ridges = {} if options.binned_processes == "ridges" else {"ridge_level": None}
+            seg = with_grown_processes(seg, median_image, keep=keep, **ridges)
     return seg, scale_info
 
 
@@ -711,7 +718,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     :func:`astro3s.postprocess.grow.refine_somata`), bright compact blobs of
     that image that no soma touches become cells (:func:`add_plateau_cells`),
     and the processes are grown
-    from them over the same image (``options.binned_processes="grown"``,
+    from them over the same image and kept on its ridges
+    (``options.binned_processes="ridges"``,
     :func:`astro3s.postprocess.grow.grow_processes`). Then, and otherwise,
     the soma scale is fitted from a first network pass
     (:func:`astro3s.inference.segment.adapt_soma_scale`); the combination's

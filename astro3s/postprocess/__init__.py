@@ -15,8 +15,8 @@ Modules: :mod:`~astro3s.postprocess.params` (settings),
 """
 
 from astro3s.postprocess.blend import blend_crops, crop_weight
-from astro3s.postprocess.grow import (grow_processes, plateau_somata, refine_somata, trim_somata,
-                                     with_grown_processes, with_refined_somata, with_trimmed_somata)
+from astro3s.postprocess.grow import (grow_processes, keep_ridges, plateau_somata, refine_somata, ridge_strength,
+                                     trim_somata, with_grown_processes, with_refined_somata, with_trimmed_somata)
 from astro3s.postprocess.combine import (
     Segmentation,
     add_missing_cells,
@@ -44,11 +44,13 @@ __all__ = [
     "component_areas",
     "crop_weight",
     "grow_processes",
+    "keep_ridges",
     "keep_connected_to_soma",
     "label_somata",
     "merge_somata",
     "plateau_somata",
     "refine_somata",
+    "ridge_strength",
     "remove_cells",
     "remove_orphan_processes",
     "small_somata_to_processes",
