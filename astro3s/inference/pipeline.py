@@ -93,9 +93,10 @@ class InferenceOptions:
         Processes of a binned FOV's cells: grown from their somata over the
         movie's median image (:func:`astro3s.postprocess.grow_processes`) and
         kept on its bright ridges as wide as a process
-        (:func:`astro3s.postprocess.keep_ridges`, ``ridges``), every grown
-        pixel (``grown``, before 2026-12-05), or the network's, drawn on the
-        binned grid and resampled (``network``).
+        (:func:`astro3s.postprocess.keep_ridges`, ``ridges``), grown to
+        ``FLOOD_LEVEL`` with every grown pixel kept (``grown``, before
+        2026-12-05), or the network's, drawn on the binned grid and resampled
+        (``network``).
     somata : {"refined", "extended", "network"}
         ``refined``: the network's somata extended over their bright plateau
         in the movie's median image, at the FOV's own resolution
@@ -672,7 +673,8 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
     # network's outlines (its decisions stand); the plateau cells are judged by the blur rule
     median_image = getattr(pre, "median_image", None)
     if median_image is not None:
-        from astro3s.postprocess.grow import with_grown_processes, with_refined_somata, with_trimmed_somata
+        from astro3s.postprocess.grow import (FLOOD_LEVEL, with_grown_processes, with_refined_somata,
+                                              with_trimmed_somata)
 
         if options.somata != "network":
             seg = with_refined_somata(seg, median_image)
@@ -684,8 +686,8 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
             # cells found at the FOV's own scale keep the network's processes, drawn at that scale
             keep = None if own_scale_somata is None else np.bincount(
                 seg.soma[own_scale_somata], minlength=seg.n_cells + 1)[1:] > 0
-            ridges = {} if options.binned_processes == "ridges" else {"ridge_level": None}
-            seg = with_grown_processes(seg, median_image, keep=keep, **ridges)
+            flood_only = {} if options.binned_processes == "ridges" else {"level": FLOOD_LEVEL, "ridge_level": None}
+            seg = with_grown_processes(seg, median_image, keep=keep, **flood_only)
     return seg, scale_info
 
 

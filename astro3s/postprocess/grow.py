@@ -29,10 +29,14 @@ __all__ = ["grow_processes", "keep_ridges", "plateau_somata", "refine_somata", "
 # soma's brightness over the background (chosen 2026-12-05 on diagnosed movies of both simulators,
 # experiments/results/heldout_ablation.md).
 RIDGE_SCALE = 0.1
-RIDGE_LEVEL = 0.02
+RIDGE_LEVEL = 0.025
+# How far from background to soma brightness the flood of grow_processes goes: 0.2 alone (2026-12-04);
+# 0.1 with the ridge test, which then does the selecting (chosen with RIDGE_LEVEL, same ablation)
+FLOOD_LEVEL = 0.2
+RIDGE_FLOOD_LEVEL = 0.1
 
 
-def grow_processes(soma: np.ndarray, image: np.ndarray, *, level: float = 0.2, reach: float = 3.0,
+def grow_processes(soma: np.ndarray, image: np.ndarray, *, level: float = RIDGE_FLOOD_LEVEL, reach: float = 3.0,
                    smooth: float = 1.0, ridge_level: float | None = RIDGE_LEVEL,
                    ridge_scale: float = RIDGE_SCALE) -> np.ndarray:
     """Process labels grown from each soma over the bright pixels of a summary image.
@@ -56,7 +60,9 @@ def grow_processes(soma: np.ndarray, image: np.ndarray, *, level: float = 0.2, r
     image : ndarray of float, shape (H, W)
         Temporal median (or mean) image, not contrast-equalised.
     level : float
-        Fraction of the way from background to soma brightness a pixel must reach.
+        Fraction of the way from background to soma brightness a pixel must
+        reach: ``RIDGE_FLOOD_LEVEL`` (0.1) with the ridge test, ``FLOOD_LEVEL``
+        (0.2) without it (``binned_processes=grown``).
     reach : float
         Farthest a process pixel may lie from its soma, in soma radii (``sqrt(area / pi)``).
     smooth : float
@@ -130,8 +136,9 @@ def keep_ridges(processes: np.ndarray, soma: np.ndarray, image: np.ndarray, *, l
     binned FOV fill the blurred halo around each soma and the dim
     out-of-focus cells beside it, so their pixel precision was 0.39 on
     held-out giant cells and 0.64 on the training simulator's ``d2_like``;
-    kept on ridges it rose to 0.51 and 0.82, and process F1 to 0.54 and 0.69
-    (from 0.48 and 0.64; ``experiments/results/heldout_ablation.md``).
+    kept on ridges (the flood at 0.1 instead of 0.2) it rose to 0.52 and
+    0.80, and process F1 to 0.58 and 0.70 (from 0.48 and 0.64;
+    ``experiments/results/heldout_ablation.md``).
 
     Parameters
     ----------
@@ -461,14 +468,15 @@ def with_refined_somata(seg: Any, image: np.ndarray, **options: Any) -> Any:
     return _segmentation(soma, processes, seg.n_cells, seg.params, dict(seg.counts))
 
 
-def with_trimmed_somata(seg: Any, image: np.ndarray, *, level: float = SOMA_EDGE_LEVEL, process_level: float = 0.2,
+def with_trimmed_somata(seg: Any, image: np.ndarray, *, level: float = SOMA_EDGE_LEVEL,
+                        process_level: float = FLOOD_LEVEL,
                         smooth: float = 1.0, quantile: float = 0.9, ring: tuple[float, float] = (2.0, 6.0),
                         min_kept: float = 0.5) -> Any:
     """``seg`` with its somata cut back by :func:`trim_somata`; where a process leaves, the rim cut joins it.
 
     The cut pixels brighter than ``bg + process_level * (s - bg)`` of their
-    soma (the levels of :func:`trim_somata`; 0.2 is the level of
-    :func:`grow_processes`) and within ``RIM_TO_PROCESS`` px of the cell's
+    soma (the levels of :func:`trim_somata`; 0.2 is ``FLOOD_LEVEL``, the level
+    of :func:`grow_processes` without its ridge test) and within ``RIM_TO_PROCESS`` px of the cell's
     own processes join those processes: that is where a process leaves the
     soma, and the processes stay connected to it. The other cut pixels
     become background (a blurred soma's rim above 0.2 is a closed ring, so
