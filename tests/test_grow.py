@@ -252,7 +252,7 @@ def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_m
 
     calls = record_calls(grow, "with_refined_somata")
     trims = record_calls(grow, "with_trimmed_somata")
-    model, options = load_inference_model("default", device="cpu")
+    model, options = load_inference_model("default", device="cpu", extend_processes=False)
     with read_movie(tiny_movie) as movie:
         pre = preprocess(movie, options.preprocess, progress=False)
         _, network, info = segment_movie(pre, model, dataclasses.replace(options, somata="network"))
@@ -271,6 +271,60 @@ def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_m
     gained = refined.processes != extended.processes
     assert (extended.processes[gained] == 0).all() and (refined.processes[gained] == extended.soma[gained]).all()
     assert not ((refined.soma > 0) & (refined.processes > 0)).any()
+
+
+def test_processes_of_a_fov_at_its_own_scale_are_extended_unless_asked_not_to(tiny_movie) -> None:
+    import dataclasses
+
+    from astro3s.inference import load_inference_model
+    from astro3s.inference.pipeline import segment_movie
+    from astro3s.io import read_movie
+    from astro3s.postprocess.split import keep_connected_to_soma
+    from astro3s.preprocess import preprocess
+
+    model, options = load_inference_model("default", device="cpu")
+    assert options.extend_processes
+    with read_movie(tiny_movie) as movie:
+        pre = preprocess(movie, options.preprocess, progress=False)
+        _, network, info = segment_movie(pre, model, dataclasses.replace(options, extend_processes=False))
+        _, extended, _ = segment_movie(pre, model, options)
+    assert not info["rescaled"] and network.n_cells >= 1
+    np.testing.assert_array_equal(extended.soma, network.soma)               # somata untouched
+    kept = network.processes > 0
+    np.testing.assert_array_equal(extended.processes[kept], network.processes[kept])   # the network's all stay
+    assert (extended.processes > 0).sum() > kept.sum()                       # and grow longer
+    np.testing.assert_array_equal(keep_connected_to_soma(extended.soma, extended.processes), extended.processes)
+
+
+def _stub_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # a D1-size soma (r 8) with a long 4-px branch to the right of which the network drew only the first
+    # 6 px, and on the left, touching the soma, a broad dim out-of-focus blob
+    yy, xx = np.mgrid[:80, :140].astype(np.float32)
+    image = np.full((80, 140), 1.0, np.float32)
+    image += 4.0 * np.exp(-0.5 * (np.hypot(yy - 40, xx - 26) / 9.0) ** 2)
+    soma = np.zeros((80, 140), np.int32)
+    soma[np.hypot(yy - 40, xx - 45) <= 8] = 1
+    image[soma == 1] = 10.0
+    image[38:42, 52:85] = 6.0
+    network = np.zeros_like(soma)
+    network[38:42, 50:59] = 1
+    network[soma > 0] = 0
+    return image, soma, network
+
+
+def test_extended_processes_follow_the_branch_not_the_blob() -> None:
+    from astro3s.postprocess import extend_processes
+
+    image, soma, network = _stub_scene()
+    out = extend_processes(soma, network, image)
+    assert out.dtype == np.int32
+    assert (out[network > 0] == 1).all()                           # the network's pixels stay
+    assert (out[39:41, 60:70] == 1).all()                          # the branch is followed out
+    assert (out[35:46, 20:32] == 0).all()                          # the blob's middle is not taken
+    assert not ((out > 0) & (soma > 0)).any()
+    # no somata: the network's processes come back as they are; a ridge level no ridge reaches adds nothing
+    np.testing.assert_array_equal(extend_processes(np.zeros_like(soma), network, image), network)
+    np.testing.assert_array_equal(extend_processes(soma, network, image, ridge_level=10.0), network)
 
 
 def test_kept_cells_keep_their_processes_when_the_others_grow() -> None:

@@ -121,6 +121,7 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
         binned_processes=str(cfg.get("binned_processes", default["binned_processes"])),
         somata=str(cfg.get("somata", default["somata"])),
         large_soma_pass=bool(cfg.get("large_soma_pass", default["large_soma_pass"])),
+        extend_processes=bool(cfg.get("extend_processes", default["extend_processes"])),
         test_time_flips=whole_number(cfg.get("test_time_flips", default["test_time_flips"]), "test_time_flips",
                                      example=default["test_time_flips"], minimum=1),
         **movie_options)

@@ -118,6 +118,12 @@ class InferenceOptions:
         for the FOV, in focus, and touching no soma found are added
         (:func:`add_large_cells`): FOVs whose somata span a wide range of
         sizes. Costs one more network pass on a quarter of the pixels.
+    extend_processes : bool
+        On a FOV segmented at its own scale, neither zoomed nor binned, the
+        network's processes lengthened along the median image's bright ridges
+        as wide as annotated processes
+        (:func:`astro3s.postprocess.extend_processes`): they stop ~0.5 soma
+        radii short of where annotators trace them.
     """
 
     preprocess: Any
@@ -140,6 +146,7 @@ class InferenceOptions:
     somata: str = "refined"
     large_soma_pass: bool = True
     test_time_flips: int = 1
+    extend_processes: bool = True
 
     def __post_init__(self) -> None:
         if self.nwb:
@@ -807,6 +814,11 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         seg = with_refined_somata(seg, median_image)
         if options.somata == "refined":
             seg = with_trimmed_somata(seg, median_image)
+    # processes lengthened along the image's ridges where the network drew them at the FOV's own pixels
+    if allow_binning and options.extend_processes and median_image is not None and not scale_info["rescaled"]:
+        from astro3s.postprocess.grow import with_extended_processes
+
+        seg = with_extended_processes(seg, median_image)
     return pre, seg, scale_info
 
 

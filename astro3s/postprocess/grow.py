@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["grow_processes", "keep_ridges", "plateau_somata", "refine_somata", "ridge_strength", "trim_somata",
-           "with_grown_processes", "with_refined_somata", "with_trimmed_somata"]
+__all__ = ["extend_processes", "grow_processes", "keep_ridges", "plateau_somata", "refine_somata", "ridge_strength",
+           "trim_somata", "with_extended_processes", "with_grown_processes", "with_refined_somata",
+           "with_trimmed_somata"]
 
 # The ridge test of grown processes (keep_ridges). Scale: the Gaussian that best matches a bright bar of
 # width w has sigma ~ w / (2 sqrt 3); ASTRA's annotators draw the processes of D2's ~3000-px somata
@@ -160,24 +161,100 @@ def keep_ridges(processes: np.ndarray, soma: np.ndarray, image: np.ndarray, *, l
     processes : ndarray of int32, shape (H, W)
         A subset of ``processes``.
     """
-    from scipy import ndimage as ndi
-
     from astro3s.postprocess.split import keep_connected_to_soma
 
     labels = np.asarray(soma).astype(np.int32)
-    cells = np.asarray(processes).astype(np.int32)
     n = int(labels.max(initial=0))
-    if n == 0 or not cells.any():
+    if n == 0:
         return np.zeros(labels.shape, np.int32)
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     radius = float(np.sqrt(np.median(area[area > 0]) / np.pi))
-    strength = ridge_strength(image, sigma=max(1.0, float(scale) * radius))
+    on_ridge = _ridge_pixels(processes, labels, image, level=level, sigma=max(1.0, float(scale) * radius),
+                             smooth=smooth)
+    return keep_connected_to_soma(labels, on_ridge)
+
+
+def _ridge_pixels(processes: np.ndarray, labels: np.ndarray, image: np.ndarray, *, level: float, sigma: float,
+                  smooth: float) -> np.ndarray:
+    """``processes`` (int32) where :func:`ridge_strength` at ``sigma`` reaches ``level * (s - bg)`` of their cell.
+
+    ``s``: the median of each soma of ``labels`` (at least one) on the image
+    smoothed by ``smooth`` px, ``bg``: that image's lower quartile.
+    """
+    from scipy import ndimage as ndi
+
+    cells = np.asarray(processes).astype(np.int32)
+    if not cells.any():
+        return cells
+    n = int(labels.max())
+    strength = ridge_strength(image, sigma=sigma)
     img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
     background = float(np.percentile(img, 25))
     soma_level = np.asarray(ndi.median(img, labels, np.arange(1, n + 1)), dtype=np.float64)
     threshold = np.concatenate([[np.inf], float(level) * np.maximum(soma_level - background, 0.0)])
-    on_ridge = np.where(strength >= threshold[cells], cells, 0)
-    return keep_connected_to_soma(labels, on_ridge)
+    return np.where(strength >= threshold[cells], cells, 0).astype(np.int32)
+
+
+# Own-scale FOVs' processes extended along the median image's ridges (extend_processes): the flood's level
+# and the ridge level (chosen 2026-12-05 on diagnosed movies of both simulators, heldout_ablation.md)
+EXTEND_FLOOD_LEVEL = 0.2
+EXTEND_RIDGE_LEVEL = 0.05
+
+
+def extend_processes(soma: np.ndarray, processes: np.ndarray, image: np.ndarray, *,
+                     level: float = EXTEND_FLOOD_LEVEL, ridge_level: float = EXTEND_RIDGE_LEVEL, reach: float = 3.0,
+                     smooth: float = 1.0) -> np.ndarray:
+    """The network's processes lengthened along bright ridges of a summary image as wide as annotated processes.
+
+    The network's processes of a FOV at its own scale are as wide as the
+    annotators draw them but stop short: they reach ~1.5-2 soma radii beyond
+    the soma where annotators trace 2-3 (``experiments/measure_annotations.py``).
+    Here the pixels that :func:`grow_processes` floods from each soma at
+    ``level`` (with no ridge test) and that lie on a ridge of the image
+    (:func:`ridge_strength` at least ``ridge_level * (s - bg)``, at the
+    scale of the width annotators draw for the FOV's median soma,
+    ``sigma = w / (2 sqrt 3)``) join the network's processes; what a path of
+    the cell's own pixels joins to its soma is kept. Network process pixels
+    all stay; a soma grows nothing it did not flood.
+
+    Parameters
+    ----------
+    soma, processes : ndarray of int, shape (H, W)
+        Soma labels ``1..n`` and the network's process labels with the same ids.
+    image : ndarray of float, shape (H, W)
+        Temporal median (or mean) image, not contrast-equalised.
+    level, reach, smooth : float
+        The flood's (:func:`grow_processes`).
+    ridge_level : float
+        Least ridge strength, as a fraction of the soma's brightness over the background.
+
+    Returns
+    -------
+    processes : ndarray of int32, shape (H, W)
+        A superset of ``processes`` (where their own soma joins them).
+    """
+    from astro3s.postprocess.split import keep_connected_to_soma
+    from astro3s.annotation import annotator_process_width
+
+    labels = np.asarray(soma).astype(np.int32)
+    own = np.asarray(processes).astype(np.int32)
+    n = int(labels.max(initial=0))
+    if n == 0:
+        return own
+    flooded = grow_processes(labels, image, level=level, reach=reach, smooth=smooth, ridge_level=None)
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    sigma = annotator_process_width(float(np.median(area[area > 0]))) / (2.0 * np.sqrt(3.0))
+    added = _ridge_pixels(np.where(own > 0, 0, flooded), labels, image, level=ridge_level, sigma=sigma,
+                          smooth=smooth)
+    return keep_connected_to_soma(labels, np.where(own > 0, own, added))
+
+
+def with_extended_processes(seg: Any, image: np.ndarray, **options: Any) -> Any:
+    """``seg`` with its processes lengthened by :func:`extend_processes`; ``counts`` kept."""
+    from astro3s.postprocess.combine import _segmentation
+
+    processes = extend_processes(seg.soma, seg.processes, image, **options)
+    return _segmentation(seg.soma, processes, seg.n_cells, seg.params, dict(seg.counts))
 
 
 def _flood_from_somata(labels: np.ndarray, img: np.ndarray, soma_level: np.ndarray, *, level: float,

@@ -33,6 +33,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.signal import lfilter
 
+from astro3s.annotation import (ANNOTATOR_SOMA_AREA_D1, ANNOTATOR_WIDTH_D1, ANNOTATOR_WIDTH_EXPONENT,  # noqa: F401
+                                 annotator_process_width)
 from astro3s.simulate.params import SimulationParams
 
 __all__ = [
@@ -52,15 +54,7 @@ __all__ = [
 # thinner branches still light up as part of the cell's territory (domain).
 VISIBLE_BRANCH_RADIUS = 0.6
 
-# Annotators draw processes as polygons wider than the branch. Per cell (the union of its process
-# polygons, as the scores compare them), the median width (area / skeleton length) in ASTRA's
-# consensus RoiSets is 3.7 px on D1 (somata ~190 px), 4.1 px on D4 (~100 px) and 9.0 px on D2
-# (~2900 px); a power law through those three medians gives the width for any soma size
-# (`python experiments/measure_annotations.py`). Polygon by polygon the medians read 5.4 / 5.6 /
-# 10.1 px (a short polygon's skeleton stops short of its ends), the figure followed until 2026-12-04.
-ANNOTATOR_WIDTH_D1 = 4.46
-ANNOTATOR_SOMA_AREA_D1 = 223.0
-ANNOTATOR_WIDTH_EXPONENT = 0.264
+# the width annotators draw a process at (ANNOTATOR_WIDTH_*, annotator_process_width): astro3s/annotation.py
 # How far from the soma centre (in soma radii) annotators trace a process: the interquartile
 # ranges over D1, D2 and D4 of the consensus processes' reach (95th percentile of their pixels'
 # distance to the soma edge: D1 2.15-3.61 radii beyond the edge, D2 2.40-3.61, D4 1.61-2.63;
@@ -205,16 +199,6 @@ def _ellipse_radius(theta: np.ndarray, radius: float, elongation: float, angle: 
     a, b = radius * math.sqrt(elongation), radius / math.sqrt(elongation)
     phi = theta - angle
     return a * b / np.sqrt((b * np.cos(phi)) ** 2 + (a * np.sin(phi)) ** 2)
-
-
-def annotator_process_width(soma_area: float) -> float:
-    """Width (px) of a process polygon as ASTRA's annotators draw it for a soma of ``soma_area`` px.
-
-    ``4.46 * (soma_area / 223) ** 0.264``, clipped to [3, 12] px: 4.3 px for a D1
-    soma (~190 px), 3.6 px for a D4 soma (~100 px), 8.9 px for a D2 soma (~2900 px).
-    """
-    width = ANNOTATOR_WIDTH_D1 * (max(float(soma_area), 1.0) / ANNOTATOR_SOMA_AREA_D1) ** ANNOTATOR_WIDTH_EXPONENT
-    return float(np.clip(width, 3.0, 12.0))
 
 
 def _annotated_polygons(branch_mask: np.ndarray, centre_dist: np.ndarray, soma_mask: np.ndarray,
