@@ -82,17 +82,26 @@ def test_ridge_strength_is_high_on_a_line_and_flat_on_a_slope() -> None:
     assert ridge_strength(band, sigma=1.0)[20, 40] < 0.1 * ridge_strength(line, sigma=1.0)[20, 20]
 
 
-def _halo_scene() -> tuple[np.ndarray, np.ndarray]:
-    # a 15-px soma with a 4-px branch to the right and, touching it on the left, a broad dim
-    # out-of-focus blob (Gaussian, 12 px): both are brighter than the growth's level
-    yy, xx = np.mgrid[:100, :160].astype(np.float32)
-    image = np.full((100, 160), 1.0, np.float32)
-    image += 5.0 * np.exp(-0.5 * (np.hypot(yy - 50, xx - 42) / 12.0) ** 2)
-    soma = np.zeros((100, 160), np.int32)
-    soma[np.hypot(yy - 50, xx - 70) <= 15] = 1
+def _soma_branch_blob(shape: tuple[int, int], *, soma_x: int, soma_radius: float, branch_end: int,
+                      blob_x: int, blob_amplitude: float, blob_sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    # a bright soma on the middle row with a 4-px branch (level 6) running right from its edge to
+    # branch_end and, touching it on the left, a broad dim out-of-focus blob (a Gaussian): both are
+    # brighter than the growth's level, only the branch is a ridge
+    cy = shape[0] // 2
+    yy, xx = np.mgrid[:shape[0], :shape[1]].astype(np.float32)
+    image = np.full(shape, 1.0, np.float32)
+    image += blob_amplitude * np.exp(-0.5 * (np.hypot(yy - cy, xx - blob_x) / blob_sigma) ** 2)
+    soma = np.zeros(shape, np.int32)
+    soma[np.hypot(yy - cy, xx - soma_x) <= soma_radius] = 1
     image[soma == 1] = 10.0
-    image[48:52, 84:130] = 6.0
+    image[cy - 2:cy + 2, soma_x + int(soma_radius) - 1:branch_end] = 6.0
     return image, soma
+
+
+def _halo_scene() -> tuple[np.ndarray, np.ndarray]:
+    # a 15-px soma, a long branch and a 12-px blob
+    return _soma_branch_blob((100, 160), soma_x=70, soma_radius=15, branch_end=130, blob_x=42,
+                             blob_amplitude=5.0, blob_sigma=12.0)
 
 
 def test_grown_processes_keep_the_branch_and_drop_the_broad_blob() -> None:
@@ -297,15 +306,9 @@ def test_processes_of_a_fov_at_its_own_scale_are_extended_unless_asked_not_to(ti
 
 
 def _stub_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # a D1-size soma (r 8) with a long 4-px branch to the right of which the network drew only the first
-    # 6 px, and on the left, touching the soma, a broad dim out-of-focus blob
-    yy, xx = np.mgrid[:80, :140].astype(np.float32)
-    image = np.full((80, 140), 1.0, np.float32)
-    image += 4.0 * np.exp(-0.5 * (np.hypot(yy - 40, xx - 26) / 9.0) ** 2)
-    soma = np.zeros((80, 140), np.int32)
-    soma[np.hypot(yy - 40, xx - 45) <= 8] = 1
-    image[soma == 1] = 10.0
-    image[38:42, 52:85] = 6.0
+    # a D1-size soma (r 8), a long branch of which the network drew only the first 6 px, a 9-px blob
+    image, soma = _soma_branch_blob((80, 140), soma_x=45, soma_radius=8, branch_end=85, blob_x=26,
+                                    blob_amplitude=4.0, blob_sigma=9.0)
     network = np.zeros_like(soma)
     network[38:42, 50:59] = 1
     network[soma > 0] = 0
