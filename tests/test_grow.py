@@ -305,6 +305,24 @@ def test_processes_of_a_fov_at_its_own_scale_are_extended_unless_asked_not_to(ti
     np.testing.assert_array_equal(keep_connected_to_soma(extended.soma, extended.processes), extended.processes)
 
 
+def test_a_wide_process_of_a_mid_size_soma_stays_whole() -> None:
+    # a ~500-px soma (a D1 cell enlarged 1.5x) with a 7-px branch: at 0.1 soma radii (1.3 px) its
+    # flat middle would not curve, at the annotators' width for that soma (process_ridge_scale) it does
+    from astro3s.postprocess import keep_ridges
+    from astro3s.postprocess.grow import process_ridge_scale
+
+    yy, xx = np.mgrid[:80, :140].astype(np.float32)
+    image = np.full((80, 140), 1.0, np.float32)
+    soma = np.zeros((80, 140), np.int32)
+    soma[np.hypot(yy - 40, xx - 40) <= 12.6] = 1
+    image[soma == 1] = 10.0
+    image[37:44, 52:110] = 6.0
+    branch = np.where((image == 6.0) & (soma == 0), 1, 0).astype(np.int32)
+    assert process_ridge_scale(float(soma.sum())) > 0.1 * 12.6
+    kept = keep_ridges(branch, soma, image)
+    assert (kept[38:43, 55:105] == 1).all()
+
+
 def _stub_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # a D1-size soma (r 8), a long branch of which the network drew only the first 6 px, a 9-px blob
     image, soma = _soma_branch_blob((80, 140), soma_x=45, soma_radius=8, branch_end=85, blob_x=26,

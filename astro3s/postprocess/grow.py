@@ -126,12 +126,14 @@ def keep_ridges(processes: np.ndarray, soma: np.ndarray, image: np.ndarray, *, l
                 scale: float = RIDGE_SCALE, smooth: float = 1.0) -> np.ndarray:
     """Process pixels on a bright ridge as wide as a process, still joined to their own soma.
 
-    A pixel of cell ``i`` stays where :func:`ridge_strength` at
-    ``sigma = scale * r`` (``r``: the FOV's median soma radius, at least
-    1 px) is at least ``level * (s_i - bg)`` (``s_i``: the median of the
-    soma on the image smoothed by ``smooth`` px, ``bg``: that image's lower
-    quartile); of what stays, only the pixels a path of the cell's own
-    pixels joins to its soma are kept.
+    A pixel of cell ``i`` stays where :func:`ridge_strength` is at least
+    ``level * (s_i - bg)`` (``s_i``: the median of the soma on the image
+    smoothed by ``smooth`` px, ``bg``: that image's lower quartile); of what
+    stays, only the pixels a path of the cell's own pixels joins to its soma
+    are kept. The scale is ``scale * r`` (``r``: the FOV's median soma
+    radius), or the scale of the width annotators draw for that soma
+    (:func:`process_ridge_scale`) where that is larger (cells of a few
+    hundred px, whose processes are wide for their radius), at least 1 px.
 
     Why (measured 2026-12-05): processes grown over the median image of a
     binned FOV fill the blurred halo around each soma and the dim
@@ -168,10 +170,22 @@ def keep_ridges(processes: np.ndarray, soma: np.ndarray, image: np.ndarray, *, l
     if n == 0:
         return np.zeros(labels.shape, np.int32)
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    radius = float(np.sqrt(np.median(area[area > 0]) / np.pi))
-    on_ridge = _ridge_pixels(processes, labels, image, level=level, sigma=max(1.0, float(scale) * radius),
-                             smooth=smooth)
+    median_area = float(np.median(area[area > 0]))
+    sigma = max(1.0, float(scale) * float(np.sqrt(median_area / np.pi)), process_ridge_scale(median_area))
+    on_ridge = _ridge_pixels(processes, labels, image, level=level, sigma=sigma, smooth=smooth)
     return keep_connected_to_soma(labels, on_ridge)
+
+
+def process_ridge_scale(soma_area: float) -> float:
+    """The Gaussian scale (px) that best matches a process as wide as annotators draw it for a soma of ``soma_area`` px.
+
+    ``w / (2 sqrt 3)`` for the annotators' width ``w``
+    (:func:`astro3s.annotation.annotator_process_width`): 1.3 px at D1 size,
+    2.6 px at D2 size.
+    """
+    from astro3s.annotation import annotator_process_width
+
+    return annotator_process_width(soma_area) / (2.0 * np.sqrt(3.0))
 
 
 def _ridge_pixels(processes: np.ndarray, labels: np.ndarray, image: np.ndarray, *, level: float, sigma: float,
@@ -234,7 +248,6 @@ def extend_processes(soma: np.ndarray, processes: np.ndarray, image: np.ndarray,
         A superset of ``processes`` (where their own soma joins them).
     """
     from astro3s.postprocess.split import keep_connected_to_soma
-    from astro3s.annotation import annotator_process_width
 
     labels = np.asarray(soma).astype(np.int32)
     own = np.asarray(processes).astype(np.int32)
@@ -243,7 +256,7 @@ def extend_processes(soma: np.ndarray, processes: np.ndarray, image: np.ndarray,
         return own
     flooded = grow_processes(labels, image, level=level, reach=reach, smooth=smooth, ridge_level=None)
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    sigma = annotator_process_width(float(np.median(area[area > 0]))) / (2.0 * np.sqrt(3.0))
+    sigma = process_ridge_scale(float(np.median(area[area > 0])))
     added = _ridge_pixels(np.where(own > 0, 0, flooded), labels, image, level=ridge_level, sigma=sigma,
                           smooth=smooth)
     return keep_connected_to_soma(labels, np.where(own > 0, own, added))
