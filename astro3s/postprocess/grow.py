@@ -78,19 +78,42 @@ def grow_processes(soma: np.ndarray, image: np.ndarray, *, level: float = RIDGE_
         Same ids as ``soma``, 0 where no process; every process pixel is
         connected to its own soma. A soma no brighter than ``bg`` grows none.
     """
-    from scipy import ndimage as ndi
-
     labels = np.asarray(soma).astype(np.int32)
-    n = int(labels.max(initial=0))
-    if n == 0:
+    if labels.max(initial=0) == 0:
         return np.zeros(labels.shape, np.int32)
-    img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
-    soma_level = np.asarray(ndi.median(img, labels, np.arange(1, n + 1)), dtype=np.float64)
-    grown = _flood_from_somata(labels, img, soma_level, level=level, reach=reach)
-    processes = np.where(labels > 0, 0, grown).astype(np.int32)
+    img, soma_level = _smoothed_soma_levels(labels, image, smooth)
+    processes = _flooded_processes(labels, img, soma_level, level=level, reach=reach)
     if ridge_level is None:
         return processes
-    return keep_ridges(processes, labels, image, level=ridge_level, scale=ridge_scale, smooth=smooth)
+    return _kept_on_ridges(processes, labels, image, img, soma_level, level=ridge_level,
+                           sigma=_binned_ridge_scale(labels, ridge_scale))
+
+
+def _smoothed_soma_levels(labels: np.ndarray, image: np.ndarray, smooth: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image smoothed by ``smooth`` px (float32) and each soma's median on it (float64, (n,)); ``n >= 1``."""
+    from scipy import ndimage as ndi
+
+    img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
+    return img, np.asarray(ndi.median(img, labels, np.arange(1, int(labels.max()) + 1)), dtype=np.float64)
+
+
+def _flooded_processes(labels: np.ndarray, img: np.ndarray, soma_level: np.ndarray, *, level: float,
+                       reach: float) -> np.ndarray:
+    """The flood of :func:`grow_processes` without its somata (int32)."""
+    grown = _flood_from_somata(labels, img, soma_level, level=level, reach=reach)
+    return np.where(labels > 0, 0, grown).astype(np.int32)
+
+
+def _median_soma_area(labels: np.ndarray) -> float:
+    """The median area (px) of the somata ``1..n`` of ``labels`` that have pixels."""
+    area = np.bincount(labels.ravel(), minlength=int(labels.max()) + 1)[1:]
+    return float(np.median(area[area > 0]))
+
+
+def _binned_ridge_scale(labels: np.ndarray, scale: float) -> float:
+    """:func:`keep_ridges`' scale (px): ``scale`` median soma radii, or :func:`process_ridge_scale` if larger, >= 1."""
+    median_area = _median_soma_area(labels)
+    return max(1.0, float(scale) * float(np.sqrt(median_area / np.pi)), process_ridge_scale(median_area))
 
 
 def ridge_strength(image: np.ndarray, *, sigma: float) -> np.ndarray:
@@ -163,17 +186,20 @@ def keep_ridges(processes: np.ndarray, soma: np.ndarray, image: np.ndarray, *, l
     processes : ndarray of int32, shape (H, W)
         A subset of ``processes``.
     """
+    labels = np.asarray(soma).astype(np.int32)
+    if labels.max(initial=0) == 0:
+        return np.zeros(labels.shape, np.int32)
+    img, soma_level = _smoothed_soma_levels(labels, image, smooth)
+    return _kept_on_ridges(processes, labels, image, img, soma_level, level=level,
+                           sigma=_binned_ridge_scale(labels, scale))
+
+
+def _kept_on_ridges(processes: np.ndarray, labels: np.ndarray, image: np.ndarray, img: np.ndarray,
+                    soma_level: np.ndarray, *, level: float, sigma: float) -> np.ndarray:
+    """:func:`keep_ridges` at scale ``sigma``, given ``img`` and ``soma_level`` (:func:`_smoothed_soma_levels`)."""
     from astro3s.postprocess.split import keep_connected_to_soma
 
-    labels = np.asarray(soma).astype(np.int32)
-    n = int(labels.max(initial=0))
-    if n == 0:
-        return np.zeros(labels.shape, np.int32)
-    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    median_area = float(np.median(area[area > 0]))
-    sigma = max(1.0, float(scale) * float(np.sqrt(median_area / np.pi)), process_ridge_scale(median_area))
-    on_ridge = _ridge_pixels(processes, labels, image, level=level, sigma=sigma, smooth=smooth)
-    return keep_connected_to_soma(labels, on_ridge)
+    return keep_connected_to_soma(labels, _ridge_pixels(processes, image, img, soma_level, level=level, sigma=sigma))
 
 
 def process_ridge_scale(soma_area: float) -> float:
@@ -188,23 +214,18 @@ def process_ridge_scale(soma_area: float) -> float:
     return annotator_process_width(soma_area) / (2.0 * np.sqrt(3.0))
 
 
-def _ridge_pixels(processes: np.ndarray, labels: np.ndarray, image: np.ndarray, *, level: float, sigma: float,
-                  smooth: float) -> np.ndarray:
-    """``processes`` (int32) where :func:`ridge_strength` at ``sigma`` reaches ``level * (s - bg)`` of their cell.
+def _ridge_pixels(processes: np.ndarray, image: np.ndarray, img: np.ndarray, soma_level: np.ndarray, *,
+                  level: float, sigma: float) -> np.ndarray:
+    """``processes`` (int32) where :func:`ridge_strength` of ``image`` at ``sigma`` reaches ``level * (s - bg)``.
 
-    ``s``: the median of each soma of ``labels`` (at least one) on the image
-    smoothed by ``smooth`` px, ``bg``: that image's lower quartile.
+    ``s``: the cell's ``soma_level`` (its soma's median on ``img``, the image
+    smoothed for the levels), ``bg``: ``img``'s lower quartile.
     """
-    from scipy import ndimage as ndi
-
     cells = np.asarray(processes).astype(np.int32)
     if not cells.any():
         return cells
-    n = int(labels.max())
     strength = ridge_strength(image, sigma=sigma)
-    img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
     background = float(np.percentile(img, 25))
-    soma_level = np.asarray(ndi.median(img, labels, np.arange(1, n + 1)), dtype=np.float64)
     threshold = np.concatenate([[np.inf], float(level) * np.maximum(soma_level - background, 0.0)])
     return np.where(strength >= threshold[cells], cells, 0).astype(np.int32)
 
@@ -251,14 +272,12 @@ def extend_processes(soma: np.ndarray, processes: np.ndarray, image: np.ndarray,
 
     labels = np.asarray(soma).astype(np.int32)
     own = np.asarray(processes).astype(np.int32)
-    n = int(labels.max(initial=0))
-    if n == 0:
+    if labels.max(initial=0) == 0:
         return own
-    flooded = grow_processes(labels, image, level=level, reach=reach, smooth=smooth, ridge_level=None)
-    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    sigma = process_ridge_scale(float(np.median(area[area > 0])))
-    added = _ridge_pixels(np.where(own > 0, 0, flooded), labels, image, level=ridge_level, sigma=sigma,
-                          smooth=smooth)
+    img, soma_level = _smoothed_soma_levels(labels, image, smooth)
+    flooded = _flooded_processes(labels, img, soma_level, level=level, reach=reach)
+    added = _ridge_pixels(np.where(own > 0, 0, flooded), image, img, soma_level, level=ridge_level,
+                          sigma=process_ridge_scale(_median_soma_area(labels)))
     return keep_connected_to_soma(labels, np.where(own > 0, own, added))
 
 
