@@ -207,6 +207,24 @@ def test_bad_checkpoint_is_a_checkpoint_error(tmp_path: Path) -> None:
         load_inference_model(bad, device="cpu")
 
 
+def test_cpu_inference_network_is_channels_last_and_gives_the_same_output(random_checkpoint: Path) -> None:
+    """The network inference loads on a CPU runs its convolutions channels-last (faster there); its output
+    is the checkpoint network's, and the network training would load is left as it is."""
+    import torch
+
+    from astro3s.inference import load_inference_model
+    from astro3s.models import load_network
+
+    net, _ = load_inference_model(random_checkpoint, device="cpu")
+    plain = load_network(random_checkpoint)
+    convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert all(m.weight.is_contiguous() for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
+    image = torch.randn(3, 1, 72, 88)
+    with torch.inference_mode():
+        torch.testing.assert_close(net(image), plain(image), rtol=1e-4, atol=1e-4)
+
+
 def test_unknown_option_is_a_config_error(random_checkpoint: Path) -> None:
     from astro3s.errors import ConfigError
     from astro3s.inference import load_inference_model

@@ -465,3 +465,44 @@ def test_shipped_configs_load():
     defaults = PreprocessParams()
     assert (astra.activity_percentile, astra.th1, astra.th2, astra.tile_size, astra.tile_step) == (
         defaults.activity_percentile, 0.25, 0.10, 96, 40)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_crop_filters_reuse_the_masks_of_boxes_already_filtered(small, monkeypatch, cached):
+    """A second call (a re-selection of candidates) computes only its new boxes, and gives what a fresh
+    corrected movie gives; beyond the budget (a frame subsample) nothing is kept."""
+    from astro3s.preprocess import local_filter, pipeline
+    from astro3s.preprocess.motion import CorrectedMovie
+
+    movie = small[0]
+    shifts = np.zeros((len(movie), 2), np.float32)
+
+    def corrected() -> CorrectedMovie:
+        return CorrectedMovie(movie, shifts, cache=movie if cached else None)
+
+    first = np.array([[0, 0, 40, 40], [10, 30, 50, 70], [60, 60, 100, 100]])
+    second = np.array([[60, 60, 100, 100], [5, 5, 45, 45], [0, 0, 40, 40]])  # two boxes seen, one new
+    settings = dict(percentile=90.0, pairs=[(0.25, 0.10)], stride=1)
+    calls = []
+    real = local_filter.local_activity_filters
+    monkeypatch.setattr(pipeline, "local_activity_filters", lambda stack, **kw: calls.append(1) or real(stack, **kw))
+    shared = corrected()
+    pipeline.crop_filters(shared, first, **settings)
+    assert len(calls) == 3
+    again, frames = pipeline.crop_filters(shared, second, **settings)
+    assert len(calls) == 4 and frames == len(movie)
+    fresh, _ = pipeline.crop_filters(corrected(), second, **settings)
+    assert np.array_equal(again, fresh) and len(calls) == 4 + 3
+    # other filter settings are other masks
+    pipeline.crop_filters(shared, second, percentile=80.0, pairs=[(0.25, 0.10)], stride=1)
+    assert len(calls) == 7 + 3
+    # a budget too small for every frame: subsampled by the number of boxes, so computed whole every time
+    calls.clear()
+    tight = corrected()
+    budget = 4 * movie.size / 2**20  # the movie is twice half of it; the crops' quarter holds ~12 frames
+    for _ in range(2):
+        _, used = pipeline.crop_filters(tight, first, memory_budget_mb=budget, **settings)
+    if cached:  # a cached movie is filtered on every frame, whatever the budget
+        assert used == len(movie) and len(calls) == 3
+    else:
+        assert used < len(movie) and len(calls) == 6 and not tight.filter_masks

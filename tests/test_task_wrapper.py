@@ -113,3 +113,35 @@ def test_extras_torch_threads_caps_torch_and_is_checked(tmp_path) -> None:
                                            "paths": {"output_dir": str(tmp_path)}}))
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("body", "code", "stderr"), [
+    ("pass", 0, ""),
+    ("raise SystemExit(3)", 3, ""),
+    ("raise SystemExit('astro3s: a message')", 1, "astro3s: a message"),
+    ("raise RuntimeError('a bug')", 1, "RuntimeError: a bug"),
+])
+def test_exit_without_teardown_flushes_runs_atexit_and_keeps_the_exit_code(tmp_path, body, code, stderr) -> None:
+    """The console scripts end without Python's teardown, but nothing a normal exit does for the user is lost:
+    buffered output, log records, atexit handlers and the exit code; a bug still prints its traceback."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "atexit.txt"
+    script = f"""
+import atexit, logging, pathlib, sys
+from astro3s.cli._task import exit_without_teardown
+logging.basicConfig(filename={str(tmp_path / 'run.log')!r}, level=logging.INFO)
+atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text("ran"))
+def main():
+    print("output " * 2000)  # buffered: a pipe is not a terminal
+    logging.getLogger("astro3s").info("logged")
+    {body}
+exit_without_teardown(main)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout.count("output") == 2000
+    assert stderr in proc.stderr
+    assert "logged" in (tmp_path / "run.log").read_text()
+    assert marker.read_text() == "ran"

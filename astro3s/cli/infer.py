@@ -31,7 +31,7 @@ import hydra
 from omegaconf import DictConfig
 
 from astro3s.cli._config import CONFIG_DIR, params_from_config, to_plain, whole_number
-from astro3s.cli._task import progress_setting, require, run_hydra_main, task_wrapper
+from astro3s.cli._task import exit_without_teardown, progress_setting, require, run_hydra_main, task_wrapper
 from astro3s.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -188,9 +188,15 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point ``astro3s-infer``; a config typo is one line on stderr and exit code 2."""
+    """Entry point ``astro3s-infer``; a config typo is one line on stderr and exit code 2."""
     run_hydra_main(_hydra_main, "astro3s-infer")
 
 
+def console_main() -> None:
+    """The console script ``astro3s-infer``: :func:`main`, then the process ends without Python's teardown
+    (:func:`astro3s.cli._task.exit_without_teardown`)."""
+    exit_without_teardown(main)
+
+
 if __name__ == "__main__":
-    main()
+    console_main()

@@ -756,6 +756,9 @@ class CorrectedMovie:
         if frames_file is not None and tuple(frames_file.shape) != tuple(self.movie.shape):
             raise ValueError(f"frames_file has shape {frames_file.shape}, the movie {tuple(self.movie.shape)}")
         self.frames_file = frames_file
+        #: local activity filter masks already computed on these frames, by box and filter settings
+        #: (:func:`astro3s.preprocess.pipeline.crop_filters`): a re-selection of the candidates keeps most boxes
+        self.filter_masks: dict[tuple, np.ndarray] = {}
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -78,11 +79,45 @@ def crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: fl
     masks : ndarray of bool, shape (P, N, h, w)
     frames_used : int
         Frames the filter statistics were computed on.
+
+    Notes
+    -----
+    When every frame is used (the corrected movie is cached, or within half
+    the budget), the masks are kept on ``corrected`` (``filter_masks``, by box
+    and settings): :func:`reselect_candidates` finds most of the boxes of the
+    first selection again (14 of 16 on a ``d1_like`` movie, 79 of 89 on a
+    dense one), and their masks are taken from there, not computed again.
     """
     boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
     n_frames = corrected.shape[0]
     if len(boxes) == 0:
         return np.zeros((len(pairs), 0, 0, 0), bool), n_frames
+    memo = getattr(corrected, "filter_masks", None)
+    if memo is None or not _filters_use_every_frame(corrected, memory_budget_mb):
+        # a frame subsample depends on the number of boxes: computed as a whole, not kept
+        return _crop_filters(corrected, boxes, percentile=percentile, pairs=pairs, stride=stride,
+                             chunk_frames=chunk_frames, memory_budget_mb=memory_budget_mb)
+    settings = (float(percentile), tuple((float(a), float(b)) for a, b in pairs), int(stride))
+    keys = [(settings, *(int(v) for v in box)) for box in boxes]
+    missing = list({key: n for n, key in enumerate(keys) if key not in memo}.values())
+    if missing:
+        masks, _ = _crop_filters(corrected, boxes[missing], percentile=percentile, pairs=pairs, stride=stride,
+                                 chunk_frames=chunk_frames, memory_budget_mb=memory_budget_mb)
+        for k, n in enumerate(missing):
+            memo[keys[n]] = masks[:, k]
+    return np.stack([memo[key] for key in keys], axis=1), n_frames
+
+
+def _filters_use_every_frame(corrected: CorrectedMovie, memory_budget_mb: float) -> bool:
+    """Whether :func:`crop_filters` reads every frame: the corrected movie is cached or within half the budget."""
+    return corrected.cache is not None or 4 * math.prod(corrected.shape) <= memory_budget_mb * 2**20 / 2
+
+
+def _crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: float,
+                  pairs: Sequence[tuple[float, float]], stride: int, chunk_frames: int,
+                  memory_budget_mb: float) -> tuple[np.ndarray, int]:
+    """:func:`crop_filters` computed for every box (``boxes``: int64, at least one)."""
+    n_frames = corrected.shape[0]
     h, w = int(boxes[0, 2] - boxes[0, 0]), int(boxes[0, 3] - boxes[0, 1])
     out = np.zeros((len(pairs), len(boxes), h, w), bool)
     scratch = threading.local()  # one crop-sized buffer per thread, for the cache's (strided) crops
@@ -99,7 +134,7 @@ def crop_filters(corrected: CorrectedMovie, boxes: np.ndarray, *, percentile: fl
                    range(len(boxes)))
         return out, n_frames
     quarter = memory_budget_mb * 2**20 / 4
-    if n_frames * 4 * corrected.shape[1] * corrected.shape[2] <= 2 * quarter:
+    if _filters_use_every_frame(corrected, memory_budget_mb):
         # a movie within half the budget (as the cache once was): every frame, as from a cache, for batches
         # of candidates whose stacks fit a quarter of it (one read of the frames per batch)
         batch = max(1, int(quarter // (4 * h * w * n_frames)))
