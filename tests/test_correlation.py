@@ -491,6 +491,36 @@ def test_grouped_search_through_a_file_equals_in_memory(exact_cc, screen_small, 
 
 
 @pytest.mark.parametrize("exact_cc", [True, False])
+def test_grouped_search_of_a_movie_in_memory_reads_its_frames_not_a_file(exact_cc, screen_small, tmp_path,
+                                                                         monkeypatch):
+    # the movie already in memory (a float32 array, or the pre-processing's cache of the corrected movie):
+    # the groups read their traces from its frames, no file is written, and every value is the file's
+    import tempfile
+
+    from astro3s.preprocess.motion import CorrectedMovie
+
+    movie, soma, processes, _ = synthetic_fov(seed=2, n_frames=300)
+    assert movie.dtype == np.float32
+    kw = dict(radius=14.0, n_background=150, border=2, exact_cc=exact_cc, device="cpu", memory_mb=1.2,
+              chunk_frames=7, scratch_dir=str(tmp_path))
+    through_file = find_domains(Movie.from_array(movie), soma, processes, **kw)
+
+    def no_file(*args, **kwargs):
+        raise AssertionError("a temporary trace file was opened")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_file)
+    cached = CorrectedMovie(movie, np.zeros((len(movie), 2), np.float32), cache=movie)
+    for in_memory in (movie, cached):
+        grouped = find_domains(in_memory, soma, processes, **kw)
+        np.testing.assert_array_equal(grouped.domains, through_file.domains)
+        np.testing.assert_array_equal(grouped.cc, through_file.cc)
+        assert grouped.threshold == through_file.threshold
+    # a strided view is not used in place (its reshape would copy the whole movie): the file path
+    with pytest.raises(AssertionError, match="temporary trace file"):
+        find_domains(np.asfortranarray(movie), soma, processes, **kw)
+
+
+@pytest.mark.parametrize("exact_cc", [True, False])
 def test_cell_over_the_budget_is_analysed_in_bands(exact_cc, screen_small, monkeypatch, tmp_path, caplog):
     # a budget below one cell's disc: its candidates are read from the file in bands of rows beside
     # its whole ROI (issue 14: memory that does not grow with the movie's length); same result
@@ -555,12 +585,17 @@ def test_trace_store_round_trip_and_groups(tmp_path):
     rng = np.random.default_rng(0)
     movie = rng.normal(size=(37, 20, 30)).astype(np.float32)
     flat = np.sort(rng.choice(600, 250, replace=False))
-    stores = [TraceStore(flat, 37), TraceStore(flat, 37, spill=True, scratch_dir=tmp_path)]
+    stores = [TraceStore(flat, 37), TraceStore(flat, 37, spill=True, scratch_dir=tmp_path),
+              TraceStore(flat, 37, spill=True, frames=movie.reshape(37, -1))]
     one_pass(Movie.from_array(movie), stores, chunk_frames=5)
     expect = movie.reshape(37, -1)[:, flat].T
     index = np.array([3, 4, 90, 91, 200])
     for store in stores:
         np.testing.assert_array_equal(store.rows(index), expect[index])
+        assert store.rows(index).flags.c_contiguous and store.rows(index).dtype == np.float32
+    assert stores[1].spilled and stores[2].spilled and not stores[0].spilled
+    with pytest.raises(ValueError, match="float32"):
+        TraceStore(flat, 37, spill=True, frames=movie.reshape(37, -1).astype(np.float64))
     np.testing.assert_array_equal(stores[0].take(), expect)
     stores[1].close()
     # groups: bands of cells by row, each within the budget unless one cell alone exceeds it

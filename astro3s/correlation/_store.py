@@ -121,20 +121,34 @@ class TraceStore:
         Flat pixel indices, increasing and unique.
     n_frames : int
     spill : bool
-        Keep the traces in a temporary file instead of memory.
+        Keep the traces out of memory: in a temporary file, or, with
+        ``frames``, in the movie itself.
     scratch_dir : str or Path, optional
         Folder of the temporary file (default: the system's, ``TMPDIR``).
+    frames : ndarray of float32, shape (T, H*W), optional
+        The whole movie, already in memory (the pre-processing's cache of the
+        corrected movie). A spilled store then writes nothing during the pass
+        and reads its rows from these frames (the same float32 values as the
+        file would hold: a D4-size FOV's 250 000 traces are the movie itself,
+        so the file was a second, transposed copy written and read back).
     """
 
     def __init__(self, flat: np.ndarray, n_frames: int, *, spill: bool = False,
-                 scratch_dir: str | Path | None = None):
+                 scratch_dir: str | Path | None = None, frames: np.ndarray | None = None):
         self.flat = np.asarray(flat, np.int64)
         self.n_frames = int(n_frames)
         self._mask: np.ndarray | None = None
         self._array: np.ndarray | None = None
         self._file: Any = None
+        self._frames: np.ndarray | None = None
         self._blocks: list[tuple[int, int, int]] = []  # (t0, frames, byte offset) of each written block
         n = len(self.flat)
+        if spill and frames is not None:
+            if frames.dtype != np.float32 or frames.shape[0] != self.n_frames or frames.ndim != 2:
+                raise ValueError(f"frames must be float32 of shape ({self.n_frames}, H*W), got {frames.dtype} "
+                                 f"{frames.shape}")
+            self._frames = frames
+            return
         if not spill:
             self._array = np.empty((n, self.n_frames), np.float32)
             return
@@ -156,10 +170,12 @@ class TraceStore:
 
     @property
     def spilled(self) -> bool:
-        return self._file is not None
+        return self._file is not None or self._frames is not None
 
     def add(self, t0: int, block: np.ndarray) -> None:
         """Store frames ``t0 .. t0 + len(block)`` of the pass; ``block`` of shape (t, H*W)."""
+        if self._frames is not None:
+            return  # the rows are read from the frames themselves
         if self._mask is None:
             self._mask = np.zeros(block.shape[1], bool)
             self._mask[self.flat] = True
@@ -190,6 +206,9 @@ class TraceStore:
         index = np.asarray(index, np.int64)
         if self._array is not None:
             return self._array[index]
+        if self._frames is not None:
+            # np.take along the pixels (sorted: sequential reads), then one transposing copy
+            return np.ascontiguousarray(np.take(self._frames, self.flat[index], axis=1).T)
         out = np.empty((len(index), self.n_frames), np.float32)
         if not len(index):
             return out
@@ -210,6 +229,7 @@ class TraceStore:
             self._file.close()
             self._file = None
         self._array = None
+        self._frames = None
 
 
 def one_pass(movie: Any, stores: Iterable[TraceStore], *, chunk_frames: int,

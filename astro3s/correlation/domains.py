@@ -1244,7 +1244,7 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, params: CorrelationPa
         return _empty(soma.shape, **common)
     timings["setup"] = time.perf_counter() - clock
     release_freed_memory()  # what earlier stages freed, before the pass (glibc keeps it otherwise)
-    traces = _Traces(pixels, plan, params, timings)
+    traces = _Traces(pixels, plan, params, timings, frames=frames_in_memory(movie))
     try:
         traces.read(movie, on_block=on_block, progress=progress)
         with _search_context(plan.device):
@@ -1454,6 +1454,20 @@ class _GroupTraces:
         return _screen_columns(self.feats["spec"][r], self.feats["high_fine"][r])
 
 
+def frames_in_memory(movie: Any) -> np.ndarray | None:
+    """The frames of ``movie`` as a float32 ``(T, H*W)`` view when they are already in memory, else None.
+
+    That is a float32 array, or a :class:`~astro3s.preprocess.motion.CorrectedMovie`
+    whose frames the pre-processing kept (``cache``), C-contiguous; a lazily
+    read movie (a file, or :class:`~astro3s.io.Movie`) is not.
+    """
+    frames = movie if isinstance(movie, np.ndarray) else getattr(movie, "cache", None)
+    if (not isinstance(frames, np.ndarray) or frames.ndim != 3 or frames.dtype != np.float32
+            or not frames.flags.c_contiguous):
+        return None  # (a strided array would be copied whole by the reshape)
+    return frames.reshape(frames.shape[0], -1)
+
+
 class _Traces:
     """Pixel traces of one FOV's search: one pass over the movie fills them; the cells' are then
     normalised (with their screening spectra) one group of cells at a time, the background's once.
@@ -1465,12 +1479,18 @@ class _Traces:
     params : CorrelationParams
     timings : dict of str to float
         Seconds per step, added to (``read_normalise``, ``screen_setup``).
+    frames : ndarray of float32, shape (T, H*W), optional
+        The movie in memory (:func:`frames_in_memory`): traces that exceed
+        ``memory_mb`` are then read from it, group by group, instead of from a
+        temporary file (:class:`~astro3s.correlation._store.TraceStore`).
     """
 
-    def __init__(self, pixels: PixelSets, plan: _Plan, params: CorrelationParams, timings: dict[str, float]):
+    def __init__(self, pixels: PixelSets, plan: _Plan, params: CorrelationParams, timings: dict[str, float], *,
+                 frames: np.ndarray | None = None):
         self.pixels, self.plan, self.params, self.timings = pixels, plan, params, timings
         self.max_lag, self.smooth_frames = int(params.max_lag), int(params.smooth_frames)
-        self.store = TraceStore(plan.cell_pixels, plan.n_frames, spill=plan.spill, scratch_dir=params.scratch_dir)
+        self.store = TraceStore(plan.cell_pixels, plan.n_frames, spill=plan.spill, scratch_dir=params.scratch_dir,
+                                frames=frames)
         self.bg_store = TraceStore(pixels.bg_flat, plan.n_frames)
         self.bg_z: Any = None  # Tensor float32 (n_bg, T')
         self.bg_columns: Any = None  # Tensor float32 (n_bg, D), screened search only
