@@ -1,4 +1,5 @@
-"""Raw pixel traces read in one pass over a movie, held in memory or spilled to a temporary file.
+"""Raw pixel traces read in one pass over a movie, held in memory, spilled to a temporary file, or read back
+from the movie's own frames when those are in memory.
 
 The CC analysis needs the whole time course of every pixel near a cell. On a
 wide FOV of a long movie those traces outgrow memory (a 1024 x 1024 FOV with

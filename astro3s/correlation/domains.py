@@ -86,9 +86,11 @@ the same domains and threshold:
 Memory: the movie is read once, in blocks of at most 64 MiB, and the ROI
 means of the traces ride on the same pass (:func:`correlation_analysis`).
 The traces of the pixels near the cells are kept in memory up to
-``memory_mb``; beyond it they go to a temporary file and the cells are
-analysed in groups (bands of rows of the FOV) whose traces fit, one group in
-memory at a time (:mod:`astro3s.correlation._store`). A cell whose disc alone
+``memory_mb``; beyond it the cells are analysed in groups (bands of rows of
+the FOV) whose traces fit, one group in memory at a time, read back from the
+movie's frames when those are already in memory (the pre-processing's cache
+of the corrected movie), otherwise from a temporary file the pass writes
+(:mod:`astro3s.correlation._store`). A cell whose disc alone
 exceeds ``memory_mb`` (a long movie: ``7 T`` bytes a pixel, ~7800 candidates)
 is analysed beside its whole ROI in bands of its candidates (consecutive rows
 of the FOV) read back from that file one at a time; the threshold search
