@@ -129,13 +129,15 @@ def test_exit_without_teardown_flushes_runs_atexit_and_keeps_the_exit_code(tmp_p
 
     marker = tmp_path / "atexit.txt"
     script = f"""
-import atexit, logging, pathlib, sys
+import atexit, logging, pathlib, sys, threading, time
 from astro3s.cli._task import exit_without_teardown
 logging.basicConfig(filename={str(tmp_path / 'run.log')!r}, level=logging.INFO)
 atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text("ran"))
 def main():
     print("output " * 2000)  # buffered: a pipe is not a terminal
     logging.getLogger("astro3s").info("logged")
+    # a thread still at work when main returns is waited for, as a normal exit does
+    threading.Thread(target=lambda: (time.sleep(0.3), logging.getLogger("astro3s").info("late"))).start()
     {body}
 exit_without_teardown(main)
 """
@@ -144,4 +146,5 @@ exit_without_teardown(main)
     assert proc.stdout.count("output") == 2000
     assert stderr in proc.stderr
     assert "logged" in (tmp_path / "run.log").read_text()
+    assert "late" in (tmp_path / "run.log").read_text()
     assert marker.read_text() == "ran"

@@ -350,6 +350,11 @@ def exit_without_teardown(main: Callable[[], Any]) -> None:
         if err.code is not None and not isinstance(err.code, int):
             raise  # a message as exit code: Python prints it
         code = int(err.code or 0)
+    import threading
+
+    for thread in threading.enumerate():  # as a normal exit does: wait for the threads that are not daemons
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
     atexit._run_exitfuncs()  # what a normal exit would run (tqdm's monitor thread, loggers of libraries)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
