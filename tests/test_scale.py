@@ -396,3 +396,17 @@ def test_add_large_cells_adds_large_sharp_new_cells_of_the_binned_pass(monkeypat
     assert pipeline.add_large_cells(seg, SimpleNamespace(corrected=None, median_image=image), None, options) is seg
     tiny = SimpleNamespace(corrected=pre.corrected, median_image=image, fov_map=np.zeros((size, 60), np.float32))
     assert pipeline.add_large_cells(seg, tiny, None, options) is seg and calls == [2]  # a side under 64 px
+
+
+def test_binned_frames_of_a_cached_corrected_movie_equal_those_read_through_it() -> None:
+    """A corrected movie's cache is binned straight from memory (no copy of the frames first): same values."""
+    from astro3s.preprocess import BinnedFrames
+    from astro3s.preprocess.motion import CorrectedMovie
+
+    movie = np.random.default_rng(0).random((20, 33, 47)).astype(np.float32)
+    shifts = np.zeros((20, 2), np.float32)
+    cached = BinnedFrames(CorrectedMovie(movie, shifts, cache=movie.copy()), 2)
+    read = BinnedFrames(CorrectedMovie(movie, shifts), 2)
+    for key in (3, slice(2, 9), (slice(0, 5), slice(1, 4))):
+        np.testing.assert_array_equal(cached[key], read[key])
+    assert cached[0:4].dtype == np.float32 and cached.shape == (20, 17, 24)

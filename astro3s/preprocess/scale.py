@@ -196,7 +196,11 @@ class BinnedFrames:
     def __getitem__(self, key: object) -> np.ndarray:
         parts = key if isinstance(key, tuple) else (key,)
         time_key, space = parts[0], tuple(parts[1:])
+        # frames kept in memory (a corrected movie's cache) are binned straight from it: binning copies anyway
+        source = getattr(self.movie, "cache", None)
+        if not isinstance(source, np.ndarray):
+            source = self.movie
         if isinstance(time_key, (int, np.integer)):
-            return bin_frames(self.movie[int(time_key)][None], self.factor)[0][space]  # type: ignore[index]
-        frames = self.movie[time_key]  # type: ignore[index]
+            return bin_frames(source[int(time_key)][None], self.factor)[0][space]  # type: ignore[index]
+        frames = source[time_key]  # type: ignore[index]
         return bin_frames(frames, self.factor)[(slice(None), *space)]
