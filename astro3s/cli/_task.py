@@ -329,19 +329,20 @@ def describe_config_error(err: BaseException, command: str = "astro3s") -> str:
 def exit_without_teardown(main: Callable[[], Any]) -> None:
     """Run a console entry point, then end the process without the interpreter's teardown.
 
-    A finished ``astro3s-infer`` run spent 0.7-1.0 s more in Python's
-    shutdown, freeing torch's and the pipeline's objects one by one, than the
-    whole CC analysis of a D1 movie takes (2 cores; 6.2 -> 5.3 s whole
-    process, experiments/README.md). Every output is written and renamed
-    into place before the entry point returns, so the process may end at
-    once: ``atexit`` handlers run, log handlers and the standard streams are
-    flushed, then :func:`os._exit` ends the process with the entry point's
-    exit code (0, or that of its ``SystemExit``). An unexpected exception is
-    left to Python's normal path (traceback, teardown). For the console
-    scripts and ``python -m`` only: called in-process (tests), ``main`` itself
-    is used.
+    A finished ``astro3s-infer`` run of a D1 movie spent 0.7-1.0 s in
+    Python's shutdown, freeing torch's and the pipeline's objects one by one
+    (2 cores: 6.1-6.4 -> 5.1-5.6 s whole process; experiments/README.md).
+    Every output is written and renamed into place before the entry point
+    returns, so the process may end at once: threads that are not daemons
+    are waited for, ``atexit`` handlers run, log handlers and the standard
+    streams are flushed, then :func:`os._exit` ends the process with the
+    entry point's exit code (0, or that of its ``SystemExit``). An unexpected
+    exception, or a ``SystemExit`` carrying a message, takes Python's normal
+    path (traceback or message, teardown). For the console scripts and
+    ``python -m`` only: called in-process (tests), ``main`` itself is used.
     """
     import atexit
+    import threading
 
     try:
         main()
@@ -350,8 +351,6 @@ def exit_without_teardown(main: Callable[[], Any]) -> None:
         if err.code is not None and not isinstance(err.code, int):
             raise  # a message as exit code: Python prints it
         code = int(err.code or 0)
-    import threading
-
     for thread in threading.enumerate():  # as a normal exit does: wait for the threads that are not daemons
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()
