@@ -322,4 +322,35 @@ def test_only_the_correlated_member_draws_correlated_noise() -> None:
         assert recipe.noise_correlation[0] <= fraction <= recipe.noise_correlation[1]
     assert all("correlated_fraction" not in sample_params(member, 0).detector
                for member in MEMBER_ORDER if member != "correlated")
-    assert MEMBER_ORDER[-2:] == ("long", "correlated")  # appended: the earlier members keep their seeds
+    assert MEMBER_ORDER[-3:] == ("long", "correlated", "faint")  # appended: the earlier members keep their seeds
+
+
+def test_only_the_faint_member_has_cells_dim_at_rest_and_they_are_as_active() -> None:
+    # the other members draw nothing more (their movies stay byte for byte what they were)
+    for member in MEMBER_ORDER:
+        if member != "faint":
+            params = sample_params(member, 0, scale=0.4, n_frames=4)
+            assert params.dim_fraction == 0.0
+            assert all(cell["rest_scale"] == 1.0 for cell in build_scene(params).cells)
+    recipe = MEMBERS["faint"]
+    assert all(recipe.dim_fraction[0] <= sample_params("faint", i).dim_fraction <= recipe.dim_fraction[1]
+               for i in range(4))
+    scene = build_scene(sample_params("faint", 0, n_frames=4))
+    rest = np.array([cell["rest_scale"] for cell in scene.cells])
+    dim = rest < 1.0
+    assert dim.any() and (~dim).any()
+    assert np.all((rest[dim] >= recipe.dim_rest[0]) & (rest[dim] <= recipe.dim_rest[1]))
+    assert all(cell["active"] for cell, d in zip(scene.cells, dim) if d)  # a dim silent cell would be invisible
+    # in the movie (full size, 150 frames): dim at rest, events as large in photons, so a large dF/F
+    movie, scene = render_member_movie("faint", 0, n_frames=150)
+    frames = movie.astype(np.float32)
+    background = np.median(frames[:, (scene.soma == 0) & (scene.processes == 0)], axis=1)
+    dim = np.array([cell["rest_scale"] for cell in scene.cells]) < 1.0
+    assert dim.any() and (~dim).any()
+    traces = np.stack([frames[:, scene.soma == cell["id"]].mean(1) - background for cell in scene.cells])
+    resting = np.median(traces, axis=1)
+    events = np.percentile(traces, 95, axis=1) - resting
+    assert np.median(resting[dim]) < 0.5 * np.median(resting[~dim])
+    assert np.median(events[dim]) > 0.7 * np.median(events[~dim])
+    assert np.median(events[dim] / resting[dim]) > 2 * np.median(events[~dim] / resting[~dim])
+

@@ -11,8 +11,10 @@ It imports nothing from ``astro3s.simulate``, ``astro3s.data``,
 Members (see :data:`MEMBERS`): ``giant``, ``small``, ``lookalikes``,
 ``neurons``, ``vessels``, ``border``, ``dense``, ``low_snr``, ``short``,
 ``mixed``, ``crop``, ``long`` (processes traced to their tips, as far out
-as ASTRA's annotators trace them) and ``correlated`` (spatially correlated
-detector noise); seeds ``900_000 + 1000 * member_position + index``.
+as ASTRA's annotators trace them), ``correlated`` (spatially correlated
+detector noise) and ``faint`` (cells dim at rest but as active as the others:
+seen by their activity more than in a summary image); seeds
+``900_000 + 1000 * member_position + index``.
 
 Write the family with ``python -m astro3s.heldout --out DIR`` or
 :func:`generate_family`. Importing this package does no work: the names below

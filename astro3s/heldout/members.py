@@ -72,6 +72,14 @@ class MemberRecipe:
         Range of the spatially correlated fraction of the detector noise
         (:class:`~astro3s.heldout.optics.Detector`); (0, 0): white noise, and
         no draw (the other members' random streams are unchanged).
+    dim_fraction : (float, float)
+        Range of the fraction of labelled astrocytes that are dim at rest
+        (resting brightness ``dim_rest`` times the others', their calcium
+        events as bright in photons: a large dF/F; GCaMP's resting
+        fluorescence is low, and expression and resting calcium vary from cell
+        to cell). Dim cells are always active. (0, 0): none, and no draw.
+    dim_rest : (float, float)
+        Range of a dim cell's resting brightness relative to the others'.
     """
 
     name: str
@@ -94,6 +102,8 @@ class MemberRecipe:
     process_reach: Range = (2.0, 4.0)
     annotation: str = "area"
     noise_correlation: Range = (0.0, 0.0)
+    dim_fraction: Range = (0.0, 0.0)
+    dim_rest: Range = (0.15, 0.35)
 
 
 #: Member name -> recipe. Order matters for the seeds: append new members at the end.
@@ -133,6 +143,11 @@ MEMBERS: dict[str, MemberRecipe] = {
     # (astroCaST's test crop) has neighbouring pixels' noise correlated 0.15 (frame differences, 1 px)
     "correlated": MemberRecipe("correlated", "D1-like, detector noise spatially correlated (0.1-0.2 at 1 px, "
                                "as in resampled or denoised recordings)", noise_correlation=(0.12, 0.26)),
+    # added 2026-12-05 (night): cells seen by their activity more than in a summary image. On the
+    # training simulator's d4_like_s5001, 34 of 86 somata were missed, nearly all of them dim in the
+    # median image (contrast ~1 SD of the texture) but plain in a local temporal-correlation image
+    "faint": MemberRecipe("faint", "D1-like, 30-60 % of the cells dim at rest (0.15-0.35 of the others' "
+                          "resting brightness) but as active: seen by their activity", dim_fraction=(0.3, 0.6)),
 }
 MEMBER_ORDER: tuple[str, ...] = tuple(MEMBERS)
 
@@ -191,6 +206,10 @@ class MovieParams:
     process_reach : (float, float)
     annotation : str
         As in :class:`MemberRecipe`.
+    dim_fraction : float
+        Each labelled cell is dim at rest with this probability (0: none).
+    dim_rest : (float, float)
+        As in :class:`MemberRecipe`.
     """
 
     member: str
@@ -217,6 +236,8 @@ class MovieParams:
     scale: float = 1.0
     process_reach: tuple[float, float] = (2.0, 4.0)
     annotation: str = "area"
+    dim_fraction: float = 0.0
+    dim_rest: tuple[float, float] = (0.15, 0.35)
 
 
 def _count(rng: np.random.Generator, bounds: Count, scale2: float) -> int:
@@ -289,4 +310,8 @@ def sample_params(member: str, index: int = 0, *, scale: float = 1.0,
         bleach_tau=float(duration * rng.uniform(0.5, 3.0)), neuropil=neuropil,
         silent_fraction=float(rng.uniform(0.0, 0.25)), min_spacing=recipe.min_spacing,
         scale=float(scale), process_reach=tuple(recipe.process_reach), annotation=recipe.annotation,
+        # its own stream, drawn only for members with dim cells: the other members' draws stay as they were
+        dim_fraction=(float(rng_for(seed, "dim_fraction").uniform(*recipe.dim_fraction))
+                      if recipe.dim_fraction[1] > 0 else 0.0),
+        dim_rest=tuple(recipe.dim_rest),
     )

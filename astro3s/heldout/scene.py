@@ -205,8 +205,11 @@ class _Canvas:
 
 
 def _astro_footprints(rng: np.random.Generator, cell: AstrocyteShape, *,
-                      brightness: float) -> tuple[np.ndarray, np.ndarray, int]:
+                      brightness: float, rest_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, int]:
     """Resting footprint and dynamic footprints of an astrocyte (before the PSF).
+
+    ``rest_scale`` dims the resting footprint only: the events of a cell dim at
+    rest are as bright, in photons, as those of the others (a large dF/F).
 
     Returns ``static (h, w)``, ``dynamic (1 + N_BANDS + 1 + M, h, w)`` float32 in
     the order soma, bands, far territory, microdomains, and ``M``.
@@ -222,7 +225,7 @@ def _astro_footprints(rng: np.random.Generator, cell: AstrocyteShape, *,
     spots = np.exp(-0.5 * ((yy[None] - mc[:, 0, None, None]) ** 2 + (xx[None] - mc[:, 1, None, None]) ** 2)
                    / sig[:, None, None] ** 2) * rest[None]
     dynamic = np.concatenate([brightness * cell.soma_soft[None], bands, far[None], spots]).astype(np.float32)
-    return rest.astype(np.float32), dynamic, int(mc.shape[0])
+    return (rest_scale * rest).astype(np.float32), dynamic, int(mc.shape[0])
 
 
 def _astro_traces(rng: np.random.Generator, cell: AstrocyteShape, t: np.ndarray, *, n_micro: int) -> np.ndarray:
@@ -255,11 +258,13 @@ def _astro_traces(rng: np.random.Generator, cell: AstrocyteShape, t: np.ndarray,
 def _place_astrocyte(canvas: _Canvas, rng_m: np.random.Generator, rng_a: np.random.Generator,
                      area: float, centre: np.ndarray, *, kernel: np.ndarray, brightness: float,
                      active: bool, t: np.ndarray, margin: int,
-                     params: MovieParams | None = None) -> tuple[AstrocyteShape, tuple[int, int]]:
+                     params: MovieParams | None = None,
+                     rest_scale: float = 1.0) -> tuple[AstrocyteShape, tuple[int, int]]:
     """Draw, blur and add one astrocyte; return its shape and patch top-left in FOV coordinates.
 
     ``params`` gives the member's process reach and annotation (defaults of
-    :func:`~astro3s.heldout.morphology.build_astrocyte` without it).
+    :func:`~astro3s.heldout.morphology.build_astrocyte` without it);
+    ``rest_scale`` dims its resting fluorescence only (:func:`_astro_footprints`).
     """
     (iy, ix), offset = _split_centre(tuple(centre))
     shape_options = {} if params is None else {"reach_radii": params.process_reach,
@@ -267,7 +272,7 @@ def _place_astrocyte(canvas: _Canvas, rng_m: np.random.Generator, rng_a: np.rand
     cell = build_astrocyte(rng_m, area, offset=offset, pad=kernel.shape[0] // 2 + 1, n_bands=N_BANDS,
                            **shape_options)
     half = (cell.shape[0] - 1) // 2
-    static, dynamic, n_micro = _astro_footprints(rng_m, cell, brightness=brightness)
+    static, dynamic, n_micro = _astro_footprints(rng_m, cell, brightness=brightness, rest_scale=rest_scale)
     if not active:
         dynamic = dynamic[:0]
     blurred = blur_stack(np.concatenate([static[None], dynamic]), kernel)
@@ -275,6 +280,19 @@ def _place_astrocyte(canvas: _Canvas, rng_m: np.random.Generator, rng_a: np.rand
     top = (iy - half, ix - half)
     canvas.add((top[0] + margin, top[1] + margin), blurred[0], blurred[1:], traces)
     return cell, top
+
+
+def _dim_rest_scales(params: MovieParams, n_cells: int) -> np.ndarray:
+    """Resting-brightness factor of each labelled cell: 1, or ``params.dim_rest`` for the dim ones.
+
+    Drawn from a stream of its own, and only when ``params.dim_fraction > 0``,
+    so that members without dim cells draw exactly what they drew before.
+    """
+    if params.dim_fraction <= 0 or n_cells == 0:
+        return np.ones(n_cells)
+    rng = rng_for(params.seed, "dim_cells")
+    dim = rng.uniform(size=n_cells) < params.dim_fraction
+    return np.where(dim, rng.uniform(*params.dim_rest, size=n_cells), 1.0)
 
 
 def _paint(labels: np.ndarray, mask: np.ndarray, top: tuple[int, int], value: int, free: np.ndarray) -> int:
@@ -374,12 +392,13 @@ def build_scene(params: MovieParams) -> Scene:
     processes = np.zeros((H, W), dtype=np.uint16)
     thin = np.zeros((H, W), dtype=np.uint16)
     drawn = []
-    for area, pos, cut in placed:  # loop over cells
-        active = rng_a.uniform() >= params.silent_fraction
+    rest_scales = _dim_rest_scales(params, len(placed))
+    for (area, pos, cut), rest_scale in zip(placed, rest_scales):  # loop over cells
+        active = rng_a.uniform() >= params.silent_fraction or rest_scale < 1.0  # a dim silent cell: invisible
         cell, top = _place_astrocyte(canvas, rng_m, rng_a, area, pos, kernel=kernel,
                                      brightness=rng_m.uniform(0.7, 1.3), active=active, t=t, margin=margin,
-                                     params=params)
-        drawn.append((cell, top, pos, cut, active))
+                                     params=params, rest_scale=rest_scale)
+        drawn.append((cell, top, pos, cut, active, rest_scale))
     cells = _paint_labels(drawn, soma, processes, thin)
 
     recipe = MEMBERS[params.member]
@@ -429,20 +448,20 @@ def build_scene(params: MovieParams) -> Scene:
 def _paint_labels(drawn: list, soma: np.ndarray, processes: np.ndarray, thin: np.ndarray) -> list[dict]:
     """Paint somata first, then processes and thin processes on pixels no soma owns.
 
-    ``drawn`` holds ``(cell, top, centre, cut, active)``; only cells whose
+    ``drawn`` holds ``(cell, top, centre, cut, active, rest_scale)``; only cells whose
     soma centre is inside the FOV get an id. Returns one record per id.
     """
     H, W = soma.shape
     labelled = [d for d in drawn if 0 <= d[2][0] <= H - 1 and 0 <= d[2][1] <= W - 1]
     records, kept = [], []
-    for cell, top, pos, cut, active in labelled:  # loop over cells
+    for cell, top, pos, cut, active, rest_scale in labelled:  # loop over cells
         cell_id = len(records) + 1
         area = _paint(soma, cell.soma, top, cell_id, soma == 0)
         if area == 0:
             continue
         records.append({"id": cell_id, "centre": [round(float(v), 2) for v in pos], "soma_area": area,
                         "requested_area": round(cell.soma_area, 1), "cut_by_border": bool(cut),
-                        "active": bool(active), **cell.info})
+                        "active": bool(active), "rest_scale": round(float(rest_scale), 3), **cell.info})
         kept.append((cell, top))
     free = soma == 0
     for record, (cell, top) in zip(records, kept):
