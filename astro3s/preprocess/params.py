@@ -90,6 +90,18 @@ class PreprocessParams:
         trained with 1.0 generalised far worse to the held-out family than
         ASTRA's unsmoothed input (``experiments/results/heldout_ablation.md``,
         2026-12-04 afternoon): kept as an option, off by default.
+    activity_weight : float
+        0 (default, ASTRA's): the network sees the median image. Above 0, the
+        significant part of the local temporal-correlation image is added to
+        it first, its 99th percentile ``activity_weight`` times the median
+        image's, so that cells dim at rest but active show
+        (:mod:`~astro3s.preprocess.correlation_image`); the morphology rules
+        keep the plain median image. A model trained with it needs the same at
+        inference (it travels in the model's ``preprocess.yaml``).
+    activity_threshold : float
+        Robust z-score of the correlation image below which it adds nothing (2).
+    activity_bin_s : float
+        Seconds of frames averaged into one time bin of the correlation image (2).
     clahe_clip_limit : float
         CLAHE clip limit, OpenCV semantics ([0.5]).
     clahe_tiles : (int, int)
@@ -202,6 +214,9 @@ class PreprocessParams:
     morphology_image: str = "auto"
     lift_dim_background: bool = True
     enhance_sigma: float = 0.0
+    activity_weight: float = 0.0
+    activity_threshold: float = 2.0
+    activity_bin_s: float = 2.0
     clahe_clip_limit: float = 0.5
     clahe_tiles: tuple[int, int] = (8, 8)
     clahe_min_tile: int = 32
@@ -304,6 +319,8 @@ class PreprocessParams:
         need(self.morphology_image in MORPHOLOGY_IMAGES,
              f"morphology_image must be one of {', '.join(MORPHOLOGY_IMAGES)}, got {self.morphology_image!r}")
         need(self.enhance_sigma >= 0, "enhance_sigma must be >= 0 (0: no smoothing)")
+        need(self.activity_weight >= 0, "activity_weight must be >= 0 (0: the median image alone)")
+        need(self.activity_bin_s > 0, "activity_bin_s must be > 0 (seconds)")
         need(self.memory_budget_mb > 0, "memory_budget_mb must be > 0")
         device = str(self.device)
         need(device in ("auto", "cpu") or device.startswith("cuda"),

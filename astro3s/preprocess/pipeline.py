@@ -39,8 +39,9 @@ from astro3s.preprocess.motion import CorrectedMovie, as_movie, correct_frames
 from astro3s.preprocess.params import PreprocessParams
 from astro3s.preprocess.result import Preprocessed
 from astro3s.preprocess.storage import FORMAT_VERSION, load_preprocessed, save_preprocessed
-from astro3s.preprocess.streaming import (MIN_FRAMES, MIN_SIDE, effective_chunk_frames, even_subsample, read_frames,
-                                          reference_sample_frames, sample_frame_pairs, stream_movie, validate_movie)
+from astro3s.preprocess.streaming import (MIN_FRAMES, MIN_SIDE, effective_chunk_frames, even_subsample,
+                                          network_image, read_frames, reference_sample_frames, sample_frame_pairs,
+                                          stream_movie, validate_movie)
 
 __all__ = ["FORMAT_VERSION", "MIN_FRAMES", "MIN_SIDE", "Preprocessed", "as_movie", "crop_filters",
            "effective_chunk_frames", "load_preprocessed", "preprocess", "reference_sample_frames",
@@ -252,10 +253,14 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     """
     early = ("motion_correction", "reference_frames", "reference_stable_fraction", "upsample_factor",
              "bandpass_sigmas", "max_shift_fraction", "baseline_percentile", "median_max_frames",
-             "tile_size", "tile_step", "activity_percentile", "percentile_stride")
-    enhancement = ("enhance_sigma", "clahe_clip_limit", "clahe_tiles", "clahe_min_tile", "clahe_bins")
+             "tile_size", "tile_step", "activity_percentile", "percentile_stride", "activity_bin_s")
+    enhancement = ("enhance_sigma", "clahe_clip_limit", "clahe_tiles", "clahe_min_tile", "clahe_bins",
+                   "activity_weight", "activity_threshold")
     changed = [k for k in early if getattr(params, k) != getattr(pre.params, k)]
     reenhance = any(getattr(params, k) != getattr(pre.params, k) for k in enhancement)
+    # the correlation image is made by the pass over the movie, only when its weight is not 0
+    if params.activity_weight > 0 and pre.correlation_image is None:
+        changed += [k for k in ("activity_weight",) if params.activity_weight != pre.params.activity_weight]
     if reenhance and pre.median_image is None:
         changed += [k for k in enhancement if getattr(params, k) != getattr(pre.params, k)]
     if changed:
@@ -266,7 +271,8 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     start = time.perf_counter()
     enhanced = pre.enhanced
     if reenhance:  # the CLAHE step again on the kept median image (cheap: one 2-D image)
-        enhanced = enhance_image(pre.median_image, clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
+        enhanced = enhance_image(network_image(pre.median_image, pre.correlation_image, params),
+                                 clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
                                  nbins=params.clahe_bins, min_tile=params.clahe_min_tile,
                                  smooth_sigma=params.enhance_sigma)
     candidates, boxes, crop_masks, crops, fov, union, enhanced = _candidate_stages(
@@ -375,4 +381,5 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
         crop_masks=crop_masks, crops=crops, fov_map=fov, fov_mask=union, params=params,
         shape=(n_frames, height, width), fs=getattr(movie, "fs", None),
         source=None if getattr(movie, "path", None) is None else str(movie.path),
-        details=details, corrected=streamed.corrected, median_image=streamed.median)
+        details=details, corrected=streamed.corrected, median_image=streamed.median,
+        correlation_image=streamed.correlation_image)

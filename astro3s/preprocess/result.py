@@ -61,6 +61,10 @@ class Preprocessed:
         Temporal median of the baseline-subtracted frames, the image ``enhanced``
         is made from (kept so that the enhancement can be redone at another
         scale: :func:`~astro3s.preprocess.reselect_candidates`); None when loaded from a file.
+    correlation_image : ndarray of float32, shape (H, W), or None
+        Local temporal-correlation image, computed when ``params.activity_weight > 0``
+        (added to the median image before the enhancement); None otherwise and when
+        loaded from a file.
     """
 
     shifts: np.ndarray
@@ -81,6 +85,7 @@ class Preprocessed:
     details: dict[str, Any] = field(default_factory=dict)
     corrected: CorrectedMovie | None = field(default=None, repr=False, compare=False)
     median_image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    correlation_image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_candidates(self) -> int:

@@ -65,13 +65,14 @@ from astro3s.errors import InputError
 from astro3s.preprocess._backend import _workers, block_ranges, cache_block_frames, map_blocks
 from astro3s.preprocess.activity import activity_counts, tile_coverage, tile_thresholds
 from astro3s.preprocess.baseline import noise_variance_image
+from astro3s.preprocess.correlation_image import activity_brightened, local_correlation_image
 from astro3s.preprocess.enhance import enhance_image, frame_percentiles, lift_dim_background, temporal_median
 from astro3s.preprocess.motion import CorrectedMovie, FrameFile, build_reference, register_frames
 from astro3s.preprocess.params import PreprocessParams
 
 __all__ = ["MIN_FRAMES", "MIN_SIDE", "MotionReference", "Streamed", "effective_chunk_frames", "even_subsample",
-           "motion_reference", "read_ahead", "read_chunks", "read_frames", "reference_sample_frames",
-           "sample_frame_pairs", "scratch_frame_file", "stream_movie", "validate_movie"]
+           "motion_reference", "network_image", "read_ahead", "read_chunks", "read_frames",
+           "reference_sample_frames", "sample_frame_pairs", "scratch_frame_file", "stream_movie", "validate_movie"]
 
 log = logging.getLogger(__name__)
 
@@ -402,6 +403,9 @@ class Streamed:
     activity : ndarray of float32, shape (Q, H, W)
         Activity map of each of the ``activity_percentiles``.
     corrected : CorrectedMovie
+    correlation_image : ndarray of float32, shape (H, W), or None
+        Local temporal-correlation image, with ``params.activity_weight > 0``
+        (:func:`~astro3s.preprocess.correlation_image.local_correlation_image`).
     timings : dict of str to float
         Seconds per stage.
     details : dict
@@ -415,6 +419,7 @@ class Streamed:
     enhanced: np.ndarray
     activity: np.ndarray
     corrected: CorrectedMovie
+    correlation_image: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -715,13 +720,29 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
                      "preprocess.lift_dim_background=false for astro3s-preprocess)", 100 * lifted)
         del clipped
     buffers.median_frames = None
-    enhanced = enhance_image(median, clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
-                             nbins=params.clahe_bins, min_tile=params.clahe_min_tile,
+    correlation = None
+    if params.activity_weight > 0:
+        # read back from memory or the frame file: the frames are not corrected again
+        correlation = local_correlation_image(
+            (block for _, block in corrected.chunks(effective_chunk_frames(params, 4 * height * width))),
+            n_frames, (height, width),
+            fs=getattr(movie, "fs", None), bin_s=params.activity_bin_s)
+    enhanced = enhance_image(network_image(median, correlation, params), clip_limit=params.clahe_clip_limit,
+                             tiles=params.clahe_tiles, nbins=params.clahe_bins, min_tile=params.clahe_min_tile,
                              smooth_sigma=params.enhance_sigma)
     timings["median_enhance"] = time.perf_counter() - tick
     coverage = tile_coverage((height, width), size=params.tile_size, step=params.tile_step)
     activity = (worker.counts() / coverage[None]).astype(np.float32)
     return Streamed(shifts=buffers.shifts, reference=reference.image.astype(np.float32),
                     mean_image=(raw.total / n_frames).astype(np.float32), median=median, enhanced=enhanced,
-                    activity=activity, corrected=corrected,
+                    activity=activity, corrected=corrected, correlation_image=correlation,
                     timings=timings, details=details)
+
+
+def network_image(median: np.ndarray, correlation: np.ndarray | None, params: PreprocessParams) -> np.ndarray:
+    """The image enhanced for the network: the median image, brightened where active with
+    ``params.activity_weight > 0`` (:func:`~astro3s.preprocess.correlation_image.activity_brightened`)."""
+    if correlation is None or params.activity_weight <= 0:
+        return median
+    return activity_brightened(median, correlation, weight=params.activity_weight,
+                               threshold=params.activity_threshold)
