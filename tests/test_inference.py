@@ -489,3 +489,26 @@ def test_amp_false_reaches_every_network_pass(tiny_movie, tmp_path: Path, record
     assert calls and all(kwargs["amp"] is False for _, kwargs in calls)
     default = _compose_infer([f"input={tiny_movie}", f"out={tmp_path / 'out'}", "device=cpu"], tmp_path)
     assert inference_setup(default)[1].amp is True
+
+
+def test_a_model_trained_on_the_activity_image_gets_it_at_inference(tiny_movie: Path, random_checkpoint: Path,
+                                                                    tmp_path: Path, record_calls) -> None:
+    # the option travels in the model's preprocess.yaml (astro3s.preprocess.correlation_image): every
+    # pre-processing of the run (the FOV's own and any binned pass) computes the correlation image
+    from astro3s.inference import OUTPUT_FILES, infer_movie
+    from astro3s.models.weights import model_preprocess_params
+    from astro3s.preprocess import save_params, streaming
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    checkpoint = folder / random_checkpoint.name
+    shutil.copy(random_checkpoint, checkpoint)
+    save_params(model_preprocess_params(random_checkpoint).replace(activity_weight=0.5), folder / "preprocess.yaml")
+    calls = record_calls(streaming, "activity_brightened")
+    model, options = _options(checkpoint, figures=False)
+    assert options.preprocess.activity_weight == 0.5
+    result = infer_movie(tiny_movie, tmp_path / "out", model, options)
+    assert all((result.output / n).is_file() for n in OUTPUT_FILES if n.endswith((".tif", ".csv", ".json")))
+    summary = json.loads((result.output / "summary.json").read_text())
+    assert summary["parameters"]["preprocess"]["activity_weight"] == 0.5
+    assert calls, "the network's image was not brightened"
