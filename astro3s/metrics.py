@@ -176,7 +176,8 @@ def _one_to_one(iou: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarr
     """Hungarian assignment maximising total IoU; pairs below ``threshold`` dropped."""
     if iou.size == 0:
         return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp)
-    from scipy.optimize import linear_sum_assignment  # here: its import (~0.2 s) is not on inference's path
+    # imported here, not on inference's path (~0.2 s alone, ~0.06 s once scipy.linalg is loaded)
+    from scipy.optimize import linear_sum_assignment
 
     rows, cols = linear_sum_assignment(iou, maximize=True)
     keep = iou[rows, cols] >= threshold

@@ -27,6 +27,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from astro3s.utils.robust import MAD_TO_SD
+
 __all__ = ["MAX_BINS", "activity_brightened", "local_correlation_image", "temporal_bin_factor"]
 
 #: Most time bins kept in memory: longer movies get wider bins (a 8200-frame movie at 2 Hz: 14 frames a bin).
@@ -123,7 +125,7 @@ def activity_brightened(median_image: np.ndarray, correlation_image: np.ndarray,
     """The median image with the significant part of the local correlation image added.
 
     The correlation image is scored against its own noise floor (robust
-    z-score: median and 1.4826 MAD over the FOV, most of which is not a
+    z-score: median and MAD over the FOV, most of which is not a
     cell), the part above ``threshold`` kept, and scaled so that its 99th
     percentile is ``weight`` times the median image's: a cell that is dim at
     rest but active is drawn about as bright as the cells the median image
@@ -146,7 +148,7 @@ def activity_brightened(median_image: np.ndarray, correlation_image: np.ndarray,
         return median_image
     corr = np.asarray(correlation_image, np.float32)
     centre = float(np.median(corr))
-    spread = 1.4826 * float(np.median(np.abs(corr - centre)))
+    spread = MAD_TO_SD * float(np.median(np.abs(corr - centre)))
     if not spread > 0:
         return median_image
     significant = np.maximum((corr - centre) / spread - threshold, 0.0)

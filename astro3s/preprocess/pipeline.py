@@ -259,8 +259,9 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     changed = [k for k in early if getattr(params, k) != getattr(pre.params, k)]
     reenhance = any(getattr(params, k) != getattr(pre.params, k) for k in enhancement)
     # the correlation image is made by the pass over the movie, only when its weight is not 0
-    if params.activity_weight > 0 and pre.correlation_image is None:
-        changed += [k for k in ("activity_weight",) if params.activity_weight != pre.params.activity_weight]
+    if params.activity_weight > 0 and pre.correlation_image is None \
+            and params.activity_weight != pre.params.activity_weight:
+        changed.append("activity_weight")
     if reenhance and pre.median_image is None:
         changed += [k for k in enhancement if getattr(params, k) != getattr(pre.params, k)]
     if changed:

@@ -741,8 +741,9 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
 
 def network_image(median: np.ndarray, correlation: np.ndarray | None, params: PreprocessParams) -> np.ndarray:
     """The image enhanced for the network: the median image, brightened where active with
-    ``params.activity_weight > 0`` (:func:`~astro3s.preprocess.correlation_image.activity_brightened`)."""
-    if correlation is None or params.activity_weight <= 0:
+    ``params.activity_weight > 0`` (:func:`~astro3s.preprocess.correlation_image.activity_brightened`,
+    which leaves it as it is at weight 0); the median image itself without a correlation image."""
+    if correlation is None:
         return median
     return activity_brightened(median, correlation, weight=params.activity_weight,
                                threshold=params.activity_threshold)
