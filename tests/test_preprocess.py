@@ -463,6 +463,13 @@ def test_shipped_configs_load():
         load_params(f)
     astra = load_params(Path(CONFIG_DIR) / "preprocess" / "astra.yaml")
     defaults = PreprocessParams()
+    # the command lines' preprocess group lists every field, so each can be set as preprocess.<field>=...
+    import dataclasses
+
+    import yaml
+
+    listed = yaml.safe_load((Path(CONFIG_DIR) / "preprocess" / "astra.yaml").read_text())
+    assert {f.name for f in dataclasses.fields(PreprocessParams)} <= set(listed)
     assert (astra.activity_percentile, astra.th1, astra.th2, astra.tile_size, astra.tile_step) == (
         defaults.activity_percentile, 0.25, 0.10, 96, 40)
 
