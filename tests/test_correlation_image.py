@@ -88,3 +88,26 @@ def test_preprocess_brightens_the_network_image_only_with_a_weight() -> None:
         reselect_candidates(plain, plain.params.replace(activity_weight=0.5))
     with pytest.raises(Exception, match="activity_weight"):
         PreprocessParams(activity_weight=-1.0)
+
+
+def test_the_preprocessing_figure_names_the_brightened_image(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.axes import Axes
+
+    from astro3s.preprocess.figure import plot_preprocessed
+
+    movie, _, _ = _dim_active_cell_movie(4)
+    params = PreprocessParams(soma_area_range=(80, 160), tile_size=32, tile_step=16, filter_box=30,
+                              crop_size=40, reference_frames=40, motion_correction=False)
+    titles: list[str] = []
+    real = Axes.set_title
+
+    def set_title(ax, label, *args, **kwargs):
+        titles.append(label)
+        return real(ax, label, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "set_title", set_title)
+    for weight in (0.0, 0.5):
+        plot_preprocessed(preprocess(movie, params.replace(activity_weight=weight), progress=False),
+                          tmp_path / f"w{weight}.png")
+    enhanced = [t for t in titles if t.startswith("enhanced")]
+    assert enhanced == ["enhanced (median, CLAHE, sharpen)", "enhanced (median + activity, CLAHE, sharpen)"]

@@ -66,6 +66,8 @@ def plot_preprocessed(result: Preprocessed, path: str | Path, *, title: str | No
     lo, hi = np.percentile(result.mean_image, [1, 99.7])
     show(axes[0, 0], result.mean_image, "mean raw", cmap="gray", vmin=lo, vmax=hi)
     source = "noise variance: dF movie" if result.params.morphology_image == "noise_variance" else "median"
+    if result.params.activity_weight > 0:
+        source += " + activity"  # brightened by the local correlation image (astro3s.preprocess.correlation_image)
     show(axes[0, 1], result.enhanced, f"enhanced ({source}, CLAHE, sharpen)", cmap="gray", vmin=0, vmax=1)
     handle = show(axes[0, 2], result.activity_map, "activity map (frames)", cmap="magma", vmin=0, vmax=n_frames)
     fig.colorbar(handle, ax=axes[0, 2], shrink=0.8)
