@@ -154,7 +154,7 @@ def heldout_members(family_dir: Path) -> dict[str, list[Path]]:
 def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, heldout: Path | None = None,
              soma_scale: str = "auto", device: str = "cpu", somata: str = "refined",
              test_time_flips: int | None = None, binned_processes: str = "ridges",
-             extend_processes: bool = True) -> dict:
+             extend_processes: bool = True, scale_clahe_tiles: bool = True) -> dict:
     """Per-movie and pooled ASTRA scores of ``checkpoint`` on the held-out family and on presets.
 
     ``somata``: :attr:`astro3s.inference.InferenceOptions.somata` (``extended`` scores the soma
@@ -162,7 +162,8 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     (:attr:`astro3s.inference.InferenceOptions.test_time_flips`; None: its default);
     ``binned_processes``: :attr:`astro3s.inference.InferenceOptions.binned_processes` (``grown``: every
     grown pixel, as before the ridge test of 2026-12-05); ``extend_processes``:
-    :attr:`astro3s.inference.InferenceOptions.extend_processes`.
+    :attr:`astro3s.inference.InferenceOptions.extend_processes`; ``scale_clahe_tiles``:
+    :attr:`astro3s.inference.InferenceOptions.scale_clahe_tiles`.
     """
     from astro3s.data.fovs import SyntheticFOVs
     from astro3s.inference import load_inference_model
@@ -170,9 +171,11 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     flips = {} if test_time_flips is None else {"test_time_flips": int(test_time_flips)}
     model, options = load_inference_model(checkpoint, device=device, soma_scale=soma_scale, figures=False,
                                           somata=somata, binned_processes=binned_processes,
-                                          extend_processes=extend_processes, **flips)
+                                          extend_processes=extend_processes,
+                                          scale_clahe_tiles=scale_clahe_tiles, **flips)
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
                     "binned_processes": binned_processes, "extend_processes": extend_processes,
+                    "scale_clahe_tiles": scale_clahe_tiles,
                     "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
         for member, folders in heldout_members(heldout).items():  # loop over members
@@ -252,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="binned FOVs' processes (astro3s-infer binned_processes=): 'grown' skips the ridge test")
     parser.add_argument("--no-extend-processes", action="store_true",
                         help="own-scale FOVs keep the network's processes (astro3s-infer extend_processes=false)")
+    parser.add_argument("--fixed-clahe-tiles", action="store_true",
+                        help="the CLAHE tiles stay as configured when the fitted somata are larger "
+                             "(astro3s-infer scale_clahe_tiles=false)")
     parser.add_argument("--test-time-flips", type=int, choices=(1, 2, 4), default=None,
                         help="views averaged by the network (astro3s-infer test_time_flips=...; default: its default)")
     parser.add_argument("--out", type=Path, default=None, help="Markdown table (JSON beside it)")
@@ -260,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate(args.checkpoint, parse_sets(args.sets), args.data_dir, heldout=args.heldout,
                       soma_scale=args.soma_scale, device=args.device, somata=args.somata,
                       test_time_flips=args.test_time_flips, binned_processes=args.binned_processes,
-                      extend_processes=not args.no_extend_processes)
+                      extend_processes=not args.no_extend_processes,
+                      scale_clahe_tiles=not args.fixed_clahe_tiles)
     command = "python experiments/evaluate_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(report, command.strip())
     print(text)

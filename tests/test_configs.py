@@ -141,3 +141,20 @@ def test_infer_tiling_config_mirrors_the_one_definition_of_its_defaults() -> Non
 
     cfg = OmegaConf.load(Path(CONFIG_DIR) / "infer.yaml")
     assert dict(cfg.tiling) == dataclasses.asdict(TilingParams())
+
+
+def test_infer_config_lists_every_inference_option_with_its_default() -> None:
+    # astro3s-infer's options are the fields of InferenceOptions; conf/infer.yaml documents each one
+    # and must not drift from the one definition of its default (an option added to the dataclass
+    # but not to the config could not be set from the command line as `name=value`)
+    import dataclasses
+
+    from astro3s.inference import InferenceOptions
+
+    cfg = OmegaConf.load(Path(CONFIG_DIR) / "infer.yaml")
+    not_flat = {"preprocess", "combine", "correlation", "events", "tiling", "model_name"}
+    for field in dataclasses.fields(InferenceOptions):
+        if field.name in not_flat:
+            continue
+        assert field.name in cfg, f"conf/infer.yaml does not list {field.name}"
+        assert cfg[field.name] == field.default, field.name

