@@ -175,7 +175,7 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
                                           scale_clahe_tiles=scale_clahe_tiles, **flips)
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
                     "binned_processes": binned_processes, "extend_processes": extend_processes,
-                    "scale_clahe_tiles": scale_clahe_tiles,
+                    "scale_clahe_tiles": scale_clahe_tiles, "soma_reach": _soma_reach(),
                     "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
         for member, folders in heldout_members(heldout).items():  # loop over members
@@ -186,6 +186,12 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
         entry["held_out_preset"] = preset not in TRAINED_PRESETS
         report["sets"][preset] = entry
     return report
+
+
+def _soma_reach() -> float:
+    from astro3s.postprocess import grow
+
+    return grow.SOMA_REACH
 
 
 def _fmt(value) -> str:
@@ -258,11 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fixed-clahe-tiles", action="store_true",
                         help="the CLAHE tiles stay as configured when the fitted somata are larger "
                              "(astro3s-infer scale_clahe_tiles=false)")
+    parser.add_argument("--soma-reach", type=float, default=None,
+                        help="how far somata are extended over their plateau, in radii of the soma as drawn "
+                             "(astro3s.postprocess.grow.SOMA_REACH; default: its value, 1.0; 0.5 before 2026-12-05)")
     parser.add_argument("--test-time-flips", type=int, choices=(1, 2, 4), default=None,
                         help="views averaged by the network (astro3s-infer test_time_flips=...; default: its default)")
     parser.add_argument("--out", type=Path, default=None, help="Markdown table (JSON beside it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.soma_reach is not None:
+        from astro3s.postprocess import grow
+
+        grow.SOMA_REACH = float(args.soma_reach)
     report = evaluate(args.checkpoint, parse_sets(args.sets), args.data_dir, heldout=args.heldout,
                       soma_scale=args.soma_scale, device=args.device, somata=args.somata,
                       test_time_flips=args.test_time_flips, binned_processes=args.binned_processes,

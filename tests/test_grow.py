@@ -159,6 +159,24 @@ def test_refined_soma_fills_its_bright_plateau_and_nothing_else() -> None:
     assert (refine_somata(np.zeros_like(soma), image) == 0).all()
 
 
+def test_a_soma_drawn_at_half_its_radius_is_refined_to_a_match() -> None:
+    # the network draws part of a soma that is large for the FOV (its interior labelled process): a 5-px
+    # disc in the 12-px plateau. Half a radius of growth leaves it under IoU 0.5 with the truth (0.38); the
+    # default reach (one radius) makes it a match (0.70) and still stops at the branch and the far blob
+    from astro3s.postprocess import refine_somata
+
+    image, _, true_soma = _disc_scene()
+    yy, xx = np.mgrid[:80, :80]
+    soma = (np.hypot(yy - 40, xx - 28) <= 5).astype(np.int32)
+
+    def iou(labels: np.ndarray) -> float:
+        return float(((labels > 0) & true_soma).sum() / ((labels > 0) | true_soma).sum())
+
+    assert iou(refine_somata(soma, image, reach=0.5, smooth=0.5)) < 0.5
+    refined = refine_somata(soma, image, smooth=0.5)
+    assert iou(refined) > 0.65 and (refined[:, 45:] == 0).all()
+
+
 def test_refined_segmentation_keeps_ids_and_hands_soma_pixels_over() -> None:
     from astro3s.postprocess import CombineParams, with_refined_somata
     from astro3s.postprocess.combine import _segmentation
