@@ -315,6 +315,17 @@ def test_streaming_settings_give_the_in_memory_results(tiny_movie: Path, random_
     assert not any((tmp_path / "scratch").iterdir())
 
 
+def _three_square_somata(pre, side: int):
+    """A stand-in for the whole-FOV network pass: three ``side x side`` somata on background."""
+    def predict(*args, **kwargs):
+        probs = np.zeros((3, *pre.fov_map.shape), np.float32)
+        probs[2] = 1
+        for y, x in [(5, 5), (40, 40), (60, 10)]:
+            probs[:, y:y + side, x:x + side] = np.array([0, 1, 0])[:, None, None]
+        return probs
+    return predict
+
+
 def test_soma_scale_is_compared_with_the_centre_of_the_range(tiny_movie: Path, random_checkpoint: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # a movie whose somata have a median of 100 px against a configured range of (89, 345) px: inside
@@ -328,27 +339,18 @@ def test_soma_scale_is_compared_with_the_centre_of_the_range(tiny_movie: Path, r
     pre = preprocess(read_movie(tiny_movie), options.preprocess.replace(soma_area_range=(89.0, 345.0)),
                      progress=False)
 
-    def fake_fov(side: int):
-        def predict(*args, **kwargs):
-            probs = np.zeros((3, *pre.fov_map.shape), np.float32)
-            probs[2] = 1
-            for y, x in [(5, 5), (40, 40), (60, 10)]:
-                probs[:, y:y + side, x:x + side] = np.array([0, 1, 0])[:, None, None]
-            return probs
-        return predict
-
-    monkeypatch.setattr(segment, "predict_fov", fake_fov(10))  # 100-px somata
+    monkeypatch.setattr(segment, "predict_fov", _three_square_somata(pre, 10))  # 100-px somata
     refit, info, fov_probs = segment.adapt_soma_scale(pre, model)
     centre = (89.0 * 345.0) ** 0.5
     assert info["rescaled"] and info["used"] == [50.0, 200.0] and fov_probs is None
     assert info["zoom"] == pytest.approx((centre / 100.0) ** 0.5)
     assert tuple(refit.params.soma_area_range) == (50.0, 200.0)
-    monkeypatch.setattr(segment, "predict_fov", fake_fov(13))  # 169-px somata: near the centre, kept
+    monkeypatch.setattr(segment, "predict_fov", _three_square_somata(pre, 13))  # 169-px somata: near the centre, kept
     same, info, fov_probs = segment.adapt_soma_scale(pre, model)
     assert same is pre and not info["rescaled"] and info["zoom"] == 1.0 and fov_probs is not None
     # the 100-px somata again, but the median image's blobs say ~205 px (above the centre): the two
     # estimates disagree about a shrink, so the scale stays (a first pass fragmenting neuropil texture)
-    monkeypatch.setattr(segment, "predict_fov", fake_fov(10))
+    monkeypatch.setattr(segment, "predict_fov", _three_square_somata(pre, 10))
     kept, info, fov_probs = segment.adapt_soma_scale(pre, model, blob_area=205.7)
     assert kept is pre and info["shrink_refused"] and not info["rescaled"] and info["zoom"] == 1.0
     assert info["estimated"] == [50.0, 200.0] and fov_probs is not None
@@ -370,16 +372,7 @@ def test_larger_somata_get_wider_clahe_tiles(tiny_movie: Path, random_checkpoint
     params = options.preprocess.replace(soma_area_range=(40.0, 160.0), clahe_tiles=(8, 8), clahe_min_tile=8)
     pre = preprocess(read_movie(tiny_movie), params, progress=False)
 
-    def fake_fov(side: int):
-        def predict(*args, **kwargs):
-            probs = np.zeros((3, *pre.fov_map.shape), np.float32)
-            probs[2] = 1
-            for y, x in [(5, 5), (40, 40), (60, 10)]:
-                probs[:, y:y + side, x:x + side] = np.array([0, 1, 0])[:, None, None]
-            return probs
-        return predict
-
-    monkeypatch.setattr(segment, "predict_fov", fake_fov(15))  # 225-px somata
+    monkeypatch.setattr(segment, "predict_fov", _three_square_somata(pre, 15))  # 225-px somata
     widened, info, _ = segment.adapt_soma_scale(pre, model)
     widening = (225.0 / 80.0) ** 0.5
     assert widening >= segment.TILE_WIDENING_MIN
@@ -390,7 +383,7 @@ def test_larger_somata_get_wider_clahe_tiles(tiny_movie: Path, random_checkpoint
     kept, info, _ = segment.adapt_soma_scale(pre, model, scale_tiles=False)
     assert info["rescaled"] and "clahe_tiles" not in info
     assert tuple(kept.params.clahe_tiles) == (8, 8) and np.array_equal(kept.enhanced, pre.enhanced)
-    monkeypatch.setattr(segment, "predict_fov", fake_fov(13))  # 169-px somata: 1.45x wider
+    monkeypatch.setattr(segment, "predict_fov", _three_square_somata(pre, 13))  # 169-px somata: 1.45x wider
     kept, info, _ = segment.adapt_soma_scale(pre, model)
     assert info["rescaled"] and "clahe_tiles" not in info and tuple(kept.params.clahe_tiles) == (8, 8)
 
