@@ -176,6 +176,7 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
                     "binned_processes": binned_processes, "extend_processes": extend_processes,
                     "scale_clahe_tiles": scale_clahe_tiles, "soma_reach": _soma_reach(),
+                    "shrink_tolerance": _shrink_tolerance(),
                     "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
         for member, folders in heldout_members(heldout).items():  # loop over members
@@ -192,6 +193,12 @@ def _soma_reach() -> float:
     from astro3s.postprocess import grow
 
     return grow.SOMA_REACH
+
+
+def _shrink_tolerance() -> float:
+    from astro3s.inference import segment
+
+    return segment.SHRINK_TOLERANCE
 
 
 def _fmt(value) -> str:
@@ -267,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soma-reach", type=float, default=None,
                         help="how far somata are extended over their plateau, in radii of the soma as drawn "
                              "(astro3s.postprocess.grow.SOMA_REACH; default: its value, 1.0; 0.5 before 2026-12-05)")
+    parser.add_argument("--shrink-tolerance", type=float, default=None,
+                        help="factor below the parameters' centre soma area at which the soma scale shrinks "
+                             "(astro3s.inference.segment.SHRINK_TOLERANCE; default: its value, 1.25; 1.5 before "
+                             "2026-12-05 late night)")
     parser.add_argument("--test-time-flips", type=int, choices=(1, 2, 4), default=None,
                         help="views averaged by the network (astro3s-infer test_time_flips=...; default: its default)")
     parser.add_argument("--out", type=Path, default=None, help="Markdown table (JSON beside it)")
@@ -276,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         from astro3s.postprocess import grow
 
         grow.SOMA_REACH = float(args.soma_reach)
+    if args.shrink_tolerance is not None:
+        from astro3s.inference import segment
+
+        segment.SHRINK_TOLERANCE = float(args.shrink_tolerance)
     report = evaluate(args.checkpoint, parse_sets(args.sets), args.data_dir, heldout=args.heldout,
                       soma_scale=args.soma_scale, device=args.device, somata=args.somata,
                       test_time_flips=args.test_time_flips, binned_processes=args.binned_processes,

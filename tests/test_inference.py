@@ -357,6 +357,14 @@ def test_soma_scale_is_compared_with_the_centre_of_the_range(tiny_movie: Path, r
     # blobs that agree (small) let the shrink through
     _, info, _ = segment.adapt_soma_scale(pre, model, blob_area=60.0)
     assert info["rescaled"] and "shrink_refused" not in info
+    # 121-px somata, 1.45x below the centre: a shrink (segment.SHRINK_TOLERANCE, 1.25), where the same
+    # factor above the centre would leave the scale alone (the first pass misses a crowded FOV's smallest
+    # somata, so its median overstates theirs)
+    monkeypatch.setattr(segment, "predict_fov", _three_square_somata(pre, 11))
+    _, info, _ = segment.adapt_soma_scale(pre, model)
+    assert info["rescaled"] and info["zoom"] == pytest.approx((centre / 121.0) ** 0.5)
+    _, info, _ = segment.adapt_soma_scale(pre, model, shrink_tolerance=1.5)
+    assert not info["rescaled"] and info["zoom"] == 1.0
 
 
 def test_larger_somata_get_wider_clahe_tiles(tiny_movie: Path, random_checkpoint: Path,

@@ -17,6 +17,13 @@ log = logging.getLogger(__name__)
 #: (experiments/results/heldout_ablation.md, 2026-12-05)
 TILE_WIDENING_MIN = 1.5
 
+#: factor below the parameters' centre soma area at which the first pass's median soma makes
+#: :func:`adapt_soma_scale` shrink the scale (read when called). Lower than the enlarging side's 1.5:
+#: at the parameters' scale the first pass misses many of a crowded FOV's smallest somata, so its
+#: median overstates theirs (held-out `dense` movies: first-pass medians 117-121 px for true medians
+#: of 82-91 px, left unzoomed at 1.5 and missing 3-13 somata of 40-55 px each; experiments/results/heldout_ablation.md)
+SHRINK_TOLERANCE = 1.25
+
 __all__ = ["adapt_soma_scale", "binned_preprocess", "estimate_soma_area_range", "fixed_scale_info",
            "segment_preprocessed", "soma_bin_factor"]
 
@@ -207,7 +214,8 @@ def binned_preprocess(pre: Any, factor: int, *, progress: bool | None = False) -
 
 
 def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: str | None = None, amp: bool = True,
-                     tolerance: float = 1.5, max_zoom: float = 3.0, tiling: Any = None,
+                     tolerance: float = 1.5, shrink_tolerance: float | None = None, max_zoom: float = 3.0,
+                     tiling: Any = None,
                      blob_area: float | None = None, scale_tiles: bool = True) -> tuple[Any, dict[str, Any], Any]:
     """Fit the soma scale of the pre-processing to the movie, from a first network pass.
 
@@ -216,7 +224,7 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     multiple of ``soma_area_range``. The whole-FOV network pass (trained on
     a wide spread of cell sizes) gives the somata's median area; when it
     differs from the centre ``sqrt(lo * hi)`` of the parameters' range by
-    more than a factor ``tolerance``, the candidate stages run again with the
+    more than a factor ``tolerance`` (above) or ``shrink_tolerance`` (below), the candidate stages run again with the
     estimated range (:func:`astro3s.preprocess.reselect_candidates`). (The
     median is compared with the centre, not with the ends: a movie whose
     median soma is near ``lo`` has half its somata below ``lo``, and the
@@ -258,8 +266,9 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     normalize, device, amp, tiling
         As for :func:`astro3s.inference.predict_fov`.
     tolerance : float
-        Factor between the estimated and the configured median soma area
-        within which nothing changes.
+        Factor above the configured median soma area within which nothing changes.
+    shrink_tolerance : float or None
+        The same below it (None: ``SHRINK_TOLERANCE``).
     max_zoom : float
         Largest enlargement of the network inputs.
     blob_area : float or None
@@ -297,9 +306,10 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     info["estimated"] = list(estimate)
     centre = (lo * hi) ** 0.5
     median = (estimate[0] * estimate[1]) ** 0.5
-    if centre / tolerance <= median <= centre * tolerance:
+    shrink_tolerance = SHRINK_TOLERANCE if shrink_tolerance is None else float(shrink_tolerance)
+    if centre / shrink_tolerance <= median <= centre * tolerance:
         return pre, info, fov_probs
-    if median < centre / tolerance and blob_area is not None and blob_area >= configured_centre:
+    if median < centre / shrink_tolerance and blob_area is not None and blob_area >= configured_centre:
         log.info("soma scale: the first pass's somata (median %.0f px) are smaller than the parameters', "
                  "but the median image's blobs are not (%.0f px): keeping the parameters' scale",
                  median, blob_area)
