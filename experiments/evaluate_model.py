@@ -176,7 +176,7 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
                     "binned_processes": binned_processes, "extend_processes": extend_processes,
                     "scale_clahe_tiles": scale_clahe_tiles, "soma_reach": _soma_reach(),
-                    "shrink_tolerance": _shrink_tolerance(),
+                    "shrink_tolerance": _shrink_tolerance(), "crowded_somata": _crowded_somata(),
                     "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
         for member, folders in heldout_members(heldout).items():  # loop over members
@@ -199,6 +199,12 @@ def _shrink_tolerance() -> float:
     from astro3s.inference import segment
 
     return segment.SHRINK_TOLERANCE
+
+
+def _crowded_somata() -> int:
+    from astro3s.inference import pipeline
+
+    return pipeline.CROWDED_SOMATA
 
 
 def _fmt(value) -> str:
@@ -278,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="factor below the parameters' centre soma area at which the soma scale shrinks "
                              "(astro3s.inference.segment.SHRINK_TOLERANCE; default: its value, 1.25; 1.5 before "
                              "2026-12-05 late night)")
+    parser.add_argument("--crowded-somata", type=int, default=None,
+                        help="first-pass somata from which a FOV's size filter uses CROWDED_SOMA_SLACK "
+                             "(astro3s.inference.pipeline.CROWDED_SOMATA; default: its value, 40; 1000000 turns it "
+                             "off, as before 2026-12-05 late night)")
     parser.add_argument("--test-time-flips", type=int, choices=(1, 2, 4), default=None,
                         help="views averaged by the network (astro3s-infer test_time_flips=...; default: its default)")
     parser.add_argument("--out", type=Path, default=None, help="Markdown table (JSON beside it)")
@@ -287,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         from astro3s.postprocess import grow
 
         grow.SOMA_REACH = float(args.soma_reach)
+    if args.crowded_somata is not None:
+        from astro3s.inference import pipeline
+
+        pipeline.CROWDED_SOMATA = int(args.crowded_somata)
     if args.shrink_tolerance is not None:
         from astro3s.inference import segment
 

@@ -425,6 +425,13 @@ def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Pat
     assert info["estimated"] == [128.0, 512.0] and info["size_filter_range"] == pytest.approx([0.8 * 89.0, 512.0])
     assert tuple(seg.params.soma_area_range) == pytest.approx((0.8 * 89.0, 512.0))
     assert seg.params.area_factors[1] * seg.params.soma_area_range[1] > 440 > 1.15 * 345
+    assert info["first_pass_somata"] == 5
+    # a crowded FOV (a first pass of at least CROWDED_SOMATA somata) loosens it to CROWDED_SOMA_SLACK
+    from astro3s.inference import pipeline
+
+    monkeypatch.setattr(pipeline, "CROWDED_SOMATA", 5)
+    _, _, crowded = segment_movie(pre, model, options)
+    assert crowded["size_filter_range"] == pytest.approx([pipeline.CROWDED_SOMA_SLACK * 89.0, 512.0])
     # smaller somata widen the lower end only; a range the user set wins; no estimate: the parameters'
     record = {"estimated": [40.0, 160.0]}
     assert size_filter_overrides({}, record, (89.0, 345.0))["soma_area_range"] == (40.0, 345.0)

@@ -591,6 +591,13 @@ def binned_options(options: InferenceOptions) -> InferenceOptions:
 # lower end of the soma-size filters of a FOV segmented at its own scale, x the fitted range's
 # (:func:`size_filter_overrides`; chosen 2026-12-04, experiments/results/heldout_ablation.md)
 SMALL_SOMA_SLACK = 0.8
+# the same for a crowded FOV, whose first network pass drew at least CROWDED_SOMATA somata: its somata
+# span a 3-4x range of areas, and the smallest, drawn at 40-48 px where the filter began at 45-48 px,
+# were cut (never-seen `dense` movies 112-123: recall 0.941 -> 0.973, precision 0.999 both). 0.6 on
+# every FOV let 3 soft blobs through on one `lookalikes` movie of 5 cells; FOVs of a few tens of cells
+# give a reliable size distribution (chosen 2026-12-05, late night; experiments/results/heldout_ablation.md)
+CROWDED_SOMA_SLACK = 0.6
+CROWDED_SOMATA = 40
 
 
 def size_filter_overrides(combine: dict[str, Any], scale_info: dict[str, Any],
@@ -746,7 +753,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     (:func:`astro3s.inference.segment.adapt_soma_scale`); the combination's
     soma-size filters widen to the fitted range whenever the fit gave one
     (:func:`size_filter_overrides`; on a FOV at its own scale, not a binned
-    one, their lower end goes ``SMALL_SOMA_SLACK`` times lower: crowded FOVs'
+    one, their lower end goes ``SMALL_SOMA_SLACK`` times lower, ``CROWDED_SOMA_SLACK``
+    when the first pass drew at least ``CROWDED_SOMATA`` somata: crowded FOVs'
     smallest somata); a FOV at its own scale is then also segmented binned
     2x2 and that pass's large in-focus cells added where none was found
     (``options.large_soma_pass``, :func:`add_large_cells`: FOVs mixing soma
@@ -807,8 +815,10 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
                      scale_info["used"], scale_info["configured"])
     # the lower end loosened for FOVs at their own scale, not binned ones (held-out dense FOVs,
     # diagnosed: detection F1 0.90 -> 0.95; binned giant and d2_like FOVs lost precision 0.83 -> 0.76)
+    crowded = scale_info.get("first_pass_somata", 0) >= CROWDED_SOMATA
     overrides = size_filter_overrides(options.combine, scale_info, pre.params.soma_area_range,
-                                      low_slack=SMALL_SOMA_SLACK if allow_binning else 1.0)
+                                      low_slack=(CROWDED_SOMA_SLACK if crowded else SMALL_SOMA_SLACK)
+                                      if allow_binning else 1.0)
     combine_params = CombineParams.from_preprocess(pre.params, **overrides)
     # the whole-FOV pass of the scale fit is reused when the candidates did not change
     seg = segment_preprocessed(pre, model, combine=combine_params, normalize=options.normalize,

@@ -25,7 +25,7 @@ TILE_WIDENING_MIN = 1.5
 SHRINK_TOLERANCE = 1.25
 
 __all__ = ["adapt_soma_scale", "binned_preprocess", "estimate_soma_area_range", "fixed_scale_info",
-           "segment_preprocessed", "soma_bin_factor"]
+           "segment_preprocessed", "soma_bin_factor", "soma_component_areas"]
 
 
 def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize: str = "mean",
@@ -118,17 +118,8 @@ def estimate_soma_area_range(fov_probs: Any, *, min_area: int = 10, spread: floa
         None when the network sees no soma.
     """
     import numpy as np
-    from scipy import ndimage as ndi
 
-    from astro3s.models.classes import SOMA
-
-    probs = np.asarray(fov_probs)
-    soma = probs.argmax(axis=0) == SOMA
-    labels, n = ndi.label(soma, structure=np.ones((3, 3), bool))
-    if n == 0:
-        return None
-    areas = np.bincount(labels.ravel())[1:]
-    areas = np.sort(areas[areas >= int(min_area)])
+    areas = soma_component_areas(fov_probs, min_area=min_area)
     if areas.size == 0:
         return None
     # area-weighted median: the size of the component holding the median soma pixel, so that
@@ -136,6 +127,27 @@ def estimate_soma_area_range(fov_probs: Any, *, min_area: int = 10, spread: floa
     cumulative = np.cumsum(areas)
     median = float(areas[np.searchsorted(cumulative, cumulative[-1] / 2.0)])
     return (round(median / spread, 1), round(median * spread, 1))
+
+
+def soma_component_areas(fov_probs: Any, *, min_area: int = 10) -> Any:
+    """Sorted areas (px, int64) of the soma components of a whole-FOV pass, specks under ``min_area`` left out.
+
+    Parameters
+    ----------
+    fov_probs : array_like of float, shape (3, H, W)
+        Whole-FOV class probabilities; a pixel is soma where that class is the most probable.
+    """
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    from astro3s.models.classes import SOMA
+
+    soma = np.asarray(fov_probs).argmax(axis=0) == SOMA
+    labels, n = ndi.label(soma, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros(0, np.int64)
+    areas = np.bincount(labels.ravel())[1:]
+    return np.sort(areas[areas >= int(min_area)])
 
 
 def fixed_scale_info(params: Any) -> dict[str, Any]:
@@ -284,7 +296,8 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     info : dict
         ``configured`` and ``used`` ranges, ``estimated`` range (or None),
         ``rescaled`` flag and ``zoom`` of the network inputs;
-        ``shrink_refused`` when ``blob_area`` vetoed a shrink.
+        ``shrink_refused`` when ``blob_area`` vetoed a shrink; ``first_pass_somata``:
+        how many somata (of 10 px or more) the first pass drew.
     fov_probs : ndarray of float, shape (3, H, W), or None
         The whole-FOV pass of the returned ``pre`` (pass it on to
         :func:`segment_preprocessed`), None when it was not run or the
@@ -300,6 +313,7 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     if pre.corrected is None or len(pre.crop_boxes) == 0 and pre.fov_mask.sum() == 0:
         return pre, info, None
     fov_probs = predict_fov(model, pre, normalize=normalize, tiling=tiling, device=device, amp=amp)
+    info["first_pass_somata"] = int(soma_component_areas(fov_probs).size)
     estimate = estimate_soma_area_range(fov_probs)
     if estimate is None:
         return pre, info, fov_probs
