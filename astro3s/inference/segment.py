@@ -117,9 +117,13 @@ def estimate_soma_area_range(fov_probs: Any, *, min_area: int = 10, spread: floa
     (float, float) or None
         None when the network sees no soma.
     """
+    return _area_range(soma_component_areas(fov_probs, min_area=min_area), spread=spread)
+
+
+def _area_range(areas: Any, *, spread: float = 2.0) -> tuple[float, float] | None:
+    """:func:`estimate_soma_area_range` from the sorted component areas (None when there are none)."""
     import numpy as np
 
-    areas = soma_component_areas(fov_probs, min_area=min_area)
     if areas.size == 0:
         return None
     # area-weighted median: the size of the component holding the median soma pixel, so that
@@ -227,8 +231,8 @@ def binned_preprocess(pre: Any, factor: int, *, progress: bool | None = False) -
 
 def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: str | None = None, amp: bool = True,
                      tolerance: float = 1.5, shrink_tolerance: float | None = None, max_zoom: float = 3.0,
-                     tiling: Any = None,
-                     blob_area: float | None = None, scale_tiles: bool = True) -> tuple[Any, dict[str, Any], Any]:
+                     tiling: Any = None, blob_area: float | None = None,
+                     scale_tiles: bool = True) -> tuple[Any, dict[str, Any], Any]:
     """Fit the soma scale of the pre-processing to the movie, from a first network pass.
 
     Cell sizes vary tenfold between microscopes, zooms and preparations, and
@@ -236,8 +240,8 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     multiple of ``soma_area_range``. The whole-FOV network pass (trained on
     a wide spread of cell sizes) gives the somata's median area; when it
     differs from the centre ``sqrt(lo * hi)`` of the parameters' range by
-    more than a factor ``tolerance`` (above) or ``shrink_tolerance`` (below), the candidate stages run again with the
-    estimated range (:func:`astro3s.preprocess.reselect_candidates`). (The
+    more than a factor ``tolerance`` (above) or ``shrink_tolerance`` (below),
+    the candidate stages run again with the estimated range (:func:`astro3s.preprocess.reselect_candidates`). (The
     median is compared with the centre, not with the ends: a movie whose
     median soma is near ``lo`` has half its somata below ``lo``, and the
     combination's area filters, ``[1.0 lo, 1.15 hi]`` for the whole-FOV
@@ -256,7 +260,7 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     65536 bins is close to a rank transform of each tile, so a soma as wide
     as its tile is ranked against itself and equalised into black-and-white
     texture, which the network does not take for a soma (held-out
-    ``heldout_mixed_97``: 4 of 6 somata, 1.3-1.7x wider than the training
+    ``heldout_mixed_97``: 3 of 6 somata, 1.45-1.8x wider than the training
     data's, missed that way). Somata much larger than the parameters' are
     handled before, by binning the FOV (:func:`soma_bin_factor`, used by
     :func:`astro3s.inference.segment_movie`).
@@ -313,8 +317,9 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     if pre.corrected is None or len(pre.crop_boxes) == 0 and pre.fov_mask.sum() == 0:
         return pre, info, None
     fov_probs = predict_fov(model, pre, normalize=normalize, tiling=tiling, device=device, amp=amp)
-    info["first_pass_somata"] = int(soma_component_areas(fov_probs).size)
-    estimate = estimate_soma_area_range(fov_probs)
+    areas = soma_component_areas(fov_probs)
+    info["first_pass_somata"] = int(areas.size)
+    estimate = _area_range(areas)
     if estimate is None:
         return pre, info, fov_probs
     info["estimated"] = list(estimate)
