@@ -175,8 +175,7 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
                                           scale_clahe_tiles=scale_clahe_tiles, **flips)
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
                     "binned_processes": binned_processes, "extend_processes": extend_processes,
-                    "scale_clahe_tiles": scale_clahe_tiles, "soma_reach": _soma_reach(),
-                    "shrink_tolerance": _shrink_tolerance(), "crowded_somata": _crowded_somata(),
+                    "scale_clahe_tiles": scale_clahe_tiles, **rule_constants(),
                     "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
         for member, folders in heldout_members(heldout).items():  # loop over members
@@ -189,22 +188,29 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     return report
 
 
-def _soma_reach() -> float:
-    from astro3s.postprocess import grow
-
-    return grow.SOMA_REACH
-
-
-def _shrink_tolerance() -> float:
-    from astro3s.inference import segment
-
-    return segment.SHRINK_TOLERANCE
+#: rule constants an evaluation can set (``--soma-reach`` etc.) and records: report key -> (module, name, type)
+RULE_CONSTANTS = {
+    "soma_reach": ("astro3s.postprocess.grow", "SOMA_REACH", float),
+    "shrink_tolerance": ("astro3s.inference.segment", "SHRINK_TOLERANCE", float),
+    "crowded_somata": ("astro3s.inference.pipeline", "CROWDED_SOMATA", int),
+}
 
 
-def _crowded_somata() -> int:
-    from astro3s.inference import pipeline
+def rule_constants() -> dict:
+    """The current value of each of :data:`RULE_CONSTANTS`, by report key."""
+    import importlib
 
-    return pipeline.CROWDED_SOMATA
+    return {key: getattr(importlib.import_module(module), name) for key, (module, name, _) in RULE_CONSTANTS.items()}
+
+
+def set_rule_constants(values: dict) -> None:
+    """Set the :data:`RULE_CONSTANTS` given in ``values`` (report key -> value; None: leave it)."""
+    import importlib
+
+    for key, value in values.items():
+        if value is not None:
+            module, name, kind = RULE_CONSTANTS[key]
+            setattr(importlib.import_module(module), name, kind(value))
 
 
 def _fmt(value) -> str:
@@ -293,18 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="Markdown table (JSON beside it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.soma_reach is not None:
-        from astro3s.postprocess import grow
-
-        grow.SOMA_REACH = float(args.soma_reach)
-    if args.crowded_somata is not None:
-        from astro3s.inference import pipeline
-
-        pipeline.CROWDED_SOMATA = int(args.crowded_somata)
-    if args.shrink_tolerance is not None:
-        from astro3s.inference import segment
-
-        segment.SHRINK_TOLERANCE = float(args.shrink_tolerance)
+    set_rule_constants({key: getattr(args, key) for key in RULE_CONSTANTS})
     report = evaluate(args.checkpoint, parse_sets(args.sets), args.data_dir, heldout=args.heldout,
                       soma_scale=args.soma_scale, device=args.device, somata=args.somata,
                       test_time_flips=args.test_time_flips, binned_processes=args.binned_processes,

@@ -543,14 +543,14 @@ def test_a_model_trained_on_the_activity_image_gets_it_at_inference(tiny_movie: 
     # pre-processing of the run (the FOV's own and any binned pass) computes the correlation image
     from astro3s.inference import OUTPUT_FILES, infer_movie
     from astro3s.models.weights import model_preprocess_params
-    from astro3s.preprocess import save_params, streaming
+    from astro3s.preprocess import correlation_image, save_params
 
     folder = tmp_path / "ckpt"
     folder.mkdir()
     checkpoint = folder / random_checkpoint.name
     shutil.copy(random_checkpoint, checkpoint)
     save_params(model_preprocess_params(random_checkpoint).replace(activity_weight=0.5), folder / "preprocess.yaml")
-    calls = record_calls(streaming, "activity_brightened")
+    calls = record_calls(correlation_image, "activity_brightened")
     model, options = _options(checkpoint, figures=False)
     assert options.preprocess.activity_weight == 0.5
     result = infer_movie(tiny_movie, tmp_path / "out", model, options)
@@ -558,3 +558,19 @@ def test_a_model_trained_on_the_activity_image_gets_it_at_inference(tiny_movie: 
     summary = json.loads((result.output / "summary.json").read_text())
     assert summary["parameters"]["preprocess"]["activity_weight"] == 0.5
     assert calls, "the network's image was not brightened"
+
+
+def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, monkeypatch: pytest.MonkeyPatch) -> None:
+    # experiments/evaluate_model.py --soma-reach / --shrink-tolerance / --crowded-somata reproduce the runs
+    # before each rule; every entry of its table must name a constant the inference path reads
+    from astro3s.inference import pipeline, segment
+    from astro3s.postprocess import grow
+
+    module = experiment_script("evaluate_model")
+    for name, target in (("SOMA_REACH", grow), ("SHRINK_TOLERANCE", segment), ("CROWDED_SOMATA", pipeline)):
+        monkeypatch.setattr(target, name, getattr(target, name))  # restored after the test
+    assert module.rule_constants() == {"soma_reach": grow.SOMA_REACH, "shrink_tolerance": segment.SHRINK_TOLERANCE,
+                                       "crowded_somata": pipeline.CROWDED_SOMATA}
+    module.set_rule_constants({"soma_reach": "0.5", "shrink_tolerance": None, "crowded_somata": 7.0})
+    assert grow.SOMA_REACH == 0.5 and segment.SHRINK_TOLERANCE == 1.25 and pipeline.CROWDED_SOMATA == 7
+    assert isinstance(pipeline.CROWDED_SOMATA, int)

@@ -312,8 +312,7 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     from astro3s.preprocess import clahe_tiles_for_scale, reselect_candidates
 
     info = fixed_scale_info(pre.params)
-    configured_centre = (info["configured"][0] * info["configured"][1]) ** 0.5
-    lo, hi = (float(a) for a in pre.params.soma_area_range)
+    centre = (info["configured"][0] * info["configured"][1]) ** 0.5
     if pre.corrected is None or len(pre.crop_boxes) == 0 and pre.fov_mask.sum() == 0:
         return pre, info, None
     fov_probs = predict_fov(model, pre, normalize=normalize, tiling=tiling, device=device, amp=amp)
@@ -323,24 +322,23 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     if estimate is None:
         return pre, info, fov_probs
     info["estimated"] = list(estimate)
-    centre = (lo * hi) ** 0.5
     median = (estimate[0] * estimate[1]) ** 0.5
     shrink_tolerance = SHRINK_TOLERANCE if shrink_tolerance is None else float(shrink_tolerance)
     if centre / shrink_tolerance <= median <= centre * tolerance:
         return pre, info, fov_probs
-    if median < centre / shrink_tolerance and blob_area is not None and blob_area >= configured_centre:
+    if median < centre / shrink_tolerance and blob_area is not None and blob_area >= centre:
         log.info("soma scale: the first pass's somata (median %.0f px) are smaller than the parameters', "
                  "but the median image's blobs are not (%.0f px): keeping the parameters' scale",
                  median, blob_area)
         info["shrink_refused"] = True
         return pre, info, fov_probs
     params = dataclasses.replace(pre.params, soma_area_range=estimate)
-    widening = (median / configured_centre) ** 0.5
+    widening = (median / centre) ** 0.5
     if scale_tiles and widening >= TILE_WIDENING_MIN and pre.median_image is not None:
         tiles = clahe_tiles_for_scale(tuple(pre.params.clahe_tiles), widening)
         params = dataclasses.replace(params, clahe_tiles=tiles,
                                      clahe_min_tile=int(round(pre.params.clahe_min_tile * widening)))
         info["clahe_tiles"] = list(tiles)
     info.update(used=list(estimate), rescaled=True,
-                zoom=float(min(max((configured_centre / median) ** 0.5, 1.0), max_zoom)))
+                zoom=float(min(max((centre / median) ** 0.5, 1.0), max_zoom)))
     return reselect_candidates(pre, params), info, None

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from astro3s.preprocess._backend import block_ranges, map_blocks, quantile_lastaxis, transpose_2d
 
-__all__ = ["clahe", "clahe_tiles_for_shape", "enhance", "enhance_image", "frame_percentiles", "lift_dim_background",
-           "sharpen", "temporal_median"]
+if TYPE_CHECKING:
+    from astro3s.preprocess.params import PreprocessParams
+
+__all__ = ["clahe", "clahe_tiles_for_shape", "enhance", "enhance_image", "enhance_network_image", "frame_percentiles",
+           "lift_dim_background", "sharpen", "temporal_median"]
 
 # bytes of one block of temporal_median (about the size of a core's L2 cache)
 _MEDIAN_BLOCK_BYTES = 2**20
@@ -444,6 +448,28 @@ def enhance_image(median_image: np.ndarray, *, clip_limit: float = 0.5, tiles: t
     scaled = np.minimum(median_image / top, 1.0) if top > 0 else np.zeros_like(median_image)
     tiles = clahe_tiles_for_shape(tiles, median_image.shape, min_tile=min_tile)
     return sharpen(clahe(scaled, clip_limit=clip_limit, tiles=tiles, nbins=nbins))
+
+
+def enhance_network_image(median_image: np.ndarray, correlation_image: np.ndarray | None,
+                          params: PreprocessParams) -> np.ndarray:
+    """The image the network sees: :func:`enhance_image` of the median image with ``params``' settings.
+
+    With ``params.activity_weight > 0`` and a correlation image, the median
+    image is first brightened where the movie is active
+    (:func:`~astro3s.preprocess.correlation_image.activity_brightened`).
+
+    Returns
+    -------
+    enhanced : ndarray of float32, shape (H, W), values in [0, 1]
+    """
+    from astro3s.preprocess.correlation_image import activity_brightened
+
+    image = median_image
+    if correlation_image is not None:
+        image = activity_brightened(median_image, correlation_image, weight=params.activity_weight,
+                                    threshold=params.activity_threshold)
+    return enhance_image(image, clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
+                         nbins=params.clahe_bins, min_tile=params.clahe_min_tile, smooth_sigma=params.enhance_sigma)
 
 
 def clahe_tiles_for_shape(tiles: tuple[int, int], shape: tuple[int, int], *, min_tile: int = 0) -> tuple[int, int]:

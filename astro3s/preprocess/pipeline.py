@@ -33,15 +33,14 @@ from astro3s.preprocess._backend import block_ranges, cache_block_frames, map_bl
 from astro3s.preprocess.baseline import BaselineCheck, check_baseline
 from astro3s.preprocess.candidates import blob_candidates, find_candidates
 from astro3s.preprocess.crops import extract_crops, fov_map
-from astro3s.preprocess.enhance import enhance_image
+from astro3s.preprocess.enhance import enhance_network_image
 from astro3s.preprocess.local_filter import candidate_boxes, candidate_centres, local_activity_filters
 from astro3s.preprocess.motion import CorrectedMovie, as_movie, correct_frames
 from astro3s.preprocess.params import PreprocessParams
 from astro3s.preprocess.result import Preprocessed
 from astro3s.preprocess.storage import FORMAT_VERSION, load_preprocessed, save_preprocessed
-from astro3s.preprocess.streaming import (MIN_FRAMES, MIN_SIDE, effective_chunk_frames, even_subsample,
-                                          network_image, read_frames, reference_sample_frames, sample_frame_pairs,
-                                          stream_movie, validate_movie)
+from astro3s.preprocess.streaming import (MIN_FRAMES, MIN_SIDE, effective_chunk_frames, even_subsample, read_frames,
+                                          reference_sample_frames, sample_frame_pairs, stream_movie, validate_movie)
 
 __all__ = ["FORMAT_VERSION", "MIN_FRAMES", "MIN_SIDE", "Preprocessed", "as_movie", "crop_filters",
            "effective_chunk_frames", "load_preprocessed", "preprocess", "reference_sample_frames",
@@ -272,10 +271,7 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     start = time.perf_counter()
     enhanced = pre.enhanced
     if reenhance:  # the CLAHE step again on the kept median image (cheap: one 2-D image)
-        enhanced = enhance_image(network_image(pre.median_image, pre.correlation_image, params),
-                                 clip_limit=params.clahe_clip_limit, tiles=params.clahe_tiles,
-                                 nbins=params.clahe_bins, min_tile=params.clahe_min_tile,
-                                 smooth_sigma=params.enhance_sigma)
+        enhanced = enhance_network_image(pre.median_image, pre.correlation_image, params)
     candidates, boxes, crop_masks, crops, fov, union, enhanced = _candidate_stages(
         pre.activity_map, enhanced, pre.corrected, params, int(pre.shape[0]), timings, details,
         median_image=pre.median_image)

@@ -65,14 +65,14 @@ from astro3s.errors import InputError
 from astro3s.preprocess._backend import _workers, block_ranges, cache_block_frames, map_blocks
 from astro3s.preprocess.activity import activity_counts, tile_coverage, tile_thresholds
 from astro3s.preprocess.baseline import noise_variance_image
-from astro3s.preprocess.correlation_image import activity_brightened, local_correlation_image
-from astro3s.preprocess.enhance import enhance_image, frame_percentiles, lift_dim_background, temporal_median
+from astro3s.preprocess.correlation_image import local_correlation_image
+from astro3s.preprocess.enhance import enhance_network_image, frame_percentiles, lift_dim_background, temporal_median
 from astro3s.preprocess.motion import CorrectedMovie, FrameFile, build_reference, register_frames
 from astro3s.preprocess.params import PreprocessParams
 
 __all__ = ["MIN_FRAMES", "MIN_SIDE", "MotionReference", "Streamed", "effective_chunk_frames", "even_subsample",
-           "motion_reference", "network_image", "read_ahead", "read_chunks", "read_frames",
-           "reference_sample_frames", "sample_frame_pairs", "scratch_frame_file", "stream_movie", "validate_movie"]
+           "motion_reference", "read_ahead", "read_chunks", "read_frames", "reference_sample_frames",
+           "sample_frame_pairs", "scratch_frame_file", "stream_movie", "validate_movie"]
 
 log = logging.getLogger(__name__)
 
@@ -727,9 +727,7 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
             (block for _, block in corrected.chunks(effective_chunk_frames(params, 4 * height * width))),
             n_frames, (height, width),
             fs=getattr(movie, "fs", None), bin_s=params.activity_bin_s)
-    enhanced = enhance_image(network_image(median, correlation, params), clip_limit=params.clahe_clip_limit,
-                             tiles=params.clahe_tiles, nbins=params.clahe_bins, min_tile=params.clahe_min_tile,
-                             smooth_sigma=params.enhance_sigma)
+    enhanced = enhance_network_image(median, correlation, params)
     timings["median_enhance"] = time.perf_counter() - tick
     coverage = tile_coverage((height, width), size=params.tile_size, step=params.tile_step)
     activity = (worker.counts() / coverage[None]).astype(np.float32)
@@ -738,12 +736,3 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
                     activity=activity, corrected=corrected, correlation_image=correlation,
                     timings=timings, details=details)
 
-
-def network_image(median: np.ndarray, correlation: np.ndarray | None, params: PreprocessParams) -> np.ndarray:
-    """The image enhanced for the network: the median image, brightened where active with
-    ``params.activity_weight > 0`` (:func:`~astro3s.preprocess.correlation_image.activity_brightened`,
-    which leaves it as it is at weight 0); the median image itself without a correlation image."""
-    if correlation is None:
-        return median
-    return activity_brightened(median, correlation, weight=params.activity_weight,
-                               threshold=params.activity_threshold)
