@@ -44,6 +44,8 @@ if __package__ in (None, ""):  # run as a script: _runs sits beside it
 
 from _runs import parse_sets  # noqa: E402
 
+from astro3s.inference.pipeline import MAX_PROCESS_RATIO  # noqa: E402
+
 log = logging.getLogger("evaluate_model")
 
 #: preset -> number of movies; held out of the default model's training entirely: d2_like, d3_like
@@ -154,7 +156,8 @@ def heldout_members(family_dir: Path) -> dict[str, list[Path]]:
 def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, heldout: Path | None = None,
              soma_scale: str = "auto", device: str = "cpu", somata: str = "refined",
              test_time_flips: int | None = None, binned_processes: str = "ridges",
-             extend_processes: bool = True, scale_clahe_tiles: bool = True) -> dict:
+             extend_processes: bool = True, scale_clahe_tiles: bool = True,
+             max_process_ratio: float | None = MAX_PROCESS_RATIO) -> dict:
     """Per-movie and pooled ASTRA scores of ``checkpoint`` on the held-out family and on presets.
 
     ``somata``: :attr:`astro3s.inference.InferenceOptions.somata` (``extended`` scores the soma
@@ -163,7 +166,8 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     ``binned_processes``: :attr:`astro3s.inference.InferenceOptions.binned_processes` (``grown``: every
     grown pixel, as before the ridge test of 2026-12-05); ``extend_processes``:
     :attr:`astro3s.inference.InferenceOptions.extend_processes`; ``scale_clahe_tiles``:
-    :attr:`astro3s.inference.InferenceOptions.scale_clahe_tiles`.
+    :attr:`astro3s.inference.InferenceOptions.scale_clahe_tiles`; ``max_process_ratio``:
+    :attr:`astro3s.inference.InferenceOptions.max_process_ratio` (None: no limit, as before 2026-12-05 evening).
     """
     from astro3s.data.fovs import SyntheticFOVs
     from astro3s.inference import load_inference_model
@@ -172,10 +176,12 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     model, options = load_inference_model(checkpoint, device=device, soma_scale=soma_scale, figures=False,
                                           somata=somata, binned_processes=binned_processes,
                                           extend_processes=extend_processes,
-                                          scale_clahe_tiles=scale_clahe_tiles, **flips)
+                                          scale_clahe_tiles=scale_clahe_tiles,
+                                          max_process_ratio=max_process_ratio, **flips)
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
                     "binned_processes": binned_processes, "extend_processes": extend_processes,
-                    "scale_clahe_tiles": scale_clahe_tiles, **rule_constants(),
+                    "scale_clahe_tiles": scale_clahe_tiles, "max_process_ratio": max_process_ratio,
+                    **rule_constants(),
                     "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
         for member, folders in heldout_members(heldout).items():  # loop over members
@@ -193,6 +199,7 @@ RULE_CONSTANTS = {
     "soma_reach": ("astro3s.postprocess.grow", "SOMA_REACH", float),
     "shrink_tolerance": ("astro3s.inference.segment", "SHRINK_TOLERANCE", float),
     "crowded_somata": ("astro3s.inference.pipeline", "CROWDED_SOMATA", int),
+    "extend_refitted_fovs": ("astro3s.inference.pipeline", "EXTEND_REFITTED_FOVS", bool),
 }
 
 
@@ -294,6 +301,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="first-pass somata from which a FOV's size filter uses CROWDED_SOMA_SLACK "
                              "(astro3s.inference.pipeline.CROWDED_SOMATA; default: its value, 40; 1000000 turns it "
                              "off, as before 2026-12-05 late night)")
+    parser.add_argument("--extend-refitted-fovs", type=int, choices=(0, 1), default=None,
+                        help="extend_processes also on FOVs whose soma range was refitted but not zoomed "
+                             "(astro3s.inference.pipeline.EXTEND_REFITTED_FOVS; default: its value, 1; 0 as before "
+                             "2026-12-05 evening)")
+    parser.add_argument("--max-process-ratio", type=float, default=MAX_PROCESS_RATIO,
+                        help="most process area per soma area a cell keeps (astro3s-infer max_process_ratio=; "
+                             "0: no limit, as before 2026-12-05 evening)")
     parser.add_argument("--test-time-flips", type=int, choices=(1, 2, 4), default=None,
                         help="views averaged by the network (astro3s-infer test_time_flips=...; default: its default)")
     parser.add_argument("--out", type=Path, default=None, help="Markdown table (JSON beside it)")
@@ -304,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                       soma_scale=args.soma_scale, device=args.device, somata=args.somata,
                       test_time_flips=args.test_time_flips, binned_processes=args.binned_processes,
                       extend_processes=not args.no_extend_processes,
-                      scale_clahe_tiles=not args.fixed_clahe_tiles)
+                      scale_clahe_tiles=not args.fixed_clahe_tiles,
+                      max_process_ratio=args.max_process_ratio or None)
     command = "python experiments/evaluate_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(report, command.strip())
     print(text)

@@ -489,3 +489,32 @@ def test_the_rim_cut_where_a_process_leaves_the_soma_joins_that_process() -> Non
     assert n == 1                                                   # still one cell, connected
     assert (trimmed.soma_area[0], trimmed.process_area[0]) == (int((trimmed.soma > 0).sum()),
                                                                int((trimmed.processes > 0).sum()))
+
+
+@pytest.mark.parametrize(("fitted", "extend_refitted", "extended"), [
+    ({"rescaled": True, "zoom": 1.0}, True, True),       # range refitted, the network at the FOV's pixels
+    ({"rescaled": True, "zoom": 1.0}, False, False),     # as before 2026-12-05 (evening)
+    ({"rescaled": True, "zoom": 1.6}, True, False),      # zoomed for the network: drawn on another grid
+])
+def test_refitted_fovs_at_their_own_pixels_have_their_processes_extended(
+        fitted, extend_refitted, extended, tiny_movie, record_calls, monkeypatch: pytest.MonkeyPatch) -> None:
+    import astro3s.inference.segment as segment
+    import astro3s.postprocess.grow as grow
+    from astro3s.inference import load_inference_model, pipeline
+    from astro3s.io import read_movie
+    from astro3s.preprocess import preprocess
+
+    real_fit = segment.adapt_soma_scale
+
+    def fit(*args, **kwargs):  # the real fit, its outcome relabelled
+        pre, info, probs = real_fit(*args, **kwargs)
+        return pre, {**info, **fitted}, probs
+
+    monkeypatch.setattr(segment, "adapt_soma_scale", fit)
+    monkeypatch.setattr(pipeline, "EXTEND_REFITTED_FOVS", extend_refitted)
+    calls = record_calls(grow, "with_extended_processes")
+    model, options = load_inference_model("default", device="cpu")
+    with read_movie(tiny_movie) as movie:
+        pre = preprocess(movie, options.preprocess, progress=False)
+        pipeline.segment_movie(pre, model, options)
+    assert bool(calls) is extended

@@ -567,10 +567,13 @@ def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, m
     from astro3s.postprocess import grow
 
     module = experiment_script("evaluate_model")
-    for name, target in (("SOMA_REACH", grow), ("SHRINK_TOLERANCE", segment), ("CROWDED_SOMATA", pipeline)):
+    for name, target in (("SOMA_REACH", grow), ("SHRINK_TOLERANCE", segment), ("CROWDED_SOMATA", pipeline),
+                         ("EXTEND_REFITTED_FOVS", pipeline)):
         monkeypatch.setattr(target, name, getattr(target, name))  # restored after the test
     assert module.rule_constants() == {"soma_reach": grow.SOMA_REACH, "shrink_tolerance": segment.SHRINK_TOLERANCE,
-                                       "crowded_somata": pipeline.CROWDED_SOMATA}
-    module.set_rule_constants({"soma_reach": "0.5", "shrink_tolerance": None, "crowded_somata": 7.0})
+                                       "crowded_somata": pipeline.CROWDED_SOMATA,
+                                       "extend_refitted_fovs": pipeline.EXTEND_REFITTED_FOVS}
+    module.set_rule_constants({"soma_reach": "0.5", "shrink_tolerance": None, "crowded_somata": 7.0,
+                               "extend_refitted_fovs": 0})
     assert grow.SOMA_REACH == 0.5 and segment.SHRINK_TOLERANCE == 1.25 and pipeline.CROWDED_SOMATA == 7
-    assert isinstance(pipeline.CROWDED_SOMATA, int)
+    assert isinstance(pipeline.CROWDED_SOMATA, int) and pipeline.EXTEND_REFITTED_FOVS is False

@@ -123,6 +123,7 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
         large_soma_pass=bool(cfg.get("large_soma_pass", default["large_soma_pass"])),
         extend_processes=bool(cfg.get("extend_processes", default["extend_processes"])),
         scale_clahe_tiles=bool(cfg.get("scale_clahe_tiles", default["scale_clahe_tiles"])),
+        max_process_ratio=cfg.get("max_process_ratio", default["max_process_ratio"]),
         test_time_flips=whole_number(cfg.get("test_time_flips", default["test_time_flips"]), "test_time_flips",
                                      example=default["test_time_flips"], minimum=1),
         **movie_options)

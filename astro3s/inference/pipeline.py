@@ -36,6 +36,13 @@ __all__ = ["InferenceOptions", "MovieResult", "infer_movie", "load_inference_mod
 SOMATA_MODES = ("refined", "extended", "network")
 #: ``InferenceOptions.binned_processes``: grown and kept on ridges, every grown pixel, the network's
 BINNED_PROCESS_MODES = ("ridges", "grown", "network")
+# Most process area a cell keeps, as a multiple of its soma's: about the 90th percentile of the per-cell ratio
+# in ASTRA's consensus annotations (D1 2.90, D2 1.78, D4 2.46; medians 1.48 / 1.20 / 1.16;
+# experiments/measure_annotations.py). Chosen 2026-12-05 among 2.0 / 2.5 / 3.0 on the held-out family 0-3 and
+# never-seen 100-103 and the training simulator's presets: 2.0 cut the processes of d1_like and d2_like cells
+# that annotators would keep (process F1 0.647 -> 0.630, 0.646 -> 0.493); 2.5 moved none of them down and
+# small-soma FOVs' process F1 0.538 -> 0.585 (experiments/results/heldout_ablation.md).
+MAX_PROCESS_RATIO = 2.5
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,12 @@ class InferenceOptions:
         parameters' (but not binned), the CLAHE tiles are widened with them
         before the second pass (:func:`astro3s.inference.segment.adapt_soma_scale`):
         a soma as wide as its tile is equalised into texture and missed.
+    max_process_ratio : float or None
+        Most process area a cell keeps, as a multiple of its soma's area; the
+        pixels nearest the soma stay
+        (:func:`astro3s.postprocess.limit_process_area`; about the 90th
+        percentile of the ratio in ASTRA's consensus annotations). None: no
+        limit. Applied last, on every path (binned or not).
     """
 
     preprocess: Any
@@ -153,6 +166,7 @@ class InferenceOptions:
     test_time_flips: int = 1
     extend_processes: bool = True
     scale_clahe_tiles: bool = True
+    max_process_ratio: float | None = MAX_PROCESS_RATIO
 
     def __post_init__(self) -> None:
         if self.nwb:
@@ -176,6 +190,12 @@ class InferenceOptions:
                               f"got {self.somata!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1.")
+        if self.max_process_ratio is not None:
+            if isinstance(self.max_process_ratio, bool) or not isinstance(self.max_process_ratio, (int, float)) \
+                    or not self.max_process_ratio > 0:
+                raise ConfigError(f"max_process_ratio must be a number > 0 (e.g. max_process_ratio=2.5) or null "
+                                  f"(no limit), got {self.max_process_ratio!r}")
+            object.__setattr__(self, "max_process_ratio", float(self.max_process_ratio))
         from astro3s.inference.network import FLIP_VIEWS, TilingParams
 
         if isinstance(self.test_time_flips, bool) or self.test_time_flips not in FLIP_VIEWS:
@@ -598,6 +618,10 @@ SMALL_SOMA_SLACK = 0.8
 # give a reliable size distribution (chosen 2026-12-05, late night; experiments/results/heldout_ablation.md)
 CROWDED_SOMA_SLACK = 0.6
 CROWDED_SOMATA = 40
+# ``options.extend_processes`` also on a FOV whose soma size range was refitted but that the network saw at its
+# own pixels (zoom 1): the option is about where the network drew, and until 2026-12-05 (evening) it skipped
+# every refitted FOV, 31 of 108 diagnosed held-out movies (experiments/results/heldout_ablation.md)
+EXTEND_REFITTED_FOVS = True
 
 
 def size_filter_overrides(combine: dict[str, Any], scale_info: dict[str, Any],
@@ -798,7 +822,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         if factor > 1 and pre.corrected is not None:
             seg, scale_info = _segment_binned(pre, model, options, factor, coarse, timings=timings, name=name,
                                               started=t)
-            return pre, seg, scale_info
+            return pre, with_limited_processes(seg, options), scale_info
         scale_info.update(coarse)
         timings["binning_s"] = time.perf_counter() - t
     if options.soma_scale == "auto":
@@ -838,11 +862,29 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         if options.somata == "refined":
             seg = with_trimmed_somata(seg, median_image)
     # processes lengthened along the image's ridges where the network drew them at the FOV's own pixels
-    if allow_binning and options.extend_processes and median_image is not None and not scale_info["rescaled"]:
+    at_own_pixels = scale_info.get("zoom", 1.0) == 1.0 if EXTEND_REFITTED_FOVS else not scale_info["rescaled"]
+    if allow_binning and options.extend_processes and median_image is not None and at_own_pixels:
         from astro3s.postprocess.grow import with_extended_processes
 
         seg = with_extended_processes(seg, median_image)
-    return pre, seg, scale_info
+    return pre, with_limited_processes(seg, options) if allow_binning else seg, scale_info
+
+
+def with_limited_processes(seg: Any, options: InferenceOptions) -> Any:
+    """``seg`` with each cell's processes cut to ``options.max_process_ratio`` times its soma's area.
+
+    :func:`astro3s.postprocess.limit_process_area`; ``seg`` itself when the
+    option is None or no cell is over the limit. ``counts`` kept.
+    """
+    if options.max_process_ratio is None:
+        return seg
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.postprocess.split import limit_process_area
+
+    processes = limit_process_area(seg.soma, seg.processes, max_ratio=options.max_process_ratio)
+    if np.array_equal(processes, seg.processes):
+        return seg
+    return _segmentation(seg.soma, processes, seg.n_cells, seg.params, dict(seg.counts))
 
 
 def infer_movie(movie: str | Path, out_dir: str | Path, model: Any, options: InferenceOptions, *,

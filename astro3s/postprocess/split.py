@@ -24,6 +24,10 @@ pixels that holds one soma is that cell. A group that holds several somata
 
 Both are label-wise: the watershed is one call on the FOV; the disc rule
 loops over the groups with several somata only, each on its bounding box.
+
+Once split, :func:`keep_connected_to_soma` drops process pieces cut off from
+their own soma and :func:`limit_process_area` keeps at most a set multiple of
+each soma's area as its processes, the pixels nearest the soma.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from scipy import ndimage
 
 from astro3s.metrics import DISC_RADIUS, label_components
 
-__all__ = ["keep_connected_to_soma", "label_somata", "soma_centroids", "split_disc", "split_watershed"]
+__all__ = ["keep_connected_to_soma", "label_somata", "limit_process_area", "soma_centroids", "split_disc",
+           "split_watershed"]
 
 
 def label_somata(soma: np.ndarray, *, connectivity: int = 2) -> tuple[np.ndarray, int]:
@@ -105,6 +110,57 @@ def keep_connected_to_soma(soma_labels: np.ndarray, process_labels: np.ndarray, 
     has_soma = np.bincount(pieces[soma_labels > 0], minlength=int(pieces.max(initial=0)) + 1) > 0
     has_soma[0] = False
     return np.where(has_soma[pieces] & (soma_labels == 0), cells, 0).astype(np.int32)
+
+
+def limit_process_area(soma_labels: np.ndarray, process_labels: np.ndarray, *,
+                       max_ratio: float) -> np.ndarray:
+    """Keep at most ``max_ratio`` times each soma's area as its processes, the pixels nearest that soma.
+
+    Annotators draw a cell's processes over 0.5-3x its soma's area (ASTRA's
+    consensus annotations); where a segmentation draws more, it has followed
+    branches or background texture farther than an annotator would, so the
+    pixels farthest from the soma's edge (Euclidean distance to the cell's own
+    soma) go first. Pieces of those cells that the cut separates from their
+    soma are dropped too (:func:`keep_connected_to_soma`).
+
+    Parameters
+    ----------
+    soma_labels, process_labels : array_like of int, shape (H, W)
+        Disjoint label images sharing ids (0 background).
+    max_ratio : float
+        Most process pixels per soma pixel, > 0 (inference:
+        :data:`astro3s.inference.pipeline.MAX_PROCESS_RATIO`).
+
+    Returns
+    -------
+    process_labels : ndarray of int32, shape (H, W)
+        A subset of ``process_labels``; cells within the limit, and processes
+        whose id has no soma, are unchanged.
+    """
+    soma_labels = np.asarray(soma_labels)
+    processes = np.asarray(process_labels).astype(np.int32)
+    if max_ratio <= 0:
+        raise ValueError(f"max_ratio must be > 0, got {max_ratio}")
+    n = int(max(soma_labels.max(initial=0), processes.max(initial=0)))
+    soma_area = np.bincount(soma_labels.ravel(), minlength=n + 1)
+    allowed = np.floor(max_ratio * soma_area).astype(np.int64)
+    over = np.flatnonzero((np.bincount(processes.ravel(), minlength=n + 1) > allowed) & (soma_area > 0))
+    over = over[over > 0]
+    if over.size == 0:
+        return processes
+    boxes = ndimage.find_objects(np.where(np.isin(soma_labels, over) | np.isin(processes, over),
+                                          np.maximum(soma_labels, processes), 0))
+    for k in over:  # loop over the cells over the limit, each on its bounding box
+        box = boxes[k - 1]
+        own = processes[box] == k
+        to_soma = ndimage.distance_transform_edt(soma_labels[box] != k)[own]
+        # the allowed count of nearest pixels stays (stable order: ties keep raster order)
+        drop = np.argsort(to_soma, kind="stable")[allowed[k]:]
+        rows, cols = np.nonzero(own)
+        processes[box][rows[drop], cols[drop]] = 0
+    # pieces the cut stranded go; other cells' processes stay as they came
+    joined = keep_connected_to_soma(soma_labels, processes)
+    return np.where(np.isin(processes, over), joined, processes).astype(np.int32)
 
 
 def split_watershed(soma_labels: np.ndarray, processes: np.ndarray, cell_probability: np.ndarray | None = None,
