@@ -198,8 +198,8 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
 RULE_CONSTANTS = {
     "soma_reach": ("astro3s.postprocess.grow", "SOMA_REACH", float),
     "shrink_tolerance": ("astro3s.inference.segment", "SHRINK_TOLERANCE", float),
-    "crowded_somata": ("astro3s.inference.pipeline", "CROWDED_SOMATA", int),
-    "extend_refitted_fovs": ("astro3s.inference.pipeline", "EXTEND_REFITTED_FOVS", bool),
+    "crowded_somata": ("astro3s.inference.cells", "CROWDED_SOMATA", int),
+    "extend_refitted_fovs": ("astro3s.inference.cells", "EXTEND_REFITTED_FOVS", bool),
 }
 
 
@@ -299,11 +299,11 @@ def main(argv: list[str] | None = None) -> int:
                              "2026-12-05 late night)")
     parser.add_argument("--crowded-somata", type=int, default=None,
                         help="first-pass somata from which a FOV's size filter uses CROWDED_SOMA_SLACK "
-                             "(astro3s.inference.pipeline.CROWDED_SOMATA; default: its value, 40; 1000000 turns it "
+                             "(astro3s.inference.cells.CROWDED_SOMATA; default: its value, 40; 1000000 turns it "
                              "off, as before 2026-12-05 late night)")
     parser.add_argument("--extend-refitted-fovs", type=int, choices=(0, 1), default=None,
                         help="extend_processes also on FOVs whose soma range was refitted but not zoomed "
-                             "(astro3s.inference.pipeline.EXTEND_REFITTED_FOVS; default: its value, 1; 0 as before "
+                             "(astro3s.inference.cells.EXTEND_REFITTED_FOVS; default: its value, 1; 0 as before "
                              "2026-12-05 evening)")
     parser.add_argument("--max-process-ratio", type=float, default=MAX_PROCESS_RATIO,
                         help="most process area per soma area a cell keeps (astro3s-infer max_process_ratio=; "

@@ -45,7 +45,7 @@ def movie_features(folder: Path, model, options, *, reference_quantile: float | 
     """Features and labels (1: a true cell) of the cells found in one simulator folder."""
     import tifffile
 
-    from astro3s.inference.pipeline import segment_movie
+    from astro3s.inference.cells import segment_movie
     from astro3s.io import read_movie
     from astro3s.metrics import match_instances
     from astro3s.postprocess.lookalike import cell_features

@@ -56,7 +56,8 @@ def test_the_option_is_checked_and_reaches_every_network_pass(tiny_movie, record
     import astro3s.inference.network as network
     from astro3s.errors import ConfigError
     from astro3s.inference import load_inference_model
-    from astro3s.inference.pipeline import InferenceOptions, segment_movie
+    from astro3s.inference.cells import segment_movie
+    from astro3s.inference.pipeline import InferenceOptions
     from astro3s.io import read_movie
     from astro3s.preprocess import PreprocessParams, preprocess
 

@@ -241,7 +241,8 @@ def test_plateau_somata_finds_the_missed_bright_compact_soma_only() -> None:
 def test_plateau_cells_join_a_binned_segmentation_unless_blurred() -> None:
     from scipy import ndimage as ndi
 
-    from astro3s.inference.pipeline import InferenceOptions, add_plateau_cells
+    from astro3s.inference.cells import add_plateau_cells
+    from astro3s.inference.pipeline import InferenceOptions
     from astro3s.postprocess import CombineParams, plateau_somata
     from astro3s.postprocess.combine import _segmentation
     from astro3s.preprocess import PreprocessParams
@@ -273,7 +274,7 @@ def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_m
 
     import astro3s.postprocess.grow as grow
     from astro3s.inference import load_inference_model
-    from astro3s.inference.pipeline import segment_movie
+    from astro3s.inference.cells import segment_movie
     from astro3s.io import read_movie
     from astro3s.preprocess import preprocess
 
@@ -304,7 +305,7 @@ def test_processes_of_a_fov_at_its_own_scale_are_extended_unless_asked_not_to(ti
     import dataclasses
 
     from astro3s.inference import load_inference_model
-    from astro3s.inference.pipeline import segment_movie
+    from astro3s.inference.cells import segment_movie
     from astro3s.io import read_movie
     from astro3s.postprocess.split import keep_connected_to_soma
     from astro3s.preprocess import preprocess
@@ -387,16 +388,16 @@ def test_kept_cells_keep_their_processes_when_the_others_grow() -> None:
 def test_a_fov_binned_2x2_is_also_segmented_at_its_own_scale(tiny_movie, monkeypatch, record_calls) -> None:
     import astro3s.inference.segment as segment
     from astro3s.inference import load_inference_model
-    from astro3s.inference.pipeline import segment_movie
+    from astro3s.inference.cells import segment_movie
     from astro3s.io import read_movie
     from astro3s.preprocess import preprocess
 
     # whatever the tiny movie's blob scale, read it as twice the training scale
     monkeypatch.setattr(segment, "soma_bin_factor",
                         lambda pre, **k: (2, {"blob_area": 800.0, "coarse_scale": 2.0, "bin_factor": 2}))
-    import astro3s.inference.pipeline as pipeline
+    import astro3s.inference.cells as cells
 
-    calls = record_calls(pipeline, "segment_movie")
+    calls = record_calls(cells, "segment_movie")
     model, options = load_inference_model("default", device="cpu")
     with read_movie(tiny_movie) as movie:
         pre = preprocess(movie, options.preprocess, progress=False)
@@ -500,7 +501,7 @@ def test_refitted_fovs_at_their_own_pixels_have_their_processes_extended(
         fitted, extend_refitted, extended, tiny_movie, record_calls, monkeypatch: pytest.MonkeyPatch) -> None:
     import astro3s.inference.segment as segment
     import astro3s.postprocess.grow as grow
-    from astro3s.inference import load_inference_model, pipeline
+    from astro3s.inference import cells, load_inference_model
     from astro3s.io import read_movie
     from astro3s.preprocess import preprocess
 
@@ -511,10 +512,10 @@ def test_refitted_fovs_at_their_own_pixels_have_their_processes_extended(
         return pre, {**info, **fitted}, probs
 
     monkeypatch.setattr(segment, "adapt_soma_scale", fit)
-    monkeypatch.setattr(pipeline, "EXTEND_REFITTED_FOVS", extend_refitted)
+    monkeypatch.setattr(cells, "EXTEND_REFITTED_FOVS", extend_refitted)
     calls = record_calls(grow, "with_extended_processes")
     model, options = load_inference_model("default", device="cpu")
     with read_movie(tiny_movie) as movie:
         pre = preprocess(movie, options.preprocess, progress=False)
-        pipeline.segment_movie(pre, model, options)
+        cells.segment_movie(pre, model, options)
     assert bool(calls) is extended

@@ -403,7 +403,7 @@ def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Pat
     # so that a 440-px soma is not cut by the configured upper limit (1.15 * 345 = 397 px) and an
     # 89-px one is not cut by the estimate's lower limit (128 px)
     from astro3s.inference import segment
-    from astro3s.inference.pipeline import segment_movie, size_filter_overrides
+    from astro3s.inference.cells import segment_movie, size_filter_overrides
     from astro3s.io import read_movie
     from astro3s.preprocess import preprocess
 
@@ -427,11 +427,11 @@ def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Pat
     assert seg.params.area_factors[1] * seg.params.soma_area_range[1] > 440 > 1.15 * 345
     assert info["first_pass_somata"] == 5
     # a crowded FOV (a first pass of at least CROWDED_SOMATA somata) loosens it to CROWDED_SOMA_SLACK
-    from astro3s.inference import pipeline
+    from astro3s.inference import cells
 
-    monkeypatch.setattr(pipeline, "CROWDED_SOMATA", 5)
+    monkeypatch.setattr(cells, "CROWDED_SOMATA", 5)
     _, _, crowded = segment_movie(pre, model, options)
-    assert crowded["size_filter_range"] == pytest.approx([pipeline.CROWDED_SOMA_SLACK * 89.0, 512.0])
+    assert crowded["size_filter_range"] == pytest.approx([cells.CROWDED_SOMA_SLACK * 89.0, 512.0])
     # smaller somata widen the lower end only; a range the user set wins; no estimate: the parameters'
     record = {"estimated": [40.0, 160.0]}
     assert size_filter_overrides({}, record, (89.0, 345.0))["soma_area_range"] == (40.0, 345.0)
@@ -460,7 +460,7 @@ def test_lookalike_rule_runs_once_on_the_movie_pixels_and_can_be_switched_off(
     import dataclasses
 
     import astro3s.postprocess.lookalike as lookalike
-    from astro3s.inference.pipeline import segment_movie
+    from astro3s.inference.cells import segment_movie
     from astro3s.io import read_movie
     from astro3s.preprocess import preprocess
 
@@ -520,7 +520,7 @@ def test_amp_false_reaches_every_network_pass(tiny_movie, tmp_path: Path, record
     """``astro3s-infer amp=false``: float32 on CUDA too (the CPU never autocasts; the flag must still arrive)."""
     import astro3s.inference.network as network
     from astro3s.cli.infer import inference_setup
-    from astro3s.inference.pipeline import segment_movie
+    from astro3s.inference.cells import segment_movie
     from astro3s.io import read_movie
     from astro3s.preprocess import preprocess
 
@@ -563,17 +563,17 @@ def test_a_model_trained_on_the_activity_image_gets_it_at_inference(tiny_movie: 
 def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, monkeypatch: pytest.MonkeyPatch) -> None:
     # experiments/evaluate_model.py --soma-reach / --shrink-tolerance / --crowded-somata reproduce the runs
     # before each rule; every entry of its table must name a constant the inference path reads
-    from astro3s.inference import pipeline, segment
+    from astro3s.inference import cells, segment
     from astro3s.postprocess import grow
 
     module = experiment_script("evaluate_model")
-    for name, target in (("SOMA_REACH", grow), ("SHRINK_TOLERANCE", segment), ("CROWDED_SOMATA", pipeline),
-                         ("EXTEND_REFITTED_FOVS", pipeline)):
+    for name, target in (("SOMA_REACH", grow), ("SHRINK_TOLERANCE", segment), ("CROWDED_SOMATA", cells),
+                         ("EXTEND_REFITTED_FOVS", cells)):
         monkeypatch.setattr(target, name, getattr(target, name))  # restored after the test
     assert module.rule_constants() == {"soma_reach": grow.SOMA_REACH, "shrink_tolerance": segment.SHRINK_TOLERANCE,
-                                       "crowded_somata": pipeline.CROWDED_SOMATA,
-                                       "extend_refitted_fovs": pipeline.EXTEND_REFITTED_FOVS}
+                                       "crowded_somata": cells.CROWDED_SOMATA,
+                                       "extend_refitted_fovs": cells.EXTEND_REFITTED_FOVS}
     module.set_rule_constants({"soma_reach": "0.5", "shrink_tolerance": None, "crowded_somata": 7.0,
                                "extend_refitted_fovs": 0})
-    assert grow.SOMA_REACH == 0.5 and segment.SHRINK_TOLERANCE == 1.25 and pipeline.CROWDED_SOMATA == 7
-    assert isinstance(pipeline.CROWDED_SOMATA, int) and pipeline.EXTEND_REFITTED_FOVS is False
+    assert grow.SOMA_REACH == 0.5 and segment.SHRINK_TOLERANCE == 1.25 and cells.CROWDED_SOMATA == 7
+    assert isinstance(cells.CROWDED_SOMATA, int) and cells.EXTEND_REFITTED_FOVS is False

@@ -94,7 +94,7 @@ def test_astro3s_infer_sets_and_lifts_the_limit(tmp_path) -> None:
 
 def test_segment_movie_applies_the_limit_last(tiny_movie) -> None:
     from astro3s.inference import load_inference_model
-    from astro3s.inference.pipeline import segment_movie
+    from astro3s.inference.cells import segment_movie
     from astro3s.io import read_movie
     from astro3s.preprocess import preprocess
 

