@@ -37,6 +37,25 @@ def test_bug_keeps_its_traceback() -> None:
         buggy(_cfg())
 
 
+def test_the_last_log_line_says_failed_or_done(caplog) -> None:
+    # a run that stopped on an error must not end its log with "done"
+    @task_wrapper
+    def failing(cfg):
+        raise ConfigError("max_process_ratio must be a number > 0")
+
+    @task_wrapper
+    def fine(cfg):
+        return 7
+
+    with caplog.at_level("INFO", logger="astro3s.cli._task"):
+        with pytest.raises(SystemExit):
+            failing(_cfg())
+        assert fine(_cfg()) == 7
+    last = [r.getMessage() for r in caplog.records if r.name == "astro3s.cli._task" and " s" in r.getMessage()
+            and ("done in" in r.getMessage() or "failed after" in r.getMessage())]
+    assert last[0].startswith("failing: failed after") and last[1].startswith("fine: done in")
+
+
 def test_seed_makes_runs_repeatable() -> None:
     @task_wrapper
     def draw(cfg):

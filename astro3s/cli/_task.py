@@ -184,11 +184,14 @@ def task_wrapper(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> T:
         start = time.perf_counter()
+        outcome = "failed after"  # until the task returns: the last line must not call a failure done
         try:
             apply_extras(cfg)
             seed = seed_everything(cfg.get("seed"))
             log.info("%s: seed %d, working in %s", task.__name__, seed, Path.cwd())
-            return task(cfg)
+            result = task(cfg)
+            outcome = "done in"
+            return result
         except Astro3sError as err:
             log.error("%s", err)
             print(f"astro3s: error: {err}", file=sys.stderr)
@@ -211,7 +214,7 @@ def task_wrapper(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
             raise
         finally:
             _close_loggers()
-            log.info("%s: done in %.1f s", task.__name__, time.perf_counter() - start)
+            log.info("%s: %s %.1f s", task.__name__, outcome, time.perf_counter() - start)
 
     return wrapped
 
