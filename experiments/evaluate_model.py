@@ -109,6 +109,10 @@ def _pool(movies: list[dict], preds: list, gts: list) -> dict:
         total = sum(m["size_recall"][size][1] for m in movies)
         pooled[f"{size}_recall"] = hit / total if total else None
         pooled[f"n_{size}"] = total
+    if not any(np.any(g[1] > 0) for g in gts):
+        # soma-only truth (ASTRA's D3 annotations): no process figure to give
+        for key in [k for k in pooled if "process" in k] + ["reach_gt"]:
+            pooled[key] = None
     return pooled
 
 
@@ -200,6 +204,8 @@ RULE_CONSTANTS = {
     "shrink_tolerance": ("astro3s.inference.segment", "SHRINK_TOLERANCE", float),
     "crowded_somata": ("astro3s.inference.cells", "CROWDED_SOMATA", int),
     "extend_refitted_fovs": ("astro3s.inference.cells", "EXTEND_REFITTED_FOVS", bool),
+    "fragment_ratio": ("astro3s.inference.cells", "FRAGMENT_SOMA_RATIO", float),
+    "pair_blur_rule": ("astro3s.inference.cells", "PAIR_BLUR_RULE", bool),
 }
 
 
@@ -257,7 +263,9 @@ def markdown(report: dict, command: str) -> str:
              "(`astro3s.metrics.cell_process_figures`; ASTRA's annotators: D1 2.74, D2 2.97, D4 2.05). "
              "Giant: GT somata >= 2000 px, small: <= 60 px.", ""]
     if report.get("heldout"):
-        lines += ["## Held-out family (independent generator `astro3s.heldout`, seeds 900000+)", "",
+        layouts = all(member.startswith("layout_") for member in report["heldout"])
+        lines += ["## Held-out movies on ASTRA's annotated layouts (renderer `astro3s.heldout`, seeds 950000+)"
+                  if layouts else "## Held-out family (independent generator `astro3s.heldout`, seeds 900000+)", "",
                   "| member | movies " + _HEADER, "|---" + _RULE]
         lines += [_row(member, entry) for member, entry in report["heldout"].items()]
         lines.append("")
@@ -305,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="extend_processes also on FOVs whose soma range was refitted but not zoomed "
                              "(astro3s.inference.cells.EXTEND_REFITTED_FOVS; default: its value, 1; 0 as before "
                              "2026-12-05 evening)")
+    parser.add_argument("--fragment-ratio", type=float, default=None,
+                        help="astro3s.inference.cells.FRAGMENT_SOMA_RATIO: a soma under this fraction of the largest "
+                             "soma joined to it becomes that cell's processes (0: never, as before 2026-12-05 night)")
+    parser.add_argument("--pair-blur-rule", type=int, choices=(0, 1), default=None,
+                        help="astro3s.inference.cells.PAIR_BLUR_RULE: on FOVs of two cells, drop the one whose soma "
+                             "edge is 1.5x wider in pixels (default: its value, 1; 0 as before 2026-12-05 night)")
     parser.add_argument("--max-process-ratio", type=float, default=MAX_PROCESS_RATIO,
                         help="most process area per soma area a cell keeps (astro3s-infer max_process_ratio=; "
                              "0: no limit, as before 2026-12-05 evening)")

@@ -568,12 +568,33 @@ def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, m
 
     module = experiment_script("evaluate_model")
     for name, target in (("SOMA_REACH", grow), ("SHRINK_TOLERANCE", segment), ("CROWDED_SOMATA", cells),
-                         ("EXTEND_REFITTED_FOVS", cells)):
+                         ("EXTEND_REFITTED_FOVS", cells), ("FRAGMENT_SOMA_RATIO", cells), ("PAIR_BLUR_RULE", cells)):
         monkeypatch.setattr(target, name, getattr(target, name))  # restored after the test
     assert module.rule_constants() == {"soma_reach": grow.SOMA_REACH, "shrink_tolerance": segment.SHRINK_TOLERANCE,
                                        "crowded_somata": cells.CROWDED_SOMATA,
-                                       "extend_refitted_fovs": cells.EXTEND_REFITTED_FOVS}
+                                       "extend_refitted_fovs": cells.EXTEND_REFITTED_FOVS,
+                                       "fragment_ratio": cells.FRAGMENT_SOMA_RATIO,
+                                       "pair_blur_rule": cells.PAIR_BLUR_RULE}
     module.set_rule_constants({"soma_reach": "0.5", "shrink_tolerance": None, "crowded_somata": 7.0,
-                               "extend_refitted_fovs": 0})
+                               "extend_refitted_fovs": 0, "fragment_ratio": 0, "pair_blur_rule": 0})
     assert grow.SOMA_REACH == 0.5 and segment.SHRINK_TOLERANCE == 1.25 and cells.CROWDED_SOMATA == 7
     assert isinstance(cells.CROWDED_SOMATA, int) and cells.EXTEND_REFITTED_FOVS is False
+    assert cells.FRAGMENT_SOMA_RATIO == 0 and cells.PAIR_BLUR_RULE is False
+
+
+def test_evaluate_model_gives_no_process_figure_against_soma_only_truth(experiment_script) -> None:
+    # ASTRA's D3 annotations hold somata only: a process F1 of 0 there would be a wrong figure, not a score
+    module = experiment_script("evaluate_model")
+    soma = np.zeros((40, 40), np.uint16)
+    soma[5:12, 5:12] = 1
+    processes = np.zeros_like(soma)
+    processes[8, 12:20] = 1
+    movie = {"name": "m", "size_recall": {"giant": [0, 0], "small": [0, 0]}}
+    pooled = module._pool([movie], [(soma, processes)], [(soma, np.zeros_like(soma), np.zeros_like(soma))])
+    assert pooled["detection_f1"] == 1.0
+    assert pooled["process_f1"] is None and pooled["thin_process_f1"] is None and pooled["id_process_f1"] is None
+    row = module._row("layout_d3", {"pooled": pooled, "movies": [movie], "seconds_per_movie": 1.0})
+    assert "| – | – | – |" in row
+    # with process truth the figures are there
+    pooled = module._pool([movie], [(soma, processes)], [(soma, processes, processes)])
+    assert pooled["process_f1"] == 1.0

@@ -17,8 +17,10 @@ seen by their activity more than in a summary image); seeds
 ``900_000 + 1000 * member_position + index``.
 
 Write the family with ``python -m astro3s.heldout --out DIR`` or
-:func:`generate_family`. Importing this package does no work: the names below
-are loaded on first use.
+:func:`generate_family`. :mod:`astro3s.heldout.layouts` renders movies whose
+cells are the ones ASTRA's experts annotated on D1-D4 (the annotation is the
+truth; ``python -m astro3s.heldout --layouts --out DIR``; seeds 950000+).
+Importing this package does no work: the names below are loaded on first use.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ _EXPORTS = {
     "render_member_movie": "write",
     "write_member_movie": "write",
     "write_overview": "write",
+    "write_scene_folder": "write",
+    "build_layout_scene": "layouts",
+    "write_layout_family": "layouts",
 }
 
 __all__ = sorted(_EXPORTS)

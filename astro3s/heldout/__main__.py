@@ -37,6 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="spatial scale of FOVs and object counts (default 1 = full size)")
     parser.add_argument("--frames", type=int, default=None, help="override the number of frames")
+    parser.add_argument("--layouts", nargs="?", const="shipped", default=None, metavar="CONSENSUS_DIR",
+                        help="instead of the members: one movie on every annotated layout of ASTRA's datasets "
+                             "(astro3s.heldout.layouts; default: the consensus folder of the annotations shipped "
+                             "with astro3s), the layouts that train the bundled model left out")
+    parser.add_argument("--datasets", nargs="+", choices=("D1", "D2", "D3", "D4"), default=None,
+                        help="with --layouts: datasets to write (default: all four)")
+    parser.add_argument("--repeat", type=int, default=0,
+                        help="with --layouts: another draw (1-9) of everything but the cells, names ending _r<N>")
+    parser.add_argument("--include-training-layouts", action="store_true",
+                        help="with --layouts: also the layouts the bundled model was trained on")
     return parser
 
 
@@ -53,9 +63,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < args.scale <= 4:
         log.error("--scale must be in (0, 4], got %g", args.scale)
         return 2
+    start = time.perf_counter()
+    if args.layouts is not None:
+        from astro3s.heldout.layouts import write_layout_family
+        from astro3s.resources import annotations_dir
+
+        consensus = annotations_dir() / "consensus" if args.layouts == "shipped" else args.layouts
+        try:
+            folders = write_layout_family(consensus, args.out, datasets=args.datasets,
+                                          include_training=args.include_training_layouts,
+                                          overview=args.overview, n_frames=args.frames, repeat=args.repeat)
+        except (FileNotFoundError, ValueError) as err:
+            log.error("%s", err)
+            return 2
+        log.info("%d movies in %s (%.1f s)", len(folders), args.out, time.perf_counter() - start)
+        return 0
     from astro3s.heldout.write import generate_family
 
-    start = time.perf_counter()
     folders = generate_family(args.out, members=args.members, per_member=args.per_member,
                               overview=args.overview, scale=args.scale, n_frames=args.frames,
                               first_index=args.first_index)

@@ -19,6 +19,7 @@ __all__ = [
     "MEMBER_ORDER",
     "SEED_BASE",
     "MemberRecipe",
+    "draw_params",
     "MovieParams",
     "member_seed",
     "movie_name",
@@ -272,8 +273,17 @@ def sample_params(member: str, index: int = 0, *, scale: float = 1.0,
     -------
     params : MovieParams
     """
-    recipe = MEMBERS[member]
-    seed = member_seed(member, index)
+    return draw_params(MEMBERS[member], seed=member_seed(member, index), name=movie_name(member, index),
+                       index=index, scale=scale, n_frames=n_frames)
+
+
+def draw_params(recipe: MemberRecipe, *, seed: int, name: str, index: int = 0, scale: float = 1.0,
+                n_frames: int | None = None) -> MovieParams:
+    """Draw a movie's parameters from ``recipe`` with ``seed`` (see :func:`sample_params`).
+
+    The movie's ``member`` is ``recipe.name``.
+    """
+    member = recipe.name
     rng = rng_for(seed, "params")
     side = int(rng.choice(recipe.sizes))
     side = max(32, int(round(side * scale)))
@@ -299,7 +309,7 @@ def sample_params(member: str, index: int = 0, *, scale: float = 1.0,
                 "contrast": float(rng.uniform(0.2, 0.5)), "modulation": float(rng.uniform(0.03, 0.15)),
                 "tau": float(rng.uniform(5.0, 40.0))}
     return MovieParams(
-        member=member, name=movie_name(member, index), index=int(index), seed=seed,
+        member=member, name=name, index=int(index), seed=int(seed),
         shape=(T, side, side), fs=round(fs, 4), soma_areas=tuple(round(float(a), 1) for a in areas),
         n_cut=n_cut, n_outside=_count(rng, recipe.n_outside, scale2),
         n_out_of_focus=_count(rng, recipe.n_out_of_focus, scale2),

@@ -255,6 +255,22 @@ def _astro_traces(rng: np.random.Generator, cell: AstrocyteShape, t: np.ndarray,
     return np.stack(rows).astype(np.float32)
 
 
+def _add_astrocyte(canvas: _Canvas, rng_m: np.random.Generator, rng_a: np.random.Generator,
+                   cell: AstrocyteShape, top: tuple[int, int], *, kernel: np.ndarray, brightness: float,
+                   active: bool, t: np.ndarray, margin: int, rest_scale: float = 1.0) -> None:
+    """Blur one drawn astrocyte, give it traces and add it to the canvas.
+
+    ``top`` is the patch's top-left pixel in FOV coordinates; ``rest_scale``
+    dims its resting fluorescence only (:func:`_astro_footprints`).
+    """
+    static, dynamic, n_micro = _astro_footprints(rng_m, cell, brightness=brightness, rest_scale=rest_scale)
+    if not active:
+        dynamic = dynamic[:0]
+    blurred = blur_stack(np.concatenate([static[None], dynamic]), kernel)
+    traces = _astro_traces(rng_a, cell, t, n_micro=n_micro) if active else np.zeros((0, t.size), np.float32)
+    canvas.add((top[0] + margin, top[1] + margin), blurred[0], blurred[1:], traces)
+
+
 def _place_astrocyte(canvas: _Canvas, rng_m: np.random.Generator, rng_a: np.random.Generator,
                      area: float, centre: np.ndarray, *, kernel: np.ndarray, brightness: float,
                      active: bool, t: np.ndarray, margin: int,
@@ -272,13 +288,9 @@ def _place_astrocyte(canvas: _Canvas, rng_m: np.random.Generator, rng_a: np.rand
     cell = build_astrocyte(rng_m, area, offset=offset, pad=kernel.shape[0] // 2 + 1, n_bands=N_BANDS,
                            **shape_options)
     half = (cell.shape[0] - 1) // 2
-    static, dynamic, n_micro = _astro_footprints(rng_m, cell, brightness=brightness, rest_scale=rest_scale)
-    if not active:
-        dynamic = dynamic[:0]
-    blurred = blur_stack(np.concatenate([static[None], dynamic]), kernel)
-    traces = _astro_traces(rng_a, cell, t, n_micro=n_micro) if active else np.zeros((0, t.size), np.float32)
     top = (iy - half, ix - half)
-    canvas.add((top[0] + margin, top[1] + margin), blurred[0], blurred[1:], traces)
+    _add_astrocyte(canvas, rng_m, rng_a, cell, top, kernel=kernel, brightness=brightness, active=active, t=t,
+                   margin=margin, rest_scale=rest_scale)
     return cell, top
 
 
@@ -416,33 +428,52 @@ def build_scene(params: MovieParams) -> Scene:
                          active=True, t=t, margin=margin, params=params)
         objects.append({"kind": "outside", "centre": [round(float(v), 1) for v in pos]})
 
-    # out-of-focus astrocytes: another plane, so no spacing from the true cells
-    n_oof = 0
-    for _ in range(params.n_out_of_focus):
-        area = float(np.exp(rng_p.uniform(np.log(lo), np.log(hi * 1.5))))
+    n_oof = _out_of_focus(canvas, rng_p, rng_m, rng_a, params, t, kernel=kernel, margin=margin,
+                          objects=objects, area_range=(lo, hi * 1.5))
+    n_neurons = _neurons(canvas, rng_p, rng_m, rng_a, params, t, taken=taken, kernel=kernel,
+                         clearance=vessel_clearance, margin=margin, objects=objects)
+    n_blobs = _blobs(canvas, rng_p, rng_m, rng_a, params, t, kernel=kernel, margin=margin, objects=objects)
+
+    return _finish_scene(params, canvas, rng_b, t, transmission=transmission, soma=soma, processes=processes,
+                         thin=thin, cells=cells, objects=objects,
+                         distractors={"out_of_focus": n_oof, "blobs": n_blobs, "neurons": n_neurons,
+                                      "vessels": params.n_vessels})
+
+
+def _out_of_focus(canvas: _Canvas, rng_p: np.random.Generator, rng_m: np.random.Generator,
+                  rng_a: np.random.Generator, params: MovieParams, t: np.ndarray, *, kernel: np.ndarray,
+                  margin: int, objects: list, area_range: tuple[float, float]) -> int:
+    """Astrocytes of another plane (defocused, dimmer, never labelled); returns how many were placed.
+
+    Their soma areas are log-uniform in ``area_range``; no spacing from the
+    true cells (another plane).
+    """
+    _, H, W = params.shape
+    for _ in range(params.n_out_of_focus):  # a few
+        area = float(np.exp(rng_p.uniform(np.log(area_range[0]), np.log(area_range[1]))))
         r0 = np.sqrt(area / np.pi)
         pos = _inside_candidates(rng_p, 1, (H, W), 0.0)[0]
         wide = defocus_kernel(kernel, rng_m.uniform(2.5, 5.0) * np.sqrt(max(r0, 4.0) / 8.0))
         _place_astrocyte(canvas, rng_m, rng_a, area, pos, kernel=wide, brightness=rng_m.uniform(0.3, 0.6),
                          active=rng_a.uniform() >= params.silent_fraction, t=t, margin=margin, params=params)
         objects.append({"kind": "out_of_focus", "centre": [round(float(v), 1) for v in pos]})
-        n_oof += 1
+    return params.n_out_of_focus
 
-    n_neurons = _neurons(canvas, rng_p, rng_m, rng_a, params, t, taken=taken, kernel=kernel,
-                         clearance=vessel_clearance, margin=margin, objects=objects)
-    n_blobs = _blobs(canvas, rng_p, rng_m, rng_a, params, t, kernel=kernel, margin=margin, objects=objects)
 
+def _finish_scene(params: MovieParams, canvas: _Canvas, rng_b: np.random.Generator, t: np.ndarray, *,
+                  transmission: np.ndarray, soma: np.ndarray, processes: np.ndarray, thin: np.ndarray,
+                  cells: list[dict], objects: list[dict], distractors: dict) -> Scene:
+    """Neuropil, vignetting, detector, motion and bleaching around the laid-out objects: the Scene."""
+    T = params.shape[0]
     fields, field_traces = _neuropil(rng_b, params, canvas.shape, t)
-    transmission *= _vignette(rng_b, canvas.shape)
+    transmission = transmission * _vignette(rng_b, canvas.shape)
     detector = Detector(**params.detector)
-    shifts = random_walk_shifts(rng_for(params.seed, "motion"), T, sd=params.motion_sd, limit=margin - 2.0)
-    return Scene(params=params, margin=margin, static=canvas.static, patches=canvas.patches, fields=fields,
+    shifts = random_walk_shifts(rng_for(params.seed, "motion"), T, sd=params.motion_sd, limit=MARGIN - 2.0)
+    return Scene(params=params, margin=MARGIN, static=canvas.static, patches=canvas.patches, fields=fields,
                  field_traces=field_traces, transmission=transmission,
                  bleach=bleach_curve(t, fraction=params.bleach_fraction, tau=params.bleach_tau),
                  shifts=shifts, detector=detector, soma=soma, processes=processes, thin=thin, cells=cells,
-                 distractors={"out_of_focus": n_oof, "blobs": n_blobs, "neurons": n_neurons,
-                              "vessels": params.n_vessels},
-                 objects=objects)
+                 distractors=distractors, objects=objects)
 
 
 def _paint_labels(drawn: list, soma: np.ndarray, processes: np.ndarray, thin: np.ndarray) -> list[dict]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["generate_family", "render_member_movie", "write_member_movie", "write_overview"]
+__all__ = ["generate_family", "render_member_movie", "write_member_movie", "write_overview", "write_scene_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +168,29 @@ def write_member_movie(member: str, index: int, out_dir: str | Path, *, overview
         ``out_dir / heldout_<member>_<index>``.
     """
     from astro3s.heldout.members import movie_name
+
+    movie, scene = render_member_movie(member, index, scale=scale, n_frames=n_frames)
+    return write_scene_folder(movie, scene, out_dir, name=movie_name(member, index), overview=overview)
+
+
+def write_scene_folder(movie: np.ndarray, scene, out_dir: str | Path, *, name: str, overview: bool = True,
+                       extra_meta: dict | None = None) -> Path:
+    """Write a rendered movie and its scene's truth as ``out_dir/name/`` (the layout of this module).
+
+    ``extra_meta`` adds keys to ``meta.json``.
+
+    The folder is written under a hidden temporary name and renamed when
+    complete; a folder of that name is replaced.
+
+    Returns
+    -------
+    folder : Path
+    """
     from astro3s.io import write_json, write_labels, write_movie
 
     out_dir = Path(out_dir)
-    name = movie_name(member, index)
     final = out_dir / name
     tmp = out_dir / f".{name}.part"
-    movie, scene = render_member_movie(member, index, scale=scale, n_frames=n_frames)
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "ground_truth").mkdir(parents=True)
@@ -189,7 +205,7 @@ def write_member_movie(member: str, index: int, out_dir: str | Path, *, overview
                      f"{len(scene.cells)} cells")
             write_overview(tmp / "overview.png", movie, scene.soma, scene.processes, title=title,
                            objects=scene.objects)
-        write_json(tmp / "meta.json", _meta(scene, movie.shape))
+        write_json(tmp / "meta.json", {**_meta(scene, movie.shape), **(extra_meta or {})})
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

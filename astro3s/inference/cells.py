@@ -6,10 +6,12 @@ scale fitted by a first pass, :func:`astro3s.inference.segment.adapt_soma_scale`
 the network and the combination (:func:`astro3s.inference.segment.segment_preprocessed`),
 then the rules that add what a pass missed (:func:`add_large_cells`,
 :func:`add_plateau_cells`) or remove what it should not have drawn
-(:func:`drop_blurred_additions`, :func:`drop_small_additions`, :func:`reject_lookalikes`),
+(:func:`drop_blurred_additions`, :func:`drop_small_additions`, :func:`reject_lookalikes`,
+:func:`drop_blurred_pair`),
 the somata and processes redrawn on the movie's median image
-(:mod:`astro3s.postprocess.grow`) and each cell's process area limited
-(:func:`with_limited_processes`). The constants below are the rules' settings, each
+(:mod:`astro3s.postprocess.grow`), cells far smaller than the cell they are joined to
+absorbed as its processes (:func:`with_fragments_absorbed`) and each cell's process
+area limited (:func:`with_limited_processes`). The constants below are the rules' settings, each
 with the evidence it was chosen on (``experiments/results/heldout_ablation.md``).
 """
 
@@ -28,8 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["add_large_cells", "add_plateau_cells", "binned_options", "binned_pass", "drop_blurred_additions",
-           "drop_small_additions", "reject_lookalikes", "segment_movie", "size_filter_overrides",
-           "with_limited_processes"]
+           "drop_blurred_pair", "drop_small_additions", "reject_lookalikes", "segment_movie", "size_filter_overrides",
+           "with_fragments_absorbed", "with_limited_processes"]
 
 #: The finest factor of a binned FOV's passes (:func:`segment_movie`); 1: a FOV binned 2x2 is also
 #: segmented at its own scale, which adds the smaller cells of FOVs mixing soma sizes (held-out
@@ -195,7 +197,10 @@ def add_large_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *
       pixels as ``seg``'s cells (median; :func:`astro3s.postprocess.sharpness.remove_blurred_cells`
       with ``in_pixels=True``, on the median image): defocus widens every
       edge by the same pixels, while relative to a large soma's radius a
-      soft out-of-focus blob looks as sharp as the FOV's small somata.
+      soft out-of-focus blob looks as sharp as the FOV's small somata. The
+      cells that are the new cell's own fragments (joined to it, under
+      ``FRAGMENT_SOMA_RATIO`` of its soma) are not part of that reference
+      (:func:`_wide_edged_additions`).
 
     (Chosen on diagnosed held-out movies, indices 0-3 and 44-59: on the 13
     where the size condition alone changed the cells, the 13 true large
@@ -215,7 +220,6 @@ def add_large_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *
     """
     from astro3s.postprocess import add_missing_cells
     from astro3s.postprocess.combine import remove_cells
-    from astro3s.postprocess.sharpness import remove_blurred_cells
 
     median_image = getattr(pre, "median_image", None)
     if (seg.n_cells == 0 or pre.corrected is None or median_image is None
@@ -227,8 +231,7 @@ def add_large_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *
                          count_key="small_removed")
     n_before = seg.n_cells
     merged = add_missing_cells(seg, found)
-    merged = remove_blurred_cells(merged, median_image, max_relative_blur=LARGE_SOMA_MAX_EDGE_WIDTH, min_cells=1,
-                                  reference=np.arange(merged.n_cells) < n_before, in_pixels=True)
+    merged = remove_cells(merged, _wide_edged_additions(merged, n_before, median_image), count_key="blurred_removed")
     counts = {**seg.counts, "cells": merged.n_cells, "large_added": merged.n_cells - n_before,
               "large_blurred_removed": merged.counts["blurred_removed"]}
     if timings is not None:
@@ -236,6 +239,46 @@ def add_large_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *
     if merged.n_cells > n_before:
         log.info("%s: %d large cell(s) added by a 2x2-binned pass", name, merged.n_cells - n_before)
     return dataclasses.replace(merged, counts=counts)
+
+
+def _wide_edged_additions(merged: Any, n_before: int, median_image: np.ndarray) -> np.ndarray:
+    """Which cells of ``merged`` after the first ``n_before`` have a soma edge too wide to be in focus.
+
+    A new cell goes when its soma edge is more than ``LARGE_SOMA_MAX_EDGE_WIDTH`` times as wide in
+    pixels as the median of the first ``n_before`` cells' (:func:`astro3s.postprocess.soma_edge_blur`),
+    leaving out of that reference the cells that may be its own pieces: those joined to it through
+    soma or process pixels, and those under ``FRAGMENT_SOMA_RATIO`` of its soma's area. At high zoom
+    the first pass draws a thick process's pieces as somata, and their narrow edges made the true soma
+    look blurred (held-out movies on ASTRA's D2 layouts: 1.29-1.49x, three true cells lost). With no
+    other reference the cell stays. ``FRAGMENT_SOMA_RATIO = 0`` (the fragment rule off) keeps every
+    earlier cell in the reference.
+
+    Returns
+    -------
+    drop : ndarray of bool, shape (merged.n_cells,)
+    """
+    from scipy import ndimage
+
+    from astro3s.postprocess.sharpness import soma_edge_blur
+
+    drop = np.zeros(merged.n_cells, bool)
+    if merged.n_cells <= n_before:
+        return drop
+    width = soma_edge_blur(median_image, merged.soma, relative=False)
+    groups, _ = ndimage.label((merged.soma > 0) | (merged.processes > 0), structure=np.ones((3, 3), bool))
+    group_of = np.zeros(merged.n_cells + 1, np.int64)
+    group_of[merged.soma[merged.soma > 0]] = groups[merged.soma > 0]
+    area = merged.soma_area.astype(np.float64)
+    old = np.arange(n_before)
+    for k in range(n_before, merged.n_cells):  # loop over the added cells (a few)
+        own = np.zeros(n_before, bool)
+        if FRAGMENT_SOMA_RATIO:  # with the fragment rule off, every earlier cell is the reference, as before
+            own = (group_of[old + 1] == group_of[k + 1]) | (area[old] < FRAGMENT_SOMA_RATIO * area[k])
+        reference = width[old[~own]]
+        reference = reference[np.isfinite(reference)]
+        if reference.size and np.isfinite(width[k]):
+            drop[k] = width[k] > LARGE_SOMA_MAX_EDGE_WIDTH * float(np.median(reference))
+    return drop
 
 
 def binned_pass(pre: Any, model: Any, options: InferenceOptions, factor: int, *, timings: dict[str, float],
@@ -502,7 +545,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         if factor > 1 and pre.corrected is not None:
             seg, scale_info = _segment_binned(pre, model, options, factor, coarse, timings=timings, name=name,
                                               started=t)
-            return pre, with_limited_processes(seg, options), scale_info
+            return pre, _final_cells(seg, pre, options), scale_info
         scale_info.update(coarse)
         timings["binning_s"] = time.perf_counter() - t
     if options.soma_scale == "auto":
@@ -547,7 +590,78 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         from astro3s.postprocess.grow import with_extended_processes
 
         seg = with_extended_processes(seg, median_image)
-    return pre, with_limited_processes(seg, options) if allow_binning else seg, scale_info
+    if not allow_binning:
+        return pre, seg, scale_info
+    return pre, _final_cells(seg, pre, options), scale_info
+
+
+def _final_cells(seg: Any, pre: Any, options: InferenceOptions) -> Any:
+    """The rules on the movie's whole segmentation, at both exits of :func:`segment_movie`."""
+    seg = with_fragments_absorbed(seg, max_ratio=FRAGMENT_SOMA_RATIO)
+    if PAIR_BLUR_RULE:
+        seg = drop_blurred_pair(seg, pre, options)
+    return with_limited_processes(seg, options)
+
+
+# a soma under this fraction of the largest soma joined to it (through soma or process pixels) is a
+# swelling of that cell's process: its pixels become that cell's processes (with_fragments_absorbed;
+# chosen 2026-12-05 on held-out movies on ASTRA's D2 layouts, experiments/results/heldout_ablation.md)
+FRAGMENT_SOMA_RATIO = 0.15
+# FOVs of two cells: the one whose soma edge is max_relative_blur times wider goes (drop_blurred_pair;
+# 2026-12-05 night, held-out movies on ASTRA's D2 layouts); False turns it off
+PAIR_BLUR_RULE = True
+
+
+def with_fragments_absorbed(seg: Any, *, max_ratio: float | None = FRAGMENT_SOMA_RATIO) -> Any:
+    """``seg`` with cells far smaller than the cell they are joined to absorbed as its processes.
+
+    :func:`astro3s.postprocess.absorb_fragment_somata` with ``max_ratio``
+    (None or 0: ``seg`` as it is); ``counts["fragments_absorbed"]`` says how many.
+    At high zoom a thick process's branch points and swellings are as wide as
+    a D1 soma, and the soma-size filters, which keep every size the
+    configured range accepts, let them through as cells (the independent
+    benchmark of issue 13 reported such fragments in place of high-zoom cells).
+    """
+    if not max_ratio:
+        return seg
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.postprocess.split import absorb_fragment_somata
+
+    soma, processes, absorbed = absorb_fragment_somata(seg.soma, seg.processes, max_ratio=max_ratio)
+    counts = {**seg.counts, "fragments_absorbed": absorbed}
+    if not absorbed:
+        return dataclasses.replace(seg, counts=counts)
+    counts["cells"] = seg.n_cells - absorbed
+    return _segmentation(soma, processes, seg.n_cells - absorbed, seg.params, counts)
+
+
+def drop_blurred_pair(seg: Any, pre: Any, options: InferenceOptions) -> Any:
+    """A FOV of two cells without the one whose soma edge is much wider, in pixels, than the other's.
+
+    The look-alike rule on soma blur (:func:`astro3s.postprocess.sharpness.remove_blurred_cells`)
+    compares each cell with the median of at least ``CombineParams.min_cells_for_blur`` (3) cells:
+    a FOV of one true cell and one out-of-focus astrocyte, as at high zoom, keeps both. With two
+    cells the sharper one is the reference, and the other goes when its soma edge is more than
+    ``max_relative_blur`` (1.5, the same factor) times as wide in pixels: defocus widens an edge
+    by pixels whatever the soma's size, and two in-focus cells of different sizes have edges
+    of about the same width in pixels (their widths relative to the radius differ). Measured:
+    held-out movies on ASTRA's D2 layouts, out-of-focus cells 1.04-1.82x the true cell's edge
+    width (7 of 10 over 1.5), two true cells 0.97-1.09x (experiments/results/heldout_ablation.md).
+    ``counts["pair_blurred_removed"]`` says whether one went.
+    """
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import remove_cells
+    from astro3s.postprocess.sharpness import soma_edge_blur
+
+    max_blur = options.combine.get("max_relative_blur", CombineParams.max_relative_blur)
+    median_image = getattr(pre, "median_image", None)
+    if max_blur is None or median_image is None or seg.n_cells != 2 or median_image.shape != seg.soma.shape:
+        return seg
+    width = soma_edge_blur(median_image, seg.soma, relative=False)
+    drop = np.zeros(2, bool)
+    if np.all(np.isfinite(width)) and width.min() > 0:
+        drop[int(np.argmax(width))] = width.max() > float(max_blur) * width.min()
+    return remove_cells(seg, drop, count_key="pair_blurred_removed")
 
 
 def with_limited_processes(seg: Any, options: InferenceOptions) -> Any:

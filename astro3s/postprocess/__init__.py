@@ -29,14 +29,15 @@ from astro3s.postprocess.combine import (
 from astro3s.postprocess.params import BLENDS, SPLITS, CombineParams
 from astro3s.postprocess.rules import (class_masks, component_areas, merge_somata, remove_orphan_processes,
                                        small_somata_to_processes, soma_area_filter)
-from astro3s.postprocess.split import (keep_connected_to_soma, label_somata, limit_process_area, soma_centroids,
-                                       split_disc, split_watershed)
+from astro3s.postprocess.split import (absorb_fragment_somata, keep_connected_to_soma, label_somata,
+                                       limit_process_area, soma_centroids, split_disc, split_watershed)
 
 __all__ = [
     "BLENDS",
     "SPLITS",
     "CombineParams",
     "Segmentation",
+    "absorb_fragment_somata",
     "add_missing_cells",
     "blend_crops",
     "class_masks",

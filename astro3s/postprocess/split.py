@@ -27,7 +27,9 @@ loops over the groups with several somata only, each on its bounding box.
 
 Once split, :func:`keep_connected_to_soma` drops process pieces cut off from
 their own soma and :func:`limit_process_area` keeps at most a set multiple of
-each soma's area as its processes, the pixels nearest the soma.
+each soma's area as its processes, the pixels nearest the soma;
+:func:`absorb_fragment_somata` gives a "soma" far smaller than the soma it is
+joined to (a swelling of that cell's process) to that cell as processes.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from scipy import ndimage
 
 from astro3s.metrics import DISC_RADIUS, label_components
 
-__all__ = ["keep_connected_to_soma", "label_somata", "limit_process_area", "soma_centroids", "split_disc",
-           "split_watershed"]
+__all__ = ["absorb_fragment_somata", "keep_connected_to_soma", "label_somata", "limit_process_area", "soma_centroids",
+           "split_disc", "split_watershed"]
 
 
 def label_somata(soma: np.ndarray, *, connectivity: int = 2) -> tuple[np.ndarray, int]:
@@ -161,6 +163,69 @@ def limit_process_area(soma_labels: np.ndarray, process_labels: np.ndarray, *,
     # pieces the cut stranded go; other cells' processes stay as they came
     joined = keep_connected_to_soma(soma_labels, processes)
     return np.where(np.isin(processes, over), joined, processes).astype(np.int32)
+
+
+def absorb_fragment_somata(soma_labels: np.ndarray, process_labels: np.ndarray, *,
+                           max_ratio: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Cells whose soma is far smaller than the largest soma joined to it become that cell's processes.
+
+    The astrocytes of one FOV are imaged at one zoom, and their somata span a
+    few-fold range of areas: in ASTRA's consensus annotations the smallest
+    soma of a FOV is 0.26-0.6 of its largest (median over FOVs, D1/D2/D4), and
+    cells whose drawings touch have somata 0.69-0.99 of each other's (one D2
+    file holds a 3-px soma piece). A "soma" joined through soma or process
+    pixels to one more than ``1 / max_ratio`` times larger is a swelling or
+    branch point of that cell's thick process, not a cell (held-out movies on
+    ASTRA's D2 layouts: 4 such fragments at 0.05-0.06 of their cell's soma,
+    and no true cell under 0.28 of a joined soma on the 133 development and
+    held-out movies looked at; experiments/results/heldout_ablation.md).
+
+    Parameters
+    ----------
+    soma_labels, process_labels : array_like of int, shape (H, W)
+        Disjoint label images sharing ids ``1..n`` (0 background).
+    max_ratio : float
+        In (0, 1): a soma under this fraction of the largest soma of its
+        8-connected group of soma and process pixels is absorbed.
+
+    Returns
+    -------
+    soma_labels, process_labels : ndarray of int32, shape (H, W)
+        The fragments' soma and process pixels are processes of the group's
+        largest cell; the remaining cells renumbered ``1..m`` in their order.
+    absorbed : int
+        How many cells were absorbed.
+    """
+    if not 0 < max_ratio < 1:
+        raise ValueError(f"max_ratio must be in (0, 1), got {max_ratio}")
+    soma = np.asarray(soma_labels).astype(np.int32)
+    processes = np.asarray(process_labels).astype(np.int32)
+    n = int(max(soma.max(initial=0), processes.max(initial=0)))
+    area = np.bincount(soma.ravel(), minlength=n + 1)
+    if np.count_nonzero(area[1:]) < 2:
+        return soma, processes, 0
+    groups, _ = ndimage.label((soma > 0) | (processes > 0), structure=np.ones((3, 3), bool))
+    # each soma's group (a soma lies in one group); the largest soma of every group
+    group_of = np.zeros(n + 1, np.int64)
+    group_of[soma[soma > 0]] = groups[soma > 0]
+    cells = np.flatnonzero(area[1:]) + 1
+    order = cells[np.lexsort((cells, area[cells]))]  # ascending area: the last write per group wins
+    largest = np.zeros(int(groups.max()) + 1, np.int64)
+    largest[group_of[order]] = order
+    big = largest[group_of[cells]]
+    fragment = cells[(big != cells) & (area[cells] < max_ratio * area[big])]
+    if fragment.size == 0:
+        return soma, processes, 0
+    owner = np.arange(n + 1)
+    owner[fragment] = largest[group_of[fragment]]
+    processes = np.where(np.isin(soma, fragment), owner[soma], owner[processes])
+    soma = np.where(np.isin(soma, fragment), 0, soma)
+    keep = np.ones(n + 1, bool)
+    keep[fragment] = False
+    keep[0] = False
+    new_id = np.zeros(n + 1, np.int32)
+    new_id[keep] = np.arange(1, int(keep.sum()) + 1)
+    return new_id[soma], new_id[processes], int(fragment.size)
 
 
 def split_watershed(soma_labels: np.ndarray, processes: np.ndarray, cell_probability: np.ndarray | None = None,

@@ -1,0 +1,152 @@
+"""A "soma" far smaller than the soma it is joined to is that cell's process swelling (2026-12-05, night)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _giant_with_swelling() -> tuple[np.ndarray, np.ndarray]:
+    """Cell 1: a 40x40 soma (1600 px) with a 4-px wide process carrying a 6x6 "soma" (cell 2, 36 px,
+    0.0225x); cell 3: a 12x12 soma (144 px) alone; cell 4: a 30x30 soma joined to cell 1 by a process
+    (900 px, 0.56x: a neighbour, not a fragment)."""
+    soma = np.zeros((200, 200), np.int32)
+    processes = np.zeros_like(soma)
+    soma[20:60, 20:60] = 1
+    processes[38:42, 60:100] = 1
+    soma[37:43, 100:106] = 2
+    processes[38:42, 106:120] = 2
+    soma[150:162, 150:162] = 3
+    processes[60:120, 38:42] = 1
+    soma[120:150, 25:55] = 4
+    return soma, processes
+
+
+def test_a_small_soma_on_a_large_cells_process_becomes_its_processes() -> None:
+    from astro3s.postprocess import absorb_fragment_somata
+
+    soma, processes = _giant_with_swelling()
+    new_soma, new_processes, absorbed = absorb_fragment_somata(soma, processes, max_ratio=0.15)
+    assert absorbed == 1
+    # the swelling and its own processes are cell 1's processes now; the cells after it renumbered
+    assert np.all(new_processes[37:43, 100:106] == 1) and np.all(new_processes[38:42, 106:120] == 1)
+    assert not new_soma[37:43, 100:106].any()
+    assert np.all(new_soma[150:162, 150:162] == 2) and np.all(new_soma[120:150, 25:55] == 3)
+    # nothing added or lost: the same foreground, no pixel in both images
+    np.testing.assert_array_equal((new_soma > 0) | (new_processes > 0), (soma > 0) | (processes > 0))
+    assert not np.any((new_soma > 0) & (new_processes > 0))
+    assert sorted(np.unique(new_soma[new_soma > 0])) == [1, 2, 3]
+
+
+def test_neighbours_of_similar_size_and_lone_small_cells_stay() -> None:
+    from astro3s.postprocess import absorb_fragment_somata
+
+    soma, processes = _giant_with_swelling()
+    # at 0.02 the 0.0225x swelling is kept too: nothing changes
+    new_soma, new_processes, absorbed = absorb_fragment_somata(soma, processes, max_ratio=0.02)
+    assert absorbed == 0
+    np.testing.assert_array_equal(new_soma, soma)
+    np.testing.assert_array_equal(new_processes, processes)
+    # one cell alone: nothing to compare
+    one = np.where(soma == 3, 1, 0)
+    assert absorb_fragment_somata(one, np.zeros_like(one), max_ratio=0.15)[2] == 0
+    with pytest.raises(ValueError, match="max_ratio"):
+        absorb_fragment_somata(soma, processes, max_ratio=1.5)
+
+
+def test_segment_movie_rule_counts_and_can_be_turned_off() -> None:
+    from astro3s.inference.cells import with_fragments_absorbed
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+
+    soma, processes = _giant_with_swelling()
+    seg = _segmentation(soma, processes, 4, CombineParams(), {"cells": 4})
+    kept = with_fragments_absorbed(seg, max_ratio=0.15)
+    assert kept.n_cells == 3 and kept.counts["fragments_absorbed"] == 1 and kept.counts["cells"] == 3
+    assert kept.process_area[0] == seg.process_area[0] + seg.soma_area[1] + seg.process_area[1]
+    assert with_fragments_absorbed(seg, max_ratio=None) is seg
+    assert with_fragments_absorbed(seg, max_ratio=0) is seg
+
+
+def _two_discs(blur_second: float) -> tuple[np.ndarray, np.ndarray]:
+    """A median image with a sharp 15-px-radius disc and a second disc blurred by ``blur_second`` px,
+    and their soma labels (1: the sharp one)."""
+    from scipy import ndimage
+
+    yy, xx = np.mgrid[:160, :160]
+    first = np.hypot(yy - 50, xx - 50) < 15
+    second = np.hypot(yy - 110, xx - 110) < 15
+    image = 10 + 100 * ndimage.gaussian_filter(first.astype(float), 1.0) \
+        + 100 * ndimage.gaussian_filter(second.astype(float), blur_second)
+    soma = first.astype(np.int32) + 2 * second
+    return image.astype(np.float32), soma
+
+
+@pytest.mark.parametrize(("blur_second", "kept"), [(1.0, 2), (1.3, 2), (4.0, 1)])
+def test_of_two_cells_the_one_with_a_much_wider_edge_goes(blur_second: float, kept: int) -> None:
+    from types import SimpleNamespace
+
+    from astro3s.inference.cells import drop_blurred_pair
+    from astro3s.inference.pipeline import InferenceOptions
+    from astro3s.postprocess import CombineParams
+    from astro3s.preprocess import PreprocessParams
+    from astro3s.postprocess.combine import _segmentation
+
+    image, soma = _two_discs(blur_second)
+    seg = _segmentation(soma, np.zeros_like(soma), 2, CombineParams(), {"cells": 2})
+    out = drop_blurred_pair(seg, SimpleNamespace(median_image=image), InferenceOptions(PreprocessParams()))
+    assert out.n_cells == kept and out.counts["pair_blurred_removed"] == 2 - kept
+    if kept == 1:
+        np.testing.assert_array_equal(out.soma > 0, soma == 1)  # the sharp one stays
+    # three cells: the median rule's business, not this one's
+    three = np.where(soma == 0, 0, soma)
+    three[5:15, 140:150] = 3
+    seg3 = _segmentation(three, np.zeros_like(three), 3, CombineParams(), {"cells": 3})
+    assert drop_blurred_pair(seg3, SimpleNamespace(median_image=image), InferenceOptions(PreprocessParams())) is seg3
+    # the rule is the combination's blur rule: off with it
+    off = InferenceOptions(PreprocessParams(), combine={"max_relative_blur": None})
+    assert drop_blurred_pair(seg, SimpleNamespace(median_image=image), off) is seg
+
+
+def test_a_large_cell_is_not_judged_against_its_own_fragments() -> None:
+    """The large-soma pass's edge test: a soft-edged large soma among sharp small cells goes, unless those
+    small cells are its own pieces (joined to it, or under FRAGMENT_SOMA_RATIO of its area)."""
+    from scipy import ndimage
+
+    from astro3s.inference.cells import _wide_edged_additions
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+
+    yy, xx = np.mgrid[:300, :300]
+    big = np.hypot(yy - 150, xx - 150) < 28  # ~2460 px, the added cell (id 4)
+    small = [np.hypot(yy - y, xx - x) < 10 for y, x in ((40, 40), (40, 260), (260, 40))]  # ~310 px each
+    image = 10 + 100 * ndimage.gaussian_filter(big.astype(float), 3.0)
+    for disc in small:
+        image += 100 * ndimage.gaussian_filter(disc.astype(float), 1.0)
+    soma = np.zeros((300, 300), np.int32)
+    for k, disc in enumerate(small, start=1):
+        soma[disc] = k
+    soma[big] = 4
+    seg = _segmentation(soma, np.zeros_like(soma), 4, CombineParams(), {})
+    # three cells of its size class elsewhere in the FOV: its wide edge is out of focus
+    many = [np.hypot(yy - y, xx - x) < 16 for y, x in ((40, 40), (40, 260), (260, 40))]
+    soma_many = np.where(big, 4, 0)
+    image_many = 10 + 100 * ndimage.gaussian_filter(big.astype(float), 3.0)
+    for k, disc in enumerate(many, start=1):
+        soma_many[disc] = k
+        image_many += 100 * ndimage.gaussian_filter(disc.astype(float), 1.0)
+    seg_many = _segmentation(soma_many, np.zeros_like(soma_many), 4, CombineParams(), {})
+    assert _wide_edged_additions(seg_many, 3, image_many.astype(np.float32)).tolist() == [False] * 3 + [True]
+    # small cells (0.13x its area): pieces, not a reference for its focus -> it stays
+    assert not _wide_edged_additions(seg, 3, image.astype(np.float32)).any()
+    # without the fragment rule they are the reference again (the test before 2026-12-05 night)
+    import astro3s.inference.cells as cells
+
+    saved = cells.FRAGMENT_SOMA_RATIO
+    try:
+        cells.FRAGMENT_SOMA_RATIO = 0.0
+        processes = np.zeros_like(soma)
+        assert _wide_edged_additions(_segmentation(soma, processes, 4, CombineParams(), {}), 3,
+                                     image.astype(np.float32))[3]
+    finally:
+        cells.FRAGMENT_SOMA_RATIO = saved
