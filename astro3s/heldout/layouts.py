@@ -34,19 +34,18 @@ from pathlib import Path
 
 import numpy as np
 
-from astro3s.heldout.members import MemberRecipe, MovieParams, draw_params, rng_for
+from astro3s.heldout.members import MemberRecipe, MovieParams, draw_params
 from astro3s.heldout.morphology import AstrocyteShape, _sponge_field, _thin_lines
-from astro3s.heldout.optics import PSF, psf_kernel
 from astro3s.heldout.scene import (
     MARGIN,
     N_BANDS,
     Scene,
     _add_astrocyte,
     _blobs,
-    _Canvas,
     _finish_scene,
     _neurons,
     _out_of_focus,
+    _scene_start,
 )
 
 __all__ = ["LAYOUT_RECIPES", "LAYOUT_SEED_BASE", "TRAINING_LAYOUTS", "build_layout_scene", "layout_astrocyte",
@@ -229,13 +228,7 @@ def build_layout_scene(params: MovieParams, soma: np.ndarray, processes: np.ndar
     T, H, W = params.shape
     if soma.shape != (H, W) or processes.shape != (H, W):
         raise ValueError(f"labels of shape {soma.shape} / {processes.shape} do not fit the movie's {(H, W)}")
-    canvas = _Canvas((H + 2 * MARGIN, W + 2 * MARGIN))
-    t = np.arange(T) / params.fs
-    rng_m = rng_for(params.seed, "morphology")
-    rng_a = rng_for(params.seed, "activity")
-    rng_p = rng_for(params.seed, "placement")
-    rng_b = rng_for(params.seed, "background")
-    kernel = psf_kernel(PSF(**params.psf))
+    canvas, t, (rng_m, rng_a, rng_p, rng_b), kernel = _scene_start(params)
     pad = kernel.shape[0] // 2 + 1
 
     thin = np.zeros((H, W), np.uint16)

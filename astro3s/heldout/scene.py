@@ -360,6 +360,15 @@ def _vessels(rng: np.random.Generator, params: MovieParams, canvas: _Canvas, t: 
     return trans, clearance, records
 
 
+def _scene_start(params: MovieParams) -> tuple[_Canvas, np.ndarray, tuple[np.random.Generator, ...], np.ndarray]:
+    """An empty canvas, the frame times, the four random streams (morphology, activity, placement,
+    background) and the PSF kernel of a movie."""
+    T, H, W = params.shape
+    streams = tuple(rng_for(params.seed, name) for name in ("morphology", "activity", "placement", "background"))
+    return (_Canvas((H + 2 * MARGIN, W + 2 * MARGIN)), np.arange(T) / params.fs, streams,
+            psf_kernel(PSF(**params.psf)))
+
+
 def build_scene(params: MovieParams) -> Scene:
     """Lay out every object of a movie and paint its ground truth.
 
@@ -373,13 +382,7 @@ def build_scene(params: MovieParams) -> Scene:
     """
     T, H, W = params.shape
     margin = MARGIN
-    canvas = _Canvas((H + 2 * margin, W + 2 * margin))
-    t = np.arange(T) / params.fs
-    rng_m = rng_for(params.seed, "morphology")
-    rng_a = rng_for(params.seed, "activity")
-    rng_p = rng_for(params.seed, "placement")
-    rng_b = rng_for(params.seed, "background")
-    kernel = psf_kernel(PSF(**params.psf))
+    canvas, t, (rng_m, rng_a, rng_p, rng_b), kernel = _scene_start(params)
 
     transmission, clearance, objects = _vessels(rng_b, params, canvas, t, kernel=kernel, margin=margin)
     vessel_clearance = clearance if params.n_vessels else None
