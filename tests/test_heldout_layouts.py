@@ -104,5 +104,7 @@ def test_cli_writes_layout_movies(tmp_path):
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["member"] == "layout_d1" and meta["layout"].startswith("D1/") and meta["shape"][0] == 12
     assert (folder / "ground_truth" / "processes.tif").is_file()
-    # a consensus folder without the dataset: one clear error, exit 2
+    # a consensus folder without the dataset, or a repeat out of range: one clear error, exit 2, nothing written
     assert main(["--layouts", str(consensus), "--datasets", "D2", "--out", str(out)]) == 2
+    assert main(["--layouts", str(consensus), "--repeat", "12", "--out", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()

@@ -97,7 +97,8 @@ def layout_files(annotations: str | Path, dataset: str, *, include_training: boo
     files = sorted((Path(annotations) / dataset).glob("*.zip"))
     if not files:
         raise FileNotFoundError(f"{Path(annotations) / dataset} holds no RoiSet .zip: point --layouts at the "
-                                "consensus folder of ASTRA's annotations (../shared/data/astra_annotations/consensus)")
+                                "consensus folder of ASTRA's annotations (holding D1 ... D4), or give --layouts "
+                                "without a folder for the copy shipped with astro3s")
     return files if include_training else files[TRAINING_LAYOUTS.get(dataset, 0):]
 
 
@@ -306,6 +307,8 @@ def write_layout_family(annotations: str | Path, out_dir: str | Path, *, dataset
     from astro3s.io import read_roiset
 
     log = logging.getLogger(__name__)
+    if not 0 <= int(repeat) < 10:
+        raise ValueError(f"repeat must be in 0..9, got {repeat}")
     datasets = list(DATASET_ORDER if datasets is None else datasets)
     jobs = []
     for dataset in datasets:  # the four datasets
