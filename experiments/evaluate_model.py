@@ -206,6 +206,7 @@ RULE_CONSTANTS = {
     "extend_refitted_fovs": ("astro3s.inference.cells", "EXTEND_REFITTED_FOVS", bool),
     "fragment_ratio": ("astro3s.inference.cells", "FRAGMENT_SOMA_RATIO", float),
     "pair_blur_rule": ("astro3s.inference.cells", "PAIR_BLUR_RULE", bool),
+    "own_reach": ("astro3s.preprocess.scale", "OWN_REACH", float),
 }
 
 
@@ -319,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pair-blur-rule", type=int, choices=(0, 1), default=None,
                         help="astro3s.inference.cells.PAIR_BLUR_RULE: on FOVs of two cells, drop the one whose soma "
                              "edge is 1.5x wider in pixels (default: its value, 1; 0 as before 2026-12-05 night)")
+    parser.add_argument("--own-reach", type=float, default=None,
+                        help="astro3s.preprocess.scale.OWN_REACH: soma radii around a blob within which its own "
+                             "processes' specks do not vote for the FOV's soma scale (default: its value, 4; 3 "
+                             "before 2026-12-05 night)")
     parser.add_argument("--max-process-ratio", type=float, default=MAX_PROCESS_RATIO,
                         help="most process area per soma area a cell keeps (astro3s-infer max_process_ratio=; "
                              "0: no limit, as before 2026-12-05 evening)")

@@ -150,3 +150,25 @@ def test_a_large_cell_is_not_judged_against_its_own_fragments() -> None:
                                      image.astype(np.float32))[3]
     finally:
         cells.FRAGMENT_SOMA_RATIO = saved
+
+
+def test_two_joined_cells_are_not_judged_by_their_edges() -> None:
+    # a soft cell joined to a sharp one through a process: the sharp "soma" may be a piece of the other's
+    # process, so neither goes
+    from types import SimpleNamespace
+
+    from astro3s.inference.cells import drop_blurred_pair
+    from astro3s.inference.pipeline import InferenceOptions
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.preprocess import PreprocessParams
+
+    image, soma = _two_discs(4.0)
+    processes = np.zeros_like(soma)
+    diagonal = np.arange(50, 111)
+    processes[diagonal, diagonal] = 1  # a process from one disc to the other
+    processes[diagonal[:-1], diagonal[:-1] + 1] = 1
+    processes[soma > 0] = 0
+    seg = _segmentation(soma, processes, 2, CombineParams(), {"cells": 2})
+    out = drop_blurred_pair(seg, SimpleNamespace(median_image=image), InferenceOptions(PreprocessParams()))
+    assert out.n_cells == 2 and out.counts["pair_blurred_removed"] == 0

@@ -565,21 +565,23 @@ def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, m
     # before each rule; every entry of its table must name a constant the inference path reads
     from astro3s.inference import cells, segment
     from astro3s.postprocess import grow
+    from astro3s.preprocess import scale
 
     module = experiment_script("evaluate_model")
     for name, target in (("SOMA_REACH", grow), ("SHRINK_TOLERANCE", segment), ("CROWDED_SOMATA", cells),
-                         ("EXTEND_REFITTED_FOVS", cells), ("FRAGMENT_SOMA_RATIO", cells), ("PAIR_BLUR_RULE", cells)):
+                         ("EXTEND_REFITTED_FOVS", cells), ("FRAGMENT_SOMA_RATIO", cells), ("PAIR_BLUR_RULE", cells),
+                         ("OWN_REACH", scale)):
         monkeypatch.setattr(target, name, getattr(target, name))  # restored after the test
     assert module.rule_constants() == {"soma_reach": grow.SOMA_REACH, "shrink_tolerance": segment.SHRINK_TOLERANCE,
                                        "crowded_somata": cells.CROWDED_SOMATA,
                                        "extend_refitted_fovs": cells.EXTEND_REFITTED_FOVS,
                                        "fragment_ratio": cells.FRAGMENT_SOMA_RATIO,
-                                       "pair_blur_rule": cells.PAIR_BLUR_RULE}
+                                       "pair_blur_rule": cells.PAIR_BLUR_RULE, "own_reach": scale.OWN_REACH}
     module.set_rule_constants({"soma_reach": "0.5", "shrink_tolerance": None, "crowded_somata": 7.0,
-                               "extend_refitted_fovs": 0, "fragment_ratio": 0, "pair_blur_rule": 0})
+                               "extend_refitted_fovs": 0, "fragment_ratio": 0, "pair_blur_rule": 0, "own_reach": 3})
     assert grow.SOMA_REACH == 0.5 and segment.SHRINK_TOLERANCE == 1.25 and cells.CROWDED_SOMATA == 7
     assert isinstance(cells.CROWDED_SOMATA, int) and cells.EXTEND_REFITTED_FOVS is False
-    assert cells.FRAGMENT_SOMA_RATIO == 0 and cells.PAIR_BLUR_RULE is False
+    assert cells.FRAGMENT_SOMA_RATIO == 0 and cells.PAIR_BLUR_RULE is False and scale.OWN_REACH == 3.0
 
 
 def test_evaluate_model_gives_no_process_figure_against_soma_only_truth(experiment_script) -> None:

@@ -49,6 +49,23 @@ def test_blob_soma_area_of_one_large_cell_is_its_soma_not_its_branch_specks() ->
     assert blob_soma_area(image.astype(np.float32), dominance=np.inf) < 200
 
 
+def test_blob_soma_area_ignores_the_specks_of_processes_traced_as_far_as_annotators_trace_them() -> None:
+    # the same cell whose specks lie 3-3.9 blob radii from its centre (D2's annotators trace processes ~3 radii
+    # beyond the soma's edge): OWN_REACH (4) keeps them from voting; the earlier 3 radii let them outvote it
+    from astro3s.preprocess import blob_soma_area
+
+    size, radius = 320, 30.0
+    yy, xx = np.mgrid[:size, :size]
+    image = np.where(np.hypot(yy - 160, xx - 160) <= radius, 1.0, 0.0)
+    for k, angle in enumerate(np.linspace(0, 2 * np.pi, 24, endpoint=False)):
+        d = radius * (4.0 + 0.9 * (k % 4) / 3)  # 4-4.9 soma radii: about 3-3.9 radii of the soma's blob
+        cy, cx = 160 + d * np.sin(angle), 160 + d * np.cos(angle)
+        image = np.maximum(image, np.where(np.hypot(yy - cy, xx - cx) <= 3 + k % 2, 0.3, 0.0))
+    image = image.astype(np.float32)
+    assert blob_soma_area(image) == pytest.approx(math.pi * radius**2, rel=0.6)
+    assert blob_soma_area(image, own_reach=3.0) < 200
+
+
 def test_blob_soma_area_keeps_every_soma_of_a_crowded_fov() -> None:
     # neighbours of one size never silence each other: the rule needs a blob twice as wide and strong
     from astro3s.preprocess import blob_soma_area

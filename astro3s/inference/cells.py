@@ -644,9 +644,10 @@ def drop_blurred_pair(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     cells the sharper one is the reference, and the other goes when its soma edge is more than
     ``max_relative_blur`` (1.5, the same factor) times as wide in pixels: defocus widens an edge
     by pixels whatever the soma's size, and two in-focus cells of different sizes have edges
-    of about the same width in pixels (their widths relative to the radius differ). Measured:
-    held-out movies on ASTRA's D2 layouts, out-of-focus cells 1.04-1.82x the true cell's edge
-    width (7 of 10 over 1.5), two true cells 0.97-1.09x (experiments/results/heldout_ablation.md).
+    of about the same width in pixels (their widths relative to the radius differ). Only two cells
+    apart (not joined through soma or process pixels) are compared. Measured: held-out movies on
+    ASTRA's D2 layouts, out-of-focus cells 1.04-1.82x the true cell's edge width (7 of 10 over
+    1.5, all 7 apart from it), two true cells 0.97-1.09x (experiments/results/heldout_ablation.md).
     ``counts["pair_blurred_removed"]`` says whether one went.
     """
     from astro3s.postprocess import CombineParams
@@ -657,9 +658,16 @@ def drop_blurred_pair(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     median_image = getattr(pre, "median_image", None)
     if max_blur is None or median_image is None or seg.n_cells != 2 or median_image.shape != seg.soma.shape:
         return seg
+    from scipy import ndimage
+
+    # two cells joined through soma or process pixels are judged by nothing here: the sharper "soma" may
+    # be a piece of the other's process (heldout_layout_d2_RoiSet_SMALL_044_r1: the true cell dropped
+    # against a piece of its own process; the out-of-focus cells this rule removed all stood apart)
+    groups, _ = ndimage.label((seg.soma > 0) | (seg.processes > 0), structure=np.ones((3, 3), bool))
+    apart = np.intersect1d(groups[seg.soma == 1], groups[seg.soma == 2]).size == 0
     width = soma_edge_blur(median_image, seg.soma, relative=False)
     drop = np.zeros(2, bool)
-    if np.all(np.isfinite(width)) and width.min() > 0:
+    if apart and np.all(np.isfinite(width)) and width.min() > 0:
         drop[int(np.argmax(width))] = width.max() > float(max_blur) * width.min()
     return remove_cells(seg, drop, count_key="pair_blurred_removed")
 

@@ -51,9 +51,15 @@ def blob_responses(image: np.ndarray, sigmas) -> np.ndarray | None:
     return np.stack([-(s**2) * ndi.gaussian_laplace(img, s) for s in sigmas])
 
 
+#: How far (soma radii from a blob's centre) the specks of that cell's own processes are ignored by
+#: :func:`blob_soma_area` (3 until 2026-12-05 night: on held-out movies on ASTRA's D2 layouts, the
+#: thick processes' specks beyond 3 radii outvoted the soma on 5 of 50 FOVs; experiments/results/heldout_ablation.md)
+OWN_REACH = 4.0
+
+
 def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1.25, n_scales: int = 16,
                    n_blobs: int = 30, min_response: float = 0.25, dominance: float = 2.0,
-                   own_reach: float = 3.0) -> float | None:
+                   own_reach: float | None = None) -> float | None:
     """Typical soma area (px) of a FOV from the blobs of its summary image.
 
     Parameters
@@ -74,6 +80,9 @@ def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1
         that cell's own processes, not a soma. (A FOV holding one large
         astrocyte, as most of ASTRA's D2 FOVs do, has a single soma blob
         against 20-30 specks along its branches, which outvoted it.)
+        ``own_reach`` (None: :data:`OWN_REACH`, 4) covers a cell's processes as far as
+        annotators trace them: 2-3 soma radii beyond the soma's edge (D2 2.97,
+        ``experiments/measure_annotations.py``), 3-4 radii from its centre.
 
     Returns
     -------
@@ -83,6 +92,7 @@ def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1
     """
     from scipy import ndimage as ndi
 
+    own_reach = OWN_REACH if own_reach is None else float(own_reach)
     img = np.asarray(image, dtype=np.float32)
     if img.ndim != 2 or img.size == 0:
         return None
