@@ -200,13 +200,31 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
 
 #: rule constants an evaluation can set (``--soma-reach`` etc.) and records: report key -> (module, name, type)
 RULE_CONSTANTS = {
-    "soma_reach": ("astro3s.postprocess.grow", "SOMA_REACH", float),
-    "shrink_tolerance": ("astro3s.inference.segment", "SHRINK_TOLERANCE", float),
-    "crowded_somata": ("astro3s.inference.cells", "CROWDED_SOMATA", int),
-    "extend_refitted_fovs": ("astro3s.inference.cells", "EXTEND_REFITTED_FOVS", bool),
-    "fragment_ratio": ("astro3s.inference.cells", "FRAGMENT_SOMA_RATIO", float),
-    "pair_blur_rule": ("astro3s.inference.cells", "PAIR_BLUR_RULE", bool),
-    "own_reach": ("astro3s.preprocess.scale", "OWN_REACH", float),
+    "soma_reach": ("astro3s.postprocess.grow", "SOMA_REACH", float,
+                   "how far somata are extended over their plateau, in radii of the soma as drawn "
+                   "(astro3s.postprocess.grow.SOMA_REACH; default: its value, 1.0; 0.5 before 2026-12-05)"),
+    "shrink_tolerance": ("astro3s.inference.segment", "SHRINK_TOLERANCE", float,
+                   "factor below the parameters' centre soma area at which the soma scale shrinks "
+                   "(astro3s.inference.segment.SHRINK_TOLERANCE; default: its value, 1.25; 1.5 before "
+                   "2026-12-05 late night)"),
+    "crowded_somata": ("astro3s.inference.cells", "CROWDED_SOMATA", int,
+                   "first-pass somata from which a FOV's size filter uses CROWDED_SOMA_SLACK "
+                   "(astro3s.inference.cells.CROWDED_SOMATA; default: its value, 40; 1000000 turns it "
+                   "off, as before 2026-12-05 late night)"),
+    "extend_refitted_fovs": ("astro3s.inference.cells", "EXTEND_REFITTED_FOVS", bool,
+                   "extend_processes also on FOVs whose soma range was refitted but not zoomed "
+                   "(astro3s.inference.cells.EXTEND_REFITTED_FOVS; default: its value, 1; 0 as before "
+                   "2026-12-05 evening)"),
+    "fragment_ratio": ("astro3s.inference.cells", "FRAGMENT_SOMA_RATIO", float,
+                   "astro3s.inference.cells.FRAGMENT_SOMA_RATIO: a soma under this fraction of the largest "
+                   "soma joined to it becomes that cell's processes (0: never, as before 2026-12-05 night)"),
+    "pair_blur_rule": ("astro3s.inference.cells", "PAIR_BLUR_RULE", bool,
+                   "astro3s.inference.cells.PAIR_BLUR_RULE: on FOVs of two cells, drop the one whose soma "
+                   "edge is 1.5x wider in pixels (default: its value, 1; 0 as before 2026-12-05 night)"),
+    "own_reach": ("astro3s.preprocess.scale", "OWN_REACH", float,
+                   "astro3s.preprocess.scale.OWN_REACH: soma radii around a blob within which its own "
+                   "processes' specks do not vote for the FOV's soma scale (default: its value, 4; 3 "
+                   "before 2026-12-05 night)"),
 }
 
 
@@ -214,7 +232,8 @@ def rule_constants() -> dict:
     """The current value of each of :data:`RULE_CONSTANTS`, by report key."""
     import importlib
 
-    return {key: getattr(importlib.import_module(module), name) for key, (module, name, _) in RULE_CONSTANTS.items()}
+    return {key: getattr(importlib.import_module(module), name)
+            for key, (module, name, *_) in RULE_CONSTANTS.items()}
 
 
 def set_rule_constants(values: dict) -> None:
@@ -223,7 +242,7 @@ def set_rule_constants(values: dict) -> None:
 
     for key, value in values.items():
         if value is not None:
-            module, name, kind = RULE_CONSTANTS[key]
+            module, name, kind, _ = RULE_CONSTANTS[key]
             setattr(importlib.import_module(module), name, kind(value))
 
 
@@ -299,31 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fixed-clahe-tiles", action="store_true",
                         help="the CLAHE tiles stay as configured when the fitted somata are larger "
                              "(astro3s-infer scale_clahe_tiles=false)")
-    parser.add_argument("--soma-reach", type=float, default=None,
-                        help="how far somata are extended over their plateau, in radii of the soma as drawn "
-                             "(astro3s.postprocess.grow.SOMA_REACH; default: its value, 1.0; 0.5 before 2026-12-05)")
-    parser.add_argument("--shrink-tolerance", type=float, default=None,
-                        help="factor below the parameters' centre soma area at which the soma scale shrinks "
-                             "(astro3s.inference.segment.SHRINK_TOLERANCE; default: its value, 1.25; 1.5 before "
-                             "2026-12-05 late night)")
-    parser.add_argument("--crowded-somata", type=int, default=None,
-                        help="first-pass somata from which a FOV's size filter uses CROWDED_SOMA_SLACK "
-                             "(astro3s.inference.cells.CROWDED_SOMATA; default: its value, 40; 1000000 turns it "
-                             "off, as before 2026-12-05 late night)")
-    parser.add_argument("--extend-refitted-fovs", type=int, choices=(0, 1), default=None,
-                        help="extend_processes also on FOVs whose soma range was refitted but not zoomed "
-                             "(astro3s.inference.cells.EXTEND_REFITTED_FOVS; default: its value, 1; 0 as before "
-                             "2026-12-05 evening)")
-    parser.add_argument("--fragment-ratio", type=float, default=None,
-                        help="astro3s.inference.cells.FRAGMENT_SOMA_RATIO: a soma under this fraction of the largest "
-                             "soma joined to it becomes that cell's processes (0: never, as before 2026-12-05 night)")
-    parser.add_argument("--pair-blur-rule", type=int, choices=(0, 1), default=None,
-                        help="astro3s.inference.cells.PAIR_BLUR_RULE: on FOVs of two cells, drop the one whose soma "
-                             "edge is 1.5x wider in pixels (default: its value, 1; 0 as before 2026-12-05 night)")
-    parser.add_argument("--own-reach", type=float, default=None,
-                        help="astro3s.preprocess.scale.OWN_REACH: soma radii around a blob within which its own "
-                             "processes' specks do not vote for the FOV's soma scale (default: its value, 4; 3 "
-                             "before 2026-12-05 night)")
+    for key, (_, _, kind, text) in RULE_CONSTANTS.items():  # one flag per rule constant
+        options = {"type": int, "choices": (0, 1)} if kind is bool else {"type": kind}
+        parser.add_argument("--" + key.replace("_", "-"), default=None, help=text, **options)
     parser.add_argument("--max-process-ratio", type=float, default=MAX_PROCESS_RATIO,
                         help="most process area per soma area a cell keeps (astro3s-infer max_process_ratio=; "
                              "0: no limit, as before 2026-12-05 evening)")
