@@ -257,17 +257,15 @@ def _wide_edged_additions(merged: Any, n_before: int, median_image: np.ndarray) 
     -------
     drop : ndarray of bool, shape (merged.n_cells,)
     """
-    from scipy import ndimage
-
     from astro3s.postprocess.sharpness import soma_edge_blur
+    from astro3s.postprocess.split import soma_groups
 
     drop = np.zeros(merged.n_cells, bool)
     if merged.n_cells <= n_before:
         return drop
     width = soma_edge_blur(median_image, merged.soma, relative=False)
-    groups, _ = ndimage.label((merged.soma > 0) | (merged.processes > 0), structure=np.ones((3, 3), bool))
-    group_of = np.zeros(merged.n_cells + 1, np.int64)
-    group_of[merged.soma[merged.soma > 0]] = groups[merged.soma > 0]
+    _, group_of, _ = soma_groups(merged.soma, merged.processes)
+    group_of = np.pad(group_of, (0, merged.n_cells + 1 - group_of.size))
     area = merged.soma_area.astype(np.float64)
     old = np.arange(n_before)
     for k in range(n_before, merged.n_cells):  # loop over the added cells (a few)
@@ -658,17 +656,17 @@ def drop_blurred_pair(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     median_image = getattr(pre, "median_image", None)
     if max_blur is None or median_image is None or seg.n_cells != 2 or median_image.shape != seg.soma.shape:
         return seg
-    from scipy import ndimage
+    from astro3s.postprocess.split import soma_groups
 
     # two cells joined through soma or process pixels are judged by nothing here: the sharper "soma" may
     # be a piece of the other's process (heldout_layout_d2_RoiSet_SMALL_044_r1: the true cell dropped
     # against a piece of its own process; the out-of-focus cells this rule removed all stood apart)
-    groups, _ = ndimage.label((seg.soma > 0) | (seg.processes > 0), structure=np.ones((3, 3), bool))
-    apart = np.intersect1d(groups[seg.soma == 1], groups[seg.soma == 2]).size == 0
-    width = soma_edge_blur(median_image, seg.soma, relative=False)
+    groups, _, _ = soma_groups(seg.soma, seg.processes)
     drop = np.zeros(2, bool)
-    if apart and np.all(np.isfinite(width)) and width.min() > 0:
-        drop[int(np.argmax(width))] = width.max() > float(max_blur) * width.min()
+    if np.intersect1d(groups[seg.soma == 1], groups[seg.soma == 2]).size == 0:
+        width = soma_edge_blur(median_image, seg.soma, relative=False)
+        if np.all(np.isfinite(width)) and width.min() > 0:
+            drop[int(np.argmax(width))] = width.max() > float(max_blur) * width.min()
     return remove_cells(seg, drop, count_key="pair_blurred_removed")
 
 

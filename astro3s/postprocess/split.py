@@ -40,7 +40,7 @@ from scipy import ndimage
 from astro3s.metrics import DISC_RADIUS, label_components
 
 __all__ = ["absorb_fragment_somata", "keep_connected_to_soma", "label_somata", "limit_process_area", "soma_centroids",
-           "split_disc", "split_watershed"]
+           "soma_groups", "split_disc", "split_watershed"]
 
 
 def label_somata(soma: np.ndarray, *, connectivity: int = 2) -> tuple[np.ndarray, int]:
@@ -165,6 +165,34 @@ def limit_process_area(soma_labels: np.ndarray, process_labels: np.ndarray, *,
     return np.where(np.isin(processes, over), joined, processes).astype(np.int32)
 
 
+def soma_groups(soma_labels: np.ndarray, processes: np.ndarray, *,
+                connectivity: int = 2) -> tuple[np.ndarray, np.ndarray, int]:
+    """Connected groups of soma and process pixels, and the group that holds each soma.
+
+    Parameters
+    ----------
+    soma_labels : array_like of int, shape (H, W)
+        Soma ids ``1..n`` (0 background).
+    processes : array_like of bool or int, shape (H, W)
+        Process pixels (any non-zero value).
+    connectivity : {1, 2}
+
+    Returns
+    -------
+    groups : ndarray of int32, shape (H, W)
+        :func:`astro3s.metrics.label_components` of soma and process pixels.
+    parent : ndarray of int64, shape (n + 1,)
+        ``parent[k]``: the group of soma ``k`` (0 for ids without soma pixels).
+    n_groups : int
+    """
+    soma_labels = np.asarray(soma_labels)
+    soma = soma_labels > 0
+    groups, n_groups = label_components(soma | (np.asarray(processes) > 0), connectivity=connectivity)
+    parent = np.zeros(int(soma_labels.max(initial=0)) + 1, np.int64)
+    parent[soma_labels[soma]] = groups[soma]
+    return groups, parent, n_groups
+
+
 def absorb_fragment_somata(soma_labels: np.ndarray, process_labels: np.ndarray, *,
                            max_ratio: float) -> tuple[np.ndarray, np.ndarray, int]:
     """Cells whose soma is far smaller than the largest soma joined to it become that cell's processes.
@@ -204,13 +232,12 @@ def absorb_fragment_somata(soma_labels: np.ndarray, process_labels: np.ndarray, 
     area = np.bincount(soma.ravel(), minlength=n + 1)
     if np.count_nonzero(area[1:]) < 2:
         return soma, processes, 0
-    groups, _ = ndimage.label((soma > 0) | (processes > 0), structure=np.ones((3, 3), bool))
     # each soma's group (a soma lies in one group); the largest soma of every group
-    group_of = np.zeros(n + 1, np.int64)
-    group_of[soma[soma > 0]] = groups[soma > 0]
+    _, group_of, n_groups = soma_groups(soma, processes)
+    group_of = np.pad(group_of, (0, n + 1 - group_of.size))  # ids of processes without a soma: no group
     cells = np.flatnonzero(area[1:]) + 1
     order = cells[np.lexsort((cells, area[cells]))]  # ascending area: the last write per group wins
-    largest = np.zeros(int(groups.max()) + 1, np.int64)
+    largest = np.zeros(n_groups + 1, np.int64)
     largest[group_of[order]] = order
     big = largest[group_of[cells]]
     fragment = cells[(big != cells) & (area[cells] < max_ratio * area[big])]
@@ -284,9 +311,7 @@ def split_disc(soma_labels: np.ndarray, processes: np.ndarray, *, radius: float 
     soma = soma_labels > 0
     processes = np.asarray(processes, dtype=bool) & ~soma
     n = int(soma_labels.max(initial=0))
-    groups, n_groups = label_components(soma | processes, connectivity=connectivity)
-    parent = np.zeros(n + 1, np.int64)  # the group holding each soma
-    parent[soma_labels[soma]] = groups[soma]
+    groups, parent, n_groups = soma_groups(soma_labels, processes, connectivity=connectivity)
     somata_in = np.bincount(parent[1:], minlength=n_groups + 1)
 
     # groups with one soma: all their processes belong to it
