@@ -18,7 +18,7 @@ from pathlib import Path
 TRAINING_ONLY = ("pytorch_lightning", "lightning", "lightning_fabric", "tensorboard", "tensorboardX", "wandb")
 
 _RUN_AND_REPORT = """
-import json, sys
+import gc, json, sys
 sys.argv = ["astro3s-infer", *sys.argv[1:]]
 from astro3s.cli.infer import main
 code = 0
@@ -28,6 +28,7 @@ except SystemExit as exit_:
     code = exit_.code
 loaded = sorted({name.split(".")[0] for name in sys.modules} & set(%r))
 print("REPORT " + json.dumps({"code": code, "loaded": loaded, "torch": "torch" in sys.modules,
+                              "gc_enabled": gc.isenabled(), "gc_frozen": gc.get_freeze_count(),
                               "nwb": sorted({name.split(".")[0] for name in sys.modules} & {"pynwb", "hdmf"}),
                               "astro3s_training": sorted(m for m in sys.modules if m in
                                                          ("astro3s.data.datamodule", "astro3s.models.module"))}))
@@ -59,6 +60,9 @@ def test_inference_imports_no_lightning_tensorboard_or_wandb(simulated, random_c
     assert report["loaded"] == [], f"inference imported {report['loaded']}"
     assert report["astro3s_training"] == []
     assert report["nwb"] == []  # pynwb only with nwb=true
+    # the garbage collector was off while torch and the network loaded, then their objects were frozen
+    # and it was turned back on (astro3s.cli._task.startup_without_gc)
+    assert report["gc_enabled"] and report["gc_frozen"] > 100_000
 
 
 def test_bad_input_is_one_line_before_torch_is_imported(tmp_path: Path) -> None:
@@ -71,3 +75,4 @@ def test_bad_input_is_one_line_before_torch_is_imported(tmp_path: Path) -> None:
     assert len(errors) == 1 and "unknown movie format '.txt'" in errors[0] and "Fix:" in errors[0]
     assert report["loaded"] == []
     assert not report["torch"]  # the movie is checked before the network is loaded: the error comes at once
+    assert report["gc_enabled"] and report["gc_frozen"] == 0  # turned back on when start-up failed

@@ -167,3 +167,38 @@ exit_without_teardown(main)
     assert "logged" in (tmp_path / "run.log").read_text()
     assert "late" in (tmp_path / "run.log").read_text()
     assert marker.read_text() == "ran"
+
+
+def test_startup_without_gc_turns_the_collector_back_on_and_freezes_startup():
+    import gc
+
+    from astro3s.cli._task import end_startup, startup_without_gc
+
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    end_startup()  # outside a start-up block: nothing
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+    try:
+        with startup_without_gc():
+            assert not gc.isenabled()
+            made = [[i] for i in range(1000)]  # objects of the start-up
+            end_startup()
+            assert gc.isenabled() and gc.get_freeze_count() >= frozen + 1000
+            end_startup()  # twice: no second freeze
+        assert gc.isenabled()
+        del made
+        # a start-up that fails before its end: the collector is back on, nothing frozen
+        count = gc.get_freeze_count()
+        with pytest.raises(RuntimeError), startup_without_gc():
+            assert not gc.isenabled()
+            raise RuntimeError("the model could not be loaded")
+        assert gc.isenabled() and gc.get_freeze_count() == count
+        # a collector the caller had turned off stays off
+        gc.disable()
+        with startup_without_gc():
+            end_startup()
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()

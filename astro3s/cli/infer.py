@@ -31,7 +31,8 @@ import hydra
 from omegaconf import DictConfig
 
 from astro3s.cli._config import CONFIG_DIR, params_from_config, to_plain, whole_number
-from astro3s.cli._task import exit_without_teardown, progress_setting, require, run_hydra_main, task_wrapper
+from astro3s.cli._task import (end_startup, exit_without_teardown, progress_setting, require, run_hydra_main,
+                               startup_without_gc, task_wrapper)
 from astro3s.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,7 @@ def infer_task(cfg: DictConfig) -> list[Any]:
                           "give the movie file itself")
     check_movies_open(movies, _movie_options(cfg))  # a bad movie fails before the network is loaded
     model, options = inference_setup(cfg)
+    end_startup()  # torch and the network are loaded: the garbage collector back on (see main)
     log.info("%d movie(s) -> %s (model %s, device %s)", len(movies), out, options.model_name, options.device)
     results = run_batch(movies, out, model, options, overwrite=bool(cfg.get("overwrite", False)), rois=rois,
                         index_name=str(cfg.get("index", "index.csv")), progress=progress_setting(cfg))
@@ -190,8 +192,10 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Entry point ``astro3s-infer``; a config typo is one line on stderr and exit code 2."""
-    run_hydra_main(_hydra_main, "astro3s-infer")
+    """Entry point ``astro3s-infer``; a config typo is one line on stderr and exit code 2. The garbage
+    collector is off until the network is loaded (:func:`astro3s.cli._task.startup_without_gc`)."""
+    with startup_without_gc():
+        run_hydra_main(_hydra_main, "astro3s-infer")
 
 
 def console_main() -> None:
