@@ -105,3 +105,19 @@ def test_a_group_is_freed_before_the_next_one_is_loaded(screened, monkeypatch, c
     assert " groups: " in caplog.text
     assert len(alive_at_load) >= 4  # the threshold search's groups, then the domain search's
     assert alive_at_load == [0] * len(alive_at_load)
+
+
+def test_groups_read_from_frames_in_memory_get_half_the_budget(screened):
+    # the frames of a movie held in memory take memory the trace budget does not count: spilled traces
+    # read from them are grouped under half the budget; traces that fit are kept whole either way
+    movie, soma, processes, _ = synthetic_fov(seed=2, n_frames=300)
+    params = domains.CorrelationParams(radius=14.0, n_background=150, border=2, device="cpu", memory_mb=3.0)
+    pixels = domains.pixel_sets(soma, processes, params)  # 1763 pixels; the budget holds 1497 traces
+    from_file = domains._plan(pixels, 300, params)
+    from_frames = domains._plan(pixels, 300, params, frames_in_memory=True)
+    assert from_file.spill and from_frames.spill
+    assert from_frames.max_rows == from_file.max_rows // 2
+    assert len(from_file.groups) == 2 and len(from_frames.groups) == 3
+    roomy = domains.CorrelationParams(radius=14.0, n_background=150, border=2, device="cpu", memory_mb=256)
+    whole = domains._plan(pixels, 300, roomy, frames_in_memory=True)
+    assert not whole.spill and whole.max_rows == domains._plan(pixels, 300, roomy).max_rows

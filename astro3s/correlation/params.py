@@ -81,7 +81,9 @@ class CorrelationParams:
         file and the cells are analysed in groups that do: a 1024 x 1024 FOV
         of 2200 frames needs ~3 GiB of traces. A cell whose disc alone does
         not fit (a long movie: 10000 frames make ~70 kB a pixel) is analysed
-        in bands of its candidates. The result is the same.
+        in bands of its candidates. When the movie's frames are in memory
+        already (the pre-processing's cache of a short corrected movie), groups
+        are read from them and get half the budget. The result is the same.
     scratch_dir : str or None
         Folder of that temporary file (default: the system's, ``TMPDIR``);
         it is deleted when the analysis ends.
