@@ -338,7 +338,7 @@ def startup_without_gc() -> Any:
     """Python's cyclic garbage collector off while an entry point starts (imports, model), on after.
 
     Importing torch, SciPy and Hydra creates some million objects; each full
-    collection walks all of them again, and a ``astro3s-infer`` run of a D1
+    collection walks all of them again, and an ``astro3s-infer`` run of a D1
     movie spent 0.32-0.36 s in five of them (of 4.7-5.2 s; 2 cores,
     2026-12-05). With the collector off until :func:`end_startup`, which
     freezes what start-up created (``gc.freeze``: never examined again, as

@@ -89,7 +89,8 @@ The traces of the pixels near the cells are kept in memory up to
 ``memory_mb``; beyond it the cells are analysed in groups (bands of rows of
 the FOV) whose traces fit, one group in memory at a time, read back from the
 movie's frames when those are already in memory (the pre-processing's cache
-of the corrected movie), otherwise from a temporary file the pass writes
+of the corrected movie; the groups then get half of ``memory_mb``, as those
+frames take memory of their own), otherwise from a temporary file the pass writes
 (:mod:`astro3s.correlation._store`). A cell whose disc alone
 exceeds ``memory_mb`` (a long movie: ``7 T`` bytes a pixel, ~7800 candidates)
 is analysed beside its whole ROI in bands of its candidates (consecutive rows
@@ -1411,7 +1412,7 @@ def _plan(pixels: PixelSets, n_frames: int, params: CorrelationParams, *, frames
     With ``frames_in_memory`` (the movie's frames are held in memory, :func:`frames_in_memory`) and traces
     that exceed ``memory_mb``, the groups get half of it: they are read from those frames, which already
     take memory the budget does not count (a D4-size movie, 311 x 512 x 512, cached by the pre-processing:
-    peak RSS 1.53-1.59 -> 1.37-1.39 GiB, its CC stage as fast). Traces that fit are kept whole as before.
+    peak RSS 1.53-1.59 -> 1.39-1.43 GiB, its CC stage as fast). Traces that fit are kept whole as before.
     """
     max_lag, smooth_frames = int(params.max_lag), int(params.smooth_frames)
     device = resolve_device(params.device)
