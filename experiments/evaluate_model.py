@@ -215,6 +215,10 @@ RULE_CONSTANTS = {
                    "extend_processes also on FOVs whose soma range was refitted but not zoomed "
                    "(astro3s.inference.cells.EXTEND_REFITTED_FOVS; default: its value, 1; 0 as before "
                    "2026-12-05 evening)"),
+    "large_pass_on_crowded": ("astro3s.inference.cells", "LARGE_PASS_ON_CROWDED", bool,
+                   "astro3s.inference.cells.LARGE_PASS_ON_CROWDED: run the 2x2-binned large-soma pass also on "
+                   "FOVs whose first pass drew >= CROWDED_SOMATA somata (default: its value, 0; 1 as before "
+                   "2026-12-05 night)"),
     "fragment_ratio": ("astro3s.inference.cells", "FRAGMENT_SOMA_RATIO", float,
                    "astro3s.inference.cells.FRAGMENT_SOMA_RATIO: a soma under this fraction of the largest "
                    "soma joined to it becomes that cell's processes (0: never, as before 2026-12-05 night)"),

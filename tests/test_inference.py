@@ -430,8 +430,20 @@ def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Pat
     from astro3s.inference import cells
 
     monkeypatch.setattr(cells, "CROWDED_SOMATA", 5)
-    _, _, crowded = segment_movie(pre, model, options)
+    passes = []
+    original_pass = cells.add_large_cells
+    monkeypatch.setattr(cells, "add_large_cells", lambda seg, *a, **k: passes.append(1) or original_pass(seg, *a, **k))
+    _, crowded_seg, crowded = segment_movie(pre, model, options)
     assert crowded["size_filter_range"] == pytest.approx([cells.CROWDED_SOMA_SLACK * 89.0, 512.0])
+    # ... and gets no 2x2-binned large-soma pass (LARGE_PASS_ON_CROWDED), which the counts say
+    assert options.large_soma_pass and passes == [] and crowded_seg.counts["large_pass_skipped_crowded"] == 1
+    monkeypatch.setattr(cells, "LARGE_PASS_ON_CROWDED", True)
+    segment_movie(pre, model, options)
+    assert passes == [1]
+    monkeypatch.setattr(cells, "LARGE_PASS_ON_CROWDED", False)
+    monkeypatch.setattr(cells, "CROWDED_SOMATA", 40)
+    _, sparse_seg, _ = segment_movie(pre, model, options)  # 5 somata: not crowded, the pass runs
+    assert passes == [1, 1] and "large_pass_skipped_crowded" not in sparse_seg.counts
     # smaller somata widen the lower end only; a range the user set wins; no estimate: the parameters'
     record = {"estimated": [40.0, 160.0]}
     assert size_filter_overrides({}, record, (89.0, 345.0))["soma_area_range"] == (40.0, 345.0)
@@ -570,18 +582,21 @@ def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, m
     module = experiment_script("evaluate_model")
     for name, target in (("SOMA_REACH", grow), ("SHRINK_TOLERANCE", segment), ("CROWDED_SOMATA", cells),
                          ("EXTEND_REFITTED_FOVS", cells), ("FRAGMENT_SOMA_RATIO", cells), ("PAIR_BLUR_RULE", cells),
-                         ("OWN_REACH", scale)):
+                         ("OWN_REACH", scale), ("LARGE_PASS_ON_CROWDED", cells)):
         monkeypatch.setattr(target, name, getattr(target, name))  # restored after the test
     assert module.rule_constants() == {"soma_reach": grow.SOMA_REACH, "shrink_tolerance": segment.SHRINK_TOLERANCE,
                                        "crowded_somata": cells.CROWDED_SOMATA,
                                        "extend_refitted_fovs": cells.EXTEND_REFITTED_FOVS,
                                        "fragment_ratio": cells.FRAGMENT_SOMA_RATIO,
-                                       "pair_blur_rule": cells.PAIR_BLUR_RULE, "own_reach": scale.OWN_REACH}
+                                       "pair_blur_rule": cells.PAIR_BLUR_RULE, "own_reach": scale.OWN_REACH,
+                                       "large_pass_on_crowded": cells.LARGE_PASS_ON_CROWDED}
     module.set_rule_constants({"soma_reach": "0.5", "shrink_tolerance": None, "crowded_somata": 7.0,
-                               "extend_refitted_fovs": 0, "fragment_ratio": 0, "pair_blur_rule": 0, "own_reach": 3})
+                               "extend_refitted_fovs": 0, "fragment_ratio": 0, "pair_blur_rule": 0, "own_reach": 3,
+                               "large_pass_on_crowded": 1})
     assert grow.SOMA_REACH == 0.5 and segment.SHRINK_TOLERANCE == 1.25 and cells.CROWDED_SOMATA == 7
     assert isinstance(cells.CROWDED_SOMATA, int) and cells.EXTEND_REFITTED_FOVS is False
     assert cells.FRAGMENT_SOMA_RATIO == 0 and cells.PAIR_BLUR_RULE is False and scale.OWN_REACH == 3.0
+    assert cells.LARGE_PASS_ON_CROWDED is True
 
 
 def test_evaluate_model_gives_no_process_figure_against_soma_only_truth(experiment_script) -> None:

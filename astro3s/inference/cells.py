@@ -339,6 +339,11 @@ SMALL_SOMA_SLACK = 0.8
 # give a reliable size distribution (chosen 2026-12-05, late night; experiments/results/heldout_ablation.md)
 CROWDED_SOMA_SLACK = 0.6
 CROWDED_SOMATA = 40
+# the 2x2-binned large-soma pass (:func:`add_large_cells`) also on crowded FOVs (first pass >= CROWDED_SOMATA
+# somata). It is off there since 2026-12-05 (night): on 94 crowded FOVs (68 held-out `dense` and preset
+# movies, 26 on ASTRA's D3 and D4 layouts) it added 4 true and 4 false cells for 1.3-2 s a movie (D4 size:
+# ~15 % of the whole run); large somata among tens of small ones were that rare (heldout_ablation.md)
+LARGE_PASS_ON_CROWDED = False
 # ``options.extend_processes`` also on a FOV whose soma size range was refitted but that the network saw at its
 # own pixels (zoom 1): the option is about where the network drew, and until 2026-12-05 (evening) it skipped
 # every refitted FOV, 31 of 108 diagnosed held-out movies (experiments/results/heldout_ablation.md)
@@ -503,7 +508,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     smallest somata); a FOV at its own scale is then also segmented binned
     2x2 and that pass's large in-focus cells added where none was found
     (``options.large_soma_pass``, :func:`add_large_cells`: FOVs mixing soma
-    sizes); last, look-alikes are removed on the
+    sizes; not on crowded FOVs, ``LARGE_PASS_ON_CROWDED``, where
+    ``counts["large_pass_skipped_crowded"]`` says so); last, look-alikes are removed on the
     movie's pixels (:func:`reject_lookalikes`) and, with
     ``options.somata="refined"``, the somata are extended over their bright
     plateau in the median image (the network drew them on a grid zoomed to
@@ -571,7 +577,10 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
                                tiling=options.tiling, fov_probs=fov_probs,
                                zoom=scale_info.get("zoom", 1.0), timings=timings)
     if allow_binning and options.soma_scale == "auto" and options.large_soma_pass:
-        seg = add_large_cells(seg, pre, model, options, name=name, timings=timings)
+        if crowded and not LARGE_PASS_ON_CROWDED:
+            seg = dataclasses.replace(seg, counts={**seg.counts, "large_pass_skipped_crowded": 1})
+        else:
+            seg = add_large_cells(seg, pre, model, options, name=name, timings=timings)
     seg = reject_lookalikes(seg, pre, options)
     median_image = getattr(pre, "median_image", None)
     # a FOV at its own scale (zoomed for the network or not); not a binned FOV's inner pass, whose
