@@ -114,10 +114,10 @@ def test_groups_read_from_frames_in_memory_get_half_the_budget(screened):
     params = domains.CorrelationParams(radius=14.0, n_background=150, border=2, device="cpu", memory_mb=3.0)
     pixels = domains.pixel_sets(soma, processes, params)  # 1763 pixels; the budget holds 1497 traces
     from_file = domains._plan(pixels, 300, params)
-    from_frames = domains._plan(pixels, 300, params, frames_in_memory=True)
+    from_frames = domains._plan(pixels, 300, params, from_frames=True)
     assert from_file.spill and from_frames.spill
     assert from_frames.max_rows == from_file.max_rows // 2
     assert len(from_file.groups) == 2 and len(from_frames.groups) == 3
     roomy = domains.CorrelationParams(radius=14.0, n_background=150, border=2, device="cpu", memory_mb=256)
-    whole = domains._plan(pixels, 300, roomy, frames_in_memory=True)
+    whole = domains._plan(pixels, 300, roomy, from_frames=True)
     assert not whole.spill and whole.max_rows == domains._plan(pixels, 300, roomy).max_rows

@@ -1246,7 +1246,7 @@ def find_domains(movie: Any, soma: Any, processes: Any, *, params: CorrelationPa
     n_frames, soma, processes = _check_inputs(movie, soma, processes, params)
     pixels = pixel_sets(soma, processes, params)
     frames = frames_in_memory(movie)
-    plan = _plan(pixels, n_frames, params, frames_in_memory=frames is not None)
+    plan = _plan(pixels, n_frames, params, from_frames=frames is not None)
     common = dict(radius=float(params.radius), max_lag=int(params.max_lag), smooth_frames=int(params.smooth_frames),
                   precision=plan.precision, device=plan.device, timings_s=timings, exact_cc=plan.band is None,
                   cc_tolerance=bf16_error_bound(plan.n_smooth) if plan.precision == "bfloat16" else 0.0)
@@ -1406,10 +1406,10 @@ class _Plan:
         return max(_MIN_BAND, self.max_rows - _ROI_WEIGHT * int(n_roi))
 
 
-def _plan(pixels: PixelSets, n_frames: int, params: CorrelationParams, *, frames_in_memory: bool = False) -> _Plan:
+def _plan(pixels: PixelSets, n_frames: int, params: CorrelationParams, *, from_frames: bool = False) -> _Plan:
     """Device, precision, exhaustive or screened search, and the groups of cells of a FOV.
 
-    With ``frames_in_memory`` (the movie's frames are held in memory, :func:`frames_in_memory`) and traces
+    With ``from_frames`` (the movie's frames are held in memory, :func:`frames_in_memory`) and traces
     that exceed ``memory_mb``, the groups get half of it: they are read from those frames, which already
     take memory the budget does not count (a D4-size movie, 311 x 512 x 512, cached by the pre-processing:
     peak RSS 1.53-1.59 -> 1.39-1.43 GiB, its CC stage as fast). Traces that fit are kept whole as before.
@@ -1424,7 +1424,7 @@ def _plan(pixels: PixelSets, n_frames: int, params: CorrelationParams, *, frames
     cell_pixels = pixels.cell_pixels()
     height, width = pixels.shape
     max_rows = max(1, int(float(params.memory_mb) * 2**20) // trace_bytes(n_frames))
-    if frames_in_memory and len(cell_pixels) > max_rows:
+    if from_frames and len(cell_pixels) > max_rows:
         max_rows = max(1, max_rows // 2)
     groups = cell_groups(pixels.roi_flat, pixels.cand_flat, pixels.centroids, height * width, max_rows=max_rows)
     if len(groups) > 1 or len(cell_pixels) > max_rows:
