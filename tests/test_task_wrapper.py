@@ -202,3 +202,27 @@ def test_startup_without_gc_turns_the_collector_back_on_and_freezes_startup():
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+def test_preprocess_entry_point_freezes_its_start_up(tiny_movie, tmp_path) -> None:
+    # astro3s-preprocess, like astro3s-infer, runs its imports with the collector off and freezes them
+    # (a fresh interpreter: the test session's own objects stay out of it)
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = ("import gc, json, sys\n"
+              "sys.argv = ['astro3s-preprocess', *sys.argv[1:]]\n"
+              "from astro3s.cli.preprocess import main\n"
+              "main()\n"
+              "print('REPORT ' + json.dumps({'enabled': gc.isenabled(), 'frozen': gc.get_freeze_count()}))\n")
+    proc = subprocess.run([sys.executable, "-c", script, f"input={tiny_movie}", f"out={tmp_path / 'out'}",
+                           "figure=false", f"hydra.run.dir={tmp_path / 'run'}", "extras=quiet"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "WANDB_MODE": "disabled"})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-2000:]
+    report = json.loads(lines[-1][len("REPORT "):])
+    assert report["enabled"] and report["frozen"] > 100_000
+    assert (tmp_path / "out").is_dir()

@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from astro3s.cli._config import CONFIG_DIR, to_plain
-from astro3s.cli._task import progress_setting, require, run_hydra_main, task_wrapper
+from astro3s.cli._task import end_startup, progress_setting, require, run_hydra_main, startup_without_gc, task_wrapper
 from astro3s.errors import Astro3sError, ConfigError, InputError
 from astro3s.io.discover import find_movies
 
@@ -84,6 +84,12 @@ def preprocess_task(cfg: DictConfig) -> list[Path]:
     params = _params(cfg)
     figure = bool(cfg.get("figure", True))
     movies = find_movies(source)
+    # what every movie needs (SciPy, torch for the device) is imported now, then the collector goes back on
+    from astro3s.preprocess import preprocess  # noqa: F401
+    from astro3s.utils.device import resolve_device
+
+    resolve_device(params.device)
+    end_startup()
     log.info("%d movie(s) to pre-process into %s", len(movies), out)
     written, skipped, failed = [], [], []
     for movie_path in movies:  # loop over movies
@@ -121,8 +127,10 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point ``astro3s-preprocess``; a config typo is one line on stderr and exit code 2."""
-    return run_hydra_main(_hydra_main, "astro3s-preprocess")
+    """Console entry point ``astro3s-preprocess``; a config typo is one line on stderr and exit code 2. The
+    garbage collector is off until the modules are imported (:func:`astro3s.cli._task.startup_without_gc`)."""
+    with startup_without_gc():
+        return run_hydra_main(_hydra_main, "astro3s-preprocess")
 
 
 if __name__ == "__main__":
