@@ -60,7 +60,12 @@ def preprocess_one(movie_path: Path, folder: Path, params, *, fs: float | None =
     None: on a terminal)."""
     from astro3s.io import read_movie
     from astro3s.preprocess import plot_preprocessed, preprocess, save_preprocessed
+    from astro3s.utils.device import resolve_device
 
+    # what the pre-processing needs (SciPy, torch for the device) is imported by now: the garbage collector
+    # goes back on (a no-op after the first movie, and outside astro3s-preprocess's start-up)
+    resolve_device(params.device)
+    end_startup()
     movie = read_movie(movie_path, key=key, fs=fs)
     try:
         result = preprocess(movie, params, progress=progress)
@@ -84,12 +89,6 @@ def preprocess_task(cfg: DictConfig) -> list[Path]:
     params = _params(cfg)
     figure = bool(cfg.get("figure", True))
     movies = find_movies(source)
-    # what every movie needs (SciPy, torch for the device) is imported now, then the collector goes back on
-    from astro3s.preprocess import preprocess  # noqa: F401
-    from astro3s.utils.device import resolve_device
-
-    resolve_device(params.device)
-    end_startup()
     log.info("%d movie(s) to pre-process into %s", len(movies), out)
     written, skipped, failed = [], [], []
     for movie_path in movies:  # loop over movies
