@@ -225,6 +225,10 @@ RULE_CONSTANTS = {
     "pair_blur_rule": ("astro3s.inference.cells", "PAIR_BLUR_RULE", bool,
                    "astro3s.inference.cells.PAIR_BLUR_RULE: on FOVs of two cells, drop the one whose soma "
                    "edge is 1.5x wider in pixels (default: its value, 1; 0 as before 2026-12-05 night)"),
+    "complete_binned_somata": ("astro3s.inference.cells", "COMPLETE_BINNED_SOMATA", bool,
+                   "astro3s.inference.cells.COMPLETE_BINNED_SOMATA: on a FOV segmented binned, complete a soma "
+                   "drawn in part to its compact bright body (astro3s.postprocess.grow.complete_somata; default: "
+                   "its value, 1; 0 as before 2026-12-05, fourth night session)"),
     "own_reach": ("astro3s.preprocess.scale", "OWN_REACH", float,
                    "astro3s.preprocess.scale.OWN_REACH: soma radii around a blob within which its own "
                    "processes' specks do not vote for the FOV's soma scale (default: its value, 4; 3 "

@@ -397,17 +397,27 @@ def test_a_fov_binned_2x2_is_also_segmented_at_its_own_scale(tiny_movie, monkeyp
                         lambda pre, **k: (2, {"blob_area": 800.0, "coarse_scale": 2.0, "bin_factor": 2}))
     import astro3s.inference.cells as cells
 
+    import astro3s.postprocess.grow as grow
+
     calls = record_calls(cells, "segment_movie")
+    completions = record_calls(grow, "with_completed_somata")
     model, options = load_inference_model("default", device="cpu")
     with read_movie(tiny_movie) as movie:
         pre = preprocess(movie, options.preprocess, progress=False)
         _, seg, info = segment_movie(pre, model, options)
     assert info["bin_factors"] == [2, 1] and len(info["cells_added"]) == 1
+    # the somata drawn in part are completed once, on the movie's pixels (COMPLETE_BINNED_SOMATA)
+    assert [args[1].shape for args, _ in completions] == [pre.median_image.shape]
+    assert "somata_completed" in seg.counts
     assert seg.soma.shape == pre.median_image.shape and seg.n_cells >= 1
     height, width = pre.median_image.shape
     # the binned pass on the 2x2-binned FOV, then the FOV itself, neither binned again
     passes = [(args[0].median_image.shape, kwargs.get("allow_binning", True)) for args, kwargs in calls]
     assert passes == [((-(-height // 2), -(-width // 2)), False), ((height, width), False)]
+    monkeypatch.setattr(cells, "COMPLETE_BINNED_SOMATA", False)
+    with read_movie(tiny_movie) as movie:
+        _, off, _ = segment_movie(preprocess(movie, options.preprocess, progress=False), model, options)
+    assert len(completions) == 1 and "somata_completed" not in off.counts
 
 
 def _blurred_disc(radius: float = 8.0, sigma: float = 1.5, background=10.0) -> tuple[np.ndarray, np.ndarray]:
@@ -519,3 +529,78 @@ def test_refitted_fovs_at_their_own_pixels_have_their_processes_extended(
         pre = preprocess(movie, options.preprocess, progress=False)
         cells.segment_movie(pre, model, options)
     assert bool(calls) is extended
+
+
+def _uneven_soma_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # a giant soma (radius 30) brighter on its left quarter than elsewhere (10 against 6 over a background
+    # of 1), an 8-px process leaving its right side at the dim level, and the network's soma: a 20-px disc
+    # over the bright part (IoU with the truth 0.43: missed and false at once)
+    yy, xx = np.mgrid[:120, :160]
+    image = np.full((120, 160), 1.0, np.float32)
+    true_soma = np.hypot(yy - 60, xx - 60) <= 30
+    image[true_soma] = np.where(xx[true_soma] < 45, 10.0, 6.0)
+    image[56:64, 88:150] = 6.0
+    soma = (np.hypot(yy - 60, xx - 48) <= 20).astype(np.int32)
+    return image, soma, true_soma
+
+
+def _iou(labels: np.ndarray, truth: np.ndarray) -> float:
+    return float(((labels > 0) & truth).sum() / ((labels > 0) | truth).sum())
+
+
+def test_a_soma_drawn_in_its_bright_part_is_completed_to_its_body() -> None:
+    from astro3s.postprocess import complete_somata, refine_somata
+
+    image, soma, true_soma = _uneven_soma_scene()
+    assert _iou(soma, true_soma) < 0.5
+    # the plateau flood (0.8 of the way to the bright part) cannot cross into the dimmer part
+    assert _iou(refine_somata(soma, image, smooth=0.5), true_soma) < 0.5
+    completed = complete_somata(soma, image, smooth=0.5)
+    assert completed.dtype == np.int32 and (completed[soma > 0] == 1).all()   # it only grows
+    assert _iou(completed, true_soma) > 0.9
+    assert (completed[:, 95:] == 0).all()                                     # not along the process
+    assert (complete_somata(np.zeros_like(soma), image) == 0).all()
+
+
+def test_a_whole_soma_a_spill_or_a_neighbour_is_not_taken() -> None:
+    from astro3s.postprocess import complete_somata
+
+    image, _, true_soma = _uneven_soma_scene()
+    whole = true_soma.astype(np.int32)
+    np.testing.assert_array_equal(complete_somata(whole, image, smooth=0.5), whole)   # grows < gain[0]
+    # a bright out-of-focus blob three times the drawn soma's area, touching it: with a reach that
+    # spans it, its flood is over gain[1] times the soma, a spill, not a completion
+    yy, xx = np.mgrid[:120, :160]
+    drawn = (np.hypot(yy - 60, xx - 40) <= 14).astype(np.int32)
+    spill = np.full((120, 160), 1.0, np.float32)
+    spill[np.hypot(yy - 60, xx - 75) <= 24] = 8.0
+    spill[drawn > 0] = 10.0
+    loose = {"smooth": 0.5, "reach": 4.0, "min_solidity": 0.0}
+    np.testing.assert_array_equal(complete_somata(drawn, spill, **loose), drawn)
+    assert complete_somata(drawn, spill, gain=(1.3, 100.0), **loose).sum() > 2.5 * drawn.sum()
+    # an unfound neighbour soma touching it: the flood over part of it is within the gain but not
+    # compact (solidity 0.88 < 0.9)
+    drawn = (np.hypot(yy - 60, xx - 50) <= 18).astype(np.int32)
+    pair = np.full((120, 160), 1.0, np.float32)
+    pair[np.hypot(yy - 60, xx - 82) <= 18] = 9.0
+    pair[drawn > 0] = 10.0
+    np.testing.assert_array_equal(complete_somata(drawn, pair, smooth=0.5), drawn)
+    assert complete_somata(drawn, pair, smooth=0.5, min_solidity=0.0, body=0.0).sum() > 1.3 * drawn.sum()
+
+
+def test_completed_segmentation_keeps_ids_and_counts_the_somata_grown() -> None:
+    from astro3s.postprocess import CombineParams, with_completed_somata
+    from astro3s.postprocess.combine import _segmentation
+
+    image, soma, true_soma = _uneven_soma_scene()
+    processes = np.zeros_like(soma)
+    processes[true_soma & (soma == 0)] = 1                                    # the dim part called process
+    processes[56:64, 92:150] = 1
+    seg = _segmentation(soma, processes, 1, CombineParams(), {"cells": 1})
+    completed = with_completed_somata(seg, image, smooth=0.5)
+    assert completed.n_cells == 1 and completed.counts == {"cells": 1, "somata_completed": 1}
+    assert not ((completed.soma > 0) & (completed.processes > 0)).any()
+    assert (completed.processes[56:64, 100:150] == 1).all()                   # the process stays
+    same = with_completed_somata(completed, image, smooth=0.5)
+    assert same.counts["somata_completed"] == 0
+    np.testing.assert_array_equal(same.soma, completed.soma)

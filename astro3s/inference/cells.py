@@ -329,6 +329,10 @@ def binned_options(options: InferenceOptions) -> InferenceOptions:
                                                  "reject_lookalikes": False})
 
 
+# a binned FOV's somata drawn in part are completed to their bright body after they are refined
+# (astro3s.postprocess.grow.complete_somata; 2026-12-05, fourth night session); False turns it off
+COMPLETE_BINNED_SOMATA = True
+
 # lower end of the soma-size filters of a FOV segmented at its own scale, x the fitted range's
 # (:func:`size_filter_overrides`; chosen 2026-12-04, experiments/results/heldout_ablation.md)
 SMALL_SOMA_SLACK = 0.8
@@ -449,11 +453,13 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
     # network's outlines (its decisions stand); the plateau cells are judged by the blur rule
     median_image = getattr(pre, "median_image", None)
     if median_image is not None:
-        from astro3s.postprocess.grow import (FLOOD_LEVEL, with_grown_processes, with_refined_somata,
-                                              with_trimmed_somata)
+        from astro3s.postprocess.grow import (FLOOD_LEVEL, with_completed_somata, with_grown_processes,
+                                              with_refined_somata, with_trimmed_somata)
 
         if options.somata != "network":
             seg = with_refined_somata(seg, median_image)
+            if COMPLETE_BINNED_SOMATA:
+                seg = with_completed_somata(seg, median_image)
             seg, n_plateau = add_plateau_cells(seg, median_image, pre, options)
             scale_info["cells_added_plateau"] = n_plateau
         if options.somata == "refined":
@@ -493,7 +499,10 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     up to the bin side, so after the look-alike rule the somata are extended
     over their bright plateau in the movie's median image
     (``options.somata="refined"``,
-    :func:`astro3s.postprocess.grow.refine_somata`), bright compact blobs of
+    :func:`astro3s.postprocess.grow.refine_somata`), a soma drawn in part is
+    completed to the compact bright body it lies in
+    (:func:`astro3s.postprocess.grow.complete_somata`,
+    ``COMPLETE_BINNED_SOMATA``), bright compact blobs of
     that image that no soma touches become cells (:func:`add_plateau_cells`),
     and the processes are grown
     from them over the same image and kept on its ridges

@@ -15,9 +15,10 @@ Modules: :mod:`~astro3s.postprocess.params` (settings),
 """
 
 from astro3s.postprocess.blend import blend_crops, crop_weight
-from astro3s.postprocess.grow import (extend_processes, grow_processes, keep_ridges, plateau_somata, refine_somata,
-                                     ridge_strength, trim_somata, with_extended_processes, with_grown_processes,
-                                     with_refined_somata, with_trimmed_somata)
+from astro3s.postprocess.grow import (complete_somata, extend_processes, grow_processes, keep_ridges, plateau_somata,
+                                     refine_somata, ridge_strength, trim_somata, with_completed_somata,
+                                     with_extended_processes, with_grown_processes, with_refined_somata,
+                                     with_trimmed_somata)
 from astro3s.postprocess.combine import (
     Segmentation,
     add_missing_cells,
@@ -43,6 +44,7 @@ __all__ = [
     "class_masks",
     "combine",
     "combine_maps",
+    "complete_somata",
     "component_areas",
     "crop_weight",
     "extend_processes",
@@ -65,6 +67,7 @@ __all__ = [
     "trim_somata",
     "with_extended_processes",
     "upsample_segmentation",
+    "with_completed_somata",
     "with_grown_processes",
     "with_refined_somata",
     "with_trimmed_somata",

@@ -6,7 +6,8 @@ soma outlines are off by up to k px (a 3000-px soma's edge drawn inside its
 bright disc) and few of the long processes are drawn at all. Here both are
 redrawn at the FOV's own resolution from the movie's median image:
 :func:`refine_somata` extends each soma over its bright plateau,
-:func:`trim_somata` cuts every soma's outline back to its half-maximum
+:func:`complete_somata` completes a soma drawn in part to the compact
+bright body it lies in, :func:`trim_somata` cuts every soma's outline back to its half-maximum
 contour over the local background (the convention for a soma's edge, in
 any FOV, binned or not), :func:`plateau_somata` finds bright compact blobs
 as bright as the somata that no soma touches (somata the network missed), and
@@ -20,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["extend_processes", "grow_processes", "keep_ridges", "plateau_somata", "refine_somata", "ridge_strength",
-           "trim_somata", "with_extended_processes", "with_grown_processes", "with_refined_somata",
-           "with_trimmed_somata"]
+__all__ = ["complete_somata", "extend_processes", "grow_processes", "keep_ridges", "plateau_somata", "refine_somata",
+           "ridge_strength", "trim_somata", "with_completed_somata", "with_extended_processes", "with_grown_processes",
+           "with_refined_somata", "with_trimmed_somata"]
 
 # The ridge test of grown processes (keep_ridges). Scale: the Gaussian that best matches a bright bar of
 # width w has sigma ~ w / (2 sqrt 3); ASTRA's annotators draw the processes of D2's ~3000-px somata
@@ -290,7 +291,7 @@ def with_extended_processes(seg: Any, image: np.ndarray, **options: Any) -> Any:
 
 
 def _flood_from_somata(labels: np.ndarray, img: np.ndarray, soma_level: np.ndarray, *, level: float,
-                       reach: float) -> np.ndarray:
+                       reach: float, opening: int = 0) -> np.ndarray:
     """Watershed of ``-img`` flooded from the somata through their bright surroundings.
 
     A pixel may be reached when it is brighter than ``bg + level * (s - bg)``
@@ -307,6 +308,9 @@ def _flood_from_somata(labels: np.ndarray, img: np.ndarray, soma_level: np.ndarr
         The (smoothed) summary image.
     soma_level : ndarray of float64, shape (n,)
         Brightness of each soma.
+    opening : int
+        Radius (px) of a disc that opens the reachable pixels first (0: none): structures
+        narrower than its diameter, such as processes, are not reached.
 
     Returns
     -------
@@ -324,6 +328,10 @@ def _flood_from_somata(labels: np.ndarray, img: np.ndarray, soma_level: np.ndarr
     nearest = labels[iy, ix] - 1  # index of the nearest soma, for every pixel
     threshold = np.where(soma_level > background, background + float(level) * (soma_level - background), np.inf)
     allowed = (img >= threshold[nearest]) & (distance <= float(reach) * radius[nearest])
+    if opening > 0:
+        from skimage.morphology import disk
+
+        allowed = ndi.binary_opening(allowed, structure=disk(opening))
     return watershed(-img, markers=labels, mask=allowed | inside, connectivity=2).astype(np.int32)
 
 
@@ -395,6 +403,106 @@ def refine_somata(soma: np.ndarray, image: np.ndarray, *, level: float = 0.8, re
 SOMA_EDGE_LEVEL = 0.5
 # how near (px) the cell's own processes a pixel cut from its soma's rim must lie to join them (with_trimmed_somata)
 RIM_TO_PROCESS = 2
+
+
+# complete_somata: which growth marks a soma drawn in part, and how compact its completed body must be
+# (chosen 2026-12-05 on the captured binned FOVs of 52 held-out giant movies and 56 D2-like ones;
+# experiments/results/heldout_ablation.md, "Session of 2026-12-05 (night, fourth)")
+COMPLETE_GAIN = (1.3, 2.5)
+COMPLETE_MIN_SOLIDITY = 0.9
+COMPLETE_OPENING = 0.35
+COMPLETE_BODY = 0.6
+
+
+def complete_somata(soma: np.ndarray, image: np.ndarray, *, level: float = SOMA_EDGE_LEVEL,
+                    gain: tuple[float, float] = COMPLETE_GAIN, min_solidity: float = COMPLETE_MIN_SOLIDITY,
+                    opening: float = COMPLETE_OPENING, body: float = COMPLETE_BODY, reach: float | None = None,
+                    smooth: float = 1.0, quantile: float = 0.9) -> np.ndarray:
+    """Somata drawn in part completed to the compact bright body they lie in.
+
+    On a FOV segmented binned, the network sometimes draws only the
+    brighter part of a giant soma (the rest as processes or nothing): the
+    soma is then matched below IoU 0.5 and counted both missed and false,
+    and :func:`refine_somata`, which floods only pixels 0.8 of the way to
+    the soma's brightness, cannot restore a soma whose brightness varies
+    across it. Here each soma is flooded (watershed of the smoothed image
+    from all somata) through pixels at least half-way (``level``) from the
+    background to its ``quantile`` brightness, within ``reach`` soma radii
+    of its edge, after those pixels are opened with a disc of ``opening``
+    times the median soma radius, so that processes, narrower than that
+    disc, are not reached. A soma takes its flood only when that is a
+    completion, not a spill:
+
+    - the flood is ``gain[0]`` to ``gain[1]`` times the soma's area (less is
+      an outline already whole, more is a spill over a bright neighbourhood
+      or an out-of-focus blob);
+    - its solidity (area over convex-hull area) is at least ``min_solidity``;
+    - then only its body is kept: the flood opened with a disc of ``body``
+      times its own radius (a thick proximal process is cut off), joined
+      to the soma as drawn, holes filled.
+
+    Somata only grow, and never over another soma.
+
+    Parameters
+    ----------
+    soma : ndarray of int, shape (H, W)
+        Soma labels ``1..n`` (0 background).
+    image : ndarray of float, shape (H, W)
+        Temporal median (or mean) image, not contrast-equalised.
+    level : float
+        Fraction of the way from the image's lower quartile to the soma's brightness.
+    gain : (float, float)
+        Lowest and highest flooded area, times the soma's area, for the soma to take it.
+    min_solidity : float
+        Lowest solidity of the flooded soma.
+    opening : float
+        Radius of the disc that opens the floodable pixels, times the median soma radius.
+    body : float
+        Radius of the disc that opens each soma's flood, times the flood's radius.
+    reach : float
+        Farthest a new pixel may lie from the soma's edge, in soma radii; None: ``SOMA_REACH``.
+    smooth : float
+        Gaussian smoothing (px) of the image against pixel noise.
+    quantile : float
+        Which brightness of the soma's pixels is its level, in [0, 1].
+
+    Returns
+    -------
+    soma : ndarray of int32, shape (H, W)
+        Same ids; every pixel of ``soma`` keeps its label.
+    """
+    from scipy import ndimage as ndi
+    from skimage.measure import regionprops
+    from skimage.morphology import disk
+
+    labels = np.asarray(soma).astype(np.int32)
+    n = int(labels.max(initial=0))
+    if n == 0:
+        return labels
+    img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
+    inside = labels > 0
+    soma_level = _label_quantile(img[inside], labels[inside], n, float(quantile))
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    radius = np.sqrt(area[area > 0] / np.pi)
+    flooded = _flood_from_somata(labels, img, soma_level, level=level, reach=SOMA_REACH if reach is None else reach,
+                                 opening=max(2, int(round(float(opening) * float(np.median(radius))))))
+    flooded_area = np.bincount(flooded.ravel(), minlength=n + 1)[1:]
+    candidate = (flooded_area >= float(gain[0]) * area) & (flooded_area <= float(gain[1]) * area) & (area > 0)
+    out = labels.copy()
+    for region in regionprops(np.where(candidate[flooded - 1] & (flooded > 0), flooded, 0)):  # the few somata grown
+        if region.solidity < float(min_solidity):
+            continue
+        k = region.label
+        (y0, x0, y1, x1), pad = region.bbox, 1
+        window = (slice(max(y0 - pad, 0), y1 + pad), slice(max(x0 - pad, 0), x1 + pad))
+        own = labels[window] == k
+        grown = ndi.binary_opening(flooded[window] == k,
+                                   structure=disk(max(1, int(round(float(body) * np.sqrt(region.area / np.pi))))))
+        parts, _ = ndi.label(grown | own)
+        kept = ndi.binary_fill_holes(np.isin(parts, np.unique(parts[own])))
+        free = (out[window] == 0) | own
+        out[window][kept & free] = k
+    return out
 
 
 def trim_somata(soma: np.ndarray, image: np.ndarray, *, level: float = SOMA_EDGE_LEVEL, smooth: float = 1.0,
@@ -584,6 +692,20 @@ def with_refined_somata(seg: Any, image: np.ndarray, **options: Any) -> Any:
     soma = refine_somata(seg.soma, image, **options)
     processes = np.where(soma > 0, 0, seg.processes)
     return _segmentation(soma, processes, seg.n_cells, seg.params, dict(seg.counts))
+
+
+def with_completed_somata(seg: Any, image: np.ndarray, **options: Any) -> Any:
+    """``seg`` with its somata completed by :func:`complete_somata`; processes lose the pixels somata took.
+
+    ``counts["somata_completed"]`` says how many somata grew.
+    """
+    from astro3s.postprocess.combine import _segmentation
+
+    soma = complete_somata(seg.soma, image, **options)
+    grown = int(np.count_nonzero(np.bincount(soma.ravel(), minlength=seg.n_cells + 1)[1:]
+                                 > np.bincount(np.asarray(seg.soma).ravel(), minlength=seg.n_cells + 1)[1:]))
+    counts = {**seg.counts, "somata_completed": grown}
+    return _segmentation(soma, np.where(soma > 0, 0, seg.processes), seg.n_cells, seg.params, counts)
 
 
 def with_trimmed_somata(seg: Any, image: np.ndarray, *, level: float = SOMA_EDGE_LEVEL,
