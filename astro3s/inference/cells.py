@@ -168,6 +168,70 @@ def add_plateau_cells(seg: Any, image: np.ndarray, pre: Any, options: InferenceO
     return dataclasses.replace(merged, counts=counts), n_added
 
 
+def active_view(pre: Any) -> Any:
+    """``pre`` seen through its active image: the same candidates' crops and FOV map made from it.
+
+    The enhancement of the median image (:func:`astro3s.preprocess.enhance.enhance_network_image`,
+    ``pre.params``' CLAHE settings) applied to ``pre.active_image``, cut out with the same boxes and
+    local-activity masks; None when ``pre`` has no active image.
+    """
+    from astro3s.preprocess import extract_crops
+    from astro3s.preprocess.enhance import enhance_network_image
+
+    if getattr(pre, "active_image", None) is None:
+        return None
+    enhanced = enhance_network_image(pre.active_image, None, pre.params)
+    crops = extract_crops(enhanced, pre.crop_boxes, None, crop_size=pre.params.crop_size) * pre.crop_masks
+    return dataclasses.replace(pre, enhanced=enhanced, crops=crops.astype(np.float32, copy=False),
+                               fov_map=(enhanced * pre.fov_mask).astype(np.float32, copy=False))
+
+
+def add_active_view_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *,
+                          timings: dict[str, float] | None = None, name: str = "") -> Any:
+    """``seg`` with the cells found on the FOV's active view and not in ``seg``.
+
+    A cell dim at rest (GCaMP's resting fluorescence is low and varies from
+    cell to cell) is lost in the median image, whose CLAHE equalises it into
+    the background's noise, but it is bright in the temporal
+    ``ACTIVE_VIEW_PERCENTILE``-th percentile image of the same frames. The
+    FOV is segmented again on that view (:func:`active_view`, the same
+    candidates and soma scale, :func:`segment_movie` at its own scale with
+    ``soma_scale="fixed"``), and its cells whose soma overlaps no soma of
+    ``seg`` are added (:func:`astro3s.postprocess.add_missing_cells`), unless
+    their soma edge is blurrier than the cells found allow
+    (:func:`drop_blurred_additions`: out-of-focus cells are active too) or
+    their soma is under 0.4x their median area (:func:`drop_small_additions`).
+    Nothing is added to a FOV without cells (no reference for the rules).
+    ``counts["active_view_added"]`` says how many were kept. Run only with
+    ``options.active_view`` (off by default): designed on held-out movies
+    where it found dim cells the median image hides, it added more false
+    cells than true on never-seen ones (neuropil patches, a vessel wall's
+    stretch, soft blobs: CLAHE turns the active image's texture into
+    cell-like patches), experiments/results/heldout_ablation.md.
+    """
+    from astro3s.postprocess import add_missing_cells
+
+    view = active_view(pre) if seg.n_cells else None
+    if view is None:  # without cells found there is no blur or size to judge the view's cells by
+        return seg
+    start = time.perf_counter()
+    inner: dict[str, float] = {}
+    _, found, _ = segment_movie(view, model, dataclasses.replace(options, soma_scale="fixed"), timings=inner,
+                                name=name, allow_binning=False)
+    n_before = seg.n_cells
+    counts = dict(seg.counts)
+    merged, _ = drop_blurred_additions(add_missing_cells(seg, found), n_before, pre, options)
+    merged, n_added = drop_small_additions(merged, n_before)
+    if n_added:
+        log.info("%s: %d cell(s) dim at rest added from the active view", name, n_added)
+    # the first pass's counts stay what they were; this view's are counted apart
+    counts.update(cells=merged.n_cells, active_view_added=n_added,
+                  active_view_blurred_removed=merged.counts.get("added_blurred_removed", 0))
+    if timings is not None:
+        timings["active_view_s"] = time.perf_counter() - start
+    return dataclasses.replace(merged, counts=counts)
+
+
 #: A cell the coarse pass of :func:`add_large_cells` adds has a soma at least this many times the
 #: median soma of the cells found at the FOV's own scale ...
 LARGE_SOMA_RATIO = 1.5
@@ -608,6 +672,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         seg = with_extended_processes(seg, median_image)
     if not allow_binning:
         return pre, seg, scale_info
+    if options.active_view:
+        seg = add_active_view_cells(seg, pre, model, options, timings=timings, name=name)
     return pre, _final_cells(seg, pre, options), scale_info
 
 

@@ -42,6 +42,9 @@ BINNED_PROCESS_MODES = ("ridges", "grown", "network")
 # that annotators would keep (process F1 0.647 -> 0.630, 0.646 -> 0.493); 2.5 moved none of them down and
 # small-soma FOVs' process F1 0.538 -> 0.585 (experiments/results/heldout_ablation.md).
 MAX_PROCESS_RATIO = 2.5
+# the temporal percentile of the active view (InferenceOptions.active_view, off by default; tried 2026-12-05,
+# fourth night session, on the held-out `faint` member, experiments/results/heldout_ablation.md)
+ACTIVE_VIEW_PERCENTILE = 80.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,18 @@ class InferenceOptions:
         (:func:`astro3s.postprocess.limit_process_area`; about the 90th
         percentile of the ratio in ASTRA's consensus annotations). None: no
         limit. Applied last, on every path (binned or not).
+    active_view : bool
+        A FOV segmented at its own scale is also segmented on a second view,
+        the same candidates' crops made from its temporal
+        ``ACTIVE_VIEW_PERCENTILE``-th percentile image instead of its median
+        (``PreprocessParams.active_percentile``, set here when unset), and the
+        cells found only there are added when their soma is no blurrier and
+        not much smaller than the cells found
+        (:func:`astro3s.inference.cells.add_active_view_cells`): cells dim at
+        rest look like background in the median image but not when active.
+        Off by default: it found such cells on the movies it was designed on,
+        but on never-seen held-out movies it added more neuropil patches and
+        vessel-wall stretches than cells (experiments/results/heldout_ablation.md).
     """
 
     preprocess: Any
@@ -166,6 +181,7 @@ class InferenceOptions:
     extend_processes: bool = True
     scale_clahe_tiles: bool = True
     max_process_ratio: float | None = MAX_PROCESS_RATIO
+    active_view: bool = False
 
     def __post_init__(self) -> None:
         if self.nwb:
@@ -203,6 +219,10 @@ class InferenceOptions:
 
         if not isinstance(self.tiling, TilingParams):
             object.__setattr__(self, "tiling", TilingParams.from_dict(self.tiling))
+        if self.active_view and getattr(self.preprocess, "active_percentile", 0) is None:
+            # the active image comes from the median's pass over the frames (preprocess)
+            object.__setattr__(self, "preprocess",
+                               dataclasses.replace(self.preprocess, active_percentile=ACTIVE_VIEW_PERCENTILE))
 
 
 def parse_frame_rate(value: Any) -> float:

@@ -34,6 +34,7 @@ from astro3s.preprocess.enhance import (
     frame_percentiles,
     sharpen,
     temporal_median,
+    temporal_percentiles,
 )
 from astro3s.preprocess.fit import fit_parameters
 from astro3s.preprocess.local_filter import (candidate_boxes, candidate_centres, local_activity_filter,
@@ -89,6 +90,7 @@ __all__ = [
     "save_preprocessed",
     "sharpen",
     "temporal_median",
+    "temporal_percentiles",
     "tile_coverage",
     "tile_starts",
     "tile_thresholds",

@@ -15,7 +15,7 @@ bright as a thin process.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from astro3s.preprocess.params import PreprocessParams
 
 __all__ = ["clahe", "clahe_tiles_for_shape", "enhance", "enhance_image", "enhance_network_image", "frame_percentiles",
-           "lift_dim_background", "sharpen", "temporal_median"]
+           "lift_dim_background", "sharpen", "temporal_median", "temporal_percentiles"]
 
 # bytes of one block of temporal_median (about the size of a core's L2 cache)
 _MEDIAN_BLOCK_BYTES = 2**20
@@ -158,9 +158,37 @@ def temporal_median(frames: np.ndarray, *, baselines: np.ndarray | None = None, 
     -------
     median : ndarray of float32, shape (H, W)
     """
+    return temporal_percentiles(frames, (50.0,), baselines=baselines, block_pixels=block_pixels, device=device)[0]
+
+
+def temporal_percentiles(frames: np.ndarray, percentiles: Sequence[float], *, baselines: np.ndarray | None = None,
+                         block_pixels: int | None = None, device: str = "cpu") -> np.ndarray:
+    """Per-pixel percentiles over time (NumPy's linear definition), all from one pass over the frames.
+
+    Each block of pixels is copied out and transposed once, then selected
+    for every percentile in turn while it is in cache: a second percentile
+    costs a selection, not another pass (see :func:`temporal_median`, the
+    50th alone).
+
+    Parameters
+    ----------
+    frames : ndarray, shape (T, H, W)
+    percentiles : sequence of float
+        Percentiles in [0, 100].
+    baselines : ndarray, shape (T,), optional
+        Per-frame values subtracted first, as in :func:`temporal_median`.
+    block_pixels : int, optional
+        Pixels handled at once, as in :func:`temporal_median`.
+
+    Returns
+    -------
+    images : ndarray of float32, shape (P, H, W)
+        One image per percentile, in the order given.
+    """
     frames = np.asarray(frames)
+    levels = [float(q) for q in percentiles]
     n, height, width = frames.shape
-    out = np.empty(height * width, np.float32)
+    out = np.empty((len(levels), height * width), np.float32)
     if device != "cpu":
         if baselines is not None:
             frames = np.asarray(frames, np.float32) - np.asarray(baselines, np.float32)[:, None, None]
@@ -169,8 +197,9 @@ def temporal_median(frames: np.ndarray, *, baselines: np.ndarray | None = None, 
         # selection along a contiguous axis is several times faster: transpose block-wise
         for a in range(0, flat.shape[1], block_pixels):
             block = transpose_2d(flat[:, a:a + block_pixels])
-            out[a:a + block.shape[0]] = quantile_lastaxis(block, 50.0, device=device, overwrite_input=True)
-        return out.reshape(height, width)
+            for row, q in zip(out, levels):
+                row[a:a + block.shape[0]] = quantile_lastaxis(block, q, device=device, overwrite_input=True)
+        return out.reshape(len(levels), height, width)
     flat = frames.reshape(n, -1)
     offsets = None if baselines is None else np.asarray(baselines, np.float32)[:, None]
 
@@ -196,10 +225,11 @@ def temporal_median(frames: np.ndarray, *, baselines: np.ndarray | None = None, 
             np.subtract(flat[:, a:b] if flat.dtype == np.float32 else flat[:, a:b].astype(np.float32), offsets,
                         out=block)
         np.copyto(rows, block.T)
-        out[a:b] = quantile_lastaxis(rows, 50.0, overwrite_input=True)
+        for row, q in zip(out, levels):  # a partition leaves every value's multiset in place: the next is exact
+            row[a:b] = quantile_lastaxis(rows, q, overwrite_input=True)
 
     map_blocks(one, block_ranges(flat.shape[1], block_pixels))
-    return out.reshape(height, width)
+    return out.reshape(len(levels), height, width)
 
 
 def clahe(image: np.ndarray, *, clip_limit: float = 0.5, tiles: tuple[int, int] = (8, 8),

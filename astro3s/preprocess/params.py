@@ -66,6 +66,12 @@ class PreprocessParams:
         The temporal median is exact when ``T`` is at most this (and the frames
         fit ``memory_budget_mb``); otherwise it is the median of an even
         subsample of that many frames (1000).
+    active_percentile : float or None
+        Also keep this temporal percentile of the frames the median is taken
+        over, as corrected (their baselines not subtracted):
+        ``Preprocessed.active_image``, the FOV as it looks when its cells are
+        active, where a cell dim at rest is bright. None (default): not
+        computed. ``InferenceOptions.active_view`` sets it.
     morphology_image : str
         The image the cells' shapes are read from: ``"median"`` (ASTRA's: the
         temporal median of the baseline-subtracted frames), ``"noise_variance"``
@@ -211,6 +217,7 @@ class PreprocessParams:
     # spatial enhancement
     baseline_percentile: float = 10.0
     median_max_frames: int = 1000
+    active_percentile: float | None = None
     morphology_image: str = "auto"
     lift_dim_background: bool = True
     enhance_sigma: float = 0.0
@@ -299,6 +306,8 @@ class PreprocessParams:
                  "fallback_floor must be a fraction within [0, threshold_floor] or null")
         if self.median_blob_response is not None:
             need(self.median_blob_response >= 0, "median_blob_response must be >= 0 or null")
+        if self.active_percentile is not None:
+            need(50 < self.active_percentile <= 100, "active_percentile must be within (50, 100] or null")
         need(self.threshold_step > 0, "threshold_step must be > 0")
         need(self.area_step_fraction > 0, "area_step_fraction must be > 0")
         need(self.min_area_fraction <= self.start_area_fraction,

@@ -251,7 +251,7 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
         Shares the corrected movie with ``pre``.
     """
     early = ("motion_correction", "reference_frames", "reference_stable_fraction", "upsample_factor",
-             "bandpass_sigmas", "max_shift_fraction", "baseline_percentile", "median_max_frames",
+             "bandpass_sigmas", "max_shift_fraction", "baseline_percentile", "median_max_frames", "active_percentile",
              "tile_size", "tile_step", "activity_percentile", "percentile_stride", "activity_bin_s")
     enhancement = ("enhance_sigma", "clahe_clip_limit", "clahe_tiles", "clahe_min_tile", "clahe_bins",
                    "activity_weight", "activity_threshold")
@@ -379,4 +379,4 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
         shape=(n_frames, height, width), fs=getattr(movie, "fs", None),
         source=None if getattr(movie, "path", None) is None else str(movie.path),
         details=details, corrected=streamed.corrected, median_image=streamed.median,
-        correlation_image=streamed.correlation_image)
+        correlation_image=streamed.correlation_image, active_image=streamed.active)

@@ -65,6 +65,11 @@ class Preprocessed:
         Local temporal-correlation image, computed when ``params.activity_weight > 0``
         (added to the median image before the enhancement); None otherwise and when
         loaded from a file.
+    active_image : ndarray of float32, shape (H, W), or None
+        The ``params.active_percentile`` temporal percentile of the frames the
+        median was taken over, as corrected (no baseline subtracted, no clip):
+        the FOV as it looks when active. None without that parameter and when
+        loaded from a file.
     """
 
     shifts: np.ndarray
@@ -86,6 +91,7 @@ class Preprocessed:
     corrected: CorrectedMovie | None = field(default=None, repr=False, compare=False)
     median_image: np.ndarray | None = field(default=None, repr=False, compare=False)
     correlation_image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    active_image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_candidates(self) -> int:
