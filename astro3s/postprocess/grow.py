@@ -348,6 +348,17 @@ def _label_quantile(values: np.ndarray, labels: np.ndarray, n: int, quantile: fl
     return out
 
 
+def _smoothed_quantile_levels(labels: np.ndarray, image: np.ndarray, smooth: float,
+                              quantile: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image smoothed by ``smooth`` px (float32) and each soma's ``quantile`` brightness on it
+    (:func:`_label_quantile`, float64, (n,)); ``labels`` int32 with ``n >= 1`` somata."""
+    from scipy import ndimage as ndi
+
+    img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
+    inside = labels > 0
+    return img, _label_quantile(img[inside], labels[inside], int(labels.max()), float(quantile))
+
+
 # how far (in radii of the soma as drawn) refine_somata may extend a soma over its plateau. One radius
 # since 2026-12-05 (was 0.5): the network draws part of a soma that is large for its FOV (its interior
 # equalised into texture by CLAHE, labelled process), often at half its radius, where half a radius of
@@ -387,15 +398,10 @@ def refine_somata(soma: np.ndarray, image: np.ndarray, *, level: float = 0.8, re
     soma : ndarray of int32, shape (H, W)
         Same ids; every pixel of ``soma`` keeps its label.
     """
-    from scipy import ndimage as ndi
-
     labels = np.asarray(soma).astype(np.int32)
-    n = int(labels.max(initial=0))
-    if n == 0:
+    if int(labels.max(initial=0)) == 0:
         return labels
-    img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
-    inside = labels > 0
-    soma_level = _label_quantile(img[inside], labels[inside], n, float(quantile))
+    img, soma_level = _smoothed_quantile_levels(labels, image, smooth, quantile)
     return _flood_from_somata(labels, img, soma_level, level=level, reach=SOMA_REACH if reach is None else reach)
 
 
@@ -479,9 +485,7 @@ def complete_somata(soma: np.ndarray, image: np.ndarray, *, level: float = SOMA_
     n = int(labels.max(initial=0))
     if n == 0:
         return labels
-    img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
-    inside = labels > 0
-    soma_level = _label_quantile(img[inside], labels[inside], n, float(quantile))
+    img, soma_level = _smoothed_quantile_levels(labels, image, smooth, quantile)
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     radius = np.sqrt(area[area > 0] / np.pi)
     flooded = _flood_from_somata(labels, img, soma_level, level=level, reach=SOMA_REACH if reach is None else reach,
@@ -656,9 +660,8 @@ def plateau_somata(soma: np.ndarray, image: np.ndarray, *, level: float = 0.5,
     out = np.zeros(labels.shape, np.int32)
     if n == 0:
         return out
-    img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
+    img, soma_level = _smoothed_quantile_levels(labels, image, smooth, quantile)
     inside = labels > 0
-    soma_level = _label_quantile(img[inside], labels[inside], n, float(quantile))
     areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     if not np.isfinite(soma_level).any():
         return out
