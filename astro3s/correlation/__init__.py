@@ -17,7 +17,7 @@ from typing import Any
 
 from astro3s.correlation.domains import (Domains, ThresholdChoice, background_pixels, bf16_error_bound,
                                          cell_centroids, choose_threshold, false_rate, find_domains,
-                                         lagged_max_correlation, normalise_traces)
+                                         lagged_max_correlation, normalise_traces, slow_trend)
 from astro3s.correlation.figures import plot_domains, plot_traces
 from astro3s.correlation.params import CorrelationParams
 from astro3s.correlation.traces import RoiMeans, RoiTraces, baseline_f0, domain_traces, extract_traces, roi_table
@@ -43,6 +43,7 @@ __all__ = [
     "plot_domains",
     "plot_traces",
     "roi_table",
+    "slow_trend",
 ]
 
 

@@ -8,6 +8,16 @@ Definition (following ASTRA's ``CC.py``; differences are marked *):
   the frames where the window is full (``T' = T - smooth_frames + 1``); ASTRA
   pads with zeros, which pulls the first and last frames of every raw trace
   towards 0 and so correlates all pixels with each other.
+- *Photobleaching trend.* Before they are scaled, the smoothed traces lose
+  their component along the FOV's slow trend (``detrend``, default on): the
+  mean frame's time course, smoothed alike and fitted by a polynomial of degree
+  3 in time (:func:`slow_trend`). Bleaching scales every pixel's fluorescence
+  by the same decaying factor, so it adds to each trace a copy of one curve,
+  in proportion to the pixel's brightness; left in, it correlates every
+  bright pixel with the cell (the CC values of a territory rise by up to 0.2
+  on a movie that bleaches by a third) although none of it is calcium
+  activity. One direction of the T' is removed, so the activity loses at most
+  its part along that curve. ASTRA correlates the traces with their trend.
 - **Lagged correlation** between traces ``a`` (an ROI pixel) and ``b`` (a
   candidate pixel) at lag ``l`` is ``sum_t a(t + l) b(t)`` over the frames where
   both exist, for ``|l| <= max_lag`` (10 frames). It is divided by ``T'``, not by the
@@ -142,6 +152,7 @@ __all__ = [
     "lagged_max_correlation",
     "normalise_traces",
     "pixel_sets",
+    "slow_trend",
 ]
 
 log = logging.getLogger(__name__)
@@ -175,6 +186,8 @@ _MIN_BAND = 256
 _ROI_WEIGHT = 3
 # raw traces normalised at once (a block of rows that stays in the CPU cache), bytes
 _NORMALISE_BYTES = 256 << 10
+#: degree of the polynomial in time that the FOV's slow trend is fitted by (:func:`slow_trend`)
+TREND_DEGREE = 3
 # first-level screening rows kept between the threshold search and the domain search, bytes
 _ROWS_CACHE_BYTES = 256 << 20
 # float32 slack added to every screening bound (FFT and accumulation rounding of unit-norm traces)
@@ -304,7 +317,45 @@ class Domains:
 # ----------------------------------------------------------------------------- pieces
 
 
-def normalise_traces(x: np.ndarray, *, smooth_frames: int = _D.smooth_frames) -> np.ndarray:
+def slow_trend(frame_means: np.ndarray, *, smooth_frames: int = _D.smooth_frames,
+               degree: int = TREND_DEGREE) -> np.ndarray | None:
+    """The FOV's slow trend (photobleaching) as one unit-norm direction of the smoothed traces.
+
+    Parameters
+    ----------
+    frame_means : ndarray, shape (T,)
+        Mean of each frame over the FOV.
+    smooth_frames : int
+        Moving-average length of the traces it will be removed from.
+    degree : int
+        Degree of the polynomial (in time) fitted to the smoothed frame means:
+        it keeps the slow fall of bleaching and leaves out the faster rise and
+        fall of the activity the FOV's mean also carries.
+
+    Returns
+    -------
+    trend : ndarray of float32, shape (T - smooth_frames + 1,), or None
+        Centred and of unit norm; None when the fit is flat (a constant
+        movie) or the movie has too few frames for the fit.
+    """
+    means = np.asarray(frame_means, dtype=np.float64).ravel()
+    n_out = means.size - int(smooth_frames) + 1
+    if n_out <= 2 * (degree + 1) or not np.all(np.isfinite(means)):
+        return None
+    csum = np.concatenate([[0.0], np.cumsum(means)])
+    smooth = (csum[smooth_frames:] - csum[:-smooth_frames]) / smooth_frames
+    basis = np.polynomial.legendre.legvander(np.linspace(-1.0, 1.0, n_out), degree)
+    fit = basis @ np.linalg.lstsq(basis, smooth, rcond=None)[0]
+    fit -= fit.mean()
+    norm = float(np.linalg.norm(fit))
+    # flat: a fit at rounding level of the movie's values (nothing to remove)
+    if not norm > 1e-9 * max(float(np.abs(smooth).max()), 1e-30) * np.sqrt(n_out):
+        return None
+    return (fit / norm).astype(np.float32)
+
+
+def normalise_traces(x: np.ndarray, *, smooth_frames: int = _D.smooth_frames,
+                     trend: np.ndarray | None = None) -> np.ndarray:
     """Smooth pixel traces by a moving average and scale them to zero mean, unit norm.
 
     Parameters
@@ -313,16 +364,20 @@ def normalise_traces(x: np.ndarray, *, smooth_frames: int = _D.smooth_frames) ->
         One trace per row.
     smooth_frames : int
         Moving-average length; only full windows are kept.
+    trend : ndarray, shape (T - smooth_frames + 1,), optional
+        A centred unit-norm direction (:func:`slow_trend`) removed from every
+        smoothed trace before it is scaled.
 
     Returns
     -------
     z : ndarray of float32, shape (n, T - smooth_frames + 1)
-        ``z @ z.T`` holds Pearson correlations. Constant traces become 0.
+        ``z @ z.T`` holds Pearson correlations (of the traces less their
+        trend). Constant traces become 0.
     """
-    return _normalise_in_place(np.array(x, dtype=np.float32, order="C"), smooth_frames)
+    return _normalise_in_place(np.array(x, dtype=np.float32, order="C"), smooth_frames, trend)
 
 
-def _normalise_in_place(x: np.ndarray, smooth_frames: int) -> np.ndarray:
+def _normalise_in_place(x: np.ndarray, smooth_frames: int, trend: np.ndarray | None = None) -> np.ndarray:
     """:func:`normalise_traces` of a C-contiguous float32 array (n, T), computed in its own memory.
 
     Returns a view ``(n, T')`` of the start of ``x``'s buffer: no second copy of the traces. The
@@ -334,27 +389,34 @@ def _normalise_in_place(x: np.ndarray, smooth_frames: int) -> np.ndarray:
     if n_out < 1:
         raise InputError(None, f"traces of {n_frames} frames are shorter than the {smooth_frames}-frame "
                          "moving average.")
+    if trend is not None and np.shape(trend) != (n_out,):
+        raise ValueError(f"trend of shape {np.shape(trend)} for traces of {n_out} smoothed frames")
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     flat = x.reshape(-1)  # a view
     step = max(1, _NORMALISE_BYTES // (4 * n_frames))
     for r0 in range(0, n_rows, step):  # a loop over blocks of rows
         r1 = min(n_rows, r0 + step)
-        z = _normalise_block(x[r0:r1], smooth_frames, n_out)
+        z = _normalise_block(x[r0:r1], smooth_frames, n_out, trend)
         # row r's result lies before its raw trace: writing block after block never overwrites a raw
         # value still to be read
         flat[r0 * n_out:r1 * n_out] = z.reshape(-1)
     return flat[:n_rows * n_out].reshape(n_rows, n_out)
 
 
-def _normalise_block(x: np.ndarray, smooth_frames: int, n_out: int) -> np.ndarray:
-    """Smoothed, centred, unit-norm traces of the rows ``x`` (overwritten), float32 (k, T')."""
+def _normalise_block(x: np.ndarray, smooth_frames: int, n_out: int, trend: np.ndarray | None = None) -> np.ndarray:
+    """Smoothed, centred, detrended, unit-norm traces of the rows ``x`` (overwritten), float32 (k, T')."""
     # centre first, with a float64 mean: raw values of several thousand summed in float32 lose digits
     x -= x.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
     z = x[:, :n_out].copy()
     for s in range(1, smooth_frames):  # a loop over the window's offsets
         z += x[:, s:s + n_out]
     z -= z.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+    if trend is not None:
+        # einsum's own loop, not BLAS: the same values whatever the block's place in memory (BLAS kernels
+        # round differently on unaligned rows), so traces read from a file or from frames in memory
+        # normalise alike
+        z -= np.einsum("ij,j->i", z, trend)[:, None] * trend[None, :]
     norm = np.linalg.norm(z, axis=1, keepdims=True)
     np.divide(z, norm, out=z, where=norm > 0)
     z[(norm == 0)[:, 0]] = 0
@@ -1009,8 +1071,9 @@ def cell_centroids(soma: np.ndarray, processes: np.ndarray, cell_ids: np.ndarray
     if len(cell_ids) == 0:
         return np.zeros((0, 2))
     ones = np.ones(soma.shape)
-    by_soma = np.asarray(ndi.center_of_mass(ones, soma, cell_ids), dtype=np.float64).reshape(-1, 2)
-    by_proc = np.asarray(ndi.center_of_mass(ones, processes, cell_ids), dtype=np.float64).reshape(-1, 2)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a cell without soma (or processes): NaN, resolved below
+        by_soma = np.asarray(ndi.center_of_mass(ones, soma, cell_ids), dtype=np.float64).reshape(-1, 2)
+        by_proc = np.asarray(ndi.center_of_mass(ones, processes, cell_ids), dtype=np.float64).reshape(-1, 2)
     return np.where(np.isfinite(by_soma), by_soma, by_proc)
 
 
@@ -1511,6 +1574,7 @@ class _Traces:
         self.store = TraceStore(plan.cell_pixels, plan.n_frames, spill=plan.spill, scratch_dir=params.scratch_dir,
                                 frames=frames)
         self.bg_store = TraceStore(pixels.bg_flat, plan.n_frames)
+        self.trend: np.ndarray | None = None  # slow_trend of the movie, removed from every trace (detrend)
         self.bg_z: Any = None  # Tensor float32 (n_bg, T')
         self.bg_columns: Any = None  # Tensor float32 (n_bg, D), screened search only
         self.bg_feats: dict[str, Any] | None = None  # _spectral_features of bg_z, screened search only
@@ -1526,9 +1590,19 @@ class _Traces:
         import torch
 
         clock = time.perf_counter()
-        one_pass(movie, (self.store, self.bg_store), chunk_frames=self.params.chunk_frames, on_block=on_block,
+        frame_means = np.zeros(self.plan.n_frames, np.float64)
+
+        def each_block(t0: int, block: np.ndarray) -> None:
+            frame_means[t0:t0 + len(block)] = block.mean(axis=1)  # float32 pairwise sums: ample for a trend
+            if on_block is not None:
+                on_block(t0, block)
+
+        one_pass(movie, (self.store, self.bg_store), chunk_frames=self.params.chunk_frames, on_block=each_block,
                  progress=progress)
-        self.bg_z = torch.from_numpy(_normalise_in_place(self.bg_store.take(), self.smooth_frames)).to(self.plan.device)
+        if self.params.detrend:
+            self.trend = slow_trend(frame_means, smooth_frames=self.smooth_frames)
+        self.bg_z = torch.from_numpy(_normalise_in_place(self.bg_store.take(), self.smooth_frames,
+                                                         self.trend)).to(self.plan.device)
         self.timings["read_normalise"] += time.perf_counter() - clock
 
     def prepare_background(self) -> None:
@@ -1578,7 +1652,7 @@ class _Traces:
 
         plan = self.plan
         clock = time.perf_counter()
-        z = torch.from_numpy(_normalise_in_place(raw, self.smooth_frames)).to(plan.device)
+        z = torch.from_numpy(_normalise_in_place(raw, self.smooth_frames, self.trend)).to(plan.device)
         del raw
         self.timings["read_normalise"] += time.perf_counter() - clock
         clock = time.perf_counter()

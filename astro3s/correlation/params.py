@@ -39,6 +39,12 @@ class CorrelationParams:
     smooth_frames : int
         Length in frames (not seconds) of the moving average applied to
         pixel traces [5].
+    detrend : bool
+        Remove the FOV's slow trend (photobleaching: the mean frame's time
+        course fitted by a cubic in time) from every smoothed pixel trace
+        before correlating [ASTRA: no]. Bleaching adds the same decaying
+        curve to every pixel in proportion to its brightness, which
+        correlates bright pixels with any cell; False gives ASTRA's CC.
     threshold : float or None
         Correlation threshold; ``None`` picks it per FOV by false discovery.
     threshold_start : float
@@ -97,6 +103,7 @@ class CorrelationParams:
     radius: float = 50.0
     max_lag: int = 10
     smooth_frames: int = 5
+    detrend: bool = True
     threshold: float | None = None
     threshold_start: float = 0.85
     threshold_up: tuple[float, ...] = (0.88, 0.90, 0.91, 0.92, 0.93, 0.94, 0.95)

@@ -849,7 +849,8 @@ def expected_domain_correlation(scene: Scene, index: int, *, smooth_frames: int 
     For every pixel of the cell's local grid, the pixel's noiseless signal is
     computed from the scene (every component, neighbours' and neuropil
     included; blurred by the PSF; vessel shadows applied; bleaching only as its
-    mean level: the trend is a nuisance that detrending removes) and smoothed
+    mean level: the trend is a nuisance that the CC analysis removes,
+    :func:`astro3s.correlation.slow_trend`) and smoothed
     by a ``smooth_frames`` moving average. Its variance is that signal's
     variance plus the expected noise of the smoothed measurement, known
     analytically: ``(mean photons + (read_noise / gain)^2 + 1 / (12 gain^2)) /

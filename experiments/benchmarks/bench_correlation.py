@@ -53,17 +53,21 @@ def mean_iou(a: np.ndarray, b: np.ndarray, ids: np.ndarray) -> float:
 
 
 def reference_domains(movie: np.ndarray, soma: np.ndarray, processes: np.ndarray, *, radius: float,
-                      max_lag: int, smooth_frames: int, threshold: float) -> np.ndarray:
+                      max_lag: int, smooth_frames: int, threshold: float, detrend: bool = True) -> np.ndarray:
     """Literal float64 NumPy domains of the definition (module docstring of astro3s.correlation.domains)."""
-    from astro3s.correlation import cell_centroids
+    from astro3s.correlation import cell_centroids, slow_trend
 
     n_frames, height, width = movie.shape
     x = movie.reshape(n_frames, -1).astype(np.float64)
     csum = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x]), axis=0)
     smooth = (csum[smooth_frames:] - csum[:-smooth_frames]) / smooth_frames
+    smooth = smooth - smooth.mean(axis=0)
     n = smooth.shape[0]
+    trend = slow_trend(x.mean(axis=1), smooth_frames=smooth_frames) if detrend else None
+    if trend is not None:  # each trace less its component along the FOV's slow trend (photobleaching)
+        smooth = smooth - np.outer(trend, trend.astype(np.float64) @ smooth)
     std = smooth.std(axis=0)
-    z = np.where(std > 0, (smooth - smooth.mean(axis=0)) / np.where(std > 0, std, 1), 0.0)
+    z = np.where(std > 0, smooth / np.where(std > 0, std, 1), 0.0)
     roi = np.maximum(soma, processes)
     ids = np.unique(roi[roi > 0])
     yy, xx = np.mgrid[0:height, 0:width]
