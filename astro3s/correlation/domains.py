@@ -10,8 +10,8 @@ Definition (following ASTRA's ``CC.py``; differences are marked *):
   towards 0 and so correlates all pixels with each other.
 - *Photobleaching trend.* Before they are scaled, the smoothed traces lose
   their component along the FOV's slow trend (``detrend``, default on): the
-  mean frame's time course, smoothed alike and fitted by a polynomial of degree
-  3 in time (:func:`slow_trend`). Bleaching scales every pixel's fluorescence
+  mean frame's time course, smoothed alike and fitted by a constant plus a
+  decaying exponential (:func:`slow_trend`). Bleaching scales every pixel's fluorescence
   by the same decaying factor, so it adds to each trace a copy of one curve,
   in proportion to the pixel's brightness; left in, it correlates every
   bright pixel with the cell (the CC values of a territory rise by up to 0.2
@@ -186,8 +186,11 @@ _MIN_BAND = 256
 _ROI_WEIGHT = 3
 # raw traces normalised at once (a block of rows that stays in the CPU cache), bytes
 _NORMALISE_BYTES = 256 << 10
-#: degree of the polynomial in time that the FOV's slow trend is fitted by (:func:`slow_trend`)
-TREND_DEGREE = 3
+#: time constants of the bleaching decay tried by :func:`slow_trend`, in units of the movie's length: from an
+#: eighth of it (faster bleaching is over within the first frames) to 50 times it (a straight drift)
+TREND_TAUS = np.geomspace(0.125, 50.0, 40)
+#: fewest smoothed frames for a trend fit
+TREND_MIN_FRAMES = 8
 # first-level screening rows kept between the threshold search and the domain search, bytes
 _ROWS_CACHE_BYTES = 256 << 20
 # float32 slack added to every screening bound (FFT and accumulation rounding of unit-norm traces)
@@ -317,9 +320,15 @@ class Domains:
 # ----------------------------------------------------------------------------- pieces
 
 
-def slow_trend(frame_means: np.ndarray, *, smooth_frames: int = _D.smooth_frames,
-               degree: int = TREND_DEGREE) -> np.ndarray | None:
+def slow_trend(frame_means: np.ndarray, *, smooth_frames: int = _D.smooth_frames) -> np.ndarray | None:
     """The FOV's slow trend (photobleaching) as one unit-norm direction of the smoothed traces.
+
+    The smoothed frame means are fitted by ``a + b exp(-t / tau)``, the shape of
+    photobleaching, with ``tau`` the best of :data:`TREND_TAUS` (times the
+    movie's length; the longest make the fit a straight line, a slow drift).
+    A decay cannot follow the rise and fall of calcium events, so the activity
+    the FOV's mean also carries stays in the traces, even in a short movie
+    where a polynomial of a few degrees would fit an event.
 
     Parameters
     ----------
@@ -327,10 +336,6 @@ def slow_trend(frame_means: np.ndarray, *, smooth_frames: int = _D.smooth_frames
         Mean of each frame over the FOV.
     smooth_frames : int
         Moving-average length of the traces it will be removed from.
-    degree : int
-        Degree of the polynomial (in time) fitted to the smoothed frame means:
-        it keeps the slow fall of bleaching and leaves out the faster rise and
-        fall of the activity the FOV's mean also carries.
 
     Returns
     -------
@@ -340,16 +345,20 @@ def slow_trend(frame_means: np.ndarray, *, smooth_frames: int = _D.smooth_frames
     """
     means = np.asarray(frame_means, dtype=np.float64).ravel()
     n_out = means.size - int(smooth_frames) + 1
-    if n_out <= 2 * (degree + 1) or not np.all(np.isfinite(means)):
+    if n_out < TREND_MIN_FRAMES or not np.all(np.isfinite(means)):
         return None
     csum = np.concatenate([[0.0], np.cumsum(means)])
     smooth = (csum[smooth_frames:] - csum[:-smooth_frames]) / smooth_frames
-    basis = np.polynomial.legendre.legvander(np.linspace(-1.0, 1.0, n_out), degree)
-    fit = basis @ np.linalg.lstsq(basis, smooth, rcond=None)[0]
-    fit -= fit.mean()
+    smooth -= smooth.mean()
+    # for each tau, the least-squares fit by a constant and the decay is the projection on the decay centred
+    decays = np.exp(-np.arange(n_out)[None, :] / (TREND_TAUS[:, None] * n_out))  # (n_tau, T')
+    decays -= decays.mean(axis=1, keepdims=True)
+    decays /= np.linalg.norm(decays, axis=1, keepdims=True)
+    along = decays @ smooth
+    fit = along[np.argmax(np.abs(along))] * decays[np.argmax(np.abs(along))]
     norm = float(np.linalg.norm(fit))
     # flat: a fit at rounding level of the movie's values (nothing to remove)
-    if not norm > 1e-9 * max(float(np.abs(smooth).max()), 1e-30) * np.sqrt(n_out):
+    if not norm > 1e-9 * max(float(np.abs(means).max()), 1e-30) * np.sqrt(n_out):
         return None
     return (fit / norm).astype(np.float32)
 

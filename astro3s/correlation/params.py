@@ -41,7 +41,7 @@ class CorrelationParams:
         pixel traces [5].
     detrend : bool
         Remove the FOV's slow trend (photobleaching: the mean frame's time
-        course fitted by a cubic in time) from every smoothed pixel trace
+        course fitted by a constant plus a decaying exponential) from every smoothed pixel trace
         before correlating [ASTRA: no]. Bleaching adds the same decaying
         curve to every pixel in proportion to its brightness, which
         correlates bright pixels with any cell; False gives ASTRA's CC.
