@@ -33,6 +33,9 @@ Definition (following ASTRA's ``CC.py``; differences are marked *):
 - **Domain** of a cell: its own soma and process pixels, plus the candidates
   whose CC value is ``>= threshold``. *A pixel accepted by several cells goes to
   the cell with the highest CC value (ASTRA keeps overlapping per-cell masks).
+  *Every accepted pixel stays: ASTRA's pipeline notebook drops domain pieces
+  under 25 px beyond the ROIs (``cleanCC``), which did not help here
+  (experiments/README.md, "CC domains against the simulated truth").
 - **Threshold** (when not given): background pixels are drawn at random
   (``n_background``, 300; ASTRA 250, repeated 5 times) among the pixels outside
   every cell's disc, not in any ROI and at least ``border`` (6) px from the FOV
