@@ -218,6 +218,20 @@ def test_search_curve_and_checks() -> None:
                         fov_shape=(64, 64), soma_events=np.array([0, 0, 1]))
     assert checks[0].level == "ok" and [c.level for c in checks[1:]] == ["warn", "warn"]
     assert "above" in checks[1].text and "2 of 3 somata show no calcium event" in checks[2].text
+    # below the band at the lowest threshold: a quiet background, said on the verdict's line, nothing to check;
+    # below it after a step jumped over the band: to check
+    floor = ThresholdChoice(threshold=0.6, false_rate=0.001, in_band=False, clamped=True,
+                            tried=[(0.85, 0.0), (0.8, 0.0), (0.75, 0.0), (0.7, 0.0), (0.65, 0.0), (0.6, 0.001)],
+                            n_background=300)
+    quiet = run_checks(n_cells=3, threshold=0.6, choice=floor, band=(0.02, 0.06), shifts=np.zeros((100, 2)),
+                       fov_shape=(64, 64), soma_events=np.array([2, 2, 1]))
+    assert [c.level for c in quiet] == ["ok"] and "CC threshold 0.60 (the lowest tried)" in quiet[0].text
+    jumped = ThresholdChoice(threshold=0.7, false_rate=0.013, in_band=False, clamped=False,
+                             tried=[(0.85, 0.0), (0.8, 0.0), (0.75, 0.001), (0.7, 0.013), (0.65, 0.062)],
+                             n_background=300)
+    over = run_checks(n_cells=3, threshold=0.7, choice=jumped, band=(0.02, 0.06), shifts=np.zeros((100, 2)),
+                      fov_shape=(64, 64), soma_events=np.array([2, 2, 1]))
+    assert [c.level for c in over] == ["ok", "warn"] and "ended below" in over[1].text
     calm = run_checks(n_cells=3, threshold=0.8, choice=None, band=None, shifts=np.zeros((100, 2)),
                       fov_shape=(64, 64), soma_events=np.array([0, 2, 1]))
     assert [c.level for c in calm] == ["ok"]

@@ -188,16 +188,23 @@ def run_checks(*, n_cells: int, threshold: float, choice: Any, band: Sequence[fl
     -------
     list of Check
         First the outcome (``"fail"``: no cells; else ``"ok"``), then one
-        ``"warn"`` per point to check: a threshold search that ended outside
-        its band, no background pixels, motion above 10 % of the FOV, more
-        than half of the somata without a detected calcium event.
+        ``"warn"`` per point to check: a threshold search that ended above
+        its band, or below it by jumping over it (not at the lowest threshold
+        tried: a quiet background, said on the outcome's line), no background
+        pixels, motion above 10 % of the FOV, more than half of the somata
+        without a detected calcium event.
     """
+    searched = choice is not None and np.isfinite(choice.false_rate) and band is not None
+    # below the band at the lowest threshold tried: the background barely correlates even there (a quiet FOV,
+    # or one whose bleaching trend is removed), nothing to check; said on the verdict's line
+    at_floor = searched and not choice.in_band and choice.clamped and choice.false_rate < band[0]
     if n_cells == 0:
         checks = [Check("fail", "no cells found (check the movie, the model and soma_scale)")]
     else:
         checks = [Check("ok", f"{n_cells} cell{'s' * (n_cells != 1)} with CC domains"
-                              + (f", CC threshold {threshold:.2f}" if np.isfinite(threshold) else ""))]
-    if choice is not None and np.isfinite(choice.false_rate) and not choice.in_band and band is not None:
+                              + (f", CC threshold {threshold:.2f}" if np.isfinite(threshold) else "")
+                              + (" (the lowest tried)" if at_floor else ""))]
+    if searched and not choice.in_band and not at_floor:
         side = "below" if choice.false_rate < band[0] else "above"
         checks.append(Check("warn", f"the CC threshold search ended {side} its false-rate band "
                                     f"{band[0]:.2f}-{band[1]:.2f} (rate {choice.false_rate:.3f} at {threshold:.2f})"))
