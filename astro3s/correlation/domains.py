@@ -358,7 +358,8 @@ def slow_trend(frame_means: np.ndarray, *, smooth_frames: int = _D.smooth_frames
     decays -= decays.mean(axis=1, keepdims=True)
     decays /= np.linalg.norm(decays, axis=1, keepdims=True)
     along = decays @ smooth
-    fit = along[np.argmax(np.abs(along))] * decays[np.argmax(np.abs(along))]
+    best = int(np.argmax(np.abs(along)))
+    fit = along[best] * decays[best]
     norm = float(np.linalg.norm(fit))
     # flat: a fit at rounding level of the movie's values (nothing to remove)
     if not norm > 1e-9 * max(float(np.abs(means).max()), 1e-30) * np.sqrt(n_out):
@@ -1610,8 +1611,9 @@ class _Traces:
             if on_block is not None:
                 on_block(t0, block)
 
-        one_pass(movie, (self.store, self.bg_store), chunk_frames=self.params.chunk_frames, on_block=each_block,
-                 progress=progress)
+        # the frame means only where the trend is removed (a pass over each block)
+        one_pass(movie, (self.store, self.bg_store), chunk_frames=self.params.chunk_frames,
+                 on_block=each_block if self.params.detrend else on_block, progress=progress)
         if self.params.detrend:
             self.trend = slow_trend(frame_means, smooth_frames=self.smooth_frames)
         self.bg_z = torch.from_numpy(_normalise_in_place(self.bg_store.take(), self.smooth_frames,

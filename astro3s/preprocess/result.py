@@ -67,8 +67,9 @@ class Preprocessed:
         loaded from a file.
     active_image : ndarray of float32, shape (H, W), or None
         The ``params.active_percentile`` temporal percentile of the frames the
-        median was taken over, as corrected (no baseline subtracted, no clip):
-        the FOV as it looks when active. None without that parameter and when
+        median was taken over, each frame at its own level less the typical
+        frame baseline, clipped at 0 (on the median image's zero): the FOV as
+        it looks when active. None without that parameter and when
         loaded from a file.
     """
 

@@ -409,8 +409,8 @@ class Streamed:
         (:func:`~astro3s.preprocess.correlation_image.local_correlation_image`).
     active : ndarray of float32, shape (H, W), or None
         The ``params.active_percentile`` temporal percentile of the frames the
-        median was taken over, as corrected (no baseline subtracted, no clip);
-        None without it.
+        median was taken over, each at its own level less the typical frame
+        baseline, clipped at 0 (:meth:`_Buffers.median`); None without it.
     timings : dict of str to float
         Seconds per stage.
     details : dict
@@ -498,7 +498,7 @@ class _Buffers:
 
     def median(self, device: str, active_percentile: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Temporal median of the baseline-subtracted frames, and the ``active_percentile`` of the same
-        frames as corrected, their baselines not subtracted (None: not taken); float32, shape (H, W).
+        frames at their own levels (None: not taken); float32, shape (H, W).
 
         The active image keeps each frame's own level, less the typical frame baseline (the median image's
         zero), clipped at 0: the percentile of the baseline-subtracted frames follows every frame's
