@@ -140,7 +140,7 @@ BAD_MOVIES = {
     "movie": ("unknown movie format '.avi'", "Fix:"),
     "truncated": ("truncated or corrupt", "Fix:"),
     "image2d": ("single image", "(T, H, W)"),
-    "channels": ("several channels", "Split Channels"),
+    "channels": ("holds 2 channels", "TCYX", "channel=1"),
     "nan": ("NaN", "frame 22"),
     "zeros": ("constant", "Fix:"),
     "three": ("3 frames", "Fix:"),
@@ -158,6 +158,25 @@ def test_bad_movie_is_one_clear_error(case: str, movies: dict[str, Path], checkp
         assert words in line, line
     out = tmp_path / "out"
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_chosen_channel_of_a_hyperstack_is_segmented(movies: dict[str, Path], checkpoints: dict[str, Path],
+                                                     tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The fix the two-channel error names works as printed: ``channel=2`` reads the second channel (the
+    movie reversed in time), a channel the file lacks is one clear error."""
+    code, err = _infer(tmp_path, capsys, movies["channels"], checkpoints["random"], "channel=2",
+                       "soma_scale=fixed")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "channels" / "summary.json").read_text())
+    assert summary["channel"] == 2 and summary["plane"] is None
+    with tifffile.TiffFile(movies["channels"]) as tif:
+        second = tif.asarray()[:, 1]
+    assert summary["shape"] == list(second.shape)
+    code, err = _infer(tmp_path, capsys, movies["channels"], checkpoints["random"], "channel=3",
+                       out=tmp_path / "out3")
+    assert code == 2
+    line = _one_error(err)
+    assert "no channel 3" in line and "1, 2" in line
 
 
 def test_no_cells_succeeds_with_complete_outputs(movies: dict[str, Path], checkpoints: dict[str, Path],

@@ -257,6 +257,39 @@ def test_find_astrocytes_runs_the_method_and_adds_the_layers(viewer, qtbot, tiny
     assert sum(layer.name.startswith("soma") for layer in viewer.layers) == 1
 
 
+def test_two_channel_movie_opens_as_two_layers_and_runs_on_the_chosen_one(viewer, qtbot, tiny: Path,
+                                                                         random_checkpoint: Path,
+                                                                         tmp_path: Path) -> None:
+    import tifffile
+
+    from astro3s.io import read_movie
+    from astro3s.napari._widgets import FindAstrocytesWidget
+
+    with read_movie(tiny) as movie:
+        frames = movie[:]
+    path = tmp_path / "two.tif"  # channel 1: a structural stand-in (the first frame held), channel 2: the movie
+    tifffile.imwrite(path, np.stack([np.broadcast_to(frames[:1], frames.shape), frames], axis=1),
+                     imagej=True, metadata={"axes": "TCYX"})
+    layers = viewer.open(path, plugin="astro3s")
+    assert [layer.name for layer in layers] == ["two [channel 1]", "two [channel 2]"]
+    np.testing.assert_array_equal(np.asarray(layers[1].data[4]), frames[4])
+    widget = FindAstrocytesWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.movie.setCurrentText("two [channel 2]")
+    widget.checkpoint.setText(str(random_checkpoint))
+    widget.out_dir.setText(str(tmp_path / "out"))
+    widget.fit_soma.setChecked(False)
+    widget.figures.setChecked(False)
+    widget.run_button.click()
+    _wait(qtbot, widget)
+    folder = tmp_path / "out" / "two"
+    assert widget.last_output == folder, widget.status.text()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["channel"] == 2
+    mean = viewer.layers["two mean"].data  # the result's image is the chosen channel's
+    np.testing.assert_allclose(mean, frames.mean(axis=0), rtol=1e-4, atol=1e-2)
+
+
 def test_find_astrocytes_cancel_leaves_nothing(viewer, qtbot, tiny: Path, random_checkpoint: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import astro3s.inference

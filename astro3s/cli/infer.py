@@ -45,7 +45,9 @@ def _movie_options(cfg: DictConfig) -> dict[str, Any]:
     key, fs = cfg.get("key"), cfg.get("fs")
     if key is not None and (isinstance(key, bool) or not str(key).strip()):
         raise ConfigError(f"key={key!r} must name a dataset of the HDF5/Zarr movie. Fix: e.g. key=denoised.")
-    return {"key": None if key is None else str(key), "fs": None if fs is None else parse_frame_rate(fs)}
+    chosen = {name: None if cfg.get(name) is None else whole_number(cfg.get(name), name, minimum=1)
+              for name in ("channel", "plane")}
+    return {"key": None if key is None else str(key), "fs": None if fs is None else parse_frame_rate(fs), **chosen}
 
 
 def check_movies_open(movies: list[Path], options: dict[str, Any]) -> None:
@@ -64,7 +66,8 @@ def check_movies_open(movies: list[Path], options: dict[str, Any]) -> None:
         return
     from astro3s.io import read_movie
 
-    with read_movie(movies[0], key=options.get("key"), fs=options.get("fs")):
+    with read_movie(movies[0], key=options.get("key"), fs=options.get("fs"), channel=options.get("channel"),
+                    plane=options.get("plane")):
         pass
 
 

@@ -55,9 +55,11 @@ def _params(cfg: DictConfig):
 
 
 def preprocess_one(movie_path: Path, folder: Path, params, *, fs: float | None = None, key: str | None = None,
-                   figure: bool = True, progress: bool | None = None) -> Path:
+                   channel: int | None = None, plane: int | None = None, figure: bool = True,
+                   progress: bool | None = None) -> Path:
     """Pre-process one movie file into ``folder``; returns the ``.npz`` path (``progress``: its bar,
-    None: on a terminal)."""
+    None: on a terminal; ``key``, ``channel``, ``plane``: which array of the file, see
+    :func:`astro3s.io.read_movie`)."""
     from astro3s.io import read_movie
     from astro3s.preprocess import plot_preprocessed, preprocess, save_preprocessed
     from astro3s.utils.device import resolve_device
@@ -66,7 +68,7 @@ def preprocess_one(movie_path: Path, folder: Path, params, *, fs: float | None =
     # goes back on (a no-op after the first movie, and outside astro3s-preprocess's start-up)
     resolve_device(params.device)
     end_startup()
-    movie = read_movie(movie_path, key=key, fs=fs)
+    movie = read_movie(movie_path, key=key, fs=fs, channel=channel, plane=plane)
     try:
         result = preprocess(movie, params, progress=progress)
     finally:
@@ -100,6 +102,7 @@ def preprocess_task(cfg: DictConfig) -> list[Path]:
         start = time.perf_counter()
         try:
             written.append(preprocess_one(movie_path, folder, params, fs=cfg.get("fs"), key=cfg.get("key"),
+                                          channel=cfg.get("channel"), plane=cfg.get("plane"),
                                           figure=figure, progress=progress_setting(cfg)))
             log.info("%s: done in %.1f s -> %s", movie_path.name, time.perf_counter() - start, folder)
         except Astro3sError as err:

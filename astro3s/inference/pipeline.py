@@ -81,6 +81,9 @@ class InferenceOptions:
         What the summary records as the model (a path or a bundled name).
     key : str or None
         Dataset of HDF5/Zarr movies holding several (see :func:`astro3s.io.read_movie`).
+    channel, plane : int or None
+        The channel (from 1, or a ScanImage channel number) and z-plane (from 1) of TIFF movies
+        holding several (see :func:`astro3s.io.read_movie`); None: the movie must hold one.
     fs : float or None
         Frame rate in Hz; replaces the one the movie file records. None: the
         file's (without one, ``traces.csv`` has no ``time_s`` and the
@@ -171,6 +174,8 @@ class InferenceOptions:
     model_name: str = ""
     soma_scale: str = "auto"
     key: str | None = None
+    channel: int | None = None
+    plane: int | None = None
     fs: float | None = None
     nwb: bool = False
     bin_scales: int = 3
@@ -193,6 +198,7 @@ class InferenceOptions:
             object.__setattr__(self, "fs", fs)
         if self.key is not None:
             object.__setattr__(self, "key", str(self.key))
+        _check_selection(channel=self.channel, plane=self.plane)
         if self.soma_scale not in ("auto", "fixed"):
             raise ConfigError(f"soma_scale must be 'auto' or 'fixed', got {self.soma_scale!r}")
         if isinstance(self.bin_scales, bool) or not isinstance(self.bin_scales, int) or self.bin_scales < 1:
@@ -223,6 +229,13 @@ class InferenceOptions:
             # the active image comes from the median's pass over the frames (preprocess)
             object.__setattr__(self, "preprocess",
                                dataclasses.replace(self.preprocess, active_percentile=ACTIVE_VIEW_PERCENTILE))
+
+
+def _check_selection(**chosen: Any) -> None:
+    """``channel`` / ``plane`` of :class:`InferenceOptions`: None or a whole number >= 1, else a ConfigError."""
+    for name, value in chosen.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name}={value!r} must be a whole number >= 1 (they count from 1). Fix: e.g. {name}=1.")
 
 
 def parse_frame_rate(value: Any) -> float:
@@ -455,7 +468,7 @@ def begin_movie(movie: str | Path, out_dir: str | Path, model: Any, options: Inf
         log.info("%s: outputs complete in %s, skipped (overwrite=true redoes them)", movie_path.name, final)
         return PendingMovie.now(movie_path, lambda: MovieResult(movie_path, final, "skipped"))
     timings: dict[str, float] = {"open_s": time.perf_counter()}
-    mov = read_movie(movie_path, key=options.key, fs=options.fs)
+    mov = read_movie(movie_path, key=options.key, fs=options.fs, channel=options.channel, plane=options.plane)
     timings["open_s"] = time.perf_counter() - timings["open_s"]
     if mov.fs is None:
         log.warning("%s: the movie records no frame rate, so traces.csv has no time_s column and the baseline "
@@ -682,7 +695,7 @@ def _summary(run: _Run, final: Path, options: InferenceOptions) -> dict[str, Any
     return {
         "movie": str(run.movie), "name": final.name, "shape": list(pre.shape),
         "fs": traces.fs, "fs_source": None if run.mov.fs is None else ("fs=" if options.fs is not None else "file"),
-        "key": options.key,
+        "key": options.key, "channel": options.channel, "plane": options.plane,
         "n_cells": len(domains.cell_ids),
         "cells": _cell_table(run.soma, run.processes, domains, traces, cell_event_summary(events)),
         "events": {"n_events": len(events),

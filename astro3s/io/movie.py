@@ -22,7 +22,7 @@ import numpy as np
 from astro3s.errors import InputError
 from astro3s.io.atomic import atomic_path
 
-__all__ = ["MOVIE_SUFFIXES", "Movie", "read_labels", "read_movie", "write_labels", "write_movie"]
+__all__ = ["MOVIE_SUFFIXES", "Movie", "movie_choices", "read_labels", "read_movie", "write_labels", "write_movie"]
 
 #: File suffixes :func:`read_movie` understands (a folder of TIFFs is also accepted).
 MOVIE_SUFFIXES = (".tif", ".tiff", ".btf", ".npy", ".h5", ".hdf5", ".zarr")
@@ -121,7 +121,9 @@ class Movie:
 
     def __init__(self, data: Any, *, fs: float | None = None, path: str | Path | None = None,
                  backend: str | None = None, closers: Sequence[Any] = (),
-                 calibration: tuple[float, float] | None = None):
+                 calibration: tuple[float, float] | None = None, axes: str | None = None,
+                 channel: int | None = None, plane: int | None = None,
+                 channel_ids: Sequence[int] | None = None):
         self.path = None if path is None else Path(path)
         self.fs = _check_fs(fs, self.path)
         if not (hasattr(data, "shape") and hasattr(data, "dtype") and hasattr(data, "__getitem__")):
@@ -129,7 +131,14 @@ class Movie:
         self._data = data
         self._closers = list(closers)
         self._native_shape = tuple(int(s) for s in data.shape)
-        self._keep = _time_space_axes(self._native_shape, self.path)
+        try:
+            self._keep, self._fixed = _select_axes(self._native_shape, self.path, axes=axes, channel=channel,
+                                                   plane=plane, channel_ids=channel_ids)
+        except InputError:
+            self.close()
+            raise
+        #: how :func:`read_movie` opened the file (``key``, ``channel``, ``plane``), to open it again alike
+        self.open_options: dict[str, Any] = {}
         self.shape: tuple[int, int, int] = tuple(self._native_shape[a] for a in self._keep)
         self.dtype = np.dtype(data.dtype)
         self.calibration = None
@@ -208,6 +217,8 @@ class Movie:
             if after is not None:
                 post.append(after)
         full = [0] * len(self._native_shape)  # squeezed singleton axes read index 0
+        for axis, index in self._fixed.items():  # the channel / plane chosen
+            full[axis] = index
         for axis, fetch in zip(self._keep, native):
             full[axis] = fetch
         try:
@@ -343,7 +354,7 @@ class Movie:
         frame_items = math.prod(self._native_shape[1:]) if self._keep[0] == 0 else None
         if frame_items is None:
             return None  # time is not the leading axis of the file: use the generic path
-        count = (t1 - t0) * frame_items
+        count = (t1 - t0) * frame_items  # every channel / plane of a frame: one plain read, then the chosen one
         out = np.empty(count, dtype=data.dtype)
         try:
             with open(data.filename, "rb") as fh:
@@ -355,6 +366,10 @@ class Movie:
         if n_read != out.nbytes:
             raise InputError(self.path, f"ends early: frames {t0}-{t1 - 1} are missing.",
                              "the file is truncated; copy it again.")
+        if self._fixed:
+            index = [slice(None)] + [self._fixed.get(a, slice(None) if a in self._keep else 0)
+                                     for a in range(1, len(self._native_shape))]
+            return self._calibrate(np.ascontiguousarray(out.reshape((t1 - t0, *self._native_shape[1:]))[tuple(index)]))
         return self._calibrate(out.reshape((t1 - t0, *self.shape[1:])))
 
     def _check_finite(self, block: np.ndarray, t0: int) -> None:
@@ -500,11 +515,159 @@ def _time_space_axes(shape: tuple[int, ...], path: Path | None) -> tuple[int, in
     return axes
 
 
+#: axis letters (tifffile's) of channels and of the samples of an RGB pixel, and of time-like axes
+_CHANNEL_LETTERS = "CS"
+_TIME_LETTERS = "TIQ"
+
+
+def _choose(name: str, value: int) -> str:
+    """The fix that names the option choosing a channel or plane, on the command line and in Python."""
+    return (f"choose one with {name}={value} on the astro3s-infer / astro3s-preprocess command line "
+            f"(read_movie(..., {name}={value}) in Python).")
+
+
+def _axis_roles(shape: tuple[int, ...], axes: str, channel_ids: Sequence[int] | None = None,
+                ) -> tuple[int | None, list[int], int | None, int] | None:
+    """The channel axis and its channel numbers, the z-plane axis and its length, of a labelled TIFF series.
+
+    Returns ``(channel_axis, channel_numbers, plane_axis, n_planes)``; an axis is None when the movie
+    has one channel / plane (``channel_numbers`` then holds the one number that names it: 1, or the
+    ScanImage channel saved). None when the series has several channel axes (e.g. ``C`` and ``S``).
+    The rules are :func:`_select_axes`'s.
+    """
+    ids = [int(i) for i in channel_ids] if channel_ids else None
+    long_axes = [a for a, letter in enumerate(axes) if letter not in "YX" and shape[a] > 1]
+    channel_axes = [a for a in long_axes if axes[a] in _CHANNEL_LETTERS]
+    if channel_axes == long_axes and [axes[a] for a in channel_axes] == ["C"]:
+        channel_axes = []  # ImageJ may call a plain stack's frames channels: the one long axis is time
+    if len(channel_axes) > 1:
+        return None
+    channel_axis = channel_axes[0] if channel_axes else None
+    n_channels = 1 if channel_axis is None else shape[channel_axis]
+    names = ids if ids and len(ids) == n_channels else list(range(1, n_channels + 1))
+    z_axes = [a for a in long_axes if axes[a] == "Z"]
+    time_axes = [a for a in long_axes if a != channel_axis and a not in z_axes]
+    plane_axis = z_axes[0] if z_axes and time_axes else None
+    return channel_axis, names, plane_axis, 1 if plane_axis is None else shape[plane_axis]
+
+
+def movie_choices(path: str | Path) -> list[dict[str, int]]:
+    """The movies a file holds, as the ``channel`` / ``plane`` options of :func:`read_movie` that open each.
+
+    ``[{}]`` for a plain ``(T, H, W)`` movie (and for every format but TIFF); for a TIFF holding
+    several channels and/or z-planes, one dict per channel x plane, e.g. ``[{"channel": 1}, {"channel":
+    2}]``. Reads the file's metadata only.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read as TIFF, or is a fast-z ScanImage recording.
+    """
+    import tifffile
+
+    path = Path(path)
+    if path.suffix.lower() not in _TIFF_SUFFIXES or path.is_dir():
+        return [{}]
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            roles = _axis_roles(series.shape, series.axes, _scanimage_frame_data(tif, path).get("channel_ids"))
+    except (*_READ_ERRORS, tifffile.TiffFileError, IndexError) as err:
+        raise InputError(path, f"could not be read as TIFF ({_short(err)}).",
+                         "copy or export the movie again.") from err
+    if roles is None:
+        return [{}]  # read_movie names what is wrong
+    channel_axis, names, plane_axis, n_planes = roles
+    channels = [{"channel": c} for c in names] if channel_axis is not None else [{}]
+    planes = [{"plane": z} for z in range(1, n_planes + 1)] if plane_axis is not None else [{}]
+    return [{**c, **z} for c in channels for z in planes]
+
+
+def _select_axes(shape: tuple[int, ...], path: Path | None, *, axes: str | None = None,
+                 channel: int | None = None, plane: int | None = None,
+                 channel_ids: Sequence[int] | None = None) -> tuple[tuple[int, int, int], dict[int, int]]:
+    """The native axes that hold ``(T, H, W)`` and the index read on each chosen channel / plane axis.
+
+    Without axis letters (``.npy``, HDF5, Zarr, unlabelled TIFF) the shape alone decides
+    (:func:`_time_space_axes`), and ``channel`` / ``plane`` may only name the one there is (1).
+    With tifffile's letters (ImageJ hyperstack, OME-TIFF, ScanImage): ``Y``/``X`` are space; a
+    channel axis (``C``, or ``S``: an RGB pixel's samples) longer than 1 beside another long axis
+    needs ``channel``; a ``Z`` axis beside a longer-than-1 time axis (``T``, ``I``, ``Q``) needs
+    ``plane``. A ``C`` or ``Z`` axis alone is time: ImageJ calls a plain stack's frames channels or
+    slices. ``channel`` counts from 1 (Fiji, ScanImage), or names a ScanImage channel id
+    (``channel_ids``, the channels the file saved); ``plane`` counts from 1.
+    """
+    for name, value in (("channel", channel), ("plane", plane)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                  or value < 1):
+            raise InputError(path, f"{name}={value!r} is not a {name} number.",
+                             f"pass {name}=1 for the first {name} (they count from 1).")
+    if axes is None or len(axes) != len(shape) or "Y" not in axes or "X" not in axes:
+        keep = _time_space_axes(shape, path)
+        for name, value in (("channel", channel), ("plane", plane)):
+            if value not in (None, 1):
+                raise InputError(path, f"{name}={value} was asked for, but the movie (shape {shape}) has "
+                                 f"one {name} only, or its axes are not named in the file.",
+                                 f"leave {name}= out, or save the {name} you want as a (T, H, W) stack.")
+        return keep, {}
+    named = f"shape {shape}, axes {axes}"
+    roles = _axis_roles(shape, axes, channel_ids)
+    if roles is None:
+        raise InputError(path, f"has several channel axes ({named}).",
+                         "save one channel as a (T, H, W) stack (in Fiji: Image > Color > Split Channels).")
+    channel_axis, names, plane_axis, n_planes = roles
+    fixed = {**_chosen_index(path, "channel", channel, channel_axis, names, named),
+             **_chosen_index(path, "plane", plane, plane_axis, list(range(1, n_planes + 1)), named)}
+    return _time_and_space(shape, axes, fixed, path, named), fixed
+
+
+def _chosen_index(path: Path | None, name: str, value: int | None, axis: int | None, numbers: list[int],
+                  named: str) -> dict[int, int]:
+    """``{axis: index}`` of the channel / plane ``value`` names among ``numbers``; {} when the movie has one."""
+    what = "channels" if name == "channel" else "z-planes"
+    listing = ", ".join(str(i) for i in numbers)
+    if axis is None:
+        if value is not None and value != numbers[0]:
+            raise InputError(path, f"{name}={value} was asked for, but the movie has one {name} only ({named}).",
+                             f"leave {name}= out.")
+        return {}
+    if value is None:
+        raise InputError(path, f"holds {len(numbers)} {what} ({named}; {name}s {listing}).",
+                         _choose(name, numbers[0]))
+    if value not in numbers:
+        raise InputError(path, f"has no {name} {value}: its {name}s are {listing} ({named}).",
+                         f"pass {name}= one of {listing}.")
+    return {axis: numbers.index(value)}
+
+
+def _time_and_space(shape: tuple[int, ...], axes: str, fixed: dict[int, int], path: Path | None,
+                    named: str) -> tuple[int, int, int]:
+    """``(time, Y, X)`` axes of a labelled series once ``fixed`` axes are read at one index."""
+    others = [a for a, letter in enumerate(axes) if letter not in "YX" and a not in fixed]
+    left = [a for a in others if shape[a] > 1]
+    if len(left) > 1:
+        raise InputError(path, f"has {named}, but a (T, H, W) movie was expected: more than one axis "
+                         "besides height and width is longer than 1.",
+                         "save one channel/plane as a (T, H, W) stack (in Fiji: Image > Color > Split Channels).")
+    time_axis = left[0] if left else next((a for a in others if axes[a] in _TIME_LETTERS),
+                                          others[0] if others else None)
+    y_axis, x_axis = axes.index("Y"), axes.index("X")
+    if time_axis is None:
+        raise InputError(path, f"is a single image ({named}), but a movie must be 3-D (T, H, W), time first.",
+                         "pass the whole recording, not one frame or a projection.")
+    if not time_axis < y_axis < x_axis:
+        raise InputError(path, f"stores its axes in an order astro3s does not read ({named}).",
+                         "save the movie time first, then height, then width (T, Y, X).")
+    if 0 in shape:
+        raise InputError(path, f"is an empty movie ({named}).", "check that the recording was saved completely.")
+    return time_axis, y_axis, x_axis
+
+
 # --------------------------------------------------------------------------- readers
 
 
 def read_movie(path: str | Path, *, key: str | None = None, fs: float | None = None,
-               validate: bool = True) -> Movie:
+               channel: int | None = None, plane: int | None = None, validate: bool = True) -> Movie:
     """Open a movie lazily.
 
     Parameters
@@ -519,8 +682,18 @@ def read_movie(path: str | Path, *, key: str | None = None, fs: float | None = N
         dimensions.
     fs : float, optional
         Frame rate in Hz; overrides the file's value (ImageJ ``finterval``/
-        ``fps``, a JSON ``fs`` in the TIFF description, or an ``fs``,
-        ``frame_rate`` or ``fps`` attribute in HDF5/Zarr).
+        ``fps``, ScanImage's frame rate over its frame averaging, a JSON ``fs``
+        in the TIFF description, or an ``fs``, ``frame_rate`` or ``fps``
+        attribute in HDF5/Zarr).
+    channel : int, optional
+        The channel to read from a TIFF holding several (ImageJ hyperstack,
+        OME-TIFF, ScanImage, RGB), counted from 1 as in Fiji; for ScanImage
+        files, the channel's number in ScanImage (its saved channels, e.g. 1
+        or 2). Required when the file holds several; ``1`` is accepted for a
+        single-channel movie of any format.
+    plane : int, optional
+        The z-plane to read from a TIFF holding a movie per plane (axes ``Z``
+        and ``T``), counted from 1.
     validate : bool
         Check that the first, middle and last frames read and are finite.
         The full NaN/Inf check happens in :meth:`Movie.chunks`.
@@ -537,7 +710,8 @@ def read_movie(path: str | Path, *, key: str | None = None, fs: float | None = N
     ------
     InputError
         Missing file, unknown format, unreadable or truncated file, a 2-D
-        image, several channels, an empty movie, NaN/Inf in a sampled frame.
+        image, several channels or planes and none chosen, an empty movie,
+        NaN/Inf in a sampled frame.
     """
     path = Path(path)
     if not path.exists():
@@ -551,7 +725,7 @@ def read_movie(path: str | Path, *, key: str | None = None, fs: float | None = N
         else:
             movie = _read_tiff_folder(path)
     elif suffix in _TIFF_SUFFIXES:
-        movie = _read_tiff(path)
+        movie = _read_tiff(path, channel=channel, plane=plane)
     elif suffix == ".npy":
         movie = _read_npy(path)
     elif suffix in (".h5", ".hdf5", ".hdf", ".he5"):
@@ -560,6 +734,14 @@ def read_movie(path: str | Path, *, key: str | None = None, fs: float | None = N
         raise InputError(path, f"unknown movie format {path.suffix!r}.",
                          f"convert it to one of {', '.join(MOVIE_SUFFIXES)} or a folder of "
                          "single-frame TIFFs.")
+    if suffix not in _TIFF_SUFFIXES or path.is_dir():
+        try:  # formats without axis names: channel=1 / plane=1 pass, anything else is refused
+            _select_axes(movie._native_shape, path, channel=channel, plane=plane)
+        except InputError:
+            movie.close()
+            raise
+    movie.open_options = {name: value for name, value in (("key", key), ("channel", channel), ("plane", plane))
+                          if value is not None}
     if fs is not None:
         movie.fs = _check_fs(fs, path)
     if validate:
@@ -600,7 +782,7 @@ class _TiffLogCapture(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _read_tiff(path: Path) -> Movie:
+def _read_tiff(path: Path, *, channel: int | None = None, plane: int | None = None) -> Movie:
     import tifffile
 
     logger = logging.getLogger("tifffile")
@@ -612,10 +794,13 @@ def _read_tiff(path: Path) -> Movie:
         series = tif.series[0] if tif.series else None
         if series is None:
             raise InputError(path, "TIFF file holds no image.", "check the file.")
-        fs = _tiff_fs(tif)
+        scanimage = _scanimage_frame_data(tif, path)
+        fs = _tiff_fs(tif) or _valid_fs(scanimage.get("fs"))
         calibration = _tiff_calibration(tif, path)
         expected = _tiff_expected_shape(tif)
         shape, dtype, offset = series.shape, series.dtype, series.dataoffset
+        selection = {"axes": series.axes, "channel": channel, "plane": plane,
+                     "channel_ids": scanimage.get("channel_ids")}
         # tifffile prefixes its warnings with the object's repr: keep the reason only
         problems = [re.sub(r"^(<[^>]*>\s*)+", "", m) for m in capture.messages if _is_damage(m)]
     except InputError:
@@ -652,7 +837,9 @@ def _read_tiff(path: Path) -> Movie:
         except (*_READ_ERRORS, tifffile.TiffFileError) as err:
             raise InputError(path, f"could not be memory-mapped ({_short(err)}).",
                              "copy or export the movie again.") from err
-        return Movie(data, fs=fs, path=path, backend="memmap", calibration=calibration)
+        if tuple(data.shape) != tuple(shape):  # the map's axes are the series' (tifffile squeezes both alike)
+            selection["axes"] = None
+        return Movie(data, fs=fs, path=path, backend="memmap", calibration=calibration, **selection)
 
     import zarr
 
@@ -660,7 +847,40 @@ def _read_tiff(path: Path) -> Movie:
     # (and strips) that an index touches
     store = series.aszarr()
     data = zarr.open(store, mode="r")
-    return Movie(data, fs=fs, path=path, backend="tiff-pages", closers=[store, tif], calibration=calibration)
+    return Movie(data, fs=fs, path=path, backend="tiff-pages", closers=[store, tif], calibration=calibration,
+                 **selection)
+
+
+def _scanimage_frame_data(tif: Any, path: Path) -> dict[str, Any]:
+    """Frame rate and saved channel ids of a ScanImage TIFF (empty for other TIFFs).
+
+    ScanImage (Vidrio) records ``SI.hRoiManager.scanFrameRate`` and, when frames are averaged before
+    they are logged, ``SI.hScan2D.logAverageFactor``: a logged frame lasts that many scanned ones.
+    ``SI.hChannels.channelSave`` lists the channels saved, interleaved frame by frame (tifffile reads
+    them as the ``C`` axis). A fast-z volume recording interleaves its planes in the same way, which
+    tifffile does not separate: refused with a clear message rather than read as one movie.
+    """
+    if not getattr(tif, "is_scanimage", False):
+        return {}
+    try:
+        frame_data = (tif.scanimage_metadata or {}).get("FrameData", {})
+    except Exception:  # noqa: BLE001 - damaged metadata: read the pages as a plain stack
+        return {}
+    out: dict[str, Any] = {}
+    rate = _valid_fs(frame_data.get("SI.hRoiManager.scanFrameRate"))
+    average = _valid_fs(frame_data.get("SI.hScan2D.logAverageFactor")) or 1.0
+    if rate is not None:
+        out["fs"] = rate / average
+    saved = frame_data.get("SI.hChannels.channelSave")
+    if saved is not None:
+        out["channel_ids"] = [int(c) for c in np.asarray(saved).reshape(-1)]
+    slices = _valid_fs(frame_data.get("SI.hStackManager.actualNumSlices", frame_data.get("SI.hStackManager.numSlices")))
+    if bool(frame_data.get("SI.hFastZ.enable", False)) and slices is not None and slices > 1:
+        raise InputError(path, f"is a ScanImage fast-z volume recording ({int(slices)} planes interleaved "
+                         "frame by frame), which astro3s does not separate.",
+                         "save each plane as its own (T, H, W) movie (e.g. in Fiji: Image > Stacks > Tools > "
+                         f"Deinterleave, {int(slices)} planes) and pass one.")
+    return out
 
 
 def _is_damage(message: str) -> bool:
@@ -973,8 +1193,8 @@ def write_movie(path: str | Path, movie: Any, *, fs: float | None = None,
     return path
 
 
-def mean_image(path: str | Path, *, key: str | None = None, max_frames: int | None = None,
-               validate: bool = True) -> np.ndarray:
+def mean_image(path: str | Path, *, key: str | None = None, channel: int | None = None, plane: int | None = None,
+               max_frames: int | None = None, validate: bool = True) -> np.ndarray:
     """Temporal mean of a movie file, read a few frames at a time (memory: a chunk of frames).
 
     Parameters
@@ -983,6 +1203,8 @@ def mean_image(path: str | Path, *, key: str | None = None, max_frames: int | No
         Any movie :func:`read_movie` opens.
     key : str, optional
         Dataset of an HDF5/Zarr file holding several.
+    channel, plane : int, optional
+        Channel / z-plane of a TIFF holding several (see :func:`read_movie`).
     max_frames : int, optional
         Average at most this many evenly spaced frames (a quick look at a long
         movie); None: every frame, checked for NaN/Inf.
@@ -993,7 +1215,7 @@ def mean_image(path: str | Path, *, key: str | None = None, max_frames: int | No
     -------
     ndarray of float32, shape (H, W)
     """
-    with read_movie(path, key=key, validate=validate) as movie:
+    with read_movie(path, key=key, channel=channel, plane=plane, validate=validate) as movie:
         total = np.zeros(movie.shape[1:], np.float64)
         if max_frames is None:
             for _, block in movie.chunks(256):

@@ -152,7 +152,8 @@ def _contrast(frame: np.ndarray) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + 1.0)
 
 
-def movie_layer(path: str | Path, *, key: str | None = None) -> LayerData:
+def movie_layer(path: str | Path, *, key: str | None = None, channel: int | None = None,
+                plane: int | None = None) -> LayerData:
     """The Image layer of a movie, read lazily.
 
     Parameters
@@ -161,6 +162,9 @@ def movie_layer(path: str | Path, *, key: str | None = None) -> LayerData:
         Anything :func:`astro3s.io.read_movie` opens.
     key : str, optional
         HDF5/Zarr dataset, for files holding several.
+    channel, plane : int, optional
+        Channel / z-plane of a TIFF holding several (:func:`astro3s.io.read_movie`); named in the
+        layer's name and kept in its metadata, so that a run on the layer reads the same movie.
 
     Returns
     -------
@@ -173,18 +177,23 @@ def movie_layer(path: str | Path, *, key: str | None = None) -> LayerData:
 
     path = Path(path)
     # validate=False: the viewer reads what it shows; infer_movie checks the frames before analysing them
-    movie = read_movie(path, key=key, validate=False)
+    movie = read_movie(path, key=key, channel=channel, plane=plane, validate=False)
     # napari opens a stack on its middle frame, (T - 1) // 2: the frame read here is the one shown first
     middle = movie[(movie.n_frames - 1) // 2]
-    kwargs = {"name": path.stem if path.suffix else path.name, "contrast_limits": _contrast(middle),
+    name = path.stem if path.suffix else path.name
+    chosen = [f"{option} {value}" for option, value in (("channel", channel), ("plane", plane)) if value is not None]
+    kwargs = {"name": f"{name} [{', '.join(chosen)}]" if chosen else name, "contrast_limits": _contrast(middle),
               "colormap": "gray", "rgb": False, "multiscale": False,
-              "metadata": {MOVIE_KEY: str(path), "fs": movie.fs, "key": key}}
+              "metadata": {MOVIE_KEY: str(path), "fs": movie.fs, "key": key, "channel": channel, "plane": plane}}
     return lazy_frames(movie), kwargs, "image"
 
 
 def read_movie_path(path: str | list[str]) -> list[LayerData]:
-    """Reader function of movies (see :func:`movie_layer`)."""
-    return [movie_layer(_single(path))]
+    """Reader function of movies (see :func:`movie_layer`): one layer per channel and z-plane of the file."""
+    from astro3s.io import movie_choices
+
+    path = _single(path)
+    return [movie_layer(path, **choice) for choice in movie_choices(path)]
 
 
 # --------------------------------------------------------------------------- result folders
@@ -280,7 +289,8 @@ def result_layers(folder: str | Path, *, with_image: bool = True) -> list[LayerD
     layers: list[LayerData] = []
     movie = summary_movie(summary, folder) if with_image else None
     if movie is not None:
-        image = mean_image(movie, key=summary.get("key"), max_frames=MEAN_FRAMES, validate=False)
+        image = mean_image(movie, key=summary.get("key"), channel=summary.get("channel"), plane=summary.get("plane"),
+                           max_frames=MEAN_FRAMES, validate=False)
         layers.append((image, {"name": f"{summary.get('name', folder.name)} mean", "colormap": "gray",
                                "contrast_limits": _contrast(image), "metadata": {**metadata, MOVIE_KEY: str(movie)}},
                        "image"))

@@ -132,8 +132,8 @@ class RunControl(logging.Handler):
 
 
 def find_cells(movie: Path, out_dir: Path, checkpoint: str, *, control: RunControl, soma_scale: str = "auto",
-               figures: bool = True, device: str = "auto", key: str | None = None,
-               ) -> tuple[Path, list[LayerData]] | None:
+               figures: bool = True, device: str = "auto", key: str | None = None, channel: int | None = None,
+               plane: int | None = None) -> tuple[Path, list[LayerData]] | None:
     """The whole method on one movie, as ``astro3s-infer input=MOVIE out=OUT_DIR checkpoint=CHECKPOINT``.
 
     Runs in the worker thread.
@@ -148,7 +148,7 @@ def find_cells(movie: Path, out_dir: Path, checkpoint: str, *, control: RunContr
         ``"default"`` or a ``.ckpt`` file.
     control : RunControl
         Stage messages and cancellation.
-    soma_scale : {"auto", "fixed"}, figures : bool, device : str, key : str or None
+    soma_scale : {"auto", "fixed"}, figures : bool, device : str, key : str or None, channel, plane : int or None
         As the ``astro3s-infer`` options of the same names.
 
     Returns
@@ -163,7 +163,7 @@ def find_cells(movie: Path, out_dir: Path, checkpoint: str, *, control: RunContr
         try:
             control.report(f"loading the model {checkpoint}")
             model, options = load_inference_model(checkpoint, device=device, soma_scale=soma_scale, figures=figures,
-                                                  key=key)
+                                                  key=key, channel=channel, plane=plane)
             control.check()
             result = infer_movie(movie, out_dir, model, options, progress=False)
         except RunCancelled:
@@ -227,7 +227,8 @@ def curation_options(summary: dict[str, Any], folder: Path) -> Any:
                             correlation=_dataclass_from(CorrelationParams, params.get("correlation")),
                             events=_dataclass_from(EventParams, params.get("events")),
                             figures="overlay.png" in files, nwb=f"{folder.name}.nwb" in files,
-                            model_name="(curated rois)", key=summary.get("key"), fs=fs)
+                            model_name="(curated rois)", key=summary.get("key"), channel=summary.get("channel"),
+                            plane=summary.get("plane"), fs=fs)
 
 
 def curate_cells(folder: Path, soma: np.ndarray, processes: np.ndarray, *, control: RunControl,
@@ -505,7 +506,8 @@ class FindAstrocytesWidget(_RunPanel):
         self.status.setText(f"starting on {movie.name}")
         self._start(partial(find_cells, movie, out_dir, checkpoint,
                             soma_scale="auto" if self.fit_soma.isChecked() else "fixed",
-                            figures=self.figures.isChecked(), key=layer.metadata.get("key")), self._show)
+                            figures=self.figures.isChecked(), key=layer.metadata.get("key"),
+                            channel=layer.metadata.get("channel"), plane=layer.metadata.get("plane")), self._show)
 
     def _show(self, result: tuple[Path, list[LayerData]] | None) -> None:
         if result is None:

@@ -368,6 +368,8 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
         raise
     timings["total"] = time.perf_counter() - start
     details["timings"] = timings
+    if getattr(movie, "open_options", None):  # key / channel / plane: a later load opens the file alike
+        details["source_options"] = dict(movie.open_options)
     candidates, boxes, crop_masks, crops, fov, union, enhanced = stages
     log.info("pre-processed %s: %d candidate(s), max |shift| %.2f px, %.2f s",
              movie.path or "array", len(boxes),

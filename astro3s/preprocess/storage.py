@@ -107,7 +107,8 @@ def load_preprocessed(path: str | Path, *, movie: Any = None) -> Preprocessed:
         try:
             from astro3s.io import read_movie
 
-            movie = read_movie(meta["source"], fs=meta.get("fs"))
+            # the dataset / channel / plane it was read from (details["source_options"], from Movie.open_options)
+            movie = read_movie(meta["source"], fs=meta.get("fs"), **details.get("source_options", {}))
         except InputError as err:
             log.warning("corrected movie unavailable: %s", err)
     if movie is not None:
