@@ -161,7 +161,8 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
              soma_scale: str = "auto", device: str = "cpu", somata: str = "refined",
              test_time_flips: int | None = None, binned_processes: str = "ridges",
              extend_processes: bool = True, scale_clahe_tiles: bool = True,
-             max_process_ratio: float | None = MAX_PROCESS_RATIO, active_view: bool = False) -> dict:
+             max_process_ratio: float | None = MAX_PROCESS_RATIO, active_view: bool = False,
+             correlation_view: bool = False) -> dict:
     """Per-movie and pooled ASTRA scores of ``checkpoint`` on the held-out family and on presets.
 
     ``somata``: :attr:`astro3s.inference.InferenceOptions.somata` (``extended`` scores the soma
@@ -172,8 +173,8 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     :attr:`astro3s.inference.InferenceOptions.extend_processes`; ``scale_clahe_tiles``:
     :attr:`astro3s.inference.InferenceOptions.scale_clahe_tiles`; ``max_process_ratio``:
     :attr:`astro3s.inference.InferenceOptions.max_process_ratio` (None: no limit, as before 2026-12-05 evening);
-    ``active_view``: :attr:`astro3s.inference.InferenceOptions.active_view` (off by default, as in
-    ``astro3s-infer``).
+    ``active_view``, ``correlation_view``: :attr:`astro3s.inference.InferenceOptions.active_view` and
+    ``.correlation_view`` (off by default, as in ``astro3s-infer``).
     """
     from astro3s.data.fovs import SyntheticFOVs
     from astro3s.inference import load_inference_model
@@ -183,11 +184,12 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
                                           somata=somata, binned_processes=binned_processes,
                                           extend_processes=extend_processes,
                                           scale_clahe_tiles=scale_clahe_tiles,
-                                          max_process_ratio=max_process_ratio, active_view=active_view, **flips)
+                                          max_process_ratio=max_process_ratio, active_view=active_view,
+                                          correlation_view=correlation_view, **flips)
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
                     "binned_processes": binned_processes, "extend_processes": extend_processes,
                     "scale_clahe_tiles": scale_clahe_tiles, "max_process_ratio": max_process_ratio,
-                    "active_view": active_view,
+                    "active_view": active_view, "correlation_view": correlation_view,
                     **rule_constants(),
                     "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
@@ -331,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(astro3s-infer scale_clahe_tiles=false)")
     parser.add_argument("--active-view", action="store_true",
                         help="a second network view on the active image (astro3s-infer active_view=true)")
+    parser.add_argument("--correlation-view", action="store_true",
+                        help="a second network view on the median image brightened by the local correlation "
+                             "image (astro3s-infer correlation_view=true)")
     for key, (_, _, kind, text) in RULE_CONSTANTS.items():  # one flag per rule constant
         options = {"type": int, "choices": (0, 1)} if kind is bool else {"type": kind}
         parser.add_argument("--" + key.replace("_", "-"), default=None, help=text, **options)
@@ -348,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                       test_time_flips=args.test_time_flips, binned_processes=args.binned_processes,
                       extend_processes=not args.no_extend_processes,
                       scale_clahe_tiles=not args.fixed_clahe_tiles,
-                      max_process_ratio=args.max_process_ratio or None, active_view=args.active_view)
+                      max_process_ratio=args.max_process_ratio or None, active_view=args.active_view,
+                      correlation_view=args.correlation_view)
     command = "python experiments/evaluate_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(report, command.strip())
     print(text)

@@ -158,3 +158,67 @@ def test_segment_movie_runs_the_active_view_when_asked(tiny_movie, record_calls)
         assert len(calls) == 1 and "active_view_added" in seg.counts
         _, off, _ = cells.segment_movie(pre, model, dataclasses.replace(options, active_view=False))
     assert len(calls) == 1 and "active_view_added" not in off.counts
+
+
+# --------------------------------------------------------------------------- the correlation view (tried, off)
+
+
+def test_preprocessing_keeps_the_correlation_image_only_when_asked(tiny_movie) -> None:
+    from astro3s.io import read_movie
+    from astro3s.preprocess import PreprocessParams, preprocess
+
+    with read_movie(tiny_movie) as movie:
+        plain = preprocess(movie, PreprocessParams(), progress=False)
+        kept = preprocess(movie, PreprocessParams(keep_correlation_image=True), progress=False)
+    assert plain.correlation_image is None
+    assert kept.correlation_image.shape == kept.median_image.shape
+    np.testing.assert_array_equal(kept.enhanced, plain.enhanced)   # the network's image is untouched
+    np.testing.assert_array_equal(kept.crops, plain.crops)
+    cells = plain.candidates > 0  # the active cells' pixels rise and fall with their neighbours
+    assert np.median(kept.correlation_image[cells]) > np.median(kept.correlation_image[~cells]) + 0.05
+
+
+def test_correlation_view_brightens_active_pixels_only(tiny_movie) -> None:
+    from astro3s.inference import cells, load_inference_model
+    from astro3s.inference.pipeline import CORRELATION_VIEW_WEIGHT
+    from astro3s.io import read_movie
+    from astro3s.preprocess import preprocess
+
+    calls = []
+    model, options = load_inference_model("default", device="cpu", correlation_view=True)
+    assert options.correlation_view and options.preprocess.keep_correlation_image
+    with read_movie(tiny_movie) as movie:
+        pre = preprocess(movie, options.preprocess, progress=False)
+    view = cells.correlation_view(pre, weight=CORRELATION_VIEW_WEIGHT)
+    assert view.crops.shape == pre.crops.shape and view.fov_map.shape == pre.fov_map.shape
+    assert cells.correlation_view(dataclasses.replace(pre, correlation_image=None), weight=0.5) is None
+    # a cell dim at rest but active: as bright as the bright cell in the view, the background as it was
+    yy, xx = np.mgrid[:128, :128]
+    bright, dim = np.hypot(yy - 40, xx - 40) < 6, np.hypot(yy - 90, xx - 90) < 6
+    rng = np.random.default_rng(0)
+    median = (10 + rng.normal(0, 0.5, (128, 128)) + 20 * bright + 0.2 * dim).astype(np.float32)
+    corr = (rng.normal(0.05, 0.02, (128, 128)) + 0.8 * (bright | dim)).astype(np.float32)
+    synthetic = dataclasses.replace(pre, median_image=median, correlation_image=corr,
+                                    crop_boxes=np.array([[0, 0, 96, 96]], np.int32),
+                                    crop_masks=np.ones((1, 96, 96), bool), fov_mask=np.ones((128, 128), bool))
+    seen = cells.correlation_view(synthetic, weight=CORRELATION_VIEW_WEIGHT)
+    from astro3s.preprocess.enhance import enhance_network_image
+
+    plain = enhance_network_image(median, None, pre.params)
+    assert seen.enhanced[dim].mean() > plain[dim].mean() + 0.2
+    background = (np.hypot(yy - 90, xx - 90) >= 20) & (np.hypot(yy - 40, xx - 40) >= 20)
+    assert abs(float(np.median(seen.enhanced[background] - plain[background]))) < 0.05
+    original = cells.add_view_cells
+
+    def recorded(seg, view, *args, **kwargs):
+        calls.append(kwargs["label"])
+        return original(seg, view, *args, **kwargs)
+
+    cells.add_view_cells = recorded
+    try:
+        _, seg, _ = cells.segment_movie(pre, model, options)
+        _, off, _ = cells.segment_movie(pre, model, dataclasses.replace(options, correlation_view=False))
+    finally:
+        cells.add_view_cells = original
+    assert calls == ["correlation_view"] and "correlation_view_added" in seg.counts
+    assert "correlation_view_added" not in off.counts

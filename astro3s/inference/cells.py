@@ -186,6 +186,28 @@ def active_view(pre: Any) -> Any:
                                fov_map=(enhanced * pre.fov_mask).astype(np.float32, copy=False))
 
 
+def correlation_view(pre: Any, *, weight: float) -> Any:
+    """``pre`` seen through its median image brightened where the movie is active.
+
+    :func:`astro3s.preprocess.correlation_image.activity_brightened` of ``pre.median_image`` with
+    ``pre.correlation_image`` (significant part above ``pre.params.activity_threshold`` robust z-scores,
+    its 99th percentile ``weight`` times the median image's), enhanced as the median image is and cut
+    out with the same boxes and local-activity masks; None without a correlation or median image.
+    """
+    from astro3s.preprocess import extract_crops
+    from astro3s.preprocess.correlation_image import activity_brightened
+    from astro3s.preprocess.enhance import enhance_network_image
+
+    if getattr(pre, "correlation_image", None) is None or getattr(pre, "median_image", None) is None:
+        return None
+    brightened = activity_brightened(pre.median_image, pre.correlation_image, weight=weight,
+                                     threshold=pre.params.activity_threshold)
+    enhanced = enhance_network_image(brightened, None, pre.params)
+    crops = extract_crops(enhanced, pre.crop_boxes, None, crop_size=pre.params.crop_size) * pre.crop_masks
+    return dataclasses.replace(pre, enhanced=enhanced, crops=crops.astype(np.float32, copy=False),
+                               fov_map=(enhanced * pre.fov_mask).astype(np.float32, copy=False))
+
+
 def add_active_view_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *,
                           timings: dict[str, float] | None = None, name: str = "") -> Any:
     """``seg`` with the cells found on the FOV's active view and not in ``seg``.
@@ -194,14 +216,8 @@ def add_active_view_cells(seg: Any, pre: Any, model: Any, options: InferenceOpti
     cell to cell) is lost in the median image, whose CLAHE equalises it into
     the background's noise, but it is bright in the temporal
     ``ACTIVE_VIEW_PERCENTILE``-th percentile image of the same frames. The
-    FOV is segmented again on that view (:func:`active_view`, the same
-    candidates and soma scale, :func:`segment_movie` at its own scale with
-    ``soma_scale="fixed"``), and its cells whose soma overlaps no soma of
-    ``seg`` are added (:func:`astro3s.postprocess.add_missing_cells`), unless
-    their soma edge is blurrier than the cells found allow
-    (:func:`drop_blurred_additions`: out-of-focus cells are active too) or
-    their soma is under 0.4x their median area (:func:`drop_small_additions`).
-    Nothing is added to a FOV without cells (no reference for the rules).
+    FOV is segmented again on that view (:func:`active_view`) and the cells
+    found there are added by :func:`add_view_cells`.
     ``counts["active_view_added"]`` says how many were kept. Run only with
     ``options.active_view`` (off by default): designed on held-out movies
     where it found dim cells the median image hides, it added more false
@@ -209,9 +225,39 @@ def add_active_view_cells(seg: Any, pre: Any, model: Any, options: InferenceOpti
     stretch, soft blobs: CLAHE turns the active image's texture into
     cell-like patches), experiments/results/heldout_ablation.md.
     """
+    view = active_view(pre) if seg.n_cells else None
+    return add_view_cells(seg, view, pre, model, options, label="active_view", timings=timings, name=name)
+
+
+def add_correlation_view_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *,
+                               timings: dict[str, float] | None = None, name: str = "") -> Any:
+    """``seg`` with the cells found on the FOV's correlation view (:func:`correlation_view`) and not in ``seg``.
+
+    The median image the network was trained on, with cells dim at rest but active brightened through the
+    movie's local temporal-correlation image; added by :func:`add_view_cells`
+    (``counts["correlation_view_added"]``). Run only with ``options.correlation_view``.
+    """
+    from astro3s.inference.pipeline import CORRELATION_VIEW_WEIGHT
+
+    view = correlation_view(pre, weight=CORRELATION_VIEW_WEIGHT) if seg.n_cells else None
+    return add_view_cells(seg, view, pre, model, options, label="correlation_view", timings=timings, name=name)
+
+
+def add_view_cells(seg: Any, view: Any, pre: Any, model: Any, options: InferenceOptions, *, label: str,
+                   timings: dict[str, float] | None = None, name: str = "") -> Any:
+    """``seg`` with the cells the FOV's second ``view`` finds and ``seg`` lacks.
+
+    ``view`` is ``pre`` with other crops and FOV map (:func:`active_view`, :func:`correlation_view`):
+    it is segmented at its own scale with ``seg``'s soma scale (:func:`segment_movie` with
+    ``soma_scale="fixed"``), and its cells whose soma overlaps no soma of ``seg`` are added
+    (:func:`astro3s.postprocess.add_missing_cells`), unless their soma edge is blurrier than the cells
+    found allow (:func:`drop_blurred_additions`: out-of-focus cells are active too) or their soma is
+    under 0.4x their median area (:func:`drop_small_additions`). Nothing is added to a FOV without
+    cells (``view`` None: no reference for the rules). ``counts[f"{label}_added"]`` says how many
+    were kept; ``timings[f"{label}_s"]`` how long it took.
+    """
     from astro3s.postprocess import add_missing_cells
 
-    view = active_view(pre) if seg.n_cells else None
     if view is None:  # without cells found there is no blur or size to judge the view's cells by
         return seg
     start = time.perf_counter()
@@ -223,12 +269,12 @@ def add_active_view_cells(seg: Any, pre: Any, model: Any, options: InferenceOpti
     merged, _ = drop_blurred_additions(add_missing_cells(seg, found), n_before, pre, options)
     merged, n_added = drop_small_additions(merged, n_before)
     if n_added:
-        log.info("%s: %d cell(s) dim at rest added from the active view", name, n_added)
+        log.info("%s: %d cell(s) dim at rest added from the %s", name, n_added, label.replace("_", " "))
     # the first pass's counts stay what they were; this view's are counted apart
-    counts.update(cells=merged.n_cells, active_view_added=n_added,
-                  active_view_blurred_removed=merged.counts.get("added_blurred_removed", 0))
+    counts.update(cells=merged.n_cells, **{f"{label}_added": n_added,
+                                           f"{label}_blurred_removed": merged.counts.get("added_blurred_removed", 0)})
     if timings is not None:
-        timings["active_view_s"] = time.perf_counter() - start
+        timings[f"{label}_s"] = time.perf_counter() - start
     return dataclasses.replace(merged, counts=counts)
 
 
@@ -674,6 +720,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         return pre, seg, scale_info
     if options.active_view:
         seg = add_active_view_cells(seg, pre, model, options, timings=timings, name=name)
+    if options.correlation_view:
+        seg = add_correlation_view_cells(seg, pre, model, options, timings=timings, name=name)
     return pre, _final_cells(seg, pre, options), scale_info
 
 

@@ -45,6 +45,10 @@ MAX_PROCESS_RATIO = 2.5
 # the temporal percentile of the active view (InferenceOptions.active_view, off by default; tried 2026-12-05,
 # fourth night session, on the held-out `faint` member, experiments/results/heldout_ablation.md)
 ACTIVE_VIEW_PERCENTILE = 80.0
+# how bright the correlation view draws an active cell (InferenceOptions.correlation_view, activity_brightened's
+# weight: the 99th percentile of the significant correlation, 0.5x the median image's; the weight of the retrained
+# candidate of 2026-12-05, experiments/results/heldout_ablation.md)
+CORRELATION_VIEW_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,14 @@ class InferenceOptions:
         Off by default: it found such cells on the movies it was designed on,
         but on never-seen held-out movies it added more neuropil patches and
         vessel-wall stretches than cells (experiments/results/heldout_ablation.md).
+    correlation_view : bool
+        Like ``active_view``, with a second view made from the median image brightened where the movie's
+        local temporal-correlation image is significant
+        (:func:`astro3s.preprocess.correlation_image.activity_brightened`, weight
+        ``CORRELATION_VIEW_WEIGHT``; ``PreprocessParams.keep_correlation_image``, set here): a cell dim at rest
+        but active is drawn as bright as the cells the median image shows, while the background, whatever
+        its texture, stays the median image the network was trained on
+        (:func:`astro3s.inference.cells.add_correlation_view_cells`).
     """
 
     preprocess: Any
@@ -187,6 +199,7 @@ class InferenceOptions:
     scale_clahe_tiles: bool = True
     max_process_ratio: float | None = MAX_PROCESS_RATIO
     active_view: bool = False
+    correlation_view: bool = False
 
     def __post_init__(self) -> None:
         if self.nwb:
@@ -229,6 +242,8 @@ class InferenceOptions:
             # the active image comes from the median's pass over the frames (preprocess)
             object.__setattr__(self, "preprocess",
                                dataclasses.replace(self.preprocess, active_percentile=ACTIVE_VIEW_PERCENTILE))
+        if self.correlation_view and getattr(self.preprocess, "keep_correlation_image", True) is False:
+            object.__setattr__(self, "preprocess", dataclasses.replace(self.preprocess, keep_correlation_image=True))
 
 
 def _check_selection(**chosen: Any) -> None:

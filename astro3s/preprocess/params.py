@@ -106,6 +106,10 @@ class PreprocessParams:
         inference (it travels in the model's ``preprocess.yaml``).
     activity_threshold : float
         Robust z-score of the correlation image below which it adds nothing (2).
+    keep_correlation_image : bool
+        Compute the local temporal-correlation image (``Preprocessed.correlation_image``) even with
+        ``activity_weight`` 0, the network's image unchanged (False). ``InferenceOptions.correlation_view``
+        sets it.
     activity_bin_s : float
         Seconds of frames averaged into one time bin of the correlation image (2).
     clahe_clip_limit : float
@@ -223,6 +227,7 @@ class PreprocessParams:
     enhance_sigma: float = 0.0
     activity_weight: float = 0.0
     activity_threshold: float = 2.0
+    keep_correlation_image: bool = False
     activity_bin_s: float = 2.0
     clahe_clip_limit: float = 0.5
     clahe_tiles: tuple[int, int] = (8, 8)

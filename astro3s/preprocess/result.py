@@ -63,8 +63,8 @@ class Preprocessed:
         scale: :func:`~astro3s.preprocess.reselect_candidates`); None when loaded from a file.
     correlation_image : ndarray of float32, shape (H, W), or None
         Local temporal-correlation image, computed when ``params.activity_weight > 0``
-        (added to the median image before the enhancement); None otherwise and when
-        loaded from a file.
+        (added to the median image before the enhancement) or ``params.keep_correlation_image``;
+        None otherwise and when loaded from a file.
     active_image : ndarray of float32, shape (H, W), or None
         The ``params.active_percentile`` temporal percentile of the frames the
         median was taken over, each frame at its own level less the typical

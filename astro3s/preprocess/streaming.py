@@ -405,7 +405,8 @@ class Streamed:
         Activity map of each of the ``activity_percentiles``.
     corrected : CorrectedMovie
     correlation_image : ndarray of float32, shape (H, W), or None
-        Local temporal-correlation image, with ``params.activity_weight > 0``
+        Local temporal-correlation image, with ``params.activity_weight > 0`` or
+        ``params.keep_correlation_image``
         (:func:`~astro3s.preprocess.correlation_image.local_correlation_image`).
     active : ndarray of float32, shape (H, W), or None
         The ``params.active_percentile`` temporal percentile of the frames the
@@ -751,13 +752,13 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
         del clipped
     buffers.median_frames = None
     correlation = None
-    if params.activity_weight > 0:
+    if params.activity_weight > 0 or params.keep_correlation_image:
         # read back from memory or the frame file: the frames are not corrected again
         correlation = local_correlation_image(
             (block for _, block in corrected.chunks(effective_chunk_frames(params, 4 * height * width))),
             n_frames, (height, width),
             fs=getattr(movie, "fs", None), bin_s=params.activity_bin_s)
-    enhanced = enhance_network_image(median, correlation, params)
+    enhanced = enhance_network_image(median, correlation if params.activity_weight > 0 else None, params)
     timings["median_enhance"] = time.perf_counter() - tick
     coverage = tile_coverage((height, width), size=params.tile_size, step=params.tile_step)
     activity = (worker.counts() / coverage[None]).astype(np.float32)
