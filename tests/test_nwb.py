@@ -83,6 +83,8 @@ def _read_back(path: Path) -> dict:
             "external": [str(f) for f in nwb.acquisition["TwoPhotonSeries"].external_file[:]]
             if "TwoPhotonSeries" in nwb.acquisition else [],
             "movie_rate": nwb.acquisition["TwoPhotonSeries"].rate if "TwoPhotonSeries" in nwb.acquisition else None,
+            "series_description": (nwb.acquisition["TwoPhotonSeries"].description
+                                   if "TwoPhotonSeries" in nwb.acquisition else None),
             "notes": nwb.notes, "species": nwb.subject.species,
             "plane": {k: getattr(nwb.imaging_planes["ImagingPlane"], k) for k in ("location", "indicator",
                                                                                  "excitation_lambda")},
@@ -347,3 +349,28 @@ def test_pixel_size_of_a_calibrated_tiff_and_a_file_from_the_api(tmp_path: Path)
         np.testing.assert_array_equal(neuropil.data[:], dff[:, 1:] + 3)
         assert list(neuropil.rois.data[:]) == [int(rois.rows(["Proc_001_01"], what="t")[0])]
         assert nwb.events["events"]["timestamp"][0] == pytest.approx(0.4)
+
+
+def test_nwb_of_one_channel_of_a_two_channel_movie(simulated, tmp_path: Path) -> None:
+    import tifffile
+
+    from astro3s.inference import infer_movie, load_inference_model
+    from astro3s.io import read_movie
+    from astro3s.io.nwb import content_from_folder, write_nwb
+
+    folder = simulated("tiny", 3)
+    with read_movie(folder / f"{folder.name}.tif") as movie:
+        frames, fs = movie[:], movie.fs
+    two = tmp_path / "two.tif"  # channel 1: the first frame held (a structural channel), channel 2: the movie
+    tifffile.imwrite(two, np.stack([np.broadcast_to(frames[:1], frames.shape), frames], axis=1), imagej=True,
+                     metadata={"axes": "TCYX", "finterval": 1.0 / fs})
+    _, options = load_inference_model("default", device="cpu", soma_scale="fixed", nwb=True, figures=False,
+                                      channel=2)
+    result = infer_movie(two, tmp_path / "out", None, options, rois=folder / "ground_truth" / "RoiSet.zip",
+                         progress=False)
+    content = content_from_folder(result.output)  # what astro3s-export reads: the same channel again
+    assert content.recording.channel == 2 and content.recording.plane is None
+    np.testing.assert_allclose(content.images["mean"][0], frames.mean(axis=0), rtol=1e-4, atol=1e-2)
+    path = write_nwb(tmp_path / "again.nwb", content, nwb_dir=tmp_path)
+    back = _read_back(path)
+    assert "channel 2" in back["series_description"]

@@ -675,7 +675,8 @@ def _write_files(run: _Run, stage: Path, final: Path, options: InferenceOptions)
         write_nwb(stage / nwb_name(final), content_from_results(
             run.movie, name=final.name, n_frames=run.pre.shape[0], fs=run.traces.fs, soma=run.soma,
             processes=run.processes, domains=run.domains.domains, traces=run.traces, domain_traces=run.territory,
-            events_csv=stage / "events.csv", images=summary_images(run.pre), key=options.key), nwb_dir=final)
+            events_csv=stage / "events.csv", images=summary_images(run.pre), key=options.key, channel=options.channel,
+            plane=options.plane), nwb_dir=final)
 
 
 def _figure_inputs(run: _Run, options: InferenceOptions) -> Any:

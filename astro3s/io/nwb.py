@@ -176,6 +176,8 @@ class Recording:
     pixel_size_um : float or None
     key : str or None
         Dataset of an HDF5/Zarr movie.
+    channel, plane : int or None
+        Channel / z-plane read from a TIFF holding several (:func:`astro3s.io.read_movie`).
     """
 
     name: str
@@ -187,6 +189,8 @@ class Recording:
     start_time_source: str
     pixel_size_um: float | None = None
     key: str | None = None
+    channel: int | None = None
+    plane: int | None = None
 
 
 @dataclass(frozen=True)
@@ -334,7 +338,8 @@ def tiff_pixel_size_um(path: str | Path | None) -> float | None:
 
 
 def recording_info(movie: str | Path | None, *, name: str, n_frames: int, shape: tuple[int, int], fs: float | None,
-                   key: str | None = None, fallback_time: float | None = None) -> Recording:
+                   key: str | None = None, channel: int | None = None, plane: int | None = None,
+                   fallback_time: float | None = None) -> Recording:
     """The :class:`Recording` of a movie, session start from the movie file's modification time.
 
     Parameters
@@ -346,6 +351,8 @@ def recording_info(movie: str | Path | None, *, name: str, n_frames: int, shape:
     shape : (int, int)
     fs : float or None
     key : str, optional
+    channel, plane : int, optional
+        The channel / z-plane of a multi-channel TIFF the results were read from.
     fallback_time : float, optional
         POSIX time used when the movie is unknown (e.g. when the results were written).
 
@@ -374,7 +381,7 @@ def recording_info(movie: str | Path | None, *, name: str, n_frames: int, shape:
     start = datetime.fromtimestamp(stamp, tz=timezone.utc).astimezone()  # local zone, aware
     return Recording(name=name, movie=path, n_frames=int(n_frames), shape=(int(shape[0]), int(shape[1])),
                      fs=float(fs), start_time=start, start_time_source=source,
-                     pixel_size_um=tiff_pixel_size_um(path), key=key)
+                     pixel_size_um=tiff_pixel_size_um(path), key=key, channel=channel, plane=plane)
 
 
 def _movie_files(path: Path) -> list[Path]:
@@ -393,7 +400,7 @@ def _movie_files(path: Path) -> list[Path]:
 def content_from_results(movie: str | Path, *, name: str, n_frames: int, fs: float | None, soma: np.ndarray,
                          processes: np.ndarray, domains: np.ndarray, traces: Any, events_csv: str | Path,
                          domain_traces: Any = None, images: dict[str, tuple[np.ndarray, str]] | None = None,
-                         key: str | None = None) -> NwbContent:
+                         key: str | None = None, channel: int | None = None, plane: int | None = None) -> NwbContent:
     """:class:`NwbContent` of a run in memory (``astro3s-infer nwb=true``).
 
     Parameters
@@ -412,11 +419,14 @@ def content_from_results(movie: str | Path, *, name: str, n_frames: int, fs: flo
         The ``Domain_###`` traces.
     images : dict of str to (ndarray, str), optional
     key : str, optional
+    channel, plane : int, optional
+        Which array of the movie file was analysed (:func:`astro3s.io.read_movie`).
     """
     sets = [t for t in (traces, domain_traces) if t is not None and len(t)]
     n = int(n_frames)
     return NwbContent(
-        recording=recording_info(movie, name=name, n_frames=n, shape=soma.shape, fs=fs, key=key),
+        recording=recording_info(movie, name=name, n_frames=n, shape=soma.shape, fs=fs, key=key, channel=channel,
+                                 plane=plane),
         rois=roi_masks(soma, processes, domains),
         trace_names=[name_ for t in sets for name_ in t.names],
         dff=np.hstack([np.asarray(t.dff, np.float32) for t in sets]) if sets else np.zeros((n, 0), np.float32),
@@ -484,11 +494,12 @@ def content_from_folder(folder: str | Path, *, mean_image: bool = True) -> NwbCo
     if movie is not None and found is None:
         log.warning("%s: movie %s not found: the NWB file has no link to it and no mean image", folder.name, movie)
     recording = recording_info(found, name=folder.name, n_frames=n_frames, shape=labels["soma"].shape,
-                               fs=summary.get("fs"), key=summary.get("key"),
-                               fallback_time=(folder / SUMMARY_NAME).stat().st_mtime)
+                               fs=summary.get("fs"), key=summary.get("key"), channel=summary.get("channel"),
+                               plane=summary.get("plane"), fallback_time=(folder / SUMMARY_NAME).stat().st_mtime)
     images = {}
     if found is not None and mean_image:
-        mean = movie_mean_image(found, key=summary.get("key"))
+        mean = movie_mean_image(found, key=summary.get("key"), channel=summary.get("channel"),
+                                plane=summary.get("plane"))
         if mean.shape == labels["soma"].shape:
             images["mean"] = (mean, "temporal mean of the raw (not motion-corrected) movie")
     return NwbContent(recording=recording, rois=roi_masks(labels["soma"], labels["processes"], labels["domains"]),
@@ -620,7 +631,8 @@ def _movie_series(rec: Recording, plane: Any, nwb_dir: str | Path) -> Any:
     extra = {}
     if rec.pixel_size_um is not None:
         extra["field_of_view"] = [rec.shape[1] * rec.pixel_size_um * 1e-6, rec.shape[0] * rec.pixel_size_um * 1e-6]
-    where = f", dataset {rec.key}" if rec.key else ""
+    where = "".join(f", {what} {value}" for what, value in (("dataset", rec.key), ("channel", rec.channel),
+                                                             ("plane", rec.plane)) if value is not None)
     return TwoPhotonSeries(
         name="TwoPhotonSeries", imaging_plane=plane, external_file=links, starting_frame=starts.tolist(),
         format="external", unit="a.u.", rate=rec.fs, starting_time=0.0,
