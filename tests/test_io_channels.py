@@ -3,6 +3,7 @@ ScanImage metadata give the frame rate and the channel numbers, and every refusa
 
 from __future__ import annotations
 
+import struct
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import tifffile
 
 from astro3s.errors import InputError
-from astro3s.io import read_movie
+from astro3s.io import movie_choices, read_movie
 from astro3s.io.movie import _scanimage_frame_data, _select_axes
 
 
@@ -130,3 +131,52 @@ def test_preprocessed_result_reopens_the_chosen_channel(tmp_path):
     assert loaded.corrected is not None  # the source opened again, as the channel it was read from
     # channel 2 is three times as bright as channel 1 (frames shifted by the motion correction of noise)
     assert float(np.mean(loaded.corrected[0:40])) == pytest.approx(float(data[:, 1].mean()), rel=0.02)
+
+
+def _write_scanimage(path, pages: np.ndarray, frame_data: str) -> None:
+    """A ScanImage-format BigTIFF: its static metadata block at byte 16 (magic 0x07030301, version 3), then
+    one uncompressed uint16 page after another, each marked ``SI.`` in its Software tag (what tifffile reads
+    as ScanImage). ``pages`` ``(N, H, W)`` in acquisition order: the saved channels interleaved frame by frame."""
+    n, h, w = pages.shape
+    head, roi = frame_data.encode() + b"\0", b"{}\0"
+    out = bytearray(b"II" + struct.pack("<HHHQ", 43, 8, 0, 0))
+    out += struct.pack("<IIII", 0x07030301, 3, len(head), len(roi)) + head + roi
+    software = b"SI.LINE_FORMAT_VERSION = 1\0"
+    link = 8  # where the offset of the next IFD is written
+    for page in pages:  # a few pages
+        out += b"\0" * (-len(out) % 8)
+        software_at = len(out)
+        out += software + b"\0" * (-len(software) % 8)
+        data_at = len(out)
+        out += page.astype("<u2").tobytes() + b"\0" * (-(h * w * 2) % 8)
+        tags = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, 1, 16), (259, 3, 1, 1), (262, 3, 1, 1),
+                (273, 16, 1, data_at), (277, 3, 1, 1), (278, 4, 1, h), (279, 16, 1, h * w * 2),
+                (305, 2, len(software), software_at)]
+        struct.pack_into("<Q", out, link, len(out))
+        out += struct.pack("<Q", len(tags)) + b"".join(struct.pack("<HHQQ", *tag) for tag in tags)
+        link = len(out)
+        out += struct.pack("<Q", 0)
+    path.write_bytes(bytes(out))
+
+
+def test_a_scanimage_file_read_as_the_channel_it_names(tmp_path):
+    movie = np.random.default_rng(2).integers(0, 1000, (12, 2, 8, 12), dtype=np.uint16)  # T, C, H, W
+    frame_data = ("SI.hChannels.channelSave = [1;3]\nSI.hRoiManager.scanFrameRate = 30\n"
+                  "SI.hScan2D.logAverageFactor = 2\nSI.hStackManager.framesPerSlice = 12\n"
+                  "SI.hStackManager.numSlices = 1\nSI.hFastZ.enable = false\n")
+    path = tmp_path / "file_00001.tif"
+    _write_scanimage(path, movie.reshape(24, 8, 12), frame_data)
+    with tifffile.TiffFile(path) as tif:  # the format as tifffile sees it
+        assert tif.is_scanimage and tif.series[0].axes == "TCYX"
+    assert movie_choices(path) == [{"channel": 1}, {"channel": 3}]
+    with read_movie(path, channel=3) as scan:  # ScanImage's channel 3, the second saved
+        assert scan.backend == "tiff-pages" and scan.fs == pytest.approx(15.0)  # 30 Hz, 2 frames averaged
+        _check(scan, movie[:, 1])
+    with pytest.raises(InputError, match=r"holds 2 channels .*channels 1, 3\).*channel=1"):
+        read_movie(path)
+    with pytest.raises(InputError, match=r"no channel 2: its channels are 1, 3"):
+        read_movie(path, channel=2)
+    _write_scanimage(tmp_path / "volume.tif", movie.reshape(24, 8, 12),
+                     frame_data.replace("numSlices = 1", "numSlices = 4").replace("enable = false", "enable = true"))
+    with pytest.raises(InputError, match=r"fast-z volume recording \(4 planes"):
+        read_movie(tmp_path / "volume.tif")
