@@ -130,6 +130,8 @@ def _score_group(model, options, folders: list[Path]) -> dict:
         try:
             pre = preprocess(movie, options.preprocess, progress=False)
             pre, seg, scale = segment_movie(pre, model, options, name=folder.name)
+            if DROP_FAST_EVENT_CELLS:
+                seg = _without_fast_event_cells(seg, pre.corrected if pre.corrected is not None else movie)
         finally:
             movie.close()
         seconds = time.perf_counter() - start
@@ -146,6 +148,30 @@ def _score_group(model, options, folders: list[Path]) -> dict:
                  scores["process_f1"], scores["thin_process_f1"], seconds)
     return {"pooled": _pool(movies, preds, gts), "movies": movies,
             "seconds_per_movie": round(float(np.mean([m["seconds"] for m in movies])), 2) if movies else None}
+
+
+#: drop the cells whose somatic events are many and fast (astro3s.events.kinetics; --drop-fast-event-cells)
+DROP_FAST_EVENT_CELLS = False
+
+
+def _without_fast_event_cells(seg, movie):
+    """``seg`` without the cells :func:`astro3s.events.kinetics.fast_event_cells` names, from the events of
+    its soma and process traces (the traces and detector of ``astro3s-infer``, before its CC analysis)."""
+    from astro3s.correlation import extract_traces
+    from astro3s.events import roi_events
+    from astro3s.events.kinetics import fast_event_cells
+    from astro3s.postprocess.combine import remove_cells
+
+    if not seg.n_cells:
+        return seg
+    traces = extract_traces(movie, seg.soma, seg.processes, fs=getattr(movie, "fs", None))
+    events, _ = roi_events([traces])
+    fast = fast_event_cells(events)
+    if len(fast):
+        log.info("dropped %d cell(s) whose somatic events decay fast: %s", len(fast), fast.tolist())
+    drop = np.zeros(seg.n_cells, bool)
+    drop[fast - 1] = True
+    return remove_cells(seg, drop, count_key="fast_event_cells_dropped")
 
 
 def heldout_members(family_dir: Path) -> dict[str, list[Path]]:
@@ -333,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(astro3s-infer scale_clahe_tiles=false)")
     parser.add_argument("--active-view", action="store_true",
                         help="a second network view on the active image (astro3s-infer active_view=true)")
+    parser.add_argument("--drop-fast-event-cells", action="store_true",
+                        help="drop cells whose >= 5 somatic events decay in a median < 1.2 s (neuron-like; "
+                             "astro3s.events.kinetics)")
     parser.add_argument("--correlation-view", action="store_true",
                         help="a second network view on the median image brightened by the local correlation "
                              "image (astro3s-infer correlation_view=true)")
@@ -348,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     set_rule_constants({key: getattr(args, key) for key in RULE_CONSTANTS})
+    global DROP_FAST_EVENT_CELLS
+    DROP_FAST_EVENT_CELLS = bool(args.drop_fast_event_cells)
     report = evaluate(args.checkpoint, parse_sets(args.sets), args.data_dir, heldout=args.heldout,
                       soma_scale=args.soma_scale, device=args.device, somata=args.somata,
                       test_time_flips=args.test_time_flips, binned_processes=args.binned_processes,

@@ -128,6 +128,7 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
         extend_processes=bool(cfg.get("extend_processes", default["extend_processes"])),
         active_view=bool(cfg.get("active_view", default["active_view"])),
         correlation_view=bool(cfg.get("correlation_view", default["correlation_view"])),
+        drop_fast_event_cells=bool(cfg.get("drop_fast_event_cells", default["drop_fast_event_cells"])),
         scale_clahe_tiles=bool(cfg.get("scale_clahe_tiles", default["scale_clahe_tiles"])),
         max_process_ratio=cfg.get("max_process_ratio", default["max_process_ratio"]),
         test_time_flips=whole_number(cfg.get("test_time_flips", default["test_time_flips"]), "test_time_flips",

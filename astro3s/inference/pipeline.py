@@ -171,6 +171,11 @@ class InferenceOptions:
         but active is drawn as bright as the cells the median image shows, while the background, whatever
         its texture, stays the median image the network was trained on
         (:func:`astro3s.inference.cells.add_correlation_view_cells`).
+    drop_fast_event_cells : bool
+        Drop the cells whose somatic events are many (>= ``FAST_MIN_EVENTS``) and decay in a median under
+        ``FAST_MAX_DECAY_S`` seconds (:func:`astro3s.events.kinetics.fast_event_cells`): neuron-like
+        look-alikes; the CC analysis and events are redone without them. Needs the frame rate; never
+        applied to curated cells (``rois=``).
     """
 
     preprocess: Any
@@ -200,6 +205,7 @@ class InferenceOptions:
     max_process_ratio: float | None = MAX_PROCESS_RATIO
     active_view: bool = False
     correlation_view: bool = False
+    drop_fast_event_cells: bool = False
 
     def __post_init__(self) -> None:
         if self.nwb:
@@ -539,8 +545,6 @@ def _analyse(mov: Any, movie_path: Path, model: Any, options: InferenceOptions, 
     Each pre-processing result is appended to ``opened`` (the caller closes their corrected movies), and the
     import warm-up of the RoiSet writer to ``warmups``.
     """
-    from astro3s.correlation import CorrelationParams, correlation_analysis, domain_traces
-    from astro3s.events import EventParams, roi_events
     from astro3s.inference.background import ROISET_MODULES, warm_imports
     from astro3s.preprocess import preprocess
 
@@ -559,30 +563,68 @@ def _analyse(mov: Any, movie_path: Path, model: Any, options: InferenceOptions, 
     # the segmentation imported skimage: its contour tracing (the RoiSet's) may load now, during the CC analysis
     warmups.append(warm_imports(ROISET_MODULES))
     _next_stage(stages, f"{movie_path.name}: CC domains")
-    t = time.perf_counter()
     source_movie = pre.corrected if pre.corrected is not None else mov
     if pre.params.morphology_image == "noise_variance":
         # a dF movie's F0 is ~0: the dF/F of traces.csv divides by noise (NaN where F0 <= 0)
         log.warning("%s: the movie has no baseline (dF), so traces.csv's F column is already dF and its dF/F "
                     "is not meaningful; compute dF/F from the raw movie", movie_path.name)
-    traces, domains = correlation_analysis(source_movie, soma, processes, options.correlation, progress=progress)
-    timings["correlation_s"] = time.perf_counter() - t
+    traces, domains, territory, events, event_params = _domains_and_events(
+        source_movie, soma, processes, options, movie_path=movie_path, progress=progress, timings=timings,
+        stages=stages)
+    if options.drop_fast_event_cells and rois is None:
+        from astro3s.events.kinetics import FAST_MAX_DECAY_S, fast_event_cells
+
+        fast = fast_event_cells(events)
+        segmentation = {**segmentation, "fast_event_cells_dropped": int(len(fast))}
+        if len(fast):
+            # neuron-like: their somatic events are many and decay within ~1 s; the analysis is redone without them
+            log.info("%s: %d cell(s) dropped, their somatic events decaying in under %.1f s (neuron-like): %s",
+                     movie_path.name, len(fast), FAST_MAX_DECAY_S, fast.tolist())
+            soma, processes = _without_cells(soma, processes, fast)
+            traces, domains, territory, events, event_params = _domains_and_events(
+                source_movie, soma, processes, options, movie_path=movie_path, progress=progress, timings=timings,
+                stages=None)
+    return _Run(movie_path, mov, pre, soma, processes, segmentation, combine_params, scale_info, traces,
+                domains, territory, events, event_params, timings)
+
+
+def _without_cells(soma: np.ndarray, processes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``soma`` and ``processes`` without the cells ``ids``, the others renumbered ``1..m`` in their order."""
+    n = int(max(soma.max(initial=0), processes.max(initial=0)))
+    keep = np.ones(n + 1, bool)
+    keep[0] = False
+    keep[np.asarray(ids, np.int64)] = False
+    new_id = np.zeros(n + 1, soma.dtype)
+    new_id[keep] = np.arange(1, int(keep.sum()) + 1)
+    return new_id[soma], new_id[processes]
+
+
+def _domains_and_events(movie: Any, soma: np.ndarray, processes: np.ndarray, options: InferenceOptions, *,
+                        movie_path: Path, progress: bool | None, timings: dict[str, float], stages: Any,
+                        ) -> tuple[Any, Any, Any, Any, Any]:
+    """Traces and CC domains (:func:`~astro3s.correlation.correlation_analysis`), domain traces and events of the
+    cells ``soma`` / ``processes``; ``timings`` accumulate ``correlation_s`` and ``events_s``."""
+    from astro3s.correlation import CorrelationParams, correlation_analysis, domain_traces
+    from astro3s.events import EventParams, roi_events
+
+    t = time.perf_counter()
+    traces, domains = correlation_analysis(movie, soma, processes, options.correlation, progress=progress)
+    timings["correlation_s"] = timings.get("correlation_s", 0.0) + time.perf_counter() - t
     choice = domains.threshold_choice
     log.info("%s: CC threshold %.3f%s, %d domain(s)", movie_path.name, domains.threshold,
              "" if choice is None else f" (false rate {choice.false_rate:.3f})", len(domains.cell_ids))
-
-    _next_stage(stages, f"{movie_path.name}: events")
+    if stages is not None:
+        _next_stage(stages, f"{movie_path.name}: events")
     t = time.perf_counter()
     event_params = options.events or EventParams()
     corr = options.correlation or CorrelationParams()
-    territory = domain_traces(source_movie, domains.domains, soma, processes, fs=traces.fs,
+    territory = domain_traces(movie, domains.domains, soma, processes, fs=traces.fs,
                               f0_percentile=corr.f0_percentile, f0_window_s=corr.f0_window_s,
                               chunk_frames=corr.chunk_frames)
     events, _ = roi_events([traces, territory], params=event_params)
-    timings["events_s"] = time.perf_counter() - t
+    timings["events_s"] = timings.get("events_s", 0.0) + time.perf_counter() - t
     log.info("%s: %d calcium event(s) in %d ROI(s)", movie_path.name, len(events), len(events.roi_names))
-    return _Run(movie_path, mov, pre, soma, processes, segmentation, combine_params, scale_info, traces,
-                domains, territory, events, event_params, timings)
+    return traces, domains, territory, events, event_params
 
 
 def _find_cells(pre: Any, movie_path: Path, model: Any, options: InferenceOptions, *, rois: str | Path | None,
