@@ -175,12 +175,18 @@ def active_view(pre: Any) -> Any:
     ``pre.params``' CLAHE settings) applied to ``pre.active_image``, cut out with the same boxes and
     local-activity masks; None when ``pre`` has no active image.
     """
-    from astro3s.preprocess import extract_crops
     from astro3s.preprocess.enhance import enhance_network_image
 
     if getattr(pre, "active_image", None) is None:
         return None
-    enhanced = enhance_network_image(pre.active_image, None, pre.params)
+    return _seen_through(pre, enhance_network_image(pre.active_image, None, pre.params))
+
+
+def _seen_through(pre: Any, enhanced: np.ndarray) -> Any:
+    """``pre`` with another network image ``enhanced``: its crops cut with the same boxes and local-activity
+    masks, its FOV map under the same mask (the second views of :func:`add_view_cells`)."""
+    from astro3s.preprocess import extract_crops
+
     crops = extract_crops(enhanced, pre.crop_boxes, None, crop_size=pre.params.crop_size) * pre.crop_masks
     return dataclasses.replace(pre, enhanced=enhanced, crops=crops.astype(np.float32, copy=False),
                                fov_map=(enhanced * pre.fov_mask).astype(np.float32, copy=False))
@@ -194,7 +200,6 @@ def correlation_view(pre: Any, *, weight: float) -> Any:
     its 99th percentile ``weight`` times the median image's), enhanced as the median image is and cut
     out with the same boxes and local-activity masks; None without a correlation or median image.
     """
-    from astro3s.preprocess import extract_crops
     from astro3s.preprocess.correlation_image import activity_brightened
     from astro3s.preprocess.enhance import enhance_network_image
 
@@ -202,10 +207,7 @@ def correlation_view(pre: Any, *, weight: float) -> Any:
         return None
     brightened = activity_brightened(pre.median_image, pre.correlation_image, weight=weight,
                                      threshold=pre.params.activity_threshold)
-    enhanced = enhance_network_image(brightened, None, pre.params)
-    crops = extract_crops(enhanced, pre.crop_boxes, None, crop_size=pre.params.crop_size) * pre.crop_masks
-    return dataclasses.replace(pre, enhanced=enhanced, crops=crops.astype(np.float32, copy=False),
-                               fov_map=(enhanced * pre.fov_mask).astype(np.float32, copy=False))
+    return _seen_through(pre, enhance_network_image(brightened, None, pre.params))
 
 
 def add_active_view_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *,

@@ -590,12 +590,11 @@ def _analyse(mov: Any, movie_path: Path, model: Any, options: InferenceOptions, 
 
 def _without_cells(soma: np.ndarray, processes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``soma`` and ``processes`` without the cells ``ids``, the others renumbered ``1..m`` in their order."""
-    n = int(max(soma.max(initial=0), processes.max(initial=0)))
-    keep = np.ones(n + 1, bool)
-    keep[0] = False
-    keep[np.asarray(ids, np.int64)] = False
-    new_id = np.zeros(n + 1, soma.dtype)
-    new_id[keep] = np.arange(1, int(keep.sum()) + 1)
+    from astro3s.postprocess.combine import cell_renumbering
+
+    drop = np.zeros(int(max(soma.max(initial=0), processes.max(initial=0))), bool)
+    drop[np.asarray(ids, np.int64) - 1] = True
+    new_id = cell_renumbering(drop).astype(soma.dtype)
     return new_id[soma], new_id[processes]
 
 

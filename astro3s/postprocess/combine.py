@@ -287,11 +287,28 @@ def remove_cells(seg: Segmentation, drop: np.ndarray, *, count_key: str) -> Segm
     counts = {**seg.counts, count_key: int(drop.sum())}
     if not drop.any():
         return dataclasses.replace(seg, counts=counts)
-    keep = ~drop
-    new_id = np.zeros(seg.n_cells + 1, np.int64)
+    new_id = cell_renumbering(drop)
+    counts["cells"] = int(new_id.max())
+    return _segmentation(new_id[seg.soma], new_id[seg.processes], int(new_id.max()), seg.params, counts)
+
+
+def cell_renumbering(drop: np.ndarray) -> np.ndarray:
+    """The lookup ``new_id[old_id]`` that removes the cells flagged in ``drop`` and renumbers the others.
+
+    Parameters
+    ----------
+    drop : ndarray of bool, shape (n_cells,)
+        Cell ``k`` at index ``k - 1``.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_cells + 1,)
+        0 for the background and the dropped cells, ``1..m`` for the kept ones in their order.
+    """
+    keep = ~np.asarray(drop, bool)
+    new_id = np.zeros(len(keep) + 1, np.int64)
     new_id[1:][keep] = np.arange(1, int(keep.sum()) + 1)
-    counts["cells"] = int(keep.sum())
-    return _segmentation(new_id[seg.soma], new_id[seg.processes], int(keep.sum()), seg.params, counts)
+    return new_id
 
 
 def upsample_segmentation(seg: Segmentation, factor: int, shape: tuple[int, int], *,

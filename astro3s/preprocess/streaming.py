@@ -758,7 +758,7 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
             (block for _, block in corrected.chunks(effective_chunk_frames(params, 4 * height * width))),
             n_frames, (height, width),
             fs=getattr(movie, "fs", None), bin_s=params.activity_bin_s)
-    enhanced = enhance_network_image(median, correlation if params.activity_weight > 0 else None, params)
+    enhanced = enhance_network_image(median, correlation, params)  # brightened only with activity_weight > 0
     timings["median_enhance"] = time.perf_counter() - tick
     coverage = tile_coverage((height, width), size=params.tile_size, step=params.tile_step)
     activity = (worker.counts() / coverage[None]).astype(np.float32)
