@@ -130,7 +130,7 @@ def _score_group(model, options, folders: list[Path]) -> dict:
         try:
             pre = preprocess(movie, options.preprocess, progress=False)
             pre, seg, scale = segment_movie(pre, model, options, name=folder.name)
-            if DROP_FAST_EVENT_CELLS:
+            if options.drop_fast_event_cells:
                 seg = _without_fast_event_cells(seg, pre.corrected if pre.corrected is not None else movie)
         finally:
             movie.close()
@@ -148,10 +148,6 @@ def _score_group(model, options, folders: list[Path]) -> dict:
                  scores["process_f1"], scores["thin_process_f1"], seconds)
     return {"pooled": _pool(movies, preds, gts), "movies": movies,
             "seconds_per_movie": round(float(np.mean([m["seconds"] for m in movies])), 2) if movies else None}
-
-
-#: drop the cells whose somatic events are many and fast (astro3s.events.kinetics; --drop-fast-event-cells)
-DROP_FAST_EVENT_CELLS = False
 
 
 def _without_fast_event_cells(seg, movie):
@@ -174,6 +170,13 @@ def _without_fast_event_cells(seg, movie):
     return remove_cells(seg, drop, count_key="fast_event_cells_dropped")
 
 
+def family_name(family_dir: Path) -> str | None:
+    """The ``family`` a held-out folder's movies name in their ``meta.json`` (``heldout``, ``crosscheck``)."""
+    for meta_path in sorted(family_dir.glob("*/meta.json")):
+        return json.loads(meta_path.read_text()).get("family")
+    return None
+
+
 def heldout_members(family_dir: Path) -> dict[str, list[Path]]:
     """Member name -> movie folders of a held-out family folder (``meta.json`` of each)."""
     members: dict[str, list[Path]] = {}
@@ -188,7 +191,7 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
              test_time_flips: int | None = None, binned_processes: str = "ridges",
              extend_processes: bool = True, scale_clahe_tiles: bool = True,
              max_process_ratio: float | None = MAX_PROCESS_RATIO, active_view: bool = False,
-             correlation_view: bool = False) -> dict:
+             correlation_view: bool = False, drop_fast_event_cells: bool = True) -> dict:
     """Per-movie and pooled ASTRA scores of ``checkpoint`` on the held-out family and on presets.
 
     ``somata``: :attr:`astro3s.inference.InferenceOptions.somata` (``extended`` scores the soma
@@ -200,7 +203,9 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     :attr:`astro3s.inference.InferenceOptions.scale_clahe_tiles`; ``max_process_ratio``:
     :attr:`astro3s.inference.InferenceOptions.max_process_ratio` (None: no limit, as before 2026-12-05 evening);
     ``active_view``, ``correlation_view``: :attr:`astro3s.inference.InferenceOptions.active_view` and
-    ``.correlation_view`` (off by default, as in ``astro3s-infer``).
+    ``.correlation_view`` (off by default, as in ``astro3s-infer``); ``drop_fast_event_cells``:
+    :attr:`astro3s.inference.InferenceOptions.drop_fast_event_cells` (on by default since 2026-12-06, as in
+    ``astro3s-infer``; applied here from the events of the cells' own traces, :func:`_without_fast_event_cells`).
     """
     from astro3s.data.fovs import SyntheticFOVs
     from astro3s.inference import load_inference_model
@@ -211,14 +216,16 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
                                           extend_processes=extend_processes,
                                           scale_clahe_tiles=scale_clahe_tiles,
                                           max_process_ratio=max_process_ratio, active_view=active_view,
-                                          correlation_view=correlation_view, **flips)
+                                          correlation_view=correlation_view,
+                                          drop_fast_event_cells=drop_fast_event_cells, **flips)
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
                     "binned_processes": binned_processes, "extend_processes": extend_processes,
                     "scale_clahe_tiles": scale_clahe_tiles, "max_process_ratio": max_process_ratio,
                     "active_view": active_view, "correlation_view": correlation_view,
-                    **rule_constants(),
+                    "drop_fast_event_cells": drop_fast_event_cells, **rule_constants(),
                     "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
+        report["heldout_family"] = family_name(heldout)
         for member, folders in heldout_members(heldout).items():  # loop over members
             report["heldout"][member] = _score_group(model, options, folders)
     for preset, count in sets:  # loop over presets
@@ -323,9 +330,14 @@ def markdown(report: dict, command: str) -> str:
              "Giant: GT somata >= 2000 px, small: <= 60 px.", ""]
     if report.get("heldout"):
         layouts = all(member.startswith("layout_") for member in report["heldout"])
-        lines += ["## Held-out movies on ASTRA's annotated layouts (renderer `astro3s.heldout`, seeds 950000+)"
-                  if layouts else "## Held-out family (independent generator `astro3s.heldout`, seeds 900000+)", "",
-                  "| member | movies " + _HEADER, "|---" + _RULE]
+        if report.get("heldout_family") == "crosscheck":
+            title = ("## Cross-check family (a second independent generator, `astro3s.crosscheck`: cells in 3-D "
+                     "through an optical section; seeds 970000+)")
+        elif layouts:
+            title = "## Held-out movies on ASTRA's annotated layouts (renderer `astro3s.heldout`, seeds 950000+)"
+        else:
+            title = "## Held-out family (independent generator `astro3s.heldout`, seeds 900000+)"
+        lines += [title, "", "| member | movies " + _HEADER, "|---" + _RULE]
         lines += [_row(member, entry) for member, entry in report["heldout"].items()]
         lines.append("")
     if report.get("sets"):
@@ -359,9 +371,12 @@ def main(argv: list[str] | None = None) -> int:
                              "(astro3s-infer scale_clahe_tiles=false)")
     parser.add_argument("--active-view", action="store_true",
                         help="a second network view on the active image (astro3s-infer active_view=true)")
-    parser.add_argument("--drop-fast-event-cells", action="store_true",
-                        help="drop cells whose >= 5 somatic events decay in a median < 1.2 s (neuron-like; "
-                             "astro3s.events.kinetics)")
+    fast = parser.add_mutually_exclusive_group()
+    fast.add_argument("--drop-fast-event-cells", dest="drop_fast_event_cells", action="store_true", default=True,
+                      help="drop cells whose >= 5 somatic events (SNR >= 5) decay in a median < 1.2 s (neuron-like; "
+                           "astro3s.events.kinetics; the default since 2026-12-06)")
+    fast.add_argument("--keep-fast-event-cells", dest="drop_fast_event_cells", action="store_false",
+                      help="keep them (astro3s-infer drop_fast_event_cells=false; the figures before 2026-12-06)")
     parser.add_argument("--correlation-view", action="store_true",
                         help="a second network view on the median image brightened by the local correlation "
                              "image (astro3s-infer correlation_view=true)")
@@ -377,15 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     set_rule_constants({key: getattr(args, key) for key in RULE_CONSTANTS})
-    global DROP_FAST_EVENT_CELLS
-    DROP_FAST_EVENT_CELLS = bool(args.drop_fast_event_cells)
     report = evaluate(args.checkpoint, parse_sets(args.sets), args.data_dir, heldout=args.heldout,
                       soma_scale=args.soma_scale, device=args.device, somata=args.somata,
                       test_time_flips=args.test_time_flips, binned_processes=args.binned_processes,
                       extend_processes=not args.no_extend_processes,
                       scale_clahe_tiles=not args.fixed_clahe_tiles,
                       max_process_ratio=args.max_process_ratio or None, active_view=args.active_view,
-                      correlation_view=args.correlation_view)
+                      correlation_view=args.correlation_view, drop_fast_event_cells=args.drop_fast_event_cells)
     command = "python experiments/evaluate_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(report, command.strip())
     print(text)

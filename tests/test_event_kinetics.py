@@ -51,7 +51,8 @@ def test_infer_drops_fast_event_cells_and_analyses_the_others_again(tiny_movie, 
     from astro3s.inference import infer_movie, load_inference_model
 
     _, options = load_inference_model("default", device="cpu", soma_scale="fixed", figures=False)
-    assert options.drop_fast_event_cells is False
+    assert options.drop_fast_event_cells is True  # the default since 2026-12-06
+    options = dataclasses.replace(options, drop_fast_event_cells=False)
     truth = tiny_movie.parent / "ground_truth" / "RoiSet.zip"
     # curated cells are never dropped, whatever their events
     monkeypatch.setattr(kinetics, "fast_event_cells", lambda events, **_: np.array([1], np.int64))

@@ -616,3 +616,38 @@ def test_evaluate_model_gives_no_process_figure_against_soma_only_truth(experime
     # with process truth the figures are there
     pooled = module._pool([movie], [(soma, processes)], [(soma, processes, processes)])
     assert pooled["process_f1"] == 1.0
+
+
+def test_evaluate_model_names_the_family_it_scored_and_drops_fast_event_cells_by_default(
+        experiment_script, tmp_path: Path) -> None:
+    # the table's heading says which generator drew the movies (meta.json's family); the fast-event rule
+    # follows astro3s-infer's default and --keep-fast-event-cells gives the figures before it
+    import json
+
+    module = experiment_script("evaluate_model")
+    for family, name in (("crosscheck", "crosscheck_d1_0"), ("heldout", "heldout_d1_0")):
+        folder = tmp_path / family / name
+        folder.mkdir(parents=True)
+        (folder / "meta.json").write_text(json.dumps({"family": family, "member": "d1"}))
+        assert module.family_name(tmp_path / family) == family
+    assert module.family_name(tmp_path / "empty") is None
+    movie = {"name": "m", "size_recall": {"giant": [0, 0], "small": [0, 0]}}
+    soma = np.zeros((20, 20), np.uint16)
+    soma[5:10, 5:10] = 1
+    entry = {"pooled": module._pool([movie], [(soma, soma * 0)], [(soma, soma * 0, soma * 0)]), "movies": [movie],
+             "seconds_per_movie": 1.0}
+    base = {"checkpoint": "default", "soma_scale": "auto", "heldout": {"d1": entry}}
+    assert "Cross-check family" in module.markdown({**base, "heldout_family": "crosscheck"}, "cmd")
+    assert "Cross-check family" not in module.markdown({**base, "heldout_family": "heldout"}, "cmd")
+    assert "Held-out family" in module.markdown({**base, "heldout_family": "heldout"}, "cmd")
+    parser_defaults = []
+    original = module.evaluate
+    try:
+        module.evaluate = lambda *a, **k: parser_defaults.append(k["drop_fast_event_cells"]) or {
+            **base, "heldout": {}, "sets": {}}
+        module.main(["--sets"])
+        module.main(["--sets", "--keep-fast-event-cells"])
+        module.main(["--sets", "--drop-fast-event-cells"])
+    finally:
+        module.evaluate = original
+    assert parser_defaults == [True, False, True]
