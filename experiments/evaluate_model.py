@@ -7,7 +7,11 @@ Two yardsticks, reported in this order:
    morphology, PSF, noise model, neuropil and distractors; seeds 900000+), one
    row per member (giant and small somata, look-alikes, neurons, vessels,
    border cells, dense FOVs, low SNR, short movies, a realistic mix). No
-   training code imports that generator.
+   training code imports that generator. ``--heldout`` also takes a folder of
+   the cross-check family (``python -m astro3s.crosscheck --out DIR``: a second
+   independent generator, cells in 3-D through an optical section, seeds
+   970000+) or of ASTRA's layouts (``python -m astro3s.heldout --layouts``); the
+   table's heading names the family its movies' ``meta.json`` give.
 2. **Presets of the training simulator** with seeds 5000+ (``--sets``); whole
    presets the default model never saw (``d2_like``, ``d3_like``) are flagged.
 
@@ -23,6 +27,7 @@ matched cells) are reported separately, and the detection recall of giant
     python experiments/evaluate_model.py --heldout data/heldout_family    # + the default preset sets
     python experiments/evaluate_model.py --checkpoint PATH.ckpt --sets d1_like:5 --heldout DIR
     python experiments/evaluate_model.py --heldout DIR --out experiments/results/default_model.md
+    python experiments/evaluate_model.py --sets --heldout data/crosscheck_family --out experiments/results/crosscheck.md
 
 Writes a Markdown table (pooled scores per member / preset, seconds per movie)
 and a JSON file beside it with the per-movie scores.
