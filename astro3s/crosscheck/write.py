@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,6 +130,7 @@ def write_member_movie(out_dir: str | Path, member: str, index: int, *, scale: f
         ``out_dir / crosscheck_<member>_<index>``.
     """
     from astro3s.crosscheck.members import movie_name
+    from astro3s.io import atomic_folder
 
     out_dir = Path(out_dir)
     name = movie_name(member, index)
@@ -142,17 +141,8 @@ def write_member_movie(out_dir: str | Path, member: str, index: int, *, scale: f
     start = time.perf_counter()
     movie, scene = render_member_movie(member, index, scale=scale, n_frames=n_frames)
     seconds = time.perf_counter() - start
-    tmp = out_dir / f".{name}.part"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with atomic_folder(final) as tmp:  # a crash leaves no half folder under the final name
         _write_folder(tmp, name, movie, scene, overview)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     T, H, W = movie.shape
     log.info("%s: %dx%dx%d @ %.2f Hz, %d cells, rendered in %.1f s", name, H, W, T, scene.params.fs,
              scene.n_cells, seconds)

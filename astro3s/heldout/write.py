@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,15 +184,11 @@ def write_scene_folder(movie: np.ndarray, scene, out_dir: str | Path, *, name: s
     -------
     folder : Path
     """
-    from astro3s.io import write_json, write_labels, write_movie
+    from astro3s.io import atomic_folder, write_json, write_labels, write_movie
 
-    out_dir = Path(out_dir)
-    final = out_dir / name
-    tmp = out_dir / f".{name}.part"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "ground_truth").mkdir(parents=True)
-    try:
+    final = Path(out_dir) / name
+    with atomic_folder(final) as tmp:
+        (tmp / "ground_truth").mkdir()
         write_movie(tmp / f"{name}.tif", movie, fs=scene.params.fs)
         write_labels(tmp / "ground_truth" / "soma.tif", scene.soma)
         write_labels(tmp / "ground_truth" / "processes.tif", scene.processes)
@@ -206,12 +200,6 @@ def write_scene_folder(movie: np.ndarray, scene, out_dir: str | Path, *, name: s
             write_overview(tmp / "overview.png", movie, scene.soma, scene.processes, title=title,
                            objects=scene.objects)
         write_json(tmp / "meta.json", {**_meta(scene, movie.shape), **(extra_meta or {})})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

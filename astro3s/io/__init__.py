@@ -4,7 +4,7 @@ Importing this package is cheap: h5py, zarr, tifffile, roifile and scikit-image
 are imported inside the functions that need them.
 """
 
-from astro3s.io.atomic import atomic_path, write_json, write_text
+from astro3s.io.atomic import atomic_folder, atomic_path, write_json, write_text
 from astro3s.io.discover import find_movies
 from astro3s.io.movie import (
     MOVIE_SUFFIXES,
@@ -23,6 +23,7 @@ __all__ = [
     "MOVIE_SUFFIXES",
     "Movie",
     "Roi",
+    "atomic_folder",
     "atomic_path",
     "mean_image",
     "movie_choices",

@@ -16,7 +16,7 @@ from typing import Any
 
 from astro3s.errors import InputError
 
-__all__ = ["atomic_path", "remove_stale_parts", "write_json", "write_text"]
+__all__ = ["atomic_folder", "atomic_path", "remove_stale_parts", "write_json", "write_text"]
 
 
 @contextlib.contextmanager
@@ -65,6 +65,38 @@ def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path
         if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
             raise InputError(path, f"could not be written ({err.strerror or err}).",
                              "check free disk space and permissions of the output folder.") from err
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a hidden temporary folder that replaces the folder ``path`` when the block succeeds.
+
+    For outputs that are a whole folder (a simulated movie with its truth): the
+    folder is written as ``.<name>.part`` beside ``path`` (a leftover of a killed
+    run is removed first) and renamed into place once complete; a folder already
+    at ``path`` is replaced. On an exception the temporary folder is removed and
+    ``path`` is left as it was.
+
+    Yields
+    ------
+    tmp : Path
+        An empty folder to write in.
+    """
+    import shutil
+
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.part"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
