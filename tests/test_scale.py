@@ -427,3 +427,20 @@ def test_binned_frames_of_a_cached_corrected_movie_equal_those_read_through_it()
     for key in (3, slice(2, 9), (slice(0, 5), slice(1, 4))):
         np.testing.assert_array_equal(cached[key], read[key])
     assert cached[0:4].dtype == np.float32 and cached.shape == (20, 17, 24)
+
+
+def test_drop_small_additions_takes_every_cell_s_median_when_the_additions_outnumber_the_first() -> None:
+    from astro3s.inference.cells import drop_small_additions
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+
+    yy, xx = np.mgrid[:120, :120]
+    soma = np.zeros((120, 120), np.int64)
+    soma[np.hypot(yy - 20, xx - 20) <= 16] = 1  # one large cell found first (~800 px)
+    for k, (y, x) in enumerate([(20, 70), (20, 100), (60, 20), (60, 60), (60, 100), (100, 20)], start=2):
+        soma[np.hypot(yy - y, xx - x) <= 7] = k  # six added of ~150 px (0.19x the first cell)
+    soma[np.hypot(yy - 100, xx - 100) <= 3] = 8  # and a speck of ~30 px
+    seg = _segmentation(soma, np.zeros_like(soma), 8, CombineParams(), {"cells": 8})
+    kept, n_added = drop_small_additions(seg, 1)
+    # the median of all cells (~150 px) is the reference: the six stay, the speck goes
+    assert kept.n_cells == 7 and n_added == 6 and kept.counts["small_added_removed"] == 1

@@ -116,3 +116,51 @@ def test_max_relative_blur_is_checked() -> None:
     assert CombineParams(max_relative_blur=None).max_relative_blur is None
     with pytest.raises(ConfigError, match="max_relative_blur"):
         CombineParams(max_relative_blur=0.5)
+
+
+def test_remove_blurred_cells_never_removes_the_cells_kept() -> None:
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.postprocess.sharpness import remove_blurred_cells
+
+    image, labels = _scene([5.0, 0.7, 0.6, 0.7, 5.0])
+    seg = _segmentation(labels, np.zeros_like(labels), 5, CombineParams(), {"cells": 5})
+    # every cell's median is the reference; cell 1 is as blurred as cell 5 but kept
+    keep = np.array([True, False, False, False, False])
+    kept = remove_blurred_cells(seg, image, max_relative_blur=1.5, min_cells=1, keep=keep)
+    assert kept.n_cells == 4 and (kept.soma[labels == 1] > 0).all() and (kept.soma[labels == 5] == 0).all()
+    assert remove_blurred_cells(seg, image, max_relative_blur=1.5, min_cells=1).n_cells == 3
+
+
+def test_additions_that_outnumber_the_cells_found_before_are_judged_with_all_cells() -> None:
+    """One sharp cell of a misjudged coarse pass must not remove the FOV's cells a finer pass finds."""
+    from astro3s.inference import InferenceOptions, load_inference_model
+    from astro3s.inference.cells import additions_dominate, drop_blurred_additions
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+
+    same = np.full(8, 200)
+    assert not additions_dominate(same[:4], 1) and additions_dominate(same[:5], 1) and additions_dominate(same[:6], 2)
+    assert not additions_dominate(same, 3) and not additions_dominate(same[:3], 0) and additions_dominate(same[:4], 0)
+    # specks beside giants are not the field's cells, however many
+    assert not additions_dominate([2100, 2200, 90, 80, 95, 85], 2)
+    assert additions_dominate([2100, 2200, 400, 380, 420, 390], 2)
+    # cell 1 (found first) is sharp; four added ones are 1.6x softer (more than max_relative_blur 1.5), as
+    # in-focus cells at another depth can be, and the fifth is a soft blob
+    image, labels = _scene([0.3, 2.0, 2.0, 2.2, 2.0, 9.0])
+    seg = _segmentation(labels, np.zeros_like(labels), 6, CombineParams(), {"cells": 6})
+
+    class Pre:
+        median_image = image
+
+    _, options = load_inference_model("default", device="cpu", figures=False)
+    assert isinstance(options, InferenceOptions)
+    kept, n_added = drop_blurred_additions(seg, 1, Pre(), options)
+    # judged with all cells: only the blob goes, the first cell stays
+    assert n_added == 4 and kept.n_cells == 5 and (kept.soma[labels == 6] == 0).all()
+    assert kept.counts["added_blurred_removed"] == 1
+    # two additions beside one cell: judged against that cell, as before (both softer than 1.5x it)
+    few = _segmentation(np.where(labels <= 3, labels, 0).astype(np.uint16), np.zeros_like(labels), 3,
+                        CombineParams(), {"cells": 3})
+    judged, n_few = drop_blurred_additions(few, 1, Pre(), options)
+    assert n_few == 0 and judged.n_cells == 1

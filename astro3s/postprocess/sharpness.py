@@ -87,7 +87,8 @@ def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
 
 
 def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: float = 1.5,
-                         min_cells: int = 3, reference: np.ndarray | None = None, in_pixels: bool = False) -> Any:
+                         min_cells: int = 3, reference: np.ndarray | None = None, in_pixels: bool = False,
+                         keep: np.ndarray | None = None) -> Any:
     """Drop the cells whose soma is much more blurred than the FOV's typical soma.
 
     Every cell of a FOV is seen through the same optics, so an in-focus soma's
@@ -110,6 +111,8 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
         The cells whose median blur is the reference; they are kept whatever
         their blur, and only the others can go (e.g. cells added by a second
         pass, judged against those the first found). None: every cell.
+    keep : ndarray of bool, shape (n_cells,), optional
+        Cells never removed, whatever their blur (the reference cells are kept anyway).
     in_pixels : bool
         Compare the edges' widths in pixels (``soma_edge_blur(relative=False)``)
         instead of relative to each soma's radius. Defocus widens every edge by the
@@ -137,4 +140,6 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
             drop = finite & (blur > float(max_relative_blur) * float(np.median(blur[finite & judged])))
             if reference is not None:
                 drop &= ~judged
+            if keep is not None:
+                drop &= ~np.asarray(keep, bool)
     return remove_cells(seg, drop, count_key="blurred_removed")
