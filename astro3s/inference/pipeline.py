@@ -176,7 +176,8 @@ class InferenceOptions:
         ``FAST_MAX_DECAY_S`` seconds (:func:`astro3s.events.kinetics.fast_event_cells`): neuron-like
         look-alikes; the CC analysis and events are redone without them. Needs the frame rate; never
         applied to curated cells (``rois=``). On since 2026-12-06: on 112 never-seen held-out movies
-        (indices 180-187) and 56 on ASTRA's layouts it dropped 2 neuron-like false cells and no true one.
+        (indices 180-187) and 56 on ASTRA's layouts it dropped 4 neuron-like false cells and 1 true one,
+        on the cross-check family 25 false and 2 true (experiments/results/heldout_ablation.md).
     """
 
     preprocess: Any
