@@ -50,6 +50,10 @@ if __package__ in (None, ""):  # run as a script: _runs sits beside it
 from _runs import parse_sets  # noqa: E402
 
 from astro3s.inference.pipeline import MAX_PROCESS_RATIO  # noqa: E402
+from astro3s.postprocess.params import CombineParams  # noqa: E402
+
+#: the default of CombineParams.min_pixel_widening (evaluate_model --min-pixel-widening)
+MIN_PIXEL_WIDENING = CombineParams.min_pixel_widening
 
 log = logging.getLogger("evaluate_model")
 
@@ -196,7 +200,8 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
              test_time_flips: int | None = None, binned_processes: str = "ridges",
              extend_processes: bool = True, scale_clahe_tiles: bool = True,
              max_process_ratio: float | None = MAX_PROCESS_RATIO, active_view: bool = False,
-             correlation_view: bool = False, drop_fast_event_cells: bool = True) -> dict:
+             correlation_view: bool = False, drop_fast_event_cells: bool = True,
+             min_pixel_widening: float | None = MIN_PIXEL_WIDENING) -> dict:
     """Per-movie and pooled ASTRA scores of ``checkpoint`` on the held-out family and on presets.
 
     ``somata``: :attr:`astro3s.inference.InferenceOptions.somata` (``extended`` scores the soma
@@ -210,7 +215,10 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     ``active_view``, ``correlation_view``: :attr:`astro3s.inference.InferenceOptions.active_view` and
     ``.correlation_view`` (off by default, as in ``astro3s-infer``); ``drop_fast_event_cells``:
     :attr:`astro3s.inference.InferenceOptions.drop_fast_event_cells` (on by default since 2026-12-06, as in
-    ``astro3s-infer``; applied here from the events of the cells' own traces, :func:`_without_fast_event_cells`).
+    ``astro3s-infer``; applied here from the events of the cells' own traces, :func:`_without_fast_event_cells`);
+    ``min_pixel_widening``: :attr:`astro3s.postprocess.CombineParams.min_pixel_widening` (None: a soma's edge
+    blur relative to its radius alone calls it out of focus, as before 2026-12-06; the default value applies on
+    crowded FOVs only, ``astro3s.inference.cells.PIXEL_WIDENING_ON_SPARSE``; another value is given to every FOV).
     """
     from astro3s.data.fovs import SyntheticFOVs
     from astro3s.inference import load_inference_model
@@ -222,12 +230,15 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
                                           scale_clahe_tiles=scale_clahe_tiles,
                                           max_process_ratio=max_process_ratio, active_view=active_view,
                                           correlation_view=correlation_view,
-                                          drop_fast_event_cells=drop_fast_event_cells, **flips)
+                                          drop_fast_event_cells=drop_fast_event_cells,
+                                          combine=({} if min_pixel_widening == MIN_PIXEL_WIDENING
+                                                   else {"min_pixel_widening": min_pixel_widening}), **flips)
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
                     "binned_processes": binned_processes, "extend_processes": extend_processes,
                     "scale_clahe_tiles": scale_clahe_tiles, "max_process_ratio": max_process_ratio,
                     "active_view": active_view, "correlation_view": correlation_view,
-                    "drop_fast_event_cells": drop_fast_event_cells, **rule_constants(),
+                    "drop_fast_event_cells": drop_fast_event_cells, "min_pixel_widening": min_pixel_widening,
+                    **rule_constants(),
                     "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
         report["heldout_family"] = family_name(heldout)
@@ -272,6 +283,9 @@ RULE_CONSTANTS = {
                    "astro3s.inference.cells.COMPLETE_BINNED_SOMATA: on a FOV segmented binned, complete a soma "
                    "drawn in part to its compact bright body (astro3s.postprocess.grow.complete_somata; default: "
                    "its value, 1; 0 as before 2026-12-05, fourth night session)"),
+    "pixel_widening_on_sparse": ("astro3s.inference.cells", "PIXEL_WIDENING_ON_SPARSE", bool,
+                   "astro3s.inference.cells.PIXEL_WIDENING_ON_SPARSE: the out-of-focus rule's pixel condition "
+                   "(--min-pixel-widening) also on FOVs whose first pass drew < 40 somata (default: its value, 0)"),
     "own_reach": ("astro3s.preprocess.scale", "OWN_REACH", float,
                    "astro3s.preprocess.scale.OWN_REACH: soma radii around a blob within which its own "
                    "processes' specks do not vote for the FOV's soma scale (default: its value, 4; 3 "
@@ -391,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-process-ratio", type=float, default=MAX_PROCESS_RATIO,
                         help="most process area per soma area a cell keeps (astro3s-infer max_process_ratio=; "
                              "0: no limit, as before 2026-12-05 evening)")
+    parser.add_argument("--min-pixel-widening", type=float, default=MIN_PIXEL_WIDENING,
+                        help="a soma blurrier than the others relative to its radius is out of focus only when its "
+                             "edge is also this many times as wide in pixels (astro3s-infer "
+                             "+combine.min_pixel_widening=; 0: the relative test alone, as before 2026-12-06)")
     parser.add_argument("--test-time-flips", type=int, choices=(1, 2, 4), default=None,
                         help="views averaged by the network (astro3s-infer test_time_flips=...; default: its default)")
     parser.add_argument("--out", type=Path, default=None, help="Markdown table (JSON beside it)")
@@ -403,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
                       extend_processes=not args.no_extend_processes,
                       scale_clahe_tiles=not args.fixed_clahe_tiles,
                       max_process_ratio=args.max_process_ratio or None, active_view=args.active_view,
-                      correlation_view=args.correlation_view, drop_fast_event_cells=args.drop_fast_event_cells)
+                      correlation_view=args.correlation_view, drop_fast_event_cells=args.drop_fast_event_cells,
+                      min_pixel_widening=args.min_pixel_widening or None)
     command = "python experiments/evaluate_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(report, command.strip())
     print(text)

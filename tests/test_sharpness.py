@@ -164,3 +164,97 @@ def test_additions_that_outnumber_the_cells_found_before_are_judged_with_all_cel
                         CombineParams(), {"cells": 3})
     judged, n_few = drop_blurred_additions(few, 1, Pre(), options)
     assert n_few == 0 and judged.n_cells == 1
+
+
+def _discs(cells: list[tuple[int, int, float, float]], size: int = 200):
+    """Discs ``(cy, cx, radius, blur sigma)`` on a dark field with a little noise, and their soma labels."""
+    from scipy import ndimage as ndi
+
+    yy, xx = np.mgrid[:size, :size]
+    image = np.zeros((size, size), np.float32)
+    labels = np.zeros((size, size), np.uint16)
+    for k, (cy, cx, radius, sigma) in enumerate(cells, start=1):
+        disc = np.hypot(yy - cy, xx - cx) <= radius
+        image += ndi.gaussian_filter(disc.astype(np.float32), sigma)
+        labels[disc] = k
+    return image + np.random.default_rng(0).normal(0, 0.01, image.shape).astype(np.float32), labels
+
+
+def test_touches_border() -> None:
+    from astro3s.postprocess.sharpness import touches_border
+
+    labels = np.zeros((20, 30), np.uint16)
+    labels[0, 5] = 1          # top row
+    labels[10, 10:12] = 2     # inside
+    labels[8:12, 29] = 3      # right column
+    labels[19, 0] = 5         # bottom-left corner; id 4 has no pixel
+    assert touches_border(labels).tolist() == [True, False, True, False, True]
+    assert touches_border(np.zeros((4, 4), np.uint8)).shape == (0,)
+
+
+def test_small_in_focus_somata_are_not_called_blurred() -> None:
+    """The edge relative to the radius grows as a soma shrinks; its width in pixels does not."""
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.postprocess.sharpness import remove_blurred_cells, soma_edge_blur
+
+    psf = 1.0
+    # five D1-size somata, two small in-focus ones (a dense FOV's), one out-of-focus blob, and a small
+    # in-focus fragment cut by the right border of the image
+    cells = [(30, 30, 8, psf), (30, 80, 8, psf), (30, 130, 8, psf), (80, 30, 8, psf), (80, 80, 8, psf),
+             (80, 130, 3.5, psf), (130, 30, 3.5, psf), (130, 100, 6, 3.0), (150, 197, 4.5, psf)]
+    image, labels = _discs(cells)
+    seg = _segmentation(labels, np.zeros_like(labels), len(cells), CombineParams(), {"cells": len(cells)})
+    relative = soma_edge_blur(image, labels)
+    assert relative[5] > 1.5 * np.median(relative)  # the small in-focus somata read blurred relative to r
+    alone = remove_blurred_cells(seg, image, max_relative_blur=1.5)
+    assert all((alone.soma[labels == k] == 0).all() for k in (6, 7, 8, 9))
+    widened = remove_blurred_cells(seg, image, max_relative_blur=1.5, min_pixel_widening=1.2)
+    # the small in-focus somata stay, the blob goes, and so does the border fragment (judged relative to r)
+    assert widened.n_cells == len(cells) - 2 and widened.counts["blurred_removed"] == 2
+    assert (widened.soma[labels == 6] > 0).all() and (widened.soma[labels == 7] > 0).all()
+    assert (widened.soma[labels == 8] == 0).all() and (widened.soma[labels == 9] == 0).all()
+
+
+def test_min_pixel_widening_is_checked_and_on_by_default() -> None:
+    from astro3s.errors import ConfigError
+    from astro3s.postprocess import CombineParams
+
+    assert CombineParams().min_pixel_widening == pytest.approx(1.2)
+    assert CombineParams(min_pixel_widening=None).min_pixel_widening is None
+    with pytest.raises(ConfigError, match="min_pixel_widening"):
+        CombineParams(min_pixel_widening=0.9)
+
+
+@pytest.mark.parametrize("widening", [1.2, None])
+def test_segment_preprocessed_passes_the_pixel_condition(monkeypatch, widening) -> None:
+    """The whole-FOV look-alike rule gets CombineParams.min_pixel_widening (None: the relative test alone)."""
+    from types import SimpleNamespace
+
+    import astro3s.inference.segment as segment
+    import astro3s.postprocess as postprocess
+    import astro3s.postprocess.sharpness as sharpness
+    from astro3s.postprocess import CombineParams
+
+    seen: dict = {}
+    monkeypatch.setattr(segment, "predict_crops_zoomed", lambda *a, **k: (np.zeros((0, 3, 8, 8)), np.zeros((0, 4))))
+    monkeypatch.setattr(segment, "predict_fov", lambda *a, **k: np.zeros((3, 8, 8)))
+    monkeypatch.setattr(postprocess, "combine", lambda *a, **k: "seg")
+    monkeypatch.setattr(sharpness, "remove_blurred_cells", lambda seg, image, **k: seen.update(k) or seg)
+    pre = SimpleNamespace(params=None, median_image=np.ones((8, 8), np.float32))
+    out = segment.segment_preprocessed(pre, model=None, combine=CombineParams(min_pixel_widening=widening))
+    assert out == "seg" and seen["min_pixel_widening"] == widening and seen["max_relative_blur"] == 1.5
+
+
+def test_the_pixel_condition_is_for_crowded_fovs(monkeypatch) -> None:
+    import astro3s.inference.cells as cells
+
+    base = {"soma_area_range": (40.0, 300.0)}
+    # crowded: the CombineParams default (1.2) stays; not crowded: off, unless the user set it
+    assert "min_pixel_widening" not in cells.with_pixel_widening_for(base, crowded=True)
+    sparse = cells.with_pixel_widening_for(base, crowded=False)
+    assert sparse == {**base, "min_pixel_widening": None} and "min_pixel_widening" not in base
+    mine = {**base, "min_pixel_widening": 1.3}
+    assert cells.with_pixel_widening_for(mine, crowded=False, user_combine={"min_pixel_widening": 1.3}) == mine
+    monkeypatch.setattr(cells, "PIXEL_WIDENING_ON_SPARSE", True)
+    assert "min_pixel_widening" not in cells.with_pixel_widening_for(base, crowded=False)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["add_large_cells", "add_plateau_cells", "binned_options", "binned_pass", "drop_blurred_additions",
            "drop_blurred_pair", "drop_small_additions", "reject_lookalikes", "segment_movie", "size_filter_overrides",
-           "with_fragments_absorbed", "with_limited_processes"]
+           "with_fragments_absorbed", "with_limited_processes", "with_pixel_widening_for"]
 
 #: The finest factor of a binned FOV's passes (:func:`segment_movie`); 1: a FOV binned 2x2 is also
 #: segmented at its own scale, which adds the smaller cells of FOVs mixing soma sizes (held-out
@@ -505,10 +505,39 @@ CROWDED_SOMATA = 40
 # movies, 26 on ASTRA's D3 and D4 layouts) it added 4 true and 4 false cells for 1.3-2 s a movie (D4 size:
 # ~15 % of the whole run); large somata among tens of small ones were that rare (heldout_ablation.md)
 LARGE_PASS_ON_CROWDED = False
+# the out-of-focus rule's pixel condition (CombineParams.min_pixel_widening) also on FOVs that are not crowded
+# (first pass < CROWDED_SOMATA somata). Off: there a soma far smaller than the others is more often a
+# compact blob than a cell, and the edge relative to the radius, which reads small somata as blurred, kept
+# removing them. Measured 2026-12-06 (third session) with and without the condition on 249 movies (both
+# held-out generators, four draws, and the training simulator's presets): crowded FOVs 18 true cells more, 4
+# false; the others 2 true, 5 false (the held-out generator's blobs, 66-115 px beside ~250-px cells, whose
+# edges are not wider in pixels; experiments/results/heldout_ablation.md, "Blur in pixels")
+PIXEL_WIDENING_ON_SPARSE = False
 # ``options.extend_processes`` also on a FOV whose soma size range was refitted but that the network saw at its
 # own pixels (zoom 1): the option is about where the network drew, and until 2026-12-05 (evening) it skipped
 # every refitted FOV, 31 of 108 diagnosed held-out movies (experiments/results/heldout_ablation.md)
 EXTEND_REFITTED_FOVS = True
+
+
+def with_pixel_widening_for(overrides: dict[str, Any], *, crowded: bool,
+                            user_combine: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The combination's overrides with the out-of-focus rule's pixel condition set for a crowded FOV or not.
+
+    :attr:`astro3s.postprocess.CombineParams.min_pixel_widening` applies on
+    crowded FOVs (``crowded``: the first pass drew at least ``CROWDED_SOMATA``
+    somata); on the others it is turned off (``None``) unless
+    ``PIXEL_WIDENING_ON_SPARSE`` or the user set it in ``user_combine``
+    (:attr:`InferenceOptions.combine`).
+
+    Returns
+    -------
+    dict
+        A copy of ``overrides``.
+    """
+    out = dict(overrides)
+    if not (crowded or PIXEL_WIDENING_ON_SPARSE or "min_pixel_widening" in (user_combine or {})):
+        out["min_pixel_widening"] = None
+    return out
 
 
 def size_filter_overrides(combine: dict[str, Any], scale_info: dict[str, Any],
@@ -671,7 +700,10 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     (:func:`size_filter_overrides`; on a FOV at its own scale, not a binned
     one, their lower end goes ``SMALL_SOMA_SLACK`` times lower, ``CROWDED_SOMA_SLACK``
     when the first pass drew at least ``CROWDED_SOMATA`` somata: crowded FOVs'
-    smallest somata); a FOV at its own scale is then also segmented binned
+    smallest somata; on crowded FOVs only, the whole-FOV out-of-focus rule
+    also needs a soma edge wider in pixels,
+    :attr:`astro3s.postprocess.CombineParams.min_pixel_widening`,
+    ``PIXEL_WIDENING_ON_SPARSE``); a FOV at its own scale is then also segmented binned
     2x2 and that pass's large in-focus cells added where none was found
     (``options.large_soma_pass``, :func:`add_large_cells`: FOVs mixing soma
     sizes; not on crowded FOVs, ``LARGE_PASS_ON_CROWDED``, where
@@ -736,6 +768,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     overrides = size_filter_overrides(options.combine, scale_info, pre.params.soma_area_range,
                                       low_slack=(CROWDED_SOMA_SLACK if crowded else SMALL_SOMA_SLACK)
                                       if allow_binning else 1.0)
+    overrides = with_pixel_widening_for(overrides, crowded=crowded, user_combine=options.combine)
     combine_params = CombineParams.from_preprocess(pre.params, **overrides)
     # the whole-FOV pass of the scale fit is reused when the candidates did not change
     seg = segment_preprocessed(pre, model, combine=combine_params, normalize=options.normalize,

@@ -90,7 +90,8 @@ def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize
         from astro3s.postprocess.sharpness import remove_blurred_cells
 
         seg = remove_blurred_cells(seg, pre.median_image, max_relative_blur=params.max_relative_blur,
-                                   min_cells=params.min_cells_for_blur)
+                                   min_cells=params.min_cells_for_blur,
+                                   min_pixel_widening=params.min_pixel_widening)
     if timings is not None:
         timings["network_s"] = t1 - t0
         timings["combine_s"] = time.perf_counter() - t1

@@ -91,6 +91,24 @@ class CombineParams:
         8000+, it removed 5 of 103 false cells and none of 127 true ones.)
     min_cells_for_blur : int
         Fewer cells give no reliable median blur; the rule is then skipped.
+    min_pixel_widening : float or None
+        ... and whose soma edge is also at least this many times as wide *in
+        pixels* as the FOV's median edge. Defocus widens an edge by the same
+        pixels whatever the soma's size, while an in-focus soma's edge is as
+        wide as the point-spread function makes it, so the edge relative to
+        the radius alone calls small in-focus somata blurred (``w / r`` grows
+        as ``r`` shrinks). Measured 2026-12-06 on 193 movies of four
+        generators (network outlines, the whole-FOV rule): in-focus edges 1.00x
+        the median in pixels (median), 1.09x (90th percentile), 1.17-1.27x
+        (99th); every true cell the relative rule alone removed (26, most of
+        them the smallest somata of crowded FOVs) was under 1.18x, while with
+        1.2x the rule still removes 46 of the 56 false cells it removed (35
+        by their edge, 11 at the border), the simulators' out-of-focus cells
+        among them
+        (``experiments/results/heldout_ablation.md``, "Blur in pixels"). Cells
+        whose soma touches the FOV border keep the relative rule alone
+        (:func:`astro3s.postprocess.sharpness.remove_blurred_cells`).
+        None: the relative rule alone, as before.
     process_threshold : float or None
         A crop-map pixel that is not soma is a process pixel when its process
         probability reaches this value; None: when processes win the argmax
@@ -121,6 +139,7 @@ class CombineParams:
     connectivity: int = 2
     max_relative_blur: float | None = 1.5
     min_cells_for_blur: int = 3
+    min_pixel_widening: float | None = 1.2
     process_threshold: float | None = 0.15
     reject_lookalikes: bool = True
 
@@ -158,6 +177,8 @@ class CombineParams:
             raise ConfigError(f"postprocess.process_threshold must be in (0, 1) or null, got {self.process_threshold}.")
         if self.max_relative_blur is not None and not self.max_relative_blur > 1:
             raise ConfigError(f"postprocess.max_relative_blur must be > 1 or null, got {self.max_relative_blur}.")
+        if self.min_pixel_widening is not None and not self.min_pixel_widening >= 1:
+            raise ConfigError(f"postprocess.min_pixel_widening must be >= 1 or null, got {self.min_pixel_widening}.")
 
     @classmethod
     def from_preprocess(cls, params: PreprocessParams, **overrides: Any) -> CombineParams:

@@ -19,7 +19,27 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["remove_blurred_cells", "soma_edge_blur"]
+__all__ = ["remove_blurred_cells", "soma_edge_blur", "touches_border"]
+
+
+def touches_border(labels: np.ndarray) -> np.ndarray:
+    """Which cells of a label image touch its border.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+        Labels ``1..n`` (0 background).
+
+    Returns
+    -------
+    ndarray of bool, shape (n,)
+        True at index ``k - 1`` when label ``k`` has a pixel in the first or
+        last row or column.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max(initial=0))
+    rim = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]).astype(np.int64)
+    return np.bincount(rim, minlength=n + 1)[1:n + 1] > 0
 
 
 def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
@@ -88,7 +108,7 @@ def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
 
 def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: float = 1.5,
                          min_cells: int = 3, reference: np.ndarray | None = None, in_pixels: bool = False,
-                         keep: np.ndarray | None = None) -> Any:
+                         keep: np.ndarray | None = None, min_pixel_widening: float | None = None) -> Any:
     """Drop the cells whose soma is much more blurred than the FOV's typical soma.
 
     Every cell of a FOV is seen through the same optics, so an in-focus soma's
@@ -120,6 +140,19 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
         larger than the reference (cells a coarser pass adds), an
         out-of-focus one shows a wider edge, while its width relative to its
         larger radius looks as sharp as the reference's.
+    min_pixel_widening : float, optional
+        With the relative comparison, a cell also needs an edge at least this
+        many times as wide in pixels as the reference's median to go: an
+        in-focus soma smaller than the others has a larger edge width
+        relative to its radius (the point-spread function sets the width in
+        pixels), but no wider an edge (:attr:`CombineParams.min_pixel_widening`).
+        Cells whose soma touches the image border are judged by the relative
+        comparison alone: their visible soma is a part of a disc, so their
+        radius reads small and their edge is measured on part of its outline,
+        and these are the fragments of cells whose soma lies mostly outside
+        the FOV (on the movies it was measured on, 11 false and 1 true border
+        cell would have been let back by the pixel condition).
+        None: the relative comparison alone.
 
     Returns
     -------
@@ -138,6 +171,10 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
         finite = np.isfinite(blur)
         if (finite & judged).any():
             drop = finite & (blur > float(max_relative_blur) * float(np.median(blur[finite & judged])))
+            if min_pixel_widening is not None and not in_pixels:
+                width = soma_edge_blur(image, seg.soma, relative=False)
+                wide = np.isfinite(width) & judged
+                drop &= (width >= float(min_pixel_widening) * float(np.median(width[wide]))) | touches_border(seg.soma)
             if reference is not None:
                 drop &= ~judged
             if keep is not None:
