@@ -250,11 +250,14 @@ def test_the_pixel_condition_is_for_crowded_fovs(monkeypatch) -> None:
     import astro3s.inference.cells as cells
 
     base = {"soma_area_range": (40.0, 300.0)}
-    # crowded: the CombineParams default (1.2) stays; not crowded: off, unless the user set it
+    # crowded: the CombineParams default (1.2) stays; not crowded: off, unless the user's combine set it
     assert "min_pixel_widening" not in cells.with_pixel_widening_for(base, crowded=True)
     sparse = cells.with_pixel_widening_for(base, crowded=False)
     assert sparse == {**base, "min_pixel_widening": None} and "min_pixel_widening" not in base
     mine = {**base, "min_pixel_widening": 1.3}
-    assert cells.with_pixel_widening_for(mine, crowded=False, user_combine={"min_pixel_widening": 1.3}) == mine
+    assert cells.with_pixel_widening_for(mine, crowded=False) == mine
+    # segment_movie's overrides hold the user's combine (size_filter_overrides copies it)
+    user = cells.size_filter_overrides({"min_pixel_widening": 1.3}, {}, (89.0, 345.0))
+    assert cells.with_pixel_widening_for(user, crowded=False)["min_pixel_widening"] == 1.3
     monkeypatch.setattr(cells, "PIXEL_WIDENING_ON_SPARSE", True)
     assert "min_pixel_widening" not in cells.with_pixel_widening_for(base, crowded=False)

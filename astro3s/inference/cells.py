@@ -519,15 +519,14 @@ PIXEL_WIDENING_ON_SPARSE = False
 EXTEND_REFITTED_FOVS = True
 
 
-def with_pixel_widening_for(overrides: dict[str, Any], *, crowded: bool,
-                            user_combine: dict[str, Any] | None = None) -> dict[str, Any]:
+def with_pixel_widening_for(overrides: dict[str, Any], *, crowded: bool) -> dict[str, Any]:
     """The combination's overrides with the out-of-focus rule's pixel condition set for a crowded FOV or not.
 
     :attr:`astro3s.postprocess.CombineParams.min_pixel_widening` applies on
     crowded FOVs (``crowded``: the first pass drew at least ``CROWDED_SOMATA``
     somata); on the others it is turned off (``None``) unless
-    ``PIXEL_WIDENING_ON_SPARSE`` or the user set it in ``user_combine``
-    (:attr:`InferenceOptions.combine`).
+    ``PIXEL_WIDENING_ON_SPARSE`` or ``overrides`` (which hold the user's
+    :attr:`InferenceOptions.combine`) already set it.
 
     Returns
     -------
@@ -535,7 +534,7 @@ def with_pixel_widening_for(overrides: dict[str, Any], *, crowded: bool,
         A copy of ``overrides``.
     """
     out = dict(overrides)
-    if not (crowded or PIXEL_WIDENING_ON_SPARSE or "min_pixel_widening" in (user_combine or {})):
+    if not (crowded or PIXEL_WIDENING_ON_SPARSE or "min_pixel_widening" in overrides):
         out["min_pixel_widening"] = None
     return out
 
@@ -768,7 +767,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     overrides = size_filter_overrides(options.combine, scale_info, pre.params.soma_area_range,
                                       low_slack=(CROWDED_SOMA_SLACK if crowded else SMALL_SOMA_SLACK)
                                       if allow_binning else 1.0)
-    overrides = with_pixel_widening_for(overrides, crowded=crowded, user_combine=options.combine)
+    overrides = with_pixel_widening_for(overrides, crowded=crowded)
     combine_params = CombineParams.from_preprocess(pre.params, **overrides)
     # the whole-FOV pass of the scale fit is reused when the candidates did not change
     seg = segment_preprocessed(pre, model, combine=combine_params, normalize=options.normalize,

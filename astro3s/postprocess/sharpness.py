@@ -42,6 +42,13 @@ def touches_border(labels: np.ndarray) -> np.ndarray:
     return np.bincount(rim, minlength=n + 1)[1:n + 1] > 0
 
 
+def _soma_radii(labels: np.ndarray, n: int) -> np.ndarray:
+    """Equivalent radius ``max(sqrt(area / pi), 1)`` (px, float64, (n,)) of labels ``1..n``: the radius
+    :func:`soma_edge_blur` divides by."""
+    area = np.bincount(np.asarray(labels).ravel().astype(np.int64), minlength=n + 1)[1:n + 1]
+    return np.maximum(np.sqrt(area / np.pi), 1.0)
+
+
 def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
                    edge_percentile: float = 90.0, relative: bool = True) -> np.ndarray:
     """Edge width of each soma on a summary image, relative to its radius (or in pixels).
@@ -167,12 +174,13 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
         raise ValueError(f"reference must hold one flag per cell ({seg.n_cells}), got shape {judged.shape}")
     drop = np.zeros(seg.n_cells, bool)
     if judged.sum() >= int(min_cells):
-        blur = soma_edge_blur(image, seg.soma, relative=not in_pixels)
+        # one edge measurement serves both comparisons: relative = width / radius (soma_edge_blur)
+        width = soma_edge_blur(image, seg.soma, relative=False)
+        blur = width if in_pixels else width / _soma_radii(seg.soma, seg.n_cells)
         finite = np.isfinite(blur)
         if (finite & judged).any():
             drop = finite & (blur > float(max_relative_blur) * float(np.median(blur[finite & judged])))
             if min_pixel_widening is not None and not in_pixels:
-                width = soma_edge_blur(image, seg.soma, relative=False)
                 wide = np.isfinite(width) & judged
                 drop &= (width >= float(min_pixel_widening) * float(np.median(width[wide]))) | touches_border(seg.soma)
             if reference is not None:
