@@ -290,6 +290,22 @@ RULE_CONSTANTS = {
                    "astro3s.preprocess.scale.OWN_REACH: soma radii around a blob within which its own "
                    "processes' specks do not vote for the FOV's soma scale (default: its value, 4; 3 "
                    "before 2026-12-05 night)"),
+    "pair_blur_contrast": ("astro3s.inference.cells", "PAIR_BLUR_CONTRAST", bool,
+                   "astro3s.inference.cells.PAIR_BLUR_CONTRAST: of a FOV's two cells, the wider-edged goes only "
+                   "if its soma's contrast is also at most the other's (default: its value, 1; 0 as before "
+                   "2026-12-06, fourth session)"),
+    "faint_cell_contrast": ("astro3s.inference.cells", "FAINT_CELL_CONTRAST", float,
+                   "astro3s.inference.cells.FAINT_CELL_CONTRAST: a binned FOV's cell whose soma contrast is "
+                   "under this fraction of the FOV's highest goes (default: its value, 0.2; 0 as before "
+                   "2026-12-06, fourth session)"),
+    "wide_dominance": ("astro3s.preprocess.scale", "WIDE_DOMINANCE", float,
+                   "astro3s.preprocess.scale.WIDE_DOMINANCE: a blob this many times wider than another and "
+                   "at least as strong, within OWN_REACH of its radii, silences it in the soma-scale vote "
+                   "(default: its value, 4; inf as before 2026-12-06, fourth session)"),
+    "plateau_opening": ("astro3s.postprocess.grow", "PLATEAU_OPENING", float,
+                   "astro3s.postprocess.grow.PLATEAU_OPENING: radius, in median soma radii, of the disc that "
+                   "opens the bright plateau before binned FOVs' missed somata are read off it (default: its "
+                   "value, 0.5; 0 as before 2026-12-06, fourth session)"),
 }
 
 

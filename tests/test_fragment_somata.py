@@ -172,3 +172,63 @@ def test_two_joined_cells_are_not_judged_by_their_edges() -> None:
     seg = _segmentation(soma, processes, 2, CombineParams(), {"cells": 2})
     out = drop_blurred_pair(seg, SimpleNamespace(median_image=image), InferenceOptions(PreprocessParams()))
     assert out.n_cells == 2 and out.counts["pair_blurred_removed"] == 0
+
+
+def test_of_two_cells_the_wider_edged_one_goes_only_if_it_is_also_the_dimmer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # cross-check `zoom_4`: the FOV's one bright, soft-edged astrocyte and a faint patch of texture with a
+    # steep edge; by edge width alone the bright cell went. Defocus spreads a cell's light: the out-of-focus
+    # one of two is also the dimmer, so here neither goes
+    from types import SimpleNamespace
+
+    from scipy import ndimage
+
+    import astro3s.inference.cells as cells
+    from astro3s.inference.pipeline import InferenceOptions
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.preprocess import PreprocessParams
+
+    yy, xx = np.mgrid[:160, :160]
+    bright = np.hypot(yy - 50, xx - 50) < 15
+    faint = np.hypot(yy - 110, xx - 110) < 15
+    image = (10 + 100 * ndimage.gaussian_filter(bright.astype(float), 4.0)
+             + 12 * ndimage.gaussian_filter(faint.astype(float), 1.0)).astype(np.float32)
+    soma = bright.astype(np.int32) + 2 * faint
+    seg = _segmentation(soma, np.zeros_like(soma), 2, CombineParams(), {"cells": 2})
+    pre, options = SimpleNamespace(median_image=image), InferenceOptions(PreprocessParams())
+    out = cells.drop_blurred_pair(seg, pre, options)
+    assert out.n_cells == 2 and out.counts["pair_blurred_removed"] == 0
+    monkeypatch.setattr(cells, "PAIR_BLUR_CONTRAST", False)  # the rule before: the bright cell went
+    out = cells.drop_blurred_pair(seg, pre, options)
+    assert out.n_cells == 1
+    np.testing.assert_array_equal(out.soma > 0, faint)
+
+
+def test_a_binned_fov_loses_its_cells_far_fainter_than_its_clearest_soma() -> None:
+    # cross-check `zoom`: beside a FOV's bright giant soma the network drew "cells" in the dim fibre texture,
+    # standing out 0.03-0.15 of the clearest soma; true cells stood out >= 0.34
+    from scipy import ndimage
+
+    from astro3s.inference.cells import drop_faint_cells
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+
+    yy, xx = np.mgrid[:200, :200]
+    discs = [np.hypot(yy - y, xx - x) < 20 for y, x in ((50, 50), (50, 150), (150, 100))]
+    image = 10.0 + 100 * ndimage.gaussian_filter(discs[0].astype(float), 1.5)   # the clearest soma
+    image += 40 * ndimage.gaussian_filter(discs[1].astype(float), 1.5)           # a dimmer true cell: 0.4
+    image += 8 * ndimage.gaussian_filter(discs[2].astype(float), 1.5)            # a faint patch: 0.08
+    soma = np.zeros((200, 200), np.int32)
+    for k, disc in enumerate(discs, start=1):
+        soma[disc] = k
+    processes = np.where(np.abs(yy - 100) < 2, 3, 0).astype(np.int32) * (soma == 0)
+    seg = _segmentation(soma, processes, 3, CombineParams(), {"cells": 3})
+    out = drop_faint_cells(seg, image.astype(np.float32))
+    assert out.n_cells == 2 and out.counts["faint_removed"] == 1
+    np.testing.assert_array_equal(out.soma > 0, discs[0] | discs[1])
+    assert not (out.processes > 0).any()  # the faint cell's processes went with it
+    # off, a higher bar, and a FOV of one cell
+    assert drop_faint_cells(seg, image.astype(np.float32), min_relative_contrast=0).n_cells == 3
+    assert drop_faint_cells(seg, image.astype(np.float32), min_relative_contrast=0.5).n_cells == 1
+    one = _segmentation((soma == 3).astype(np.int32), np.zeros_like(soma), 1, CombineParams(), {"cells": 1})
+    assert drop_faint_cells(one, image.astype(np.float32)) is one

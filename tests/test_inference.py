@@ -583,7 +583,8 @@ def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, m
     for name, target in (("SOMA_REACH", grow), ("SHRINK_TOLERANCE", segment), ("CROWDED_SOMATA", cells),
                          ("EXTEND_REFITTED_FOVS", cells), ("FRAGMENT_SOMA_RATIO", cells), ("PAIR_BLUR_RULE", cells),
                          ("OWN_REACH", scale), ("LARGE_PASS_ON_CROWDED", cells), ("COMPLETE_BINNED_SOMATA", cells),
-                         ("PIXEL_WIDENING_ON_SPARSE", cells)):
+                         ("PIXEL_WIDENING_ON_SPARSE", cells), ("WIDE_DOMINANCE", scale), ("PLATEAU_OPENING", grow),
+                         ("PAIR_BLUR_CONTRAST", cells), ("FAINT_CELL_CONTRAST", cells)):
         monkeypatch.setattr(target, name, getattr(target, name))  # restored after the test
     assert module.rule_constants() == {"soma_reach": grow.SOMA_REACH, "shrink_tolerance": segment.SHRINK_TOLERANCE,
                                        "crowded_somata": cells.CROWDED_SOMATA,
@@ -592,16 +593,22 @@ def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, m
                                        "pair_blur_rule": cells.PAIR_BLUR_RULE, "own_reach": scale.OWN_REACH,
                                        "large_pass_on_crowded": cells.LARGE_PASS_ON_CROWDED,
                                        "complete_binned_somata": cells.COMPLETE_BINNED_SOMATA,
-                                       "pixel_widening_on_sparse": cells.PIXEL_WIDENING_ON_SPARSE}
+                                       "pixel_widening_on_sparse": cells.PIXEL_WIDENING_ON_SPARSE,
+                                       "pair_blur_contrast": cells.PAIR_BLUR_CONTRAST,
+                                       "faint_cell_contrast": cells.FAINT_CELL_CONTRAST,
+                                       "wide_dominance": scale.WIDE_DOMINANCE, "plateau_opening": grow.PLATEAU_OPENING}
     module.set_rule_constants({"soma_reach": "0.5", "shrink_tolerance": None, "crowded_somata": 7.0,
                                "extend_refitted_fovs": 0, "fragment_ratio": 0, "pair_blur_rule": 0, "own_reach": 3,
                                "large_pass_on_crowded": 1, "complete_binned_somata": 0,
-                               "pixel_widening_on_sparse": 1})
+                               "pixel_widening_on_sparse": 1, "wide_dominance": "inf", "plateau_opening": 0,
+                               "pair_blur_contrast": 0, "faint_cell_contrast": 0})
     assert grow.SOMA_REACH == 0.5 and segment.SHRINK_TOLERANCE == 1.25 and cells.CROWDED_SOMATA == 7
     assert isinstance(cells.CROWDED_SOMATA, int) and cells.EXTEND_REFITTED_FOVS is False
     assert cells.FRAGMENT_SOMA_RATIO == 0 and cells.PAIR_BLUR_RULE is False and scale.OWN_REACH == 3.0
     assert cells.LARGE_PASS_ON_CROWDED is True and cells.COMPLETE_BINNED_SOMATA is False
     assert cells.PIXEL_WIDENING_ON_SPARSE is True
+    assert scale.WIDE_DOMINANCE == float("inf") and grow.PLATEAU_OPENING == 0.0
+    assert cells.PAIR_BLUR_CONTRAST is False and cells.FAINT_CELL_CONTRAST == 0.0
 
 
 def test_evaluate_model_gives_no_process_figure_against_soma_only_truth(experiment_script) -> None:

@@ -45,25 +45,60 @@ def test_blob_soma_area_of_one_large_cell_is_its_soma_not_its_branch_specks() ->
         image = np.maximum(image, np.where(np.hypot(yy - cy, xx - cx) <= 3 + k % 2, 0.3, 0.0))
     area = blob_soma_area(image.astype(np.float32))
     assert area == pytest.approx(math.pi * radius**2, rel=0.6)
-    # without the rule the specks outvote the soma
-    assert blob_soma_area(image.astype(np.float32), dominance=np.inf) < 200
+    # without the rules the specks outvote the soma
+    assert blob_soma_area(image.astype(np.float32), dominance=np.inf, wide_dominance=np.inf) < 200
 
 
-def test_blob_soma_area_ignores_the_specks_of_processes_traced_as_far_as_annotators_trace_them() -> None:
-    # the same cell whose specks lie 3-3.9 blob radii from its centre (D2's annotators trace processes ~3 radii
-    # beyond the soma's edge): OWN_REACH (4) keeps them from voting; the earlier 3 radii let them outvote it
+def test_blob_soma_area_of_a_lone_cell_whose_junctions_answer_as_strongly_as_its_soma() -> None:
+    # a lone high-zoom astrocyte (cross-check `zoom`): 24 specks along its branches, 0.7x as bright as its
+    # soma, answer the LoG 0.7x as strongly, so none is silenced for being twice as weak; they are 7-10x
+    # narrower, which WIDE_DOMINANCE reads as the cell's own texture
     from astro3s.preprocess import blob_soma_area
 
-    size, radius = 320, 30.0
+    size, radius = 256, 30.0
     yy, xx = np.mgrid[:size, :size]
-    image = np.where(np.hypot(yy - 160, xx - 160) <= radius, 1.0, 0.0)
+    image = np.where(np.hypot(yy - 128, xx - 128) <= radius, 1.0, 0.0)
     for k, angle in enumerate(np.linspace(0, 2 * np.pi, 24, endpoint=False)):
-        d = radius * (4.0 + 0.9 * (k % 4) / 3)  # 4-4.9 soma radii: about 3-3.9 radii of the soma's blob
-        cy, cx = 160 + d * np.sin(angle), 160 + d * np.cos(angle)
-        image = np.maximum(image, np.where(np.hypot(yy - cy, xx - cx) <= 3 + k % 2, 0.3, 0.0))
+        d = radius * (1.5 + 1.5 * (k % 4) / 3)
+        cy, cx = 128 + d * np.sin(angle), 128 + d * np.cos(angle)
+        image = np.maximum(image, np.where(np.hypot(yy - cy, xx - cx) <= 3 + k % 2, 0.7, 0.0))
     image = image.astype(np.float32)
+    assert blob_soma_area(image, wide_dominance=np.inf) < 200
     assert blob_soma_area(image) == pytest.approx(math.pi * radius**2, rel=0.6)
-    assert blob_soma_area(image, own_reach=3.0) < 200
+
+
+def test_blob_soma_area_of_a_fov_mixing_soma_sizes_keeps_its_small_somata() -> None:
+    # a 800-px soma among 12 somata of 110 px as bright (held-out `mixed`: 100-800 px): 2.7x wider, under
+    # WIDE_DOMINANCE, so the small somata near it still vote and the FOV reads at their scale
+    from astro3s.preprocess import blob_soma_area
+
+    image = _discs(6.0, size=256, n=12)
+    yy, xx = np.mgrid[:256, :256]
+    image = image + (np.hypot(yy - 128, xx - 128) <= 16).astype(np.float32)
+    assert blob_soma_area(image) == blob_soma_area(image, wide_dominance=np.inf)
+    assert blob_soma_area(image) < 300
+
+
+def test_a_large_faint_blotch_silences_nothing() -> None:
+    # a faint 40-px-radius blotch (a background patch, an out-of-focus cell) with 12 specks on it, beside two
+    # bright small somata: the blotch is 18x wider than the specks and as strong, but under half the
+    # strongest blob (WIDE_DOMINANCE_STRENGTH), so it silences none of them and the somata's scale is read
+    from astro3s.preprocess import blob_soma_area, scale
+
+    image = _discs(6.0, size=256, n=2)
+    yy, xx = np.mgrid[:256, :256]
+    image = image + 0.4 * (np.hypot(yy - 200, xx - 128) <= 40)
+    for angle in np.linspace(0, 2 * np.pi, 12, endpoint=False):
+        cy, cx = 200 + 25 * np.sin(angle), 128 + 25 * np.cos(angle)
+        image = image + 0.4 * (np.hypot(yy - cy, xx - cx) <= 2)
+    image = image.astype(np.float32)
+    assert blob_soma_area(image) == blob_soma_area(image, wide_dominance=np.inf) < 300
+    saved = scale.WIDE_DOMINANCE_STRENGTH
+    try:  # the guard is what keeps them: without it the specks are silenced and the blotch sets the scale
+        scale.WIDE_DOMINANCE_STRENGTH = 0.0
+        assert blob_soma_area(image) > 2000
+    finally:
+        scale.WIDE_DOMINANCE_STRENGTH = saved
 
 
 def test_blob_soma_area_keeps_every_soma_of_a_crowded_fov() -> None:
@@ -71,7 +106,7 @@ def test_blob_soma_area_keeps_every_soma_of_a_crowded_fov() -> None:
     from astro3s.preprocess import blob_soma_area
 
     image = _discs(7.0, size=256, n=12)
-    assert blob_soma_area(image) == blob_soma_area(image, dominance=np.inf)
+    assert blob_soma_area(image) == blob_soma_area(image, dominance=np.inf, wide_dominance=np.inf)
 
 
 def test_blob_soma_area_of_a_flat_image_is_none() -> None:

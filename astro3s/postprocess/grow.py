@@ -615,15 +615,43 @@ def _edge_levels(labels: np.ndarray, img: np.ndarray, processes: np.ndarray | No
     return background, soma_level
 
 
+# plateau_somata's opening disc, in radii of the median soma. 0.5 since 2026-12-06 (fourth session; none
+# before): on binned giant FOVs the bright processes join a missed soma to its neighbours' plateau, whose
+# component is then neither compact nor of a soma's area (never-seen `giant_198`: 2 of 4 somata missed, both
+# separate once opened); the processes of ASTRA's D2 cells are 0.33 soma radii wide, under the disc's 1.0
+# diameter (experiments/results/heldout_ablation.md)
+PLATEAU_OPENING = 0.5
+
+
+def _opened(mask: np.ndarray, radius: float) -> np.ndarray:
+    """``mask`` opened by a Euclidean disc of ``radius`` px (pixels within it of a pixel whose disc fits).
+
+    Through two distance transforms rather than a structuring element: a 40-px-wide disc costs as little as
+    a small one. The FOV's edge does not erode (a blob cut by it keeps its cut side).
+    """
+    from scipy import ndimage as ndi
+
+    if radius < 1.0 or not mask.any():
+        return mask
+    core = ndi.distance_transform_edt(mask) > radius
+    if not core.any():
+        return np.zeros_like(mask)
+    return ndi.distance_transform_edt(~core) <= radius
+
+
 def plateau_somata(soma: np.ndarray, image: np.ndarray, *, level: float = 0.5,
                    area_factors: tuple[float, float] = (0.5, 2.0), min_solidity: float = 0.85,
-                   smooth: float = 1.0, quantile: float = 0.9) -> np.ndarray:
+                   smooth: float = 1.0, quantile: float = 0.9,
+                   opening: float | None = None) -> np.ndarray:
     """Bright compact blobs of a summary image that no soma touches, as soma labels.
 
     The plateau is every pixel of the smoothed image brighter than
     ``bg + level * (s - bg)`` (``s``: the median over the somata of each
-    soma's ``quantile`` brightness, ``bg``: the image's lower quartile). A
-    connected component of it (8-connectivity) is a soma candidate when it
+    soma's ``quantile`` brightness, ``bg``: the image's lower quartile),
+    opened by a disc of ``opening`` times the median soma's radius: what is
+    narrower than the disc (a soma's bright processes, a bundle of them
+    joining two somata) falls away, and somata joined that way come apart.
+    A connected component of it (8-connectivity) is a soma candidate when it
     touches no soma of ``soma``, does not touch the FOV's edge (a cut blob's
     area and shape say nothing), its area lies within ``area_factors`` times
     the median soma area and its solidity (area over convex-hull area) is at
@@ -646,6 +674,10 @@ def plateau_somata(soma: np.ndarray, image: np.ndarray, *, level: float = 0.5,
         Gaussian smoothing (px) of the image against pixel noise.
     quantile : float
         Which brightness of a soma's pixels is its level, in [0, 1].
+    opening : float or None
+        Radius of the opening disc, in radii of the median soma (that of a
+        disc of its area); None: :data:`PLATEAU_OPENING`, 0.5; 0: the plateau
+        as thresholded.
 
     Returns
     -------
@@ -669,11 +701,15 @@ def plateau_somata(soma: np.ndarray, image: np.ndarray, *, level: float = 0.5,
     reference = float(np.nanmedian(soma_level))
     if reference <= background:
         return out
-    plateau, m = ndi.label(img >= background + float(level) * (reference - background), structure=np.ones((3, 3)))
+    typical = float(np.median(areas[areas > 0]))
+    bright = img >= background + float(level) * (reference - background)
+    opening = PLATEAU_OPENING if opening is None else float(opening)
+    if opening > 0:
+        bright = _opened(bright, opening * np.sqrt(typical / np.pi))
+    plateau, m = ndi.label(bright, structure=np.ones((3, 3)))
     if m == 0:
         return out
     area = np.bincount(plateau.ravel(), minlength=m + 1)
-    typical = float(np.median(areas[areas > 0]))
     ok = (area >= area_factors[0] * typical) & (area <= area_factors[1] * typical)
     ok[0] = False
     ok[np.unique(plateau[inside])] = False                                     # touches a soma

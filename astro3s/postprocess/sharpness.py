@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["remove_blurred_cells", "soma_edge_blur", "touches_border"]
+__all__ = ["remove_blurred_cells", "soma_edge_blur", "soma_edges", "touches_border"]
 
 
 def touches_border(labels: np.ndarray) -> np.ndarray:
@@ -77,6 +77,32 @@ def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
         out-of-focus cells and soft blobs; ``inf`` for a soma no brighter than
         its surround, NaN for an id without pixels.
     """
+    contrast, steep = soma_edges(image, soma, smooth=smooth, edge_percentile=edge_percentile)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        width = np.where((contrast > 0) & (steep > 0), contrast / steep, np.inf)
+    width[np.isnan(contrast)] = np.nan
+    if relative:
+        width = width / _soma_radii(soma, contrast.size)
+    return width
+
+
+def soma_edges(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
+               edge_percentile: float = 90.0) -> tuple[np.ndarray, np.ndarray]:
+    """Each soma's contrast over its surround and its steep edge gradient on a summary image.
+
+    The two measures :func:`soma_edge_blur` divides (its parameters).
+
+    Returns
+    -------
+    contrast : ndarray of float64, shape (n,)
+        Median brightness of the soma minus the lower quartile of a ring
+        around it (from ``max(2, r / 3)`` px to one radius beyond that, other
+        somata left out), in the image's units (smoothed by ``smooth``).
+    steep : ndarray of float64, shape (n,)
+        The ``edge_percentile``-th percentile of ``|grad I|`` in the band
+        around its outline (units per px).
+        Both NaN for an id without pixels.
+    """
     from scipy import ndimage as ndi
 
     img = ndi.gaussian_filter(np.asarray(image, dtype=np.float32), float(smooth))
@@ -84,7 +110,7 @@ def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
     gradient = np.hypot(gy, gx)
     labels = np.asarray(soma)
     n = int(labels.max(initial=0))
-    out = np.full(n, np.nan)
+    contrast_of, steep_of = np.full(n, np.nan), np.full(n, np.nan)
     boxes = ndi.find_objects(labels)
     height, width = labels.shape
     for k, box in enumerate(boxes, start=1):  # loop over cells (tens), not pixels
@@ -106,11 +132,9 @@ def soma_edge_blur(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
         window = img[y0:y1, x0:x1]
         inside = float(np.median(window[mask]))
         around = float(np.percentile(window[ring], 25)) if ring.any() else float(window[~near].min(initial=inside))
-        contrast = inside - around
-        steep = float(np.percentile(gradient[y0:y1, x0:x1][edge], edge_percentile))
-        edge_width = contrast / steep if contrast > 0 and steep > 0 else np.inf
-        out[k - 1] = edge_width / radius if relative else edge_width
-    return out
+        contrast_of[k - 1] = inside - around
+        steep_of[k - 1] = float(np.percentile(gradient[y0:y1, x0:x1][edge], edge_percentile))
+    return contrast_of, steep_of
 
 
 def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: float = 1.5,
