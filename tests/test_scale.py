@@ -79,7 +79,7 @@ def test_blob_soma_area_of_a_fov_mixing_soma_sizes_keeps_its_small_somata() -> N
     assert blob_soma_area(image) < 300
 
 
-def test_a_large_faint_blotch_silences_nothing() -> None:
+def test_a_large_faint_blotch_silences_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     # a faint 40-px-radius blotch (a background patch, an out-of-focus cell) with 12 specks on it, beside two
     # bright small somata: the blotch is 18x wider than the specks and as strong, but under half the
     # strongest blob (WIDE_DOMINANCE_STRENGTH), so it silences none of them and the somata's scale is read
@@ -93,12 +93,9 @@ def test_a_large_faint_blotch_silences_nothing() -> None:
         image = image + 0.4 * (np.hypot(yy - cy, xx - cx) <= 2)
     image = image.astype(np.float32)
     assert blob_soma_area(image) == blob_soma_area(image, wide_dominance=np.inf) < 300
-    saved = scale.WIDE_DOMINANCE_STRENGTH
-    try:  # the guard is what keeps them: without it the specks are silenced and the blotch sets the scale
-        scale.WIDE_DOMINANCE_STRENGTH = 0.0
-        assert blob_soma_area(image) > 2000
-    finally:
-        scale.WIDE_DOMINANCE_STRENGTH = saved
+    # the guard is what keeps them: without it the specks are silenced and the blotch sets the scale
+    monkeypatch.setattr(scale, "WIDE_DOMINANCE_STRENGTH", 0.0)
+    assert blob_soma_area(image) > 2000
 
 
 def test_blob_soma_area_keeps_every_soma_of_a_crowded_fov() -> None:
