@@ -294,6 +294,10 @@ RULE_CONSTANTS = {
                    "astro3s.inference.cells.PAIR_BLUR_CONTRAST: of a FOV's two cells, the wider-edged goes only "
                    "if its soma's contrast is also at most the other's (default: its value, 1; 0 as before "
                    "2026-12-06, fourth session)"),
+    "visible_processes": ("astro3s.inference.cells", "VISIBLE_PROCESSES", bool,
+                   "astro3s.inference.cells.VISIBLE_PROCESSES: every FOV's processes kept only within "
+                   "VISIBLE_REACH px of a ridge of the median image (astro3s.postprocess.grow."
+                   "keep_visible_processes; default: its value, 1; 0 as before 2026-12-06, fifth session)"),
     "faint_cell_contrast": ("astro3s.inference.cells", "FAINT_CELL_CONTRAST", float,
                    "astro3s.inference.cells.FAINT_CELL_CONTRAST: a binned FOV's cell whose soma contrast is "
                    "under this fraction of the FOV's highest goes (default: its value, 0.2; 0 as before "

@@ -294,17 +294,20 @@ def test_plateau_cells_join_a_binned_segmentation_unless_blurred() -> None:
     assert n == 0 and kept.n_cells == 1
 
 
-def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_movie, record_calls) -> None:
+def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_movie, record_calls,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
     import astro3s.postprocess.grow as grow
-    from astro3s.inference import load_inference_model
+    from astro3s.inference import cells, load_inference_model
     from astro3s.inference.cells import segment_movie
     from astro3s.io import read_movie
     from astro3s.preprocess import preprocess
 
     calls = record_calls(grow, "with_refined_somata")
     trims = record_calls(grow, "with_trimmed_somata")
+    # the visible-process test would remove pixels of the processes compared below, at levels set by each soma
+    monkeypatch.setattr(cells, "VISIBLE_PROCESSES", False)
     model, options = load_inference_model("default", device="cpu", extend_processes=False)
     with read_movie(tiny_movie) as movie:
         pre = preprocess(movie, options.preprocess, progress=False)
@@ -390,6 +393,42 @@ def test_extended_processes_follow_the_branch_not_the_blob() -> None:
     # no somata: the network's processes come back as they are; a ridge level no ridge reaches adds nothing
     np.testing.assert_array_equal(extend_processes(np.zeros_like(soma), network, image), network)
     np.testing.assert_array_equal(extend_processes(soma, network, image, ridge_level=10.0), network)
+
+
+def test_visible_processes_keep_the_branch_and_drop_a_star_arm_over_haze() -> None:
+    from astro3s.postprocess import keep_visible_processes
+
+    image, soma, _ = _stub_scene()                                  # the branch runs right from the soma
+    drawn = np.zeros_like(soma)
+    drawn[38:42, 50:84] = 1                                         # the network's arm along the branch, 4 px wide
+    drawn[22:33, 43:47] = 1                                         # an arm up into the broad dim haze: no ridge
+    drawn[soma > 0] = 0
+    kept = keep_visible_processes(drawn, soma, image)
+    assert kept.dtype == np.int32
+    assert (kept[38:42, 55:80] == 1).all()                          # the visible branch keeps its drawn width
+    assert (kept[22:29, 43:47] == 0).all()                          # the arm over haze goes (its root on the
+    assert (kept[22:33, 43:47] > 0).sum() <= 16                     # soma's curved rim may stay)
+    assert not ((kept > 0) & (drawn == 0)).any()                    # nothing is added
+    # a ridge level no ridge reaches keeps nothing; no somata: nothing; no processes: nothing to test
+    assert not keep_visible_processes(drawn, soma, image, level=1e3).any()
+    assert not keep_visible_processes(drawn, np.zeros_like(soma), image).any()
+    np.testing.assert_array_equal(keep_visible_processes(np.zeros_like(soma), soma, image), np.zeros_like(soma))
+
+
+def test_with_visible_processes_counts_what_went() -> None:
+    from astro3s.postprocess import CombineParams, with_visible_processes
+    from astro3s.postprocess.combine import _segmentation
+
+    image, soma, _ = _stub_scene()
+    drawn = np.zeros_like(soma)
+    drawn[38:42, 50:84] = 1
+    drawn[22:33, 43:47] = 1
+    drawn[soma > 0] = 0
+    seg = _segmentation(soma, drawn, 1, CombineParams(), {"cells": 1})
+    out = with_visible_processes(seg, image)
+    assert out.counts["unseen_process_px"] == int((drawn > 0).sum() - (out.processes > 0).sum()) > 0
+    assert out.counts["cells"] == 1 and out.n_cells == 1
+    np.testing.assert_array_equal(out.soma, seg.soma)
 
 
 def test_kept_cells_keep_their_processes_when_the_others_grow() -> None:

@@ -486,6 +486,27 @@ def test_lookalike_rule_runs_once_on_the_movie_pixels_and_can_be_switched_off(
     assert len(calls) == 1 and "lookalikes_removed" not in seg.counts
 
 
+def test_visible_process_rule_runs_last_on_the_movie_pixels_and_can_be_switched_off(
+        tiny_movie: Path, record_calls, monkeypatch: pytest.MonkeyPatch) -> None:
+    import astro3s.postprocess.grow as grow
+    from astro3s.inference import cells, load_inference_model
+    from astro3s.io import read_movie
+    from astro3s.preprocess import preprocess
+
+    model, options = load_inference_model("default", device="cpu")
+    pre = preprocess(read_movie(tiny_movie), options.preprocess, progress=False)
+    calls = record_calls(grow, "with_visible_processes")
+    _, seg, _ = cells.segment_movie(pre, model, options)
+    assert [args[1].shape for args, _ in calls] == [pre.median_image.shape]
+    assert seg.n_cells >= 1 and seg.counts["unseen_process_px"] >= 0
+    monkeypatch.setattr(cells, "VISIBLE_PROCESSES", False)
+    _, off, _ = cells.segment_movie(pre, model, options)
+    assert len(calls) == 1 and "unseen_process_px" not in off.counts
+    np.testing.assert_array_equal(seg.soma, off.soma)                    # somata untouched
+    assert ((seg.processes == off.processes) | (seg.processes == 0)).all()   # processes only lose pixels
+    assert int((off.processes > 0).sum() - (seg.processes > 0).sum()) == seg.counts["unseen_process_px"]
+
+
 def test_zoomed_network_passes_map_back_to_the_fov(tiny_movie: Path, random_checkpoint: Path) -> None:
     from astro3s.inference import predict_crops, predict_crops_zoomed, predict_fov
     from astro3s.io import read_movie
@@ -584,7 +605,7 @@ def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, m
                          ("EXTEND_REFITTED_FOVS", cells), ("FRAGMENT_SOMA_RATIO", cells), ("PAIR_BLUR_RULE", cells),
                          ("OWN_REACH", scale), ("LARGE_PASS_ON_CROWDED", cells), ("COMPLETE_BINNED_SOMATA", cells),
                          ("PIXEL_WIDENING_ON_SPARSE", cells), ("WIDE_DOMINANCE", scale), ("PLATEAU_OPENING", grow),
-                         ("PAIR_BLUR_CONTRAST", cells), ("FAINT_CELL_CONTRAST", cells)):
+                         ("PAIR_BLUR_CONTRAST", cells), ("FAINT_CELL_CONTRAST", cells), ("VISIBLE_PROCESSES", cells)):
         monkeypatch.setattr(target, name, getattr(target, name))  # restored after the test
     assert module.rule_constants() == {"soma_reach": grow.SOMA_REACH, "shrink_tolerance": segment.SHRINK_TOLERANCE,
                                        "crowded_somata": cells.CROWDED_SOMATA,
@@ -596,12 +617,13 @@ def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, m
                                        "pixel_widening_on_sparse": cells.PIXEL_WIDENING_ON_SPARSE,
                                        "pair_blur_contrast": cells.PAIR_BLUR_CONTRAST,
                                        "faint_cell_contrast": cells.FAINT_CELL_CONTRAST,
+                                       "visible_processes": cells.VISIBLE_PROCESSES,
                                        "wide_dominance": scale.WIDE_DOMINANCE, "plateau_opening": grow.PLATEAU_OPENING}
     module.set_rule_constants({"soma_reach": "0.5", "shrink_tolerance": None, "crowded_somata": 7.0,
                                "extend_refitted_fovs": 0, "fragment_ratio": 0, "pair_blur_rule": 0, "own_reach": 3,
                                "large_pass_on_crowded": 1, "complete_binned_somata": 0,
                                "pixel_widening_on_sparse": 1, "wide_dominance": "inf", "plateau_opening": 0,
-                               "pair_blur_contrast": 0, "faint_cell_contrast": 0})
+                               "pair_blur_contrast": 0, "faint_cell_contrast": 0, "visible_processes": 0})
     assert grow.SOMA_REACH == 0.5 and segment.SHRINK_TOLERANCE == 1.25 and cells.CROWDED_SOMATA == 7
     assert isinstance(cells.CROWDED_SOMATA, int) and cells.EXTEND_REFITTED_FOVS is False
     assert cells.FRAGMENT_SOMA_RATIO == 0 and cells.PAIR_BLUR_RULE is False and scale.OWN_REACH == 3.0
@@ -609,6 +631,7 @@ def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, m
     assert cells.PIXEL_WIDENING_ON_SPARSE is True
     assert scale.WIDE_DOMINANCE == float("inf") and grow.PLATEAU_OPENING == 0.0
     assert cells.PAIR_BLUR_CONTRAST is False and cells.FAINT_CELL_CONTRAST == 0.0
+    assert cells.VISIBLE_PROCESSES is False
 
 
 def test_evaluate_model_gives_no_process_figure_against_soma_only_truth(experiment_script) -> None:

@@ -857,7 +857,13 @@ def _final_cells(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     seg = with_fragments_absorbed(seg, max_ratio=FRAGMENT_SOMA_RATIO)
     if PAIR_BLUR_RULE:
         seg = drop_blurred_pair(seg, pre, options)
-    return with_limited_processes(seg, options)
+    seg = with_limited_processes(seg, options)
+    median_image = getattr(pre, "median_image", None)
+    if VISIBLE_PROCESSES and median_image is not None and median_image.shape == seg.soma.shape:
+        from astro3s.postprocess.grow import with_visible_processes
+
+        seg = with_visible_processes(seg, median_image)
+    return seg
 
 
 # a soma under this fraction of the largest soma joined to it (through soma or process pixels) is a
@@ -872,6 +878,10 @@ PAIR_BLUR_RULE = True
 # cross-check's 3-D cells have soft edges through the optical section) against a faint patch of fibre texture,
 # whose low contrast over a steep fibre edge reads as a narrow edge (experiments/results/heldout_ablation.md)
 PAIR_BLUR_CONTRAST = True
+# last, every FOV's processes are kept only where the median image shows a ridge under them, with the width
+# around it (astro3s.postprocess.grow.keep_visible_processes; 2026-12-06, fifth session: the network draws a star
+# of processes around each soma, also over haze; experiments/results/heldout_ablation.md); False turns it off
+VISIBLE_PROCESSES = True
 
 
 def with_fragments_absorbed(seg: Any, *, max_ratio: float | None = FRAGMENT_SOMA_RATIO) -> Any:

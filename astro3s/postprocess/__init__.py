@@ -16,9 +16,9 @@ Modules: :mod:`~astro3s.postprocess.params` (settings),
 
 from astro3s.postprocess.blend import blend_crops, crop_weight
 from astro3s.postprocess.grow import (complete_somata, extend_processes, grow_processes, keep_ridges, plateau_somata,
-                                     refine_somata, ridge_strength, trim_somata, with_completed_somata,
-                                     with_extended_processes, with_grown_processes, with_refined_somata,
-                                     with_trimmed_somata)
+                                     keep_visible_processes, refine_somata, ridge_strength, trim_somata,
+                                     with_completed_somata, with_extended_processes, with_grown_processes,
+                                     with_refined_somata, with_trimmed_somata, with_visible_processes)
 from astro3s.postprocess.combine import (
     Segmentation,
     add_missing_cells,
@@ -51,6 +51,7 @@ __all__ = [
     "grow_processes",
     "keep_ridges",
     "keep_connected_to_soma",
+    "keep_visible_processes",
     "label_somata",
     "limit_process_area",
     "merge_somata",
@@ -71,4 +72,5 @@ __all__ = [
     "with_grown_processes",
     "with_refined_somata",
     "with_trimmed_somata",
+    "with_visible_processes",
 ]

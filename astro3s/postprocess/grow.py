@@ -231,6 +231,94 @@ def _ridge_pixels(processes: np.ndarray, image: np.ndarray, img: np.ndarray, som
     return np.where(strength >= threshold[cells], cells, 0).astype(np.int32)
 
 
+# every FOV's final processes: a pixel stays within VISIBLE_REACH px of a pixel of its own cell on a ridge of
+# RIDGE_LEVEL (keep_visible_processes; 2026-12-06, fifth session, chosen on cross-check 16-19 and never-seen 200-203,
+# experiments/results/heldout_ablation.md: the network draws a star of processes around every soma, also where
+# the image shows none)
+VISIBLE_REACH = 1.5
+
+
+def keep_visible_processes(processes: np.ndarray, soma: np.ndarray, image: np.ndarray, *,
+                           level: float = RIDGE_LEVEL, reach: float = VISIBLE_REACH,
+                           smooth: float = 1.0) -> np.ndarray:
+    """Process pixels the image shows as a ridge, with the width around it, still joined to their soma.
+
+    A pixel of cell ``i`` is on a ridge where :func:`ridge_strength` (at the
+    scale of the width annotators draw for the FOV's median soma,
+    :func:`process_ridge_scale`, at least 1 px) is at least
+    ``level * (s_i - bg)`` (``s_i``: the median of the soma on the image
+    smoothed by ``smooth`` px, ``bg``: that image's lower quartile). Pixels
+    of the cell within ``reach`` px of such a pixel stay, so a visible
+    branch keeps its drawn width and a branch with no ridge under it goes;
+    of what stays, only the pixels a path of the cell's own pixels joins to
+    its soma are kept.
+
+    Why (measured 2026-12-06): the network draws a star of processes around
+    each soma, also where the median image shows only haze (out-of-focus
+    light, thick or dim branches of the cross-check family): process
+    precision 0.44-0.69 there. Chosen on cross-check draw 16-19 (process F1
+    0.514 -> 0.552, every member) and never-seen 200-203 (0.641 -> 0.644);
+    on draws written before the choice: cross-check 20-23 0.493 -> 0.519,
+    never-seen 204-207 0.621 -> 0.624; no cell added or lost
+    (``experiments/results/heldout_ablation.md``).
+
+    Parameters
+    ----------
+    processes : ndarray of int, shape (H, W)
+        Process labels sharing ids with ``soma``.
+    soma : ndarray of int, shape (H, W)
+        Soma labels ``1..n`` (0 background).
+    image : ndarray of float, shape (H, W)
+        Temporal median (or mean) image, not contrast-equalised.
+    level : float
+        Least ridge strength, as a fraction of the soma's brightness over the background.
+    reach : float
+        How far (px) from a ridge pixel of its cell a process pixel may lie.
+    smooth : float
+        Gaussian smoothing (px) of the image for the soma and background levels.
+
+    Returns
+    -------
+    processes : ndarray of int32, shape (H, W)
+        A subset of ``processes``.
+
+    Examples
+    --------
+    >>> image = np.zeros((40, 40), np.float32); image[15:25, 5:15] = 10.0; image[19:21, 15:35] = 5.0
+    >>> soma = np.zeros((40, 40), np.int32); soma[15:25, 5:15] = 1
+    >>> processes = np.zeros((40, 40), np.int32); processes[18:22, 15:35] = 1; processes[5:15, 8:11] = 1
+    >>> kept = keep_visible_processes(processes, soma, image)
+    >>> bool(kept[19, 30]), bool(kept[8, 9])
+    (True, False)
+    """
+    from scipy import ndimage as ndi
+
+    from astro3s.postprocess.split import keep_connected_to_soma
+
+    labels = np.asarray(soma).astype(np.int32)
+    cells = np.asarray(processes).astype(np.int32)
+    if labels.max(initial=0) == 0 or not cells.any():
+        return np.zeros(labels.shape, np.int32) if labels.max(initial=0) == 0 else cells
+    img, soma_level = _smoothed_soma_levels(labels, image, smooth)
+    sigma = max(1.0, process_ridge_scale(_median_soma_area(labels)))
+    on_ridge = _ridge_pixels(cells, image, img, soma_level, level=level, sigma=sigma) > 0
+    near = ndi.distance_transform_edt(~on_ridge) <= float(reach) if on_ridge.any() else on_ridge
+    return keep_connected_to_soma(labels, np.where(near, cells, 0))
+
+
+def with_visible_processes(seg: Any, image: np.ndarray, **options: Any) -> Any:
+    """``seg`` with its processes cut to those the image shows (:func:`keep_visible_processes`).
+
+    ``counts["unseen_process_px"]`` says how many process pixels went.
+    """
+    from astro3s.postprocess.combine import _segmentation
+
+    processes = keep_visible_processes(seg.processes, seg.soma, image, **options)
+    removed = int(np.count_nonzero(seg.processes)) - int(np.count_nonzero(processes))
+    return _segmentation(seg.soma, processes, seg.n_cells, seg.params,
+                         {**seg.counts, "unseen_process_px": removed})
+
+
 # Own-scale FOVs' processes extended along the median image's ridges (extend_processes): the flood's level
 # and the ridge level (chosen 2026-12-05 on diagnosed movies of both simulators, heldout_ablation.md)
 EXTEND_FLOOD_LEVEL = 0.2
