@@ -294,6 +294,10 @@ RULE_CONSTANTS = {
                    "astro3s.inference.cells.PAIR_BLUR_CONTRAST: of a FOV's two cells, the wider-edged goes only "
                    "if its soma's contrast is also at most the other's (default: its value, 1; 0 as before "
                    "2026-12-06, fourth session)"),
+    "border_sliver_ratio": ("astro3s.inference.cells", "BORDER_SLIVER_RATIO", float,
+                   "astro3s.inference.cells.BORDER_SLIVER_RATIO: a cell whose soma reaches into the FOV less deep "
+                   "than this times half its width along the edge it touches goes (drop_border_slivers; default: "
+                   "its value, 1.0; 0 as before 2026-12-06, fifth session)"),
     "visible_processes": ("astro3s.inference.cells", "VISIBLE_PROCESSES", bool,
                    "astro3s.inference.cells.VISIBLE_PROCESSES: every FOV's processes kept only within "
                    "VISIBLE_REACH px of a ridge of the median image (astro3s.postprocess.grow."

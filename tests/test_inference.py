@@ -486,7 +486,7 @@ def test_lookalike_rule_runs_once_on_the_movie_pixels_and_can_be_switched_off(
     assert len(calls) == 1 and "lookalikes_removed" not in seg.counts
 
 
-def test_visible_process_rule_runs_last_on_the_movie_pixels_and_can_be_switched_off(
+def test_visible_process_and_border_rules_run_last_on_the_movie_pixels(
         tiny_movie: Path, record_calls, monkeypatch: pytest.MonkeyPatch) -> None:
     import astro3s.postprocess.grow as grow
     from astro3s.inference import cells, load_inference_model
@@ -496,8 +496,10 @@ def test_visible_process_rule_runs_last_on_the_movie_pixels_and_can_be_switched_
     model, options = load_inference_model("default", device="cpu")
     pre = preprocess(read_movie(tiny_movie), options.preprocess, progress=False)
     calls = record_calls(grow, "with_visible_processes")
+    slivers = record_calls(cells, "drop_border_slivers")
     _, seg, _ = cells.segment_movie(pre, model, options)
     assert [args[1].shape for args, _ in calls] == [pre.median_image.shape]
+    assert len(slivers) == 1 and "border_slivers_removed" in seg.counts     # the border rule runs on every path too
     assert seg.n_cells >= 1 and seg.counts["unseen_process_px"] >= 0
     monkeypatch.setattr(cells, "VISIBLE_PROCESSES", False)
     _, off, _ = cells.segment_movie(pre, model, options)
@@ -605,7 +607,8 @@ def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, m
                          ("EXTEND_REFITTED_FOVS", cells), ("FRAGMENT_SOMA_RATIO", cells), ("PAIR_BLUR_RULE", cells),
                          ("OWN_REACH", scale), ("LARGE_PASS_ON_CROWDED", cells), ("COMPLETE_BINNED_SOMATA", cells),
                          ("PIXEL_WIDENING_ON_SPARSE", cells), ("WIDE_DOMINANCE", scale), ("PLATEAU_OPENING", grow),
-                         ("PAIR_BLUR_CONTRAST", cells), ("FAINT_CELL_CONTRAST", cells), ("VISIBLE_PROCESSES", cells)):
+                         ("PAIR_BLUR_CONTRAST", cells), ("FAINT_CELL_CONTRAST", cells), ("VISIBLE_PROCESSES", cells),
+                         ("BORDER_SLIVER_RATIO", cells)):
         monkeypatch.setattr(target, name, getattr(target, name))  # restored after the test
     assert module.rule_constants() == {"soma_reach": grow.SOMA_REACH, "shrink_tolerance": segment.SHRINK_TOLERANCE,
                                        "crowded_somata": cells.CROWDED_SOMATA,
@@ -618,12 +621,14 @@ def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, m
                                        "pair_blur_contrast": cells.PAIR_BLUR_CONTRAST,
                                        "faint_cell_contrast": cells.FAINT_CELL_CONTRAST,
                                        "visible_processes": cells.VISIBLE_PROCESSES,
+                                       "border_sliver_ratio": cells.BORDER_SLIVER_RATIO,
                                        "wide_dominance": scale.WIDE_DOMINANCE, "plateau_opening": grow.PLATEAU_OPENING}
     module.set_rule_constants({"soma_reach": "0.5", "shrink_tolerance": None, "crowded_somata": 7.0,
                                "extend_refitted_fovs": 0, "fragment_ratio": 0, "pair_blur_rule": 0, "own_reach": 3,
                                "large_pass_on_crowded": 1, "complete_binned_somata": 0,
                                "pixel_widening_on_sparse": 1, "wide_dominance": "inf", "plateau_opening": 0,
-                               "pair_blur_contrast": 0, "faint_cell_contrast": 0, "visible_processes": 0})
+                               "pair_blur_contrast": 0, "faint_cell_contrast": 0, "visible_processes": 0,
+                               "border_sliver_ratio": 0})
     assert grow.SOMA_REACH == 0.5 and segment.SHRINK_TOLERANCE == 1.25 and cells.CROWDED_SOMATA == 7
     assert isinstance(cells.CROWDED_SOMATA, int) and cells.EXTEND_REFITTED_FOVS is False
     assert cells.FRAGMENT_SOMA_RATIO == 0 and cells.PAIR_BLUR_RULE is False and scale.OWN_REACH == 3.0
@@ -631,7 +636,7 @@ def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, m
     assert cells.PIXEL_WIDENING_ON_SPARSE is True
     assert scale.WIDE_DOMINANCE == float("inf") and grow.PLATEAU_OPENING == 0.0
     assert cells.PAIR_BLUR_CONTRAST is False and cells.FAINT_CELL_CONTRAST == 0.0
-    assert cells.VISIBLE_PROCESSES is False
+    assert cells.VISIBLE_PROCESSES is False and cells.BORDER_SLIVER_RATIO == 0.0
 
 
 def test_evaluate_model_gives_no_process_figure_against_soma_only_truth(experiment_script) -> None:

@@ -225,6 +225,33 @@ def drop_faint_cells(seg: Any, image: np.ndarray, *, min_relative_contrast: floa
     return remove_cells(seg, drop, count_key="faint_removed")
 
 
+def drop_border_slivers(seg: Any, *, min_ratio: float | None = None) -> Any:
+    """``seg`` without the cells whose soma the FOV's edge cuts to less than half a disc.
+
+    A soma touching the FOV's edge that reaches into the FOV less deep than
+    half its width along that edge (:func:`astro3s.postprocess.border.border_slivers`)
+    lies mostly outside it; ASTRA's annotators draw no such sliver.
+    ``counts["border_slivers_removed"]`` says how many went.
+
+    Parameters
+    ----------
+    seg : Segmentation
+    min_ratio : float or None
+        Least depth over half the chord (None: ``BORDER_SLIVER_RATIO``, 1.0); 0 turns the rule off.
+
+    Returns
+    -------
+    Segmentation
+    """
+    from astro3s.postprocess.border import border_slivers
+    from astro3s.postprocess.combine import remove_cells
+
+    level = BORDER_SLIVER_RATIO if min_ratio is None else float(min_ratio)
+    if level <= 0 or seg.n_cells == 0:
+        return seg
+    return remove_cells(seg, border_slivers(seg.soma, min_ratio=level), count_key="border_slivers_removed")
+
+
 def add_plateau_cells(seg: Any, image: np.ndarray, pre: Any, options: InferenceOptions) -> tuple[Any, int]:
     """``seg`` with a cell at each bright compact blob of ``image`` that no soma touches.
 
@@ -857,6 +884,7 @@ def _final_cells(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     seg = with_fragments_absorbed(seg, max_ratio=FRAGMENT_SOMA_RATIO)
     if PAIR_BLUR_RULE:
         seg = drop_blurred_pair(seg, pre, options)
+    seg = drop_border_slivers(seg)
     seg = with_limited_processes(seg, options)
     median_image = getattr(pre, "median_image", None)
     if VISIBLE_PROCESSES and median_image is not None and median_image.shape == seg.soma.shape:
@@ -882,6 +910,10 @@ PAIR_BLUR_CONTRAST = True
 # around it (astro3s.postprocess.grow.keep_visible_processes; 2026-12-06, fifth session: the network draws a star
 # of processes around each soma, also over haze; experiments/results/heldout_ablation.md); False turns it off
 VISIBLE_PROCESSES = True
+# a cell whose soma the FOV's edge cuts to less than half a disc goes: it reaches into the FOV less deep than
+# half its width along the edge (drop_border_slivers, astro3s.postprocess.border; 2026-12-06, fifth session: ASTRA's
+# annotators draw no such sliver, 1 of ~1500 consensus somata; experiments/results/heldout_ablation.md); 0 turns it off
+BORDER_SLIVER_RATIO = 1.0
 
 
 def with_fragments_absorbed(seg: Any, *, max_ratio: float | None = FRAGMENT_SOMA_RATIO) -> Any:

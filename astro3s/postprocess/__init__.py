@@ -11,10 +11,12 @@ Modules: :mod:`~astro3s.postprocess.params` (settings),
 :mod:`~astro3s.postprocess.blend` (crops into FOV coordinates),
 :mod:`~astro3s.postprocess.rules` (one function per combination rule),
 :mod:`~astro3s.postprocess.split` (one id per cell),
-:mod:`~astro3s.postprocess.combine` (the whole chain). Importing does no work.
+:mod:`~astro3s.postprocess.combine` (the whole chain), :mod:`~astro3s.postprocess.border` (somata cut by the
+FOV's edge). Importing does no work.
 """
 
 from astro3s.postprocess.blend import blend_crops, crop_weight
+from astro3s.postprocess.border import border_depth_ratio, border_slivers
 from astro3s.postprocess.grow import (complete_somata, extend_processes, grow_processes, keep_ridges, plateau_somata,
                                      keep_visible_processes, refine_somata, ridge_strength, trim_somata,
                                      with_completed_somata, with_extended_processes, with_grown_processes,
@@ -41,6 +43,8 @@ __all__ = [
     "absorb_fragment_somata",
     "add_missing_cells",
     "blend_crops",
+    "border_depth_ratio",
+    "border_slivers",
     "class_masks",
     "combine",
     "combine_maps",

@@ -258,8 +258,9 @@ def keep_visible_processes(processes: np.ndarray, soma: np.ndarray, image: np.nd
     light, thick or dim branches of the cross-check family): process
     precision 0.44-0.69 there. Chosen on cross-check draw 16-19 (process F1
     0.514 -> 0.552, every member) and never-seen 200-203 (0.641 -> 0.644);
-    on draws written before the choice: cross-check 20-23 0.493 -> 0.519,
-    never-seen 204-207 0.621 -> 0.624; no cell added or lost
+    on draws written before the choice: cross-check 20-23 0.493 -> 0.519
+    and 24-27 0.529 -> 0.569, never-seen 204-207 0.621 -> 0.624; no cell
+    added or lost
     (``experiments/results/heldout_ablation.md``).
 
     Parameters

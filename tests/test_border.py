@@ -1,0 +1,65 @@
+"""Cells cut by the FOV's border (astro3s.postprocess.border, inference.cells.drop_border_slivers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return np.hypot(yy - centre[0], xx - centre[1]) <= radius
+
+
+@pytest.mark.parametrize("side", ["top", "bottom", "left", "right"])
+def test_depth_ratio_tells_more_than_half_a_disc_from_less(side: str) -> None:
+    from astro3s.postprocess.border import border_depth_ratio, border_slivers
+
+    shape, r = (64, 80), 8.0
+    soma = np.zeros(shape, np.int32)
+    # centre 4 px inside the edge (more than half inside), 4 px outside (less), one inside grazing nothing
+    inside, outside = 4.0, -4.0
+    where = {"top": lambda d, x: (d, x), "bottom": lambda d, x: (shape[0] - 1 - d, x),
+             "left": lambda d, y: (y, d), "right": lambda d, y: (y, shape[1] - 1 - d)}[side]
+    soma[_disc(shape, where(inside, 20), r)] = 1
+    soma[_disc(shape, where(outside, 45), r)] = 2
+    soma[_disc(shape, (32, 40), r)] = 3
+    ratio = border_depth_ratio(soma)
+    assert ratio[0] > 1.0 > ratio[1] > 0 and np.isinf(ratio[2])
+    np.testing.assert_array_equal(border_slivers(soma), [False, True, False])
+    assert not border_slivers(soma, min_ratio=0).any()                 # 0 flags none
+
+
+def test_a_soma_grazing_the_edge_and_exactly_half_a_disc_are_kept() -> None:
+    from astro3s.postprocess.border import border_depth_ratio, border_slivers
+
+    soma = np.zeros((40, 40), np.int32)
+    soma[_disc((40, 40), (8.0, 20.0), 8.0)] = 1                        # touches the top row in one pixel
+    soma[20:31, 0:6] = 2                                               # a half "disc": 11 along the edge, 6 deep
+    soma[_disc((40, 40), (39.0, 39.0), 5.0)] = 3                       # a corner quarter, judged by its worse side
+    ratio = border_depth_ratio(soma)
+    assert ratio[0] >= 8 and ratio[1] == pytest.approx(6 / 5.5)
+    assert border_slivers(soma).tolist() == [False, False, False]
+    assert border_depth_ratio(np.zeros((5, 5), np.int32)).shape == (0,)
+
+
+def test_drop_border_slivers_removes_and_counts_and_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from astro3s.inference import cells
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+
+    shape = (64, 64)
+    soma = np.zeros(shape, np.int32)
+    soma[_disc(shape, (30, 30), 7)] = 1
+    soma[_disc(shape, (-3, 50), 7)] = 2                                # a sliver on the top edge
+    processes = np.zeros(shape, np.int32)
+    processes[29:32, 38:50] = 1
+    processes[4:12, 49:52] = 2
+    seg = _segmentation(soma, processes, 2, CombineParams(), {"cells": 2})
+    out = cells.drop_border_slivers(seg)
+    assert out.n_cells == 1 and out.counts["border_slivers_removed"] == 1
+    np.testing.assert_array_equal(out.soma > 0, soma == 1)             # its processes went with it
+    np.testing.assert_array_equal(out.processes > 0, processes == 1)
+    assert cells.drop_border_slivers(seg, min_ratio=0) is seg
+    monkeypatch.setattr(cells, "BORDER_SLIVER_RATIO", 0.0)
+    assert cells.drop_border_slivers(seg) is seg
