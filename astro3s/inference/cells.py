@@ -785,7 +785,12 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     movie's pixels (:func:`reject_lookalikes`) and, with
     ``options.somata="refined"``, the somata are extended over their bright
     plateau in the median image (the network drew them on a grid zoomed to
-    the training scale).
+    the training scale). Last, on both paths (:func:`_final_cells`): fragment
+    somata are absorbed, the out-of-focus cell of a pair goes, so do slivers
+    of cells the FOV's edge cuts to less than half a soma
+    (:func:`drop_border_slivers`), each cell's process area is limited and
+    its processes are kept where the median image shows a ridge under them
+    (:func:`astro3s.postprocess.grow.keep_visible_processes`).
 
     Returns
     -------
