@@ -46,30 +46,24 @@ def border_depth_ratio(soma: np.ndarray) -> np.ndarray:
     >>> border_depth_ratio(soma)
     array([0.6, inf])
     """
+    from scipy import ndimage as ndi
+
     labels = np.asarray(soma)
     n = int(labels.max(initial=0))
     ratio = np.full(n, np.inf)
     if n == 0:
         return ratio
     height, width = labels.shape
-    ids = np.arange(1, n + 1)
-    rows, cols = np.nonzero(labels)
-    cell = labels[rows, cols].astype(np.int64)
-    # per cell, the extreme row and column of its pixels (vectorised: one pass each)
-    first_row = np.full(n + 1, height, np.int64)
-    last_row = np.full(n + 1, -1, np.int64)
-    first_col = np.full(n + 1, width, np.int64)
-    last_col = np.full(n + 1, -1, np.int64)
-    np.minimum.at(first_row, cell, rows)
-    np.maximum.at(last_row, cell, rows)
-    np.minimum.at(first_col, cell, cols)
-    np.maximum.at(last_col, cell, cols)
-    sides = ((labels[0], last_row + 1), (labels[-1], height - first_row),
-             (labels[:, 0], last_col + 1), (labels[:, -1], width - first_col))
+    # per cell, the rows and columns its pixels span: [first, stop); a missing id spans nothing
+    boxes = ndi.find_objects(labels, max_label=n)
+    span = np.array([(box[0].start, box[0].stop, box[1].start, box[1].stop) if box is not None
+                     else (height, 0, width, 0) for box in boxes], np.int64)
+    first_row, stop_row, first_col, stop_col = span.T
+    sides = ((labels[0], stop_row), (labels[-1], height - first_row),
+             (labels[:, 0], stop_col), (labels[:, -1], width - first_col))
     for line, depth in sides:  # loop over the four sides
-        chord = np.bincount(line.ravel().astype(np.int64), minlength=n + 1)[ids]
-        touched = chord > 0
-        side_ratio = np.where(touched, depth[ids] / np.maximum(chord / 2.0, 1e-9), np.inf)
+        chord = np.bincount(line.ravel().astype(np.int64), minlength=n + 1)[1:]
+        side_ratio = np.where(chord > 0, depth / np.maximum(chord / 2.0, 1e-9), np.inf)
         ratio = np.minimum(ratio, side_ratio)
     return ratio
 

@@ -196,11 +196,20 @@ def keep_ridges(processes: np.ndarray, soma: np.ndarray, image: np.ndarray, *, l
 
 
 def _kept_on_ridges(processes: np.ndarray, labels: np.ndarray, image: np.ndarray, img: np.ndarray,
-                    soma_level: np.ndarray, *, level: float, sigma: float) -> np.ndarray:
-    """:func:`keep_ridges` at scale ``sigma``, given ``img`` and ``soma_level`` (:func:`_smoothed_soma_levels`)."""
+                    soma_level: np.ndarray, *, level: float, sigma: float, reach: float = 0.0) -> np.ndarray:
+    """:func:`keep_ridges` at scale ``sigma``, given ``img`` and ``soma_level`` (:func:`_smoothed_soma_levels`).
+
+    With ``reach`` > 0 a cell's pixels within ``reach`` px of a ridge pixel stay too (:func:`keep_visible_processes`).
+    """
     from astro3s.postprocess.split import keep_connected_to_soma
 
-    return keep_connected_to_soma(labels, _ridge_pixels(processes, image, img, soma_level, level=level, sigma=sigma))
+    kept = _ridge_pixels(processes, image, img, soma_level, level=level, sigma=sigma)
+    if reach > 0 and kept.any():
+        from scipy import ndimage as ndi
+
+        near = ndi.distance_transform_edt(kept == 0) <= float(reach)
+        kept = np.where(near, np.asarray(processes), 0).astype(np.int32)
+    return keep_connected_to_soma(labels, kept)
 
 
 def process_ridge_scale(soma_area: float) -> float:
@@ -292,19 +301,12 @@ def keep_visible_processes(processes: np.ndarray, soma: np.ndarray, image: np.nd
     >>> bool(kept[19, 30]), bool(kept[8, 9])
     (True, False)
     """
-    from scipy import ndimage as ndi
-
-    from astro3s.postprocess.split import keep_connected_to_soma
-
     labels = np.asarray(soma).astype(np.int32)
-    cells = np.asarray(processes).astype(np.int32)
-    if labels.max(initial=0) == 0 or not cells.any():
-        return np.zeros(labels.shape, np.int32) if labels.max(initial=0) == 0 else cells
+    if labels.max(initial=0) == 0:
+        return np.zeros(labels.shape, np.int32)
     img, soma_level = _smoothed_soma_levels(labels, image, smooth)
-    sigma = max(1.0, process_ridge_scale(_median_soma_area(labels)))
-    on_ridge = _ridge_pixels(cells, image, img, soma_level, level=level, sigma=sigma) > 0
-    near = ndi.distance_transform_edt(~on_ridge) <= float(reach) if on_ridge.any() else on_ridge
-    return keep_connected_to_soma(labels, np.where(near, cells, 0))
+    return _kept_on_ridges(processes, labels, image, img, soma_level, level=level,
+                           sigma=max(1.0, process_ridge_scale(_median_soma_area(labels))), reach=reach)
 
 
 def with_visible_processes(seg: Any, image: np.ndarray, **options: Any) -> Any:
