@@ -36,6 +36,7 @@ and a JSON file beside it with the per-movie scores.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -201,7 +202,7 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
              extend_processes: bool = True, scale_clahe_tiles: bool = True,
              max_process_ratio: float | None = MAX_PROCESS_RATIO, active_view: bool = False,
              correlation_view: bool = False, drop_fast_event_cells: bool = True,
-             min_pixel_widening: float | None = MIN_PIXEL_WIDENING) -> dict:
+             min_pixel_widening: float | None = MIN_PIXEL_WIDENING, rules: dict | None = None) -> dict:
     """Per-movie and pooled ASTRA scores of ``checkpoint`` on the held-out family and on presets.
 
     ``somata``: :attr:`astro3s.inference.InferenceOptions.somata` (``extended`` scores the soma
@@ -218,8 +219,11 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     ``astro3s-infer``; applied here from the events of the cells' own traces, :func:`_without_fast_event_cells`);
     ``min_pixel_widening``: :attr:`astro3s.postprocess.CombineParams.min_pixel_widening` (None: a soma's edge
     blur relative to its radius alone calls it out of focus, as before 2026-12-06; the default value applies on
-    crowded FOVs only, ``astro3s.inference.cells.PIXEL_WIDENING_ON_SPARSE``; another value is given to every FOV).
+    crowded FOVs only, ``astro3s.inference.cells.PIXEL_WIDENING_ON_SPARSE``; another value is given to every FOV);
+    ``rules``: settings of :class:`astro3s.inference.rules.CellRules` (``astro3s-infer rules.NAME=``; the others keep
+    their defaults), recorded in the report with the rest under the same keys.
     """
+
     from astro3s.data.fovs import SyntheticFOVs
     from astro3s.inference import load_inference_model
 
@@ -230,7 +234,7 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
                                           scale_clahe_tiles=scale_clahe_tiles,
                                           max_process_ratio=max_process_ratio, active_view=active_view,
                                           correlation_view=correlation_view,
-                                          drop_fast_event_cells=drop_fast_event_cells,
+                                          drop_fast_event_cells=drop_fast_event_cells, rules=rules,
                                           combine=({} if min_pixel_widening == MIN_PIXEL_WIDENING
                                                    else {"min_pixel_widening": min_pixel_widening}), **flips)
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
@@ -238,7 +242,7 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
                     "scale_clahe_tiles": scale_clahe_tiles, "max_process_ratio": max_process_ratio,
                     "active_view": active_view, "correlation_view": correlation_view,
                     "drop_fast_event_cells": drop_fast_event_cells, "min_pixel_widening": min_pixel_widening,
-                    **rule_constants(),
+                    **dataclasses.asdict(options.rules),
                     "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
         report["heldout_family"] = family_name(heldout)
@@ -252,87 +256,77 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     return report
 
 
-#: rule constants an evaluation can set (``--soma-reach`` etc.) and records: report key -> (module, name, type)
-RULE_CONSTANTS = {
-    "soma_reach": ("astro3s.postprocess.grow", "SOMA_REACH", float,
-                   "how far somata are extended over their plateau, in radii of the soma as drawn "
-                   "(astro3s.postprocess.grow.SOMA_REACH; default: its value, 1.0; 0.5 before 2026-12-05)"),
-    "shrink_tolerance": ("astro3s.inference.segment", "SHRINK_TOLERANCE", float,
-                   "factor below the parameters' centre soma area at which the soma scale shrinks "
-                   "(astro3s.inference.segment.SHRINK_TOLERANCE; default: its value, 1.25; 1.5 before "
-                   "2026-12-05 late night)"),
-    "crowded_somata": ("astro3s.inference.cells", "CROWDED_SOMATA", int,
-                   "first-pass somata from which a FOV's size filter uses CROWDED_SOMA_SLACK "
-                   "(astro3s.inference.cells.CROWDED_SOMATA; default: its value, 40; 1000000 turns it "
-                   "off, as before 2026-12-05 late night)"),
-    "extend_refitted_fovs": ("astro3s.inference.cells", "EXTEND_REFITTED_FOVS", bool,
-                   "extend_processes also on FOVs whose soma range was refitted but not zoomed "
-                   "(astro3s.inference.cells.EXTEND_REFITTED_FOVS; default: its value, 1; 0 as before "
-                   "2026-12-05 evening)"),
-    "large_pass_on_crowded": ("astro3s.inference.cells", "LARGE_PASS_ON_CROWDED", bool,
-                   "astro3s.inference.cells.LARGE_PASS_ON_CROWDED: run the 2x2-binned large-soma pass also on "
-                   "FOVs whose first pass drew >= CROWDED_SOMATA somata (default: its value, 0; 1 as before "
-                   "2026-12-05 night)"),
-    "fragment_ratio": ("astro3s.inference.cells", "FRAGMENT_SOMA_RATIO", float,
-                   "astro3s.inference.cells.FRAGMENT_SOMA_RATIO: a soma under this fraction of the largest "
-                   "soma joined to it becomes that cell's processes (0: never, as before 2026-12-05 night)"),
-    "pair_blur_rule": ("astro3s.inference.cells", "PAIR_BLUR_RULE", bool,
-                   "astro3s.inference.cells.PAIR_BLUR_RULE: on FOVs of two cells, drop the one whose soma "
-                   "edge is 1.5x wider in pixels (default: its value, 1; 0 as before 2026-12-05 night)"),
-    "complete_binned_somata": ("astro3s.inference.cells", "COMPLETE_BINNED_SOMATA", bool,
-                   "astro3s.inference.cells.COMPLETE_BINNED_SOMATA: on a FOV segmented binned, complete a soma "
-                   "drawn in part to its compact bright body (astro3s.postprocess.grow.complete_somata; default: "
-                   "its value, 1; 0 as before 2026-12-05, fourth night session)"),
-    "pixel_widening_on_sparse": ("astro3s.inference.cells", "PIXEL_WIDENING_ON_SPARSE", bool,
-                   "astro3s.inference.cells.PIXEL_WIDENING_ON_SPARSE: the out-of-focus rule's pixel condition "
-                   "(--min-pixel-widening) also on FOVs whose first pass drew < 40 somata (default: its value, 0)"),
-    "own_reach": ("astro3s.preprocess.scale", "OWN_REACH", float,
-                   "astro3s.preprocess.scale.OWN_REACH: soma radii around a blob within which its own "
-                   "processes' specks do not vote for the FOV's soma scale (default: its value, 4; 3 "
-                   "before 2026-12-05 night)"),
-    "pair_blur_contrast": ("astro3s.inference.cells", "PAIR_BLUR_CONTRAST", bool,
-                   "astro3s.inference.cells.PAIR_BLUR_CONTRAST: of a FOV's two cells, the wider-edged goes only "
-                   "if its soma's contrast is also at most the other's (default: its value, 1; 0 as before "
-                   "2026-12-06, fourth session)"),
-    "border_sliver_ratio": ("astro3s.inference.cells", "BORDER_SLIVER_RATIO", float,
-                   "astro3s.inference.cells.BORDER_SLIVER_RATIO: a cell whose soma reaches into the FOV less deep "
-                   "than this times half its width along the edge it touches goes (drop_border_slivers; default: "
-                   "its value, 1.0; 0 as before 2026-12-06, fifth session)"),
-    "visible_processes": ("astro3s.inference.cells", "VISIBLE_PROCESSES", bool,
-                   "astro3s.inference.cells.VISIBLE_PROCESSES: every FOV's processes kept only within "
-                   "VISIBLE_REACH px of a ridge of the median image (astro3s.postprocess.grow."
-                   "keep_visible_processes; default: its value, 1; 0 as before 2026-12-06, fifth session)"),
-    "faint_cell_contrast": ("astro3s.inference.cells", "FAINT_CELL_CONTRAST", float,
-                   "astro3s.inference.cells.FAINT_CELL_CONTRAST: a binned FOV's cell whose soma contrast is "
-                   "under this fraction of the FOV's highest goes (default: its value, 0.2; 0 as before "
-                   "2026-12-06, fourth session)"),
-    "wide_dominance": ("astro3s.preprocess.scale", "WIDE_DOMINANCE", float,
-                   "astro3s.preprocess.scale.WIDE_DOMINANCE: a blob this many times wider than another and "
-                   "at least as strong, within OWN_REACH of its radii, silences it in the soma-scale vote "
-                   "(default: its value, 4; inf as before 2026-12-06, fourth session)"),
-    "plateau_opening": ("astro3s.postprocess.grow", "PLATEAU_OPENING", float,
-                   "astro3s.postprocess.grow.PLATEAU_OPENING: radius, in median soma radii, of the disc that "
-                   "opens the bright plateau before binned FOVs' missed somata are read off it (default: its "
-                   "value, 0.5; 0 as before 2026-12-06, fourth session)"),
+#: the rule settings an evaluation can change (``--soma-reach`` etc.; fields of
+#: :class:`astro3s.inference.rules.CellRules`, which checks them) and records: report key -> help text
+RULE_FLAGS = {
+    "soma_reach":
+        'how far somata are extended over their plateau, in radii of the soma as drawn '
+        '(astro3s.postprocess.grow.SOMA_REACH; default: its value, 1.0; 0.5 before 2026-12-05)',
+    "shrink_tolerance":
+        "factor below the parameters' centre soma area at which the soma scale shrinks "
+        '(astro3s.inference.segment.SHRINK_TOLERANCE; default: its value, 1.25; 1.5 before 2026-12-05 late '
+        'night)',
+    "crowded_somata":
+        "first-pass somata from which a FOV's size filter uses CROWDED_SOMA_SLACK "
+        '(astro3s.inference.cells.CROWDED_SOMATA; default: its value, 40; 1000000 turns it off, as before '
+        '2026-12-05 late night)',
+    "extend_refitted_fovs":
+        'extend_processes also on FOVs whose soma range was refitted but not zoomed '
+        '(astro3s.inference.cells.EXTEND_REFITTED_FOVS; default: its value, 1; 0 as before 2026-12-05 '
+        'evening)',
+    "large_pass_on_crowded":
+        'astro3s.inference.cells.LARGE_PASS_ON_CROWDED: run the 2x2-binned large-soma pass also on FOVs whose'
+        ' first pass drew >= CROWDED_SOMATA somata (default: its value, 0; 1 as before 2026-12-05 night)',
+    "fragment_ratio":
+        'astro3s.inference.cells.FRAGMENT_SOMA_RATIO: a soma under this fraction of the largest soma joined '
+        "to it becomes that cell's processes (0: never, as before 2026-12-05 night)",
+    "pair_blur_rule":
+        'astro3s.inference.cells.PAIR_BLUR_RULE: on FOVs of two cells, drop the one whose soma edge is 1.5x '
+        'wider in pixels (default: its value, 1; 0 as before 2026-12-05 night)',
+    "complete_binned_somata":
+        'astro3s.inference.cells.COMPLETE_BINNED_SOMATA: on a FOV segmented binned, complete a soma drawn in '
+        'part to its compact bright body (astro3s.postprocess.grow.complete_somata; default: its value, 1; 0 '
+        'as before 2026-12-05, fourth night session)',
+    "pixel_widening_on_sparse":
+        "astro3s.inference.cells.PIXEL_WIDENING_ON_SPARSE: the out-of-focus rule's pixel condition (--min-"
+        'pixel-widening) also on FOVs whose first pass drew < 40 somata (default: its value, 0)',
+    "own_reach":
+        "astro3s.preprocess.scale.OWN_REACH: soma radii around a blob within which its own processes' specks "
+        "do not vote for the FOV's soma scale (default: its value, 4; 3 before 2026-12-05 night)",
+    "pair_blur_contrast":
+        "astro3s.inference.cells.PAIR_BLUR_CONTRAST: of a FOV's two cells, the wider-edged goes only if its "
+        "soma's contrast is also at most the other's (default: its value, 1; 0 as before 2026-12-06, fourth "
+        'session)',
+    "border_sliver_ratio":
+        'astro3s.inference.cells.BORDER_SLIVER_RATIO: a cell whose soma reaches into the FOV less deep than '
+        'this times half its width along the edge it touches goes (drop_border_slivers; default: its value, '
+        '1.0; 0 as before 2026-12-06, fifth session)',
+    "visible_processes":
+        "astro3s.inference.cells.VISIBLE_PROCESSES: every FOV's processes kept only within VISIBLE_REACH px "
+        'of a ridge of the median image (astro3s.postprocess.grow.keep_visible_processes; default: its value,'
+        ' 1; 0 as before 2026-12-06, fifth session)',
+    "faint_cell_contrast":
+        "astro3s.inference.cells.FAINT_CELL_CONTRAST: a binned FOV's cell whose soma contrast is under this "
+        "fraction of the FOV's highest goes (default: its value, 0.2; 0 as before 2026-12-06, fourth session)",
+    "wide_dominance":
+        'astro3s.preprocess.scale.WIDE_DOMINANCE: a blob this many times wider than another and at least as '
+        'strong, within OWN_REACH of its radii, silences it in the soma-scale vote (default: its value, 4; '
+        'inf as before 2026-12-06, fourth session)',
+    "plateau_opening":
+        'astro3s.postprocess.grow.PLATEAU_OPENING: radius, in median soma radii, of the disc that opens the '
+        "bright plateau before binned FOVs' missed somata are read off it (default: its value, 0.5; 0 as "
+        'before 2026-12-06, fourth session)',
 }
 
 
-def rule_constants() -> dict:
-    """The current value of each of :data:`RULE_CONSTANTS`, by report key."""
-    import importlib
+def rule_settings(values: dict) -> dict:
+    """The :data:`RULE_FLAGS` given in ``values`` (report key -> command-line value; None: not given),
+    typed as their :class:`~astro3s.inference.rules.CellRules` fields (``--visible-processes 0``: False)."""
+    from astro3s.inference.rules import CellRules
 
-    return {key: getattr(importlib.import_module(module), name)
-            for key, (module, name, *_) in RULE_CONSTANTS.items()}
-
-
-def set_rule_constants(values: dict) -> None:
-    """Set the :data:`RULE_CONSTANTS` given in ``values`` (report key -> value; None: leave it)."""
-    import importlib
-
-    for key, value in values.items():
-        if value is not None:
-            module, name, kind, _ = RULE_CONSTANTS[key]
-            setattr(importlib.import_module(module), name, kind(value))
+    kinds = {spec.name: type(spec.default) for spec in dataclasses.fields(CellRules)}
+    return {key: kinds[key](float(value) if kinds[key] is bool else value)
+            for key, value in values.items() if value is not None}
 
 
 def _fmt(value) -> str:
@@ -423,9 +417,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--correlation-view", action="store_true",
                         help="a second network view on the median image brightened by the local correlation "
                              "image (astro3s-infer correlation_view=true)")
-    for key, (_, _, kind, text) in RULE_CONSTANTS.items():  # one flag per rule constant
-        options = {"type": int, "choices": (0, 1)} if kind is bool else {"type": kind}
-        parser.add_argument("--" + key.replace("_", "-"), default=None, help=text, **options)
+    from astro3s.inference.rules import CellRules
+
+    kinds = {spec.name: type(spec.default) for spec in dataclasses.fields(CellRules)}
+    for key, text in RULE_FLAGS.items():  # one flag per rule setting
+        options = {"type": int, "choices": (0, 1)} if kinds[key] is bool else {"type": kinds[key]}
+        parser.add_argument("--" + key.replace("_", "-"), default=None, help=f"{text} [astro3s-infer rules.{key}=]",
+                            **options)
     parser.add_argument("--max-process-ratio", type=float, default=MAX_PROCESS_RATIO,
                         help="most process area per soma area a cell keeps (astro3s-infer max_process_ratio=; "
                              "0: no limit, as before 2026-12-05 evening)")
@@ -438,7 +436,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="Markdown table (JSON beside it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    set_rule_constants({key: getattr(args, key) for key in RULE_CONSTANTS})
     report = evaluate(args.checkpoint, parse_sets(args.sets), args.data_dir, heldout=args.heldout,
                       soma_scale=args.soma_scale, device=args.device, somata=args.somata,
                       test_time_flips=args.test_time_flips, binned_processes=args.binned_processes,
@@ -446,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
                       scale_clahe_tiles=not args.fixed_clahe_tiles,
                       max_process_ratio=args.max_process_ratio or None, active_view=args.active_view,
                       correlation_view=args.correlation_view, drop_fast_event_cells=args.drop_fast_event_cells,
-                      min_pixel_widening=args.min_pixel_widening or None)
+                      min_pixel_widening=args.min_pixel_widening or None,
+                      rules=rule_settings({key: getattr(args, key) for key in RULE_FLAGS}))
     command = "python experiments/evaluate_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(report, command.strip())
     print(text)

@@ -30,6 +30,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     ("astro3s-preprocess", "preprocess=astr", "Could not find 'preprocess/astr'"),
     ("astro3s-tune-preprocess", "fovz=3", "fovz"),
     ("astro3s-infer", "correlation.radus=3", "correlation.radus"),
+    ("astro3s-infer", "rules.visible_process=false", "rules.visible_process (did you mean rules.visible_processes?)"),
 ])
 def test_config_typo_is_one_line_and_exit_2_for_every_command(tmp_path: Path, command: str, typo: str,
                                                               expected: str) -> None:
@@ -112,3 +113,25 @@ def test_help_is_short_and_specific(tmp_path: Path, command: str) -> None:
     assert text.count(f"\n  {command} ") >= 2  # two examples of this command
     assert f"{command} --cfg job" in text and len(text.splitlines()) <= 25
     assert "== Config ==" not in text and "Powered by Hydra" not in text
+
+
+def test_infer_help_lists_the_rules_as_printed(tmp_path: Path) -> None:
+    # --help names `astro3s-infer --cfg job --package rules` for every rule setting: it must work as printed
+    assert "astro3s-infer --cfg job --package rules" in _run(["astro3s-infer", "--help"], tmp_path).stdout
+    result = _run(["astro3s-infer", "--cfg", "job", "--package", "rules"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "visible_processes: true" in result.stdout and "border_sliver_ratio: 1.0" in result.stdout
+
+
+def test_a_rule_swept_as_the_readme_prints_it(tmp_path: Path, tiny_movie: Path) -> None:
+    # README "Using astro3s": one output folder per setting, the setting recorded in summary.json
+    import json
+
+    result = _run(["astro3s-infer", "-m", f"input={tiny_movie}", "out=results/visible_${rules.visible_processes}",
+                   "rules.visible_processes=true,false", "extras=quiet", "figures=false"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for value in (True, False):
+        summary = json.loads((tmp_path / "results" / f"visible_{value}" / tiny_movie.stem / "summary.json").read_text())
+        assert summary["parameters"]["rules"]["visible_processes"] is value
+    on = json.loads((tmp_path / "results" / "visible_True" / tiny_movie.stem / "summary.json").read_text())
+    assert "unseen_process_px" in on["segmentation"]["counts"]

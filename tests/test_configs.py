@@ -143,6 +143,16 @@ def test_infer_tiling_config_mirrors_the_one_definition_of_its_defaults() -> Non
     assert dict(cfg.tiling) == dataclasses.asdict(TilingParams())
 
 
+def test_infer_rules_config_mirrors_the_one_definition_of_their_defaults() -> None:
+    import dataclasses
+
+    from astro3s.inference.rules import CellRules
+
+    cfg = OmegaConf.load(Path(CONFIG_DIR) / "infer.yaml")
+    assert dict(cfg.rules) == dataclasses.asdict(CellRules())
+    assert list(cfg.rules) == [spec.name for spec in dataclasses.fields(CellRules)]
+
+
 def test_infer_config_lists_every_inference_option_with_its_default() -> None:
     # astro3s-infer's options are the fields of InferenceOptions; conf/infer.yaml documents each one
     # and must not drift from the one definition of its default (an option added to the dataclass
@@ -152,7 +162,7 @@ def test_infer_config_lists_every_inference_option_with_its_default() -> None:
     from astro3s.inference import InferenceOptions
 
     cfg = OmegaConf.load(Path(CONFIG_DIR) / "infer.yaml")
-    not_flat = {"preprocess", "combine", "correlation", "events", "tiling", "model_name"}
+    not_flat = {"preprocess", "combine", "correlation", "events", "tiling", "rules", "model_name"}
     for field in dataclasses.fields(InferenceOptions):
         if field.name in not_flat:
             continue

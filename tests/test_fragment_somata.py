@@ -139,17 +139,11 @@ def test_a_large_cell_is_not_judged_against_its_own_fragments() -> None:
     assert _wide_edged_additions(seg_many, 3, image_many.astype(np.float32)).tolist() == [False] * 3 + [True]
     # small cells (0.13x its area): pieces, not a reference for its focus -> it stays
     assert not _wide_edged_additions(seg, 3, image.astype(np.float32)).any()
-    # without the fragment rule they are the reference again (the test before 2026-12-05 night)
-    import astro3s.inference.cells as cells
-
-    saved = cells.FRAGMENT_SOMA_RATIO
-    try:
-        cells.FRAGMENT_SOMA_RATIO = 0.0
-        processes = np.zeros_like(soma)
-        assert _wide_edged_additions(_segmentation(soma, processes, 4, CombineParams(), {}), 3,
-                                     image.astype(np.float32))[3]
-    finally:
-        cells.FRAGMENT_SOMA_RATIO = saved
+    # without the fragment rule (rules.fragment_ratio=0) they are the reference again (the test before
+    # 2026-12-05 night)
+    processes = np.zeros_like(soma)
+    assert _wide_edged_additions(_segmentation(soma, processes, 4, CombineParams(), {}), 3,
+                                 image.astype(np.float32), fragment_ratio=0.0)[3]
 
 
 def test_two_joined_cells_are_not_judged_by_their_edges() -> None:
@@ -198,8 +192,8 @@ def test_of_two_cells_the_wider_edged_one_goes_only_if_it_is_also_the_dimmer(mon
     pre, options = SimpleNamespace(median_image=image), InferenceOptions(PreprocessParams())
     out = cells.drop_blurred_pair(seg, pre, options)
     assert out.n_cells == 2 and out.counts["pair_blurred_removed"] == 0
-    monkeypatch.setattr(cells, "PAIR_BLUR_CONTRAST", False)  # the rule before: the bright cell went
-    out = cells.drop_blurred_pair(seg, pre, options)
+    before = InferenceOptions(PreprocessParams(), rules={"pair_blur_contrast": False})  # the rule before
+    out = cells.drop_blurred_pair(seg, pre, before)  # the bright cell went
     assert out.n_cells == 1
     np.testing.assert_array_equal(out.soma > 0, faint)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -296,10 +298,8 @@ def test_plateau_cells_join_a_binned_segmentation_unless_blurred() -> None:
 
 def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_movie, record_calls,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import dataclasses
-
     import astro3s.postprocess.grow as grow
-    from astro3s.inference import cells, load_inference_model
+    from astro3s.inference import load_inference_model
     from astro3s.inference.cells import segment_movie
     from astro3s.io import read_movie
     from astro3s.preprocess import preprocess
@@ -307,8 +307,8 @@ def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_m
     calls = record_calls(grow, "with_refined_somata")
     trims = record_calls(grow, "with_trimmed_somata")
     # the visible-process test would remove pixels of the processes compared below, at levels set by each soma
-    monkeypatch.setattr(cells, "VISIBLE_PROCESSES", False)
-    model, options = load_inference_model("default", device="cpu", extend_processes=False)
+    model, options = load_inference_model("default", device="cpu", extend_processes=False,
+                                          rules={"visible_processes": False})
     with read_movie(tiny_movie) as movie:
         pre = preprocess(movie, options.preprocess, progress=False)
         _, network, info = segment_movie(pre, model, dataclasses.replace(options, somata="network"))
@@ -330,8 +330,6 @@ def test_somata_of_a_fov_at_its_own_scale_are_refined_unless_asked_not_to(tiny_m
 
 
 def test_processes_of_a_fov_at_its_own_scale_are_extended_unless_asked_not_to(tiny_movie) -> None:
-    import dataclasses
-
     from astro3s.inference import load_inference_model
     from astro3s.inference.cells import segment_movie
     from astro3s.io import read_movie
@@ -478,9 +476,9 @@ def test_a_fov_binned_2x2_is_also_segmented_at_its_own_scale(tiny_movie, monkeyp
     # the binned pass on the 2x2-binned FOV, then the FOV itself, neither binned again
     passes = [(args[0].median_image.shape, kwargs.get("allow_binning", True)) for args, kwargs in calls]
     assert passes == [((-(-height // 2), -(-width // 2)), False), ((height, width), False)]
-    monkeypatch.setattr(cells, "COMPLETE_BINNED_SOMATA", False)
+    no_completion = dataclasses.replace(options, rules={"complete_binned_somata": False})
     with read_movie(tiny_movie) as movie:
-        _, off, _ = segment_movie(preprocess(movie, options.preprocess, progress=False), model, options)
+        _, off, _ = segment_movie(preprocess(movie, options.preprocess, progress=False), model, no_completion)
     assert len(completions) == 1 and "somata_completed" not in off.counts
 
 
@@ -586,9 +584,8 @@ def test_refitted_fovs_at_their_own_pixels_have_their_processes_extended(
         return pre, {**info, **fitted}, probs
 
     monkeypatch.setattr(segment, "adapt_soma_scale", fit)
-    monkeypatch.setattr(cells, "EXTEND_REFITTED_FOVS", extend_refitted)
     calls = record_calls(grow, "with_extended_processes")
-    model, options = load_inference_model("default", device="cpu")
+    model, options = load_inference_model("default", device="cpu", rules={"extend_refitted_fovs": extend_refitted})
     with read_movie(tiny_movie) as movie:
         pre = preprocess(movie, options.preprocess, progress=False)
         cells.segment_movie(pre, model, options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -256,6 +257,9 @@ def test_astro3s_infer_on_tiny_end_to_end_with_the_default_model(simulated, tmp_
     summary = json.loads((result.output / "summary.json").read_text())
     assert summary["segmentation"]["model"] == "default"
     assert summary["parameters"]["preprocess"]["crop_size"] == 96
+    from astro3s.inference.rules import CellRules
+
+    assert summary["parameters"]["rules"] == dataclasses.asdict(CellRules())  # the rules' settings, recorded
 
 
 def test_default_model_finds_the_cells_of_unseen_d1_like_movies(simulated, tmp_path: Path) -> None:
@@ -286,8 +290,6 @@ def test_streaming_settings_give_the_in_memory_results(tiny_movie: Path, random_
     # tiny time chunks in pre-processing and a CC memory budget far below the traces (groups of cells
     # read back from a temporary file, as for a corrected movie not kept in memory: the reads from the
     # cached one are tested in test_correlation.py): the same outputs as in memory
-    import dataclasses
-
     from astro3s.inference import infer_movie
     from astro3s.io import read_labels
 
@@ -429,19 +431,16 @@ def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Pat
     # a crowded FOV (a first pass of at least CROWDED_SOMATA somata) loosens it to CROWDED_SOMA_SLACK
     from astro3s.inference import cells
 
-    monkeypatch.setattr(cells, "CROWDED_SOMATA", 5)
+    crowded_rules = dataclasses.replace(options, rules={"crowded_somata": 5})
     passes = []
     original_pass = cells.add_large_cells
     monkeypatch.setattr(cells, "add_large_cells", lambda seg, *a, **k: passes.append(1) or original_pass(seg, *a, **k))
-    _, crowded_seg, crowded = segment_movie(pre, model, options)
+    _, crowded_seg, crowded = segment_movie(pre, model, crowded_rules)
     assert crowded["size_filter_range"] == pytest.approx([cells.CROWDED_SOMA_SLACK * 89.0, 512.0])
     # ... and gets no 2x2-binned large-soma pass (LARGE_PASS_ON_CROWDED), which the counts say
     assert options.large_soma_pass and passes == [] and crowded_seg.counts["large_pass_skipped_crowded"] == 1
-    monkeypatch.setattr(cells, "LARGE_PASS_ON_CROWDED", True)
-    segment_movie(pre, model, options)
+    segment_movie(pre, model, dataclasses.replace(options, rules={"crowded_somata": 5, "large_pass_on_crowded": True}))
     assert passes == [1]
-    monkeypatch.setattr(cells, "LARGE_PASS_ON_CROWDED", False)
-    monkeypatch.setattr(cells, "CROWDED_SOMATA", 40)
     _, sparse_seg, _ = segment_movie(pre, model, options)  # 5 somata: not crowded, the pass runs
     assert passes == [1, 1] and "large_pass_skipped_crowded" not in sparse_seg.counts
     # smaller somata widen the lower end only; a range the user set wins; no estimate: the parameters'
@@ -469,8 +468,6 @@ def test_size_filters_widen_to_the_fitted_scale_within_tolerance(tiny_movie: Pat
 
 def test_lookalike_rule_runs_once_on_the_movie_pixels_and_can_be_switched_off(
         tiny_movie: Path, random_checkpoint: Path, record_calls) -> None:
-    import dataclasses
-
     import astro3s.postprocess.lookalike as lookalike
     from astro3s.inference.cells import segment_movie
     from astro3s.io import read_movie
@@ -501,8 +498,7 @@ def test_visible_process_and_border_rules_run_last_on_the_movie_pixels(
     assert [args[1].shape for args, _ in calls] == [pre.median_image.shape]
     assert len(slivers) == 1 and "border_slivers_removed" in seg.counts     # the border rule runs on every path too
     assert seg.n_cells >= 1 and seg.counts["unseen_process_px"] >= 0
-    monkeypatch.setattr(cells, "VISIBLE_PROCESSES", False)
-    _, off, _ = cells.segment_movie(pre, model, options)
+    _, off, _ = cells.segment_movie(pre, model, dataclasses.replace(options, rules={"visible_processes": False}))
     assert len(calls) == 1 and "unseen_process_px" not in off.counts
     np.testing.assert_array_equal(seg.soma, off.soma)                    # somata untouched
     assert ((seg.processes == off.processes) | (seg.processes == 0)).all()   # processes only lose pixels
@@ -593,50 +589,6 @@ def test_a_model_trained_on_the_activity_image_gets_it_at_inference(tiny_movie: 
     summary = json.loads((result.output / "summary.json").read_text())
     assert summary["parameters"]["preprocess"]["activity_weight"] == 0.5
     assert calls, "the network's image was not brightened"
-
-
-def test_evaluate_model_sets_and_records_the_rule_constants(experiment_script, monkeypatch: pytest.MonkeyPatch) -> None:
-    # experiments/evaluate_model.py --soma-reach / --shrink-tolerance / --crowded-somata reproduce the runs
-    # before each rule; every entry of its table must name a constant the inference path reads
-    from astro3s.inference import cells, segment
-    from astro3s.postprocess import grow
-    from astro3s.preprocess import scale
-
-    module = experiment_script("evaluate_model")
-    for name, target in (("SOMA_REACH", grow), ("SHRINK_TOLERANCE", segment), ("CROWDED_SOMATA", cells),
-                         ("EXTEND_REFITTED_FOVS", cells), ("FRAGMENT_SOMA_RATIO", cells), ("PAIR_BLUR_RULE", cells),
-                         ("OWN_REACH", scale), ("LARGE_PASS_ON_CROWDED", cells), ("COMPLETE_BINNED_SOMATA", cells),
-                         ("PIXEL_WIDENING_ON_SPARSE", cells), ("WIDE_DOMINANCE", scale), ("PLATEAU_OPENING", grow),
-                         ("PAIR_BLUR_CONTRAST", cells), ("FAINT_CELL_CONTRAST", cells), ("VISIBLE_PROCESSES", cells),
-                         ("BORDER_SLIVER_RATIO", cells)):
-        monkeypatch.setattr(target, name, getattr(target, name))  # restored after the test
-    assert module.rule_constants() == {"soma_reach": grow.SOMA_REACH, "shrink_tolerance": segment.SHRINK_TOLERANCE,
-                                       "crowded_somata": cells.CROWDED_SOMATA,
-                                       "extend_refitted_fovs": cells.EXTEND_REFITTED_FOVS,
-                                       "fragment_ratio": cells.FRAGMENT_SOMA_RATIO,
-                                       "pair_blur_rule": cells.PAIR_BLUR_RULE, "own_reach": scale.OWN_REACH,
-                                       "large_pass_on_crowded": cells.LARGE_PASS_ON_CROWDED,
-                                       "complete_binned_somata": cells.COMPLETE_BINNED_SOMATA,
-                                       "pixel_widening_on_sparse": cells.PIXEL_WIDENING_ON_SPARSE,
-                                       "pair_blur_contrast": cells.PAIR_BLUR_CONTRAST,
-                                       "faint_cell_contrast": cells.FAINT_CELL_CONTRAST,
-                                       "visible_processes": cells.VISIBLE_PROCESSES,
-                                       "border_sliver_ratio": cells.BORDER_SLIVER_RATIO,
-                                       "wide_dominance": scale.WIDE_DOMINANCE, "plateau_opening": grow.PLATEAU_OPENING}
-    module.set_rule_constants({"soma_reach": "0.5", "shrink_tolerance": None, "crowded_somata": 7.0,
-                               "extend_refitted_fovs": 0, "fragment_ratio": 0, "pair_blur_rule": 0, "own_reach": 3,
-                               "large_pass_on_crowded": 1, "complete_binned_somata": 0,
-                               "pixel_widening_on_sparse": 1, "wide_dominance": "inf", "plateau_opening": 0,
-                               "pair_blur_contrast": 0, "faint_cell_contrast": 0, "visible_processes": 0,
-                               "border_sliver_ratio": 0})
-    assert grow.SOMA_REACH == 0.5 and segment.SHRINK_TOLERANCE == 1.25 and cells.CROWDED_SOMATA == 7
-    assert isinstance(cells.CROWDED_SOMATA, int) and cells.EXTEND_REFITTED_FOVS is False
-    assert cells.FRAGMENT_SOMA_RATIO == 0 and cells.PAIR_BLUR_RULE is False and scale.OWN_REACH == 3.0
-    assert cells.LARGE_PASS_ON_CROWDED is True and cells.COMPLETE_BINNED_SOMATA is False
-    assert cells.PIXEL_WIDENING_ON_SPARSE is True
-    assert scale.WIDE_DOMINANCE == float("inf") and grow.PLATEAU_OPENING == 0.0
-    assert cells.PAIR_BLUR_CONTRAST is False and cells.FAINT_CELL_CONTRAST == 0.0
-    assert cells.VISIBLE_PROCESSES is False and cells.BORDER_SLIVER_RATIO == 0.0
 
 
 def test_evaluate_model_gives_no_process_figure_against_soma_only_truth(experiment_script) -> None:

@@ -259,5 +259,6 @@ def test_the_pixel_condition_is_for_crowded_fovs(monkeypatch) -> None:
     # segment_movie's overrides hold the user's combine (size_filter_overrides copies it)
     user = cells.size_filter_overrides({"min_pixel_widening": 1.3}, {}, (89.0, 345.0))
     assert cells.with_pixel_widening_for(user, crowded=False)["min_pixel_widening"] == 1.3
-    monkeypatch.setattr(cells, "PIXEL_WIDENING_ON_SPARSE", True)
+    assert "min_pixel_widening" not in cells.with_pixel_widening_for(base, crowded=False, on_sparse=True)
+    monkeypatch.setattr(cells, "PIXEL_WIDENING_ON_SPARSE", True)  # the default, read when on_sparse is None
     assert "min_pixel_widening" not in cells.with_pixel_widening_for(base, crowded=False)

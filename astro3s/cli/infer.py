@@ -90,6 +90,7 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
     from astro3s.correlation import CorrelationParams
     from astro3s.inference import InferenceOptions, load_inference_model
     from astro3s.inference.network import TilingParams
+    from astro3s.inference.rules import CellRules
 
     if cfg.get("params") and cfg.get("preprocess") is not None:
         raise ConfigError("give either params=FILE.yaml or preprocess=NAME, not both")
@@ -97,6 +98,7 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
     correlation_params = params_from_config(CorrelationParams, cfg.get("correlation"), "correlation")
     event_params = event_params_from_config(cfg.get("events"))
     tiling = params_from_config(TilingParams, cfg.get("tiling"), "tiling")
+    rules = params_from_config(CellRules, cfg.get("rules"), "rules")
     model_spec = str(cfg.get("checkpoint") or "default")
     movie_options = _movie_options(cfg)
     # a key missing from the composed config falls back to the option's own default (defined once there)
@@ -119,7 +121,7 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
                                 example=default["batch_size"], minimum=1),
         figures=bool(cfg.get("figures", default["figures"])),
         soma_scale=str(cfg.get("soma_scale", default["soma_scale"])), nwb=bool(cfg.get("nwb", default["nwb"])),
-        tiling=tiling,
+        tiling=tiling, rules=rules,
         bin_scales=whole_number(cfg.get("bin_scales", default["bin_scales"]), "bin_scales",
                                 example=default["bin_scales"], minimum=1),
         binned_processes=str(cfg.get("binned_processes", default["binned_processes"])),

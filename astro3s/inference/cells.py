@@ -11,8 +11,10 @@ then the rules that add what a pass missed (:func:`add_large_cells`,
 the somata and processes redrawn on the movie's median image
 (:mod:`astro3s.postprocess.grow`), cells far smaller than the cell they are joined to
 absorbed as its processes (:func:`with_fragments_absorbed`) and each cell's process
-area limited (:func:`with_limited_processes`). The constants below are the rules' settings, each
-with the evidence it was chosen on (``experiments/results/heldout_ablation.md``).
+area limited (:func:`with_limited_processes`). The constants below are the rules' default settings, each
+with the evidence it was chosen on (``experiments/results/heldout_ablation.md``); a run reads the settings
+it is given from ``InferenceOptions.rules`` (:class:`astro3s.inference.rules.CellRules`, whose defaults they
+are), so ``astro3s-infer rules.NAME=value`` changes one without editing code.
 """
 
 from __future__ import annotations
@@ -273,7 +275,7 @@ def add_plateau_cells(seg: Any, image: np.ndarray, pre: Any, options: InferenceO
     from astro3s.postprocess import add_missing_cells, plateau_somata
     from astro3s.postprocess.combine import _segmentation
 
-    candidates = plateau_somata(seg.soma, image)
+    candidates = plateau_somata(seg.soma, image, opening=options.rules.plateau_opening)
     m = int(candidates.max(initial=0))
     if m == 0:
         return seg, 0
@@ -460,7 +462,9 @@ def add_large_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *
                          count_key="small_removed")
     n_before = seg.n_cells
     merged = add_missing_cells(seg, found)
-    merged = remove_cells(merged, _wide_edged_additions(merged, n_before, median_image), count_key="blurred_removed")
+    merged = remove_cells(merged, _wide_edged_additions(merged, n_before, median_image,
+                                                        fragment_ratio=options.rules.fragment_ratio),
+                          count_key="blurred_removed")
     counts = {**seg.counts, "cells": merged.n_cells, "large_added": merged.n_cells - n_before,
               "large_blurred_removed": merged.counts["blurred_removed"]}
     if timings is not None:
@@ -470,7 +474,8 @@ def add_large_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *
     return dataclasses.replace(merged, counts=counts)
 
 
-def _wide_edged_additions(merged: Any, n_before: int, median_image: np.ndarray) -> np.ndarray:
+def _wide_edged_additions(merged: Any, n_before: int, median_image: np.ndarray, *,
+                          fragment_ratio: float | None = None) -> np.ndarray:
     """Which cells of ``merged`` after the first ``n_before`` have a soma edge too wide to be in focus.
 
     A new cell goes when its soma edge is more than ``LARGE_SOMA_MAX_EDGE_WIDTH`` times as wide in
@@ -479,8 +484,8 @@ def _wide_edged_additions(merged: Any, n_before: int, median_image: np.ndarray) 
     soma or process pixels, and those under ``FRAGMENT_SOMA_RATIO`` of its soma's area. At high zoom
     the first pass draws a thick process's pieces as somata, and their narrow edges made the true soma
     look blurred (held-out movies on ASTRA's D2 layouts: 1.29-1.49x, three true cells lost). With no
-    other reference the cell stays. ``FRAGMENT_SOMA_RATIO = 0`` (the fragment rule off) keeps every
-    earlier cell in the reference.
+    other reference the cell stays. ``fragment_ratio`` (None: ``FRAGMENT_SOMA_RATIO``; 0, the fragment
+    rule off, keeps every earlier cell in the reference) is that fraction.
 
     Returns
     -------
@@ -497,10 +502,11 @@ def _wide_edged_additions(merged: Any, n_before: int, median_image: np.ndarray) 
     group_of = np.pad(group_of, (0, merged.n_cells + 1 - group_of.size))
     area = merged.soma_area.astype(np.float64)
     old = np.arange(n_before)
+    ratio = FRAGMENT_SOMA_RATIO if fragment_ratio is None else float(fragment_ratio)
     for k in range(n_before, merged.n_cells):  # loop over the added cells (a few)
         own = np.zeros(n_before, bool)
-        if FRAGMENT_SOMA_RATIO:  # with the fragment rule off, every earlier cell is the reference, as before
-            own = (group_of[old + 1] == group_of[k + 1]) | (area[old] < FRAGMENT_SOMA_RATIO * area[k])
+        if ratio:  # with the fragment rule off, every earlier cell is the reference, as before
+            own = (group_of[old + 1] == group_of[k + 1]) | (area[old] < ratio * area[k])
         reference = width[old[~own]]
         reference = reference[np.isfinite(reference)]
         if reference.size and np.isfinite(width[k]):
@@ -591,14 +597,15 @@ PIXEL_WIDENING_ON_SPARSE = False
 EXTEND_REFITTED_FOVS = True
 
 
-def with_pixel_widening_for(overrides: dict[str, Any], *, crowded: bool) -> dict[str, Any]:
+def with_pixel_widening_for(overrides: dict[str, Any], *, crowded: bool,
+                            on_sparse: bool | None = None) -> dict[str, Any]:
     """The combination's overrides with the out-of-focus rule's pixel condition set for a crowded FOV or not.
 
     :attr:`astro3s.postprocess.CombineParams.min_pixel_widening` applies on
     crowded FOVs (``crowded``: the first pass drew at least ``CROWDED_SOMATA``
-    somata); on the others it is turned off (``None``) unless
-    ``PIXEL_WIDENING_ON_SPARSE`` or ``overrides`` (which hold the user's
-    :attr:`InferenceOptions.combine`) already set it.
+    somata); on the others it is turned off (``None``) unless ``on_sparse``
+    (None: ``PIXEL_WIDENING_ON_SPARSE``; ``CellRules.pixel_widening_on_sparse``)
+    or ``overrides`` (which hold the user's :attr:`InferenceOptions.combine`) already set it.
 
     Returns
     -------
@@ -606,7 +613,8 @@ def with_pixel_widening_for(overrides: dict[str, Any], *, crowded: bool) -> dict
         A copy of ``overrides``.
     """
     out = dict(overrides)
-    if not (crowded or PIXEL_WIDENING_ON_SPARSE or "min_pixel_widening" in overrides):
+    on_sparse = PIXEL_WIDENING_ON_SPARSE if on_sparse is None else bool(on_sparse)
+    if not (crowded or on_sparse or "min_pixel_widening" in overrides):
         out["min_pixel_widening"] = None
     return out
 
@@ -711,14 +719,14 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
     median_image = getattr(pre, "median_image", None)
     if median_image is not None:
         # before the plateau cells, whose brightness reference is the somata found
-        seg = drop_faint_cells(seg, median_image)
+        seg = drop_faint_cells(seg, median_image, min_relative_contrast=options.rules.faint_cell_contrast)
         from astro3s.postprocess.grow import (FLOOD_LEVEL, with_completed_somata, with_grown_processes,
                                               with_refined_somata, with_trimmed_somata)
 
         if options.somata != "network":
-            seg = with_refined_somata(seg, median_image)
-            if COMPLETE_BINNED_SOMATA:
-                seg = with_completed_somata(seg, median_image)
+            seg = with_refined_somata(seg, median_image, reach=options.rules.soma_reach)
+            if options.rules.complete_binned_somata:
+                seg = with_completed_somata(seg, median_image, reach=options.rules.soma_reach)
             seg, n_plateau = add_plateau_cells(seg, median_image, pre, options)
             scale_info["cells_added_plateau"] = n_plateau
         if options.somata == "refined":
@@ -818,11 +826,12 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     from astro3s.postprocess import CombineParams
 
     model = flip_averaged(model, options.test_time_flips)  # once: a wrapped network is kept as it is
+    rules = options.rules
     timings = {} if timings is None else timings
     scale_info, fov_probs = fixed_scale_info(pre.params), None
     if options.soma_scale == "auto" and allow_binning:
         t = time.perf_counter()
-        factor, coarse = soma_bin_factor(pre)
+        factor, coarse = soma_bin_factor(pre, own_reach=rules.own_reach, wide_dominance=rules.wide_dominance)
         if factor > 1 and pre.corrected is not None:
             seg, scale_info = _segment_binned(pre, model, options, factor, coarse, timings=timings, name=name,
                                               started=t)
@@ -835,7 +844,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         pre, fitted, fov_probs = adapt_soma_scale(
             pre, model, normalize=options.normalize, device=options.device, amp=options.amp, tiling=options.tiling,
             blob_area=scale_info.get("blob_area") if allow_binning else None,
-            scale_tiles=options.scale_clahe_tiles)
+            scale_tiles=options.scale_clahe_tiles, shrink_tolerance=rules.shrink_tolerance)
         scale_info.update(fitted)
         timings["soma_scale_s"] = time.perf_counter() - t
         if scale_info["rescaled"]:
@@ -843,11 +852,11 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
                      scale_info["used"], scale_info["configured"])
     # the lower end loosened for FOVs at their own scale, not binned ones (held-out dense FOVs,
     # diagnosed: detection F1 0.90 -> 0.95; binned giant and d2_like FOVs lost precision 0.83 -> 0.76)
-    crowded = scale_info.get("first_pass_somata", 0) >= CROWDED_SOMATA
+    crowded = scale_info.get("first_pass_somata", 0) >= rules.crowded_somata
     overrides = size_filter_overrides(options.combine, scale_info, pre.params.soma_area_range,
                                       low_slack=(CROWDED_SOMA_SLACK if crowded else SMALL_SOMA_SLACK)
                                       if allow_binning else 1.0)
-    overrides = with_pixel_widening_for(overrides, crowded=crowded)
+    overrides = with_pixel_widening_for(overrides, crowded=crowded, on_sparse=rules.pixel_widening_on_sparse)
     combine_params = CombineParams.from_preprocess(pre.params, **overrides)
     # the whole-FOV pass of the scale fit is reused when the candidates did not change
     seg = segment_preprocessed(pre, model, combine=combine_params, normalize=options.normalize,
@@ -855,7 +864,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
                                tiling=options.tiling, fov_probs=fov_probs,
                                zoom=scale_info.get("zoom", 1.0), timings=timings)
     if allow_binning and options.soma_scale == "auto" and options.large_soma_pass:
-        if crowded and not LARGE_PASS_ON_CROWDED:
+        if crowded and not rules.large_pass_on_crowded:
             seg = dataclasses.replace(seg, counts={**seg.counts, "large_pass_skipped_crowded": 1})
         else:
             seg = add_large_cells(seg, pre, model, options, name=name, timings=timings)
@@ -866,11 +875,11 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     if allow_binning and options.somata != "network" and median_image is not None:
         from astro3s.postprocess.grow import with_refined_somata, with_trimmed_somata
 
-        seg = with_refined_somata(seg, median_image)
+        seg = with_refined_somata(seg, median_image, reach=rules.soma_reach)
         if options.somata == "refined":
             seg = with_trimmed_somata(seg, median_image)
     # processes lengthened along the image's ridges where the network drew them at the FOV's own pixels
-    at_own_pixels = scale_info.get("zoom", 1.0) == 1.0 if EXTEND_REFITTED_FOVS else not scale_info["rescaled"]
+    at_own_pixels = scale_info.get("zoom", 1.0) == 1.0 if rules.extend_refitted_fovs else not scale_info["rescaled"]
     if allow_binning and options.extend_processes and median_image is not None and at_own_pixels:
         from astro3s.postprocess.grow import with_extended_processes
 
@@ -886,13 +895,14 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
 
 def _final_cells(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     """The rules on the movie's whole segmentation, at both exits of :func:`segment_movie`."""
-    seg = with_fragments_absorbed(seg, max_ratio=FRAGMENT_SOMA_RATIO)
-    if PAIR_BLUR_RULE:
+    rules = options.rules
+    seg = with_fragments_absorbed(seg, max_ratio=rules.fragment_ratio)
+    if rules.pair_blur_rule:
         seg = drop_blurred_pair(seg, pre, options)
-    seg = drop_border_slivers(seg)
+    seg = drop_border_slivers(seg, min_ratio=rules.border_sliver_ratio)
     seg = with_limited_processes(seg, options)
     median_image = getattr(pre, "median_image", None)
-    if VISIBLE_PROCESSES and median_image is not None and median_image.shape == seg.soma.shape:
+    if rules.visible_processes and median_image is not None and median_image.shape == seg.soma.shape:
         from astro3s.postprocess.grow import with_visible_processes
 
         seg = with_visible_processes(seg, median_image)
@@ -983,7 +993,7 @@ def drop_blurred_pair(seg: Any, pre: Any, options: InferenceOptions) -> Any:
             width = contrast / steep  # px (soma_edge_blur with relative=False)
             wider = int(np.argmax(width))
             drop[wider] = (width[wider] > float(max_blur) * width[1 - wider]
-                           and (not PAIR_BLUR_CONTRAST or contrast[wider] <= contrast[1 - wider]))
+                           and (not options.rules.pair_blur_contrast or contrast[wider] <= contrast[1 - wider]))
     return remove_cells(seg, drop, count_key="pair_blurred_removed")
 
 

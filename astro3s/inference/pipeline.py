@@ -178,6 +178,9 @@ class InferenceOptions:
         applied to curated cells (``rois=``). On since 2026-12-06: on 112 never-seen held-out movies
         (indices 180-187) and 56 on ASTRA's layouts it dropped 4 neuron-like false cells and 1 true one,
         on the cross-check family 25 false and 2 true (experiments/results/heldout_ablation.md).
+    rules : CellRules or mapping
+        Settings of the rules around the network's passes (:class:`astro3s.inference.rules.CellRules`;
+        a mapping gives some of its fields, the rest keep their defaults): ``astro3s-infer rules.NAME=value``.
     """
 
     preprocess: Any
@@ -208,8 +211,12 @@ class InferenceOptions:
     active_view: bool = False
     correlation_view: bool = False
     drop_fast_event_cells: bool = True
+    rules: Any = None
 
     def __post_init__(self) -> None:
+        from astro3s.inference.rules import as_cell_rules
+
+        object.__setattr__(self, "rules", as_cell_rules(self.rules))
         if self.nwb:
             from astro3s.io.nwb import require_nwb
 
@@ -778,6 +785,8 @@ def _summary(run: _Run, final: Path, options: InferenceOptions) -> dict[str, Any
             "correlation": dataclasses.asdict(options.correlation),
             "events": dataclasses.asdict(run.event_params),
             "normalize": options.normalize, "device": options.device, "amp": options.amp,
+            # the settings of the rules around the network (astro3s-infer rules.NAME=; CellRules)
+            "rules": dataclasses.asdict(options.rules),
         },
         "soma_scale": {"mode": options.soma_scale, **run.scale_info},
         "preprocess": {"n_candidates": int(len(pre.crop_boxes)),

@@ -161,7 +161,8 @@ def fixed_scale_info(params: Any) -> dict[str, Any]:
     return {"configured": configured, "estimated": None, "used": list(configured), "rescaled": False, "zoom": 1.0}
 
 
-def soma_bin_factor(pre: Any, *, min_scale: float = 2.0) -> tuple[int, dict[str, Any]]:
+def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None = None,
+                    wide_dominance: float | None = None) -> tuple[int, dict[str, Any]]:
     """How much to bin a FOV whose somata are much larger than the parameters', read off its image.
 
     The typical soma area is read off the median image by blob scale selection
@@ -175,6 +176,9 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0) -> tuple[int, dict[str,
     times (:func:`binned_preprocess`): every stage then sees cells of the
     training data's size, processes included.
 
+    ``own_reach`` and ``wide_dominance`` go to :func:`~astro3s.preprocess.blob_soma_area`
+    (None: its defaults; ``CellRules.own_reach`` and ``.wide_dominance``).
+
     Returns
     -------
     factor : int
@@ -187,7 +191,7 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0) -> tuple[int, dict[str,
     info: dict[str, Any] = {"blob_area": None, "coarse_scale": 1.0, "bin_factor": 1}
     if pre.median_image is None:
         return 1, info
-    area = blob_soma_area(pre.median_image)
+    area = blob_soma_area(pre.median_image, own_reach=own_reach, wide_dominance=wide_dominance)
     if area is None:
         return 1, info
     lo, hi = (float(a) for a in pre.params.soma_area_range)

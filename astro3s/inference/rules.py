@@ -1,0 +1,149 @@
+"""The settings of the rules around the network's passes, as one typed set: :class:`CellRules`.
+
+:func:`astro3s.inference.segment_movie` adds what a network pass missed and
+removes what it should not have drawn by rules (:mod:`astro3s.inference.cells`),
+each chosen on held-out movies with its evidence written beside its default
+(the module constants named in each field's description, and
+``experiments/results/heldout_ablation.md``). :class:`CellRules` gathers their
+settings so that a run can change them without editing code:
+``astro3s-infer rules.visible_processes=false``, a sweep
+``astro3s-infer -m rules.border_sliver_ratio=0,1,1.3``, or
+``experiments/evaluate_model.py --border-sliver-ratio 0``. Every field's
+default is the setting the project ships; the values that give a rule's
+"before" are in each description.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from astro3s.errors import ConfigError, did_you_mean
+from astro3s.inference import cells, segment
+from astro3s.postprocess import grow
+from astro3s.preprocess import scale
+
+__all__ = ["CellRules", "as_cell_rules"]
+
+
+@dataclass(frozen=True)
+class CellRules:
+    """Settings of the rules of :func:`astro3s.inference.segment_movie` (``InferenceOptions.rules``).
+
+    Attributes
+    ----------
+    soma_reach : float
+        How far a soma is extended over its bright plateau, in radii of the soma as drawn
+        (:data:`astro3s.postprocess.grow.SOMA_REACH`; 0.5 before 2026-12-05).
+    shrink_tolerance : float
+        Factor below the parameters' centre soma area at which the first pass's median soma makes the
+        soma scale shrink (:data:`astro3s.inference.segment.SHRINK_TOLERANCE`; 1.5 before 2026-12-05).
+    crowded_somata : int
+        First-pass somata from which a FOV counts as crowded: a lower soma-size filter, no 2x2-binned
+        large-soma pass, the out-of-focus rule's pixel condition (:data:`astro3s.inference.cells.CROWDED_SOMATA`;
+        a huge value such as 1000000 treats no FOV as crowded).
+    large_pass_on_crowded : bool
+        The 2x2-binned large-soma pass also on crowded FOVs (:data:`astro3s.inference.cells.LARGE_PASS_ON_CROWDED`).
+    pixel_widening_on_sparse : bool
+        The out-of-focus rule's pixel condition also on FOVs that are not crowded
+        (:data:`astro3s.inference.cells.PIXEL_WIDENING_ON_SPARSE`).
+    extend_refitted_fovs : bool
+        ``InferenceOptions.extend_processes`` also on FOVs whose soma range was refitted but that the network saw
+        at their own pixels (:data:`astro3s.inference.cells.EXTEND_REFITTED_FOVS`).
+    fragment_ratio : float
+        A soma under this fraction of the largest soma joined to it becomes that cell's processes
+        (:data:`astro3s.inference.cells.FRAGMENT_SOMA_RATIO`; 0: never).
+    pair_blur_rule : bool
+        On a FOV of two cells, drop the one whose soma edge is much wider in pixels
+        (:data:`astro3s.inference.cells.PAIR_BLUR_RULE`).
+    pair_blur_contrast : bool
+        ... only when it is also the dimmer of the two (:data:`astro3s.inference.cells.PAIR_BLUR_CONTRAST`).
+    complete_binned_somata : bool
+        On a binned FOV, complete a soma drawn in part to its compact bright body
+        (:data:`astro3s.inference.cells.COMPLETE_BINNED_SOMATA`).
+    own_reach : float
+        Soma radii around a blob within which its own processes' specks do not vote for the FOV's soma
+        scale (:data:`astro3s.preprocess.scale.OWN_REACH`; 3 before 2026-12-05).
+    wide_dominance : float
+        A blob this many times wider than another and at least as strong silences it in the soma-scale vote
+        (:data:`astro3s.preprocess.scale.WIDE_DOMINANCE`; ``inf``: the rule off).
+    plateau_opening : float
+        Radius, in median soma radii, of the disc that opens the bright plateau before a binned FOV's missed
+        somata are read off it (:data:`astro3s.postprocess.grow.PLATEAU_OPENING`; 0: no opening).
+    faint_cell_contrast : float
+        A binned FOV's cell whose soma contrast is under this fraction of the FOV's highest goes
+        (:data:`astro3s.inference.cells.FAINT_CELL_CONTRAST`; 0: the rule off).
+    border_sliver_ratio : float
+        A cell whose soma reaches into the FOV less deep than this times half its width along the edge it
+        touches goes (:data:`astro3s.inference.cells.BORDER_SLIVER_RATIO`; 0: the rule off).
+    visible_processes : bool
+        Every FOV's processes kept only near a ridge of the median image
+        (:data:`astro3s.inference.cells.VISIBLE_PROCESSES`).
+    """
+
+    soma_reach: float = grow.SOMA_REACH
+    shrink_tolerance: float = segment.SHRINK_TOLERANCE
+    crowded_somata: int = cells.CROWDED_SOMATA
+    large_pass_on_crowded: bool = cells.LARGE_PASS_ON_CROWDED
+    pixel_widening_on_sparse: bool = cells.PIXEL_WIDENING_ON_SPARSE
+    extend_refitted_fovs: bool = cells.EXTEND_REFITTED_FOVS
+    fragment_ratio: float = cells.FRAGMENT_SOMA_RATIO
+    pair_blur_rule: bool = cells.PAIR_BLUR_RULE
+    pair_blur_contrast: bool = cells.PAIR_BLUR_CONTRAST
+    complete_binned_somata: bool = cells.COMPLETE_BINNED_SOMATA
+    own_reach: float = scale.OWN_REACH
+    wide_dominance: float = scale.WIDE_DOMINANCE
+    plateau_opening: float = grow.PLATEAU_OPENING
+    faint_cell_contrast: float = cells.FAINT_CELL_CONTRAST
+    border_sliver_ratio: float = cells.BORDER_SLIVER_RATIO
+    visible_processes: bool = cells.VISIBLE_PROCESSES
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            example = spec.default
+            if isinstance(example, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"rules.{spec.name}={value!r} must be true or false. "
+                                      f"Fix: e.g. rules.{spec.name}={str(example).lower()}.")
+            elif isinstance(example, int):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ConfigError(f"rules.{spec.name}={value!r} must be a whole number >= 1. "
+                                      f"Fix: e.g. rules.{spec.name}={example}.")
+            else:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) \
+                        or value < 0:
+                    raise ConfigError(f"rules.{spec.name}={value!r} must be a number >= 0. "
+                                      f"Fix: e.g. rules.{spec.name}={example}.")
+                object.__setattr__(self, spec.name, float(value))
+        if not self.shrink_tolerance >= 1.0:
+            raise ConfigError(f"rules.shrink_tolerance={self.shrink_tolerance!r} must be >= 1 (a factor below the "
+                              f"parameters' soma area). Fix: e.g. rules.shrink_tolerance={segment.SHRINK_TOLERANCE}.")
+        if not self.wide_dominance > 0:
+            raise ConfigError(f"rules.wide_dominance={self.wide_dominance!r} must be > 0 (inf turns the rule off). "
+                              f"Fix: e.g. rules.wide_dominance={scale.WIDE_DOMINANCE}.")
+
+
+def as_cell_rules(rules: CellRules | Mapping[str, Any] | None) -> CellRules:
+    """``rules`` as :class:`CellRules`: None gives the defaults, a mapping some of its fields.
+
+    Raises
+    ------
+    ConfigError
+        A key that is not a field (with the closest one), or a value a field refuses.
+    """
+    if rules is None:
+        return CellRules()
+    if isinstance(rules, CellRules):
+        return rules
+    if not isinstance(rules, Mapping):
+        raise ConfigError(f"rules must be a mapping of rule settings, got {type(rules).__name__}. "
+                          f"Fix: e.g. rules.visible_processes=false.")
+    known = [spec.name for spec in fields(CellRules)]
+    for key in rules:
+        if key not in known:
+            raise ConfigError(f"unknown rules option rules.{key}{did_you_mean(str(key), known, 'rules.')}; "
+                              f"valid: {', '.join(known)}.")
+    return CellRules(**dict(rules))
