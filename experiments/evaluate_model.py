@@ -259,6 +259,10 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
 #: the rule settings an evaluation can change (``--soma-reach`` etc.; fields of
 #: :class:`astro3s.inference.rules.CellRules`, which checks them) and records: report key -> help text
 RULE_FLAGS = {
+    "border_additions":
+        ("astro3s.inference.cells.BORDER_ADDITIONS: a soma the FOV's edge cuts that a finer pass of a binned FOV "
+         "adds is judged by its edge width in pixels and the disc its extent along the edge gives (default: its "
+         "value, 1; 0 as before 2026-12-06, sixth session)"),
     "soma_reach":
         'how far somata are extended over their plateau, in radii of the soma as drawn '
         '(astro3s.postprocess.grow.SOMA_REACH; default: its value, 1.0; 0.5 before 2026-12-05)',

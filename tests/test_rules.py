@@ -31,7 +31,7 @@ def test_the_defaults_are_the_constants_that_record_why() -> None:
         complete_binned_somata=cells.COMPLETE_BINNED_SOMATA, own_reach=scale.OWN_REACH,
         wide_dominance=scale.WIDE_DOMINANCE, plateau_opening=grow.PLATEAU_OPENING,
         faint_cell_contrast=cells.FAINT_CELL_CONTRAST, border_sliver_ratio=cells.BORDER_SLIVER_RATIO,
-        visible_processes=cells.VISIBLE_PROCESSES)
+        visible_processes=cells.VISIBLE_PROCESSES, border_additions=cells.BORDER_ADDITIONS)
     assert isinstance(rules.crowded_somata, int) and isinstance(rules.soma_reach, float)
     assert CellRules(fragment_ratio=0).fragment_ratio == 0.0          # a whole number where a number belongs
     assert CellRules(wide_dominance=float("inf")).wide_dominance == float("inf")  # the rule off

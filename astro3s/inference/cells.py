@@ -69,7 +69,9 @@ def drop_blurred_additions(seg: Any, n_before: int, pre: Any, options: Inference
     the reference), on the movie's median image. At the finer scale the
     network also draws soft out-of-focus blobs (``d2_like`` development
     movies: blur 1.8-2.9 times the first cells'; the giant somata it added on
-    diagnosed held-out movies: 0.8-1.35).
+    diagnosed held-out movies: 0.8-1.35). With ``options.rules.border_additions``
+    (``BORDER_ADDITIONS``), an added soma the FOV's edge cuts is judged by its
+    edge width in pixels instead: its radius reads small.
 
     Returns
     -------
@@ -88,7 +90,8 @@ def drop_blurred_additions(seg: Any, n_before: int, pre: Any, options: Inference
         reference = None if additions_dominate(seg.soma_area, n_before) else found_before
         before = seg.counts.get("blurred_removed")
         seg = remove_blurred_cells(seg, pre.median_image, max_relative_blur=float(max_blur), min_cells=1,
-                                   reference=reference, keep=found_before)
+                                   reference=reference, keep=found_before,
+                                   border_in_pixels=options.rules.border_additions)
         # the first pass's own count stays what it was; this one is counted apart
         counts = {**seg.counts, "added_blurred_removed": seg.counts["blurred_removed"]}
         if before is None:
@@ -143,8 +146,8 @@ def additions_dominate(soma_area: Any, n_before: int, *, many: tuple[int, float]
 MIN_ADDED_RELATIVE_AREA = 0.4
 
 
-def drop_small_additions(seg: Any, n_before: int, *,
-                         min_relative_area: float = MIN_ADDED_RELATIVE_AREA) -> tuple[Any, int]:
+def drop_small_additions(seg: Any, n_before: int, *, min_relative_area: float = MIN_ADDED_RELATIVE_AREA,
+                         border_radii: bool = False) -> tuple[Any, int]:
     """Cells ``n_before + 1..`` of ``seg`` (added by a finer scale) without those far smaller than the others.
 
     A FOV is segmented binned at the scale its median image's blobs give
@@ -160,7 +163,9 @@ def drop_small_additions(seg: Any, n_before: int, *,
     (0.32x); the added cells that were true on the development and held-out
     movies looked at were 0.45-0.98x (the smallest in a ``mixed`` FOV). When
     the additions outnumber the cells found before (:func:`additions_dominate`),
-    the median is every cell's.
+    the median is every cell's. With ``border_radii``, a soma the FOV's edge
+    cuts counts with the area of the disc its extent along the edge gives
+    (:func:`astro3s.postprocess.border.apparent_soma_radii`): the edge hides part of it.
 
     Returns
     -------
@@ -173,6 +178,10 @@ def drop_small_additions(seg: Any, n_before: int, *,
     if seg.n_cells <= n_before or n_before < 1:
         return seg, seg.n_cells - n_before
     area = np.asarray(seg.soma_area, np.float64)
+    if border_radii:
+        from astro3s.postprocess.border import apparent_soma_radii
+
+        area = np.maximum(area, np.pi * apparent_soma_radii(seg.soma) ** 2)
     typical = float(np.median(area if additions_dominate(area, n_before) else area[:n_before]))
     drop = np.zeros(seg.n_cells, bool)
     drop[n_before:] = area[n_before:] < float(min_relative_area) * typical
@@ -181,6 +190,14 @@ def drop_small_additions(seg: Any, n_before: int, *,
     seg = dataclasses.replace(seg, counts={**seg.counts, "small_added_removed": before + int(drop.sum())})
     return seg, seg.n_cells - n_before
 
+
+# a soma the FOV's edge cuts that a finer pass adds is judged by what the edge leaves of it: its edge width in
+# pixels (drop_blurred_additions) and the disc its extent along the edge gives (drop_small_additions), as its
+# area and radius read small. Since 2026-12-06 (sixth session): on cross-check `zoom` 28-39 all four true cells
+# missed were cut by the FOV's edge; two, bright and in focus, were dropped as blurred additions (edge width
+# 1.04-1.05x the other cells' in pixels, 2.0-2.1x relative to their radii) and were small ones too (0.24-0.27x
+# the median area); experiments/results/heldout_ablation.md. False turns it off
+BORDER_ADDITIONS = True
 
 # a binned FOV's cell whose soma stands out of its surround less than this fraction of the FOV's clearest soma
 # goes (drop_faint_cells); 0 turns it off. Chosen 2026-12-06 (fourth session) on 95 binned FOVs (cross-check
@@ -707,7 +724,7 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
         else:
             n_before = seg.n_cells
             seg, n_added = drop_blurred_additions(add_missing_cells(seg, found), n_before, pre, options)
-            seg, n_added = drop_small_additions(seg, n_before)
+            seg, n_added = drop_small_additions(seg, n_before, border_radii=options.rules.border_additions)
             added.append(n_added)
             if scale_factor == 1:
                 own_scale_somata = seg.soma > n_before

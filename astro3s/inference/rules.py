@@ -81,6 +81,9 @@ class CellRules:
     visible_processes : bool
         Every FOV's processes kept only near a ridge of the median image
         (:data:`astro3s.inference.cells.VISIBLE_PROCESSES`).
+    border_additions : bool
+        A soma the FOV's edge cuts that a finer pass of a binned FOV adds is judged by its edge width in pixels
+        and the disc its extent along the edge gives (:data:`astro3s.inference.cells.BORDER_ADDITIONS`).
     """
 
     soma_reach: float = grow.SOMA_REACH
@@ -99,6 +102,7 @@ class CellRules:
     faint_cell_contrast: float = cells.FAINT_CELL_CONTRAST
     border_sliver_ratio: float = cells.BORDER_SLIVER_RATIO
     visible_processes: bool = cells.VISIBLE_PROCESSES
+    border_additions: bool = cells.BORDER_ADDITIONS
 
     def __post_init__(self) -> None:
         for spec in fields(self):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["border_depth_ratio", "border_slivers"]
+__all__ = ["apparent_soma_radii", "border_depth_ratio", "border_slivers"]
 
 
 def border_depth_ratio(soma: np.ndarray) -> np.ndarray:
@@ -84,3 +84,54 @@ def border_slivers(soma: np.ndarray, *, min_ratio: float = 1.0) -> np.ndarray:
         Cell ``k`` at index ``k - 1``.
     """
     return border_depth_ratio(soma) < float(min_ratio)
+
+
+def apparent_soma_radii(soma: np.ndarray) -> np.ndarray:
+    """Each soma's radius, read from its extent along the FOV's edge when the edge cuts it.
+
+    A soma inside the FOV has the radius of a disc of its area,
+    ``sqrt(area / pi)``. The edge hides part of a soma it cuts, so its area
+    reads small (half a disc: ``r / sqrt(2)``), while its extent along the
+    edge is still its width as long as half of it or more is inside: such a
+    soma's radius is the larger of the two, ``max(sqrt(area / pi), extent / 2)``
+    (the extent along every side it touches; a sliver's extent is its chord,
+    shorter than its width, so its radius stays underestimated).
+
+    Parameters
+    ----------
+    soma : ndarray of int, shape (H, W)
+        Soma labels ``1..n`` (0 background).
+
+    Returns
+    -------
+    radii : ndarray of float64, shape (n,)
+        Cell ``k`` at index ``k - 1`` (px); 0 for an id without pixels.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:40, :40]
+    >>> soma = (np.hypot(yy - 0, xx - 20) <= 10).astype(np.int32)   # half a disc of radius 10 on the top edge
+    >>> round(float(apparent_soma_radii(soma)[0]), 1)
+    10.5
+    """
+    from scipy import ndimage as ndi
+
+    labels = np.asarray(soma)
+    n = int(labels.max(initial=0))
+    if n == 0:
+        return np.zeros(0)
+    radii = np.sqrt(np.bincount(labels.ravel().astype(np.int64), minlength=n + 1)[1:] / np.pi)
+    height, width = labels.shape
+    boxes = ndi.find_objects(labels, max_label=n)
+    for k, box in enumerate(boxes):  # loop over the cells (tens)
+        if box is None:
+            continue
+        rows, cols = box
+        along = []
+        if rows.start == 0 or rows.stop == height:  # top or bottom edge: its extent along the columns
+            along.append(cols.stop - cols.start)
+        if cols.start == 0 or cols.stop == width:
+            along.append(rows.stop - rows.start)
+        if along:
+            radii[k] = max(radii[k], max(along) / 2.0)
+    return radii

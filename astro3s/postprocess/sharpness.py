@@ -139,7 +139,8 @@ def soma_edges(image: np.ndarray, soma: np.ndarray, *, smooth: float = 1.0,
 
 def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: float = 1.5,
                          min_cells: int = 3, reference: np.ndarray | None = None, in_pixels: bool = False,
-                         keep: np.ndarray | None = None, min_pixel_widening: float | None = None) -> Any:
+                         keep: np.ndarray | None = None, min_pixel_widening: float | None = None,
+                         border_in_pixels: bool = False) -> Any:
     """Drop the cells whose soma is much more blurred than the FOV's typical soma.
 
     Every cell of a FOV is seen through the same optics, so an in-focus soma's
@@ -184,6 +185,12 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
         the FOV (on the movies it was measured on, 11 false and 1 true border
         cell would have been let back by the pixel condition).
         None: the relative comparison alone.
+    border_in_pixels : bool
+        Judge the cells whose soma touches the image border by their edge width in pixels against the
+        reference's median width in pixels, the others as ``in_pixels`` says: the edge hides part of such a
+        soma, so its radius reads small and its width relative to it large, while its width in pixels is
+        measured on the part of its outline that is inside (used for the cells a finer pass adds,
+        :func:`astro3s.inference.cells.drop_blurred_additions`).
 
     Returns
     -------
@@ -207,6 +214,10 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
             if min_pixel_widening is not None and not in_pixels:
                 wide = np.isfinite(width) & judged
                 drop &= (width >= float(min_pixel_widening) * float(np.median(width[wide]))) | touches_border(seg.soma)
+            if border_in_pixels and not in_pixels and (np.isfinite(width) & judged).any():
+                typical_width = float(np.median(width[np.isfinite(width) & judged]))
+                by_pixels = np.isfinite(width) & (width > float(max_relative_blur) * typical_width)
+                drop = np.where(touches_border(seg.soma), by_pixels, drop)
             if reference is not None:
                 drop &= ~judged
             if keep is not None:
