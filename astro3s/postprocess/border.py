@@ -46,7 +46,6 @@ def border_depth_ratio(soma: np.ndarray) -> np.ndarray:
     >>> border_depth_ratio(soma)
     array([0.6, inf])
     """
-    from scipy import ndimage as ndi
 
     labels = np.asarray(soma)
     n = int(labels.max(initial=0))
@@ -54,11 +53,7 @@ def border_depth_ratio(soma: np.ndarray) -> np.ndarray:
     if n == 0:
         return ratio
     height, width = labels.shape
-    # per cell, the rows and columns its pixels span: [first, stop); a missing id spans nothing
-    boxes = ndi.find_objects(labels, max_label=n)
-    span = np.array([(box[0].start, box[0].stop, box[1].start, box[1].stop) if box is not None
-                     else (height, 0, width, 0) for box in boxes], np.int64)
-    first_row, stop_row, first_col, stop_col = span.T
+    first_row, stop_row, first_col, stop_col = _spans(labels, n)
     sides = ((labels[0], stop_row), (labels[-1], height - first_row),
              (labels[:, 0], stop_col), (labels[:, -1], width - first_col))
     for line, depth in sides:  # loop over the four sides
@@ -66,6 +61,17 @@ def border_depth_ratio(soma: np.ndarray) -> np.ndarray:
         side_ratio = np.where(chord > 0, depth / np.maximum(chord / 2.0, 1e-9), np.inf)
         ratio = np.minimum(ratio, side_ratio)
     return ratio
+
+
+def _spans(labels: np.ndarray, n: int) -> np.ndarray:
+    """Per cell ``1..n``, the rows and columns its pixels span, ``[first, stop)``: int64 ``(4, n)`` as
+    first row, stop row, first column, stop column; a missing id spans nothing (``(H, 0, W, 0)``)."""
+    from scipy import ndimage as ndi
+
+    height, width = labels.shape
+    boxes = ndi.find_objects(labels, max_label=n)
+    return np.array([(box[0].start, box[0].stop, box[1].start, box[1].stop) if box is not None
+                     else (height, 0, width, 0) for box in boxes], np.int64).reshape(-1, 4).T
 
 
 def border_slivers(soma: np.ndarray, *, min_ratio: float = 1.0) -> np.ndarray:
@@ -114,24 +120,14 @@ def apparent_soma_radii(soma: np.ndarray) -> np.ndarray:
     >>> round(float(apparent_soma_radii(soma)[0]), 1)
     10.5
     """
-    from scipy import ndimage as ndi
-
     labels = np.asarray(soma)
     n = int(labels.max(initial=0))
     if n == 0:
         return np.zeros(0)
     radii = np.sqrt(np.bincount(labels.ravel().astype(np.int64), minlength=n + 1)[1:] / np.pi)
     height, width = labels.shape
-    boxes = ndi.find_objects(labels, max_label=n)
-    for k, box in enumerate(boxes):  # loop over the cells (tens)
-        if box is None:
-            continue
-        rows, cols = box
-        along = []
-        if rows.start == 0 or rows.stop == height:  # top or bottom edge: its extent along the columns
-            along.append(cols.stop - cols.start)
-        if cols.start == 0 or cols.stop == width:
-            along.append(rows.stop - rows.start)
-        if along:
-            radii[k] = max(radii[k], max(along) / 2.0)
-    return radii
+    first_row, stop_row, first_col, stop_col = _spans(labels, n)
+    # the extent along each side a soma touches: its columns on the top or bottom, its rows on the left or right
+    along_rows_edge = np.where((first_row == 0) | (stop_row == height), stop_col - first_col, 0)
+    along_cols_edge = np.where((first_col == 0) | (stop_col == width), stop_row - first_row, 0)
+    return np.maximum(radii, np.maximum(along_rows_edge, along_cols_edge) / 2.0)
