@@ -163,9 +163,10 @@ def drop_small_additions(seg: Any, n_before: int, *, min_relative_area: float = 
     (0.32x); the added cells that were true on the development and held-out
     movies looked at were 0.45-0.98x (the smallest in a ``mixed`` FOV). When
     the additions outnumber the cells found before (:func:`additions_dominate`),
-    the median is every cell's. With ``border_radii``, a soma the FOV's edge
-    cuts counts with the area of the disc its extent along the edge gives
-    (:func:`astro3s.postprocess.border.apparent_soma_radii`): the edge hides part of it.
+    the median is every cell's. With ``border_radii``, an added soma the FOV's
+    edge cuts counts with the area of the disc its extent along the edge gives
+    (:func:`astro3s.postprocess.border.apparent_soma_radii`): the edge hides part of
+    it (the reference median stays that of the areas as found).
 
     Returns
     -------
@@ -178,13 +179,14 @@ def drop_small_additions(seg: Any, n_before: int, *, min_relative_area: float = 
     if seg.n_cells <= n_before or n_before < 1:
         return seg, seg.n_cells - n_before
     area = np.asarray(seg.soma_area, np.float64)
-    if border_radii:
+    typical = float(np.median(area if additions_dominate(area, n_before) else area[:n_before]))
+    judged = area[n_before:]
+    if border_radii:  # the added cells only: the reference stays what the cells found show
         from astro3s.postprocess.border import apparent_soma_radii
 
-        area = np.maximum(area, np.pi * apparent_soma_radii(seg.soma) ** 2)
-    typical = float(np.median(area if additions_dominate(area, n_before) else area[:n_before]))
+        judged = np.maximum(judged, np.pi * apparent_soma_radii(seg.soma)[n_before:] ** 2)
     drop = np.zeros(seg.n_cells, bool)
-    drop[n_before:] = area[n_before:] < float(min_relative_area) * typical
+    drop[n_before:] = judged < float(min_relative_area) * typical
     before = seg.counts.get("small_added_removed", 0)
     seg = remove_cells(seg, drop, count_key="small_added_removed")
     seg = dataclasses.replace(seg, counts={**seg.counts, "small_added_removed": before + int(drop.sum())})
