@@ -259,6 +259,18 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
 #: the rule settings an evaluation can change (``--soma-reach`` etc.; fields of
 #: :class:`astro3s.inference.rules.CellRules`, which checks them) and records: report key -> help text
 RULE_FLAGS = {
+    "small_soma_slack":
+        ("astro3s.inference.cells.SMALL_SOMA_SLACK: lower end of the soma-size filter of a FOV at its own scale, "
+         "x the fitted range's (default: its value, 0.8; 1 as before 2026-12-04)"),
+    "crowded_soma_slack":
+        ("astro3s.inference.cells.CROWDED_SOMA_SLACK: the same on a crowded FOV (default: its value, 0.6; 0.8 as "
+         "before 2026-12-05 late night)"),
+    "min_added_area":
+        ("astro3s.inference.cells.MIN_ADDED_RELATIVE_AREA: a cell only a finer pass adds goes under this x the "
+         "median soma found before (default: its value, 0.4; 0 as before 2026-12-05)"),
+    "large_soma_ratio":
+        ("astro3s.inference.cells.LARGE_SOMA_RATIO: the 2x2-binned large-soma pass adds only somata this many "
+         "times the FOV's median (default: its value, 1.5)"),
     "border_additions":
         ("astro3s.inference.cells.BORDER_ADDITIONS: a soma the FOV's edge cuts that a finer pass of a binned FOV "
          "adds is judged by its edge width in pixels and the disc its extent along the edge gives (default: its "

@@ -31,7 +31,9 @@ def test_the_defaults_are_the_constants_that_record_why() -> None:
         complete_binned_somata=cells.COMPLETE_BINNED_SOMATA, own_reach=scale.OWN_REACH,
         wide_dominance=scale.WIDE_DOMINANCE, plateau_opening=grow.PLATEAU_OPENING,
         faint_cell_contrast=cells.FAINT_CELL_CONTRAST, border_sliver_ratio=cells.BORDER_SLIVER_RATIO,
-        visible_processes=cells.VISIBLE_PROCESSES, border_additions=cells.BORDER_ADDITIONS)
+        visible_processes=cells.VISIBLE_PROCESSES, border_additions=cells.BORDER_ADDITIONS,
+        small_soma_slack=cells.SMALL_SOMA_SLACK, crowded_soma_slack=cells.CROWDED_SOMA_SLACK,
+        min_added_area=cells.MIN_ADDED_RELATIVE_AREA, large_soma_ratio=cells.LARGE_SOMA_RATIO)
     assert isinstance(rules.crowded_somata, int) and isinstance(rules.soma_reach, float)
     assert CellRules(fragment_ratio=0).fragment_ratio == 0.0          # a whole number where a number belongs
     assert CellRules(wide_dominance=float("inf")).wide_dominance == float("inf")  # the rule off
@@ -47,6 +49,8 @@ def test_the_defaults_are_the_constants_that_record_why() -> None:
     ({"plateau_opening": float("nan")}, r"rules\.plateau_opening=nan must be a number >= 0"),
     ({"shrink_tolerance": 0.8}, r"rules\.shrink_tolerance=0\.8 must be >= 1"),
     ({"wide_dominance": 0.0}, r"rules\.wide_dominance=0\.0 must be > 0 \(inf turns the rule off\)"),
+    ({"small_soma_slack": 1.2}, r"rules\.small_soma_slack=1\.2 must be in \(0, 1\]"),
+    ({"crowded_soma_slack": 0.0}, r"rules\.crowded_soma_slack=0\.0 must be in \(0, 1\]"),
 ])
 def test_a_bad_setting_is_refused_in_one_line_naming_it(changes, message) -> None:
     from astro3s.errors import ConfigError
@@ -103,14 +107,19 @@ def test_segment_movie_hands_each_setting_to_the_step_that_reads_it(tiny_movie, 
     from astro3s.preprocess import preprocess
 
     rules = {"own_reach": 2.5, "wide_dominance": 6.0, "shrink_tolerance": 1.7, "soma_reach": 0.5,
-             "border_sliver_ratio": 0.7, "faint_cell_contrast": 0.1, "plateau_opening": 0.25, "fragment_ratio": 0.05}
+             "border_sliver_ratio": 0.7, "faint_cell_contrast": 0.1, "plateau_opening": 0.25, "fragment_ratio": 0.05,
+             "small_soma_slack": 0.9, "crowded_soma_slack": 0.55, "min_added_area": 0.3}
     model, options = load_inference_model("default", device="cpu", rules=rules)
     scales, fits = record_calls(segment, "soma_bin_factor"), record_calls(segment, "adapt_soma_scale")
     refined, slivers = record_calls(grow, "with_refined_somata"), record_calls(cells, "drop_border_slivers")
     absorbed = record_calls(cells, "with_fragments_absorbed")
     with read_movie(tiny_movie) as movie:
         pre = preprocess(movie, options.preprocess, progress=False)
-    cells.segment_movie(pre, model, options)
+    _, _, info = cells.segment_movie(pre, model, options)
+    lower = min(info["configured"][0], *(info["estimated"] or [info["configured"][0]]))
+    slack = 0.55 if info.get("first_pass_somata", 0) >= options.rules.crowded_somata else 0.9
+    assert info["estimated"] is not None  # the tiny movie's first pass gives a fitted range ...
+    assert info["size_filter_range"][0] == pytest.approx(slack * lower)  # ... whose lower end the setting loosens
     assert scales[0][1] == {"own_reach": 2.5, "wide_dominance": 6.0}
     assert fits[0][1]["shrink_tolerance"] == 1.7
     assert refined and all(kwargs["reach"] == 0.5 for _, kwargs in refined)
@@ -119,11 +128,13 @@ def test_segment_movie_hands_each_setting_to_the_step_that_reads_it(tiny_movie, 
     monkeypatch.setattr(segment, "soma_bin_factor",
                         lambda pre, **k: (2, {"blob_area": 800.0, "coarse_scale": 2.0, "bin_factor": 2}))
     faint, plateau = record_calls(cells, "drop_faint_cells"), record_calls(postprocess, "plateau_somata")
+    small = record_calls(cells, "drop_small_additions")
     completed = record_calls(grow, "with_completed_somata")
     cells.segment_movie(pre, model, options)
     assert faint[0][1] == {"min_relative_contrast": 0.1}
     assert completed[0][1] == {"reach": 0.5}
     assert plateau and plateau[0][1] == {"opening": 0.25}
+    assert small and all(kwargs["min_relative_area"] == 0.3 for _, kwargs in small)
 
 
 def test_evaluate_model_flags_are_the_rule_settings(experiment_script, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -407,7 +407,8 @@ def add_view_cells(seg: Any, view: Any, pre: Any, model: Any, options: Inference
     n_before = seg.n_cells
     counts = dict(seg.counts)
     merged, _ = drop_blurred_additions(add_missing_cells(seg, found), n_before, pre, options)
-    merged, n_added = drop_small_additions(merged, n_before)
+    merged, n_added = drop_small_additions(merged, n_before, min_relative_area=options.rules.min_added_area,
+                                           border_radii=options.rules.border_additions)
     if n_added:
         log.info("%s: %d cell(s) dim at rest added from the %s", name, n_added, label.replace("_", " "))
     # the first pass's counts stay what they were; this view's are counted apart
@@ -477,7 +478,7 @@ def add_large_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *
         return seg
     t = time.perf_counter()
     found, _, _ = binned_pass(pre, model, options, 2, timings={}, name=name)
-    found = remove_cells(found, found.soma_area < LARGE_SOMA_RATIO * float(np.median(seg.soma_area)),
+    found = remove_cells(found, found.soma_area < options.rules.large_soma_ratio * float(np.median(seg.soma_area)),
                          count_key="small_removed")
     n_before = seg.n_cells
     merged = add_missing_cells(seg, found)
@@ -726,7 +727,8 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
         else:
             n_before = seg.n_cells
             seg, n_added = drop_blurred_additions(add_missing_cells(seg, found), n_before, pre, options)
-            seg, n_added = drop_small_additions(seg, n_before, border_radii=options.rules.border_additions)
+            seg, n_added = drop_small_additions(seg, n_before, min_relative_area=options.rules.min_added_area,
+                                                border_radii=options.rules.border_additions)
             added.append(n_added)
             if scale_factor == 1:
                 own_scale_somata = seg.soma > n_before
@@ -873,7 +875,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     # diagnosed: detection F1 0.90 -> 0.95; binned giant and d2_like FOVs lost precision 0.83 -> 0.76)
     crowded = scale_info.get("first_pass_somata", 0) >= rules.crowded_somata
     overrides = size_filter_overrides(options.combine, scale_info, pre.params.soma_area_range,
-                                      low_slack=(CROWDED_SOMA_SLACK if crowded else SMALL_SOMA_SLACK)
+                                      low_slack=(rules.crowded_soma_slack if crowded else rules.small_soma_slack)
                                       if allow_binning else 1.0)
     overrides = with_pixel_widening_for(overrides, crowded=crowded, on_sparse=rules.pixel_widening_on_sparse)
     combine_params = CombineParams.from_preprocess(pre.params, **overrides)

@@ -84,6 +84,17 @@ class CellRules:
     border_additions : bool
         A soma the FOV's edge cuts that a finer pass of a binned FOV adds is judged by its edge width in pixels
         and the disc its extent along the edge gives (:data:`astro3s.inference.cells.BORDER_ADDITIONS`).
+    small_soma_slack : float
+        Lower end of a FOV's soma-size filter, at its own scale, as a fraction of the fitted range's
+        (:data:`astro3s.inference.cells.SMALL_SOMA_SLACK`; 1: the range's own).
+    crowded_soma_slack : float
+        The same on a crowded FOV (:data:`astro3s.inference.cells.CROWDED_SOMA_SLACK`).
+    min_added_area : float
+        A cell that only a finer pass (or a second view) adds goes when its soma is under this fraction of the
+        median soma of the cells found before (:data:`astro3s.inference.cells.MIN_ADDED_RELATIVE_AREA`; 0: never).
+    large_soma_ratio : float
+        The 2x2-binned large-soma pass adds a cell only when its soma is at least this many times the FOV's
+        median soma (:data:`astro3s.inference.cells.LARGE_SOMA_RATIO`).
     """
 
     soma_reach: float = grow.SOMA_REACH
@@ -103,6 +114,10 @@ class CellRules:
     border_sliver_ratio: float = cells.BORDER_SLIVER_RATIO
     visible_processes: bool = cells.VISIBLE_PROCESSES
     border_additions: bool = cells.BORDER_ADDITIONS
+    small_soma_slack: float = cells.SMALL_SOMA_SLACK
+    crowded_soma_slack: float = cells.CROWDED_SOMA_SLACK
+    min_added_area: float = cells.MIN_ADDED_RELATIVE_AREA
+    large_soma_ratio: float = cells.LARGE_SOMA_RATIO
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -125,6 +140,10 @@ class CellRules:
         if not self.shrink_tolerance >= 1.0:
             raise ConfigError(f"rules.shrink_tolerance={self.shrink_tolerance!r} must be >= 1 (a factor below the "
                               f"parameters' soma area). Fix: e.g. rules.shrink_tolerance={segment.SHRINK_TOLERANCE}.")
+        for name in ("small_soma_slack", "crowded_soma_slack"):  # size_filter_overrides' low_slack
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"rules.{name}={getattr(self, name)!r} must be in (0, 1] (a fraction of the fitted "
+                                  f"range's lower end). Fix: e.g. rules.{name}={getattr(cells, name.upper())}.")
         if not self.wide_dominance > 0:
             raise ConfigError(f"rules.wide_dominance={self.wide_dominance!r} must be > 0 (inf turns the rule off). "
                               f"Fix: e.g. rules.wide_dominance={scale.WIDE_DOMINANCE}.")
