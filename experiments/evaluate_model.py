@@ -259,6 +259,9 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
 #: the rule settings an evaluation can change (``--soma-reach`` etc.; fields of
 #: :class:`astro3s.inference.rules.CellRules`, which checks them) and records: report key -> help text
 RULE_FLAGS = {
+    "border_centred_crops":
+        ("astro3s.inference.cells.BORDER_CENTRED_CROPS: a candidate whose crop box the FOV's edge moved is also "
+         "seen on a crop centred on it, the FOV mirrored beyond the edge (default: its value, 0)"),
     "small_soma_slack":
         ("astro3s.inference.cells.SMALL_SOMA_SLACK: lower end of the soma-size filter of a FOV at its own scale, "
          "x the fitted range's (default: its value, 0.8; 1 as before 2026-12-04)"),

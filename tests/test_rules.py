@@ -33,7 +33,8 @@ def test_the_defaults_are_the_constants_that_record_why() -> None:
         faint_cell_contrast=cells.FAINT_CELL_CONTRAST, border_sliver_ratio=cells.BORDER_SLIVER_RATIO,
         visible_processes=cells.VISIBLE_PROCESSES, border_additions=cells.BORDER_ADDITIONS,
         small_soma_slack=cells.SMALL_SOMA_SLACK, crowded_soma_slack=cells.CROWDED_SOMA_SLACK,
-        min_added_area=cells.MIN_ADDED_RELATIVE_AREA, large_soma_ratio=cells.LARGE_SOMA_RATIO)
+        min_added_area=cells.MIN_ADDED_RELATIVE_AREA, large_soma_ratio=cells.LARGE_SOMA_RATIO,
+        border_centred_crops=cells.BORDER_CENTRED_CROPS)
     assert isinstance(rules.crowded_somata, int) and isinstance(rules.soma_reach, float)
     assert CellRules(fragment_ratio=0).fragment_ratio == 0.0          # a whole number where a number belongs
     assert CellRules(wide_dominance=float("inf")).wide_dominance == float("inf")  # the rule off

@@ -201,6 +201,12 @@ def drop_small_additions(seg: Any, n_before: int, *, min_relative_area: float = 
 # the median area); experiments/results/heldout_ablation.md. False turns it off
 BORDER_ADDITIONS = True
 
+# a candidate whose crop box the FOV's edge moved is also seen on a crop centred on it, the FOV mirrored beyond the
+# edge (astro3s.inference.network.with_border_centred_predictions): the box moved inside the FOV puts a soma the edge
+# cuts at its crop's edge, where the network sees none (the cross-check's missed cells are its border cells: 9 of 48
+# against 1 of 239 inner ones). An option, off: tried 2026-12-06 (sixth session; heldout_ablation.md)
+BORDER_CENTRED_CROPS = False
+
 # a binned FOV's cell whose soma stands out of its surround less than this fraction of the FOV's clearest soma
 # goes (drop_faint_cells); 0 turns it off. Chosen 2026-12-06 (fourth session) on 95 binned FOVs (cross-check
 # `zoom` 0-27, the layouts' second D2 draw, held-out `giant` 164-199): the cells drawn in dim fibre texture
@@ -883,7 +889,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     seg = segment_preprocessed(pre, model, combine=combine_params, normalize=options.normalize,
                                batch_size=options.batch_size, device=options.device, amp=options.amp,
                                tiling=options.tiling, fov_probs=fov_probs,
-                               zoom=scale_info.get("zoom", 1.0), timings=timings)
+                               zoom=scale_info.get("zoom", 1.0), timings=timings,
+                               border_centred_crops=rules.border_centred_crops)
     if allow_binning and options.soma_scale == "auto" and options.large_soma_pass:
         if crowded and not rules.large_pass_on_crowded:
             seg = dataclasses.replace(seg, counts={**seg.counts, "large_pass_skipped_crowded": 1})

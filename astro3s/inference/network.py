@@ -25,7 +25,8 @@ from astro3s.models.classes import BACKGROUND, NUM_CLASSES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TilingParams", "flip_averaged", "predict_crops", "predict_crops_zoomed", "predict_fov", "tile_boxes"]
+__all__ = ["TilingParams", "border_centred_crops", "flip_averaged", "predict_crops", "predict_crops_zoomed",
+           "predict_fov", "tile_boxes", "with_border_centred_predictions"]
 
 #: the mirror images of a flip-averaged pass, as tensor dims of ``(N, C, H, W)``, by number of views
 FLIP_VIEWS = {1: [()], 2: [(), (3,)], 4: [(), (3,), (2,), (2, 3)]}
@@ -255,6 +256,88 @@ def predict_crops_zoomed(model: Any, pre: Any, zoom: float = 1.0, *, normalize: 
     inner[:, :2] += (side - m) // 2
     inner[:, 2:] = inner[:, :2] + m
     return out, inner.astype(np.int32)
+
+
+def border_centred_crops(pre: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crops centred on the candidates whose box the FOV's edge moved, the FOV mirrored beyond the edge.
+
+    A candidate's box (:func:`astro3s.preprocess.candidate_boxes`) is moved
+    inside the FOV, so a soma the edge cuts sits at its crop's edge with
+    nothing beyond it, where the network sees no soma. Here each such
+    candidate gets a crop centred on it as far as its box allowed, whose
+    part beyond the FOV's edge is the mirror image of the part inside
+    (``enhanced`` times the candidate's local-filter mask, mirrored about
+    the edge): the network then sees a whole soma. ``pre.candidates`` must
+    hold one label per box (the boxes' order).
+
+    Returns
+    -------
+    index : ndarray of int64, shape (K,)
+        The boxes that moved (rows of ``pre.crop_boxes``).
+    crops : ndarray of float32, shape (K, S, S)
+        Their centred crops, in the layout of ``pre.crops``.
+    shift : ndarray of int64, shape (K, 2)
+        ``(dy, dx)``: pixel ``(u, v)`` of a centred crop is pixel ``(u + dy, v + dx)`` of the box's own crop.
+    """
+    from astro3s.preprocess import crop_offsets
+    from astro3s.preprocess.local_filter import candidate_centres
+
+    boxes = np.asarray(pre.crop_boxes, dtype=np.int64).reshape(-1, 4)
+    size = int(np.asarray(pre.crops).shape[-1]) if len(boxes) else 0
+    empty = (np.zeros(0, np.int64), np.zeros((0, size, size), np.float32), np.zeros((0, 2), np.int64))
+    centres = candidate_centres(pre.candidates) if len(boxes) else np.zeros((0, 2))
+    if len(boxes) == 0 or len(centres) != len(boxes):
+        return empty
+    shape = np.asarray(pre.enhanced.shape)
+    side = boxes[:, 2:] - boxes[:, :2]
+    wanted = np.floor(np.nan_to_num(centres, nan=0.0)).astype(np.int64) - side // 2   # the box before it was moved
+    shift = wanted - boxes[:, :2]
+    moved = np.flatnonzero(np.isfinite(centres).all(axis=1) & (side == np.minimum(shape, side)).all(axis=1)
+                           & (shift != 0).any(axis=1))
+    if moved.size == 0:
+        return empty
+    offsets = crop_offsets(boxes, size)
+    enhanced = np.asarray(pre.enhanced, np.float32)
+    masks = np.asarray(pre.crop_masks, bool)
+    crops = np.zeros((moved.size, size, size), np.float32)
+    for j, n in enumerate(moved):  # loop over the moved boxes (a few per FOV)
+        (y0, x0, y1, x1), (oy, ox) = boxes[n], offsets[n]
+        h, w = y1 - y0, x1 - x0
+        inside = enhanced[y0:y1, x0:x1] * masks[n, oy:oy + h, ox:ox + w]
+        # the box's content, mirrored about each edge the box touches, then the window centred on the candidate
+        padded = np.pad(inside, ((h, h), (w, w)), mode="symmetric")
+        wy, wx = wanted[n] - boxes[n, :2] + (h, w)
+        crops[j, oy:oy + h, ox:ox + w] = padded[wy:wy + h, wx:wx + w]
+    return moved.astype(np.int64), crops, shift[moved]
+
+
+def with_border_centred_predictions(model: Any, pre: Any, crop_probs: np.ndarray, *, normalize: str = "mean",
+                                    batch_size: int = 32, device: str | None = None,
+                                    amp: bool = True) -> np.ndarray:
+    """``crop_probs`` (of :func:`predict_crops`) with each moved box's pixels taken from its centred crop.
+
+    The network's probabilities on the crops of :func:`border_centred_crops` replace those of the box's
+    own crop where the two cover the same FOV pixels; elsewhere the box's own stay.
+
+    Returns
+    -------
+    ndarray of float32, shape (N, 3, S, S)
+        A copy of ``crop_probs`` (``crop_probs`` itself when no box moved).
+    """
+    index, crops, shift = border_centred_crops(pre)
+    if index.size == 0:
+        return crop_probs
+    centred = predict_crops(model, dataclasses.replace(pre, crops=crops), normalize=normalize,
+                            batch_size=batch_size, device=device, amp=amp)
+    out = np.array(crop_probs, copy=True)
+    size = out.shape[-1]
+    for j, n in enumerate(index):  # loop over the moved boxes
+        dy, dx = (int(v) for v in shift[j])
+        # centred pixel u is the box crop's u + dy: the overlap of [0, size) with [-dy, size - dy)
+        uy, ux = slice(max(0, -dy), min(size, size - dy)), slice(max(0, -dx), min(size, size - dx))
+        vy, vx = slice(uy.start + dy, uy.stop + dy), slice(ux.start + dx, ux.stop + dx)
+        out[n][:, vy, vx] = centred[j][:, uy, ux]
+    return out
 
 
 def tile_boxes(shape: tuple[int, int], *, tile: int, overlap: int) -> np.ndarray:

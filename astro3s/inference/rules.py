@@ -95,6 +95,9 @@ class CellRules:
     large_soma_ratio : float
         The 2x2-binned large-soma pass adds a cell only when its soma is at least this many times the FOV's
         median soma (:data:`astro3s.inference.cells.LARGE_SOMA_RATIO`).
+    border_centred_crops : bool
+        A candidate whose box the FOV's edge moved is also seen on a crop centred on it, the FOV mirrored beyond
+        the edge (:data:`astro3s.inference.cells.BORDER_CENTRED_CROPS`; off by default).
     """
 
     soma_reach: float = grow.SOMA_REACH
@@ -118,6 +121,7 @@ class CellRules:
     crowded_soma_slack: float = cells.CROWDED_SOMA_SLACK
     min_added_area: float = cells.MIN_ADDED_RELATIVE_AREA
     large_soma_ratio: float = cells.LARGE_SOMA_RATIO
+    border_centred_crops: bool = cells.BORDER_CENTRED_CROPS
 
     def __post_init__(self) -> None:
         for spec in fields(self):

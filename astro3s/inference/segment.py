@@ -31,7 +31,7 @@ __all__ = ["adapt_soma_scale", "binned_preprocess", "estimate_soma_area_range", 
 def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize: str = "mean",
                          batch_size: int = 32, device: str | None = None, amp: bool = True,
                          tiling: Any = None, fov_probs: Any = None, zoom: float = 1.0,
-                         timings: dict[str, float] | None = None) -> Any:
+                         timings: dict[str, float] | None = None, border_centred_crops: bool = False) -> Any:
     """Segment one pre-processed FOV into cells.
 
     Parameters
@@ -62,6 +62,10 @@ def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize
         outputs are resampled back to the FOV's pixels. 1: as they are.
     timings : dict, optional
         Receives ``network_s`` and ``combine_s``.
+    border_centred_crops : bool
+        At ``zoom`` 1, the candidates whose box the FOV's edge moved are also seen on a crop centred on
+        them, the FOV mirrored beyond the edge (:func:`astro3s.inference.network.with_border_centred_predictions`;
+        ``CellRules.border_centred_crops``).
 
     Returns
     -------
@@ -82,6 +86,11 @@ def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize
     t0 = time.perf_counter()
     crop_probs, crop_boxes = predict_crops_zoomed(model, pre, zoom, normalize=normalize, batch_size=batch_size,
                                                   device=device, amp=amp)
+    if border_centred_crops and zoom <= 1.0:
+        from astro3s.inference.network import with_border_centred_predictions
+
+        crop_probs = with_border_centred_predictions(model, pre, crop_probs, normalize=normalize,
+                                                     batch_size=batch_size, device=device, amp=amp)
     if fov_probs is None:
         fov_probs = predict_fov(model, pre, normalize=normalize, tiling=tiling, device=device, amp=amp, zoom=zoom)
     t1 = time.perf_counter()
