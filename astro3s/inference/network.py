@@ -288,12 +288,10 @@ def border_centred_crops(pre: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     centres = candidate_centres(pre.candidates) if len(boxes) else np.zeros((0, 2))
     if len(boxes) == 0 or len(centres) != len(boxes):
         return empty
-    shape = np.asarray(pre.enhanced.shape)
     side = boxes[:, 2:] - boxes[:, :2]
     wanted = np.floor(np.nan_to_num(centres, nan=0.0)).astype(np.int64) - side // 2   # the box before it was moved
     shift = wanted - boxes[:, :2]
-    moved = np.flatnonzero(np.isfinite(centres).all(axis=1) & (side == np.minimum(shape, side)).all(axis=1)
-                           & (shift != 0).any(axis=1))
+    moved = np.flatnonzero(np.isfinite(centres).all(axis=1) & (shift != 0).any(axis=1))
     if moved.size == 0:
         return empty
     offsets = crop_offsets(boxes, size)

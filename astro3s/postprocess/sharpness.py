@@ -211,13 +211,14 @@ def remove_blurred_cells(seg: Any, image: np.ndarray, *, max_relative_blur: floa
         finite = np.isfinite(blur)
         if (finite & judged).any():
             drop = finite & (blur > float(max_relative_blur) * float(np.median(blur[finite & judged])))
-            if min_pixel_widening is not None and not in_pixels:
-                wide = np.isfinite(width) & judged
-                drop &= (width >= float(min_pixel_widening) * float(np.median(width[wide]))) | touches_border(seg.soma)
-            if border_in_pixels and not in_pixels and (np.isfinite(width) & judged).any():
+            if not in_pixels and (min_pixel_widening is not None or border_in_pixels):
+                # the reference's median width in pixels (a finite relative blur has a finite width)
                 typical_width = float(np.median(width[np.isfinite(width) & judged]))
-                by_pixels = np.isfinite(width) & (width > float(max_relative_blur) * typical_width)
-                drop = np.where(touches_border(seg.soma), by_pixels, drop)
+                cut = touches_border(seg.soma)
+                if min_pixel_widening is not None:
+                    drop &= (width >= float(min_pixel_widening) * typical_width) | cut
+                if border_in_pixels:
+                    drop = np.where(cut, np.isfinite(width) & (width > float(max_relative_blur) * typical_width), drop)
             if reference is not None:
                 drop &= ~judged
             if keep is not None:
