@@ -262,12 +262,16 @@ RULE_FLAGS = {
     "border_centred_crops":
         ("astro3s.inference.cells.BORDER_CENTRED_CROPS: a candidate whose crop box the FOV's edge moved is also "
          "seen on a crop centred on it, the FOV mirrored beyond the edge (default: its value, 0)"),
+    "border_centred_agreement":
+        ("astro3s.inference.cells.BORDER_CENTRED_AGREEMENT: with border_centred_crops, a centred crop is used only "
+         "where the whole-FOV pass calls at least this fraction of its soma pixels soma too (default: its value, "
+         "0.5; 0: always)"),
     "small_soma_slack":
         ("astro3s.inference.cells.SMALL_SOMA_SLACK: lower end of the soma-size filter of a FOV at its own scale, "
          "x the fitted range's (default: its value, 0.8; 1 as before 2026-12-04)"),
     "crowded_soma_slack":
-        ("astro3s.inference.cells.CROWDED_SOMA_SLACK: the same on a crowded FOV (default: its value, 0.6; 0.8 as "
-         "before 2026-12-05 late night)"),
+        ("astro3s.inference.cells.CROWDED_SOMA_SLACK: the same on a crowded FOV (default: its value, 0.45; 0.6 as "
+         "before 2026-12-06, seventh session; 0.8 before 2026-12-05 late night)"),
     "min_added_area":
         ("astro3s.inference.cells.MIN_ADDED_RELATIVE_AREA: a cell only a finer pass adds goes under this x the "
          "median soma found before (default: its value, 0.4; 0 as before 2026-12-05)"),

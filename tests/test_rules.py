@@ -52,6 +52,7 @@ def test_the_defaults_are_the_constants_that_record_why() -> None:
     ({"wide_dominance": 0.0}, r"rules\.wide_dominance=0\.0 must be > 0 \(inf turns the rule off\)"),
     ({"small_soma_slack": 1.2}, r"rules\.small_soma_slack=1\.2 must be in \(0, 1\]"),
     ({"crowded_soma_slack": 0.0}, r"rules\.crowded_soma_slack=0\.0 must be in \(0, 1\]"),
+    ({"border_centred_agreement": 1.5}, r"rules\.border_centred_agreement=1\.5 must be in \[0, 1\]"),
 ])
 def test_a_bad_setting_is_refused_in_one_line_naming_it(changes, message) -> None:
     from astro3s.errors import ConfigError

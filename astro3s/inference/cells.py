@@ -204,8 +204,16 @@ BORDER_ADDITIONS = True
 # a candidate whose crop box the FOV's edge moved is also seen on a crop centred on it, the FOV mirrored beyond the
 # edge (astro3s.inference.network.with_border_centred_predictions): the box moved inside the FOV puts a soma the edge
 # cuts at its crop's edge, where the network sees none (the cross-check's missed cells are its border cells: 9 of 48
-# against 1 of 239 inner ones). An option, off: tried 2026-12-06 (sixth session; heldout_ablation.md)
+# against 1 of 239 inner ones). An option, off: tried 2026-12-06 (sixth session; heldout_ablation.md). Its second
+# form (seventh session: only the centred crop's soma on the candidate, when the edge cuts it and the whole-FOV pass
+# agrees) changed nothing on 112 never-seen FOVs and the layouts, +3 true / -1 false cells on cross-check 32-35
+# where it was diagnosed, but -1 true cell on the fresh cross-check 36-39: still off
 BORDER_CENTRED_CROPS = False
+
+# with border_centred_crops, a centred crop is used only where the whole-FOV pass calls at least this fraction of
+# its soma pixels soma too (the mirror doubles any bright structure at the edge, which the whole-FOV pass sees
+# once); 0 uses every centred crop, as the first form did
+BORDER_CENTRED_AGREEMENT = 0.5
 
 # a binned FOV's cell whose soma stands out of its surround less than this fraction of the FOV's clearest soma
 # goes (drop_faint_cells); 0 turns it off. Chosen 2026-12-06 (fourth session) on 95 binned FOVs (cross-check
@@ -601,8 +609,13 @@ SMALL_SOMA_SLACK = 0.8
 # span a 3-4x range of areas, and the smallest, drawn at 40-48 px where the filter began at 45-48 px,
 # were cut (never-seen `dense` movies 112-123: recall 0.941 -> 0.973, precision 0.999 both). 0.6 on
 # every FOV let 3 soft blobs through on one `lookalikes` movie of 5 cells; FOVs of a few tens of cells
-# give a reliable size distribution (chosen 2026-12-05, late night; experiments/results/heldout_ablation.md)
-CROWDED_SOMA_SLACK = 0.6
+# give a reliable size distribution (chosen 2026-12-05, late night; experiments/results/heldout_ablation.md).
+# 0.45 since 2026-12-06 (seventh session): the cross-check's dense FOVs hold somata of 40-60 px whose fitted
+# range kept the parameters' lower end (89 px, so the filter began at 53 px) and their small somata were missed
+# whole (recall of somata <= 60 px 0.70-0.72): 0.45 on 32-35 +4 true / +1 false cells, on never-seen dense
+# 216-223 +5 / 0, on the annotated D3/D4 layouts +7 / +3, the presets +2 / +2; then on the fresh cross-check
+# dense 36-39 +10 / +1
+CROWDED_SOMA_SLACK = 0.45
 CROWDED_SOMATA = 40
 # the 2x2-binned large-soma pass (:func:`add_large_cells`) also on crowded FOVs (first pass >= CROWDED_SOMATA
 # somata). It is off there since 2026-12-05 (night): on 94 crowded FOVs (68 held-out `dense` and preset
@@ -890,7 +903,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
                                batch_size=options.batch_size, device=options.device, amp=options.amp,
                                tiling=options.tiling, fov_probs=fov_probs,
                                zoom=scale_info.get("zoom", 1.0), timings=timings,
-                               border_centred_crops=rules.border_centred_crops)
+                               border_centred_crops=rules.border_centred_crops,
+                               border_centred_agreement=rules.border_centred_agreement)
     if allow_binning and options.soma_scale == "auto" and options.large_soma_pass:
         if crowded and not rules.large_pass_on_crowded:
             seg = dataclasses.replace(seg, counts={**seg.counts, "large_pass_skipped_crowded": 1})

@@ -258,6 +258,11 @@ def predict_crops_zoomed(model: Any, pre: Any, zoom: float = 1.0, *, normalize: 
     return out, inner.astype(np.int32)
 
 
+#: a centred crop's soma counts as cut by the FOV's edge when it comes this close to it, px (the network's soma
+#: often stops a pixel or two short of the edge)
+EDGE_BAND = 3
+
+
 def border_centred_crops(pre: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Crops centred on the candidates whose box the FOV's edge moved, the FOV mirrored beyond the edge.
 
@@ -310,31 +315,76 @@ def border_centred_crops(pre: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def with_border_centred_predictions(model: Any, pre: Any, crop_probs: np.ndarray, *, normalize: str = "mean",
-                                    batch_size: int = 32, device: str | None = None,
-                                    amp: bool = True) -> np.ndarray:
-    """``crop_probs`` (of :func:`predict_crops`) with each moved box's pixels taken from its centred crop.
+                                    batch_size: int = 32, device: str | None = None, amp: bool = True,
+                                    fov_probs: np.ndarray | None = None, min_agreement: float = 0.0) -> np.ndarray:
+    """``crop_probs`` (of :func:`predict_crops`) with each cut candidate's soma taken from its centred crop.
 
-    The network's probabilities on the crops of :func:`border_centred_crops` replace those of the box's
-    own crop where the two cover the same FOV pixels; elsewhere the box's own stay.
+    For each box of :func:`border_centred_crops`, the soma that the network
+    draws on the centred crop over the box's candidate (its connected soma
+    pixels that meet the candidate's label), with a 2-px rim, replaces the
+    box's own probabilities there, when that soma comes within
+    :data:`EDGE_BAND` px of the FOV's edge (a candidate the edge does not
+    cut keeps its own crop, whose box merely moved). Every other pixel of
+    the box, the other cells it holds among them, keeps the box's own.
+
+    Parameters
+    ----------
+    fov_probs : ndarray of float, shape (3, H, W), optional
+        The whole-FOV pass. With ``min_agreement > 0`` a centred crop is used only where the whole-FOV
+        pass calls at least that fraction of the centred crop's soma pixels (inside the FOV) soma too;
+        a centred crop that draws no soma pixel inside the FOV is not used.
+    min_agreement : float
+        0 uses every centred crop.
 
     Returns
     -------
     ndarray of float32, shape (N, 3, S, S)
         A copy of ``crop_probs`` (``crop_probs`` itself when no box moved).
     """
+    from scipy import ndimage as ndi
+
+    from astro3s.models.classes import SOMA
+    from astro3s.preprocess import crop_offsets
+
     index, crops, shift = border_centred_crops(pre)
     if index.size == 0:
         return crop_probs
     centred = predict_crops(model, dataclasses.replace(pre, crops=crops), normalize=normalize,
                             batch_size=batch_size, device=device, amp=amp)
+    boxes = np.asarray(pre.crop_boxes, dtype=np.int64).reshape(-1, 4)
+    size = crop_probs.shape[-1]
+    offsets = crop_offsets(boxes, size)
+    candidates = np.asarray(pre.candidates)
+    fov_soma = np.asarray(fov_probs).argmax(axis=0) == SOMA if fov_probs is not None else None
+    fov_edge = np.ones(candidates.shape, bool)
+    fov_edge[EDGE_BAND:-EDGE_BAND, EDGE_BAND:-EDGE_BAND] = False
     out = np.array(crop_probs, copy=True)
-    size = out.shape[-1]
     for j, n in enumerate(index):  # loop over the moved boxes
         dy, dx = (int(v) for v in shift[j])
         # centred pixel u is the box crop's u + dy: the overlap of [0, size) with [-dy, size - dy)
         uy, ux = slice(max(0, -dy), min(size, size - dy)), slice(max(0, -dx), min(size, size - dx))
         vy, vx = slice(uy.start + dy, uy.stop + dy), slice(ux.start + dx, ux.stop + dx)
-        out[n][:, vy, vx] = centred[j][:, uy, ux]
+        (y0, x0, y1, x1), (oy, ox) = boxes[n], offsets[n]
+        h, w = y1 - y0, x1 - x0
+
+        def box_layout(image: np.ndarray) -> np.ndarray:   # FOV pixels of the box in its crop's layout
+            laid = np.zeros((size, size), bool)
+            laid[oy:oy + h, ox:ox + w] = image[y0:y1, x0:x1]
+            return laid[vy, vx]
+
+        # only the soma the centred crop draws on the candidate itself (and a rim for its edge) is taken,
+        # so that the other cells of the box keep their own crop's probabilities
+        drawn = (centred[j][:, uy, ux].argmax(axis=0) == SOMA) & box_layout(np.ones(candidates.shape, bool))
+        parts, _ = ndi.label(drawn)
+        own = np.unique(parts[box_layout(candidates == n + 1) & (parts > 0)])
+        soma = np.isin(parts, own[own > 0])
+        if not (soma & box_layout(fov_edge)).any():   # a candidate near the edge but not cut by it: its own crop
+            continue
+        if min_agreement > 0 and fov_soma is not None and box_layout(fov_soma)[soma].mean() < min_agreement:
+            continue
+        region = ndi.binary_dilation(soma, iterations=2)
+        target = out[n][:, vy, vx]
+        target[:, region] = centred[j][:, uy, ux][:, region]
     return out
 
 

@@ -98,6 +98,9 @@ class CellRules:
     border_centred_crops : bool
         A candidate whose box the FOV's edge moved is also seen on a crop centred on it, the FOV mirrored beyond
         the edge (:data:`astro3s.inference.cells.BORDER_CENTRED_CROPS`; off by default).
+    border_centred_agreement : float
+        With ``border_centred_crops``, a centred crop is used only where the whole-FOV pass calls at least this
+        fraction of its soma pixels soma too (:data:`astro3s.inference.cells.BORDER_CENTRED_AGREEMENT`; 0: always).
     """
 
     soma_reach: float = grow.SOMA_REACH
@@ -122,6 +125,7 @@ class CellRules:
     min_added_area: float = cells.MIN_ADDED_RELATIVE_AREA
     large_soma_ratio: float = cells.LARGE_SOMA_RATIO
     border_centred_crops: bool = cells.BORDER_CENTRED_CROPS
+    border_centred_agreement: float = cells.BORDER_CENTRED_AGREEMENT
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -148,6 +152,10 @@ class CellRules:
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"rules.{name}={getattr(self, name)!r} must be in (0, 1] (a fraction of the fitted "
                                   f"range's lower end). Fix: e.g. rules.{name}={getattr(cells, name.upper())}.")
+        if not self.border_centred_agreement <= 1:
+            raise ConfigError(f"rules.border_centred_agreement={self.border_centred_agreement!r} must be in [0, 1] (a "
+                              f"fraction of a soma's pixels). Fix: e.g. rules.border_centred_agreement="
+                              f"{cells.BORDER_CENTRED_AGREEMENT}.")
         if not self.wide_dominance > 0:
             raise ConfigError(f"rules.wide_dominance={self.wide_dominance!r} must be > 0 (inf turns the rule off). "
                               f"Fix: e.g. rules.wide_dominance={scale.WIDE_DOMINANCE}.")

@@ -31,7 +31,8 @@ __all__ = ["adapt_soma_scale", "binned_preprocess", "estimate_soma_area_range", 
 def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize: str = "mean",
                          batch_size: int = 32, device: str | None = None, amp: bool = True,
                          tiling: Any = None, fov_probs: Any = None, zoom: float = 1.0,
-                         timings: dict[str, float] | None = None, border_centred_crops: bool = False) -> Any:
+                         timings: dict[str, float] | None = None, border_centred_crops: bool = False,
+                         border_centred_agreement: float = 0.0) -> Any:
     """Segment one pre-processed FOV into cells.
 
     Parameters
@@ -66,6 +67,9 @@ def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize
         At ``zoom`` 1, the candidates whose box the FOV's edge moved are also seen on a crop centred on
         them, the FOV mirrored beyond the edge (:func:`astro3s.inference.network.with_border_centred_predictions`;
         ``CellRules.border_centred_crops``).
+    border_centred_agreement : float
+        A centred crop is used only where the whole-FOV pass calls at least this fraction of its soma pixels
+        soma too (``CellRules.border_centred_agreement``; 0: always).
 
     Returns
     -------
@@ -86,13 +90,14 @@ def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize
     t0 = time.perf_counter()
     crop_probs, crop_boxes = predict_crops_zoomed(model, pre, zoom, normalize=normalize, batch_size=batch_size,
                                                   device=device, amp=amp)
+    if fov_probs is None:
+        fov_probs = predict_fov(model, pre, normalize=normalize, tiling=tiling, device=device, amp=amp, zoom=zoom)
     if border_centred_crops and zoom <= 1.0:
         from astro3s.inference.network import with_border_centred_predictions
 
         crop_probs = with_border_centred_predictions(model, pre, crop_probs, normalize=normalize,
-                                                     batch_size=batch_size, device=device, amp=amp)
-    if fov_probs is None:
-        fov_probs = predict_fov(model, pre, normalize=normalize, tiling=tiling, device=device, amp=amp, zoom=zoom)
+                                                     batch_size=batch_size, device=device, amp=amp,
+                                                     fov_probs=fov_probs, min_agreement=border_centred_agreement)
     t1 = time.perf_counter()
     seg = combine_cells(crop_probs, crop_boxes, fov_probs, params=params)
     if params.max_relative_blur is not None and getattr(pre, "median_image", None) is not None:
