@@ -266,6 +266,9 @@ RULE_FLAGS = {
         ("astro3s.inference.cells.BORDER_CENTRED_AGREEMENT: with border_centred_crops, a centred crop is used only "
          "where the whole-FOV pass calls at least this fraction of its soma pixels soma too (default: its value, "
          "0.5; 0: always)"),
+    "border_cut_cells":
+        ("astro3s.inference.cells.BORDER_CUT_CELLS: a soma the FOV's edge cuts that only a crop centred on its "
+         "candidate draws becomes a cell when it stands out like the FOV's cells (default: its value, 0)"),
     "small_soma_slack":
         ("astro3s.inference.cells.SMALL_SOMA_SLACK: lower end of the soma-size filter of a FOV at its own scale, "
          "x the fitted range's (default: its value, 0.8; 1 as before 2026-12-04)"),

@@ -17,19 +17,20 @@ class _Pre:
     candidates: np.ndarray
     enhanced: np.ndarray
     params: SimpleNamespace
+    median_image: np.ndarray | None = None
 
 
-def _scene():
+def _scene(row: int = 3):
     # a 128x128 FOV, a soma cut by the top edge (centre row 3) and one inside; boxes of 86 px as the
     # pipeline makes them, the first moved down to row 0, crops = enhanced x mask padded to 96
     from astro3s.preprocess import crop_offsets, extract_crops
     from astro3s.preprocess.local_filter import candidate_boxes, candidate_centres
 
     yy, xx = np.mgrid[:128, :128]
-    enhanced = (0.1 + np.exp(-((yy - 3) ** 2 + (xx - 64) ** 2) / 60.0)
+    enhanced = (0.1 + np.exp(-((yy - row) ** 2 + (xx - 64) ** 2) / 60.0)
                 + np.exp(-((yy - 70) ** 2 + (xx - 60) ** 2) / 60.0)).astype(np.float32)
     candidates = np.zeros((128, 128), np.int32)
-    candidates[np.hypot(yy - 3, xx - 64) < 6] = 1
+    candidates[np.hypot(yy - row, xx - 64) < 6] = 1
     candidates[np.hypot(yy - 70, xx - 60) < 6] = 2
     boxes = candidate_boxes(candidate_centres(candidates), (128, 128), 86)
     masks = np.ones((2, 86, 86), np.float32)
@@ -38,7 +39,7 @@ def _scene():
     crop_masks = extract_crops(np.ones_like(enhanced), boxes, masks, crop_size=96) > 0
     assert crop_offsets(boxes, 96).tolist() == [[5, 5], [5, 5]]
     return _Pre(crop_boxes=boxes, crops=crops, crop_masks=crop_masks, candidates=candidates,
-                enhanced=enhanced, params=SimpleNamespace(crop_size=96))
+                enhanced=enhanced, params=SimpleNamespace(crop_size=96), median_image=enhanced)
 
 
 def test_a_moved_box_gets_a_crop_centred_on_its_candidate_the_fov_mirrored() -> None:
@@ -117,21 +118,8 @@ def test_agreement_with_the_whole_fov_pass_gates_the_centred_crop() -> None:
 def test_a_moved_box_whose_soma_the_edge_does_not_cut_keeps_its_own_crop() -> None:
     from astro3s.inference import load_inference_model
     from astro3s.inference.network import border_centred_crops, predict_crops, with_border_centred_predictions
-    from astro3s.preprocess import extract_crops
-    from astro3s.preprocess.local_filter import candidate_boxes, candidate_centres
 
-    pre = _scene()
-    yy, xx = np.mgrid[:128, :128]                     # the first soma 16 rows inside: its box still moves
-    enhanced = (0.1 + np.exp(-((yy - 16) ** 2 + (xx - 64) ** 2) / 60.0)
-                + np.exp(-((yy - 70) ** 2 + (xx - 60) ** 2) / 60.0)).astype(np.float32)
-    candidates = np.zeros((128, 128), np.int32)
-    candidates[np.hypot(yy - 16, xx - 64) < 6] = 1
-    candidates[np.hypot(yy - 70, xx - 60) < 6] = 2
-    boxes = candidate_boxes(candidate_centres(candidates), (128, 128), 86)
-    masks = np.ones((2, 86, 86), np.float32)
-    pre = dataclasses.replace(pre, enhanced=enhanced, candidates=candidates, crop_boxes=boxes,
-                              crops=extract_crops(enhanced, boxes, masks, crop_size=96),
-                              crop_masks=extract_crops(np.ones_like(enhanced), boxes, masks, crop_size=96) > 0)
+    pre = _scene(row=16)                              # the first soma 16 rows inside: its box still moves
     assert border_centred_crops(pre)[0].tolist() == [0]
     model, _ = load_inference_model("default", device="cpu")
     probs = predict_crops(model, pre)
@@ -149,3 +137,40 @@ def test_no_moved_box_no_change() -> None:
     assert border_centred_crops(inner)[0].size == 0
     own = predict_crops(model, inner)
     assert with_border_centred_predictions(model, inner, own) is own     # nothing moved: the same array
+
+
+def _inner_cell_only(pre):
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+
+    yy, xx = np.mgrid[:128, :128]
+    soma = (np.hypot(yy - 70, xx - 60) < 6).astype(np.uint16)
+    return _segmentation(soma, np.zeros_like(soma), 1, CombineParams(soma_area_range=(89, 345)), {})
+
+
+def test_a_cut_soma_only_the_centred_crop_draws_becomes_a_cell() -> None:
+    import astro3s.inference.cells as cells
+    from astro3s.inference import load_inference_model
+    from astro3s.inference.cells import add_border_cut_cells
+    from astro3s.inference.network import EDGE_BAND
+
+    pre = _scene()
+    model, options = load_inference_model("default", device="cpu")
+    seg = _inner_cell_only(pre)
+    added = add_border_cut_cells(seg, pre, model, options, min_area=20)
+    assert added.n_cells == 2 and added.counts["border_cut_added"] == 1
+    np.testing.assert_array_equal(added.soma == 1, seg.soma == 1)          # the cell found before unchanged
+    new = added.soma == 2
+    assert new[:EDGE_BAND].any() and new.sum() > 30                          # the cut soma, at the top edge
+    assert np.hypot(*(np.argwhere(new).mean(axis=0) - (3, 64))) < 6
+    assert not (added.processes == 2).any()                                  # a cell without processes
+    # too small, or not standing out like the FOV's cells: nothing added
+    assert add_border_cut_cells(seg, pre, model, options, min_area=10_000).n_cells == 1
+    level = cells.BORDER_CUT_CONTRAST
+    try:
+        cells.BORDER_CUT_CONTRAST = 100.0
+        assert add_border_cut_cells(seg, pre, model, options, min_area=20).n_cells == 1
+    finally:
+        cells.BORDER_CUT_CONTRAST = level
+    # a soma already found there: not added twice
+    assert add_border_cut_cells(added, pre, model, options, min_area=20).n_cells == 2

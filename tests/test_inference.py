@@ -642,3 +642,19 @@ def test_evaluate_model_names_the_family_it_scored_and_drops_fast_event_cells_by
     finally:
         module.evaluate = original
     assert parser_defaults == [True, False, True]
+
+
+def test_the_border_cut_cells_rule_runs_only_when_set(tiny_movie: Path, record_calls) -> None:
+    from astro3s.inference import cells, load_inference_model
+    from astro3s.io import read_movie
+    from astro3s.preprocess import preprocess
+
+    model, options = load_inference_model("default", device="cpu")
+    pre = preprocess(read_movie(tiny_movie), options.preprocess, progress=False)
+    calls = record_calls(cells, "add_border_cut_cells")
+    _, off, _ = cells.segment_movie(pre, model, options)
+    assert not options.rules.border_cut_cells and calls == [] and "border_cut_added" not in off.counts
+    _, on, info = cells.segment_movie(pre, model, dataclasses.replace(options, rules={"border_cut_cells": True}))
+    assert len(calls) == 1
+    # the soma-size filter's lower end, halved (the edge cuts the soma)
+    assert calls[0][1]["min_area"] == pytest.approx(0.5 * info["size_filter_range"][0])

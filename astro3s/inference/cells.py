@@ -215,6 +215,17 @@ BORDER_CENTRED_CROPS = False
 # once); 0 uses every centred crop, as the first form did
 BORDER_CENTRED_AGREEMENT = 0.5
 
+# a candidate the FOV's edge cuts whose soma the centred, mirrored crop draws but neither network pass on the FOV
+# itself does (the combination keeps a crop's soma only where the whole-FOV pass confirms it) becomes a cell when
+# its soma stands out of its surround at least BORDER_CUT_CONTRAST times the FOV's cells' median
+# (add_border_cut_cells). Never-seen 224-227: the 7 cells its `border`, `short` and `faint` members miss all lie
+# within 10 px of the FOV's edge. Screened on 297 FOVs: +8 true / +5 false cells (never-seen 224-227 +2 / 0,
+# cross-check 32-39 +6 / +4); on the fresh cross-check draw 40-43 +4 true, one true lost and +5 false
+# (`neuropil` 0.986 -> 0.917), on never-seen 228-231 +1 true: an option, off (2026-12-06, seventh session;
+# heldout_ablation.md)
+BORDER_CUT_CELLS = False
+BORDER_CUT_CONTRAST = 0.65
+
 # a binned FOV's cell whose soma stands out of its surround less than this fraction of the FOV's clearest soma
 # goes (drop_faint_cells); 0 turns it off. Chosen 2026-12-06 (fourth session) on 95 binned FOVs (cross-check
 # `zoom` 0-27, the layouts' second D2 draw, held-out `giant` 164-199): the cells drawn in dim fibre texture
@@ -258,6 +269,71 @@ def drop_faint_cells(seg: Any, image: np.ndarray, *, min_relative_contrast: floa
         return seg
     drop = ~(contrast >= level * clearest) & (np.asarray(seg.soma_area) > 0)
     return remove_cells(seg, drop, count_key="faint_removed")
+
+
+def add_border_cut_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *,
+                         min_area: float) -> Any:
+    """``seg`` with a cell for each soma the FOV's edge cuts that only a crop centred on it shows.
+
+    Each candidate whose crop box the FOV's edge moved is seen on a crop
+    centred on it, the FOV mirrored beyond the edge
+    (:func:`astro3s.inference.network.border_centred_crops`); the soma that
+    crop draws on the candidate, when the edge cuts it
+    (:func:`astro3s.inference.network.cut_candidate_somata`), touches no soma
+    of ``seg``, covers at least ``min_area`` px and stands out of its
+    surround (:func:`astro3s.postprocess.sharpness.soma_edges` on
+    ``pre.median_image``) at least :data:`BORDER_CUT_CONTRAST` times the
+    median of ``seg``'s cells, becomes a cell without processes.
+    ``counts["border_cut_added"]`` says how many.
+
+    Parameters
+    ----------
+    seg : Segmentation
+        The FOV's cells, at its own pixels.
+    pre : Preprocessed
+        The FOV's pre-processing (``crop_boxes``, ``candidates``, ``median_image``).
+    model : SegmentationModule or SegmentationNetwork
+    options : InferenceOptions
+    min_area : float
+        Least soma area, px (the size filter's lower end halved: the edge cuts the soma).
+
+    Returns
+    -------
+    Segmentation
+    """
+    from astro3s.inference.network import border_centred_crops, cut_candidate_somata, predict_crops
+    from astro3s.postprocess import add_missing_cells
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.postprocess.sharpness import soma_edges
+
+    image = getattr(pre, "median_image", None)
+    if seg.n_cells == 0 or image is None or np.shape(image) != seg.soma.shape:
+        return seg
+    index, crops, shift = border_centred_crops(pre)
+    if index.size == 0:
+        return seg
+    centred = predict_crops(model, dataclasses.replace(pre, crops=crops), normalize=options.normalize,
+                            batch_size=options.batch_size, device=options.device, amp=options.amp)
+    labels = np.zeros(seg.soma.shape, np.int32)
+    for soma in cut_candidate_somata(pre, centred, index, shift):  # a few per FOV
+        if soma is None or soma.sum() < min_area or (seg.soma[soma] > 0).any() or (labels[soma] > 0).any():
+            continue
+        labels[soma] = labels.max() + 1
+    n = int(labels.max())
+    if n == 0:
+        return seg
+    reference, _ = soma_edges(image, seg.soma)
+    contrast, _ = soma_edges(image, labels)
+    level = BORDER_CUT_CONTRAST * np.nanmedian(reference) if np.isfinite(reference).any() else np.inf
+    kept = np.flatnonzero(contrast >= level) + 1
+    if kept.size == 0:
+        return dataclasses.replace(seg, counts={**seg.counts, "border_cut_added": 0})
+    new_id = np.zeros(n + 1, np.int32)
+    new_id[kept] = np.arange(1, kept.size + 1)
+    found = _segmentation(new_id[labels], np.zeros_like(labels), int(kept.size), seg.params, {})
+    merged = add_missing_cells(seg, found)
+    return dataclasses.replace(merged, counts={**seg.counts, "cells": merged.n_cells,
+                                               "border_cut_added": merged.n_cells - seg.n_cells})
 
 
 def drop_border_slivers(seg: Any, *, min_ratio: float | None = None) -> Any:
@@ -905,6 +981,9 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
                                zoom=scale_info.get("zoom", 1.0), timings=timings,
                                border_centred_crops=rules.border_centred_crops,
                                border_centred_agreement=rules.border_centred_agreement)
+    if allow_binning and rules.border_cut_cells and scale_info.get("zoom", 1.0) == 1.0:
+        lo = combine_params.soma_area_range[0] if combine_params.soma_area_range else 0.0
+        seg = add_border_cut_cells(seg, pre, model, options, min_area=0.5 * float(lo))
     if allow_binning and options.soma_scale == "auto" and options.large_soma_pass:
         if crowded and not rules.large_pass_on_crowded:
             seg = dataclasses.replace(seg, counts={**seg.counts, "large_pass_skipped_crowded": 1})

@@ -25,8 +25,8 @@ from astro3s.models.classes import BACKGROUND, NUM_CLASSES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TilingParams", "border_centred_crops", "flip_averaged", "predict_crops", "predict_crops_zoomed",
-           "predict_fov", "tile_boxes", "with_border_centred_predictions"]
+__all__ = ["TilingParams", "border_centred_crops", "cut_candidate_somata", "flip_averaged", "predict_crops",
+           "predict_crops_zoomed", "predict_fov", "tile_boxes", "with_border_centred_predictions"]
 
 #: the mirror images of a flip-averaged pass, as tensor dims of ``(N, C, H, W)``, by number of views
 FLIP_VIEWS = {1: [()], 2: [(), (3,)], 4: [(), (3,), (2,), (2, 3)]}
@@ -314,25 +314,71 @@ def border_centred_crops(pre: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return moved.astype(np.int64), crops, shift[moved]
 
 
+def cut_candidate_somata(pre: Any, centred: np.ndarray, index: np.ndarray,
+                         shift: np.ndarray) -> list[np.ndarray | None]:
+    """The soma that each centred crop draws on its candidate, in FOV pixels, when the FOV's edge cuts it.
+
+    Parameters
+    ----------
+    pre : Preprocessed
+        Uses ``crop_boxes`` and ``candidates`` (one label per box, the boxes' order).
+    centred : ndarray of float, shape (K, 3, S, S)
+        The network's probabilities on the crops of :func:`border_centred_crops`.
+    index, shift : ndarray
+        As :func:`border_centred_crops` returns them.
+
+    Returns
+    -------
+    list of (ndarray of bool, shape (H, W)) or None
+        Per centred crop: its connected soma pixels (argmax) that meet the candidate's label, inside the
+        box's FOV pixels, when they come within :data:`EDGE_BAND` px of the FOV's edge; None when the
+        crop draws no soma on the candidate or the edge does not cut it (its box merely moved).
+    """
+    from scipy import ndimage as ndi
+
+    from astro3s.models.classes import SOMA
+    from astro3s.preprocess import crop_offsets
+
+    boxes = np.asarray(pre.crop_boxes, dtype=np.int64).reshape(-1, 4)
+    candidates = np.asarray(pre.candidates)
+    height, width = candidates.shape
+    size = int(np.asarray(centred).shape[-1])
+    offsets = crop_offsets(boxes, size)
+    rim = np.ones((height, width), bool)
+    rim[EDGE_BAND:-EDGE_BAND, EDGE_BAND:-EDGE_BAND] = False
+    out: list[np.ndarray | None] = []
+    for j, n in enumerate(index):  # loop over the moved boxes (a few per FOV)
+        (y0, x0, y1, x1), (oy, ox), (dy, dx) = boxes[n], offsets[n], shift[j]
+        # centred pixel (u, v) is the box crop's (u + dy, v + dx), FOV pixel (y0 - oy + u + dy, x0 - ox + v + dx)
+        u, v = np.nonzero(centred[j].argmax(axis=0) == SOMA)
+        fy, fx = y0 - oy + u + dy, x0 - ox + v + dx
+        inside = (fy >= y0) & (fy < y1) & (fx >= x0) & (fx < x1)
+        drawn = np.zeros((height, width), bool)
+        drawn[fy[inside], fx[inside]] = True
+        parts, _ = ndi.label(drawn)
+        own = np.unique(parts[(candidates == n + 1) & (parts > 0)])
+        soma = np.isin(parts, own[own > 0]) if own.size else None
+        out.append(soma if soma is not None and (soma & rim).any() else None)
+    return out
+
+
 def with_border_centred_predictions(model: Any, pre: Any, crop_probs: np.ndarray, *, normalize: str = "mean",
                                     batch_size: int = 32, device: str | None = None, amp: bool = True,
                                     fov_probs: np.ndarray | None = None, min_agreement: float = 0.0) -> np.ndarray:
     """``crop_probs`` (of :func:`predict_crops`) with each cut candidate's soma taken from its centred crop.
 
-    For each box of :func:`border_centred_crops`, the soma that the network
-    draws on the centred crop over the box's candidate (its connected soma
-    pixels that meet the candidate's label), with a 2-px rim, replaces the
-    box's own probabilities there, when that soma comes within
-    :data:`EDGE_BAND` px of the FOV's edge (a candidate the edge does not
-    cut keeps its own crop, whose box merely moved). Every other pixel of
-    the box, the other cells it holds among them, keeps the box's own.
+    For each box of :func:`border_centred_crops` whose candidate the FOV's
+    edge cuts (:func:`cut_candidate_somata`), the centred crop's
+    probabilities replace the box's own on that soma and a 2-px rim around
+    it (a candidate the edge does not cut keeps its own crop, whose box
+    merely moved). Every other pixel of the box, the other cells it holds
+    among them, keeps the box's own.
 
     Parameters
     ----------
     fov_probs : ndarray of float, shape (3, H, W), optional
         The whole-FOV pass. With ``min_agreement > 0`` a centred crop is used only where the whole-FOV
-        pass calls at least that fraction of the centred crop's soma pixels (inside the FOV) soma too;
-        a centred crop that draws no soma pixel inside the FOV is not used.
+        pass calls at least that fraction of its soma pixels soma too.
     min_agreement : float
         0 uses every centred crop.
 
@@ -354,37 +400,21 @@ def with_border_centred_predictions(model: Any, pre: Any, crop_probs: np.ndarray
     boxes = np.asarray(pre.crop_boxes, dtype=np.int64).reshape(-1, 4)
     size = crop_probs.shape[-1]
     offsets = crop_offsets(boxes, size)
-    candidates = np.asarray(pre.candidates)
     fov_soma = np.asarray(fov_probs).argmax(axis=0) == SOMA if fov_probs is not None else None
-    fov_edge = np.ones(candidates.shape, bool)
-    fov_edge[EDGE_BAND:-EDGE_BAND, EDGE_BAND:-EDGE_BAND] = False
     out = np.array(crop_probs, copy=True)
-    for j, n in enumerate(index):  # loop over the moved boxes
-        dy, dx = (int(v) for v in shift[j])
-        # centred pixel u is the box crop's u + dy: the overlap of [0, size) with [-dy, size - dy)
-        uy, ux = slice(max(0, -dy), min(size, size - dy)), slice(max(0, -dx), min(size, size - dx))
-        vy, vx = slice(uy.start + dy, uy.stop + dy), slice(ux.start + dx, ux.stop + dx)
-        (y0, x0, y1, x1), (oy, ox) = boxes[n], offsets[n]
-        h, w = y1 - y0, x1 - x0
-
-        def box_layout(image: np.ndarray) -> np.ndarray:   # FOV pixels of the box in its crop's layout
-            laid = np.zeros((size, size), bool)
-            laid[oy:oy + h, ox:ox + w] = image[y0:y1, x0:x1]
-            return laid[vy, vx]
-
-        # only the soma the centred crop draws on the candidate itself (and a rim for its edge) is taken,
-        # so that the other cells of the box keep their own crop's probabilities
-        drawn = (centred[j][:, uy, ux].argmax(axis=0) == SOMA) & box_layout(np.ones(candidates.shape, bool))
-        parts, _ = ndi.label(drawn)
-        own = np.unique(parts[box_layout(candidates == n + 1) & (parts > 0)])
-        soma = np.isin(parts, own[own > 0])
-        if not (soma & box_layout(fov_edge)).any():   # a candidate near the edge but not cut by it: its own crop
+    for j, (n, soma) in enumerate(zip(index, cut_candidate_somata(pre, centred, index, shift))):
+        if soma is None:
             continue
-        if min_agreement > 0 and fov_soma is not None and box_layout(fov_soma)[soma].mean() < min_agreement:
+        if min_agreement > 0 and fov_soma is not None and fov_soma[soma].mean() < min_agreement:
             continue
-        region = ndi.binary_dilation(soma, iterations=2)
-        target = out[n][:, vy, vx]
-        target[:, region] = centred[j][:, uy, ux][:, region]
+        (y0, x0, y1, x1), (oy, ox), (dy, dx) = boxes[n], offsets[n], shift[j]
+        region = np.zeros_like(soma)
+        region[y0:y1, x0:x1] = ndi.binary_dilation(soma, iterations=2)[y0:y1, x0:x1]
+        fy, fx = np.nonzero(region)
+        by, bx = fy - y0 + oy, fx - x0 + ox            # the box crop's pixels
+        cy, cx = by - dy, bx - dx                      # the centred crop's
+        ok = (cy >= 0) & (cy < size) & (cx >= 0) & (cx < size)
+        out[n][:, by[ok], bx[ok]] = centred[j][:, cy[ok], cx[ok]]
     return out
 
 

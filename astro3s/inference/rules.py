@@ -101,6 +101,9 @@ class CellRules:
     border_centred_agreement : float
         With ``border_centred_crops``, a centred crop is used only where the whole-FOV pass calls at least this
         fraction of its soma pixels soma too (:data:`astro3s.inference.cells.BORDER_CENTRED_AGREEMENT`; 0: always).
+    border_cut_cells : bool
+        A soma the FOV's edge cuts that only a crop centred on its candidate draws becomes a cell when it stands
+        out like the FOV's cells (:data:`astro3s.inference.cells.BORDER_CUT_CELLS`; off by default).
     """
 
     soma_reach: float = grow.SOMA_REACH
@@ -126,6 +129,7 @@ class CellRules:
     large_soma_ratio: float = cells.LARGE_SOMA_RATIO
     border_centred_crops: bool = cells.BORDER_CENTRED_CROPS
     border_centred_agreement: float = cells.BORDER_CENTRED_AGREEMENT
+    border_cut_cells: bool = cells.BORDER_CUT_CELLS
 
     def __post_init__(self) -> None:
         for spec in fields(self):
