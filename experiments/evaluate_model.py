@@ -269,6 +269,9 @@ RULE_FLAGS = {
     "border_cut_cells":
         ("astro3s.inference.cells.BORDER_CUT_CELLS: a soma the FOV's edge cuts that only a crop centred on its "
          "candidate draws becomes a cell when it stands out like the FOV's cells (default: its value, 0)"),
+    "faint_own_scale_contrast":
+        ("astro3s.inference.cells.FAINT_OWN_SCALE_CONTRAST: a cell of a FOV at its own scale whose soma stands "
+         "out less than this x the FOV's median soma goes (default: its value, 0: off)"),
     "small_soma_slack":
         ("astro3s.inference.cells.SMALL_SOMA_SLACK: lower end of the soma-size filter of a FOV at its own scale, "
          "x the fitted range's (default: its value, 0.8; 1 as before 2026-12-04)"),

@@ -226,3 +226,32 @@ def test_a_binned_fov_loses_its_cells_far_fainter_than_its_clearest_soma() -> No
     assert drop_faint_cells(seg, image.astype(np.float32), min_relative_contrast=0.5).n_cells == 1
     one = _segmentation((soma == 3).astype(np.int32), np.zeros_like(soma), 1, CombineParams(), {"cells": 1})
     assert drop_faint_cells(one, image.astype(np.float32)) is one
+
+
+def test_at_a_fovs_own_scale_the_faint_rule_can_read_contrast_against_the_median_soma() -> None:
+    # the option of 2026-12-06 (seventh session): relative to the FOV's median soma, not its clearest
+    from scipy import ndimage
+
+    from astro3s.inference.cells import drop_faint_cells
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+
+    yy, xx = np.mgrid[:200, :300]
+    centres = ((50, 50), (50, 150), (50, 250), (150, 100), (150, 200))
+    discs = [np.hypot(yy - y, xx - x) < 15 for y, x in centres]
+    image = np.full((200, 300), 10.0)
+    for disc, height in zip(discs, (200, 40, 40, 40, 8)):   # one very clear soma, three alike, one faint
+        image += height * ndimage.gaussian_filter(disc.astype(float), 1.5)
+    soma = np.zeros((200, 300), np.int32)
+    for k, disc in enumerate(discs, start=1):
+        soma[disc] = k
+    seg = _segmentation(soma, np.zeros_like(soma), 5, CombineParams(), {"cells": 5})
+    image = image.astype(np.float32)
+    # against the clearest (200) the alike cells read 0.2 and go with the faint one at 0.25; against the
+    # median (40) only the faint one (0.2) goes
+    assert drop_faint_cells(seg, image, min_relative_contrast=0.25).n_cells == 1
+    out = drop_faint_cells(seg, image, min_relative_contrast=0.25, reference="median")
+    assert out.n_cells == 4 and out.counts["faint_removed"] == 1
+    np.testing.assert_array_equal(out.soma > 0, soma.astype(bool) & ~discs[4])
+    with pytest.raises(ValueError, match="reference"):
+        drop_faint_cells(seg, image, min_relative_contrast=0.25, reference="mean")
