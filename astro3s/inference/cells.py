@@ -281,10 +281,10 @@ def drop_faint_cells(seg: Any, image: np.ndarray, *, min_relative_contrast: floa
         raise ValueError(f"reference must be 'clearest' or 'median', got {reference!r}")
     contrast, _ = soma_edges(image, seg.soma)
     reduce = np.nanmax if reference == "clearest" else np.nanmedian
-    clearest = reduce(contrast) if np.isfinite(contrast).any() else np.nan
-    if not clearest > 0:
+    reference_contrast = reduce(contrast) if np.isfinite(contrast).any() else np.nan
+    if not reference_contrast > 0:
         return seg
-    drop = ~(contrast >= level * clearest) & (np.asarray(seg.soma_area) > 0)
+    drop = ~(contrast >= level * reference_contrast) & (np.asarray(seg.soma_area) > 0)
     return remove_cells(seg, drop, count_key="faint_removed")
 
 
@@ -1028,7 +1028,7 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         seg = add_active_view_cells(seg, pre, model, options, timings=timings, name=name)
     if options.correlation_view:
         seg = add_correlation_view_cells(seg, pre, model, options, timings=timings, name=name)
-    if rules.faint_own_scale_contrast > 0 and median_image is not None and median_image.shape == seg.soma.shape:
+    if rules.faint_own_scale_contrast > 0 and median_image is not None:  # (it checks the image's shape)
         seg = drop_faint_cells(seg, median_image, min_relative_contrast=rules.faint_own_scale_contrast,
                                reference="median")
     return pre, _final_cells(seg, pre, options), scale_info
