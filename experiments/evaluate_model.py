@@ -269,6 +269,10 @@ RULE_FLAGS = {
     "border_cut_cells":
         ("astro3s.inference.cells.BORDER_CUT_CELLS: a soma the FOV's edge cuts that only a crop centred on its "
          "candidate draws becomes a cell when it stands out like the FOV's cells (default: its value, 0)"),
+    "edge_fov_cells":
+        ("astro3s.inference.cells.EDGE_FOV_CELLS: a soma the FOV's edge cuts that the whole-FOV pass draws on the "
+         "FOV extended by its mirror image, and that no cell holds, becomes a cell when it stands out like the FOV's "
+         "cells (default: its value, 1; 0 as before 2026-12-06, eighth session)"),
     "faint_own_scale_contrast":
         ("astro3s.inference.cells.FAINT_OWN_SCALE_CONTRAST: a cell of a FOV at its own scale whose soma stands "
          "out less than this x the FOV's median soma goes (default: its value, 0: off)"),

@@ -445,8 +445,20 @@ def tile_boxes(shape: tuple[int, int], *, tile: int, overlap: int) -> np.ndarray
     return np.array([(y, x, y + th, x + tw) for y in ys for x in xs], dtype=np.int64)
 
 
+def _zoomed_shape(shape: tuple[int, ...], zoom: float) -> tuple[int, int]:
+    """The shape of a ``shape`` map resampled ``zoom`` times larger (as :func:`predict_fov` resamples it)."""
+    return max(1, int(round(shape[0] * zoom))), max(1, int(round(shape[1] * zoom)))
+
+
+def _zoomed_pixels(shape: tuple[int, ...], zoom: float) -> int:
+    """Pixels of a ``shape`` map resampled ``zoom`` times larger."""
+    height, width = _zoomed_shape(shape, zoom)
+    return height * width
+
+
 def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", tiling: TilingParams | None = None,
-                batch_size: int = 4, device: str | None = None, amp: bool = True, zoom: float = 1.0) -> np.ndarray:
+                batch_size: int = 4, device: str | None = None, amp: bool = True, zoom: float = 1.0,
+                mirror: int = 0) -> np.ndarray:
     """Class probabilities of the whole-FOV pass, tiled when the FOV is large.
 
     Parameters
@@ -468,17 +480,34 @@ def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", tiling: Tiling
         The map is resampled (bilinear) ``zoom`` times larger before the pass,
         and the probabilities back to ``(H, W)`` (see :func:`predict_crops_zoomed`);
         ``tiling.max_fov_pixels`` applies to the enlarged map.
+    mirror : int
+        The map is extended by its mirror image (``numpy.pad(mode="symmetric")``) this many px
+        beyond each edge before the pass (before any zoom), and the probabilities cut back to
+        ``(H, W)``: a soma the FOV's edge cuts then looks whole to the network (0: as it is). A map
+        that ``tiling`` runs in one pass still runs in one pass with its mirror image.
 
     Returns
     -------
     fov_probs : ndarray of float32, shape (3, H, W)
         Softmax; background ``(0, 0, 1)`` nowhere forced (the network decides).
     """
+    if mirror > 0:
+        fov = np.asarray(pre.fov_map, dtype=np.float32)
+        pad = min(int(mirror), *fov.shape)  # symmetric padding wider than the map would repeat it
+        extended = np.pad(fov, pad, mode="symmetric")
+        tiling = tiling or TilingParams()
+        if _zoomed_pixels(fov.shape, zoom) <= tiling.max_fov_pixels:
+            # tiles cost ~2.7x one pass on a 512-px FOV (their overlaps) and read its edges differently
+            tiling = dataclasses.replace(tiling, max_fov_pixels=max(int(tiling.max_fov_pixels),
+                                                                    _zoomed_pixels(extended.shape, zoom)))
+        probs = predict_fov(model, dataclasses.replace(pre, fov_map=extended), normalize=normalize,
+                            tiling=tiling, batch_size=batch_size, device=device, amp=amp, zoom=zoom)
+        return np.ascontiguousarray(probs[:, pad:pad + fov.shape[0], pad:pad + fov.shape[1]])
     if zoom != 1.0:
         from skimage.transform import resize
 
         fov = np.asarray(pre.fov_map, dtype=np.float32)
-        shape = (max(1, int(round(fov.shape[0] * zoom))), max(1, int(round(fov.shape[1] * zoom))))
+        shape = _zoomed_shape(fov.shape, zoom)
         big = resize(fov, shape, order=1, preserve_range=True, anti_aliasing=zoom < 1).astype(np.float32)
         probs = predict_fov(model, dataclasses.replace(pre, fov_map=big), normalize=normalize, tiling=tiling,
                             batch_size=batch_size, device=device, amp=amp)

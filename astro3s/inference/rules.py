@@ -104,6 +104,10 @@ class CellRules:
     border_cut_cells : bool
         A soma the FOV's edge cuts that only a crop centred on its candidate draws becomes a cell when it stands
         out like the FOV's cells (:data:`astro3s.inference.cells.BORDER_CUT_CELLS`; off by default).
+    edge_fov_cells : bool
+        A soma the FOV's edge cuts that the whole-FOV pass draws on the FOV extended by its mirror image, and that
+        no cell holds, becomes a cell when it stands out like the FOV's cells
+        (:data:`astro3s.inference.cells.EDGE_FOV_CELLS`; off before 2026-12-06, eighth session).
     faint_own_scale_contrast : float
         A cell of a FOV at its own scale whose soma stands out less than this fraction of the FOV's median soma
         goes (:data:`astro3s.inference.cells.FAINT_OWN_SCALE_CONTRAST`; 0, the default: off).
@@ -133,6 +137,7 @@ class CellRules:
     border_centred_crops: bool = cells.BORDER_CENTRED_CROPS
     border_centred_agreement: float = cells.BORDER_CENTRED_AGREEMENT
     border_cut_cells: bool = cells.BORDER_CUT_CELLS
+    edge_fov_cells: bool = cells.EDGE_FOV_CELLS
     faint_own_scale_contrast: float = cells.FAINT_OWN_SCALE_CONTRAST
 
     def __post_init__(self) -> None:
