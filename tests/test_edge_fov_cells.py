@@ -42,8 +42,13 @@ def test_the_mirrored_pass_sees_the_fov_extended_by_its_mirror_image() -> None:
     # far from the edges the padding changes nothing; at the edges it does
     np.testing.assert_allclose(mirrored[:, 10:30, 10:42], plain[:, 10:30, 10:42], atol=1e-6)
     assert np.abs(mirrored[:, 0] - plain[:, 0]).max() > 1e-3
-    # a mirror wider than the map is cut to the map's side (symmetric padding would repeat it)
+    # a mirror wider than the map is cut to the map's side on each axis (symmetric padding would repeat it)
     assert predict_fov(net, pre, normalize="none", device="cpu", mirror=500).shape == (3, 40, 52)
+    thin = np.random.default_rng(2).random((5, 60)).astype(np.float32)
+    on_thin = predict_fov(net, _Pre(fov_map=thin), normalize="none", device="cpu", mirror=12)
+    by_hand = predict_fov(net, _Pre(fov_map=np.pad(thin, ((5, 5), (12, 12)), mode="symmetric")), normalize="none",
+                          device="cpu")[:, 5:10, 12:72]
+    np.testing.assert_allclose(on_thin, by_hand, atol=1e-6)
 
 
 class _Shapes(_Blur):

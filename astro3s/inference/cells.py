@@ -379,7 +379,8 @@ def _with_standing_out_somata(seg: Any, image: np.ndarray, labels: np.ndarray, *
 # mirrored FOV. Whole pipeline, with and without (2026-12-06, eighth session; heldout_ablation.md): cross-check
 # 44-47 +2 true / +1 false cells (a cut cell that truth leaves out), never-seen 232-235 +2 / 0, the reported family
 # and the presets +2 / 0 (`d1_like` identical); 4 of 4 candidate somata under half a disc were truth's slivers, which
-# ASTRA's annotators do not draw. Cost: one more whole-FOV pass (the FOV + 2 x 32 px). False turns it off
+# ASTRA's annotators do not draw. Cost: one more whole-FOV pass (the FOV + max(32 px, a soma diameter) on each
+# side; +0.02 s on 256², +0.05 s on 512²). Not on binned FOVs (nor their own-scale pass). False turns it off
 EDGE_FOV_CELLS = True
 #: px of mirror image beyond each edge for add_edge_fov_cells' whole-FOV pass, at least; a soma diameter more
 #: where the FOV's somata are larger (the network then sees the whole cut soma and some surround)
@@ -1028,7 +1029,10 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     smallest somata; on crowded FOVs only, the whole-FOV out-of-focus rule
     also needs a soma edge wider in pixels,
     :attr:`astro3s.postprocess.CombineParams.min_pixel_widening`,
-    ``PIXEL_WIDENING_ON_SPARSE``); a FOV at its own scale is then also segmented binned
+    ``PIXEL_WIDENING_ON_SPARSE``); somata the FOV's edge cuts that the whole-FOV pass draws
+    on the FOV extended by its mirror image are added (:func:`add_edge_fov_cells`,
+    ``EDGE_FOV_CELLS``; with ``BORDER_CUT_CELLS``, off, those a crop centred on the candidate
+    draws, :func:`add_border_cut_cells`); a FOV at its own scale is then also segmented binned
     2x2 and that pass's large in-focus cells added where none was found
     (``options.large_soma_pass``, :func:`add_large_cells`: FOVs mixing soma
     sizes; not on crowded FOVs, ``LARGE_PASS_ON_CROWDED``, where

@@ -493,8 +493,9 @@ def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", tiling: Tiling
     """
     if mirror > 0:
         fov = np.asarray(pre.fov_map, dtype=np.float32)
-        pad = min(int(mirror), *fov.shape)  # symmetric padding wider than the map would repeat it
-        extended = np.pad(fov, pad, mode="symmetric")
+        # per axis no wider than the map (wider symmetric padding would repeat it)
+        pad_y, pad_x = min(int(mirror), fov.shape[0]), min(int(mirror), fov.shape[1])
+        extended = np.pad(fov, ((pad_y, pad_y), (pad_x, pad_x)), mode="symmetric")
         tiling = tiling or TilingParams()
         if _zoomed_pixels(fov.shape, zoom) <= tiling.max_fov_pixels:
             # tiles cost ~2.7x one pass on a 512-px FOV (their overlaps) and read its edges differently
@@ -502,7 +503,7 @@ def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", tiling: Tiling
                                                                     _zoomed_pixels(extended.shape, zoom)))
         probs = predict_fov(model, dataclasses.replace(pre, fov_map=extended), normalize=normalize,
                             tiling=tiling, batch_size=batch_size, device=device, amp=amp, zoom=zoom)
-        return np.ascontiguousarray(probs[:, pad:pad + fov.shape[0], pad:pad + fov.shape[1]])
+        return np.ascontiguousarray(probs[:, pad_y:pad_y + fov.shape[0], pad_x:pad_x + fov.shape[1]])
     if zoom != 1.0:
         from skimage.transform import resize
 

@@ -107,7 +107,7 @@ class CellRules:
     edge_fov_cells : bool
         A soma the FOV's edge cuts that the whole-FOV pass draws on the FOV extended by its mirror image, and that
         no cell holds, becomes a cell when it stands out like the FOV's cells
-        (:data:`astro3s.inference.cells.EDGE_FOV_CELLS`; off before 2026-12-06, eighth session).
+        (:data:`astro3s.inference.cells.EDGE_FOV_CELLS`; on by default, off before 2026-12-06, eighth session).
     faint_own_scale_contrast : float
         A cell of a FOV at its own scale whose soma stands out less than this fraction of the FOV's median soma
         goes (:data:`astro3s.inference.cells.FAINT_OWN_SCALE_CONTRAST`; 0, the default: off).
