@@ -126,8 +126,31 @@ def _pool(movies: list[dict], preds: list, gts: list) -> dict:
     return pooled
 
 
-def _score_group(model, options, folders: list[Path]) -> dict:
-    """Run inference on each movie folder's ``<name>.tif`` and score it; per-movie rows and pooled scores."""
+def save_segmentation(path: Path, seg, truth: tuple[np.ndarray, np.ndarray, np.ndarray], *, member: str,
+                      median_image: np.ndarray | None) -> None:
+    """Write one movie's segmentation and truth to ``path`` (``.npz``, written under a temporary name first).
+
+    Arrays: ``soma``, ``processes`` (uint16 labels), ``gt_soma``, ``gt_processes``, ``gt_thin`` and, when
+    given, ``median_image`` (float32); ``member``: the held-out member or preset. Read by
+    ``experiments/compare_segmentations.py``, which compares two runs without running the pipeline again.
+    """
+    from astro3s.io.atomic import atomic_path
+
+    soma, processes, thin = truth
+    arrays = {"soma": np.asarray(seg.soma, np.uint16), "processes": np.asarray(seg.processes, np.uint16),
+              "gt_soma": np.asarray(soma), "gt_processes": np.asarray(processes), "gt_thin": np.asarray(thin),
+              "member": np.array(member)}
+    if median_image is not None:
+        arrays["median_image"] = np.asarray(median_image, np.float32)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def _score_group(model, options, folders: list[Path], *, member: str = "", save_dir: Path | None = None) -> dict:
+    """Run inference on each movie folder's ``<name>.tif`` and score it; per-movie rows and pooled scores.
+
+    ``save_dir``: each movie's segmentation and truth also go to ``save_dir/<name>.npz`` (:func:`save_segmentation`).
+    """
     from astro3s.inference import segment_movie
     from astro3s.io import read_movie
     from astro3s.metrics import astra_scores
@@ -146,6 +169,9 @@ def _score_group(model, options, folders: list[Path]) -> dict:
             movie.close()
         seconds = time.perf_counter() - start
         soma, processes, thin = _read_truth(folder)
+        if save_dir is not None:
+            save_segmentation(Path(save_dir) / f"{folder.name}.npz", seg, (soma, processes, thin),
+                              member=member, median_image=getattr(pre, "median_image", None))
         scores = astra_scores(seg.soma, seg.processes, soma, processes).as_dict()
         scores["thin_process_f1"] = astra_scores(seg.soma, seg.processes, soma, thin).process_f1
         movies.append({"name": folder.name, "seconds": round(seconds, 2), "n_cells": seg.n_cells,
@@ -202,7 +228,8 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
              extend_processes: bool = True, scale_clahe_tiles: bool = True,
              max_process_ratio: float | None = MAX_PROCESS_RATIO, active_view: bool = False,
              correlation_view: bool = False, drop_fast_event_cells: bool = True,
-             min_pixel_widening: float | None = MIN_PIXEL_WIDENING, rules: dict | None = None) -> dict:
+             min_pixel_widening: float | None = MIN_PIXEL_WIDENING, rules: dict | None = None,
+             save_segmentations: Path | None = None) -> dict:
     """Per-movie and pooled ASTRA scores of ``checkpoint`` on the held-out family and on presets.
 
     ``somata``: :attr:`astro3s.inference.InferenceOptions.somata` (``extended`` scores the soma
@@ -221,7 +248,9 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     blur relative to its radius alone calls it out of focus, as before 2026-12-06; the default value applies on
     crowded FOVs only, ``astro3s.inference.cells.PIXEL_WIDENING_ON_SPARSE``; another value is given to every FOV);
     ``rules``: settings of :class:`astro3s.inference.rules.CellRules` (``astro3s-infer rules.NAME=``; the others keep
-    their defaults), recorded in the report with the rest under the same keys.
+    their defaults), recorded in the report with the rest under the same keys; ``save_segmentations``: a folder
+    for each movie's segmentation and truth (:func:`save_segmentation`; compared across runs by
+    ``experiments/compare_segmentations.py``).
     """
 
     from astro3s.data.fovs import SyntheticFOVs
@@ -247,10 +276,12 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     if heldout is not None:
         report["heldout_family"] = family_name(heldout)
         for member, folders in heldout_members(heldout).items():  # loop over members
-            report["heldout"][member] = _score_group(model, options, folders)
+            report["heldout"][member] = _score_group(model, options, folders, member=member,
+                                                     save_dir=save_segmentations)
     for preset, count in sets:  # loop over presets
         specs = SyntheticFOVs(preset=preset, n_fovs=count, root=data_dir, first_seed=FIRST_SEED).fovs()
-        entry = _score_group(model, options, [spec.movie.parent for spec in specs])
+        entry = _score_group(model, options, [spec.movie.parent for spec in specs], member=preset,
+                             save_dir=save_segmentations)
         entry["held_out_preset"] = preset not in TRAINED_PRESETS
         report["sets"][preset] = entry
     return report
@@ -466,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
                              "+combine.min_pixel_widening=; 0: the relative test alone, as before 2026-12-06)")
     parser.add_argument("--test-time-flips", type=int, choices=(1, 2, 4), default=None,
                         help="views averaged by the network (astro3s-infer test_time_flips=...; default: its default)")
+    parser.add_argument("--save-segmentations", type=Path, default=None, metavar="DIR",
+                        help="also write each movie's segmentation and truth to DIR/<movie>.npz, for "
+                             "experiments/compare_segmentations.py (two runs compared without re-running them)")
     parser.add_argument("--out", type=Path, default=None, help="Markdown table (JSON beside it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -477,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
                       max_process_ratio=args.max_process_ratio or None, active_view=args.active_view,
                       correlation_view=args.correlation_view, drop_fast_event_cells=args.drop_fast_event_cells,
                       min_pixel_widening=args.min_pixel_widening or None,
-                      rules=rule_settings({key: getattr(args, key) for key in RULE_FLAGS}))
+                      rules=rule_settings({key: getattr(args, key) for key in RULE_FLAGS}),
+                      save_segmentations=args.save_segmentations)
     command = "python experiments/evaluate_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(report, command.strip())
     print(text)
