@@ -446,7 +446,6 @@ def add_edge_fov_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions
     held = np.zeros(n_drawn + 1, bool)
     held[np.unique(drawn[seg.soma > 0])] = True
     ok = at_edge & ~held & (area >= min_area) & (area <= (np.inf if max_area is None else max_area))
-    ok[0] = False
     if not ok.any():
         return dataclasses.replace(seg, counts={**seg.counts, "edge_fov_added": 0})
     _, labels = np.unique(np.where(ok[drawn], drawn, 0), return_inverse=True)

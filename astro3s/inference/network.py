@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -450,12 +451,6 @@ def _zoomed_shape(shape: tuple[int, ...], zoom: float) -> tuple[int, int]:
     return max(1, int(round(shape[0] * zoom))), max(1, int(round(shape[1] * zoom)))
 
 
-def _zoomed_pixels(shape: tuple[int, ...], zoom: float) -> int:
-    """Pixels of a ``shape`` map resampled ``zoom`` times larger."""
-    height, width = _zoomed_shape(shape, zoom)
-    return height * width
-
-
 def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", tiling: TilingParams | None = None,
                 batch_size: int = 4, device: str | None = None, amp: bool = True, zoom: float = 1.0,
                 mirror: int = 0) -> np.ndarray:
@@ -497,10 +492,10 @@ def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", tiling: Tiling
         pad_y, pad_x = min(int(mirror), fov.shape[0]), min(int(mirror), fov.shape[1])
         extended = np.pad(fov, ((pad_y, pad_y), (pad_x, pad_x)), mode="symmetric")
         tiling = tiling or TilingParams()
-        if _zoomed_pixels(fov.shape, zoom) <= tiling.max_fov_pixels:
+        if math.prod(_zoomed_shape(fov.shape, zoom)) <= tiling.max_fov_pixels:
             # tiles cost ~2.7x one pass on a 512-px FOV (their overlaps) and read its edges differently
             tiling = dataclasses.replace(tiling, max_fov_pixels=max(int(tiling.max_fov_pixels),
-                                                                    _zoomed_pixels(extended.shape, zoom)))
+                                                                    math.prod(_zoomed_shape(extended.shape, zoom))))
         probs = predict_fov(model, dataclasses.replace(pre, fov_map=extended), normalize=normalize,
                             tiling=tiling, batch_size=batch_size, device=device, amp=amp, zoom=zoom)
         return np.ascontiguousarray(probs[:, pad_y:pad_y + fov.shape[0], pad_x:pad_x + fov.shape[1]])
