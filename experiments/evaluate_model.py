@@ -229,7 +229,7 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
              max_process_ratio: float | None = MAX_PROCESS_RATIO, active_view: bool = False,
              correlation_view: bool = False, drop_fast_event_cells: bool = True,
              min_pixel_widening: float | None = MIN_PIXEL_WIDENING, rules: dict | None = None,
-             save_segmentations: Path | None = None) -> dict:
+             line_correction: bool = True, save_segmentations: Path | None = None) -> dict:
     """Per-movie and pooled ASTRA scores of ``checkpoint`` on the held-out family and on presets.
 
     ``somata``: :attr:`astro3s.inference.InferenceOptions.somata` (``extended`` scores the soma
@@ -247,6 +247,8 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     ``min_pixel_widening``: :attr:`astro3s.postprocess.CombineParams.min_pixel_widening` (None: a soma's edge
     blur relative to its radius alone calls it out of focus, as before 2026-12-06; the default value applies on
     crowded FOVs only, ``astro3s.inference.cells.PIXEL_WIDENING_ON_SPARSE``; another value is given to every FOV);
+    ``line_correction``: :attr:`astro3s.preprocess.PreprocessParams.line_correction` (on by default since
+    2026-12-06, ninth session: a bidirectional scan's odd rows read back in place);
     ``rules``: settings of :class:`astro3s.inference.rules.CellRules` (``astro3s-infer rules.NAME=``; the others keep
     their defaults), recorded in the report with the rest under the same keys; ``save_segmentations``: a folder
     for each movie's segmentation and truth (:func:`save_segmentation`; compared across runs by
@@ -266,11 +268,14 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
                                           drop_fast_event_cells=drop_fast_event_cells, rules=rules,
                                           combine=({} if min_pixel_widening == MIN_PIXEL_WIDENING
                                                    else {"min_pixel_widening": min_pixel_widening}), **flips)
+    if not line_correction:
+        options = dataclasses.replace(options, preprocess=options.preprocess.replace(line_correction=False))
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
                     "binned_processes": binned_processes, "extend_processes": extend_processes,
                     "scale_clahe_tiles": scale_clahe_tiles, "max_process_ratio": max_process_ratio,
                     "active_view": active_view, "correlation_view": correlation_view,
                     "drop_fast_event_cells": drop_fast_event_cells, "min_pixel_widening": min_pixel_widening,
+                    "line_correction": options.preprocess.line_correction,
                     **dataclasses.asdict(options.rules),
                     "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
@@ -304,6 +309,13 @@ RULE_FLAGS = {
         ("astro3s.inference.cells.EDGE_FOV_CELLS: a soma the FOV's edge cuts that the whole-FOV pass draws on the "
          "FOV extended by its mirror image, and that no cell holds, becomes a cell when it stands out like the FOV's "
          "cells (default: its value, 1; 0 as before 2026-12-06, eighth session)"),
+    "min_soma_solidity":
+        ("astro3s.inference.cells.MIN_SOMA_SOLIDITY: a cell whose soma (<= 1000 px) has a solidity under this goes "
+         "(default: its value; 0: off)"),
+    "separate_somata":
+        ("astro3s.inference.cells.SEPARATE_SOMATA: a one-pixel gap wherever two cells' somata touch, cut from the "
+         "larger, so that the soma mask read alone shows both (default: its value, 1; 0 as before 2026-12-06, ninth "
+         "session)"),
     "faint_own_scale_contrast":
         ("astro3s.inference.cells.FAINT_OWN_SCALE_CONTRAST: a cell of a FOV at its own scale whose soma stands "
          "out less than this x the FOV's median soma goes (default: its value, 0: off)"),
@@ -495,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="a soma blurrier than the others relative to its radius is out of focus only when its "
                              "edge is also this many times as wide in pixels (astro3s-infer "
                              "+combine.min_pixel_widening=; 0: the relative test alone, as before 2026-12-06)")
+    parser.add_argument("--line-correction", type=int, choices=(0, 1), default=1,
+                        help="a bidirectional scan's odd rows read back in place when they sit >= 0.25 px beside the "
+                             "even ones (astro3s-infer preprocess.line_correction=; 0 as before 2026-12-06, ninth "
+                             "session)")
     parser.add_argument("--test-time-flips", type=int, choices=(1, 2, 4), default=None,
                         help="views averaged by the network (astro3s-infer test_time_flips=...; default: its default)")
     parser.add_argument("--save-segmentations", type=Path, default=None, metavar="DIR",
@@ -512,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
                       correlation_view=args.correlation_view, drop_fast_event_cells=args.drop_fast_event_cells,
                       min_pixel_widening=args.min_pixel_widening or None,
                       rules=rule_settings({key: getattr(args, key) for key in RULE_FLAGS}),
-                      save_segmentations=args.save_segmentations)
+                      line_correction=bool(args.line_correction), save_segmentations=args.save_segmentations)
     command = "python experiments/evaluate_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(report, command.strip())
     print(text)

@@ -1167,12 +1167,16 @@ def _final_cells(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     if rules.pair_blur_rule:
         seg = drop_blurred_pair(seg, pre, options)
     seg = drop_border_slivers(seg, min_ratio=rules.border_sliver_ratio)
+    if rules.min_soma_solidity > 0:
+        seg = drop_ragged_cells(seg, min_solidity=rules.min_soma_solidity)
     seg = with_limited_processes(seg, options)
     median_image = getattr(pre, "median_image", None)
     if rules.visible_processes and median_image is not None and median_image.shape == seg.soma.shape:
         from astro3s.postprocess.grow import with_visible_processes
 
         seg = with_visible_processes(seg, median_image)
+    if rules.separate_somata:
+        seg = with_separate_somata(seg)
     return seg
 
 
@@ -1196,6 +1200,15 @@ VISIBLE_PROCESSES = True
 # half its width along the edge (drop_border_slivers, astro3s.postprocess.border; 2026-12-06, fifth session: ASTRA's
 # annotators draw no such sliver, 1 of ~1500 consensus somata; experiments/results/heldout_ablation.md); 0 turns it off
 BORDER_SLIVER_RATIO = 1.0
+# a cell whose soma (under RAGGED_MAX_AREA px) has a solidity under this goes (drop_ragged_cells; 2026-12-06, ninth
+# session: ASTRA's experts drew 1 of 1526 consensus somata under 0.75; 0 turns it off)
+MIN_SOMA_SOLIDITY = 0.0
+RAGGED_MAX_AREA = 1000.0
+# at the very end, a one-pixel gap is opened wherever two cells' somata touch (with_separate_somata; 2026-12-06,
+# ninth session): the soma *mask* read alone, as ASTRA's score and a threshold of the label image read it, joins
+# touching somata into one (never-seen heldout_lookalikes_235: a true soma touching an out-of-focus blob's was
+# scored one false soma); False turns it off
+SEPARATE_SOMATA = True
 
 
 def with_fragments_absorbed(seg: Any, *, max_ratio: float | None = FRAGMENT_SOMA_RATIO) -> Any:
@@ -1262,6 +1275,38 @@ def drop_blurred_pair(seg: Any, pre: Any, options: InferenceOptions) -> Any:
             drop[wider] = (width[wider] > float(max_blur) * width[1 - wider]
                            and (not options.rules.pair_blur_contrast or contrast[wider] <= contrast[1 - wider]))
     return remove_cells(seg, drop, count_key="pair_blurred_removed")
+
+
+def drop_ragged_cells(seg: Any, *, min_solidity: float, max_area: float = RAGGED_MAX_AREA) -> Any:
+    """``seg`` without the cells whose soma is as ragged as no annotated soma is
+    (:func:`astro3s.postprocess.lookalike.ragged_somata`); ``counts["ragged_removed"]`` says how many went."""
+    from astro3s.postprocess.combine import remove_cells
+    from astro3s.postprocess.lookalike import ragged_somata
+
+    if seg.n_cells == 0:
+        return seg
+    return remove_cells(seg, ragged_somata(seg.soma, min_solidity=min_solidity, max_area=max_area),
+                        count_key="ragged_removed")
+
+
+def with_separate_somata(seg: Any) -> Any:
+    """``seg`` with a one-pixel gap wherever two somata touch (:func:`astro3s.postprocess.split.separate_somata`).
+
+    The gap is cut from the larger soma of each touching pair; the pixels go to
+    the background. ``counts["somata_separated"]`` says how many somata lost
+    pixels; a soma the cut would leave empty (a sliver along a larger
+    neighbour, in principle) takes its cell with it, counted as ``somata_emptied``.
+    """
+    from astro3s.postprocess.combine import _segmentation, remove_cells
+    from astro3s.postprocess.split import separate_somata
+
+    soma, n_cut = separate_somata(seg.soma)
+    counts = {**seg.counts, "somata_separated": n_cut, "somata_emptied": 0}
+    if not n_cut:
+        return dataclasses.replace(seg, counts=counts)
+    out = _segmentation(soma, np.where(soma > 0, 0, seg.processes), seg.n_cells, seg.params, counts)
+    emptied = (out.soma_area == 0) & (seg.soma_area > 0)
+    return remove_cells(out, emptied, count_key="somata_emptied") if emptied.any() else out
 
 
 def with_limited_processes(seg: Any, options: InferenceOptions) -> Any:

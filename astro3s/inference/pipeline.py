@@ -795,7 +795,11 @@ def _summary(run: _Run, final: Path, options: InferenceOptions) -> dict[str, Any
                        "morphology_image": pre.details.get("morphology_image", pre.params.morphology_image),
                        "baseline_check": pre.details.get("baseline_check"),
                        # fraction of the FOV raised before the clip at 0 (preprocess.enhance.lift_dim_background)
-                       "dim_background_lifted": pre.details.get("dim_background_lifted")},
+                       "dim_background_lifted": pre.details.get("dim_background_lifted"),
+                       # a bidirectional scan's odd-row offset measured, and the shift given to those rows
+                       # (0: as stored; astro3s.preprocess.lines)
+                       "line_offset_px": pre.details.get("line_offset_px"),
+                       "line_shift_px": pre.details.get("line_shift_px")},
         "versions": _versions(),
         "timings_s": None,
         # the files this run wrote, with their SHA-256: a rerun replaces these and nothing else

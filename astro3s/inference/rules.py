@@ -111,6 +111,13 @@ class CellRules:
     faint_own_scale_contrast : float
         A cell of a FOV at its own scale whose soma stands out less than this fraction of the FOV's median soma
         goes (:data:`astro3s.inference.cells.FAINT_OWN_SCALE_CONTRAST`; 0, the default: off).
+    min_soma_solidity : float
+        A cell whose soma (up to :data:`astro3s.inference.cells.RAGGED_MAX_AREA` px) has a solidity under this
+        goes (:data:`astro3s.inference.cells.MIN_SOMA_SOLIDITY`; 0: off).
+    separate_somata : bool
+        A one-pixel gap wherever two cells' somata touch, cut from the larger, so that the soma mask read alone
+        still shows two somata (:data:`astro3s.inference.cells.SEPARATE_SOMATA`; on by default, off before
+        2026-12-06, ninth session).
     """
 
     soma_reach: float = grow.SOMA_REACH
@@ -139,6 +146,8 @@ class CellRules:
     border_cut_cells: bool = cells.BORDER_CUT_CELLS
     edge_fov_cells: bool = cells.EDGE_FOV_CELLS
     faint_own_scale_contrast: float = cells.FAINT_OWN_SCALE_CONTRAST
+    min_soma_solidity: float = cells.MIN_SOMA_SOLIDITY
+    separate_somata: bool = cells.SEPARATE_SOMATA
 
     def __post_init__(self) -> None:
         for spec in fields(self):

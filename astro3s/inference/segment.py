@@ -243,7 +243,9 @@ def binned_preprocess(pre: Any, factor: int, *, progress: bool | None = False) -
     if pre.corrected is None:
         raise ValueError("binned_preprocess needs the motion-corrected movie (pre.corrected)")
     movie = Movie.from_array(BinnedFrames(pre.corrected, factor), fs=pre.fs, path=pre.source)
-    params = pre.params.replace(motion_correction=False,
+    # the binned frames come from the corrected movie: motion and scan lines were put right there (binned rows
+    # are not scan lines)
+    params = pre.params.replace(motion_correction=False, line_correction=False,
                                 clahe_tiles=clahe_tiles_for_scale(tuple(pre.params.clahe_tiles), factor))
     return preprocess(movie, params, progress=progress)
 

@@ -117,6 +117,12 @@ class Movie:
         ``offset + slope * stored`` (an ImageJ linear calibration, e.g.
         ``(-32768, 1)`` for signed 16-bit data stored as uint16). When set,
         pixels are read as float32 and ``dtype`` is float32.
+    line_shift : float
+        Shift (px along x) given to every odd row (1, 3, ...) as frames are
+        read, 0 for none: the correction of a bidirectional scan whose
+        return lines are out of phase (:meth:`with_line_shift`; estimated by
+        :func:`astro3s.preprocess.lines.estimate_line_offset`). When set,
+        pixels are read as float32 and ``dtype`` is float32.
     """
 
     def __init__(self, data: Any, *, fs: float | None = None, path: str | Path | None = None,
@@ -141,6 +147,7 @@ class Movie:
         self.open_options: dict[str, Any] = {}
         self.shape: tuple[int, int, int] = tuple(self._native_shape[a] for a in self._keep)
         self.dtype = np.dtype(data.dtype)
+        self.line_shift = 0.0
         self.calibration = None
         if calibration is not None and tuple(float(c) for c in calibration) != (0.0, 1.0):
             self.calibration = (float(calibration[0]), float(calibration[1]))
@@ -172,6 +179,74 @@ class Movie:
 
     # -- array protocol -----------------------------------------------------------------
 
+    def with_line_shift(self, shift: float) -> Movie:
+        """The same movie with every odd row shifted ``shift`` px along x as it is read.
+
+        Bidirectional (resonant) scanners write every other line on the
+        return sweep; out of phase, those rows sit ``d`` px beside the others
+        and every edge is combed. ``with_line_shift(-d)`` reads them back in
+        place (linear interpolation along the row; a whole-pixel shift is
+        exact; the row's end pixels are repeated where the shift uncovers
+        them). The shift replaces any the movie had (it is not added to it).
+        A shallow copy: the file handles are shared, so closing either closes
+        both.
+
+        Parameters
+        ----------
+        shift : float
+            px, positive to the right (0: the movie as stored).
+
+        Returns
+        -------
+        Movie
+        """
+        import copy
+
+        shift = float(shift)
+        if not np.isfinite(shift):
+            raise ValueError(f"line shift must be finite, got {shift}")
+        out = copy.copy(self)
+        out.line_shift = shift
+        stored = self._data.dtype if self.calibration is None else np.float32
+        out.dtype = np.dtype(np.float32 if shift != 0.0 else stored)
+        return out
+
+    def _shift_lines(self, frames: np.ndarray, *, first_row: int = 0) -> np.ndarray:
+        """``frames`` (``(..., h, W)``, whole rows from row ``first_row`` on) with :attr:`line_shift` given to the
+        frame's odd rows, float32."""
+        if not self.line_shift:
+            return frames
+        return shift_odd_rows(frames, self.line_shift, first_row=first_row)
+
+    def _shifted_window(self, parts: list[Any]) -> np.ndarray:
+        """``self[parts]`` for a key with a spatial part, when :attr:`line_shift` is set.
+
+        Whole rows of the rows the key spans are read (their parity kept), shifted,
+        then cut as the key says, so index arrays pair up as in NumPy.
+        """
+        rows = parts[1]
+        if isinstance(rows, (int, np.integer)):
+            y = int(rows) % self.shape[1]
+            span, local = slice(y, y + 1), 0
+        elif isinstance(rows, slice):
+            span, local = rows, slice(None)
+        else:
+            index = np.asarray(rows)
+            index = np.flatnonzero(index) if index.dtype == bool else index.astype(np.int64) % self.shape[1]
+            lo = int(index.min()) if index.size else 0
+            span, local = slice(lo, int(index.max()) + 1 if index.size else lo), index - lo
+        if isinstance(span, slice) and span.step not in (None, 1):
+            span, local = slice(None), rows  # a stepped slice: whole frames (their rows' parity kept)
+        time = parts[0]
+        if isinstance(time, (int, np.integer, slice)):
+            window = self[(time, span, slice(None))]
+            return window[(Ellipsis, local, parts[2])]
+        index = np.asarray(time)
+        index = np.flatnonzero(index) if index.dtype == bool else index.astype(np.int64) % self.shape[0]
+        lo = int(index.min()) if index.size else 0
+        window = self[(slice(lo, int(index.max()) + 1 if index.size else lo), span, slice(None))]
+        return window[(index - lo, local, parts[2])]
+
     @property
     def n_frames(self) -> int:
         """Number of frames ``T``."""
@@ -193,8 +268,9 @@ class Movie:
         fs = "unknown" if self.fs is None else f"{self.fs:g} Hz"
         where = "" if self.path is None else f", path='{self.path}'"
         calibrated = "" if self.calibration is None else f", calibration={self.calibration}"
+        shifted = f", line_shift={self.line_shift:g}" if self.line_shift else ""
         return (f"Movie(shape={self.shape}, dtype={self.dtype}, fs={fs}, "
-                f"backend={self.backend}{calibrated}{where})")
+                f"backend={self.backend}{calibrated}{shifted}{where})")
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         # np.asarray(movie) reads everything: allowed, but be explicit about it
@@ -209,6 +285,11 @@ class Movie:
         Returns a new ndarray (or a read-only view of a memory map).
         """
         parts = _expand_key(key)
+        shifting = bool(self.line_shift)
+        if shifting and not (isinstance(parts[2], slice) and parts[2] == slice(None)
+                             and isinstance(parts[1], slice) and parts[1].step in (None, 1)):
+            return self._shifted_window(parts)  # the shift needs whole rows and their parity
+        first_row = parts[1].indices(self.shape[1])[0] if shifting else 0
         native: list[Any] = []
         post: list[Any] = []
         for comp, n in zip(parts, self.shape):
@@ -232,7 +313,7 @@ class Movie:
         out = np.asarray(out)
         if any(not (isinstance(p, slice) and p == slice(None)) for p in post):
             out = out[tuple(post)]
-        return self._calibrate(out)
+        return self._shift_lines(self._calibrate(out), first_row=first_row)
 
     def _calibrate(self, raw: np.ndarray) -> np.ndarray:
         """``offset + slope * raw`` as float32 when the movie has a calibration, else ``raw``."""
@@ -369,8 +450,9 @@ class Movie:
         if self._fixed:
             index = [slice(None)] + [self._fixed.get(a, slice(None) if a in self._keep else 0)
                                      for a in range(1, len(self._native_shape))]
-            return self._calibrate(np.ascontiguousarray(out.reshape((t1 - t0, *self._native_shape[1:]))[tuple(index)]))
-        return self._calibrate(out.reshape((t1 - t0, *self.shape[1:])))
+            return self._shift_lines(self._calibrate(
+                np.ascontiguousarray(out.reshape((t1 - t0, *self._native_shape[1:]))[tuple(index)])))
+        return self._shift_lines(self._calibrate(out.reshape((t1 - t0, *self.shape[1:]))))
 
     def _check_finite(self, block: np.ndarray, t0: int) -> None:
         finite = np.isfinite(block).all(axis=(1, 2))
@@ -418,6 +500,50 @@ class Movie:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def shift_odd_rows(frames: np.ndarray, shift: float, *, first_row: int = 0) -> np.ndarray:
+    """``frames`` with every odd row (1, 3, ...) shifted ``shift`` px along x.
+
+    Linear interpolation between the two nearest pixels of the row (exact for
+    a whole-pixel shift); where the shift uncovers the row's end, its end
+    pixel is repeated.
+
+    Parameters
+    ----------
+    frames : ndarray, shape (..., H, W)
+        Whole rows (one frame or a stack).
+    shift : float
+        px, positive to the right.
+    first_row : int
+        The frame's row that ``frames[..., 0, :]`` is (rows of a window keep
+        their parity in the frame).
+
+    Returns
+    -------
+    ndarray of float32, shape (..., H, W)
+        A new array (``frames`` is not modified).
+
+    Examples
+    --------
+    >>> frame = np.tile(np.arange(6, dtype=np.float32), (2, 1))
+    >>> shift_odd_rows(frame, 1.5)[1].tolist()
+    [0.0, 0.0, 0.5, 1.5, 2.5, 3.5]
+    """
+    out = np.array(frames, dtype=np.float32)
+    width = out.shape[-1]
+    whole = int(np.floor(shift))
+    frac = np.float32(shift - whole)
+    # output x reads input x - shift: between x - whole - 1 and x - whole
+    source = np.clip(np.arange(width) - whole, 0, width - 1)
+    odd_rows = slice(1 - int(first_row) % 2, None, 2)
+    odd = out[..., odd_rows, :]
+    shifted = odd[..., source]
+    if frac:
+        before = odd[..., np.clip(np.arange(width) - whole - 1, 0, width - 1)]
+        shifted = (1 - frac) * shifted + frac * before
+    out[..., odd_rows, :] = shifted
+    return out
 
 
 def _expand_key(key: Any) -> list[Any]:

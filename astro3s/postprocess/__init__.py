@@ -33,7 +33,8 @@ from astro3s.postprocess.params import BLENDS, SPLITS, CombineParams
 from astro3s.postprocess.rules import (class_masks, component_areas, merge_somata, remove_orphan_processes,
                                        small_somata_to_processes, soma_area_filter)
 from astro3s.postprocess.split import (absorb_fragment_somata, keep_connected_to_soma, label_somata,
-                                       limit_process_area, soma_centroids, split_disc, split_watershed)
+                                       limit_process_area, separate_somata, soma_centroids, split_disc,
+                                       split_watershed)
 
 __all__ = [
     "BLENDS",
@@ -64,6 +65,7 @@ __all__ = [
     "ridge_strength",
     "remove_cells",
     "remove_orphan_processes",
+    "separate_somata",
     "small_somata_to_processes",
     "soma_area_filter",
     "soma_centroids",

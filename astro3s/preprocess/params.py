@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from astro3s.errors import CheckpointError, ConfigError, did_you_mean
+from astro3s.preprocess.lines import MIN_LINE_OFFSET
 
 __all__ = ["MORPHOLOGY_IMAGES", "PreprocessParams", "as_preprocess_params", "load_params", "params_from_dict",
            "save_params"]
@@ -38,6 +39,15 @@ class PreprocessParams:
     -----------------
     motion_correction : bool
         Estimate and correct rigid translations (default True).
+    line_correction : bool
+        Measure the bidirectional-scan offset of the odd rows on a mean of 128
+        frames (:func:`astro3s.preprocess.lines.estimate_line_offset`) and,
+        when it is at least ``min_line_offset``, read every frame with the odd
+        rows put back (:meth:`astro3s.io.Movie.with_line_shift`), before
+        everything else (default True). ``Preprocessed.details`` records
+        ``line_offset_px`` (measured) and ``line_shift_px`` (applied).
+    min_line_offset : float
+        Smallest offset corrected, px (0.25).
     reference_frames : int
         Frames sampled evenly over the movie to build the reference (200); fewer
         when their spectra (complex64, ``8 H (W // 2 + 1)`` bytes a frame) would
@@ -213,6 +223,8 @@ class PreprocessParams:
 
     # motion correction
     motion_correction: bool = True
+    line_correction: bool = True
+    min_line_offset: float = MIN_LINE_OFFSET
     reference_frames: int = 200
     reference_stable_fraction: float = 0.5
     upsample_factor: int = 1
@@ -314,6 +326,7 @@ class PreprocessParams:
         if self.active_percentile is not None:
             need(50 < self.active_percentile <= 100, "active_percentile must be within (50, 100] or null")
         need(self.threshold_step > 0, "threshold_step must be > 0")
+        need(self.min_line_offset >= 0, "min_line_offset must be >= 0")
         need(self.area_step_fraction > 0, "area_step_fraction must be > 0")
         need(self.min_area_fraction <= self.start_area_fraction,
              "min_area_fraction must be <= start_area_fraction")

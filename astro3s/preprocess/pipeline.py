@@ -250,9 +250,10 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     Preprocessed
         Shares the corrected movie with ``pre``.
     """
-    early = ("motion_correction", "reference_frames", "reference_stable_fraction", "upsample_factor",
-             "bandpass_sigmas", "max_shift_fraction", "baseline_percentile", "median_max_frames", "active_percentile",
-             "tile_size", "tile_step", "activity_percentile", "percentile_stride", "activity_bin_s")
+    early = ("line_correction", "min_line_offset", "motion_correction", "reference_frames",
+             "reference_stable_fraction", "upsample_factor", "bandpass_sigmas", "max_shift_fraction",
+             "baseline_percentile", "median_max_frames", "active_percentile", "tile_size", "tile_step",
+             "activity_percentile", "percentile_stride", "activity_bin_s")
     enhancement = ("enhance_sigma", "clahe_clip_limit", "clahe_tiles", "clahe_min_tile", "clahe_bins",
                    "activity_weight", "activity_threshold")
     changed = [k for k in early if getattr(params, k) != getattr(pre.params, k)]
@@ -282,6 +283,73 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     return dataclasses.replace(pre, enhanced=enhanced, candidates=candidates, crop_boxes=boxes,
                                crop_masks=crop_masks, crops=crops, fov_map=fov, fov_mask=union, params=params,
                                details=details)
+
+
+#: frames averaged for the line-offset estimate (an even subsample)
+LINE_OFFSET_FRAMES = 128
+#: the two halves of that sample must read the offset within this many px of each other ...
+LINE_OFFSET_AGREEMENT = 0.15
+#: ... and the odd rows match the even ones at least this well there (normalised cross-correlation; raw movies
+#: 0.95-0.99, a low photon count 0.6, dF and dF/F exports 0.0-0.65; chosen 2026-12-06, ninth session, on held-out
+#: index 0 as written, combed, dF and dF/F)
+LINE_SIMILARITY = 0.5
+
+
+def with_lines_in_place(movie: Any, params: PreprocessParams) -> tuple[Any, float | None]:
+    """``movie`` read with a bidirectional scan's odd rows put back, when they are out of place.
+
+    The offset is measured on the mean of an even subsample of
+    :data:`LINE_OFFSET_FRAMES` frames (:func:`astro3s.preprocess.lines.estimate_line_offset`);
+    at ``params.min_line_offset`` px or more, when the two halves of the sample
+    (every other frame) read it within :data:`LINE_OFFSET_AGREEMENT` px of each
+    other, the odd rows match the even ones at least :data:`LINE_SIMILARITY`
+    there and it is not at the search's edge, the movie is read through
+    :meth:`astro3s.io.Movie.with_line_shift` (logged), so that every later read,
+    the corrected movie's included, sees the rows in place. The agreement test
+    keeps movies without a static image (dF and dF/F exports, whose mean is
+    mostly noise) from being "corrected" by a chance lag.
+
+    Returns
+    -------
+    movie : Movie
+        ``movie`` itself when nothing is corrected.
+    offset : float or None
+        The measured offset, px (None: not measured, ``params.line_correction``
+        off or a movie that cannot be shifted, e.g. one already corrected).
+    """
+    from astro3s.io import Movie
+    from astro3s.preprocess.lines import MAX_LINE_OFFSET, estimate_line_offset, measure_line_offset
+
+    if (not params.line_correction or not isinstance(movie, Movie) or movie.line_shift
+            or params.morphology_image == "noise_variance"):  # a dF movie has no static image to measure on
+        return movie, None
+    n_frames, height, width = validate_movie(movie)
+    index = even_subsample(n_frames, min(LINE_OFFSET_FRAMES, n_frames))
+    sums = np.zeros((2, height, width), np.float64)  # every other sampled frame: two halves of the sample
+    step = 2 * max(1, (16 * 2**20) // (8 * height * width))  # ~32 MB of frames at a time
+    for a in range(0, len(index), step):  # blocks of frames (I/O)
+        block = read_frames(movie, index[a:a + step])
+        sums[0] += block[0::2].sum(axis=0)
+        sums[1] += block[1::2].sum(axis=0)
+    offset, similarity = measure_line_offset(sums.sum(axis=0) / len(index))
+    if abs(offset) < params.min_line_offset:
+        return movie, offset
+    # a scan's offset is the same in every frame and the rows it combs are alike: the two halves of the sample
+    # (every other frame) must read it alike, and the odd rows must match the even ones there. A mean image
+    # without static structure (a dF or dF/F export, noise) reads a chance lag.
+    halves = [estimate_line_offset(half) for half in sums] if len(index) >= 4 else []
+    why = ("its two halves read " + " and ".join(f"{h:.2f}" for h in halves) + " px"
+           if len(halves) < 2 or abs(halves[0] - halves[1]) > LINE_OFFSET_AGREEMENT else
+           f"the rows match only {similarity:.2f} there" if similarity < LINE_SIMILARITY else
+           f"at the search's edge ({MAX_LINE_OFFSET:g} px)" if abs(offset) >= MAX_LINE_OFFSET - 0.05 else "")
+    if why:
+        log.info("%s: no bidirectional-scan offset corrected: the odd rows read %.2f px aside, but %s",
+                 movie.path or "the movie", offset, why)
+        return movie, offset
+    log.info("%s: the odd rows sit %.2f px %s of the even ones (a bidirectional scan out of phase); they are "
+             "read back in place (preprocess.line_correction=false keeps them as stored)",
+             movie.path or "the movie", abs(offset), "right" if offset > 0 else "left")
+    return movie.with_line_shift(-offset), offset
 
 
 def resolve_morphology_image(movie: Any, params: PreprocessParams) -> tuple[PreprocessParams, BaselineCheck | None]:
@@ -351,6 +419,7 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
     start = time.perf_counter()
     log.info("pre-processing %s (%d x %d x %d) on %s", movie.path or "array", *movie.shape, device)
     params, baseline = resolve_morphology_image(movie, params)
+    movie, line_offset = with_lines_in_place(movie, params)
     streamed = stream_movie(movie, params, device, activity_percentiles=[params.activity_percentile],
                             progress=progress, cache=cache, scratch_dir=scratch_dir)
     activity = streamed.activity[0]
@@ -359,6 +428,11 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
     if baseline is not None:
         details["baseline_check"] = baseline.as_dict()
     details["morphology_image"] = params.morphology_image
+    if line_offset is not None:
+        details["line_offset_px"] = line_offset
+    if line_offset is not None or getattr(movie, "line_shift", 0.0):
+        # also a shift the caller gave the movie: a saved result reads its movie again with it (storage)
+        details["line_shift_px"] = float(getattr(movie, "line_shift", 0.0))
 
     try:
         stages = _candidate_stages(activity, streamed.enhanced, streamed.corrected, params, n_frames,
