@@ -198,3 +198,12 @@ def test_astro3s_infer_reports_the_offset_in_summary_json(combed, tmp_path: Path
     summary = json.loads((Path(result.output) / "summary.json").read_text())
     assert summary["preprocess"]["line_offset_px"] == pytest.approx(1.5, abs=0.1)
     assert summary["preprocess"]["line_shift_px"] == pytest.approx(-summary["preprocess"]["line_offset_px"])
+
+
+def test_the_summary_page_says_when_scan_lines_were_moved() -> None:
+    from astro3s.inference.report import _facts
+
+    common = dict(shape=(100, 64, 64), fs=10.0, n_cells=0, n_with_processes=0, n_process_rois=0,
+                  domain_areas=np.zeros(0), roi_areas=np.zeros(0), threshold=0.5, choice=None, n_events=None)
+    assert "odd scan lines moved -1.50 px (bidirectional scan)" in _facts(**common, line_shift=-1.5)
+    assert not any("scan lines" in line for line in _facts(**common))

@@ -744,7 +744,8 @@ def _figure_inputs(run: _Run, options: InferenceOptions) -> Any:
                              background_name="noise-variance image (dF movie)" if noise_image else "mean image",
                              motion_skipped=None if pre.params.motion_correction else (
                                  "dF movie: nothing static to register on" if noise_image else "turned off"),
-                             activity_map=pre.activity_map, shifts=pre.shifts, shape=pre.shape, fs=pre.fs)
+                             activity_map=pre.activity_map, shifts=pre.shifts, shape=pre.shape, fs=pre.fs,
+                             line_shift=float(pre.details.get("line_shift_px", 0.0) or 0.0))
     # the domains without their CC maps (pickled to the figure process of a batch)
     domains = SimpleNamespace(domains=found.domains, cell_ids=found.cell_ids, centroids=found.centroids,
                               threshold=found.threshold, threshold_choice=found.threshold_choice)

@@ -418,11 +418,12 @@ def _shift_panel(ax: Any, shifts: np.ndarray, fs: float | None, *, skipped: str 
 
 def _facts(*, shape: Sequence[int], fs: float | None, n_cells: int, n_with_processes: int, n_process_rois: int,
            domain_areas: np.ndarray, roi_areas: np.ndarray, threshold: float, choice: Any,
-           n_events: int | None) -> list[str]:
+           n_events: int | None, line_shift: float = 0.0) -> list[str]:
     """Key numbers of the run, one short line each."""
     n_frames, height, width = (int(s) for s in shape[:3])
     lines = [f"{n_frames} frames of {height} x {width} px",
              f"{n_frames / fs:.0f} s at {fs:.3g} Hz" if fs else "frame rate unknown",
+             *([f"odd scan lines moved {line_shift:+.2f} px (bidirectional scan)"] if line_shift else []),
              f"{n_cells} cell{'s' * (n_cells != 1)}, {n_with_processes} with processes",
              f"{n_process_rois} process ROI{'s' * (n_process_rois != 1)}"]
     if n_cells:
@@ -448,7 +449,8 @@ def plot_summary(pre: Any, soma: np.ndarray, processes: np.ndarray, domains: Any
     pre : Preprocessed
         Gives ``mean_image``, ``activity_map``, ``shifts``, ``shape`` and ``fs`` (and
         optionally ``background_name``, the first panel's title for ``mean_image``, and
-        ``motion_skipped``, why no motion was corrected).
+        ``motion_skipped``, why no motion was corrected, and ``line_shift``, the px the odd scan
+        lines were moved, ``Preprocessed.details["line_shift_px"]``).
     soma, processes : ndarray of int, shape (H, W)
         Label images with shared cell ids.
     domains : Domains
@@ -541,7 +543,8 @@ def plot_summary(pre: Any, soma: np.ndarray, processes: np.ndarray, domains: Any
                    n_with_processes=len(np.setdiff1d(np.unique(processes), [0])),
                    n_process_rois=sum(k == "process" for k in traces.kinds), domain_areas=domain_areas,
                    roi_areas=roi_areas, threshold=threshold, choice=choice,
-                   n_events=None if events is None else len(marks[0]))
+                   n_events=None if events is None else len(marks[0]),
+                   line_shift=float(getattr(pre, "line_shift", 0.0) or 0.0))
     facts_ax.text(0.0, 1.0, "\n".join(facts), ha="left", va="top", fontsize=8, linespacing=1.55,
                   transform=facts_ax.transAxes)
 
