@@ -156,6 +156,14 @@ def test_the_warnings_fixes_work_on_both_entry_points(tiny_movie, tmp_path):
     cfg = compose_config("preprocess", [f"input={tiny_movie}", f"out={tmp_path / 'pre'}",
                                         "preprocess.lift_dim_background=false"], output_dir=tmp_path / "run3")
     assert _params(cfg).lift_dim_background is False
+    # the line-offset log's fix, as printed for each entry point
+    assert infer().preprocess.line_correction is True
+    assert infer("line_correction=false").preprocess.line_correction is False
+    with pytest.raises(ConfigError, match="line_correction must be true or false"):
+        infer("line_correction=sometimes")
+    cfg = compose_config("preprocess", [f"input={tiny_movie}", f"out={tmp_path / 'pre'}",
+                                        "preprocess.line_correction=false"], output_dir=tmp_path / "run4")
+    assert _params(cfg).line_correction is False
 
 
 def test_astro3s_infer_on_a_dF_movie_says_what_it_read(tiny_movie, tmp_path, caplog):

@@ -207,3 +207,18 @@ def test_the_summary_page_says_when_scan_lines_were_moved() -> None:
                   domain_areas=np.zeros(0), roi_areas=np.zeros(0), threshold=0.5, choice=None, n_events=None)
     assert "odd scan lines moved -1.50 px (bidirectional scan)" in _facts(**common, line_shift=-1.5)
     assert not any("scan lines" in line for line in _facts(**common))
+
+
+def test_the_log_says_what_was_done_and_names_the_fix(combed, caplog) -> None:
+    import logging
+
+    from astro3s.io import read_movie
+    from astro3s.preprocess import PreprocessParams
+    from astro3s.preprocess.pipeline import with_lines_in_place
+
+    _, combed_path = combed
+    with caplog.at_level(logging.INFO, logger="astro3s.preprocess.pipeline"):
+        with_lines_in_place(read_movie(combed_path), PreprocessParams().replace(morphology_image="median"))
+    assert "px right of the even ones" in caplog.text
+    assert "line_correction=false with astro3s-infer" in caplog.text
+    assert "preprocess.line_correction=false with astro3s-preprocess" in caplog.text

@@ -145,14 +145,15 @@ def inference_setup(cfg: DictConfig) -> tuple[Any, Any]:
 def _with_input_rules(options: Any, cfg: DictConfig) -> Any:
     """``options`` with the pre-processing's input rules that ``cfg`` sets (null: the model's).
 
-    ``morphology_image`` (dF movies, :mod:`astro3s.preprocess.baseline`) and
+    ``morphology_image`` (dF movies, :mod:`astro3s.preprocess.baseline`),
     ``lift_dim_background`` (uneven illumination,
-    :func:`astro3s.preprocess.enhance.lift_dim_background`) are top-level keys
-    of ``infer``, so that the fixes the warnings and logs print work as typed.
+    :func:`astro3s.preprocess.enhance.lift_dim_background`) and
+    ``line_correction`` (a bidirectional scan's odd rows, :mod:`astro3s.preprocess.lines`)
+    are top-level keys of ``infer``, so that the fixes the warnings and logs print work as typed.
     :class:`~astro3s.preprocess.PreprocessParams` checks the values (one
     :class:`ConfigError` naming the key).
     """
-    changes = {key: to_plain(cfg.get(key)) for key in ("morphology_image", "lift_dim_background")
+    changes = {key: to_plain(cfg.get(key)) for key in ("morphology_image", "lift_dim_background", "line_correction")
                if cfg.get(key) is not None}
     if not changes:
         return options

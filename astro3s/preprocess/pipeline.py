@@ -347,7 +347,8 @@ def with_lines_in_place(movie: Any, params: PreprocessParams) -> tuple[Any, floa
                  movie.path or "the movie", offset, why)
         return movie, offset
     log.info("%s: the odd rows sit %.2f px %s of the even ones (a bidirectional scan out of phase); they are "
-             "read back in place (preprocess.line_correction=false keeps them as stored)",
+             "read back in place (line_correction=false with astro3s-infer, preprocess.line_correction=false with "
+             "astro3s-preprocess, keeps them as stored)",
              movie.path or "the movie", abs(offset), "right" if offset > 0 else "left")
     return movie.with_line_shift(-offset), offset
 
