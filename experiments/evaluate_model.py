@@ -164,7 +164,8 @@ def _score_group(model, options, folders: list[Path], *, member: str = "", save_
             pre = preprocess(movie, options.preprocess, progress=False)
             pre, seg, scale = segment_movie(pre, model, options, name=folder.name)
             if options.drop_fast_event_cells:
-                seg = _without_fast_event_cells(seg, pre.corrected if pre.corrected is not None else movie)
+                seg = _without_fast_event_cells(seg, pre.corrected if pre.corrected is not None else movie,
+                                                on_dff=options.rules.fast_events_on_dff)
         finally:
             movie.close()
         seconds = time.perf_counter() - start
@@ -186,19 +187,20 @@ def _score_group(model, options, folders: list[Path], *, member: str = "", save_
             "seconds_per_movie": round(float(np.mean([m["seconds"] for m in movies])), 2) if movies else None}
 
 
-def _without_fast_event_cells(seg, movie):
+def _without_fast_event_cells(seg, movie, *, on_dff: bool = True):
     """``seg`` without the cells :func:`astro3s.events.kinetics.fast_event_cells` names, from the events of
-    its soma and process traces (the traces and detector of ``astro3s-infer``, before its CC analysis)."""
+    its soma and process traces (the traces and detector of ``astro3s-infer``, before its CC analysis); with
+    ``on_dff`` (``rules.fast_events_on_dff``) from the somata's dF/F events
+    (:func:`~astro3s.events.kinetics.kinetics_events`)."""
     from astro3s.correlation import extract_traces
     from astro3s.events import roi_events
-    from astro3s.events.kinetics import fast_event_cells
+    from astro3s.events.kinetics import fast_event_cells, kinetics_events
     from astro3s.postprocess.combine import remove_cells
 
     if not seg.n_cells:
         return seg
     traces = extract_traces(movie, seg.soma, seg.processes, fs=getattr(movie, "fs", None))
-    events, _ = roi_events([traces])
-    fast = fast_event_cells(events)
+    fast = fast_event_cells(kinetics_events(traces) if on_dff else roi_events([traces])[0])
     if len(fast):
         log.info("dropped %d cell(s) whose somatic events decay fast: %s", len(fast), fast.tolist())
     drop = np.zeros(seg.n_cells, bool)
@@ -312,6 +314,9 @@ RULE_FLAGS = {
     "min_soma_solidity":
         ("astro3s.inference.cells.MIN_SOMA_SOLIDITY: a cell whose soma (<= 1000 px) has a solidity under this goes "
          "(default: its value; 0: off)"),
+    "fast_events_on_dff":
+        ("astro3s.inference.cells.FAST_EVENTS_ON_DFF: the fast-event rule judges the somata's events detected on "
+         "dF/F, not on the raw fluorescence (default: its value, 1; 0 as before 2026-12-06, ninth session)"),
     "separate_somata":
         ("astro3s.inference.cells.SEPARATE_SOMATA: a one-pixel gap wherever two cells' somata touch, cut from the "
          "larger, so that the soma mask read alone shows both (default: its value, 1; 0 as before 2026-12-06, ninth "

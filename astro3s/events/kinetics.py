@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FAST_MAX_DECAY_S", "FAST_MIN_EVENTS", "FAST_MIN_SNR", "fast_event_cells"]
+__all__ = ["FAST_MAX_DECAY_S", "FAST_MIN_EVENTS", "FAST_MIN_SNR", "fast_event_cells", "kinetics_events"]
 
 #: fewest somatic events a cell needs before its kinetics are judged (one or two fast events prove nothing)
 FAST_MIN_EVENTS = 5
@@ -69,3 +69,39 @@ def fast_event_cells(events: Any, *, min_events: int = FAST_MIN_EVENTS, max_deca
         if len(mine) >= min_events and len(measured) and np.median(measured) < max_decay_s:
             fast.append(int(cell))
     return np.asarray(fast, np.int64)
+
+
+def kinetics_events(traces: Any, *, params: Any = None) -> Any:
+    """The somatic events :func:`fast_event_cells` judges: detected on each soma's dF/F.
+
+    The event table of a run (:func:`astro3s.events.roi_events`) is detected on
+    the raw fluorescence against one noise SD per trace. A movie that bleaches
+    (or flickers) is brighter, and so noisier, in some stretches than in others:
+    there its fluctuations pass the threshold as short events, and a bleaching
+    astrocyte read as a neuron (held-out movies bleached to 40 %: 9 true cells
+    dropped of 177; experiments/results/heldout_ablation.md, 2026-12-06 ninth
+    session). dF/F, the trace over its running baseline F0, scales signal and
+    noise alike, so multiplicative changes of brightness leave its events as
+    they are; decay times, which this rule reads, do not depend on the scale.
+
+    Parameters
+    ----------
+    traces : RoiTraces
+        The run's soma and process traces (:func:`astro3s.correlation.extract_traces`); only the somata are used.
+    params : EventParams, optional
+
+    Returns
+    -------
+    EventTable
+    """
+    import dataclasses
+
+    from astro3s.events import roi_events
+
+    soma = [j for j, kind in enumerate(traces.kinds) if kind == "soma"]
+    somata = dataclasses.replace(
+        traces, names=[traces.names[j] for j in soma], cell_ids=np.asarray(traces.cell_ids)[soma],
+        kinds=["soma"] * len(soma), dff=np.asarray(traces.dff)[:, soma], f0=np.asarray(traces.f0)[:, soma],
+        f=None, n_pixels=np.asarray(traces.n_pixels)[soma], fneu=None)
+    events, _ = roi_events([somata], **({} if params is None else {"params": params}))
+    return events

@@ -1209,6 +1209,10 @@ RAGGED_MAX_AREA = 1000.0
 # touching somata into one (never-seen heldout_lookalikes_235: a true soma touching an out-of-focus blob's was
 # scored one false soma); False turns it off
 SEPARATE_SOMATA = True
+# the fast-event rule (InferenceOptions.drop_fast_event_cells) judges the somata's events detected on their dF/F
+# (astro3s.events.kinetics.kinetics_events; 2026-12-06, ninth session: on the raw fluorescence a bleaching movie's
+# brighter, noisier early frames gave short noise events, and true cells were dropped as neurons); False: on F
+FAST_EVENTS_ON_DFF = True
 
 
 def with_fragments_absorbed(seg: Any, *, max_ratio: float | None = FRAGMENT_SOMA_RATIO) -> Any:

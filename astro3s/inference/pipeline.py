@@ -581,9 +581,11 @@ def _analyse(mov: Any, movie_path: Path, model: Any, options: InferenceOptions, 
         source_movie, soma, processes, options, movie_path=movie_path, progress=progress, timings=timings,
         stages=stages)
     if options.drop_fast_event_cells and rois is None:
-        from astro3s.events.kinetics import FAST_MAX_DECAY_S, fast_event_cells
+        from astro3s.events.kinetics import FAST_MAX_DECAY_S, fast_event_cells, kinetics_events
 
-        fast = fast_event_cells(events)
+        # judged on the somata's dF/F events (a bleaching or flickering movie's noise is not stationary in F)
+        fast = fast_event_cells(kinetics_events(traces, params=event_params) if options.rules.fast_events_on_dff
+                                else events)
         segmentation = {**segmentation, "fast_event_cells_dropped": int(len(fast))}
         if len(fast):
             # neuron-like: their somatic events are many and decay within ~1 s; the analysis is redone without them

@@ -114,6 +114,9 @@ class CellRules:
     min_soma_solidity : float
         A cell whose soma (up to :data:`astro3s.inference.cells.RAGGED_MAX_AREA` px) has a solidity under this
         goes (:data:`astro3s.inference.cells.MIN_SOMA_SOLIDITY`; 0: off).
+    fast_events_on_dff : bool
+        The fast-event rule judges the somata's events detected on dF/F, not on the raw fluorescence
+        (:data:`astro3s.inference.cells.FAST_EVENTS_ON_DFF`; on by default, off before 2026-12-06, ninth session).
     separate_somata : bool
         A one-pixel gap wherever two cells' somata touch, cut from the larger, so that the soma mask read alone
         still shows two somata (:data:`astro3s.inference.cells.SEPARATE_SOMATA`; on by default, off before
@@ -147,6 +150,7 @@ class CellRules:
     edge_fov_cells: bool = cells.EDGE_FOV_CELLS
     faint_own_scale_contrast: float = cells.FAINT_OWN_SCALE_CONTRAST
     min_soma_solidity: float = cells.MIN_SOMA_SOLIDITY
+    fast_events_on_dff: bool = cells.FAST_EVENTS_ON_DFF
     separate_somata: bool = cells.SEPARATE_SOMATA
 
     def __post_init__(self) -> None:
