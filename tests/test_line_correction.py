@@ -96,6 +96,11 @@ def test_every_read_of_a_shifted_movie_agrees(tmp_path: Path) -> None:
                 np.s_[:, 1::3], np.s_[:, ::-1, 2], np.s_[2, -1, -1], np.s_[1:5, 3:8]):
         assert shifted[key].shape == data[key].shape
         assert np.allclose(shifted[key], expected[key])
+    for key in (np.s_[:, [20], 1], np.s_[[9], 1, 1]):  # out of range: refused as on the movie as stored
+        with pytest.raises(IndexError):
+            shifted[key]
+        with pytest.raises(IndexError):
+            Movie.from_array(data)[key]
     back = shifted.with_line_shift(0.0)
     assert back.dtype == np.uint16 and np.array_equal(back[:], data) and "line_shift" in repr(shifted)
 

@@ -276,10 +276,9 @@ def _corrected_movie(pre: Any, spec: Any, pl_module: Any) -> tuple[Any, Any]:
     if path is None or not Path(path).exists():
         raise InputError(path, "the movie of this pre-processing result is not available for the CC analysis.",
                          "keep the movie files of the training FOVs where they were pre-processed.")
-    movie = read_movie(path, fs=getattr(pre, "fs", None))
-    line_shift = float((getattr(pre, "details", None) or {}).get("line_shift_px", 0.0) or 0.0)
-    if line_shift:  # the bidirectional-scan correction the pre-processing applied
-        movie = movie.with_line_shift(line_shift)
+    from astro3s.preprocess.lines import with_recorded_line_shift
+
+    movie = with_recorded_line_shift(read_movie(path, fs=getattr(pre, "fs", None)), getattr(pre, "details", None))
     device = "cpu"
     if pl_module is not None and getattr(getattr(pl_module, "device", None), "type", "cpu") == "cuda":
         device = str(pl_module.device)

@@ -289,6 +289,12 @@ def drop_faint_cells(seg: Any, image: np.ndarray, *, min_relative_contrast: floa
     return remove_cells(seg, drop, count_key="faint_removed")
 
 
+def _median_image_at(pre: Any, seg: Any) -> np.ndarray | None:
+    """``pre.median_image`` when it has ``seg``'s pixels (None: no median image, or another grid's)."""
+    image = getattr(pre, "median_image", None)
+    return image if image is not None and np.shape(image) == seg.soma.shape else None
+
+
 def add_border_cut_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *,
                          min_area: float) -> Any:
     """``seg`` with a cell for each soma the FOV's edge cuts that only a crop centred on it shows.
@@ -321,8 +327,8 @@ def add_border_cut_cells(seg: Any, pre: Any, model: Any, options: InferenceOptio
     """
     from astro3s.inference.network import border_centred_crops, cut_candidate_somata, predict_crops
 
-    image = getattr(pre, "median_image", None)
-    if seg.n_cells == 0 or image is None or np.shape(image) != seg.soma.shape:
+    image = _median_image_at(pre, seg)
+    if seg.n_cells == 0 or image is None:
         return seg
     index, crops, shift = border_centred_crops(pre)
     if index.size == 0:
@@ -429,8 +435,8 @@ def add_edge_fov_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions
     from astro3s.models.classes import PROCESSES, SOMA
     from astro3s.postprocess.border import border_depth_ratio
 
-    image = getattr(pre, "median_image", None)
-    if seg.n_cells == 0 or image is None or np.shape(image) != seg.soma.shape:
+    image = _median_image_at(pre, seg)
+    if seg.n_cells == 0 or image is None:
         return seg
     diameter = 2.0 * np.sqrt(float(max_area or min_area) / np.pi)
     probs = predict_fov(model, pre, normalize=options.normalize, tiling=options.tiling,
@@ -1170,8 +1176,8 @@ def _final_cells(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     if rules.min_soma_solidity > 0:
         seg = drop_ragged_cells(seg, min_solidity=rules.min_soma_solidity)
     seg = with_limited_processes(seg, options)
-    median_image = getattr(pre, "median_image", None)
-    if rules.visible_processes and median_image is not None and median_image.shape == seg.soma.shape:
+    median_image = _median_image_at(pre, seg)
+    if rules.visible_processes and median_image is not None:
         from astro3s.postprocess.grow import with_visible_processes
 
         seg = with_visible_processes(seg, median_image)
@@ -1261,8 +1267,8 @@ def drop_blurred_pair(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     from astro3s.postprocess.sharpness import soma_edges
 
     max_blur = options.combine.get("max_relative_blur", CombineParams.max_relative_blur)
-    median_image = getattr(pre, "median_image", None)
-    if max_blur is None or median_image is None or seg.n_cells != 2 or median_image.shape != seg.soma.shape:
+    median_image = _median_image_at(pre, seg)
+    if max_blur is None or median_image is None or seg.n_cells != 2:
         return seg
     from astro3s.postprocess.split import soma_groups
 
@@ -1308,7 +1314,7 @@ def with_separate_somata(seg: Any) -> Any:
     counts = {**seg.counts, "somata_separated": n_cut, "somata_emptied": 0}
     if not n_cut:
         return dataclasses.replace(seg, counts=counts)
-    out = _segmentation(soma, np.where(soma > 0, 0, seg.processes), seg.n_cells, seg.params, counts)
+    out = _segmentation(soma, seg.processes, seg.n_cells, seg.params, counts)  # the cut pixels were soma only
     emptied = (out.soma_area == 0) & (seg.soma_area > 0)
     return remove_cells(out, emptied, count_key="somata_emptied") if emptied.any() else out
 

@@ -737,6 +737,7 @@ def _figure_inputs(run: _Run, options: InferenceOptions) -> Any:
     from types import SimpleNamespace
 
     from astro3s.inference.report import FigureInputs
+    from astro3s.preprocess.lines import recorded_line_shift
 
     pre, found = run.pre, run.domains
     # a baseline-subtracted (dF) movie's mean image is flat: its cells are shown on the noise-variance image
@@ -747,7 +748,7 @@ def _figure_inputs(run: _Run, options: InferenceOptions) -> Any:
                              motion_skipped=None if pre.params.motion_correction else (
                                  "dF movie: nothing static to register on" if noise_image else "turned off"),
                              activity_map=pre.activity_map, shifts=pre.shifts, shape=pre.shape, fs=pre.fs,
-                             line_shift=float(pre.details.get("line_shift_px", 0.0) or 0.0))
+                             line_shift=recorded_line_shift(pre.details))
     # the domains without their CC maps (pickled to the figure process of a batch)
     domains = SimpleNamespace(domains=found.domains, cell_ids=found.cell_ids, centroids=found.centroids,
                               threshold=found.threshold, threshold_choice=found.threshold_choice)

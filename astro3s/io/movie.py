@@ -225,27 +225,18 @@ class Movie:
         then cut as the key says, so index arrays pair up as in NumPy.
         """
         rows = parts[1]
-        if isinstance(rows, (int, np.integer)):
-            y = int(rows) % self.shape[1]
-            span, local = slice(y, y + 1), 0
-        elif isinstance(rows, slice):
-            span, local = rows, slice(None)
-        else:
-            index = np.asarray(rows)
-            index = np.flatnonzero(index) if index.dtype == bool else index.astype(np.int64) % self.shape[1]
-            lo = int(index.min()) if index.size else 0
-            span, local = slice(lo, int(index.max()) + 1 if index.size else lo), index - lo
-        if isinstance(span, slice) and span.step not in (None, 1):
-            span, local = slice(None), rows  # a stepped slice: whole frames (their rows' parity kept)
-        time = parts[0]
-        if isinstance(time, (int, np.integer, slice)):
-            window = self[(time, span, slice(None))]
-            return window[(Ellipsis, local, parts[2])]
-        index = np.asarray(time)
-        index = np.flatnonzero(index) if index.dtype == bool else index.astype(np.int64) % self.shape[0]
-        lo = int(index.min()) if index.size else 0
-        window = self[(slice(lo, int(index.max()) + 1 if index.size else lo), span, slice(None))]
-        return window[(index - lo, local, parts[2])]
+        if isinstance(rows, slice):  # a stepped slice reads whole frames (their rows' parity kept)
+            span, local = (rows, slice(None)) if rows.step in (None, 1) else (slice(None), rows)
+        else:  # an integer or an index array: the span of rows it reads, and where in that span (checked)
+            span, local = _split_index(rows, self.shape[1])
+            if local is None:
+                span, local = slice(span, span + 1), 0
+        if isinstance(parts[0], slice):
+            return self[(parts[0], span, slice(None))][(Ellipsis, local, parts[2])]
+        span_t, local_t = _split_index(parts[0], self.shape[0])
+        window = self[(span_t, span, slice(None))]
+        # an integer frame drops the time axis; an index array pairs up with the spatial ones, as in NumPy
+        return window[(Ellipsis, local, parts[2]) if local_t is None else (local_t, local, parts[2])]
 
     @property
     def n_frames(self) -> int:

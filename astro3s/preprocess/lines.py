@@ -23,9 +23,12 @@ eight neighbours are replaced first and the image is clipped at its 0.5th and
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ["MAX_LINE_OFFSET", "MIN_LINE_OFFSET", "estimate_line_offset", "measure_line_offset"]
+__all__ = ["MAX_LINE_OFFSET", "MIN_LINE_OFFSET", "estimate_line_offset", "measure_line_offset", "recorded_line_shift",
+           "with_recorded_line_shift"]
 
 #: offsets searched, px either way
 MAX_LINE_OFFSET = 4.0
@@ -113,6 +116,25 @@ def measure_line_offset(image: np.ndarray, *, max_offset: float = MAX_LINE_OFFSE
     best = int(np.argmax(correlation))
     # the rfft sums above are W times the products' sum over x (Parseval)
     return float(np.round(lags[best], 6)), float(correlation[best] / (img.shape[1] * energy))
+
+
+def recorded_line_shift(details: dict | None) -> float:
+    """The shift (px) the pre-processing gave a movie's odd rows, from ``Preprocessed.details`` (0.0: none)."""
+    return float((details or {}).get("line_shift_px", 0.0) or 0.0)
+
+
+def with_recorded_line_shift(movie: Any, details: dict | None) -> Any:
+    """``movie`` (opened again from its file) read with the odd-row shift its pre-processing gave it.
+
+    A saved result's corrected movie is rebuilt from the raw file and the
+    shifts: without the line shift its frames would not be those the
+    candidates and the cells were found on. ``movie`` itself when no shift was
+    given, or when it already carries one.
+    """
+    shift = recorded_line_shift(details)
+    if shift and hasattr(movie, "with_line_shift") and not movie.line_shift:
+        return movie.with_line_shift(shift)
+    return movie
 
 
 def _without_outliers(image: np.ndarray) -> np.ndarray:

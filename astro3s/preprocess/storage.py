@@ -116,10 +116,9 @@ def load_preprocessed(path: str | Path, *, movie: Any = None) -> Preprocessed:
         if tuple(movie.shape) != shape:
             raise InputError(getattr(movie, "path", None), f"has shape {tuple(movie.shape)}, but the "
                              f"pre-processing result {path} was made from a {shape} movie.")
-        # the bidirectional-scan correction the pre-processing applied (pipeline.with_lines_in_place)
-        line_shift = float(details.get("line_shift_px", 0.0) or 0.0)
-        if line_shift and hasattr(movie, "with_line_shift") and not movie.line_shift:
-            movie = movie.with_line_shift(line_shift)
+        from astro3s.preprocess.lines import with_recorded_line_shift
+
+        movie = with_recorded_line_shift(movie, details)  # the odd-row shift the pre-processing gave it
         corrected = CorrectedMovie(movie, arrays["shifts"], device=resolve_device(params.device))
     arrays["candidates"] = arrays["candidates"].astype(np.uint16, copy=False)
     return Preprocessed(**arrays, params=params, shape=shape, fs=meta.get("fs"), source=meta.get("source"),
