@@ -186,6 +186,43 @@ def motion_jitter(movie, fs, truth):
     return np.clip(moved, 0, None), fs, truth
 
 
+def _with_noise(frames: np.ndarray, times_shot_noise: float, seed: int) -> np.ndarray:
+    """``frames`` (float32, changed in place) plus Gaussian noise of SD ``times_shot_noise`` x sqrt(value)."""
+    rng = np.random.default_rng(seed)
+    for t in range(0, len(frames), 64):  # blocks of frames (bounded memory)
+        block = frames[t:t + 64]
+        block += times_shot_noise * np.sqrt(np.maximum(block, 1)) * rng.normal(size=block.shape).astype(np.float32)
+    return frames
+
+
+def _drifted(frames: np.ndarray) -> np.ndarray:
+    """``frames`` (float32, changed in place) moved along a slow drift of +-4 px (Fourier shift)."""
+    t = np.arange(len(frames), dtype=np.float64)
+    shifts = np.stack([4 * np.sin(2 * np.pi * t / 160), 3 * np.cos(2 * np.pi * t / 110)], 1)
+    ky = np.fft.fftfreq(frames.shape[1])[:, None]
+    kx = np.fft.rfftfreq(frames.shape[2])[None, :]
+    for a in range(0, len(frames), 64):  # blocks of frames (bounded memory), each vectorised
+        dy, dx = shifts[a:a + 64, 0, None, None], shifts[a:a + 64, 1, None, None]
+        spectra = np.fft.rfft2(frames[a:a + 64]) * np.exp(-2j * np.pi * (ky * dy + kx * dx))
+        frames[a:a + 64] = np.fft.irfft2(spectra, s=frames.shape[1:])
+    return np.clip(frames, 0, None, out=frames)  # the truth sits near the movie's mean position
+
+
+def dim_light(movie, fs, truth):
+    """Noise of SD 3x the shot noise of the values read as photon counts added to every frame: a tenth of the light."""
+    return _with_noise(_float(movie), 3.0, 5), fs, truth
+
+
+def dim_light_drift(movie, fs, truth):
+    """dim_light, with a slow drift of +-4 px (Fourier shift) under it."""
+    return _with_noise(_drifted(_float(movie)), 3.0, 5), fs, truth
+
+
+def dark_drift(movie, fs, truth):
+    """A slow drift of +-4 px under noise of SD 10x the shot noise (a hundredth of the light)."""
+    return _with_noise(_drifted(_float(movie)), 10.0, 6), fs, truth
+
+
 def delta_f(movie, fs, truth):
     """dF: each pixel's temporal median subtracted (float32; a "processed" export)."""
     frames = _float(movie)
@@ -202,7 +239,7 @@ def delta_f_over_f(movie, fs, truth):
 TRANSFORMS: dict[str, Transform] = {f.__name__: f for f in (
     identity, as_float32, gain_high, gain_low, imagej_offset, uint8, saturated, transposed, flipped, half_rate,
     double_rate, line_jitter, hot_pixels, bleaching, wide_crop, motion_jitter, vignetting, bidirectional_offset,
-    bidirectional_subpixel, flicker, zoom_in, delta_f, delta_f_over_f)}
+    bidirectional_subpixel, flicker, zoom_in, delta_f, delta_f_over_f, dim_light, dim_light_drift, dark_drift)}
 
 
 def transformed_folder(folder: Path, name: str, scratch: Path) -> Path:
@@ -253,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-line-offset", action="store_true",
                         help="a bidirectional scan's odd rows as stored, not put back (preprocess.line_correction="
                              "false; for comparison)")
+    parser.add_argument("--frame-by-frame-registration", action="store_true",
+                        help="every frame registered on its own, whatever its noise (preprocess.register_noisy_frames="
+                             "false; the method before 2026-12-06, tenth session; for comparison)")
     parser.add_argument("--scratch", type=Path, required=True, help="folder for the transformed movies")
     parser.add_argument("--out", type=Path, required=True, help="Markdown table (JSON beside it)")
     parser.add_argument("--transforms", nargs="*", choices=sorted(TRANSFORMS), default=list(TRANSFORMS))
@@ -272,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     model, options = load_inference_model("default", soma_scale="auto", figures=False)
     preprocess = options.preprocess.replace(morphology_image=args.morphology_image,
                                             lift_dim_background=not args.clip_dim_background,
-                                            line_correction=not args.keep_line_offset)
+                                            line_correction=not args.keep_line_offset,
+                                            register_noisy_frames=not args.frame_by_frame_registration)
     options = dataclasses.replace(options, preprocess=preprocess)
     results = {}
     for name in args.transforms:  # loop over transforms
@@ -287,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                + ("" if args.morphology_image == "auto" else f"--morphology-image {args.morphology_image} ")
                + ("--clip-dim-background " if args.clip_dim_background else "")
                + ("--keep-line-offset " if args.keep_line_offset else "")
+               + ("--frame-by-frame-registration " if args.frame_by_frame_registration else "")
                + f"--scratch DIR --out {args.out}")
     header = (f"# The held-out movies as other set-ups deliver them\n\nGenerated by `{command}`: the movies of "
               f"index {indices} of every member of the held-out family ({len(folders)} movies), each transformed "

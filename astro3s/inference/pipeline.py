@@ -731,6 +731,15 @@ def _write_files(run: _Run, stage: Path, final: Path, options: InferenceOptions)
             plane=options.plane), nwb_dir=final)
 
 
+def _motion_skipped(pre: Any, noise_image: bool) -> str | None:
+    """Why no motion was corrected, for the summary page (None: it was)."""
+    if not pre.params.motion_correction:
+        return "dF movie: nothing static to register on" if noise_image else "turned off"
+    if pre.details.get("motion_bin_frames") == 0:
+        return "frames too noisy to register"
+    return None
+
+
 def _figure_inputs(run: _Run, options: InferenceOptions) -> Any:
     """The :class:`~astro3s.inference.report.FigureInputs` of ``run``: the few images of ``run.pre`` and the
     fields of ``run.domains`` the figures need, not ``pre`` itself (whose corrected movie may be large)."""
@@ -745,8 +754,8 @@ def _figure_inputs(run: _Run, options: InferenceOptions) -> Any:
     noise_image = pre.params.morphology_image == "noise_variance" and pre.median_image is not None
     images = SimpleNamespace(mean_image=pre.median_image if noise_image else pre.mean_image,
                              background_name="noise-variance image (dF movie)" if noise_image else "mean image",
-                             motion_skipped=None if pre.params.motion_correction else (
-                                 "dF movie: nothing static to register on" if noise_image else "turned off"),
+                             motion_skipped=_motion_skipped(pre, noise_image),
+                             motion_bin_frames=int(pre.details.get("motion_bin_frames") or 1),
                              activity_map=pre.activity_map, shifts=pre.shifts, shape=pre.shape, fs=pre.fs,
                              line_shift=recorded_line_shift(pre.details))
     # the domains without their CC maps (pickled to the figure process of a batch)
@@ -803,7 +812,13 @@ def _summary(run: _Run, final: Path, options: InferenceOptions) -> dict[str, Any
                        # a bidirectional scan's odd-row offset measured, and the shift given to those rows
                        # (0: as stored; astro3s.preprocess.lines)
                        "line_offset_px": pre.details.get("line_offset_px"),
-                       "line_shift_px": pre.details.get("line_shift_px")},
+                       "line_shift_px": pre.details.get("line_shift_px"),
+                       # 1: frames registered one by one; k > 1: as means of k consecutive frames (too noisy
+                       # one by one); 0: too noisy even so, not corrected (astro3s.preprocess.streaming)
+                       "motion_bin_frames": pre.details.get("motion_bin_frames"),
+                       "motion_jump_px": pre.details.get("motion_jump_px"),
+                       # frames whose shift noise threw off their neighbours', given their median shift
+                       "motion_repaired_frames": pre.details.get("motion_repaired_frames")},
         "versions": _versions(),
         "timings_s": None,
         # the files this run wrote, with their SHA-256: a rerun replaces these and nothing else

@@ -397,14 +397,17 @@ def _search_panel(ax: Any, choice: Any, threshold: float, band: Sequence[float] 
         ax.legend(fontsize=6.5, loc="upper right", frameon=False)
 
 
-def _shift_panel(ax: Any, shifts: np.ndarray, fs: float | None, *, skipped: str | None = None) -> None:
-    """Motion-correction shifts over time (``skipped``: why no motion was corrected, in the title)."""
+def _shift_panel(ax: Any, shifts: np.ndarray, fs: float | None, *, skipped: str | None = None,
+                 bin_frames: int = 1) -> None:
+    """Motion-correction shifts over time (``skipped``: why no motion was corrected, in the title;
+    ``bin_frames`` > 1: registered as means of that many consecutive frames)."""
     shifts = np.asarray(shifts, np.float64).reshape(-1, 2)
     t = np.arange(len(shifts)) / fs if fs else np.arange(len(shifts))
     for column, name, colour in ((0, "dy", "#1565c0"), (1, "dx", "#ef6c00")):
         ax.plot(t, shifts[:, column], lw=0.8, color=colour, label=name)
     max_shift = float(np.hypot(shifts[:, 0], shifts[:, 1]).max(initial=0.0))
-    title = f"motion correction: max |shift| {max_shift:.1f} px"
+    means = f" (means of {bin_frames} frames: too noisy one by one)" if bin_frames > 1 else ""
+    title = f"motion correction{means}: max |shift| {max_shift:.1f} px"
     ax.set_title(title if skipped is None else f"motion correction: skipped ({skipped})", fontsize=9, loc="left")
     ax.axhline(0, color="0.7", lw=0.6)
     ax.set_xlabel("time (s)" if fs else "frame", fontsize=8)
@@ -449,7 +452,8 @@ def plot_summary(pre: Any, soma: np.ndarray, processes: np.ndarray, domains: Any
     pre : Preprocessed
         Gives ``mean_image``, ``activity_map``, ``shifts``, ``shape`` and ``fs`` (and
         optionally ``background_name``, the first panel's title for ``mean_image``, and
-        ``motion_skipped``, why no motion was corrected, and ``line_shift``, the px the odd scan
+        ``motion_skipped``, why no motion was corrected, ``motion_bin_frames``, the frames per mean
+        registered when single frames were too noisy, and ``line_shift``, the px the odd scan
         lines were moved, ``Preprocessed.details["line_shift_px"]``).
     soma, processes : ndarray of int, shape (H, W)
         Label images with shared cell ids.
@@ -533,7 +537,8 @@ def plot_summary(pre: Any, soma: np.ndarray, processes: np.ndarray, domains: Any
     _heat_panel(axes("heat"), axes("colourbar"), ids, heat, lut, fs, marks,
                 label="soma dF/F, neuropil-corrected as detected" if corrected else "soma dF/F")
     _search_panel(axes("search"), choice, threshold, band)
-    _shift_panel(axes("shifts"), shifts, fs, skipped=getattr(pre, "motion_skipped", None))
+    _shift_panel(axes("shifts"), shifts, fs, skipped=getattr(pre, "motion_skipped", None),
+                 bin_frames=int(getattr(pre, "motion_bin_frames", 1) or 1))
 
     facts_ax = axes("facts")
     facts_ax.set_axis_off()

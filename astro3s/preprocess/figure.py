@@ -96,7 +96,12 @@ def plot_preprocessed(result: Preprocessed, path: str | Path, *, title: str | No
     ax.plot(time_axis, result.shifts[:, 1], lw=0.8, label="dx")
     ax.set_xlabel("time (s)" if result.fs else "frame")
     ax.set_ylabel("shift (px)")
-    ax.set_title("motion", fontsize=10)
+    bins = result.details.get("motion_bin_frames")
+    repaired = result.details.get("motion_repaired_frames")
+    ax.set_title("motion" + (f" (means of {bins} frames: too noisy one by one)" if bins and bins > 1 else
+                             " (too noisy to register: not corrected)" if bins == 0 else
+                             f" ({repaired} frame(s) given their neighbours' shift)" if repaired else ""),
+                 fontsize=10)
     ax.legend(fontsize=8)
     show(axes[1, 3], result.reference, "motion reference", cmap="gray")
     t, h, w = result.shape

@@ -51,8 +51,12 @@ __all__ = [
     "correct_frames",
     "estimate_shifts",
     "fourier_shift",
+    "frame_shifts_from_bins",
+    "isolated_shift_outliers",
     "register_frames",
     "register_spectra",
+    "shift_jump_limit",
+    "shifts_consistent",
     "spectral_energy",
 ]
 
@@ -576,6 +580,128 @@ def estimate_shifts(movie: Any, reference_spectrum: np.ndarray, *, bandpass_sigm
             block, reference_spectrum, bandpass_sigmas=bandpass_sigmas, upsample_factor=upsample_factor,
             max_shift=max_shift, correct=False, device=device)
     return out
+
+
+# --------------------------------------------------------------------------- frames too noisy to register
+
+#: the shifts of consecutive frames (or frame means) are trusted when 90 % of their jumps are at most
+#: max(SHIFT_JUMP_PX, SHIFT_JUMP_FRACTION x the largest shift searched): a brain moves a few px between two
+#: frames, while the correlation peaks of frames that noise hides land anywhere in the search window (jumps of
+#: ~0.7 x its half-width; measured 37-63 px for a 172 x 298 px movie whose true jumps were ~1 px)
+SHIFT_JUMP_PX = 4.0
+SHIFT_JUMP_FRACTION = 0.1
+#: quantile of the jumps that must stay under the limit (a few fast movements are real)
+SHIFT_JUMP_QUANTILE = 0.9
+
+
+def shift_jump_limit(max_shift: float) -> float:
+    """Largest jump, px, between the shifts of consecutive frames (or frame means) read as motion, not noise."""
+    return max(SHIFT_JUMP_PX, SHIFT_JUMP_FRACTION * float(max_shift))
+
+
+def shifts_consistent(first: np.ndarray, second: np.ndarray, *, max_shift: float) -> tuple[bool, float]:
+    """Whether the shifts of pairs of consecutive frames (or frame means) agree as real motion does.
+
+    Parameters
+    ----------
+    first, second : ndarray, shape (P, 2)
+        ``(dy, dx)`` shifts of the first and second member of each pair.
+    max_shift : float
+        Largest shift searched, px.
+
+    Returns
+    -------
+    consistent : bool
+        The ``SHIFT_JUMP_QUANTILE`` quantile of the jumps is at most
+        :func:`shift_jump_limit` (True for no pairs).
+    jump : float
+        That quantile, px (0 for no pairs).
+    """
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    if len(first) == 0:
+        return True, 0.0
+    jumps = np.hypot(*(second - first).T)
+    jump = float(np.quantile(jumps, SHIFT_JUMP_QUANTILE))
+    return jump <= shift_jump_limit(max_shift), jump
+
+
+#: frames of the running median that a frame's shift is compared with (isolated_shift_outliers): a movement
+#: that lasts 3 frames or more is kept
+SHIFT_MEDIAN_FRAMES = 5
+#: ... and the limit is at least this x the median distance of a frame's shift from that running median (for
+#: Gaussian jitter of SD s per axis that median is about 1.2 s x 0.85, so 6 x it is ~6 s: outside only 1 frame in
+#: ~10^7; a noise-hidden frame's shift lands tens of px away)
+SHIFT_JITTER_FACTOR = 6.0
+
+
+def isolated_shift_outliers(shifts: np.ndarray, *, max_shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Frames whose shift leaves the running median of its neighbours by more than real motion does.
+
+    A frame that noise hides (a dim frame, one flash of the laser) has its
+    correlation peak anywhere in the search window, while its neighbours are
+    registered well. Its shift then stands away from the median of the
+    ``SHIFT_MEDIAN_FRAMES`` frames around it by more than
+    :func:`shift_jump_limit`, or ``SHIFT_JITTER_FACTOR`` times the median
+    such distance when the movie jitters more; a real movement lasting 3
+    frames or more moves that median with it.
+
+    Parameters
+    ----------
+    shifts : ndarray, shape (T, 2)
+    max_shift : float
+        Largest shift searched, px.
+
+    Returns
+    -------
+    outliers : ndarray of bool, shape (T,)
+    repaired : ndarray of float32, shape (T, 2)
+        ``shifts`` with each outlier replaced by that running median.
+    """
+    shifts = np.asarray(shifts, np.float32).reshape(-1, 2)
+    n = len(shifts)
+    if n < SHIFT_MEDIAN_FRAMES:
+        return np.zeros(n, bool), shifts.copy()
+    half = SHIFT_MEDIAN_FRAMES // 2
+    padded = np.pad(shifts, ((half, half), (0, 0)), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, SHIFT_MEDIAN_FRAMES, axis=0)  # (T, 2, window)
+    median = np.median(windows, axis=-1).astype(np.float32)
+    deviation = np.hypot(*(shifts - median).T)
+    # a movie that jitters from frame to frame (an awake animal at a low frame rate) moves its frames away
+    # from their running median all the time: the limit grows with that jitter's own size
+    jitter = float(np.median(deviation)) * SHIFT_JITTER_FACTOR
+    outliers = deviation > max(shift_jump_limit(max_shift), jitter)
+    return outliers, np.where(outliers[:, None], median, shifts)
+
+
+def frame_shifts_from_bins(bin_shifts: np.ndarray, n_frames: int, bin_frames: int) -> np.ndarray:
+    """Shifts of every frame from those of the means of ``bin_frames`` consecutive frames.
+
+    Bin ``j`` holds frames ``[j k, (j + 1) k)``; a last part shorter than
+    ``k`` frames has no bin of its own (a mean of fewer frames is noisier).
+    Each bin's shift is placed at the mean time of its frames and the frames'
+    shifts are interpolated linearly between those times (held at the ends).
+
+    Parameters
+    ----------
+    bin_shifts : ndarray, shape (T // k, 2)
+    n_frames : int
+        ``T``.
+    bin_frames : int
+        ``k`` >= 1.
+
+    Returns
+    -------
+    shifts : ndarray of float32, shape (T, 2)
+    """
+    k = int(bin_frames)
+    n_bins = int(n_frames) // k
+    bin_shifts = np.asarray(bin_shifts, np.float64)
+    if len(bin_shifts) != n_bins or n_bins == 0:
+        raise ValueError(f"{len(bin_shifts)} bin shifts for {n_frames} frames in bins of {k}; "
+                         f"{n_bins} (at least 1) expected")
+    centres = np.arange(n_bins) * k + (k - 1) / 2.0
+    times = np.arange(int(n_frames), dtype=np.float64)
+    return np.stack([np.interp(times, centres, bin_shifts[:, axis]) for axis in (0, 1)], axis=1).astype(np.float32)
 
 
 def as_movie(movie: Any) -> Any:

@@ -48,6 +48,13 @@ class PreprocessParams:
         ``line_offset_px`` (measured) and ``line_shift_px`` (applied).
     min_line_offset : float
         Smallest offset corrected, px (0.25).
+    register_noisy_frames : bool
+        Check that consecutive frames' shifts agree as real motion does
+        (:func:`astro3s.preprocess.motion.shifts_consistent`); when they jump
+        as noise does, register means of 2-16 consecutive frames instead, or
+        leave the movie uncorrected when even those disagree (default True).
+        ``Preprocessed.details`` records ``motion_bin_frames`` (1: frame by
+        frame; 0: not corrected) and ``motion_jump_px``.
     reference_frames : int
         Frames sampled evenly over the movie to build the reference (200); fewer
         when their spectra (complex64, ``8 H (W // 2 + 1)`` bytes a frame) would
@@ -225,6 +232,7 @@ class PreprocessParams:
     motion_correction: bool = True
     line_correction: bool = True
     min_line_offset: float = MIN_LINE_OFFSET
+    register_noisy_frames: bool = True
     reference_frames: int = 200
     reference_stable_fraction: float = 0.5
     upsample_factor: int = 1

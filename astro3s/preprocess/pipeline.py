@@ -250,7 +250,7 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     Preprocessed
         Shares the corrected movie with ``pre``.
     """
-    early = ("line_correction", "min_line_offset", "motion_correction", "reference_frames",
+    early = ("line_correction", "min_line_offset", "motion_correction", "register_noisy_frames", "reference_frames",
              "reference_stable_fraction", "upsample_factor", "bandpass_sigmas", "max_shift_fraction",
              "baseline_percentile", "median_max_frames", "active_percentile", "tile_size", "tile_step",
              "activity_percentile", "percentile_stride", "activity_bin_s")

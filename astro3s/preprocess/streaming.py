@@ -62,13 +62,15 @@ from typing import Any
 import numpy as np
 
 from astro3s.errors import InputError
-from astro3s.preprocess._backend import _workers, block_ranges, cache_block_frames, map_blocks
+from astro3s.preprocess._backend import _workers, block_ranges, cache_block_frames, map_blocks, rfft2
 from astro3s.preprocess.activity import activity_counts, tile_coverage, tile_thresholds
 from astro3s.preprocess.baseline import noise_variance_image
 from astro3s.preprocess.correlation_image import local_correlation_image
 from astro3s.preprocess.enhance import (enhance_network_image, frame_percentiles, lift_dim_background,
                                        temporal_percentiles)
-from astro3s.preprocess.motion import CorrectedMovie, FrameFile, build_reference, register_frames
+from astro3s.preprocess.motion import (CorrectedMovie, FrameFile, bandpass_filter, build_reference, correct_frames,
+                                       frame_shifts_from_bins, isolated_shift_outliers, register_frames,
+                                       register_spectra, shifts_consistent)
 from astro3s.preprocess.params import PreprocessParams
 
 __all__ = ["MIN_FRAMES", "MIN_SIDE", "MotionReference", "Streamed", "effective_chunk_frames", "even_subsample",
@@ -330,12 +332,25 @@ class MotionReference:
     spectrum : ndarray of complex64, shape (H, W // 2 + 1), or None
         Band-passed ``rfft2`` of the reference (None without motion correction).
     index : ndarray of int64, shape (S,)
-        The sampled frames.
+        The sampled frames (the first frame of each sampled mean when ``bin_frames`` > 1).
+    bin_frames : int
+        1: each frame is registered on its own as the pass reads it. ``k`` > 1:
+        the frames were too noisy for that, and ``shifts`` are those of the
+        means of ``k`` consecutive frames, interpolated. 0: too noisy even so;
+        ``shifts`` are zero (not corrected).
+    shifts : ndarray of float32, shape (T, 2), or None
+        The shifts the pass applies, when ``bin_frames`` is not 1.
+    jump_px : float or None
+        90th percentile of the jumps between the shifts of consecutive frames
+        (or means) of the registration kept, px (None: not measured).
     """
 
     image: np.ndarray
     spectrum: np.ndarray | None
     index: np.ndarray
+    bin_frames: int = 1
+    shifts: np.ndarray | None = None
+    jump_px: float | None = None
 
 
 def motion_reference(movie: Any, params: PreprocessParams, device: str, max_shift: float, *,
@@ -379,7 +394,150 @@ def motion_reference(movie: Any, params: PreprocessParams, device: str, max_shif
         _FrameSample(movie, index), bandpass_sigmas=params.bandpass_sigmas,
         stable_fraction=params.reference_stable_fraction, upsample_factor=params.upsample_factor,
         max_shift=max_shift, device=device, block_bytes=block_bytes, scratch=scratch)
-    return MotionReference(reference, spectrum, index)
+    single = MotionReference(reference, spectrum, index)
+    if not params.register_noisy_frames:
+        return single
+    return _registration_for_noise(movie, single, params, device, max_shift, count=count, block_bytes=block_bytes)
+
+
+#: pairs of consecutive frames (or frame means) whose shifts test a registration (shifts_consistent)
+CONSISTENCY_PAIRS = 32
+#: frames per mean tried, in order, when single frames are too noisy to register
+REGISTRATION_BINS = (2, 4, 8, 16)
+#: fewest means a binned registration is built from (its reference and its pairs)
+MIN_REGISTRATION_BINS = 16
+#: median similarity (correlation coefficient of the band-passed frame and reference at the peak) from which
+#: inconsistent shifts are read as fast real motion, not noise: the frames are then registered one by one
+NOISY_SIMILARITY = 0.2
+
+
+def _pair_shifts(sample: Any, spectrum: np.ndarray, params: PreprocessParams, device: str,
+                 max_shift: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shifts of the first and second member of each pair of ``sample`` (P, 2, H, W), and their similarity."""
+    n_pairs, _, height, width = sample.shape
+    # band-passed as the reference's own spectrum (_refine_reference), so that the similarity is theirs
+    spectra = rfft2(sample.reshape(2 * n_pairs, height, width), device=device)
+    spectra *= bandpass_filter((height, width), params.bandpass_sigmas)
+    shifts, similarity = register_spectra(spectra, spectrum, (height, width),
+                                          upsample_factor=params.upsample_factor, max_shift=max_shift, device=device)
+    shifts = shifts.reshape(n_pairs, 2, 2)
+    return shifts[:, 0], shifts[:, 1], similarity
+
+
+class _MeanSample:
+    """Means of ``bin_frames`` consecutive frames from each of ``starts`` as a lazy (S, H, W) array."""
+
+    def __init__(self, movie: Any, starts: np.ndarray, bin_frames: int):
+        self.movie = movie
+        self.starts = np.asarray(starts, np.int64)
+        self.bin_frames = int(bin_frames)
+        self.shape = (len(self.starts), *(int(s) for s in movie.shape[1:]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        starts = self.starts[key]
+        index = (starts[:, None] + np.arange(self.bin_frames)[None]).ravel()
+        frames = read_frames(self.movie, index)
+        return frames.reshape(len(starts), self.bin_frames, *frames.shape[1:]).mean(axis=1)
+
+
+def _registration_for_noise(movie: Any, single: MotionReference, params: PreprocessParams, device: str,
+                            max_shift: float, *, count: int, block_bytes: int) -> MotionReference:
+    """``single`` when frames register one by one consistently, else a registration of frame means.
+
+    The shifts of about 32 pairs of consecutive frames are compared
+    (:func:`astro3s.preprocess.motion.shifts_consistent`). When they jump as
+    noise does and the frames match the reference poorly (median similarity
+    under ``NOISY_SIMILARITY``), means of 2, 4, 8, 16 consecutive frames are
+    tried in turn, each with its own reference: the first whose consecutive
+    means agree is used for the whole movie (:func:`binned_shifts`). When none
+    does, the movie is not corrected. Suite2p meets the same problem with a
+    temporal smoothing of the frames chosen by the user (``smooth_sigma_time``).
+    """
+    n_frames = int(movie.shape[0])
+    if n_frames < 4:
+        return single
+    first, second, similarity = _pair_shifts(sample_frame_pairs(movie, CONSISTENCY_PAIRS), single.spectrum,
+                                             params, device, max_shift)
+    consistent, jump = shifts_consistent(first, second, max_shift=max_shift)
+    single.jump_px = jump
+    median_similarity = float(np.median(similarity))
+    if consistent or median_similarity >= NOISY_SIMILARITY:
+        if not consistent:
+            log.info("motion: consecutive frames' shifts differ by up to %.1f px (90th percentile) at a median "
+                     "similarity of %.2f to the reference: read as fast motion", jump, median_similarity)
+        return single
+    log.info("motion: consecutive frames' shifts differ by up to %.1f px (90th percentile; similarity %.2f): the "
+             "frames are too noisy to register one by one; trying means of consecutive frames", jump,
+             median_similarity)
+    for bin_frames in REGISTRATION_BINS:  # loop over a few bin sizes, each tried once
+        n_bins = n_frames // bin_frames
+        if n_bins < MIN_REGISTRATION_BINS:
+            break
+        starts = even_subsample(n_bins, count) * bin_frames
+        reference, spectrum = build_reference(
+            _MeanSample(movie, starts, bin_frames), bandpass_sigmas=params.bandpass_sigmas,
+            stable_fraction=params.reference_stable_fraction, upsample_factor=params.upsample_factor,
+            max_shift=max_shift, device=device, block_bytes=block_bytes)
+        pair_starts = even_subsample(n_bins - 1, max(1, min(CONSISTENCY_PAIRS, n_bins // 2))) * bin_frames
+        pairs = _MeanSample(movie, np.stack([pair_starts, pair_starts + bin_frames], 1).ravel(), bin_frames)
+        first, second, _ = _pair_shifts(pairs[:].reshape(len(pair_starts), 2, *pairs.shape[1:]), spectrum,
+                                        params, device, max_shift)
+        consistent, jump = shifts_consistent(first, second, max_shift=max_shift)
+        if consistent:
+            log.info("motion: registered as means of %d consecutive frames (their shifts differ by up to %.1f px)",
+                     bin_frames, jump)
+            shifts = binned_shifts(movie, spectrum, bin_frames, params, device, max_shift)
+            return MotionReference(reference, spectrum, starts, bin_frames, shifts, jump)
+        log.info("motion: means of %d frames still disagree (%.1f px)", bin_frames, jump)
+    log.warning("motion: the frames are too noisy to register, even as means of up to %d consecutive frames: the "
+                "movie is not motion-corrected (check it for motion by eye)", REGISTRATION_BINS[-1])
+    return MotionReference(single.image, single.spectrum, single.index, 0,
+                           np.zeros((n_frames, 2), np.float32), single.jump_px)
+
+
+def binned_shifts(movie: Any, spectrum: np.ndarray, bin_frames: int, params: PreprocessParams, device: str,
+                  max_shift: float) -> np.ndarray:
+    """Shifts of every frame from the registration of means of ``bin_frames`` consecutive frames.
+
+    One pass over ``movie`` in chunks (a multiple of ``bin_frames`` frames);
+    each mean is registered to ``spectrum`` (:func:`register_frames` without
+    the correction) and the frames' shifts are interpolated between the
+    means' times (:func:`astro3s.preprocess.motion.frame_shifts_from_bins`),
+    after any mean that noise threw off took its neighbours' median shift
+    (:func:`astro3s.preprocess.motion.isolated_shift_outliers`).
+
+    Parameters
+    ----------
+    movie : Movie, shape (T, H, W)
+    spectrum : ndarray of complex64, shape (H, W // 2 + 1)
+        Band-passed ``rfft2`` of a reference built from such means.
+    bin_frames : int
+    params : PreprocessParams
+    device : str
+    max_shift : float
+
+    Returns
+    -------
+    shifts : ndarray of float32, shape (T, 2)
+    """
+    n_frames, height, width = (int(s) for s in movie.shape)
+    k = int(bin_frames)
+    chunk = max(k, effective_chunk_frames(params, 4 * height * width) // k * k)
+    bins = np.zeros((n_frames // k, 2), np.float32)
+    for t0, block in read_chunks(movie, chunk):
+        n_means = len(block) // k  # the movie's last frames, fewer than k, take their neighbours' shift
+        if n_means == 0:
+            continue
+        means = block[:n_means * k].reshape(n_means, k, height, width).mean(axis=1)
+        bins[t0 // k:t0 // k + n_means], _ = register_frames(
+            means, spectrum, bandpass_sigmas=params.bandpass_sigmas, upsample_factor=params.upsample_factor,
+            max_shift=max_shift, correct=False, device=device)
+    # a mean that noise still threw off takes its neighbours' median shift, as single frames do
+    _, bins = isolated_shift_outliers(bins, max_shift=max_shift)
+    return frame_shifts_from_bins(bins, n_frames, k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,9 +695,11 @@ class _BlockWorker:
     STAGES = ("motion", "baseline", "activity")
 
     def __init__(self, buffers: _Buffers, reference_spectrum: np.ndarray | None, params: PreprocessParams,
-                 device: str, max_shift: float, activity_percentiles: Sequence[float], shape: tuple[int, int]):
+                 device: str, max_shift: float, activity_percentiles: Sequence[float], shape: tuple[int, int],
+                 shifts: np.ndarray | None = None):
         self.buffers = buffers
         self.reference_spectrum = reference_spectrum
+        self.given_shifts = shifts  # known before the pass (frames too noisy to register one by one)
         self.params = params
         self.device = device
         self.max_shift = max_shift
@@ -565,7 +725,11 @@ class _BlockWorker:
 
     def _correct(self, frames: np.ndarray, t: int) -> np.ndarray:
         params, buffers = self.params, self.buffers
-        if params.motion_correction:
+        if params.motion_correction and self.given_shifts is not None:
+            shifts = self.given_shifts[t:t + len(frames)]
+            buffers.shifts[t:t + len(frames)] = shifts
+            corrected = correct_frames(frames, shifts, device=self.device) if np.any(shifts) else frames
+        elif params.motion_correction:
             buffers.shifts[t:t + len(frames)], corrected = register_frames(
                 frames, self.reference_spectrum, bandpass_sigmas=params.bandpass_sigmas,
                 upsample_factor=params.upsample_factor, max_shift=self.max_shift, device=self.device)
@@ -651,6 +815,46 @@ def _run_pass(movie: Any, chunk_frames: int, worker: _BlockWorker, progress: boo
     return raw, wall
 
 
+def _repair_isolated_shifts(movie: Any, buffers: _Buffers, max_shift: float, device: str) -> int:
+    """Give frames whose shift noise threw off their neighbours' running median, and correct them again.
+
+    :func:`astro3s.preprocess.motion.isolated_shift_outliers` finds them. Their
+    raw frames are read again and corrected with the new shifts into the
+    stored corrected movie (cache or frame file), and the median sample's
+    copies are made again; frames corrected on read take the new shifts from
+    ``buffers.shifts``. The activity counts keep those few frames as first
+    corrected.
+
+    Returns
+    -------
+    int
+        The number of frames repaired.
+    """
+    outliers, repaired = isolated_shift_outliers(buffers.shifts, max_shift=max_shift)
+    frames = np.flatnonzero(outliers)
+    if not frames.size:
+        return 0
+    log.info("motion: %d frame(s) whose shift noise threw off their neighbours' (e.g. frame %d: %s px) take their "
+             "neighbours' median shift", frames.size, frames[0],
+             "/".join(f"{v:+.1f}" for v in buffers.shifts[frames[0]]))
+    buffers.shifts[frames] = repaired[frames]
+    if buffers.cache is None and buffers.frames_file is None:
+        return int(frames.size)  # corrected on read, with the new shifts
+    for start in range(0, frames.size, 64):  # a few MB at a time
+        index = frames[start:start + 64]
+        fixed = correct_frames(read_frames(movie, index), buffers.shifts[index], device=device)
+        if buffers.cache is not None:
+            buffers.cache[index] = fixed
+        else:
+            for frame, image in zip(index, fixed, strict=True):
+                buffers.frames_file.write(int(frame), image[None])
+        slots = buffers.median_slot[index]
+        if buffers.median_frames is not None and np.any(slots >= 0):
+            keep = slots >= 0
+            buffers.median_frames[slots[keep]] = fixed[keep] - buffers.baselines[index[keep], None, None]
+    return int(frames.size)
+
+
 def _corrected_store(buffers: _Buffers) -> str:
     """Where the corrected frames are kept: ``"memory"``, ``"file"`` or ``"none"`` (corrected on read).
 
@@ -713,6 +917,9 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
     # the reference's spectra use the cache's pages (not written yet): fresh memory is slow to touch
     reference = motion_reference(movie, params, device, max_shift, scratch=buffers.cache)
     details["reference_frames"] = len(reference.index)
+    if params.motion_correction and params.register_noisy_frames:
+        details["motion_bin_frames"] = reference.bin_frames
+        details["motion_jump_px"] = None if reference.jump_px is None else round(reference.jump_px, 2)
     details.update(buffer_details)
     timings["reference"] = time.perf_counter() - tick
 
@@ -720,7 +927,7 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
         buffers.frames_file = scratch_frame_file((n_frames, height, width), scratch_dir)
     try:
         worker = _BlockWorker(buffers, reference.spectrum, params, device, max_shift, activity_percentiles,
-                              (height, width))
+                              (height, width), shifts=reference.shifts)
         raw, wall = _run_pass(movie, effective_chunk_frames(params, 4 * height * width), worker, progress, device)
         if raw.highest == raw.lowest:
             raise _constant_error(movie)
@@ -730,6 +937,8 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
         raise
     details["corrected_store"] = _corrected_store(buffers)
     timings.update(worker.stage_times(wall))
+    if params.motion_correction and params.register_noisy_frames and reference.bin_frames == 1:
+        details["motion_repaired_frames"] = _repair_isolated_shifts(movie, buffers, max_shift, device)
 
     tick = time.perf_counter()
     corrected = CorrectedMovie(movie, buffers.shifts, device=device, cache=buffers.cache,
