@@ -257,6 +257,10 @@ def test_astro3s_infer_on_tiny_end_to_end_with_the_default_model(simulated, tmp_
     summary = json.loads((result.output / "summary.json").read_text())
     assert summary["segmentation"]["model"] == "default"
     assert summary["parameters"]["preprocess"]["crop_size"] == 96
+    # a clear movie: registered frame by frame, none repaired, candidates from the published search
+    assert summary["parameters"]["preprocess"]["register_noisy_frames"] is True
+    assert summary["preprocess"]["motion_bin_frames"] == 1 and summary["preprocess"]["motion_repaired_frames"] == 0
+    assert summary["preprocess"]["significant_candidates"] is None and summary["preprocess"]["hot_pixels"] == 0
     from astro3s.inference.rules import CellRules
 
     assert summary["parameters"]["rules"] == dataclasses.asdict(CellRules())  # the rules' settings, recorded

@@ -818,7 +818,12 @@ def _summary(run: _Run, final: Path, options: InferenceOptions) -> dict[str, Any
                        "motion_bin_frames": pre.details.get("motion_bin_frames"),
                        "motion_jump_px": pre.details.get("motion_jump_px"),
                        # frames whose shift noise threw off their neighbours', given their median shift
-                       "motion_repaired_frames": pre.details.get("motion_repaired_frames")},
+                       "motion_repaired_frames": pre.details.get("motion_repaired_frames"),
+                       # candidates where the activity map stands out from its own spread, when the movie was
+                       # too noisy for the search's thresholds (preprocess.candidates.significant_candidates)
+                       "significant_candidates": (pre.details.get("candidate_search") or {}).get("significant"),
+                       # a detector's hot or stuck pixels filled in the summary images (preprocess.fill_hot_pixels)
+                       "hot_pixels": pre.details.get("hot_pixels")},
         "versions": _versions(),
         "timings_s": None,
         # the files this run wrote, with their SHA-256: a rerun replaces these and nothing else

@@ -74,6 +74,8 @@ def plot_preprocessed(result: Preprocessed, path: str | Path, *, title: str | No
     search = result.details.get("candidate_search", {})
     blobs = int(search.get("median_blobs", 0) or 0)
     title = f"{result.n_candidates} candidates (threshold {search.get('threshold', float('nan')):.0f} fr)"
+    if search.get("significant"):
+        title = f"{result.n_candidates} candidates (activity map >= 5 SD: a noisy movie)"
     show(axes[0, 3], result.enhanced, title + (f"\n{blobs} of them median-image blobs" if blobs else ""),
          cmap="gray", vmin=0, vmax=1)
     if result.n_candidates:

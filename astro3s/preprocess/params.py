@@ -104,6 +104,13 @@ class PreprocessParams:
         vignetted FOV's corners, a dim side) to zero, so that the cells there
         keep their contrast (:func:`~astro3s.preprocess.enhance.lift_dim_background`;
         an evenly lit median image is unchanged). False: ASTRA's clip alone.
+    fill_hot_pixels : bool
+        A detector's hot or stuck pixels, single pixels of the median image
+        more than 3 times its brightest structure wider than a pixel
+        (:func:`~astro3s.preprocess.enhance.isolated_spikes`), are filled from
+        their neighbours in the median, mean and activity images (default
+        True; ``Preprocessed.details["hot_pixels"]`` counts them). The frames
+        themselves, and so the traces, keep them.
     enhance_sigma : float
         Gaussian scale (px) of a smoothing of the median image before CLAHE
         (0: none, ASTRA's recipe). CLAHE on 65536 levels ranks each tile's
@@ -195,6 +202,19 @@ class PreprocessParams:
         activity search found (0.5, chosen on development movies of the
         training simulator; null = off; see
         :func:`astro3s.preprocess.candidates.blob_candidates`).
+    noisy_candidates : bool
+        Fallback (not in ASTRA) for movies too noisy for the search's
+        thresholds, which are fractions of ``T``: noise pulls every pixel's
+        activity count towards the tile percentile's base rate, so clearly
+        visible, active cells stay below the floor and nothing at all is
+        found, and without a candidate the whole-FOV input is empty too.
+        When the search (with its fallback and extension) finds no candidate,
+        components of the activity map smoothed over half a soma radius that
+        stand ``NOISY_CANDIDATE_Z`` robust SDs above its median become the
+        candidates, and the median image is smoothed by ``NOISY_ENHANCE_SIGMA``
+        px before CLAHE (default True; see
+        :func:`astro3s.preprocess.candidates.significant_candidates`).
+        ``details["candidate_search"]["significant"]`` records how many.
 
     Local activity filter and crops
     -------------------------------
@@ -244,6 +264,7 @@ class PreprocessParams:
     active_percentile: float | None = None
     morphology_image: str = "auto"
     lift_dim_background: bool = True
+    fill_hot_pixels: bool = True
     enhance_sigma: float = 0.0
     activity_weight: float = 0.0
     activity_threshold: float = 2.0
@@ -272,6 +293,7 @@ class PreprocessParams:
     extension_threshold: float | None = 0.35
     fallback_floor: float | None = 0.30
     median_blob_response: float | None = 0.5
+    noisy_candidates: bool = True
     # local activity filter and crops
     filter_box: int = 86
     filter_percentile: float = 90.0

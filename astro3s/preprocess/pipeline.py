@@ -31,7 +31,7 @@ import numpy as np
 
 from astro3s.preprocess._backend import block_ranges, cache_block_frames, map_blocks, resolve_device
 from astro3s.preprocess.baseline import BaselineCheck, check_baseline
-from astro3s.preprocess.candidates import blob_candidates, find_candidates
+from astro3s.preprocess.candidates import NOISY_ENHANCE_SIGMA, blob_candidates, find_candidates, significant_candidates
 from astro3s.preprocess.crops import extract_crops, fov_map
 from astro3s.preprocess.enhance import enhance_network_image
 from astro3s.preprocess.local_filter import candidate_boxes, candidate_centres, local_activity_filters
@@ -184,11 +184,16 @@ def _crop_stacks(corrected: CorrectedMovie, boxes: np.ndarray, index: np.ndarray
 
 def _candidate_stages(activity: np.ndarray, enhanced: np.ndarray, corrected: CorrectedMovie | None,
                       params: PreprocessParams, n_frames: int, timings: dict[str, float],
-                      details: dict[str, Any], median_image: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+                      details: dict[str, Any], median_image: np.ndarray | None = None,
+                      correlation_image: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Stages 4-6 (candidates, local activity filter, crops) from the maps of stages 1-3.
 
     ``median_image`` (stage 2's, optional) adds the median-image blobs of
-    ``params.median_blob_response`` to the candidates.
+    ``params.median_blob_response`` to the candidates. When the search finds
+    nothing and ``params.noisy_candidates`` holds, the significant components
+    of the activity map are the candidates and the network's image is made
+    again from ``median_image`` (and ``correlation_image``) smoothed by
+    ``NOISY_ENHANCE_SIGMA`` px; the returned ``enhanced`` is that image.
     """
     height, width = activity.shape
     tick = time.perf_counter()
@@ -199,6 +204,16 @@ def _candidate_stages(activity: np.ndarray, enhanced: np.ndarray, corrected: Cor
         min_area_fraction=params.min_area_fraction, area_step_fraction=params.area_step_fraction,
         last_area_fraction=params.last_area_fraction, tiny_area_fraction=params.tiny_area_fraction,
         extension_threshold=params.extension_threshold, fallback_floor=params.fallback_floor)
+    if search["found"] == 0 and params.noisy_candidates:
+        candidates = significant_candidates(activity, soma_area_range=params.soma_area_range)
+        search["significant"] = int(candidates.max(initial=0))
+        if search["significant"]:
+            log.info("soma candidates: %d where the activity map stands out from its own spread (the movie is too "
+                     "noisy for the search's thresholds)%s", search["significant"],
+                     f"; its median image smoothed by {NOISY_ENHANCE_SIGMA:g} px" if median_image is not None else "")
+            if median_image is not None and params.enhance_sigma < NOISY_ENHANCE_SIGMA:
+                enhanced = enhance_network_image(median_image, correlation_image,
+                                                 params.replace(enhance_sigma=NOISY_ENHANCE_SIGMA))
     if params.median_blob_response is not None and median_image is not None:
         candidates, search["median_blobs"] = blob_candidates(
             median_image, candidates, soma_area_range=params.soma_area_range,
@@ -252,7 +267,8 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     """
     early = ("line_correction", "min_line_offset", "motion_correction", "register_noisy_frames", "reference_frames",
              "reference_stable_fraction", "upsample_factor", "bandpass_sigmas", "max_shift_fraction",
-             "baseline_percentile", "median_max_frames", "active_percentile", "tile_size", "tile_step",
+             "baseline_percentile", "median_max_frames", "active_percentile", "fill_hot_pixels", "tile_size",
+             "tile_step",
              "activity_percentile", "percentile_stride", "activity_bin_s")
     enhancement = ("enhance_sigma", "clahe_clip_limit", "clahe_tiles", "clahe_min_tile", "clahe_bins",
                    "activity_weight", "activity_threshold")
@@ -275,7 +291,7 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
         enhanced = enhance_network_image(pre.median_image, pre.correlation_image, params)
     candidates, boxes, crop_masks, crops, fov, union, enhanced = _candidate_stages(
         pre.activity_map, enhanced, pre.corrected, params, int(pre.shape[0]), timings, details,
-        median_image=pre.median_image)
+        median_image=pre.median_image, correlation_image=pre.correlation_image)
     timings["total"] = time.perf_counter() - start
     details["reselect_timings"] = timings
     log.info("candidates again with soma areas %s px: %d candidate(s), %.2f s",
@@ -437,7 +453,8 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
 
     try:
         stages = _candidate_stages(activity, streamed.enhanced, streamed.corrected, params, n_frames,
-                                   timings, details, median_image=streamed.median)
+                                   timings, details, median_image=streamed.median,
+                                   correlation_image=streamed.correlation_image)
     except BaseException:
         streamed.corrected.close()  # its temporary file, if any: nothing left behind
         raise

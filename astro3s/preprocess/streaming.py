@@ -66,8 +66,8 @@ from astro3s.preprocess._backend import _workers, block_ranges, cache_block_fram
 from astro3s.preprocess.activity import activity_counts, tile_coverage, tile_thresholds
 from astro3s.preprocess.baseline import noise_variance_image
 from astro3s.preprocess.correlation_image import local_correlation_image
-from astro3s.preprocess.enhance import (enhance_network_image, frame_percentiles, lift_dim_background,
-                                       temporal_percentiles)
+from astro3s.preprocess.enhance import (enhance_network_image, fill_pixels, frame_percentiles, isolated_spikes,
+                                        lift_dim_background, temporal_percentiles)
 from astro3s.preprocess.motion import (CorrectedMovie, FrameFile, bandpass_filter, build_reference, correct_frames,
                                        frame_shifts_from_bins, isolated_shift_outliers, register_frames,
                                        register_spectra, shifts_consistent)
@@ -411,16 +411,30 @@ MIN_REGISTRATION_BINS = 16
 NOISY_SIMILARITY = 0.2
 
 
-def _pair_shifts(sample: Any, spectrum: np.ndarray, params: PreprocessParams, device: str,
+#: frames at least this wide (both sides) are tested 2 x 2 binned: a quarter of the work and memory, and px-size
+#: jumps still show (the test reads jumps of px, not their hundredths)
+BINNED_TEST_SIDE = 128
+
+
+def _pair_shifts(sample: Any, reference: np.ndarray, params: PreprocessParams, device: str,
                  max_shift: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shifts of the first and second member of each pair of ``sample`` (P, 2, H, W), and their similarity."""
+    """Shifts (px of the movie) of the first and second member of each pair of ``sample`` (P, 2, H, W) registered
+    to the image ``reference`` (H, W), and their similarity; frames of sides >= ``BINNED_TEST_SIDE`` are
+    registered 2 x 2 binned (band-pass and search scaled alike)."""
+    from astro3s.preprocess.scale import bin_frames
+
     n_pairs, _, height, width = sample.shape
-    # band-passed as the reference's own spectrum (_refine_reference), so that the similarity is theirs
-    spectra = rfft2(sample.reshape(2 * n_pairs, height, width), device=device)
-    spectra *= bandpass_filter((height, width), params.bandpass_sigmas)
-    shifts, similarity = register_spectra(spectra, spectrum, (height, width),
-                                          upsample_factor=params.upsample_factor, max_shift=max_shift, device=device)
-    shifts = shifts.reshape(n_pairs, 2, 2)
+    factor = 2 if min(height, width) >= BINNED_TEST_SIDE else 1
+    frames = bin_frames(sample.reshape(2 * n_pairs, height, width), factor)
+    image = bin_frames(np.asarray(reference, np.float32), factor)
+    shape = (int(frames.shape[1]), int(frames.shape[2]))
+    band = bandpass_filter(shape, tuple(float(s) / factor for s in params.bandpass_sigmas))
+    # both band-passed, as the reference sample is (_refine_reference), so that the similarity is theirs
+    spectra = rfft2(frames, device=device)
+    spectra *= band
+    shifts, similarity = register_spectra(spectra, rfft2(image, device=device) * band, shape,
+                                          max_shift=max_shift / factor, device=device)
+    shifts = (shifts * factor).reshape(n_pairs, 2, 2)
     return shifts[:, 0], shifts[:, 1], similarity
 
 
@@ -459,7 +473,7 @@ def _registration_for_noise(movie: Any, single: MotionReference, params: Preproc
     n_frames = int(movie.shape[0])
     if n_frames < 4:
         return single
-    first, second, similarity = _pair_shifts(sample_frame_pairs(movie, CONSISTENCY_PAIRS), single.spectrum,
+    first, second, similarity = _pair_shifts(sample_frame_pairs(movie, CONSISTENCY_PAIRS), single.image,
                                              params, device, max_shift)
     consistent, jump = shifts_consistent(first, second, max_shift=max_shift)
     single.jump_px = jump
@@ -483,7 +497,7 @@ def _registration_for_noise(movie: Any, single: MotionReference, params: Preproc
             max_shift=max_shift, device=device, block_bytes=block_bytes)
         pair_starts = even_subsample(n_bins - 1, max(1, min(CONSISTENCY_PAIRS, n_bins // 2))) * bin_frames
         pairs = _MeanSample(movie, np.stack([pair_starts, pair_starts + bin_frames], 1).ravel(), bin_frames)
-        first, second, _ = _pair_shifts(pairs[:].reshape(len(pair_starts), 2, *pairs.shape[1:]), spectrum,
+        first, second, _ = _pair_shifts(pairs[:].reshape(len(pair_starts), 2, *pairs.shape[1:]), reference,
                                         params, device, max_shift)
         consistent, jump = shifts_consistent(first, second, max_shift=max_shift)
         if consistent:
@@ -871,6 +885,22 @@ def _corrected_store(buffers: _Buffers) -> str:
     return "file" if buffers.frames_file is not None else "none"
 
 
+def _without_hot_pixels(median: np.ndarray, active: np.ndarray | None,
+                        details: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The median (and active) image with a detector's hot or stuck pixels filled, and where they are.
+
+    They are the brightest points of the median image, not tissue
+    (:func:`~astro3s.preprocess.enhance.isolated_spikes`); ``details["hot_pixels"]`` counts them.
+    """
+    spikes = isolated_spikes(median)
+    details["hot_pixels"] = int(spikes.sum())
+    if not details["hot_pixels"]:
+        return median, active, spikes
+    log.info("%d hot or stuck pixel(s) (single pixels far above their neighbours) filled from their neighbours in "
+             "the median, mean and activity images (fill_hot_pixels=false: kept)", details["hot_pixels"])
+    return fill_pixels(median, spikes), None if active is None else fill_pixels(active, spikes), spikes
+
+
 def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_percentiles: Sequence[float],
                  progress: bool | None, cache: bool | None = None,
                  scratch_dir: str | Path | None = None) -> Streamed:
@@ -944,11 +974,14 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
     corrected = CorrectedMovie(movie, buffers.shifts, device=device, cache=buffers.cache,
                                frames_file=buffers.frames_file)
     active = None
+    spikes = None
     if params.morphology_image == "noise_variance":
         # a baseline-free (dF) movie: its noise carries the resting fluorescence (astro3s.preprocess.baseline)
         median = noise_variance_image(corrected.chunks(effective_chunk_frames(params, 4 * height * width)))
     else:
         median, active = buffers.median(device, params.active_percentile)
+        if params.fill_hot_pixels:
+            median, active, spikes = _without_hot_pixels(median, active, details)
         # ASTRA's clip at 0 of the baseline-subtracted median, dim regions raised first (vignetting)
         clipped = np.maximum(median, 0)
         median = lift_dim_background(median) if params.lift_dim_background else clipped
@@ -971,8 +1004,12 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
     timings["median_enhance"] = time.perf_counter() - tick
     coverage = tile_coverage((height, width), size=params.tile_size, step=params.tile_step)
     activity = (worker.counts() / coverage[None]).astype(np.float32)
+    mean_image = (raw.total / n_frames).astype(np.float32)
+    if spikes is not None and spikes.any():
+        activity = np.stack([fill_pixels(a, spikes) for a in activity])
+        mean_image = fill_pixels(mean_image, spikes)
     return Streamed(shifts=buffers.shifts, reference=reference.image.astype(np.float32),
-                    mean_image=(raw.total / n_frames).astype(np.float32), median=median, enhanced=enhanced,
+                    mean_image=mean_image, median=median, enhanced=enhanced,
                     activity=activity, corrected=corrected, correlation_image=correlation, active=active,
                     timings=timings, details=details)
 
