@@ -452,9 +452,12 @@ class _MeanSample:
 
     def __getitem__(self, key: slice) -> np.ndarray:
         starts = self.starts[key]
-        index = (starts[:, None] + np.arange(self.bin_frames)[None]).ravel()
-        frames = read_frames(self.movie, index)
-        return frames.reshape(len(starts), self.bin_frames, *frames.shape[1:]).mean(axis=1)
+        # the k-th frame of every mean at a time: the memory of one frame per mean, not of k
+        total = read_frames(self.movie, starts)
+        for offset in range(1, self.bin_frames):
+            total += read_frames(self.movie, starts + offset)
+        total /= self.bin_frames
+        return total
 
 
 def _registration_for_noise(movie: Any, single: MotionReference, params: PreprocessParams, device: str,
