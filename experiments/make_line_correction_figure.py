@@ -14,7 +14,6 @@ The measured offset is printed and written into the figure's title.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,27 +39,20 @@ def main() -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from astro3s.io import Movie, read_labels, read_movie
+    from _figures import simulated_movie
+
+    from astro3s.io import Movie
     from astro3s.preprocess import PreprocessParams
     from astro3s.preprocess.pipeline import with_lines_in_place
-    from astro3s.simulate import simulate_preset, write_simulation
 
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = write_simulation(simulate_preset("d1_like", seed=args.seed), Path(tmp), overview=False)
-        clean = read_movie(folder / f"{folder.name}.tif")[:].astype(np.float32)
-        soma = read_labels(folder / "ground_truth" / "soma.tif")
+    simulated = simulated_movie("d1_like", args.seed)
+    clean = simulated.frames
     combed = Movie.from_array(_combed(clean, args.offset))
     fixed, measured = with_lines_in_place(combed, PreprocessParams().replace(morphology_image="median"))
     print(f"odd rows displaced {args.offset:g} px; measured {measured:.2f} px; read back by {fixed.line_shift:.2f} px")
 
-    # a crop around the brightest soma
-    ids, area = np.unique(soma[soma > 0], return_counts=True)
+    box = simulated.brightest_soma_box(28)  # a crop around the brightest soma
     mean_clean = clean.mean(axis=0)
-    brightness = [mean_clean[soma == i].mean() for i in ids]
-    cy, cx = (int(v) for v in np.argwhere(soma == ids[int(np.argmax(brightness))]).mean(axis=0))
-    half = 28
-    y0, x0 = max(0, cy - half), max(0, cx - half)
-    box = np.s_[y0:y0 + 2 * half, x0:x0 + 2 * half]
     panels = [(combed[:].mean(axis=0)[box], f"as stored: odd rows {args.offset:g} px aside"),
               (fixed[:].mean(axis=0)[box], f"as read: {measured:.2f} px measured, rows put back"),
               (mean_clean[box], "the same movie never combed")]

@@ -17,7 +17,6 @@ both. The registration errors are printed.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,24 +40,15 @@ def main() -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
+    from _figures import simulated_movie
+
     from astro3s.correlation.figures import save_figure
-    from astro3s.io import read_labels, read_movie
     from astro3s.preprocess import PreprocessParams, preprocess
-    from astro3s.simulate import simulate_preset, write_simulation
 
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = write_simulation(simulate_preset("d1_like", seed=args.seed), Path(tmp), overview=False)
-        clean = read_movie(folder / f"{folder.name}.tif")[:].astype(np.float32)
-        soma = read_labels(folder / "ground_truth" / "soma.tif")
-        truth = np.loadtxt(folder / "ground_truth" / "shifts.csv", delimiter=",", skiprows=1)[:, 1:]
-
-    ids = np.unique(soma[soma > 0])
+    simulated = simulated_movie("d1_like", args.seed)
+    clean, truth = simulated.frames, simulated.shifts
     mean_clean = clean.mean(axis=0)
-    brightest = ids[int(np.argmax([mean_clean[soma == i].mean() for i in ids]))]
-    cy, cx = (int(v) for v in np.argwhere(soma == brightest).mean(axis=0))
-    half = 30
-    y0, x0 = min(max(0, cy - half), soma.shape[0] - 2 * half), min(max(0, cx - half), soma.shape[1] - 2 * half)
-    box = np.s_[y0:y0 + 2 * half, x0:x0 + 2 * half]
+    box = simulated.brightest_soma_box(30)  # a crop around the brightest soma
 
     rng = np.random.default_rng(args.seed)
     params = PreprocessParams().replace(morphology_image="median", line_correction=False)
