@@ -202,15 +202,8 @@ def find_candidates(activity: np.ndarray, n_frames: int, *, soma_area_range: tup
         added = int(new.sum())
         mask |= new[low]
     # final clean-up of the published method: relabel, drop tiny fragments
-    labels, _ = ndimage.label(mask, structure=_EIGHT)
-    areas = np.bincount(labels.ravel())
-    tiny = tiny_area_fraction * a
-    keep = areas >= tiny
-    keep[0] = False
-    new_id = np.zeros(len(areas), np.uint16)
-    new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint16)
-    out = new_id[labels]
-    details = {"threshold": threshold, "min_area": min_area, "found": int(keep.sum()), "added": added,
+    out = _components_of_at_least(mask, tiny_area_fraction * a)
+    details = {"threshold": threshold, "min_area": min_area, "found": int(out.max(initial=0)), "added": added,
                "converged": converged, "fallback": fallback}
     log.info("soma candidates: %d (%d by the extension) at threshold %.0f of %d frames, "
              "min area %.0f px%s%s", details["found"], added, threshold, n_frames, min_area,
@@ -258,9 +251,17 @@ def significant_candidates(activity: np.ndarray, *, soma_area_range: tuple[float
     spread = 1.4826 * float(np.median(np.abs(smoothed - centre)))
     if not spread > 0:
         return np.zeros(smoothed.shape, np.uint16)
-    labels, _ = ndimage.label(smoothed > centre + z * spread, structure=_EIGHT)
+    return _components_of_at_least(smoothed > centre + z * spread, min_area_fraction * lo)
+
+
+def _components_of_at_least(mask: np.ndarray, min_area: float) -> np.ndarray:
+    """The 8-connected components of ``mask`` with at least ``min_area`` pixels, labelled 1..N (uint16) in raster
+    order."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(mask, structure=_EIGHT)
     areas = np.bincount(labels.ravel())
-    keep = areas >= min_area_fraction * lo
+    keep = areas >= min_area
     keep[0] = False
     new_id = np.zeros(len(areas), np.uint16)
     new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint16)

@@ -143,18 +143,30 @@ def read_frames(movie: Any, index: np.ndarray) -> np.ndarray:
 
 
 class _FrameSample:
-    """Frames ``index`` of a movie as a lazy (S, H, W) array: slices are read on demand (float32)."""
+    """Frames ``index`` of a movie as a lazy (S, H, W) array: slices are read on demand (float32).
 
-    def __init__(self, movie: Any, index: np.ndarray):
+    With ``bin_frames`` k > 1, item ``i`` is the mean of frames ``index[i] .. index[i] + k - 1``.
+    """
+
+    def __init__(self, movie: Any, index: np.ndarray, bin_frames: int = 1):
         self.movie = movie
-        self.index = index
+        self.index = np.asarray(index, np.int64)
+        self.bin_frames = int(bin_frames)
         self.shape = (len(index), *(int(s) for s in movie.shape[1:]))
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, key: slice) -> np.ndarray:
-        return read_frames(self.movie, self.index[key])
+        first = self.index[key]
+        total = read_frames(self.movie, first)
+        if self.bin_frames == 1:
+            return total
+        # the k-th frame of every mean at a time: the memory of one frame per mean, not of k
+        for offset in range(1, self.bin_frames):
+            total += read_frames(self.movie, first + offset)
+        total /= self.bin_frames
+        return total
 
 
 def _with_raw_statistics(chunks: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[Any, ...]]:
@@ -438,28 +450,6 @@ def _pair_shifts(sample: Any, reference: np.ndarray, params: PreprocessParams, d
     return shifts[:, 0], shifts[:, 1], similarity
 
 
-class _MeanSample:
-    """Means of ``bin_frames`` consecutive frames from each of ``starts`` as a lazy (S, H, W) array."""
-
-    def __init__(self, movie: Any, starts: np.ndarray, bin_frames: int):
-        self.movie = movie
-        self.starts = np.asarray(starts, np.int64)
-        self.bin_frames = int(bin_frames)
-        self.shape = (len(self.starts), *(int(s) for s in movie.shape[1:]))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        starts = self.starts[key]
-        # the k-th frame of every mean at a time: the memory of one frame per mean, not of k
-        total = read_frames(self.movie, starts)
-        for offset in range(1, self.bin_frames):
-            total += read_frames(self.movie, starts + offset)
-        total /= self.bin_frames
-        return total
-
-
 def _registration_for_noise(movie: Any, single: MotionReference, params: PreprocessParams, device: str,
                             max_shift: float, *, count: int, block_bytes: int) -> MotionReference:
     """``single`` when frames register one by one consistently, else a registration of frame means.
@@ -495,11 +485,11 @@ def _registration_for_noise(movie: Any, single: MotionReference, params: Preproc
             break
         starts = even_subsample(n_bins, count) * bin_frames
         reference, spectrum = build_reference(
-            _MeanSample(movie, starts, bin_frames), bandpass_sigmas=params.bandpass_sigmas,
+            _FrameSample(movie, starts, bin_frames), bandpass_sigmas=params.bandpass_sigmas,
             stable_fraction=params.reference_stable_fraction, upsample_factor=params.upsample_factor,
             max_shift=max_shift, device=device, block_bytes=block_bytes)
         pair_starts = even_subsample(n_bins - 1, max(1, min(CONSISTENCY_PAIRS, n_bins // 2))) * bin_frames
-        pairs = _MeanSample(movie, np.stack([pair_starts, pair_starts + bin_frames], 1).ravel(), bin_frames)
+        pairs = _FrameSample(movie, np.stack([pair_starts, pair_starts + bin_frames], 1).ravel(), bin_frames)
         first, second, _ = _pair_shifts(pairs[:].reshape(len(pair_starts), 2, *pairs.shape[1:]), reference,
                                         params, device, max_shift)
         consistent, jump = shifts_consistent(first, second, max_shift=max_shift)
