@@ -231,6 +231,25 @@ def test_truth_somata_are_bright_in_the_movie() -> None:
     assert s.distractors["neurons"] >= 1 or s.distractors["out_of_focus_astrocytes"] >= 1
 
 
+def test_only_the_membrane_member_rims_its_somata() -> None:
+    from scipy import ndimage as ndi
+
+    assert MEMBER_ORDER[-1] == "membrane"  # appended: the earlier members keep their seeds
+    assert all(draw_params(m, 0).membrane_shell == 0.0 for m in MEMBER_ORDER if m != "membrane")
+    assert draw_params("membrane", 0).membrane_shell > 0
+    movie, s = render_member_movie("membrane", 0, n_frames=12)
+    mean = movie.mean(0)
+    background = np.median(mean[(s.soma == 0) & (s.processes == 0)])
+    ratios = []
+    for k in np.unique(s.soma[s.soma > 0]):  # a few cells
+        soma = s.soma == k
+        core = ndi.binary_erosion(soma, iterations=3)
+        rim = soma & ~ndi.binary_erosion(soma, iterations=2)
+        if core.sum() >= 10:
+            ratios.append((np.median(mean[core]) - background) / (np.median(mean[rim]) - background))
+    assert len(ratios) >= 2 and np.median(ratios) < 0.8  # the truth is the whole cross-section, the core dim
+
+
 # ---------------------------------------------------------------------------- writing
 
 

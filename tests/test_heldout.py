@@ -322,7 +322,7 @@ def test_only_the_correlated_member_draws_correlated_noise() -> None:
         assert recipe.noise_correlation[0] <= fraction <= recipe.noise_correlation[1]
     assert all("correlated_fraction" not in sample_params(member, 0).detector
                for member in MEMBER_ORDER if member != "correlated")
-    assert MEMBER_ORDER[-3:] == ("long", "correlated", "faint")  # appended: the earlier members keep their seeds
+    assert MEMBER_ORDER[-4:] == ("long", "correlated", "faint", "membrane")  # appended: earlier seeds kept
 
 
 def test_only_the_faint_member_has_cells_dim_at_rest_and_they_are_as_active() -> None:

@@ -191,8 +191,21 @@ def project_volume(inside, z_centre: float, half_depth: float, box: tuple[int, i
     return (out * dz / axial_integral(fwhm_z)).astype(np.float32)
 
 
-def project_soma(soma: Soma3D, box: tuple[int, int, int, int], fwhm_z: float) -> np.ndarray:
-    """:func:`project_volume` of a soma, computed around the soma only -> float32 (h, w) of ``box``."""
+def project_soma(soma: Soma3D, box: tuple[int, int, int, int], fwhm_z: float, *, shell: float = 0.0) -> np.ndarray:
+    """:func:`project_volume` of a soma, computed around the soma only -> float32 (h, w) of ``box``.
+
+    ``shell`` > 0 (px): only a layer that thick under the soma's surface fluoresces, as with an
+    indicator bound to the plasma membrane (Lck-GCaMP; the layer stands for the membrane blurred by
+    the lateral resolution): the section then shows a rim around a dimmer core.
+    """
+    if shell > 0:
+        core = Soma3D(soma.centre, np.maximum(soma.radii - float(shell), 0.25), soma.angle, soma.coef)
+
+        def inside(pts: np.ndarray) -> np.ndarray:
+            return soma_inside(soma, pts) & ~soma_inside(core, pts)
+    else:
+        def inside(pts: np.ndarray) -> np.ndarray:
+            return soma_inside(soma, pts)
     y0, x0, h, w = box
     reach = 1.5 * float(soma.radii[:2].max()) + 2
     ya, yb = max(y0, int(np.floor(soma.centre[1] - reach))), min(y0 + h, int(np.ceil(soma.centre[1] + reach)) + 1)
@@ -200,7 +213,7 @@ def project_soma(soma: Soma3D, box: tuple[int, int, int, int], fwhm_z: float) ->
     out = np.zeros((h, w), np.float32)
     if yb > ya and xb > xa:
         out[ya - y0:yb - y0, xa - x0:xb - x0] = project_volume(
-            lambda pts: soma_inside(soma, pts), float(soma.centre[2]), 1.6 * float(soma.radii[2]),
+            inside, float(soma.centre[2]), 1.6 * float(soma.radii[2]),
             (ya, xa, yb - ya, xb - xa), fwhm_z)
     return out
 

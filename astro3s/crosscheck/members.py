@@ -69,6 +69,10 @@ class MemberRecipe:
     drift_px: Range = (0.0, 1.5)
     breath_px: Range = (0.0, 1.0)
     line_offset_px: Range = (0.0, 0.0)
+    # a membrane-bound indicator (Lck-GCaMP): thickness of the fluorescent layer under the soma's surface
+    # (0: cytosolic, the whole soma fluoresces); drawn last and only when set, so other draws are unchanged
+    membrane_shell_um: Range = (0.0, 0.0)
+    membrane_volume: Range = (0.0, 0.0)  # of a membrane-bound indicator, the part still in the cytosol (in transit)
 
 
 def _d1(description: str, **changes) -> MemberRecipe:
@@ -95,6 +99,13 @@ MEMBERS: dict[str, MemberRecipe] = {
     "fast": _d1("short fast recordings: 128-200 px, 1-5 cells, 80-150 frames at 8-15 Hz",
                 sizes=(128, 200), size_range=True, n_frames=(80, 150), fs=(8.0, 15.0), n_true=(1, 5),
                 n_out_of_focus=(0, 1), n_neurons=(0, 2), line_offset_px=(0.0, 1.0)),
+    # added 2026-12-07: a membrane-targeted indicator (Lck-GCaMP; Shigetomi et al. 2013, J Gen Physiol
+    # 141:633; Srinivasan et al. 2015, Nat Neurosci 18:708): somata fluoresce in a thin layer under
+    # their surface, and the leaflets' membrane (sheath, haze) outshines the trunks' volume
+    "membrane": _d1("D1-like, membrane-bound indicator: somata as rims, bright leaflet haze, dimmer trunks",
+                    membrane_shell_um=(0.4, 0.9), membrane_volume=(0.1, 0.3), sheath_um2=(1.5, 3.0),
+                    haze_density=(0.12, 0.22),
+                    process_gain=(0.6, 0.9)),
 }
 
 MEMBER_ORDER: tuple[str, ...] = tuple(MEMBERS)
@@ -167,6 +178,8 @@ class MovieParams:
     breath_px: float
     breath_hz: float
     line_offset_px: float
+    membrane_shell: float = 0.0  # px; see MemberRecipe.membrane_shell_um
+    membrane_volume: float = 0.0  # see MemberRecipe.membrane_volume
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -244,4 +257,6 @@ def draw_params(member: str, index: int, *, scale: float = 1.0, n_frames: int | 
         read_noise=_uniform(rng, recipe.read_noise), bleach=_uniform(rng, recipe.bleach),
         drift_px=_uniform(rng, recipe.drift_px), breath_px=_uniform(rng, recipe.breath_px),
         breath_hz=_uniform(rng, (0.2, 0.5)), line_offset_px=_uniform(rng, recipe.line_offset_px),
+        membrane_shell=_uniform(rng, recipe.membrane_shell_um) / um_per_px,
+        membrane_volume=_uniform(rng, recipe.membrane_volume),
     )

@@ -265,7 +265,12 @@ def draw_astrocyte(rngs: dict, p: MovieParams, slot: _Slot, kernel: np.ndarray) 
     box = _cell_box(cell, pad=3 * max(1.0, float(tree.radius.max())) + 3)
     soma_map = project_soma(soma, box, p.fwhm_z)
     bands, band_dist, d_max = _band_maps(rngs["haze"], cell, box, p)
+    # the truth is the soma's cross-section whatever the indicator (annotators draw the whole soma)
     truth = _soma_truth(cell, soma_map, box, kernel, p) if slot.in_focus else None
+    if p.membrane_shell > 0:  # a membrane-bound indicator: a rim as bright as a cytosolic soma's peak
+        shell = project_soma(soma, box, p.fwhm_z, shell=p.membrane_shell)
+        shell *= soma_map.max() / max(float(shell.max()), 1e-9)
+        soma_map = ((1.0 - p.membrane_volume) * shell + p.membrane_volume * soma_map).astype(np.float32)
     soma_map *= cell.brightness
     bands *= cell.brightness
     mds = _microdomains(rng, bands.sum(0), box, cell, p)

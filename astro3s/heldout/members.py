@@ -81,6 +81,13 @@ class MemberRecipe:
         to cell). Dim cells are always active. (0, 0): none, and no draw.
     dim_rest : (float, float)
         Range of a dim cell's resting brightness relative to the others'.
+    label : {"cytosolic", "membrane"}
+        Where the indicator sits: in the cytosol (cyto-GCaMP: the soma is the
+        brightest part of a cell) or on the plasma membrane (Lck-GCaMP: the
+        soma shows as a rim around a dimmer inside and the fine processes of
+        the territory shine as much as the trunks;
+        :func:`~astro3s.heldout.morphology.membrane_labelled`). Both are common
+        in astrocyte imaging.
     """
 
     name: str
@@ -105,6 +112,7 @@ class MemberRecipe:
     noise_correlation: Range = (0.0, 0.0)
     dim_fraction: Range = (0.0, 0.0)
     dim_rest: Range = (0.15, 0.35)
+    label: str = "cytosolic"
 
 
 #: Member name -> recipe. Order matters for the seeds: append new members at the end.
@@ -149,6 +157,11 @@ MEMBERS: dict[str, MemberRecipe] = {
     # median image (contrast ~1 SD of the texture) but plain in a local temporal-correlation image
     "faint": MemberRecipe("faint", "D1-like, 30-60 % of the cells dim at rest (0.15-0.35 of the others' "
                           "resting brightness) but as active: seen by their activity", dim_fraction=(0.3, 0.6)),
+    # added 2026-12-07: a membrane-targeted indicator (Lck-GCaMP; Shigetomi et al. 2013, J Gen Physiol
+    # 141:633, and Srinivasan et al. 2015, Nat Neurosci 18:708, image astrocytes with it in vivo): every
+    # other member and both training simulators render cytosolic indicators only
+    "membrane": MemberRecipe("membrane", "D1-like cells with a membrane-targeted indicator: somata as rims "
+                             "around a dimmer inside, bushy territories as bright as the trunks", label="membrane"),
 }
 MEMBER_ORDER: tuple[str, ...] = tuple(MEMBERS)
 
@@ -210,6 +223,7 @@ class MovieParams:
     dim_fraction : float
         Each labelled cell is dim at rest with this probability (0: none).
     dim_rest : (float, float)
+    label : str
         As in :class:`MemberRecipe`.
     """
 
@@ -239,6 +253,7 @@ class MovieParams:
     annotation: str = "area"
     dim_fraction: float = 0.0
     dim_rest: tuple[float, float] = (0.15, 0.35)
+    label: str = "cytosolic"
 
 
 def _count(rng: np.random.Generator, bounds: Count, scale2: float) -> int:
@@ -323,5 +338,5 @@ def draw_params(recipe: MemberRecipe, *, seed: int, name: str, index: int = 0, s
         # its own stream, drawn only for members with dim cells: the other members' draws stay as they were
         dim_fraction=(float(rng_for(seed, "dim_fraction").uniform(*recipe.dim_fraction))
                       if recipe.dim_fraction[1] > 0 else 0.0),
-        dim_rest=tuple(recipe.dim_rest),
+        dim_rest=tuple(recipe.dim_rest), label=recipe.label,
     )

@@ -32,6 +32,7 @@ __all__ = [
     "build_astrocyte",
     "main_paths",
     "drawing_width",
+    "membrane_labelled",
     "densify_tree",
     "grow_tree",
     "star_polygon",
@@ -716,3 +717,46 @@ def build_astrocyte(rng: np.random.Generator, soma_area: float, *, offset: tuple
     return AstrocyteShape(centre=centre, soma_area=float(soma_area), soma=soma, soma_soft=soma_soft,
                           processes=processes.astype(np.float32), band=band, band_dist=band_dist,
                           micro_centres=micro, annotated=annotated, thin=thin, info=info)
+
+
+def membrane_labelled(cell: AstrocyteShape, rng: np.random.Generator) -> AstrocyteShape:
+    """The same astrocyte as a membrane-targeted indicator (Lck-GCaMP) shows it.
+
+    The indicator sits on the plasma membrane, so a pixel is as bright as the
+    membrane area it sees. Through the soma, an optical section crosses the
+    membrane at its edge: a bright rim (``rim_width`` 1-2 px, falling off
+    inward) around an inside at 0.25-0.5 of it. Thin processes have the most
+    membrane per volume (surface / volume ~ 2 / radius), so the spongy
+    territory gains on the trunks: the process footprint is raised to a power
+    of 0.45-0.7 and scaled to 0.6-0.9 of the rim. The shape, its annotation and
+    its activity bands are the cell's own (annotators draw the same soma and
+    processes whatever the indicator).
+
+    Parameters
+    ----------
+    cell : AstrocyteShape
+        As :func:`build_astrocyte` drew it (a cytosolic indicator).
+    rng : numpy.random.Generator
+        Draws the inside level, rim width, power and process level of this cell.
+
+    Returns
+    -------
+    AstrocyteShape
+        With new ``soma_soft`` and ``processes`` footprints, float32 in ``[0, 1]``.
+    """
+    from dataclasses import replace
+
+    from scipy import ndimage as ndi
+
+    inside = rng.uniform(0.25, 0.5)
+    rim_width = rng.uniform(1.0, 2.0)
+    power = rng.uniform(0.45, 0.7)
+    level = rng.uniform(0.6, 0.9)
+    depth = ndi.distance_transform_edt(cell.soma_soft > 0.5)  # px from the soma's edge, inward
+    rim = inside + (1.0 - inside) * np.exp(-np.maximum(depth - 1.0, 0.0) / rim_width)
+    soma_soft = (cell.soma_soft * rim).astype(np.float32)
+    processes = (level * np.clip(cell.processes, 0.0, 1.0) ** power).astype(np.float32)
+    info = {**cell.info, "label": "membrane", "inside_level": round(float(inside), 3),
+            "rim_width": round(float(rim_width), 2), "process_power": round(float(power), 3),
+            "process_level": round(float(level), 3)}
+    return replace(cell, soma_soft=soma_soft, processes=processes, info=info)

@@ -21,7 +21,7 @@ import numpy as np
 from astro3s.heldout.activity import bleach_curve, event_trace, sample_events, slow_fluctuation
 from astro3s.heldout.distractors import blob_footprint, endfoot_mask, neuron_footprint, trace_vessel
 from astro3s.heldout.members import MEMBERS, MovieParams, rng_for
-from astro3s.heldout.morphology import AstrocyteShape, build_astrocyte
+from astro3s.heldout.morphology import AstrocyteShape, build_astrocyte, membrane_labelled
 from astro3s.heldout.optics import (
     PSF,
     Detector,
@@ -184,10 +184,12 @@ def _edge_candidates(rng: np.random.Generator, n: int, shape: tuple[int, int], d
 class _Canvas:
     """Accumulates static fluorescence and dynamic patches on the canvas."""
 
-    def __init__(self, shape: tuple[int, int]):
+    def __init__(self, shape: tuple[int, int], *, label_rng: np.random.Generator | None = None):
         self.shape = shape
         self.static = np.zeros(shape, dtype=np.float32)
         self.patches: list[Patch] = []
+        #: the stream of a membrane-labelled movie's astrocytes (None: a cytosolic indicator, nothing drawn)
+        self.label_rng = label_rng
 
     def add(self, top_left: tuple[int, int], static: np.ndarray | None, dynamic: np.ndarray,
             traces: np.ndarray) -> None:
@@ -287,6 +289,8 @@ def _place_astrocyte(canvas: _Canvas, rng_m: np.random.Generator, rng_a: np.rand
                                                "annotation": params.annotation}
     cell = build_astrocyte(rng_m, area, offset=offset, pad=kernel.shape[0] // 2 + 1, n_bands=N_BANDS,
                            **shape_options)
+    if canvas.label_rng is not None:  # a membrane-targeted indicator: every astrocyte of the movie looks so
+        cell = membrane_labelled(cell, canvas.label_rng)
     half = (cell.shape[0] - 1) // 2
     top = (iy - half, ix - half)
     _add_astrocyte(canvas, rng_m, rng_a, cell, top, kernel=kernel, brightness=brightness, active=active, t=t,
@@ -365,7 +369,9 @@ def _scene_start(params: MovieParams) -> tuple[_Canvas, np.ndarray, tuple[np.ran
     background) and the PSF kernel of a movie."""
     T, H, W = params.shape
     streams = tuple(rng_for(params.seed, name) for name in ("morphology", "activity", "placement", "background"))
-    return (_Canvas((H + 2 * MARGIN, W + 2 * MARGIN)), np.arange(T) / params.fs, streams,
+    # a stream of its own, made only for a membrane-targeted indicator: the other members' draws stay as they were
+    label_rng = rng_for(params.seed, "membrane_label") if params.label == "membrane" else None
+    return (_Canvas((H + 2 * MARGIN, W + 2 * MARGIN), label_rng=label_rng), np.arange(T) / params.fs, streams,
             psf_kernel(PSF(**params.psf)))
 
 

@@ -144,6 +144,12 @@ class PresetRanges:
     noise_correlation_length: Range = _r(1, 1, log=True, unit="px", doc="sd of the correlated noise's kernel")
     psf_anisotropy: Range = _r(1, 1, log=True, doc="PSF sd along y / sd along x (area kept)")
     psf_halo: Range = _r(0, 0, doc="fraction of the light scattered into a halo 3x wider than the PSF")
+    # --- added 2026-12-07 (last, so that every earlier draw, and the movies of presets that keep it at 0,
+    # are unchanged)
+    membrane_label: Range = _r(0, 0, doc="how much of the indicator sits on the plasma membrane "
+                                         "(Lck-GCaMP) rather than in the cytosol: 0 (or less) cytosolic, "
+                                         "1 membrane-bound (a dim soma inside a bright rim, bright fine "
+                                         "territory)")
 
 
 # Fields of SimulationParams that are whole numbers.
@@ -254,6 +260,7 @@ class SimulationParams:
     noise_correlation_length: float = 1.0
     psf_anisotropy: float = 1.0
     psf_halo: float = 0.0
+    membrane_label: float = 0.0
 
     @property
     def shape(self) -> tuple[int, int, int]:

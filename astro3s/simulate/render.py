@@ -47,6 +47,7 @@ from astro3s.simulate.morphology import (
     clip_window,
     make_astrocyte,
     make_vessels,
+    membrane_appearance,
     place_cells,
     thin_branches,
 )
@@ -425,6 +426,9 @@ def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = 
                 n_unplaced += 1
                 continue
             cells.append(make_astrocyte((float(center[0]), float(center[1])), float(area), params, rng_cells))
+
+    # a membrane-targeted indicator: the same cells, other footprints (no draw: the streams stay as they were)
+    cells = [membrane_appearance(cell, params.membrane_label) for cell in cells]
 
     # --- per-cell brightness and events
     n_cells = len(cells)
