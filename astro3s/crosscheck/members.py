@@ -104,8 +104,7 @@ MEMBERS: dict[str, MemberRecipe] = {
     # their surface, and the leaflets' membrane (sheath, haze) outshines the trunks' volume
     "membrane": _d1("D1-like, membrane-bound indicator: somata as rims, bright leaflet haze, dimmer trunks",
                     membrane_shell_um=(0.4, 0.9), membrane_volume=(0.1, 0.3), sheath_um2=(1.5, 3.0),
-                    haze_density=(0.12, 0.22),
-                    process_gain=(0.6, 0.9)),
+                    haze_density=(0.12, 0.22), process_gain=(0.6, 0.9)),
 }
 
 MEMBER_ORDER: tuple[str, ...] = tuple(MEMBERS)
