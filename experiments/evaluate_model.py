@@ -231,7 +231,8 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
              max_process_ratio: float | None = MAX_PROCESS_RATIO, active_view: bool = False,
              correlation_view: bool = False, drop_fast_event_cells: bool = True,
              min_pixel_widening: float | None = MIN_PIXEL_WIDENING, rules: dict | None = None,
-             line_correction: bool = True, save_segmentations: Path | None = None) -> dict:
+             line_correction: bool = True, ring_cores: bool | None = None,
+             save_segmentations: Path | None = None) -> dict:
     """Per-movie and pooled ASTRA scores of ``checkpoint`` on the held-out family and on presets.
 
     ``somata``: :attr:`astro3s.inference.InferenceOptions.somata` (``extended`` scores the soma
@@ -250,7 +251,8 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     blur relative to its radius alone calls it out of focus, as before 2026-12-06; the default value applies on
     crowded FOVs only, ``astro3s.inference.cells.PIXEL_WIDENING_ON_SPARSE``; another value is given to every FOV);
     ``line_correction``: :attr:`astro3s.preprocess.PreprocessParams.line_correction` (on by default since
-    2026-12-06, ninth session: a bidirectional scan's odd rows read back in place);
+    2026-12-06, ninth session: a bidirectional scan's odd rows read back in place); ``ring_cores``:
+    :attr:`astro3s.preprocess.PreprocessParams.fill_ring_cores` (None: the model's);
     ``rules``: settings of :class:`astro3s.inference.rules.CellRules` (``astro3s-infer rules.NAME=``; the others keep
     their defaults), recorded in the report with the rest under the same keys; ``save_segmentations``: a folder
     for each movie's segmentation and truth (:func:`save_segmentation`; compared across runs by
@@ -272,12 +274,15 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
                                                    else {"min_pixel_widening": min_pixel_widening}), **flips)
     if not line_correction:
         options = dataclasses.replace(options, preprocess=options.preprocess.replace(line_correction=False))
+    if ring_cores is not None:
+        options = dataclasses.replace(options, preprocess=options.preprocess.replace(fill_ring_cores=bool(ring_cores)))
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
                     "binned_processes": binned_processes, "extend_processes": extend_processes,
                     "scale_clahe_tiles": scale_clahe_tiles, "max_process_ratio": max_process_ratio,
                     "active_view": active_view, "correlation_view": correlation_view,
                     "drop_fast_event_cells": drop_fast_event_cells, "min_pixel_widening": min_pixel_widening,
                     "line_correction": options.preprocess.line_correction,
+                    "fill_ring_cores": options.preprocess.fill_ring_cores,
                     **dataclasses.asdict(options.rules),
                     "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
@@ -516,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a bidirectional scan's odd rows read back in place when they sit >= 0.25 px beside the "
                              "even ones (astro3s-infer preprocess.line_correction=; 0 as before 2026-12-06, ninth "
                              "session)")
+    parser.add_argument("--ring-cores", type=int, choices=(0, 1), default=None,
+                        help="dim soma cores inside bright rims (a membrane-targeted indicator) raised to the rims' "
+                             "level (astro3s-infer fill_ring_cores=; default: the model's pre-processing)")
     parser.add_argument("--test-time-flips", type=int, choices=(1, 2, 4), default=None,
                         help="views averaged by the network (astro3s-infer test_time_flips=...; default: its default)")
     parser.add_argument("--save-segmentations", type=Path, default=None, metavar="DIR",
@@ -533,7 +541,9 @@ def main(argv: list[str] | None = None) -> int:
                       correlation_view=args.correlation_view, drop_fast_event_cells=args.drop_fast_event_cells,
                       min_pixel_widening=args.min_pixel_widening or None,
                       rules=rule_settings({key: getattr(args, key) for key in RULE_FLAGS}),
-                      line_correction=bool(args.line_correction), save_segmentations=args.save_segmentations)
+                      line_correction=bool(args.line_correction),
+                      ring_cores=None if args.ring_cores is None else bool(args.ring_cores),
+                      save_segmentations=args.save_segmentations)
     command = "python experiments/evaluate_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(report, command.strip())
     print(text)

@@ -261,6 +261,10 @@ def test_astro3s_infer_on_tiny_end_to_end_with_the_default_model(simulated, tmp_
     assert summary["parameters"]["preprocess"]["register_noisy_frames"] is True
     assert summary["preprocess"]["motion_bin_frames"] == 1 and summary["preprocess"]["motion_repaired_frames"] == 0
     assert summary["preprocess"]["significant_candidates"] is None and summary["preprocess"]["hot_pixels"] == 0
+    # the membrane-indicator check ran (on by default) and is recorded, whatever it found
+    rings = summary["preprocess"]
+    assert isinstance(rings["ring_core_px"], int) and isinstance(rings["ring_cores"], int)
+    assert (rings["ring_core_px"] > 0) == (rings["ring_cores"] > 0)
     from astro3s.inference.rules import CellRules
 
     assert summary["parameters"]["rules"] == dataclasses.asdict(CellRules())  # the rules' settings, recorded

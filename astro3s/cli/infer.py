@@ -147,13 +147,15 @@ def _with_input_rules(options: Any, cfg: DictConfig) -> Any:
 
     ``morphology_image`` (dF movies, :mod:`astro3s.preprocess.baseline`),
     ``lift_dim_background`` (uneven illumination,
-    :func:`astro3s.preprocess.enhance.lift_dim_background`) and
-    ``line_correction`` (a bidirectional scan's odd rows, :mod:`astro3s.preprocess.lines`)
+    :func:`astro3s.preprocess.enhance.lift_dim_background`),
+    ``line_correction`` (a bidirectional scan's odd rows, :mod:`astro3s.preprocess.lines`) and
+    ``fill_ring_cores`` (somata drawn as rims, :mod:`astro3s.preprocess.ring_cores`)
     are top-level keys of ``infer``, so that the fixes the warnings and logs print work as typed.
     :class:`~astro3s.preprocess.PreprocessParams` checks the values (one
     :class:`ConfigError` naming the key).
     """
-    changes = {key: to_plain(cfg.get(key)) for key in ("morphology_image", "lift_dim_background", "line_correction")
+    changes = {key: to_plain(cfg.get(key))
+               for key in ("morphology_image", "lift_dim_background", "line_correction", "fill_ring_cores")
                if cfg.get(key) is not None}
     if not changes:
         return options

@@ -823,7 +823,11 @@ def _summary(run: _Run, final: Path, options: InferenceOptions) -> dict[str, Any
                        # too noisy for the search's thresholds (preprocess.candidates.significant_candidates)
                        "significant_candidates": (pre.details.get("candidate_search") or {}).get("significant"),
                        # a detector's hot or stuck pixels filled in the summary images (preprocess.fill_hot_pixels)
-                       "hot_pixels": pre.details.get("hot_pixels")},
+                       "hot_pixels": pre.details.get("hot_pixels"),
+                       # px of dim soma cores inside bright rims (a membrane-targeted indicator) raised to the
+                       # rims' level in the median image (preprocess.fill_ring_cores), and how many cores
+                       "ring_core_px": pre.details.get("ring_cores"),
+                       "ring_cores": len(pre.details.get("ring_core_areas") or ())},
         "versions": _versions(),
         "timings_s": None,
         # the files this run wrote, with their SHA-256: a rerun replaces these and nothing else

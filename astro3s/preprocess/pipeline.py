@@ -267,8 +267,8 @@ def reselect_candidates(pre: Preprocessed, params: PreprocessParams) -> Preproce
     """
     early = ("line_correction", "min_line_offset", "motion_correction", "register_noisy_frames", "reference_frames",
              "reference_stable_fraction", "upsample_factor", "bandpass_sigmas", "max_shift_fraction",
-             "baseline_percentile", "median_max_frames", "active_percentile", "fill_hot_pixels", "tile_size",
-             "tile_step", "activity_percentile", "percentile_stride", "activity_bin_s")
+             "baseline_percentile", "median_max_frames", "active_percentile", "fill_hot_pixels", "fill_ring_cores",
+             "tile_size", "tile_step", "activity_percentile", "percentile_stride", "activity_bin_s")
     enhancement = ("enhance_sigma", "clahe_clip_limit", "clahe_tiles", "clahe_min_tile", "clahe_bins",
                    "activity_weight", "activity_threshold")
     changed = [k for k in early if getattr(params, k) != getattr(pre.params, k)]

@@ -72,6 +72,7 @@ from astro3s.preprocess.motion import (CorrectedMovie, FrameFile, bandpass_filte
                                        frame_shifts_from_bins, isolated_shift_outliers, register_frames,
                                        register_spectra, shifts_consistent)
 from astro3s.preprocess.params import PreprocessParams
+from astro3s.preprocess.ring_cores import fill_ring_cores
 
 __all__ = ["MIN_FRAMES", "MIN_SIDE", "MotionReference", "Streamed", "effective_chunk_frames", "even_subsample",
            "motion_reference", "read_ahead", "read_chunks", "read_frames", "reference_sample_frames",
@@ -894,6 +895,30 @@ def _without_hot_pixels(median: np.ndarray, active: np.ndarray | None,
     return fill_pixels(median, spikes), None if active is None else fill_pixels(active, spikes), spikes
 
 
+def _with_ring_cores_filled(median: np.ndarray, params: PreprocessParams, details: dict[str, Any]) -> np.ndarray:
+    """The median image with membrane-labelled somata's dim cores raised to their rims' level.
+
+    :func:`~astro3s.preprocess.ring_cores.fill_ring_cores` when ``params.fill_ring_cores`` (else ``median``
+    as it is); ``details["ring_cores"]`` counts the pixels raised, ``details["ring_core_areas"]`` lists the
+    cores' areas.
+    """
+    if not params.fill_ring_cores:
+        return median
+    filled, cores = fill_ring_cores(median)
+    details["ring_cores"] = int(cores.sum())
+    if details["ring_cores"]:
+        from scipy import ndimage
+
+        labels, count = ndimage.label(cores)
+        # each core's area with its 1-px band: the soma scale of a membrane-labelled FOV (inference.segment)
+        details["ring_core_areas"] = np.bincount(labels.ravel(), minlength=count + 1)[1:].tolist()
+    if details["ring_cores"]:
+        log.info("%d px of dim soma cores inside bright rims (a membrane-targeted indicator) raised to their rims' "
+                 "level in the median image (kept: fill_ring_cores=false for astro3s-infer, "
+                 "preprocess.fill_ring_cores=false for astro3s-preprocess)", details["ring_cores"])
+    return filled
+
+
 def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_percentiles: Sequence[float],
                  progress: bool | None, cache: bool | None = None,
                  scratch_dir: str | Path | None = None) -> Streamed:
@@ -985,6 +1010,7 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
                      "(ASTRA's clip alone: lift_dim_background=false for astro3s-infer, "
                      "preprocess.lift_dim_background=false for astro3s-preprocess)", 100 * lifted)
         del clipped
+    median = _with_ring_cores_filled(median, params, details)
     buffers.median_frames = None
     correlation = None
     if params.activity_weight > 0 or params.keep_correlation_image:
