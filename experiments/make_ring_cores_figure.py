@@ -1,4 +1,4 @@
-"""Regenerate ``docs/images/ring_cores.png``: somata of a membrane-targeted indicator before and after their cores are filled.
+"""Regenerate ``docs/images/ring_cores.png``: membrane-labelled somata before and after their cores are filled.
 
     python experiments/make_ring_cores_figure.py [--index 0] [--out docs/images/ring_cores.png]
 
