@@ -25,3 +25,12 @@ def compose_config(config_name: str, overrides: list[str], *, output_dir: Path, 
         for key, value in paths.items():
             cfg.paths[key] = str(value)
     return cfg
+
+
+def infer_options(movie: Path, tmp_path: Path, *overrides: str) -> Any:
+    """The ``InferenceOptions`` that ``astro3s-infer input=<movie> ... <overrides>`` runs with (CPU, no movie read)."""
+    from astro3s.cli.infer import inference_setup
+
+    cfg = compose_config("infer", [f"input={movie}", f"out={tmp_path / 'out'}", "device=cpu", *overrides],
+                         output_dir=tmp_path / "run", log_dir=tmp_path / "logs")
+    return inference_setup(cfg)[1]

@@ -130,15 +130,12 @@ def test_morphology_image_is_validated():
 
 def test_the_warnings_fixes_work_on_both_entry_points(tiny_movie, tmp_path):
     """``morphology_image=median`` (astro3s-infer) and ``preprocess.morphology_image=median`` (astro3s-preprocess)."""
-    from _hydra import compose_config
+    from _hydra import compose_config, infer_options
 
-    from astro3s.cli.infer import inference_setup
     from astro3s.cli.preprocess import _params
 
     def infer(*overrides: str):
-        cfg = compose_config("infer", [f"input={tiny_movie}", f"out={tmp_path / 'out'}", "device=cpu", *overrides],
-                             output_dir=tmp_path / "run", log_dir=tmp_path / "logs")
-        return inference_setup(cfg)[1]
+        return infer_options(tiny_movie, tmp_path, *overrides)
 
     assert infer().preprocess.morphology_image == "auto"  # the bundled model's preprocess.yaml predates the key
     assert infer("morphology_image=median").preprocess.morphology_image == "median"
@@ -147,23 +144,29 @@ def test_the_warnings_fixes_work_on_both_entry_points(tiny_movie, tmp_path):
     cfg = compose_config("preprocess", [f"input={tiny_movie}", f"out={tmp_path / 'pre'}",
                                         "preprocess.morphology_image=median"], output_dir=tmp_path / "run2")
     assert _params(cfg).morphology_image == "median"
-    # the uneven-illumination log's fix, as printed for each entry point
-    assert infer().preprocess.lift_dim_background is True
-    assert infer("lift_dim_background=false").preprocess.lift_dim_background is False
+    # with another input rule on the same command line
     assert infer("lift_dim_background=false", "morphology_image=median").preprocess.morphology_image == "median"
-    with pytest.raises(ConfigError, match="lift_dim_background must be true or false"):
-        infer("lift_dim_background=sometimes")
-    cfg = compose_config("preprocess", [f"input={tiny_movie}", f"out={tmp_path / 'pre'}",
-                                        "preprocess.lift_dim_background=false"], output_dir=tmp_path / "run3")
-    assert _params(cfg).lift_dim_background is False
-    # the line-offset log's fix, as printed for each entry point
-    assert infer().preprocess.line_correction is True
-    assert infer("line_correction=false").preprocess.line_correction is False
-    with pytest.raises(ConfigError, match="line_correction must be true or false"):
-        infer("line_correction=sometimes")
-    cfg = compose_config("preprocess", [f"input={tiny_movie}", f"out={tmp_path / 'pre'}",
-                                        "preprocess.line_correction=false"], output_dir=tmp_path / "run4")
-    assert _params(cfg).line_correction is False
+
+
+@pytest.mark.parametrize("key", ["lift_dim_background", "line_correction", "fill_ring_cores"])
+def test_the_input_rules_logged_fixes_work_on_both_entry_points(key, tiny_movie, tmp_path):
+    """``KEY=false`` (astro3s-infer) and ``preprocess.KEY=false`` (astro3s-preprocess), as the logs print them.
+
+    Uneven illumination (``lift_dim_background``), a bidirectional scan's line offset (``line_correction``),
+    somata drawn as rims by a membrane-targeted indicator (``fill_ring_cores``): on by default (the bundled
+    model's preprocess.yaml predates the keys), each turned off by the fix its log prints, a bad value refused.
+    """
+    from _hydra import compose_config, infer_options
+
+    from astro3s.cli.preprocess import _params
+
+    assert getattr(infer_options(tiny_movie, tmp_path).preprocess, key) is True
+    assert getattr(infer_options(tiny_movie, tmp_path, f"{key}=false").preprocess, key) is False
+    with pytest.raises(ConfigError, match=f"{key} must be true or false"):
+        infer_options(tiny_movie, tmp_path, f"{key}=sometimes")
+    cfg = compose_config("preprocess", [f"input={tiny_movie}", f"out={tmp_path / 'pre'}", f"preprocess.{key}=false"],
+                         output_dir=tmp_path / "run2")
+    assert getattr(_params(cfg), key) is False
 
 
 def test_astro3s_infer_on_a_dF_movie_says_what_it_read(tiny_movie, tmp_path, caplog):

@@ -109,24 +109,3 @@ def test_preprocess_fills_a_membrane_movies_soma_cores_and_records_them() -> Non
     assert (scene.soma[raised] > 0).mean() > 0.6  # the pixels raised are somata's
     assert len(on.details["ring_core_areas"]) >= 2
 
-
-def test_the_logs_fix_works_on_both_entry_points(tiny_movie, tmp_path) -> None:
-    """``fill_ring_cores=false`` (astro3s-infer) and ``preprocess.fill_ring_cores=false`` (astro3s-preprocess)."""
-    from _hydra import compose_config
-
-    from astro3s.cli.infer import inference_setup
-    from astro3s.cli.preprocess import _params
-    from astro3s.errors import ConfigError
-
-    def infer(*overrides: str):
-        cfg = compose_config("infer", [f"input={tiny_movie}", f"out={tmp_path / 'out'}", "device=cpu", *overrides],
-                             output_dir=tmp_path / "run", log_dir=tmp_path / "logs")
-        return inference_setup(cfg)[1]
-
-    assert infer().preprocess.fill_ring_cores is True  # the bundled model's preprocess.yaml predates the key
-    assert infer("fill_ring_cores=false").preprocess.fill_ring_cores is False
-    with pytest.raises(ConfigError, match="fill_ring_cores must be true or false"):
-        infer("fill_ring_cores=sometimes")
-    cfg = compose_config("preprocess", [f"input={tiny_movie}", f"out={tmp_path / 'pre'}",
-                                        "preprocess.fill_ring_cores=false"], output_dir=tmp_path / "run2")
-    assert _params(cfg).fill_ring_cores is False
