@@ -103,7 +103,7 @@ def test_preprocess_fills_a_membrane_movies_soma_cores_and_records_them() -> Non
     movie, scene = render_member_movie("membrane", 0, n_frames=60)
     on = preprocess(movie.astype(np.float32), PreprocessParams(fill_ring_cores=True), progress=False)
     off = preprocess(movie.astype(np.float32), PreprocessParams(fill_ring_cores=False), progress=False)
-    assert on.details["ring_cores"] > 0 and "ring_cores" not in off.details
+    assert on.details["ring_core_px"] > 0 and "ring_core_px" not in off.details
     raised = on.median_image > off.median_image
     assert raised.any()
     assert (scene.soma[raised] > 0).mean() > 0.6  # the pixels raised are somata's

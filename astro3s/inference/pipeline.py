@@ -826,7 +826,7 @@ def _summary(run: _Run, final: Path, options: InferenceOptions) -> dict[str, Any
                        "hot_pixels": pre.details.get("hot_pixels"),
                        # px of dim soma cores inside bright rims (a membrane-targeted indicator) raised to the
                        # rims' level in the median image (preprocess.fill_ring_cores), and how many cores
-                       "ring_core_px": pre.details.get("ring_cores"),
+                       "ring_core_px": pre.details.get("ring_core_px"),
                        "ring_cores": len(pre.details.get("ring_core_areas") or ())},
         "versions": _versions(),
         "timings_s": None,

@@ -115,7 +115,7 @@ class PreprocessParams:
         Somata of a membrane-targeted indicator (Lck-GCaMP), bright rims
         around a dim core, get their core raised to the rim's level in the
         median image (:func:`~astro3s.preprocess.ring_cores.fill_ring_cores`;
-        ``Preprocessed.details["ring_cores"]`` counts the pixels raised), so
+        ``Preprocessed.details["ring_core_px"]`` counts the pixels raised), so
         that they look like the cytosolic somata the network knows (default
         True since 2026-12-07; an image without such rims is unchanged).
     enhance_sigma : float

@@ -899,23 +899,23 @@ def _with_ring_cores_filled(median: np.ndarray, params: PreprocessParams, detail
     """The median image with membrane-labelled somata's dim cores raised to their rims' level.
 
     :func:`~astro3s.preprocess.ring_cores.fill_ring_cores` when ``params.fill_ring_cores`` (else ``median``
-    as it is); ``details["ring_cores"]`` counts the pixels raised, ``details["ring_core_areas"]`` lists the
+    as it is); ``details["ring_core_px"]`` counts the pixels raised, ``details["ring_core_areas"]`` lists the
     cores' areas.
     """
     if not params.fill_ring_cores:
         return median
     filled, cores = fill_ring_cores(median)
-    details["ring_cores"] = int(cores.sum())
-    if details["ring_cores"]:
+    details["ring_core_px"] = int(cores.sum())
+    if details["ring_core_px"]:
         from scipy import ndimage
 
         labels, count = ndimage.label(cores)
         # each core's area with its 1-px band: the soma scale of a membrane-labelled FOV (inference.segment)
         details["ring_core_areas"] = np.bincount(labels.ravel(), minlength=count + 1)[1:].tolist()
-    if details["ring_cores"]:
+    if details["ring_core_px"]:
         log.info("%d px of dim soma cores inside bright rims (a membrane-targeted indicator) raised to their rims' "
                  "level in the median image (kept: fill_ring_cores=false for astro3s-infer, "
-                 "preprocess.fill_ring_cores=false for astro3s-preprocess)", details["ring_cores"])
+                 "preprocess.fill_ring_cores=false for astro3s-preprocess)", details["ring_core_px"])
     return filled
 
 
