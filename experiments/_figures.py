@@ -53,3 +53,28 @@ def simulated_movie(preset: str = "d1_like", seed: int = 0) -> SimulatedMovie:
         soma = read_labels(folder / "ground_truth" / "soma.tif")
         shifts = np.loadtxt(folder / "ground_truth" / "shifts.csv", delimiter=",", skiprows=1, ndmin=2)[:, 1:]
     return SimulatedMovie(frames, soma, shifts)
+
+
+def image_row(fig, panels, *, vmin: float, vmax: float) -> list:
+    """Grey images side by side across ``fig``, one axes each, titled, no ticks; returns the axes.
+
+    ``panels``: ``(image, title)`` pairs, drawn on one grey scale ``[vmin, vmax]``.
+    """
+    step = 0.99 / len(panels)
+    axes = []
+    for k, (image, title) in enumerate(panels):
+        ax = fig.add_axes((0.01 + k * step, 0.02, step - 0.02, 0.84))
+        ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+        axes.append(ax)
+    return axes
+
+
+def write_figure(fig, out: Path, *, dpi: float) -> None:
+    """Save ``fig`` to ``out`` atomically (its folder made if need be) and say so."""
+    from astro3s.correlation.figures import save_figure
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, out, dpi=dpi)
+    print(f"wrote {out}")

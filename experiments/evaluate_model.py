@@ -272,10 +272,11 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
                                           drop_fast_event_cells=drop_fast_event_cells, rules=rules,
                                           combine=({} if min_pixel_widening == MIN_PIXEL_WIDENING
                                                    else {"min_pixel_widening": min_pixel_widening}), **flips)
-    if not line_correction:
-        options = dataclasses.replace(options, preprocess=options.preprocess.replace(line_correction=False))
+    preprocess_changes = {"line_correction": False} if not line_correction else {}
     if ring_cores is not None:
-        options = dataclasses.replace(options, preprocess=options.preprocess.replace(fill_ring_cores=bool(ring_cores)))
+        preprocess_changes["fill_ring_cores"] = bool(ring_cores)
+    if preprocess_changes:
+        options = dataclasses.replace(options, preprocess=options.preprocess.replace(**preprocess_changes))
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
                     "binned_processes": binned_processes, "extend_processes": extend_processes,
                     "scale_clahe_tiles": scale_clahe_tiles, "max_process_ratio": max_process_ratio,

@@ -39,7 +39,7 @@ def main() -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from _figures import simulated_movie
+    from _figures import image_row, simulated_movie, write_figure
 
     from astro3s.io import Movie
     from astro3s.preprocess import PreprocessParams
@@ -58,18 +58,10 @@ def main() -> None:
               (mean_clean[box], "the same movie never combed")]
     lo, hi = np.percentile(np.concatenate([p[0].ravel() for p in panels]), [1, 99.8])
     fig = Figure(figsize=(10.5, 3.9), dpi=110)
-    for k, (image, title) in enumerate(panels):
-        ax = fig.add_axes((0.01 + k * 0.33, 0.02, 0.31, 0.84))
-        ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.set_axis_off()
+    image_row(fig, panels, vmin=lo, vmax=hi)
     fig.suptitle("Bidirectional-scan line offset (preprocess.line_correction): mean image of a D1-like movie, "
                  f"seed {args.seed}", fontsize=10)
-    from astro3s.correlation.figures import save_figure
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, args.out, dpi=110)
-    print(f"wrote {args.out}")
+    write_figure(fig, args.out, dpi=110)
 
 
 if __name__ == "__main__":

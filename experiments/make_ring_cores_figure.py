@@ -34,6 +34,8 @@ def main() -> None:
     from matplotlib.figure import Figure
     from scipy import ndimage
 
+    from _figures import image_row, write_figure
+
     from astro3s.heldout.write import render_member_movie
     from astro3s.preprocess import PreprocessParams, preprocess
     from astro3s.preprocess.ring_cores import fill_ring_cores
@@ -50,22 +52,13 @@ def main() -> None:
     fig = Figure(figsize=(12.0, 4.4), dpi=100)
     panels = [(median, "median image as read"), (filled, f"cores filled (red): {count}"),
               (filled, "true somata (yellow)")]
-    for k, (image, title) in enumerate(panels):
-        ax = fig.add_axes((0.01 + k * 0.33, 0.02, 0.31, 0.84))
-        ax.imshow(image, cmap="gray", vmin=0, vmax=hi, interpolation="nearest")
-        if k == 1 and cores.any():
-            ax.contour(cores, levels=[0.5], colors="red", linewidths=0.8)
-        if k == 2:
-            ax.contour(scene.soma > 0, levels=[0.5], colors="yellow", linewidths=0.8)
-        ax.set_title(title, fontsize=9)
-        ax.set_axis_off()
+    _, with_cores, with_truth = image_row(fig, panels, vmin=0, vmax=hi)
+    if cores.any():
+        with_cores.contour(cores, levels=[0.5], colors="red", linewidths=0.8)
+    with_truth.contour(scene.soma > 0, levels=[0.5], colors="yellow", linewidths=0.8)
     fig.suptitle(f"Membrane-labelled somata (preprocess.fill_ring_cores): held-out `membrane_{args.index}`; "
                  f"{100 * inside:.0f} % of the filled pixels inside true somata", fontsize=10)
-    from astro3s.correlation.figures import save_figure
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, args.out, dpi=100)
-    print(f"wrote {args.out}")
+    write_figure(fig, args.out, dpi=100)
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def fixed_scale_info(params: Any) -> dict[str, Any]:
     return {"configured": configured, "estimated": None, "used": list(configured), "rescaled": False, "zoom": 1.0}
 
 
-def ring_soma_area(core_areas: Any, *, rim_px: float = 2.0, min_rings: int = 2) -> float | None:
+def ring_soma_area(core_areas: Any, *, rim_px: float = 2.0, min_rings: int = RING_VETO_MIN) -> float | None:
     """Typical soma area (px) of a FOV from the cores its somata's bright rims enclose: a lower bound.
 
     With a membrane-targeted indicator a soma is a bright rim around a dim core
@@ -249,12 +249,13 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None
     if area is None:
         return 1, info
     lo, hi = (float(a) for a in pre.params.soma_area_range)
-    scale = (area / (lo * hi) ** 0.5) ** 0.5
+    centre = (lo * hi) ** 0.5
+    scale = (area / centre) ** 0.5
     info["blob_area"] = round(float(area), 1)
     if scale < min_scale:
         return 1, info
-    rings = ring_soma_area((pre.details or {}).get("ring_core_areas"), min_rings=RING_VETO_MIN)
-    if rings is not None and (rings / (lo * hi) ** 0.5) ** 0.5 < min_scale:
+    rings = ring_soma_area((pre.details or {}).get("ring_core_areas"))
+    if rings is not None and (rings / centre) ** 0.5 < min_scale:
         # a membrane-labelled FOV whose bright territories answer the blob search as giant somata: its
         # somata's rims (a lower bound of their size) say they are not
         info["ring_area"] = round(float(rings), 1)

@@ -912,7 +912,6 @@ def _with_ring_cores_filled(median: np.ndarray, params: PreprocessParams, detail
         labels, count = ndimage.label(cores)
         # each core's area with its 1-px band: the soma scale of a membrane-labelled FOV (inference.segment)
         details["ring_core_areas"] = np.bincount(labels.ravel(), minlength=count + 1)[1:].tolist()
-    if details["ring_core_px"]:
         log.info("%d px of dim soma cores inside bright rims (a membrane-targeted indicator) raised to their rims' "
                  "level in the median image (kept: fill_ring_cores=false for astro3s-infer, "
                  "preprocess.fill_ring_cores=false for astro3s-preprocess)", details["ring_core_px"])
