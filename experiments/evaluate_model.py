@@ -109,11 +109,13 @@ def _pool(movies: list[dict], preds: list, gts: list) -> dict:
     # component of several touching cells by 40-px discs, so touching cells lose process pixels)
     pooled["id_process_f1"] = instance_scores([p[0] for p in preds], [p[1] for p in preds], [g[0] for g in gts],
                                               [g[1] for g in gts]).process_f1
-    # how far each cell's processes reach beyond its own soma's edge (soma radii), predicted and true
+    # how far each cell's processes reach beyond its own soma's edge (soma radii) and how wide they are drawn
+    # (px; the annotators' convention the truth should follow), predicted and true
     for side, labels in (("pred", preds), ("gt", [g[:2] for g in gts])):
-        reach = np.concatenate([cell_process_figures(soma, processes)[:, 3] for soma, processes in labels]
-                               or [np.zeros(0)])
-        pooled[f"reach_{side}"] = float(np.median(reach)) if reach.size else None
+        figures = np.concatenate([cell_process_figures(soma, processes) for soma, processes in labels]
+                                 or [np.zeros((0, 4))])
+        pooled[f"reach_{side}"] = float(np.median(figures[:, 3])) if len(figures) else None
+        pooled[f"width_{side}"] = float(np.median(figures[:, 1])) if len(figures) else None
     for size in ("giant", "small"):
         hit = sum(m["size_recall"][size][0] for m in movies)
         total = sum(m["size_recall"][size][1] for m in movies)
@@ -121,7 +123,7 @@ def _pool(movies: list[dict], preds: list, gts: list) -> dict:
         pooled[f"n_{size}"] = total
     if not any(np.any(g[1] > 0) for g in gts):
         # soma-only truth (ASTRA's D3 annotations): no process figure to give
-        for key in [k for k in pooled if "process" in k] + ["reach_gt"]:
+        for key in [k for k in pooled if "process" in k] + ["reach_gt", "width_gt"]:
             pooled[key] = None
     return pooled
 
@@ -427,7 +429,7 @@ def _row(name: str, entry: dict, extra: str = "") -> str:
     return (f"| {name} | {len(entry['movies'])}{extra} | {_fmt(p['detection_precision'])} "
             f"| {_fmt(p['detection_recall'])} | {_fmt(p['detection_f1'])} | {_fmt(p['soma_f1'])} "
             f"| {_fmt(p['process_f1'])} | {_fmt(p['process_precision'])} | {_fmt(p['process_recall'])} "
-            f"| {_fmt(p['thin_process_f1'])} | {_fmt(p.get('id_process_f1'))} | {_reach(p)} | {sizes} "
+            f"| {_fmt(p['thin_process_f1'])} | {_fmt(p.get('id_process_f1'))} | {_reach(p)} | {_width(p)} | {sizes} "
             f"| {p['n_pred']} / {p['n_gt']} | {entry['seconds_per_movie']} |")
 
 
@@ -436,10 +438,16 @@ def _reach(pooled: dict) -> str:
     return "–" if pred is None or true is None else f"{pred:.2f} / {true:.2f}"
 
 
+def _width(pooled: dict) -> str:
+    pred, true = pooled.get("width_pred"), pooled.get("width_gt")
+    return "–" if pred is None or true is None else f"{pred:.1f} / {true:.1f}"
+
+
 _HEADER = ("| detection P | detection R | detection F1 | soma F1 | process F1 | process P | process R "
-           "| thin process F1 | process F1 (cell ids) | process reach, found / true | giant / small recall (n) "
+           "| thin process F1 | process F1 (cell ids) | process reach, found / true "
+           "| process width, found / true | giant / small recall (n) "
            "| cells found / true | s per movie |")
-_RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"  # the header's 13 cells + "movies"; "member" before
+_RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"  # the header's 14 cells + "movies"; "member" before
 
 
 def markdown(report: dict, command: str) -> str:
@@ -451,6 +459,8 @@ def markdown(report: dict, command: str) -> str:
              "Process reach: median over cells of how far a cell's processes go beyond its soma's edge (95th "
              "percentile of their pixels' distance to it), in soma radii, of the cells found and of the true ones "
              "(`astro3s.metrics.cell_process_figures`; ASTRA's annotators: D1 2.74, D2 2.97, D4 2.05). "
+             "Process width: median over cells of a cell's process area / skeleton length, px, found / true "
+             "(ASTRA's annotators: D1 3.7, D4 4.1, D2 9.0; `astro3s/annotation.py`). "
              "Giant: GT somata >= 2000 px, small: <= 60 px.", ""]
     if report.get("heldout"):
         layouts = all(member.startswith("layout_") for member in report["heldout"])

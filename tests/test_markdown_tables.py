@@ -64,12 +64,12 @@ def test_evaluate_model_writes_tables_that_render(experiment_script) -> None:
     pooled = {k: 0.5 for k in ("detection_precision", "detection_recall", "detection_f1", "soma_f1", "process_f1",
                                "process_precision", "process_recall", "thin_process_f1", "id_process_f1")}
     pooled.update(giant_recall=None, small_recall=1.0, n_giant=0, n_small=3, n_pred=4, n_gt=5,
-                  reach_pred=1.5, reach_gt=2.0)
+                  reach_pred=1.5, reach_gt=2.0, width_pred=3.6, width_gt=4.4)
     entry = {"pooled": pooled, "movies": [{}], "seconds_per_movie": 1.0}
     report = {"checkpoint": "default", "soma_scale": "auto", "heldout": {"giant": entry},
               "sets": {"d1_like": {**entry, "held_out_preset": False}}}
     text = module.markdown(report, "python experiments/evaluate_model.py")
     assert sum(bool(_DELIMITER.match(line)) for line in text.splitlines()) == 2 and _mismatches(text) == []
     rows = [line for line in text.splitlines() if line.startswith("| giant") or line.startswith("| d1_like")]
-    assert len(rows) == 2 and all(_cells(row) == 15 for row in rows)
-    assert "| 1.50 / 2.00 |" in rows[0]
+    assert len(rows) == 2 and all(_cells(row) == 16 for row in rows)
+    assert "| 1.50 / 2.00 | 3.6 / 4.4 |" in rows[0]
