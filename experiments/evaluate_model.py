@@ -322,6 +322,9 @@ RULE_FLAGS = {
     "min_soma_solidity":
         ("astro3s.inference.cells.MIN_SOMA_SOLIDITY: a cell whose soma (<= 1000 px) has a solidity under this goes "
          "(default: its value; 0: off)"),
+    "max_soma_elongation":
+        ("astro3s.inference.cells.MAX_SOMA_ELONGATION: a cell whose soma is more than this many times as long as it "
+         "is wide goes (default: its value, 4; 0: off, as before 2026-12-07, thirteenth session)"),
     "fast_events_on_dff":
         ("astro3s.inference.cells.FAST_EVENTS_ON_DFF: the fast-event rule judges the somata's events detected on "
          "dF/F, not on the raw fluorescence (default: its value, 1; 0 as before 2026-12-06, ninth session)"),
@@ -447,7 +450,8 @@ _HEADER = ("| detection P | detection R | detection F1 | soma F1 | process F1 | 
            "| thin process F1 | process F1 (cell ids) | process reach, found / true "
            "| process width, found / true | giant / small recall (n) "
            "| cells found / true | s per movie |")
-_RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"  # the header's 14 cells + "movies"; "member" before
+# the header's 14 cells and "movies" ("member" or "preset" goes before)
+_RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 
 def markdown(report: dict, command: str) -> str:

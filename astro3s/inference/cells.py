@@ -1175,6 +1175,8 @@ def _final_cells(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     seg = drop_border_slivers(seg, min_ratio=rules.border_sliver_ratio)
     if rules.min_soma_solidity > 0:
         seg = drop_ragged_cells(seg, min_solidity=rules.min_soma_solidity)
+    if rules.max_soma_elongation > 0:
+        seg = drop_elongated_cells(seg, max_elongation=rules.max_soma_elongation)
     seg = with_limited_processes(seg, options)
     median_image = _median_image_at(pre, seg)
     if rules.visible_processes and median_image is not None:
@@ -1210,6 +1212,11 @@ BORDER_SLIVER_RATIO = 1.0
 # session: ASTRA's experts drew 1 of 1526 consensus somata under 0.75; 0 turns it off)
 MIN_SOMA_SOLIDITY = 0.0
 RAGGED_MAX_AREA = 1000.0
+# a cell whose soma is more than this many times as long as it is wide goes (drop_elongated_cells; 2026-12-07,
+# thirteenth session: no soma of ASTRA's experts, 1526 consensus and ~2500 single-annotator ones, exceeds 3.82, the
+# median is 1.4; on the cross-check's high-zoom FOVs the network drew stretches of straight fibres as somata;
+# 0 turns it off)
+MAX_SOMA_ELONGATION = 4.0
 # at the very end, a one-pixel gap is opened wherever two cells' somata touch (with_separate_somata; 2026-12-06,
 # ninth session): the soma *mask* read alone, as ASTRA's score and a threshold of the label image read it, joins
 # touching somata into one (never-seen heldout_lookalikes_235: a true soma touching an out-of-focus blob's was
@@ -1297,6 +1304,18 @@ def drop_ragged_cells(seg: Any, *, min_solidity: float, max_area: float = RAGGED
         return seg
     return remove_cells(seg, ragged_somata(seg.soma, min_solidity=min_solidity, max_area=max_area),
                         count_key="ragged_removed")
+
+
+def drop_elongated_cells(seg: Any, *, max_elongation: float) -> Any:
+    """``seg`` without the cells whose soma is more elongated than any annotated soma
+    (:func:`astro3s.postprocess.lookalike.elongated_somata`); ``counts["elongated_removed"]`` says how many went."""
+    from astro3s.postprocess.combine import remove_cells
+    from astro3s.postprocess.lookalike import elongated_somata
+
+    if seg.n_cells == 0:
+        return seg
+    return remove_cells(seg, elongated_somata(seg.soma, max_elongation=max_elongation),
+                        count_key="elongated_removed")
 
 
 def with_separate_somata(seg: Any) -> Any:

@@ -114,6 +114,9 @@ class CellRules:
     min_soma_solidity : float
         A cell whose soma (up to :data:`astro3s.inference.cells.RAGGED_MAX_AREA` px) has a solidity under this
         goes (:data:`astro3s.inference.cells.MIN_SOMA_SOLIDITY`; 0: off).
+    max_soma_elongation : float
+        A cell whose soma is more than this many times as long as it is wide goes
+        (:data:`astro3s.inference.cells.MAX_SOMA_ELONGATION`; 0: off, as before 2026-12-07, thirteenth session).
     fast_events_on_dff : bool
         The fast-event rule judges the somata's events detected on dF/F, not on the raw fluorescence
         (:data:`astro3s.inference.cells.FAST_EVENTS_ON_DFF`; on by default, off before 2026-12-06, ninth session).
@@ -150,6 +153,7 @@ class CellRules:
     edge_fov_cells: bool = cells.EDGE_FOV_CELLS
     faint_own_scale_contrast: float = cells.FAINT_OWN_SCALE_CONTRAST
     min_soma_solidity: float = cells.MIN_SOMA_SOLIDITY
+    max_soma_elongation: float = cells.MAX_SOMA_ELONGATION
     fast_events_on_dff: bool = cells.FAST_EVENTS_ON_DFF
     separate_somata: bool = cells.SEPARATE_SOMATA
 
@@ -174,6 +178,10 @@ class CellRules:
         if not self.shrink_tolerance >= 1.0:
             raise ConfigError(f"rules.shrink_tolerance={self.shrink_tolerance!r} must be >= 1 (a factor below the "
                               f"parameters' soma area). Fix: e.g. rules.shrink_tolerance={segment.SHRINK_TOLERANCE}.")
+        if 0 < self.max_soma_elongation <= 1:  # every soma is at least as long as it is wide: all would go
+            raise ConfigError(f"rules.max_soma_elongation={self.max_soma_elongation!r} must be 0 (off) or above 1 "
+                              "(a soma's length over its width). "
+                              f"Fix: e.g. rules.max_soma_elongation={cells.MAX_SOMA_ELONGATION}.")
         for name in ("small_soma_slack", "crowded_soma_slack"):  # size_filter_overrides' low_slack
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"rules.{name}={getattr(self, name)!r} must be in (0, 1] (a fraction of the fitted "
