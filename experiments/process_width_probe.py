@@ -27,6 +27,7 @@ import numpy as np
 
 def member_figures(folder: Path) -> dict[str, dict[str, float]]:
     """Per member: median process widths (found, true) and process pixel P / R / F1 as drawn and dilated."""
+    from compare_segmentations import load_segmentation
     from scipy import ndimage
 
     from astro3s.metrics import cell_process_figures
@@ -34,8 +35,8 @@ def member_figures(folder: Path) -> dict[str, dict[str, float]]:
     widths = collections.defaultdict(lambda: ([], []))
     counts = collections.defaultdict(lambda: np.zeros(5))  # truth, found, overlap, dilated, dilated overlap
     for path in sorted(folder.glob("*.npz")):  # a loop over movies
-        seg = np.load(path)
-        member = str(seg["member"])
+        seg = load_segmentation(path)
+        member = seg["member"]
         widths[member][0].append(cell_process_figures(seg["soma"], seg["processes"])[:, 1])
         widths[member][1].append(cell_process_figures(seg["gt_soma"], seg["gt_processes"])[:, 1])
         truth, found = seg["gt_processes"] > 0, seg["processes"] > 0

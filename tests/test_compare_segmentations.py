@@ -65,3 +65,23 @@ def test_comparing_folders_without_common_movies_or_with_a_bad_file_says_so(expe
     assert compare.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "m.npz" in err and "--save-segmentations" in err
+
+
+def test_process_width_probe_reads_widths_and_the_1px_wider_scores(experiment_script, tmp_path: Path) -> None:
+    # experiments/process_width_probe.py on a saved run: the truth's processes 2 px wide, those found 1 px wide
+    evaluate_model = experiment_script("evaluate_model")
+    probe = experiment_script("process_width_probe")
+    soma, truth_processes, _ = _truth()
+    found = np.zeros_like(soma)
+    found[12:24, 7] = 1  # one of the truth's two process columns, 4 px longer (a cell needs >= 10 process px)
+    _save(evaluate_model, tmp_path, "movie_0", soma, found, member="thin")
+    figures = probe.member_figures(tmp_path)["thin"]
+    assert figures["precision"] == pytest.approx(8 / 12) and figures["recall"] == pytest.approx(0.5)
+    assert figures["width_true"] > figures["width_found"]
+    # drawn 1 px wider the found process covers the truth, plus the pixels beside it
+    assert figures["recall_wider"] == 1.0 and figures["precision_wider"] < 1.0
+    (tmp_path / "broken.npz").write_bytes(b"not an npz")
+    from astro3s.errors import InputError
+
+    with pytest.raises(InputError, match="broken.npz"):
+        probe.member_figures(tmp_path)

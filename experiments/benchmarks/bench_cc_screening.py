@@ -38,14 +38,11 @@ import numpy as np
 
 def capture_first_level(preset: str, seed: int) -> tuple[list[tuple], float, int]:
     """First-level operands ``(rows, columns)`` of each cell's domain search, the threshold and ``n_fft``."""
-    from astro3s.correlation import domains
-    from astro3s.io import Movie
-    from astro3s.preprocess import CorrectedMovie, correct_frames
-    from astro3s.simulate import simulate_preset
+    from bench_correlation import simulated
 
-    sim = simulate_preset(preset, seed=seed)
-    raw = np.asarray(sim.movie)
-    movie = CorrectedMovie(Movie.from_array(raw, fs=sim.fs), sim.shifts, cache=correct_frames(raw, sim.shifts))
+    from astro3s.correlation import domains
+
+    _, _, movie, soma, processes, _ = simulated(preset, seed)
     captured, thresholds = [], []
     first_level, screen_near = domains._first_level, domains._screen_near
 
@@ -59,12 +56,12 @@ def capture_first_level(preset: str, seed: int) -> tuple[list[tuple], float, int
 
     domains._first_level, domains._screen_near = keep_operands, keep_threshold
     try:
-        dom = domains.find_domains(movie, sim.soma, sim.processes, precision="float32")
+        dom = domains.find_domains(movie, soma, processes, precision="float32")
     finally:
         domains._first_level, domains._screen_near = first_level, screen_near
-    n_cells = int(np.unique(sim.soma[sim.soma > 0]).size)
+    n_cells = int(np.unique(soma[soma > 0]).size)
     # the last n_cells captures are the domain searches (the earlier ones: the threshold search's background)
-    n_frames = raw.shape[0] - dom.smooth_frames + 1
+    n_frames = movie.shape[0] - dom.smooth_frames + 1
     n_fft = domains._fft_size(n_frames + dom.max_lag)
     return captured[-n_cells:], float(thresholds[-1]), n_fft
 
