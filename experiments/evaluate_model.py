@@ -325,6 +325,10 @@ RULE_FLAGS = {
     "max_soma_elongation":
         ("astro3s.inference.cells.MAX_SOMA_ELONGATION: a cell whose soma is more than this many times as long as it "
          "is wide goes (default: its value, 4; 0: off, as before 2026-12-07, thirteenth session)"),
+    "first_pass_giant_soma":
+        ("astro3s.inference.segment.FIRST_PASS_GIANT_SOMA: binning refused by the filled cores of membrane-labelled "
+         "somata goes ahead when the whole-FOV network pass draws a giant soma's worth of soma inside one blob that "
+         "voted for binning (default: its value, 1; 0 as before 2026-12-07, fourteenth session)"),
     "fast_events_on_dff":
         ("astro3s.inference.cells.FAST_EVENTS_ON_DFF: the fast-event rule judges the somata's events detected on "
          "dF/F, not on the raw fluorescence (default: its value, 1; 0 as before 2026-12-06, ninth session)"),

@@ -109,3 +109,121 @@ def test_preprocess_fills_a_membrane_movies_soma_cores_and_records_them() -> Non
     assert (scene.soma[raised] > 0).mean() > 0.6  # the pixels raised are somata's
     assert len(on.details["ring_core_areas"]) >= 2
 
+
+
+def _first_pass(shape: tuple[int, int], discs: list[tuple[float, float, float]]) -> np.ndarray:
+    """Whole-FOV class probabilities (background, soma, processes) with soma on the given (row, col, radius) discs."""
+    from astro3s.models.classes import BACKGROUND, SOMA
+
+    probs = np.zeros((3, *shape), np.float32)
+    probs[BACKGROUND] = 1.0
+    for row, col, radius in discs:
+        disc = _disc(shape, (row, col), radius)
+        probs[BACKGROUND][disc], probs[SOMA][disc] = 0.0, 1.0
+    return probs
+
+
+def test_the_network_overrules_the_rings_when_one_voting_blob_holds_a_giant_somas_worth(monkeypatch) -> None:
+    """Cores of a fibre mesh (cross-check zoom_84) or of a giant cell's processes (d2_like_s5001) refuse binning;
+    the network's first pass, asked only then, splits the giant soma into fragments that add up to a giant soma
+    inside the blob that voted, which a membrane-labelled FOV's somata (one small soma per territory) never do."""
+    import astro3s.preprocess.scale as scale
+    from astro3s.preprocess.scale import SomaBlobs
+
+    monkeypatch.setattr(astro3s.preprocess, "blob_soma_area", lambda image, **_: 1900.0)
+    blob = SomaBlobs(rows=np.array([100]), cols=np.array([100]), radii=np.array([30.0]),
+                     strength=np.array([1.0], np.float32))
+    monkeypatch.setattr(scale, "soma_blobs", lambda image, **_: blob)
+    params = PreprocessParams()
+    pre = SimpleNamespace(median_image=np.zeros((256, 256), np.float32), params=params,
+                          details={"ring_core_areas": [150, 180, 120, 200]})
+    asked: list[int] = []
+
+    def first_pass(discs):
+        def run() -> np.ndarray:
+            asked.append(1)
+            return _first_pass((256, 256), discs)
+        return run
+
+    # four fragments of ~ 250-450 px inside the blob: 1300 px of soma, a giant soma's worth
+    split = [(85.0, 90.0, 9.0), (95.0, 112.0, 12.0), (112.0, 95.0, 10.0), (110.0, 112.0, 8.0)]
+    factor, info = soma_bin_factor(pre, first_pass=first_pass(split))
+    assert factor == 3 and info["bin_factor"] == 3 and info["first_pass_soma"] >= 700 and "ring_area" in info
+    # a membrane-labelled FOV: one small soma in the territory's blob, others outside it
+    territory = [(100.0, 100.0, 10.0), (30.0, 30.0, 10.0), (200.0, 200.0, 10.0), (30.0, 200.0, 12.0)]
+    factor, info = soma_bin_factor(pre, first_pass=first_pass(territory))
+    assert factor == 1 and info["first_pass_soma"] == pytest.approx(np.pi * 100, rel=0.1)
+    # a giant soma drawn outside every blob that voted does not count
+    assert soma_bin_factor(pre, first_pass=first_pass([(200.0, 60.0, 20.0)]))[0] == 1
+    monkeypatch.setattr(scale, "soma_blobs", lambda image, **_: None)
+    assert soma_bin_factor(pre, first_pass=first_pass(split))[0] == 1  # no blob to hold them
+    monkeypatch.setattr(scale, "soma_blobs", lambda image, **_: blob)
+    assert soma_bin_factor(pre)[0] == 1  # not asked (rules.first_pass_giant_soma=false): the rings' veto stands
+    # the blobs read giant somata and no rings refuse: the network is not asked
+    pre.details = {}
+    asked.clear()
+    assert soma_bin_factor(pre, first_pass=first_pass(territory))[0] == 3 and asked == []
+    # nor when the blobs read no giant somata (a giant soma the blob vote misses is left to the soma-scale fit:
+    # binning by the first pass's own median soma binned ASTRA's D2 layout RoiSet_SMALL_033 too little)
+    monkeypatch.setattr(astro3s.preprocess, "blob_soma_area", lambda image, **_: 300.0)
+    pre.details = {"ring_core_areas": [150, 180, 120, 200]}
+    assert soma_bin_factor(pre, first_pass=first_pass(split))[0] == 1 and asked == []
+
+
+def test_soma_px_in_blobs_counts_the_first_passs_soma_inside_each_large_enough_disc() -> None:
+    from astro3s.inference.segment import soma_px_in_blobs
+    from astro3s.preprocess.scale import SomaBlobs
+
+    probs = _first_pass((128, 128), [(40.0, 40.0, 6.0), (46.0, 52.0, 5.0), (100.0, 100.0, 8.0)])
+    blobs = SomaBlobs(rows=np.array([44, 100, 5]), cols=np.array([46, 100, 5]), radii=np.array([20.0, 4.0, 30.0]),
+                      strength=np.ones(3, np.float32))
+    both = float(_disc((128, 128), (40.0, 40.0), 6.0).sum() + _disc((128, 128), (46.0, 52.0), 5.0).sum())
+    # the first blob holds both fragments; the second, too small, is skipped; the third (at the corner) holds none
+    assert soma_px_in_blobs(probs, blobs, min_area=np.pi * 10**2) == pytest.approx(both, abs=2)
+    assert soma_px_in_blobs(probs, blobs) == pytest.approx(both, abs=2)
+    assert soma_px_in_blobs(probs, blobs, min_area=1e6) == 0.0
+
+
+def test_the_first_pass_asked_about_binning_is_the_one_the_soma_scale_fit_uses(simulated, monkeypatch) -> None:
+    """The network is asked only when ring cores refuse binning; its pass is then the soma-scale fit's (no pass
+    more than with the rule off), and a giant soma's worth of it in a voting blob bins the FOV."""
+    import dataclasses
+
+    import astro3s.inference.network as network
+    import astro3s.inference.segment as segment
+    from astro3s.inference import load_inference_model
+    from astro3s.inference.cells import segment_movie
+    from astro3s.io import read_movie
+
+    calls: list[float] = []
+    real = network.predict_fov
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("zoom", 1.0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(network, "predict_fov", counted)
+    monkeypatch.setattr(segment, "predict_fov", counted)
+    model, options = load_inference_model("default", device="cpu")
+    d1 = simulated("d1_like", 2, overview=False, n_frames=60)
+    with read_movie(d1 / f"{d1.name}.tif") as movie:
+        pre = preprocess(movie, options.preprocess, progress=False)
+
+    def run(on: bool, **details):
+        calls.clear()
+        moved = dataclasses.replace(pre, details={**(pre.details or {}), **details})
+        _, seg, info = segment_movie(moved, model, dataclasses.replace(options, rules={"first_pass_giant_soma": on}))
+        return seg.soma.copy(), list(calls), info
+
+    on, off = run(True), run(False)  # no ring cores: nothing asked, nothing changed
+    assert on[1] == off[1] and np.array_equal(on[0], off[0]) and "first_pass_soma" not in on[2]
+    # cores refuse the binning the (patched) blob scale asks for
+    monkeypatch.setattr(astro3s.preprocess, "blob_soma_area", lambda image, **_: 1900.0)
+    cores = {"ring_core_areas": [150, 180, 120, 200]}
+    monkeypatch.setattr(segment, "soma_px_in_blobs", lambda probs, blobs, **_: 300.0)
+    on, off = run(True, **cores), run(False, **cores)
+    assert on[2]["first_pass_soma"] == 300.0 and on[2]["bin_factor"] == 1 and "first_pass_soma" not in off[2]
+    assert on[1] == off[1] and np.array_equal(on[0], off[0])  # the pass asked is the fit's own
+    monkeypatch.setattr(segment, "soma_px_in_blobs", lambda probs, blobs, **_: 1500.0)
+    on = run(True, **cores)
+    assert on[2]["bin_factor"] == 3 and on[2]["first_pass_soma"] == 1500.0 and on[0].shape == pre.median_image.shape

@@ -122,7 +122,8 @@ def test_segment_movie_hands_each_setting_to_the_step_that_reads_it(tiny_movie, 
     slack = 0.55 if info.get("first_pass_somata", 0) >= options.rules.crowded_somata else 0.9
     assert info["estimated"] is not None  # the tiny movie's first pass gives a fitted range ...
     assert info["size_filter_range"][0] == pytest.approx(slack * lower)  # ... whose lower end the setting loosens
-    assert scales[0][1] == {"own_reach": 2.5, "wide_dominance": 6.0}
+    asked = scales[0][1].pop("first_pass")  # rules.first_pass_giant_soma: the network's first pass
+    assert callable(asked) and scales[0][1] == {"own_reach": 2.5, "wide_dominance": 6.0}
     assert fits[0][1]["shrink_tolerance"] == 1.7
     assert refined and all(kwargs["reach"] == 0.5 for _, kwargs in refined)
     assert slivers[0][1] == {"min_ratio": 0.7} and absorbed[0][1] == {"max_ratio": 0.05}

@@ -1072,7 +1072,6 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         adapt_soma_scale,
         fixed_scale_info,
         segment_preprocessed,
-        soma_bin_factor,
     )
     from astro3s.inference.network import flip_averaged
     from astro3s.postprocess import CombineParams
@@ -1081,9 +1080,10 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
     rules = options.rules
     timings = {} if timings is None else timings
     scale_info, fov_probs = fixed_scale_info(pre.params), None
+    first_pass_probs = None
     if options.soma_scale == "auto" and allow_binning:
         t = time.perf_counter()
-        factor, coarse = soma_bin_factor(pre, own_reach=rules.own_reach, wide_dominance=rules.wide_dominance)
+        factor, coarse, first_pass_probs = _bin_factor(pre, model, options)
         if factor > 1 and pre.corrected is not None:
             seg, scale_info = _segment_binned(pre, model, options, factor, coarse, timings=timings, name=name,
                                               started=t)
@@ -1096,7 +1096,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         pre, fitted, fov_probs = adapt_soma_scale(
             pre, model, normalize=options.normalize, device=options.device, amp=options.amp, tiling=options.tiling,
             blob_area=scale_info.get("blob_area") if allow_binning else None,
-            scale_tiles=options.scale_clahe_tiles, shrink_tolerance=rules.shrink_tolerance)
+            scale_tiles=options.scale_clahe_tiles, shrink_tolerance=rules.shrink_tolerance,
+            fov_probs=first_pass_probs)
         scale_info.update(fitted)
         timings["soma_scale_s"] = time.perf_counter() - t
         if scale_info["rescaled"]:
@@ -1151,6 +1152,34 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         seg = drop_faint_cells(seg, median_image, min_relative_contrast=rules.faint_own_scale_contrast,
                                reference="median")
     return pre, _final_cells(seg, pre, options), scale_info
+
+
+def _bin_factor(pre: Any, model: Any, options: InferenceOptions) -> tuple[int, dict[str, Any], Any]:
+    """:func:`astro3s.inference.segment.soma_bin_factor` of ``pre``, asking the first network pass when cores refuse.
+
+    Returns
+    -------
+    factor, info
+        As ``soma_bin_factor``'s.
+    fov_probs : ndarray of float, shape (3, H, W), or None
+        The whole-FOV pass at the FOV's own pixels when it was run (reused by the soma-scale fit).
+    """
+    from astro3s.inference.network import predict_fov
+    from astro3s.inference.segment import soma_bin_factor
+
+    rules = options.rules
+    first_pass: dict[str, Any] = {}
+
+    def run_first_pass() -> Any:
+        # asked only when ring cores refuse binning; kept for adapt_soma_scale, which runs it anyway
+        if "fov_probs" not in first_pass:
+            first_pass["fov_probs"] = predict_fov(model, pre, normalize=options.normalize, tiling=options.tiling,
+                                                  device=options.device, amp=options.amp)
+        return first_pass["fov_probs"]
+
+    factor, info = soma_bin_factor(pre, own_reach=rules.own_reach, wide_dominance=rules.wide_dominance,
+                                   first_pass=run_first_pass if rules.first_pass_giant_soma else None)
+    return factor, info, first_pass.get("fov_probs")
 
 
 def _with_edge_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions,

@@ -117,6 +117,11 @@ class CellRules:
     max_soma_elongation : float
         A cell whose soma is more than this many times as long as it is wide goes
         (:data:`astro3s.inference.cells.MAX_SOMA_ELONGATION`; 0: off, as before 2026-12-07, thirteenth session).
+    first_pass_giant_soma : bool
+        Binning refused by the filled cores of membrane-labelled somata goes ahead when the whole-FOV network pass at
+        the FOV's own pixels draws a giant soma's worth of soma inside one blob that voted for binning
+        (:data:`astro3s.inference.segment.FIRST_PASS_GIANT_SOMA`; on by default, off before 2026-12-07, fourteenth
+        session).
     fast_events_on_dff : bool
         The fast-event rule judges the somata's events detected on dF/F, not on the raw fluorescence
         (:data:`astro3s.inference.cells.FAST_EVENTS_ON_DFF`; on by default, off before 2026-12-06, ninth session).
@@ -154,6 +159,7 @@ class CellRules:
     faint_own_scale_contrast: float = cells.FAINT_OWN_SCALE_CONTRAST
     min_soma_solidity: float = cells.MIN_SOMA_SOLIDITY
     max_soma_elongation: float = cells.MAX_SOMA_ELONGATION
+    first_pass_giant_soma: bool = segment.FIRST_PASS_GIANT_SOMA
     fast_events_on_dff: bool = cells.FAST_EVENTS_ON_DFF
     separate_somata: bool = cells.SEPARATE_SOMATA
 

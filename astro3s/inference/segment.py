@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from astro3s.inference.network import predict_crops_zoomed, predict_fov
@@ -23,6 +24,17 @@ TILE_WIDENING_MIN = 1.5
 #: a membrane-labelled FOV's several cells give one each (the cross-check's `membrane` movies: 3-7)
 RING_VETO_MIN = 3
 
+#: the whole-FOV network pass at the FOV's own pixels is a second witness of giant somata when the filled rim
+#: cores refuse binning (:func:`soma_bin_factor`): the network, trained on somata up to ~2x the parameters'
+#: centre, splits a giant soma into fragments, but when the fragments inside one blob that voted for binning add
+#: up to a giant soma (``min_scale`` times wider than the centre) the cores' refusal is overruled (cross-check
+#: ``zoom_84``: 5 gaps of a fibre mesh filled as cores, 1147 px of first-pass soma in the soma's blob;
+#: ``d2_like_s5001``: 9 gaps between a giant cell's processes, 847 px in one blob; the 13 membrane-labelled
+#: development FOVs whose cores refuse binning: at most 468 px in a blob, for 700 px needed). Binning a FOV whose
+#: blob scale reads no giant somata on the first pass's own median soma was tried and dropped (it binned too
+#: little: ASTRA's D2 layout ``RoiSet_SMALL_033`` 1 -> 4 cells). experiments/README.md, fourteenth session
+FIRST_PASS_GIANT_SOMA = True
+
 #: factor below the parameters' centre soma area at which the first pass's median soma makes
 #: :func:`adapt_soma_scale` shrink the scale (read when called). Lower than the enlarging side's 1.5:
 #: at the parameters' scale the first pass misses many of a crowded FOV's smallest somata, so its
@@ -31,7 +43,7 @@ RING_VETO_MIN = 3
 SHRINK_TOLERANCE = 1.25
 
 __all__ = ["adapt_soma_scale", "binned_preprocess", "estimate_soma_area_range", "fixed_scale_info",
-           "segment_preprocessed", "soma_bin_factor", "soma_component_areas"]
+           "segment_preprocessed", "soma_bin_factor", "soma_component_areas", "soma_px_in_blobs"]
 
 
 def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize: str = "mean",
@@ -154,6 +166,42 @@ def _area_range(areas: Any, *, spread: float = 2.0) -> tuple[float, float] | Non
     return (round(median / spread, 1), round(median * spread, 1))
 
 
+def soma_px_in_blobs(fov_probs: Any, blobs: Any, *, min_area: float = 0.0) -> float:
+    """Most soma pixels of a whole-FOV pass inside the disc of one blob (0 when none qualifies).
+
+    Parameters
+    ----------
+    fov_probs : array_like of float, shape (3, H, W)
+        Whole-FOV class probabilities; a pixel is soma where that class is the most probable.
+    blobs : SomaBlobs
+        Blobs of the FOV's summary image (:func:`astro3s.preprocess.scale.soma_blobs`).
+    min_area : float
+        Only blobs whose disc (``pi * radius**2``) is at least this large, px.
+
+    Returns
+    -------
+    float
+        The largest count over the qualifying blobs.
+    """
+    import numpy as np
+
+    from astro3s.models.classes import SOMA
+
+    soma = np.asarray(fov_probs).argmax(axis=0) == SOMA
+    height, width = soma.shape
+    best = 0
+    for row, col, radius in zip(blobs.rows, blobs.cols, blobs.radii):  # a few dozen blobs at most
+        if np.pi * radius**2 < min_area:
+            continue
+        r = int(np.ceil(radius))
+        top, left = max(int(row) - r, 0), max(int(col) - r, 0)
+        window = soma[top:int(row) + r + 1, left:int(col) + r + 1]
+        yy, xx = np.ogrid[top:top + window.shape[0], left:left + window.shape[1]]
+        disc = (yy - int(row)) ** 2 + (xx - int(col)) ** 2 <= radius**2
+        best = max(best, int(np.count_nonzero(window & disc)))
+    return float(best)
+
+
 def soma_component_areas(fov_probs: Any, *, min_area: int = 10) -> Any:
     """Sorted areas (px, int64) of the soma components of a whole-FOV pass, specks under ``min_area`` left out.
 
@@ -216,7 +264,8 @@ def ring_soma_area(core_areas: Any, *, rim_px: float = 2.0, min_rings: int = RIN
 
 
 def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None = None,
-                    wide_dominance: float | None = None) -> tuple[int, dict[str, Any]]:
+                    wide_dominance: float | None = None,
+                    first_pass: Callable[[], Any] | None = None) -> tuple[int, dict[str, Any]]:
     """How much to bin a FOV whose somata are much larger than the parameters', read off its image.
 
     The typical soma area is read off the median image by blob scale selection
@@ -233,12 +282,29 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None
     ``own_reach`` and ``wide_dominance`` go to :func:`~astro3s.preprocess.blob_soma_area`
     (None: its defaults; ``CellRules.own_reach`` and ``.wide_dominance``).
 
+    A membrane-labelled FOV's bright territories also answer the blob search
+    as giant somata; when at least :data:`RING_VETO_MIN` dim cores inside
+    bright rims were filled (``pre.details["ring_core_areas"]``) and the
+    somata they imply (:func:`ring_soma_area`) are not giant, binning is
+    refused.
+
+    ``first_pass`` (None: not asked) runs the whole-FOV network pass at the
+    FOV's own pixels; it is called only when the cores refuse binning, and
+    the FOV is then binned by the blob scale after all
+    (:data:`FIRST_PASS_GIANT_SOMA`) when the pass's soma pixels inside one
+    blob that voted for binning add up to a soma ``min_scale`` times wider
+    than the centre: a giant soma that the network, trained on smaller ones,
+    splits into fragments, beside gaps of a fibre mesh or of its own
+    processes that were filled as cores.
+
     Returns
     -------
     factor : int
         1: leave the FOV as it is.
     info : dict
-        ``blob_area`` (px, or None), ``coarse_scale`` (1 when below ``min_scale``), ``bin_factor``.
+        ``blob_area`` (px, or None), ``coarse_scale`` (1 when below ``min_scale``), ``bin_factor``;
+        ``ring_area`` when the cores refused binning; ``first_pass_soma`` (px) when the network was asked:
+        its most soma pixels inside one blob that voted for binning.
     """
     from astro3s.preprocess import blob_soma_area
 
@@ -257,9 +323,20 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None
     rings = ring_soma_area((pre.details or {}).get("ring_core_areas"))
     if rings is not None and (rings / centre) ** 0.5 < min_scale:
         # a membrane-labelled FOV whose bright territories answer the blob search as giant somata: its
-        # somata's rims (a lower bound of their size) say they are not
+        # somata's rims (a lower bound of their size) say they are not, unless the network draws a giant
+        # soma's worth of soma inside one of the blobs that voted
         info["ring_area"] = round(float(rings), 1)
-        return 1, info
+        probs = None if first_pass is None else first_pass()
+        if probs is None:
+            return 1, info
+        from astro3s.preprocess.scale import soma_blobs
+
+        blobs = soma_blobs(pre.median_image, own_reach=own_reach, wide_dominance=wide_dominance)
+        giant = min_scale**2 * centre
+        in_blob = 0.0 if blobs is None else soma_px_in_blobs(probs, blobs, min_area=giant)
+        info["first_pass_soma"] = round(in_blob, 1)
+        if in_blob < giant:
+            return 1, info
     # a binned FOV narrower than 32 px leaves the network nothing to see
     factor = min(int(round(scale)), min(pre.median_image.shape) // 32)
     info["coarse_scale"] = round(float(scale), 3)
@@ -300,7 +377,7 @@ def binned_preprocess(pre: Any, factor: int, *, progress: bool | None = False) -
 def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: str | None = None, amp: bool = True,
                      tolerance: float = 1.5, shrink_tolerance: float | None = None, max_zoom: float = 3.0,
                      tiling: Any = None, blob_area: float | None = None,
-                     scale_tiles: bool = True) -> tuple[Any, dict[str, Any], Any]:
+                     scale_tiles: bool = True, fov_probs: Any = None) -> tuple[Any, dict[str, Any], Any]:
     """Fit the soma scale of the pre-processing to the movie, from a first network pass.
 
     Cell sizes vary tenfold between microscopes, zooms and preparations, and
@@ -360,6 +437,9 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     scale_tiles : bool
         Widen the CLAHE tiles with the somata when they are larger than the
         parameters' (the re-selection then enhances again from the median image).
+    fov_probs : ndarray of float, shape (3, H, W), optional
+        The whole-FOV pass of ``pre`` at its own pixels when already run
+        (:func:`soma_bin_factor`'s ``first_pass``); None runs it.
 
     Returns
     -------
@@ -383,7 +463,8 @@ def adapt_soma_scale(pre: Any, model: Any, *, normalize: str = "mean", device: s
     centre = (info["configured"][0] * info["configured"][1]) ** 0.5
     if pre.corrected is None or len(pre.crop_boxes) == 0 and pre.fov_mask.sum() == 0:
         return pre, info, None
-    fov_probs = predict_fov(model, pre, normalize=normalize, tiling=tiling, device=device, amp=amp)
+    if fov_probs is None:
+        fov_probs = predict_fov(model, pre, normalize=normalize, tiling=tiling, device=device, amp=amp)
     areas = soma_component_areas(fov_probs)
     info["first_pass_somata"] = int(areas.size)
     estimate = _area_range(areas)

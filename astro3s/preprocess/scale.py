@@ -15,10 +15,13 @@ its response and its radius.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["BinnedFrames", "bin_frames", "blob_responses", "blob_soma_area", "clahe_tiles_for_scale"]
+__all__ = ["BinnedFrames", "SomaBlobs", "bin_frames", "blob_responses", "blob_soma_area", "clahe_tiles_for_scale",
+           "soma_blobs"]
 
 
 def blob_responses(image: np.ndarray, sigmas) -> np.ndarray | None:
@@ -71,10 +74,30 @@ WIDE_DOMINANCE = 4.0
 WIDE_DOMINANCE_STRENGTH = 0.5
 
 
-def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1.25, n_scales: int = 16,
-                   n_blobs: int = 30, min_response: float = 0.25, dominance: float = 2.0,
-                   own_reach: float | None = None, wide_dominance: float | None = None) -> float | None:
-    """Typical soma area (px) of a FOV from the blobs of its summary image.
+@dataclass(frozen=True)
+class SomaBlobs:
+    """The blobs of a summary image that vote for its soma scale (:func:`soma_blobs`).
+
+    Attributes
+    ----------
+    rows, cols : ndarray of int64, shape (n,)
+        Blob centres, px.
+    radii : ndarray of float64, shape (n,)
+        Blob radii, ``sqrt(2) * sigma`` px.
+    strength : ndarray of float32, shape (n,)
+        Scale-normalised LoG response.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    radii: np.ndarray
+    strength: np.ndarray
+
+
+def soma_blobs(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1.25, n_scales: int = 16,
+               n_blobs: int = 30, min_response: float = 0.25, dominance: float = 2.0,
+               own_reach: float | None = None, wide_dominance: float | None = None) -> SomaBlobs | None:
+    """The blobs of a summary image that vote for its typical soma size.
 
     Parameters
     ----------
@@ -107,9 +130,8 @@ def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1
 
     Returns
     -------
-    float or None
-        ``pi * r**2`` for the median radius ``r`` of the blobs, each weighted
-        by its response times its radius; None for a flat image.
+    SomaBlobs or None
+        The voting blobs, strongest first; None for a flat image.
     """
     from scipy import ndimage as ndi
 
@@ -145,14 +167,37 @@ def blob_soma_area(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1
         visible = strength >= WIDE_DOMINANCE_STRENGTH * strength.max()
         dominated |= ((radii[None, :] >= wide_dominance * radii[:, None]) & visible[None, :]
                       & (strength[None, :] >= strength[:, None]) & within_reach).any(axis=1)
-    order, radii = order[~dominated], radii[~dominated]
+    keep = order[~dominated]
+    return SomaBlobs(rows=ys[keep].astype(np.int64), cols=xs[keep].astype(np.int64),
+                     radii=np.asarray(radii[~dominated], np.float64), strength=values[keep])
+
+
+def blob_soma_area(image: np.ndarray, **options: Any) -> float | None:
+    """Typical soma area (px) of a FOV from the blobs of its summary image.
+
+    Parameters
+    ----------
+    image : ndarray of float, shape (H, W)
+        Temporal median or mean image (bright somata on a darker background).
+    **options
+        Those of :func:`soma_blobs` (scales, how many blobs vote, which are a cell's own process specks).
+
+    Returns
+    -------
+    float or None
+        ``pi * r**2`` for the median radius ``r`` of the voting blobs, each weighted
+        by its response times its radius; None for a flat image.
+    """
+    blobs = soma_blobs(image, **options)
+    if blobs is None:
+        return None
     # votes weighted by response x radius: a few large somata outweigh the many small
     # bright specks of the fine-process texture, which respond as strongly per blob, while
     # one large out-of-focus blob does not outvote several somata (as with area weights)
-    weights = values[order] * radii
-    by_radius = np.argsort(radii)
+    weights = blobs.strength * blobs.radii
+    by_radius = np.argsort(blobs.radii)
     cumulative = np.cumsum(weights[by_radius])
-    radius = float(radii[by_radius][np.searchsorted(cumulative, cumulative[-1] / 2.0)])
+    radius = float(blobs.radii[by_radius][np.searchsorted(cumulative, cumulative[-1] / 2.0)])
     return math.pi * radius**2
 
 
