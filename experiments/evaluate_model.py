@@ -404,6 +404,10 @@ RULE_FLAGS = {
     "faint_cell_contrast":
         "astro3s.inference.cells.FAINT_CELL_CONTRAST: a binned FOV's cell whose soma contrast is under this "
         "fraction of the FOV's highest goes (default: its value, 0.2; 0 as before 2026-12-06, fourth session)",
+    "faint_reference_cap":
+        "astro3s.inference.cells.FAINT_REFERENCE_CAP: the faint-cell rule's reference, the FOV's clearest soma "
+        "contrast, capped at this many times its median soma's (default: its value, 2; 0: no cap, as before "
+        "2026-12-07, fourteenth session)",
     "wide_dominance":
         'astro3s.preprocess.scale.WIDE_DOMINANCE: a blob this many times wider than another and at least as '
         'strong, within OWN_REACH of its radii, silences it in the soma-scale vote (default: its value, 4; '

@@ -255,3 +255,32 @@ def test_at_a_fovs_own_scale_the_faint_rule_can_read_contrast_against_the_median
     np.testing.assert_array_equal(out.soma > 0, soma.astype(bool) & ~discs[4])
     with pytest.raises(ValueError, match="reference"):
         drop_faint_cells(seg, image, min_relative_contrast=0.25, reference="mean")
+
+
+def test_the_faint_rules_reference_can_be_capped_so_one_outlier_bright_soma_does_not_set_the_bar() -> None:
+    # randomised_s5000: one soma far brighter than the rest (its dark nucleus filled as a ring core) took the
+    # clearest contrast to 923 against 102-462, and 8 true cells fell under 0.2 of it
+    from scipy import ndimage
+
+    from astro3s.inference.cells import drop_faint_cells
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+
+    yy, xx = np.mgrid[:200, :400]
+    centres = ((50, 50), (50, 150), (50, 250), (50, 350), (150, 100), (150, 300))
+    levels = (400.0, 60.0, 50.0, 70.0, 55.0, 4.0)  # one outlier, four ordinary cells, one faint patch
+    discs = [np.hypot(yy - y, xx - x) < 18 for y, x in centres]
+    image = np.full((200, 400), 10.0)
+    soma = np.zeros((200, 400), np.int32)
+    for k, (disc, level) in enumerate(zip(discs, levels), start=1):
+        image += level * ndimage.gaussian_filter(disc.astype(float), 1.5)
+        soma[disc] = k
+    seg = _segmentation(soma, np.zeros_like(soma), len(discs), CombineParams(), {"cells": len(discs)})
+    image = image.astype(np.float32)
+    assert drop_faint_cells(seg, image).n_cells == 1  # against the outlier, every ordinary cell is faint
+    capped = drop_faint_cells(seg, image, reference_cap=2.0)  # at most 2x the median soma: only the patch goes
+    assert capped.n_cells == 5 and capped.counts["faint_removed"] == 1
+    assert not (capped.soma[discs[-1]] > 0).any()
+    # a FOV without an outlier reads the same with the cap
+    tame = _segmentation(np.where(soma == 1, 0, soma), np.zeros_like(soma), len(discs), CombineParams(), {})
+    assert drop_faint_cells(tame, image).n_cells == drop_faint_cells(tame, image, reference_cap=2.0).n_cells

@@ -109,7 +109,8 @@ def test_segment_movie_hands_each_setting_to_the_step_that_reads_it(tiny_movie, 
     from astro3s.preprocess import preprocess
 
     rules = {"own_reach": 2.5, "wide_dominance": 6.0, "shrink_tolerance": 1.7, "soma_reach": 0.5,
-             "border_sliver_ratio": 0.7, "faint_cell_contrast": 0.1, "plateau_opening": 0.25, "fragment_ratio": 0.05,
+             "border_sliver_ratio": 0.7, "faint_cell_contrast": 0.1, "faint_reference_cap": 3.0,
+             "plateau_opening": 0.25, "fragment_ratio": 0.05,
              "small_soma_slack": 0.9, "crowded_soma_slack": 0.55, "min_added_area": 0.3}
     model, options = load_inference_model("default", device="cpu", rules=rules)
     scales, fits = record_calls(segment, "soma_bin_factor"), record_calls(segment, "adapt_soma_scale")
@@ -134,7 +135,7 @@ def test_segment_movie_hands_each_setting_to_the_step_that_reads_it(tiny_movie, 
     small = record_calls(cells, "drop_small_additions")
     completed = record_calls(grow, "with_completed_somata")
     cells.segment_movie(pre, model, options)
-    assert faint[0][1] == {"min_relative_contrast": 0.1}
+    assert faint[0][1] == {"min_relative_contrast": 0.1, "reference_cap": 3.0}
     assert completed[0][1] == {"reach": 0.5}
     assert plateau and plateau[0][1] == {"opening": 0.25}
     assert small and all(kwargs["min_relative_area"] == 0.3 for _, kwargs in small)

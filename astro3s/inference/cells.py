@@ -244,9 +244,19 @@ FAINT_OWN_SCALE_CONTRAST = 0.0
 # the 208 true cells 0.34-1.00; experiments/results/heldout_ablation.md
 FAINT_CELL_CONTRAST = 0.2
 
+# the clearest soma's contrast, as the faint-cell rule's reference, is capped at this many times the median
+# soma contrast of the FOV (0: no cap, as before 2026-12-07, fourteenth session): one outlier-bright soma must not
+# set the bar for every other cell. `randomised_s5000`: one soma whose dark nucleus was filled as a ring core stood
+# out 923 against 74-462 for the others, and 8 true cells fell under 0.2 of it (4 of 12 cells found; capped: 11,
+# 10 true). On 63 binned development FOVs (held-out `giant` 0-3 and 256-267, cross-check `zoom` 0-1 and 80-91,
+# ASTRA's D2 layouts r3, `d2_like`, `randomised`) nothing else changes; on fresh binned FOVs scored with and
+# without (never-seen `giant` 272-275, cross-check `zoom` 92-95, `fast` and `thick` 80-83, `randomised` 5006-5011)
+# `thick_81` gains a true cell and `randomised_s5008` three cells, nothing is lost (experiments/README.md)
+FAINT_REFERENCE_CAP = 2.0
+
 
 def drop_faint_cells(seg: Any, image: np.ndarray, *, min_relative_contrast: float | None = None,
-                     reference: str = "clearest") -> Any:
+                     reference: str = "clearest", reference_cap: float = 0.0) -> Any:
     """``seg`` without the cells whose soma stands out of its surround far less than the FOV's clearest soma.
 
     On a FOV of large somata segmented binned, the network sometimes draws a "cell" in the dim fibre
@@ -267,6 +277,9 @@ def drop_faint_cells(seg: Any, image: np.ndarray, *, min_relative_contrast: floa
     reference : {"clearest", "median"}
         What the contrast is relative to: the FOV's clearest soma, or the median of its somata (the
         rule at a FOV's own scale, :data:`FAINT_OWN_SCALE_CONTRAST`).
+    reference_cap : float
+        With ``"clearest"``, the reference is at most this many times the median soma's contrast
+        (:data:`FAINT_REFERENCE_CAP`; 0: no cap).
 
     Returns
     -------
@@ -283,6 +296,8 @@ def drop_faint_cells(seg: Any, image: np.ndarray, *, min_relative_contrast: floa
     contrast, _ = soma_edges(image, seg.soma)
     reduce = np.nanmax if reference == "clearest" else np.nanmedian
     reference_contrast = reduce(contrast) if np.isfinite(contrast).any() else np.nan
+    if reference == "clearest" and reference_cap > 0 and np.isfinite(contrast).any():
+        reference_contrast = min(reference_contrast, float(reference_cap) * float(np.nanmedian(contrast)))
     if not reference_contrast > 0:
         return seg
     drop = ~(contrast >= level * reference_contrast) & (np.asarray(seg.soma_area) > 0)
@@ -968,7 +983,8 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
     median_image = getattr(pre, "median_image", None)
     if median_image is not None:
         # before the plateau cells, whose brightness reference is the somata found
-        seg = drop_faint_cells(seg, median_image, min_relative_contrast=options.rules.faint_cell_contrast)
+        seg = drop_faint_cells(seg, median_image, min_relative_contrast=options.rules.faint_cell_contrast,
+                               reference_cap=options.rules.faint_reference_cap)
         from astro3s.postprocess.grow import (FLOOD_LEVEL, with_completed_somata, with_grown_processes,
                                               with_refined_somata, with_trimmed_somata)
 

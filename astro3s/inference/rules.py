@@ -75,6 +75,9 @@ class CellRules:
     faint_cell_contrast : float
         A binned FOV's cell whose soma contrast is under this fraction of the FOV's highest goes
         (:data:`astro3s.inference.cells.FAINT_CELL_CONTRAST`; 0: the rule off).
+    faint_reference_cap : float
+        That highest contrast, as the rule's reference, is at most this many times the FOV's median soma contrast
+        (:data:`astro3s.inference.cells.FAINT_REFERENCE_CAP`; 0: no cap, as before 2026-12-07, fourteenth session).
     border_sliver_ratio : float
         A cell whose soma reaches into the FOV less deep than this times half its width along the edge it
         touches goes (:data:`astro3s.inference.cells.BORDER_SLIVER_RATIO`; 0: the rule off).
@@ -145,6 +148,7 @@ class CellRules:
     wide_dominance: float = scale.WIDE_DOMINANCE
     plateau_opening: float = grow.PLATEAU_OPENING
     faint_cell_contrast: float = cells.FAINT_CELL_CONTRAST
+    faint_reference_cap: float = cells.FAINT_REFERENCE_CAP
     border_sliver_ratio: float = cells.BORDER_SLIVER_RATIO
     visible_processes: bool = cells.VISIBLE_PROCESSES
     border_additions: bool = cells.BORDER_ADDITIONS
