@@ -264,7 +264,8 @@ def drop_faint_cells(seg: Any, image: np.ndarray, *, min_relative_contrast: floa
     the ring around it. A soma's contrast is its median brightness over the lower quartile of that
     ring on ``image`` (:func:`astro3s.postprocess.sharpness.soma_edges`); a cell whose contrast is
     under ``min_relative_contrast`` (None: ``FAINT_CELL_CONTRAST``, 0.2) times the highest of the FOV
-    goes, as does a soma no brighter than its ring. A FOV of one cell is left as it is.
+    (at most ``reference_cap`` times the median soma's) goes, as does a soma no brighter than its ring. A
+    FOV of one cell is left as it is.
     ``counts["faint_removed"]`` says how many went.
 
     Parameters
