@@ -307,11 +307,14 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None
         its most soma pixels inside one blob that voted for binning.
     """
     from astro3s.preprocess import blob_soma_area
+    from astro3s.preprocess.scale import soma_blobs
 
     info: dict[str, Any] = {"blob_area": None, "coarse_scale": 1.0, "bin_factor": 1}
     if pre.median_image is None:
         return 1, info
-    area = blob_soma_area(pre.median_image, own_reach=own_reach, wide_dominance=wide_dominance)
+    # the voting blobs found once: their median is the scale, and the network's evidence is read inside them
+    blobs = soma_blobs(pre.median_image, own_reach=own_reach, wide_dominance=wide_dominance)
+    area = blob_soma_area(pre.median_image, blobs=blobs)
     if area is None:
         return 1, info
     lo, hi = (float(a) for a in pre.params.soma_area_range)
@@ -329,9 +332,6 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None
         probs = None if first_pass is None else first_pass()
         if probs is None:
             return 1, info
-        from astro3s.preprocess.scale import soma_blobs
-
-        blobs = soma_blobs(pre.median_image, own_reach=own_reach, wide_dominance=wide_dominance)
         giant = min_scale**2 * centre
         in_blob = 0.0 if blobs is None else soma_px_in_blobs(probs, blobs, min_area=giant)
         info["first_pass_soma"] = round(in_blob, 1)

@@ -172,13 +172,16 @@ def soma_blobs(image: np.ndarray, *, min_sigma: float = 1.2, step: float = 1.25,
                      radii=np.asarray(radii[~dominated], np.float64), strength=values[keep])
 
 
-def blob_soma_area(image: np.ndarray, **options: Any) -> float | None:
+def blob_soma_area(image: np.ndarray, *, blobs: SomaBlobs | None = None, **options: Any) -> float | None:
     """Typical soma area (px) of a FOV from the blobs of its summary image.
 
     Parameters
     ----------
     image : ndarray of float, shape (H, W)
         Temporal median or mean image (bright somata on a darker background).
+    blobs : SomaBlobs, optional
+        ``soma_blobs(image, **options)`` when the caller already has them (the search is not run again);
+        None runs it.
     **options
         Those of :func:`soma_blobs` (scales, how many blobs vote, which are a cell's own process specks).
 
@@ -188,7 +191,8 @@ def blob_soma_area(image: np.ndarray, **options: Any) -> float | None:
         ``pi * r**2`` for the median radius ``r`` of the voting blobs, each weighted
         by its response times its radius; None for a flat image.
     """
-    blobs = soma_blobs(image, **options)
+    if blobs is None:
+        blobs = soma_blobs(image, **options)
     if blobs is None:
         return None
     # votes weighted by response x radius: a few large somata outweigh the many small
