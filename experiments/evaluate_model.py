@@ -52,6 +52,7 @@ from _runs import parse_sets  # noqa: E402
 
 from astro3s.inference.pipeline import MAX_PROCESS_RATIO  # noqa: E402
 from astro3s.postprocess.params import CombineParams  # noqa: E402
+from astro3s.preprocess.ring_cores import RING_FILLS  # noqa: E402
 
 #: the default of CombineParams.min_pixel_widening (evaluate_model --min-pixel-widening)
 MIN_PIXEL_WIDENING = CombineParams.min_pixel_widening
@@ -234,7 +235,8 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
              correlation_view: bool = False, drop_fast_event_cells: bool = True,
              min_pixel_widening: float | None = MIN_PIXEL_WIDENING, rules: dict | None = None,
              line_correction: bool = True, ring_cores: bool | None = None,
-             save_segmentations: Path | None = None) -> dict:
+             ring_core_depth: float | None = None, ring_core_fill: str | None = None,
+             ring_core_contrast: float | None = None, save_segmentations: Path | None = None) -> dict:
     """Per-movie and pooled ASTRA scores of ``checkpoint`` on the held-out family and on presets.
 
     ``somata``: :attr:`astro3s.inference.InferenceOptions.somata` (``extended`` scores the soma
@@ -254,7 +256,10 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     crowded FOVs only, ``astro3s.inference.cells.PIXEL_WIDENING_ON_SPARSE``; another value is given to every FOV);
     ``line_correction``: :attr:`astro3s.preprocess.PreprocessParams.line_correction` (on by default since
     2026-12-06, ninth session: a bidirectional scan's odd rows read back in place); ``ring_cores``:
-    :attr:`astro3s.preprocess.PreprocessParams.fill_ring_cores` (None: the model's);
+    :attr:`astro3s.preprocess.PreprocessParams.fill_ring_cores` (None: the model's); ``ring_core_depth``,
+    ``ring_core_fill``, ``ring_core_contrast``: :attr:`astro3s.preprocess.PreprocessParams.ring_core_depth`,
+    ``.ring_core_fill`` and ``.ring_core_contrast`` (None: the model's; ``0.2``, ``"saddle"`` and ``0`` fill the
+    cores as before 2026-12-07, fifteenth session);
     ``rules``: settings of :class:`astro3s.inference.rules.CellRules` (``astro3s-infer rules.NAME=``; the others keep
     their defaults), recorded in the report with the rest under the same keys; ``save_segmentations``: a folder
     for each movie's segmentation and truth (:func:`save_segmentation`; compared across runs by
@@ -277,6 +282,12 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     preprocess_changes = {"line_correction": False} if not line_correction else {}
     if ring_cores is not None:
         preprocess_changes["fill_ring_cores"] = bool(ring_cores)
+    if ring_core_depth is not None:
+        preprocess_changes["ring_core_depth"] = float(ring_core_depth)
+    if ring_core_fill is not None:
+        preprocess_changes["ring_core_fill"] = str(ring_core_fill)
+    if ring_core_contrast is not None:
+        preprocess_changes["ring_core_contrast"] = float(ring_core_contrast)
     if preprocess_changes:
         options = dataclasses.replace(options, preprocess=options.preprocess.replace(**preprocess_changes))
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
@@ -286,6 +297,9 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
                     "drop_fast_event_cells": drop_fast_event_cells, "min_pixel_widening": min_pixel_widening,
                     "line_correction": options.preprocess.line_correction,
                     "fill_ring_cores": options.preprocess.fill_ring_cores,
+                    "ring_core_depth": options.preprocess.ring_core_depth,
+                    "ring_core_fill": options.preprocess.ring_core_fill,
+                    "ring_core_contrast": options.preprocess.ring_core_contrast,
                     **dataclasses.asdict(options.rules),
                     "test_time_flips": options.test_time_flips, "heldout": {}, "sets": {}}
     if heldout is not None:
@@ -547,6 +561,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ring-cores", type=int, choices=(0, 1), default=None,
                         help="dim soma cores inside bright rims (a membrane-targeted indicator) raised to the rims' "
                              "level (astro3s-infer fill_ring_cores=; default: the model's pre-processing)")
+    parser.add_argument("--ring-core-depth", type=float, default=None,
+                        help="how far under its rim's lowest level a membrane-labelled soma's core lies "
+                             "(preprocess.ring_core_depth; default: the model's pre-processing; 0.2 before "
+                             "2026-12-07, fifteenth session)")
+    parser.add_argument("--ring-core-fill", choices=RING_FILLS, default=None,
+                        help="what such a core is raised to (preprocess.ring_core_fill; default: the model's "
+                             "pre-processing; saddle before 2026-12-07, fifteenth session)")
+    parser.add_argument("--ring-core-contrast", type=float, default=None,
+                        help="how many times brighter than the annulus beyond it such a core's rim is "
+                             "(preprocess.ring_core_contrast; default: the model's pre-processing; 0: no test, as "
+                             "before 2026-12-07, fifteenth session)")
     parser.add_argument("--test-time-flips", type=int, choices=(1, 2, 4), default=None,
                         help="views averaged by the network (astro3s-infer test_time_flips=...; default: its default)")
     parser.add_argument("--save-segmentations", type=Path, default=None, metavar="DIR",
@@ -566,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
                       rules=rule_settings({key: getattr(args, key) for key in RULE_FLAGS}),
                       line_correction=bool(args.line_correction),
                       ring_cores=None if args.ring_cores is None else bool(args.ring_cores),
+                      ring_core_depth=args.ring_core_depth, ring_core_fill=args.ring_core_fill,
+                      ring_core_contrast=args.ring_core_contrast,
                       save_segmentations=args.save_segmentations)
     command = "python experiments/evaluate_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(report, command.strip())

@@ -47,6 +47,28 @@ def test_a_rim_around_a_dim_core_is_filled_to_the_rims_level() -> None:
     assert not cores[~_disc(image.shape, (40, 40), 9)].any()
 
 
+def test_the_whole_core_is_raised_to_the_rims_median_not_to_its_lowest_level() -> None:
+    """A core raised to the ring's lowest level stays a dim disc inside a brighter rim (read as processes)."""
+    image = _ring_image(core=0.3, radius=12.0)
+    inner = _disc(image.shape, (40, 40), 10)
+    filled, cores = fill_ring_cores(image)
+    assert cores[inner].all()
+    assert filled[inner].min() == pytest.approx(1.0)  # the rim's median brightness, everywhere inside
+    saddle, saddle_cores = fill_ring_cores(image, fill="saddle")
+    assert saddle[inner].max() < 0.7  # the smoothed rim's lowest level: a dim disc inside the rim
+    assert not cores[~_disc(image.shape, (40, 40), 12)].any()
+    np.testing.assert_array_equal(filled[~cores], image[~cores])
+    with pytest.raises(ValueError, match="fill must be one of"):
+        fill_ring_cores(image, fill="level")
+
+
+def test_a_core_a_tenth_under_its_rim_is_filled() -> None:
+    """Membrane shells seen through an optical section: their top and bottom blur into the core."""
+    image = _ring_image(core=0.7, radius=10.0)  # 0.1-0.2 under the smoothed rim's lowest level
+    assert fill_ring_cores(image)[1].any()
+    assert not fill_ring_cores(image, min_depth=0.2)[1].any()  # the threshold before 2026-12-07 (fifteenth)
+
+
 def test_a_cytosolic_soma_and_dim_gaps_are_left_alone() -> None:
     rng = np.random.default_rng(0)
     image = np.full((96, 96), 0.1, np.float32) + rng.normal(0, 0.01, (96, 96)).astype(np.float32)
@@ -108,6 +130,21 @@ def test_preprocess_fills_a_membrane_movies_soma_cores_and_records_them() -> Non
     assert raised.any()
     assert (scene.soma[raised] > 0).mean() > 0.6  # the pixels raised are somata's
     assert len(on.details["ring_core_areas"]) >= 2
+    # the fill before 2026-12-07 (fifteenth session): fewer of the somata's pixels raised, and less
+    saddle = preprocess(movie.astype(np.float32), PreprocessParams(ring_core_depth=0.2, ring_core_fill="saddle"),
+                        progress=False)
+    assert 0 < saddle.details["ring_core_px"] < on.details["ring_core_px"]
+    soma = scene.soma > 0
+    assert (on.median_image - off.median_image)[soma].sum() > (saddle.median_image - off.median_image)[soma].sum()
+
+
+def test_the_fills_settings_are_checked() -> None:
+    from astro3s.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ring_core_fill must be one of rim, saddle"):
+        PreprocessParams(ring_core_fill="level")
+    with pytest.raises(ConfigError, match="ring_core_depth must be in"):
+        PreprocessParams(ring_core_depth=1.5)
 
 
 
@@ -227,3 +264,16 @@ def test_the_first_pass_asked_about_binning_is_the_one_the_soma_scale_fit_uses(s
     monkeypatch.setattr(segment, "soma_px_in_blobs", lambda probs, blobs, **_: 1500.0)
     on = run(True, **cores)
     assert on[2]["bin_factor"] == 3 and on[2]["first_pass_soma"] == 1500.0 and on[0].shape == pre.median_image.shape
+
+
+def test_astro3s_infer_takes_the_fills_settings_from_a_params_file(tiny_movie, tmp_path) -> None:
+    """The fill before 2026-12-07's fifteenth session, asked for with ``params=`` (a saved PreprocessParams)."""
+    from _hydra import infer_options
+
+    from astro3s.preprocess import save_params
+
+    assert infer_options(tiny_movie, tmp_path).preprocess.ring_core_fill == "rim"
+    path = save_params(PreprocessParams(ring_core_depth=0.2, ring_core_fill="saddle", ring_core_contrast=0.0),
+                       tmp_path / "before.yaml")
+    options = infer_options(tiny_movie, tmp_path, f"params={path}").preprocess
+    assert (options.ring_core_depth, options.ring_core_fill, options.ring_core_contrast) == (0.2, "saddle", 0.0)

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 TILE_WIDENING_MIN = 1.5
 
 #: filled rim cores (:func:`ring_soma_area`) needed to refuse binning a FOV whose blobs read giant somata:
-#: the cores are a lower bound of the somata, and one or two giant cytosolic somata with a dim nucleus give
+#: one or two giant cytosolic somata with a dim nucleus give
 #: cores of a fifth of their area (never-seen ``heldout_giant_262``: 2 cores, both giant cells lost when 2 refused);
 #: a membrane-labelled FOV's several cells give one each (the cross-check's `membrane` movies: 3-7)
 RING_VETO_MIN = 3
@@ -230,15 +230,16 @@ def fixed_scale_info(params: Any) -> dict[str, Any]:
 
 
 def ring_soma_area(core_areas: Any, *, rim_px: float = 2.0, min_rings: int = RING_VETO_MIN) -> float | None:
-    """Typical soma area (px) of a FOV from the cores its somata's bright rims enclose: a lower bound.
+    """Typical soma area (px) of a FOV from the cores its somata's bright rims enclose.
 
     With a membrane-targeted indicator a soma is a bright rim around a dim core
     (:func:`astro3s.preprocess.ring_cores.fill_ring_cores`, which records the
     cores' areas in ``Preprocessed.details["ring_core_areas"]``): a core of
-    equivalent radius ``r`` belongs to a soma of area at least ``pi * (r + rim_px)**2``.
-    The cores are the pixels at least 0.2 under their rim's level, so a rim
-    blurred by the PSF leaves less of them: on the held-out and cross-check
-    membrane movies (4 each) the estimate is 0.44-1.0x the true median soma, and
+    equivalent radius ``r`` belongs to a soma of area about ``pi * (r + rim_px)**2``.
+    A core is the basin its rim encloses (``PreprocessParams.ring_core_fill="rim"``):
+    on the held-out and cross-check membrane development movies (8 and 12) the
+    estimate is 0.61-1.20x the true median soma (0.42-1.0x with the deep pixels
+    alone, ``"saddle"``, before 2026-12-07, fifteenth session), and
     :func:`soma_bin_factor` uses it only to refuse binning.
 
     Parameters
@@ -326,7 +327,7 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None
     rings = ring_soma_area((pre.details or {}).get("ring_core_areas"))
     if rings is not None and (rings / centre) ** 0.5 < min_scale:
         # a membrane-labelled FOV whose bright territories answer the blob search as giant somata: its
-        # somata's rims (a lower bound of their size) say they are not, unless the network draws a giant
+        # somata's rims say they are not, unless the network draws a giant
         # soma's worth of soma inside one of the blobs that voted
         info["ring_area"] = round(float(rings), 1)
         probs = None if first_pass is None else first_pass()

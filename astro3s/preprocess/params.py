@@ -20,6 +20,7 @@ from typing import Any
 
 from astro3s.errors import CheckpointError, ConfigError, did_you_mean
 from astro3s.preprocess.lines import MIN_LINE_OFFSET
+from astro3s.preprocess.ring_cores import RING_FILLS
 
 __all__ = ["MORPHOLOGY_IMAGES", "PreprocessParams", "as_preprocess_params", "load_params", "params_from_dict",
            "save_params"]
@@ -118,6 +119,21 @@ class PreprocessParams:
         ``Preprocessed.details["ring_core_px"]`` counts the pixels raised), so
         that they look like the cytosolic somata the network knows (default
         True since 2026-12-07; an image without such rims is unchanged).
+    ring_core_depth : float
+        How far under its rim's lowest level, as a fraction of it, a core
+        lies (``min_depth`` of :func:`~astro3s.preprocess.ring_cores.fill_ring_cores`;
+        0.1 since 2026-12-07, fifteenth session; 0.2 before).
+    ring_core_fill : {"rim", "saddle"}
+        What a core is raised to (``fill`` of
+        :func:`~astro3s.preprocess.ring_cores.fill_ring_cores`): its whole
+        basin to its rim's median brightness (``"rim"``, since 2026-12-07,
+        fifteenth session), or its deep pixels to the rim's lowest level
+        (``"saddle"``, before).
+    ring_core_contrast : float
+        A core's rim is at least this many times as bright as the annulus
+        beyond it (``min_rim_contrast`` of
+        :func:`~astro3s.preprocess.ring_cores.fill_ring_cores`; 1.1 since
+        2026-12-07, fifteenth session; 0: no test, as before).
     enhance_sigma : float
         Gaussian scale (px) of a smoothing of the median image before CLAHE
         (0: none, ASTRA's recipe). CLAHE on 65536 levels ranks each tile's
@@ -273,6 +289,9 @@ class PreprocessParams:
     lift_dim_background: bool = True
     fill_hot_pixels: bool = True
     fill_ring_cores: bool = True
+    ring_core_depth: float = 0.1
+    ring_core_fill: str = "rim"
+    ring_core_contrast: float = 1.1
     enhance_sigma: float = 0.0
     activity_weight: float = 0.0
     activity_threshold: float = 2.0
@@ -383,6 +402,10 @@ class PreprocessParams:
         need(self.clahe_clip_limit >= 0, "clahe_clip_limit must be >= 0")
         need(self.morphology_image in MORPHOLOGY_IMAGES,
              f"morphology_image must be one of {', '.join(MORPHOLOGY_IMAGES)}, got {self.morphology_image!r}")
+        need(0 < self.ring_core_depth < 1, f"ring_core_depth must be in (0, 1), got {self.ring_core_depth!r}")
+        need(self.ring_core_contrast >= 0, "ring_core_contrast must be >= 0 (0: no test)")
+        need(self.ring_core_fill in RING_FILLS,
+             f"ring_core_fill must be one of {', '.join(RING_FILLS)}, got {self.ring_core_fill!r}")
         need(self.enhance_sigma >= 0, "enhance_sigma must be >= 0 (0: no smoothing)")
         need(self.activity_weight >= 0, "activity_weight must be >= 0 (0: the median image alone)")
         need(self.activity_bin_s > 0, "activity_bin_s must be > 0 (seconds)")

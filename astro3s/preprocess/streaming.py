@@ -904,7 +904,8 @@ def _with_ring_cores_filled(median: np.ndarray, params: PreprocessParams, detail
     """
     if not params.fill_ring_cores:
         return median
-    filled, cores = fill_ring_cores(median)
+    filled, cores = fill_ring_cores(median, min_depth=params.ring_core_depth, fill=params.ring_core_fill,
+                                    min_rim_contrast=params.ring_core_contrast)
     details["ring_core_px"] = int(cores.sum())
     if details["ring_core_px"]:
         from scipy import ndimage
