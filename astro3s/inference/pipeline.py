@@ -825,7 +825,7 @@ def _summary(run: _Run, final: Path, options: InferenceOptions) -> dict[str, Any
                        # a detector's hot or stuck pixels filled in the summary images (preprocess.fill_hot_pixels)
                        "hot_pixels": pre.details.get("hot_pixels"),
                        # px of dim soma cores inside bright rims (a membrane-targeted indicator) raised to the
-                       # rims' level in the median image (preprocess.fill_ring_cores), and how many cores
+                       # rims' brightness in the median image (preprocess.fill_ring_cores), and how many cores
                        "ring_core_px": pre.details.get("ring_core_px"),
                        "ring_cores": len(pre.details.get("ring_core_areas") or ())},
         "versions": _versions(),

@@ -896,7 +896,7 @@ def _without_hot_pixels(median: np.ndarray, active: np.ndarray | None,
 
 
 def _with_ring_cores_filled(median: np.ndarray, params: PreprocessParams, details: dict[str, Any]) -> np.ndarray:
-    """The median image with membrane-labelled somata's dim cores raised to their rims' level.
+    """The median image with membrane-labelled somata's dim cores raised to their rims' brightness.
 
     :func:`~astro3s.preprocess.ring_cores.fill_ring_cores` when ``params.fill_ring_cores`` (else ``median``
     as it is); ``details["ring_core_px"]`` counts the pixels raised, ``details["ring_core_areas"]`` lists the
@@ -911,10 +911,10 @@ def _with_ring_cores_filled(median: np.ndarray, params: PreprocessParams, detail
         from scipy import ndimage
 
         labels, count = ndimage.label(cores)
-        # each core's area with its 1-px band: the soma scale of a membrane-labelled FOV (inference.segment)
+        # each core's area (its basin and a 1-px band): the soma scale of a membrane-labelled FOV (inference.segment)
         details["ring_core_areas"] = np.bincount(labels.ravel(), minlength=count + 1)[1:].tolist()
         log.info("%d px of dim soma cores inside bright rims (a membrane-targeted indicator) raised to their rims' "
-                 "level in the median image (kept: fill_ring_cores=false for astro3s-infer, "
+                 "brightness in the median image (kept: fill_ring_cores=false for astro3s-infer, "
                  "preprocess.fill_ring_cores=false for astro3s-preprocess)", details["ring_core_px"])
     return filled
 
