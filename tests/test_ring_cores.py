@@ -69,6 +69,16 @@ def test_a_core_a_tenth_under_its_rim_is_filled() -> None:
     assert not fill_ring_cores(image, min_depth=0.2)[1].any()  # the threshold before 2026-12-07 (fifteenth)
 
 
+def test_a_gap_enclosed_by_a_surround_as_bright_as_its_rim_is_not_filled() -> None:
+    """A dip in a bright neuropil (or between two cells' processes) is enclosed, but its "rim" is no ridge."""
+    image = np.full((96, 96), 1.0, np.float32)  # a bright field ...
+    image[_disc(image.shape, (40, 40), 7)] = 0.6  # ... with a dim gap in it, as deep as a membrane soma's core
+    assert not fill_ring_cores(image)[1].any()  # the ring around the gap is as bright as the field beyond
+    assert fill_ring_cores(image, min_rim_contrast=0.0)[1].any()  # no contrast test: filled, as before 2026-12-07
+    ringed = _ring_image(core=0.6, background=0.1)  # the same core inside a rim on a dim field: a soma
+    assert fill_ring_cores(ringed)[1].any()
+
+
 def test_a_cytosolic_soma_and_dim_gaps_are_left_alone() -> None:
     rng = np.random.default_rng(0)
     image = np.full((96, 96), 0.1, np.float32) + rng.normal(0, 0.01, (96, 96)).astype(np.float32)
