@@ -20,7 +20,7 @@ from typing import Any
 
 from astro3s.errors import CheckpointError, ConfigError, did_you_mean
 from astro3s.preprocess.lines import MIN_LINE_OFFSET
-from astro3s.preprocess.ring_cores import RING_FILLS
+from astro3s.preprocess.ring_cores import CORE_FILL, MIN_CORE_DEPTH, MIN_RIM_CONTRAST, RING_FILLS
 
 __all__ = ["MORPHOLOGY_IMAGES", "PreprocessParams", "as_preprocess_params", "load_params", "params_from_dict",
            "save_params"]
@@ -289,9 +289,9 @@ class PreprocessParams:
     lift_dim_background: bool = True
     fill_hot_pixels: bool = True
     fill_ring_cores: bool = True
-    ring_core_depth: float = 0.1
-    ring_core_fill: str = "rim"
-    ring_core_contrast: float = 1.1
+    ring_core_depth: float = MIN_CORE_DEPTH
+    ring_core_fill: str = CORE_FILL
+    ring_core_contrast: float = MIN_RIM_CONTRAST
     enhance_sigma: float = 0.0
     activity_weight: float = 0.0
     activity_threshold: float = 2.0

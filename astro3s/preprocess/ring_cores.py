@@ -26,19 +26,25 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RING_FILLS", "fill_ring_cores"]
+__all__ = ["CORE_FILL", "MIN_CORE_DEPTH", "MIN_RIM_CONTRAST", "RING_FILLS", "fill_ring_cores"]
 
 
 #: ``fill`` values of :func:`fill_ring_cores`
 RING_FILLS = ("rim", "saddle")
 #: inner and outer distance (px) from a core's region of the annulus its rim must outshine (``min_rim_contrast``)
 OUTER_ANNULUS_PX = (4, 8)
+#: the defaults of :func:`fill_ring_cores`'s ``min_depth``, ``fill`` and ``min_rim_contrast``, and so of
+#: ``PreprocessParams.ring_core_depth``, ``.ring_core_fill`` and ``.ring_core_contrast`` (the evidence: the
+#: parameters' descriptions below)
+MIN_CORE_DEPTH = 0.1
+CORE_FILL = "rim"
+MIN_RIM_CONTRAST = 1.1
 
 
-def fill_ring_cores(median_image: np.ndarray, *, min_depth: float = 0.1, min_rim: float = 0.3,
+def fill_ring_cores(median_image: np.ndarray, *, min_depth: float = MIN_CORE_DEPTH, min_rim: float = 0.3,
                     min_area: int = 12, max_area: int = 5000, smooth_sigma: float = 1.0,
-                    fill: str = "rim", basin_depth: float = 0.05, rim_px: int = 2,
-                    min_rim_contrast: float = 1.1) -> tuple[np.ndarray, np.ndarray]:
+                    fill: str = CORE_FILL, basin_depth: float = 0.05, rim_px: int = 2,
+                    min_rim_contrast: float = MIN_RIM_CONTRAST) -> tuple[np.ndarray, np.ndarray]:
     """Fill the dim cores that bright closed rims enclose (membrane-labelled somata).
 
     Parameters
