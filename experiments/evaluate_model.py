@@ -426,6 +426,10 @@ RULE_FLAGS = {
         'astro3s.preprocess.scale.WIDE_DOMINANCE: a blob this many times wider than another and at least as '
         'strong, within OWN_REACH of its radii, silences it in the soma-scale vote (default: its value, 4; '
         'inf as before 2026-12-06, fourth session)',
+    "ring_cell_process_ratio":
+        "astro3s.inference.cells.RING_CELL_PROCESS_RATIO: a cell whose soma sits on a filled ring core and whose "
+        "processes beyond 4 px of it cover less than this fraction of its soma's area goes (drop_ring_cells; "
+        "default: its value, 0.1; 0 as before 2026-12-07, sixteenth session)",
     "plateau_opening":
         'astro3s.postprocess.grow.PLATEAU_OPENING: radius, in median soma radii, of the disc that opens the '
         "bright plateau before binned FOVs' missed somata are read off it (default: its value, 0.5; 0 as "

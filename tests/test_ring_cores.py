@@ -140,6 +140,10 @@ def test_preprocess_fills_a_membrane_movies_soma_cores_and_records_them() -> Non
     assert raised.any()
     assert (scene.soma[raised] > 0).mean() > 0.6  # the pixels raised are somata's
     assert len(on.details["ring_core_areas"]) >= 2
+    # the raised pixels themselves travel with the result (the ring-cell rule reads them), none without the fill
+    assert on.ring_cores is not None and on.ring_cores.dtype == bool and on.ring_cores.shape == raised.shape
+    assert int(on.ring_cores.sum()) == on.details["ring_core_px"] and not raised[~on.ring_cores].any()
+    assert off.ring_cores is None
     # the fill before 2026-12-07 (fifteenth session): fewer of the somata's pixels raised, and less
     saddle = preprocess(movie.astype(np.float32), PreprocessParams(ring_core_depth=0.2, ring_core_fill="saddle"),
                         progress=False)

@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["add_large_cells", "add_plateau_cells", "binned_options", "binned_pass", "drop_blurred_additions",
-           "drop_blurred_pair", "drop_faint_cells", "drop_small_additions", "reject_lookalikes", "segment_movie",
-           "size_filter_overrides", "with_fragments_absorbed", "with_limited_processes", "with_pixel_widening_for"]
+__all__ = [
+    "add_large_cells", "add_plateau_cells", "binned_options", "binned_pass", "drop_blurred_additions",
+    "drop_blurred_pair", "drop_faint_cells", "drop_ring_cells", "drop_small_additions", "reject_lookalikes",
+    "segment_movie", "size_filter_overrides", "with_fragments_absorbed", "with_limited_processes",
+    "with_pixel_widening_for"]
 
 #: The finest factor of a binned FOV's passes (:func:`segment_movie`); 1: a FOV binned 2x2 is also
 #: segmented at its own scale, which adds the smaller cells of FOVs mixing soma sizes (held-out
@@ -1231,6 +1233,8 @@ def _final_cells(seg: Any, pre: Any, options: InferenceOptions) -> Any:
         seg = with_visible_processes(seg, median_image)
     if rules.separate_somata:
         seg = with_separate_somata(seg)
+    if rules.ring_cell_process_ratio > 0:
+        seg = drop_ring_cells(seg, getattr(pre, "ring_cores", None), min_process_ratio=rules.ring_cell_process_ratio)
     return seg
 
 
@@ -1272,6 +1276,13 @@ SEPARATE_SOMATA = True
 # (astro3s.events.kinetics.kinetics_events; 2026-12-06, ninth session: on the raw fluorescence a bleaching movie's
 # brighter, noisier early frames gave short noise events, and true cells were dropped as neurons); False: on F
 FAST_EVENTS_ON_DFF = True
+# a cell whose soma sits on a filled ring core (the soma holds at least half of a core's pixels) and whose
+# processes reach beyond RING_CELL_REACH px of the soma over less than this fraction of the soma's area goes:
+# a neuron's ring around its dark nucleus, filled like a membrane soma's (drop_ring_cells; 2026-12-07, sixteenth
+# session, measured on the development and already-scored draws: of 256 cells on filled cores, 8 of 18 false cells
+# and 1 of 238 true ones under 0.1; at 0.2, 11 false and 6 true; experiments/README.md); 0 turns it off
+RING_CELL_PROCESS_RATIO = 0.1
+RING_CELL_REACH = 4.0
 
 
 def with_fragments_absorbed(seg: Any, *, max_ratio: float | None = FRAGMENT_SOMA_RATIO) -> Any:
@@ -1362,6 +1373,69 @@ def drop_elongated_cells(seg: Any, *, max_elongation: float) -> Any:
         return seg
     return remove_cells(seg, elongated_somata(seg.soma, max_elongation=max_elongation),
                         count_key="elongated_removed")
+
+
+def drop_ring_cells(seg: Any, ring_cores: np.ndarray | None, *,
+                    min_process_ratio: float = RING_CELL_PROCESS_RATIO, reach: float = RING_CELL_REACH,
+                    min_core_share: float = 0.5) -> Any:
+    """``seg`` without the cells on a filled ring core that reach out with no processes.
+
+    The ring-core fill (:func:`astro3s.preprocess.ring_cores.fill_ring_cores`)
+    raises the dim core inside a bright closed rim so that a membrane-labelled
+    soma reads as a disc; a neuron's ring around its dark nucleus (a cytosolic
+    indicator) is filled alike and the network may call it a soma. An
+    astrocyte reaches out with processes; such a ring does not. A cell goes
+    when its soma holds at least ``min_core_share`` of one core's pixels and
+    its process pixels farther than ``reach`` px from its soma number fewer
+    than ``min_process_ratio`` times its soma's area.
+
+    Parameters
+    ----------
+    seg : Segmentation
+    ring_cores : ndarray of bool, shape (H, W), or None
+        The pixels the fill raised (``Preprocessed.ring_cores``); None, or
+        another grid's: ``seg`` as it is.
+    min_process_ratio : float
+        0: ``seg`` as it is.
+    reach : float
+        Px from the soma within which processes do not count (the rim band the
+        network draws around a filled ring).
+    min_core_share : float
+        Fraction of a core's pixels the soma must hold.
+
+    Returns
+    -------
+    Segmentation
+        ``counts["ring_cells_removed"]`` says how many went (when the rule ran).
+    """
+    if ring_cores is None or not min_process_ratio or seg.n_cells == 0 \
+            or np.shape(ring_cores) != seg.soma.shape or not np.any(ring_cores):
+        return seg
+    from scipy import ndimage
+
+    from astro3s.postprocess.combine import remove_cells
+
+    n = seg.n_cells
+    core_labels, n_cores = ndimage.label(ring_cores)
+    core_area = np.bincount(core_labels.ravel(), minlength=n_cores + 1)
+    on = (core_labels > 0) & (seg.soma > 0)
+    # soma pixels on each (cell, core) pair, as a share of that core
+    pair = seg.soma[on].astype(np.int64) * (n_cores + 1) + core_labels[on]
+    shares = np.bincount(pair, minlength=(n + 1) * (n_cores + 1)).reshape(n + 1, n_cores + 1) / np.maximum(core_area, 1)
+    on_core = np.flatnonzero(shares[1:, 1:].max(axis=1, initial=0.0) >= min_core_share) + 1
+    drop = np.zeros(n, bool)
+    margin = int(np.ceil(reach)) + 1
+    boxes = ndimage.find_objects(seg.soma, max_label=n)
+    process_area = np.bincount(seg.processes.ravel(), minlength=n + 1)
+    for cell in on_core:  # the few cells on cores
+        box = boxes[cell - 1]
+        if box is None:
+            continue
+        window = tuple(slice(max(b.start - margin, 0), b.stop + margin) for b in box)
+        distance = ndimage.distance_transform_edt(seg.soma[window] != cell)
+        near = np.count_nonzero((seg.processes[window] == cell) & (distance <= reach))
+        drop[cell - 1] = process_area[cell] - near < min_process_ratio * seg.soma_area[cell - 1]
+    return remove_cells(seg, drop, count_key="ring_cells_removed")
 
 
 def with_separate_somata(seg: Any) -> Any:

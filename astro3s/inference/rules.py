@@ -132,6 +132,10 @@ class CellRules:
         A one-pixel gap wherever two cells' somata touch, cut from the larger, so that the soma mask read alone
         still shows two somata (:data:`astro3s.inference.cells.SEPARATE_SOMATA`; on by default, off before
         2026-12-06, ninth session).
+    ring_cell_process_ratio : float
+        A cell whose soma sits on a filled ring core and whose processes beyond 4 px of it cover less than this
+        fraction of its soma's area goes: a neuron's ring around its dark nucleus
+        (:data:`astro3s.inference.cells.RING_CELL_PROCESS_RATIO`; 0: off, as before 2026-12-07, sixteenth session).
     """
 
     soma_reach: float = grow.SOMA_REACH
@@ -166,6 +170,7 @@ class CellRules:
     first_pass_giant_soma: bool = segment.FIRST_PASS_GIANT_SOMA
     fast_events_on_dff: bool = cells.FAST_EVENTS_ON_DFF
     separate_somata: bool = cells.SEPARATE_SOMATA
+    ring_cell_process_ratio: float = cells.RING_CELL_PROCESS_RATIO
 
     def __post_init__(self) -> None:
         for spec in fields(self):

@@ -472,4 +472,5 @@ def preprocess(movie: Any, params: PreprocessParams | None = None, *,
         shape=(n_frames, height, width), fs=getattr(movie, "fs", None),
         source=None if getattr(movie, "path", None) is None else str(movie.path),
         details=details, corrected=streamed.corrected, median_image=streamed.median,
-        correlation_image=streamed.correlation_image, active_image=streamed.active)
+        correlation_image=streamed.correlation_image, active_image=streamed.active,
+        ring_cores=streamed.ring_cores)

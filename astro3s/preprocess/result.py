@@ -71,6 +71,12 @@ class Preprocessed:
         frame baseline, clipped at 0 (on the median image's zero): the FOV as
         it looks when active. None without that parameter and when
         loaded from a file.
+    ring_cores : ndarray of bool, shape (H, W), or None
+        The pixels of ``median_image`` that the ring-core fill raised: dim cores
+        inside bright closed rims (membrane-labelled somata, and the dark
+        nuclei of some neurons; :func:`~astro3s.preprocess.ring_cores.fill_ring_cores`).
+        Read by :func:`astro3s.inference.cells.drop_ring_cells`. None when none
+        was raised and when loaded from a file.
     """
 
     shifts: np.ndarray
@@ -93,6 +99,7 @@ class Preprocessed:
     median_image: np.ndarray | None = field(default=None, repr=False, compare=False)
     correlation_image: np.ndarray | None = field(default=None, repr=False, compare=False)
     active_image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    ring_cores: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_candidates(self) -> int:

@@ -578,6 +578,9 @@ class Streamed:
         The ``params.active_percentile`` temporal percentile of the frames the
         median was taken over, each at its own level less the typical frame
         baseline, clipped at 0 (:meth:`_Buffers.median`); None without it.
+    ring_cores : ndarray of bool, shape (H, W), or None
+        The pixels of ``median`` that the ring-core fill raised
+        (:func:`~astro3s.preprocess.ring_cores.fill_ring_cores`); None when none was.
     timings : dict of str to float
         Seconds per stage.
     details : dict
@@ -593,6 +596,7 @@ class Streamed:
     corrected: CorrectedMovie
     correlation_image: np.ndarray | None = None
     active: np.ndarray | None = None
+    ring_cores: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -895,28 +899,36 @@ def _without_hot_pixels(median: np.ndarray, active: np.ndarray | None,
     return fill_pixels(median, spikes), None if active is None else fill_pixels(active, spikes), spikes
 
 
-def _with_ring_cores_filled(median: np.ndarray, params: PreprocessParams, details: dict[str, Any]) -> np.ndarray:
+def _with_ring_cores_filled(median: np.ndarray, params: PreprocessParams,
+                            details: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
     """The median image with membrane-labelled somata's dim cores raised to their rims' brightness.
 
     :func:`~astro3s.preprocess.ring_cores.fill_ring_cores` when ``params.fill_ring_cores`` (else ``median``
     as it is); ``details["ring_core_px"]`` counts the pixels raised, ``details["ring_core_areas"]`` lists the
     cores' areas.
+
+    Returns
+    -------
+    median : ndarray of float32, shape (H, W)
+    cores : ndarray of bool, shape (H, W), or None
+        The pixels raised; None when none was (or the fill is off).
     """
     if not params.fill_ring_cores:
-        return median
+        return median, None
     filled, cores = fill_ring_cores(median, min_depth=params.ring_core_depth, fill=params.ring_core_fill,
                                     min_rim_contrast=params.ring_core_contrast)
     details["ring_core_px"] = int(cores.sum())
-    if details["ring_core_px"]:
-        from scipy import ndimage
+    if not details["ring_core_px"]:
+        return filled, None
+    from scipy import ndimage
 
-        labels, count = ndimage.label(cores)
-        # each core's area (its basin and a 1-px band): the soma scale of a membrane-labelled FOV (inference.segment)
-        details["ring_core_areas"] = np.bincount(labels.ravel(), minlength=count + 1)[1:].tolist()
-        log.info("%d px of dim soma cores inside bright rims (a membrane-targeted indicator) raised to their rims' "
-                 "brightness in the median image (kept: fill_ring_cores=false for astro3s-infer, "
-                 "preprocess.fill_ring_cores=false for astro3s-preprocess)", details["ring_core_px"])
-    return filled
+    labels, count = ndimage.label(cores)
+    # each core's area (its basin and a 1-px band): the soma scale of a membrane-labelled FOV (inference.segment)
+    details["ring_core_areas"] = np.bincount(labels.ravel(), minlength=count + 1)[1:].tolist()
+    log.info("%d px of dim soma cores inside bright rims (a membrane-targeted indicator) raised to their rims' "
+             "brightness in the median image (kept: fill_ring_cores=false for astro3s-infer, "
+             "preprocess.fill_ring_cores=false for astro3s-preprocess)", details["ring_core_px"])
+    return filled, cores
 
 
 def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_percentiles: Sequence[float],
@@ -991,7 +1003,7 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
     tick = time.perf_counter()
     corrected = CorrectedMovie(movie, buffers.shifts, device=device, cache=buffers.cache,
                                frames_file=buffers.frames_file)
-    active = None
+    active = ring_cores = None
     spikes = None
     if params.morphology_image == "noise_variance":
         # a baseline-free (dF) movie: its noise carries the resting fluorescence (astro3s.preprocess.baseline)
@@ -1010,7 +1022,7 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
                      "(ASTRA's clip alone: lift_dim_background=false for astro3s-infer, "
                      "preprocess.lift_dim_background=false for astro3s-preprocess)", 100 * lifted)
         del clipped
-    median = _with_ring_cores_filled(median, params, details)
+    median, ring_cores = _with_ring_cores_filled(median, params, details)
     buffers.median_frames = None
     correlation = None
     if params.activity_weight > 0 or params.keep_correlation_image:
@@ -1030,5 +1042,5 @@ def stream_movie(movie: Any, params: PreprocessParams, device: str, *, activity_
     return Streamed(shifts=buffers.shifts, reference=reference.image.astype(np.float32),
                     mean_image=mean_image, median=median, enhanced=enhanced,
                     activity=activity, corrected=corrected, correlation_image=correlation, active=active,
-                    timings=timings, details=details)
+                    ring_cores=ring_cores, timings=timings, details=details)
 
