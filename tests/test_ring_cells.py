@@ -139,3 +139,30 @@ def test_the_setting_is_checked() -> None:
     with pytest.raises(ConfigError, match="rules.ring_cell_process_ratio"):
         CellRules(ring_cell_process_ratio=-0.1)
     assert CellRules(ring_cell_process_ratio=0).ring_cell_process_ratio == 0.0
+
+
+def test_the_probe_measures_the_cells_on_cores_as_the_rule_judges_them(experiment_script) -> None:
+    probe = experiment_script("probe_ring_cells")
+    image, soma = _field()
+    _, cores = fill_ring_cores(image)
+    seg = _segmentation_of(soma, _processes())
+    rows = probe.cells_on_cores(seg, cores, matched={2, 3})
+    assert [r["cell"] for r in rows] == [1, 2]  # the cytosolic soma holds no core
+    ring, astrocyte = rows
+    assert not ring["matched"] and astrocyte["matched"]
+    assert ring["process_px_past_reach"] < RING_CELL_PROCESS_RATIO * ring["soma_area"]
+    assert astrocyte["process_px_past_reach"] >= RING_CELL_PROCESS_RATIO * astrocyte["soma_area"]
+    text = probe.summary(rows)
+    assert "2 cells on filled cores, 1 false" in text and "| 0.1 | 1 | 0 |" in text
+
+
+def test_the_probe_reads_each_movie_once(experiment_script, tmp_path) -> None:
+    probe = experiment_script("probe_ring_cells")
+    for root in ("family", "member_dev"):
+        for name in ("movie_0", "movie_1") if root == "family" else ("movie_1", "movie_2"):
+            (tmp_path / root / name).mkdir(parents=True)
+            (tmp_path / root / name / f"{name}.tif").write_bytes(b"")
+    (tmp_path / "family" / "notes").mkdir()
+    folders = probe.movie_folders([tmp_path / "family", tmp_path / "member_dev", tmp_path / "family" / "movie_0"])
+    assert [f.name for f in folders] == ["movie_0", "movie_1", "movie_2"]
+    assert folders[1].parent.name == "family"

@@ -1279,8 +1279,9 @@ FAST_EVENTS_ON_DFF = True
 # a cell whose soma sits on a filled ring core (the soma holds at least half of a core's pixels) and whose
 # processes reach beyond RING_CELL_REACH px of the soma over less than this fraction of the soma's area goes:
 # a neuron's ring around its dark nucleus, filled like a membrane soma's (drop_ring_cells; 2026-12-07, sixteenth
-# session, measured on the development and already-scored draws: of 256 cells on filled cores, 8 of 18 false cells
-# and 1 of 238 true ones under 0.1; at 0.2, 11 false and 6 true; experiments/README.md); 0 turns it off
+# session, measured on the development and already-scored draws by experiments/probe_ring_cells.py: of 220 cells on
+# filled cores, 8 of the 22 false ones and 1 of the 198 true ones under 0.1; at 0.2, 13 and 5;
+# experiments/results/ring_cells_probe.md); 0 turns it off
 RING_CELL_PROCESS_RATIO = 0.1
 RING_CELL_REACH = 4.0
 

@@ -1,0 +1,125 @@
+"""Cells on filled ring cores: how far their processes reach past the rim, true cells against false ones.
+
+The measurement behind ``rules.ring_cell_process_ratio`` (:func:`astro3s.inference.cells.drop_ring_cells`,
+2026-12-07, sixteenth session). Every movie folder under the given roots (a held-out or cross-check family
+folder, a preset folder of ``evaluate_model.py``'s ``--data-dir``) is run through the shipped pipeline with that
+rule off (and the fast-event rule on, as ``evaluate_model.py`` runs it); for each cell whose soma holds at least
+half of one core the ring-core fill raised (``Preprocessed.ring_cores``), the script records its soma area, its
+process pixels farther than 4 px from the soma and whether it matches a true soma (IoU >= 0.5), then prints how
+many true and false cells fall under each candidate ratio::
+
+    python experiments/probe_ring_cells.py --out ring_cells.json data/heldout_family data/crosscheck_dev
+
+Movies without a filled core are pre-processed only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+log = logging.getLogger("probe_ring_cells")
+
+#: the ratios (process pixels past the reach / soma area) the summary counts cells under
+RATIOS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+
+
+def movie_folders(roots: list[Path]) -> list[Path]:
+    """Folders ``<name>/<name>.tif`` directly under each root (or the root itself when it is one), each movie
+    name once (development folders overlap: a family's first draw and a member's development set)."""
+    folders: dict[str, Path] = {}
+    for root in roots:
+        found = [root] if (root / f"{root.name}.tif").exists() else sorted(
+            p for p in root.iterdir() if p.is_dir() and (p / f"{p.name}.tif").exists())
+        for folder in found:
+            folders.setdefault(folder.name, folder)
+    return list(folders.values())
+
+
+def cells_on_cores(seg, cores: np.ndarray, matched: set[int], *, reach: float = 4.0,
+                   min_core_share: float = 0.5) -> list[dict]:
+    """One record per cell of ``seg`` whose soma holds at least ``min_core_share`` of a core of ``cores``."""
+    from scipy import ndimage
+
+    core_labels, n_cores = ndimage.label(cores)
+    core_area = np.bincount(core_labels.ravel(), minlength=n_cores + 1)
+    rows = []
+    for cell in range(1, seg.n_cells + 1):  # a loop over the FOV's cells
+        soma = seg.soma == cell
+        overlap = np.bincount(core_labels[soma], minlength=n_cores + 1)[1:]
+        if not soma.any() or not (overlap / np.maximum(core_area[1:], 1) >= min_core_share).any():
+            continue
+        distance = ndimage.distance_transform_edt(~soma)
+        processes = seg.processes == cell
+        rows.append({"cell": cell, "matched": cell in matched, "soma_area": int(soma.sum()),
+                     "process_px": int(processes.sum()),
+                     "process_px_past_reach": int(np.count_nonzero(processes & (distance > reach)))})
+    return rows
+
+
+def probe(folders: list[Path]) -> list[dict]:
+    """:func:`cells_on_cores` of every movie, the pipeline run with the ring-cell rule off."""
+    import evaluate_model as em
+
+    from astro3s.inference import load_inference_model, segment_movie
+    from astro3s.io import read_movie
+    from astro3s.metrics import match_instances
+    from astro3s.preprocess import preprocess
+
+    model, options = load_inference_model("default", figures=False)
+    options = dataclasses.replace(options, rules=dataclasses.replace(options.rules, ring_cell_process_ratio=0.0))
+    rows: list[dict] = []
+    for folder in folders:  # a loop over movies
+        movie = read_movie(folder / f"{folder.name}.tif")
+        try:
+            pre = preprocess(movie, options.preprocess, progress=False)
+            if pre.ring_cores is None:
+                continue
+            cores = pre.ring_cores
+            pre, seg, _ = segment_movie(pre, model, options, name=folder.name)
+            if options.drop_fast_event_cells:
+                seg = em._without_fast_event_cells(seg, pre.corrected if pre.corrected is not None else movie,
+                                                   on_dff=options.rules.fast_events_on_dff)
+        finally:
+            movie.close()
+        soma, _, _ = em._read_truth(folder)
+        matched = set(match_instances(seg.soma, soma).pred_ids.tolist())
+        for row in cells_on_cores(seg, cores, matched):
+            rows.append({"movie": folder.name, **row})
+        log.info("%s: %d cell(s) on filled cores", folder.name, sum(r["movie"] == folder.name for r in rows))
+    return rows
+
+
+def summary(rows: list[dict]) -> str:
+    """Markdown: true and false cells under each ratio of :data:`RATIOS`."""
+    lines = [f"{len(rows)} cells on filled cores, {sum(not r['matched'] for r in rows)} false", "",
+             "| process px past 4 px / soma area under | false cells | true cells |", "|---|---|---|"]
+    for ratio in RATIOS:
+        under = [r for r in rows if r["process_px_past_reach"] < ratio * r["soma_area"]]
+        lines.append(f"| {ratio} | {sum(not r['matched'] for r in under)} | {sum(r['matched'] for r in under)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("roots", nargs="+", type=Path, help="family, preset or movie folders")
+    parser.add_argument("--out", type=Path, default=None, help="the per-cell records as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    rows = probe(movie_folders(args.roots))
+    if args.out is not None:
+        args.out.write_text(json.dumps(rows, indent=1))
+    print(summary(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
