@@ -44,25 +44,16 @@ def movie_folders(roots: list[Path]) -> list[Path]:
     return list(folders.values())
 
 
-def cells_on_cores(seg, cores: np.ndarray, matched: set[int], *, reach: float = 4.0,
-                   min_core_share: float = 0.5) -> list[dict]:
-    """One record per cell of ``seg`` whose soma holds at least ``min_core_share`` of a core of ``cores``."""
-    from scipy import ndimage
+def cells_on_cores(seg, cores: np.ndarray, matched: set[int]) -> list[dict]:
+    """One record per cell of ``seg`` on a core of ``cores``, as the rule judges it
+    (:func:`astro3s.inference.cells.ring_cell_processes`, the rule's reach and core share)."""
+    from astro3s.inference.cells import ring_cell_processes
 
-    core_labels, n_cores = ndimage.label(cores)
-    core_area = np.bincount(core_labels.ravel(), minlength=n_cores + 1)
-    rows = []
-    for cell in range(1, seg.n_cells + 1):  # a loop over the FOV's cells
-        soma = seg.soma == cell
-        overlap = np.bincount(core_labels[soma], minlength=n_cores + 1)[1:]
-        if not soma.any() or not (overlap / np.maximum(core_area[1:], 1) >= min_core_share).any():
-            continue
-        distance = ndimage.distance_transform_edt(~soma)
-        processes = seg.processes == cell
-        rows.append({"cell": cell, "matched": cell in matched, "soma_area": int(soma.sum()),
-                     "process_px": int(processes.sum()),
-                     "process_px_past_reach": int(np.count_nonzero(processes & (distance > reach)))})
-    return rows
+    cells, past_reach = ring_cell_processes(seg, cores)
+    process_area = np.bincount(seg.processes.ravel(), minlength=seg.n_cells + 1)
+    return [{"cell": int(cell), "matched": int(cell) in matched, "soma_area": int(seg.soma_area[cell - 1]),
+             "process_px": int(process_area[cell]), "process_px_past_reach": int(past)}
+            for cell, past in zip(cells, past_reach)]
 
 
 def probe(folders: list[Path]) -> list[dict]:

@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "add_large_cells", "add_plateau_cells", "binned_options", "binned_pass", "drop_blurred_additions",
     "drop_blurred_pair", "drop_faint_cells", "drop_ring_cells", "drop_small_additions", "reject_lookalikes",
-    "segment_movie", "size_filter_overrides", "with_fragments_absorbed", "with_limited_processes",
-    "with_pixel_widening_for"]
+    "ring_cell_processes", "segment_movie", "size_filter_overrides", "with_fragments_absorbed",
+    "with_limited_processes", "with_pixel_widening_for"]
 
 #: The finest factor of a binned FOV's passes (:func:`segment_movie`); 1: a FOV binned 2x2 is also
 #: segmented at its own scale, which adds the smaller cells of FOVs mixing soma sizes (held-out
@@ -1412,9 +1412,38 @@ def drop_ring_cells(seg: Any, ring_cores: np.ndarray | None, *,
     if ring_cores is None or not min_process_ratio or seg.n_cells == 0 \
             or np.shape(ring_cores) != seg.soma.shape or not np.any(ring_cores):
         return seg
-    from scipy import ndimage
-
     from astro3s.postprocess.combine import remove_cells
+
+    cells_on, past_reach = ring_cell_processes(seg, ring_cores, reach=reach, min_core_share=min_core_share)
+    drop = np.zeros(seg.n_cells, bool)
+    drop[cells_on - 1] = past_reach < min_process_ratio * seg.soma_area[cells_on - 1]
+    return remove_cells(seg, drop, count_key="ring_cells_removed")
+
+
+def ring_cell_processes(seg: Any, ring_cores: np.ndarray, *, reach: float = RING_CELL_REACH,
+                        min_core_share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The cells of ``seg`` on a filled ring core, and how many of their process pixels lie past ``reach``.
+
+    What :func:`drop_ring_cells` judges (and ``experiments/probe_ring_cells.py`` measures).
+
+    Parameters
+    ----------
+    seg : Segmentation
+    ring_cores : ndarray of bool, shape (H, W)
+        The pixels the ring-core fill raised, on ``seg``'s grid.
+    reach : float
+        Px from the soma within which processes do not count.
+    min_core_share : float
+        Fraction of one core's pixels a cell's soma must hold.
+
+    Returns
+    -------
+    cells : ndarray of int64, shape (k,)
+        Ids of the cells whose soma holds at least ``min_core_share`` of a core, ascending.
+    past_reach : ndarray of int64, shape (k,)
+        Each one's process pixels farther than ``reach`` px from its soma.
+    """
+    from scipy import ndimage
 
     n = seg.n_cells
     core_labels, n_cores = ndimage.label(ring_cores)
@@ -1423,20 +1452,17 @@ def drop_ring_cells(seg: Any, ring_cores: np.ndarray | None, *,
     # soma pixels on each (cell, core) pair, as a share of that core
     pair = seg.soma[on].astype(np.int64) * (n_cores + 1) + core_labels[on]
     shares = np.bincount(pair, minlength=(n + 1) * (n_cores + 1)).reshape(n + 1, n_cores + 1) / np.maximum(core_area, 1)
-    on_core = np.flatnonzero(shares[1:, 1:].max(axis=1, initial=0.0) >= min_core_share) + 1
-    drop = np.zeros(n, bool)
+    cells = np.flatnonzero(shares[1:, 1:].max(axis=1, initial=0.0) >= min_core_share) + 1
+    past_reach = np.zeros(len(cells), np.int64)
     margin = int(np.ceil(reach)) + 1
     boxes = ndimage.find_objects(seg.soma, max_label=n)
     process_area = np.bincount(seg.processes.ravel(), minlength=n + 1)
-    for cell in on_core:  # the few cells on cores
-        box = boxes[cell - 1]
-        if box is None:
-            continue
-        window = tuple(slice(max(b.start - margin, 0), b.stop + margin) for b in box)
+    for k, cell in enumerate(cells):  # the few cells on cores (each holds core pixels, so has a box)
+        window = tuple(slice(max(b.start - margin, 0), b.stop + margin) for b in boxes[cell - 1])
         distance = ndimage.distance_transform_edt(seg.soma[window] != cell)
         near = np.count_nonzero((seg.processes[window] == cell) & (distance <= reach))
-        drop[cell - 1] = process_area[cell] - near < min_process_ratio * seg.soma_area[cell - 1]
-    return remove_cells(seg, drop, count_key="ring_cells_removed")
+        past_reach[k] = process_area[cell] - near
+    return cells.astype(np.int64), past_reach
 
 
 def with_separate_somata(seg: Any) -> Any:
