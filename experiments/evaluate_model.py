@@ -282,12 +282,10 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     preprocess_changes = {"line_correction": False} if not line_correction else {}
     if ring_cores is not None:
         preprocess_changes["fill_ring_cores"] = bool(ring_cores)
-    if ring_core_depth is not None:
-        preprocess_changes["ring_core_depth"] = float(ring_core_depth)
-    if ring_core_fill is not None:
-        preprocess_changes["ring_core_fill"] = str(ring_core_fill)
-    if ring_core_contrast is not None:
-        preprocess_changes["ring_core_contrast"] = float(ring_core_contrast)
+    fill = dict(ring_core_depth=ring_core_depth, ring_core_fill=ring_core_fill, ring_core_contrast=ring_core_contrast)
+    # typed as the PreprocessParams fields they set (float, str, float)
+    preprocess_changes.update({key: type(getattr(options.preprocess, key))(value)
+                               for key, value in fill.items() if value is not None})
     if preprocess_changes:
         options = dataclasses.replace(options, preprocess=options.preprocess.replace(**preprocess_changes))
     report: dict = {"checkpoint": checkpoint, "soma_scale": soma_scale, "somata": somata,
@@ -314,6 +312,23 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
         entry["held_out_preset"] = preset not in TRAINED_PRESETS
         report["sets"][preset] = entry
     return report
+
+
+#: the ring-core fill's settings an evaluation can change (``--ring-core-depth`` etc.; fields of
+#: :class:`astro3s.preprocess.PreprocessParams`, None: the model's): key -> (argparse options, help text)
+RING_CORE_FLAGS = {
+    "ring_core_depth":
+        ({"type": float}, "how far under its rim's lowest level a membrane-labelled soma's core lies "
+                          "(preprocess.ring_core_depth; default: the model's pre-processing; 0.2 before "
+                          "2026-12-07, fifteenth session)"),
+    "ring_core_fill":
+        ({"choices": RING_FILLS}, "what such a core is raised to (preprocess.ring_core_fill; default: the model's "
+                                  "pre-processing; saddle before 2026-12-07, fifteenth session)"),
+    "ring_core_contrast":
+        ({"type": float}, "how many times brighter than the annulus beyond it such a core's rim is "
+                          "(preprocess.ring_core_contrast; default: the model's pre-processing; 0: no test, as "
+                          "before 2026-12-07, fifteenth session)"),
+}
 
 
 #: the rule settings an evaluation can change (``--soma-reach`` etc.; fields of
@@ -565,17 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ring-cores", type=int, choices=(0, 1), default=None,
                         help="dim soma cores inside bright rims (a membrane-targeted indicator) raised to the rims' "
                              "level (astro3s-infer fill_ring_cores=; default: the model's pre-processing)")
-    parser.add_argument("--ring-core-depth", type=float, default=None,
-                        help="how far under its rim's lowest level a membrane-labelled soma's core lies "
-                             "(preprocess.ring_core_depth; default: the model's pre-processing; 0.2 before "
-                             "2026-12-07, fifteenth session)")
-    parser.add_argument("--ring-core-fill", choices=RING_FILLS, default=None,
-                        help="what such a core is raised to (preprocess.ring_core_fill; default: the model's "
-                             "pre-processing; saddle before 2026-12-07, fifteenth session)")
-    parser.add_argument("--ring-core-contrast", type=float, default=None,
-                        help="how many times brighter than the annulus beyond it such a core's rim is "
-                             "(preprocess.ring_core_contrast; default: the model's pre-processing; 0: no test, as "
-                             "before 2026-12-07, fifteenth session)")
+    for key, (options, text) in RING_CORE_FLAGS.items():  # one flag per setting of the ring-core fill
+        parser.add_argument("--" + key.replace("_", "-"), default=None, help=text, **options)
     parser.add_argument("--test-time-flips", type=int, choices=(1, 2, 4), default=None,
                         help="views averaged by the network (astro3s-infer test_time_flips=...; default: its default)")
     parser.add_argument("--save-segmentations", type=Path, default=None, metavar="DIR",
