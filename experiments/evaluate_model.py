@@ -445,6 +445,10 @@ RULE_FLAGS = {
         "astro3s.inference.cells.RING_CELL_PROCESS_RATIO: a cell whose soma sits on a filled ring core and whose "
         "processes beyond 4 px of it cover less than this fraction of its soma's area goes (drop_ring_cells; "
         "default: its value, 0.1; 0 as before 2026-12-07, sixteenth session)",
+    "coarse_scale_check":
+        ("astro3s.inference.segment.COARSE_SCALE_CHECK: a FOV the blob scale leaves at its own pixels is also seen "
+         "binned 4x4 by the whole-FOV pass, and binned as that pass's somata ask when they are giant (default: its "
+         "value, 1; 0 as before 2026-12-07, seventeenth session)"),
     "plateau_opening":
         'astro3s.postprocess.grow.PLATEAU_OPENING: radius, in median soma radii, of the disc that opens the '
         "bright plateau before binned FOVs' missed somata are read off it (default: its value, 0.5; 0 as "

@@ -15,9 +15,7 @@ Movies without a filled core are pre-processed only.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
@@ -26,22 +24,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _probes import probe_main  # noqa: E402  (the experiments folder on the path first)
+
 log = logging.getLogger("probe_ring_cells")
 
 #: the ratios (process pixels past the reach / soma area) the summary counts cells under
 RATIOS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
-
-
-def movie_folders(roots: list[Path]) -> list[Path]:
-    """Folders ``<name>/<name>.tif`` directly under each root (or the root itself when it is one), each movie
-    name once (development folders overlap: a family's first draw and a member's development set)."""
-    folders: dict[str, Path] = {}
-    for root in roots:
-        found = [root] if (root / f"{root.name}.tif").exists() else sorted(
-            p for p in root.iterdir() if p.is_dir() and (p / f"{p.name}.tif").exists())
-        for folder in found:
-            folders.setdefault(folder.name, folder)
-    return list(folders.values())
 
 
 def cells_on_cores(seg, cores: np.ndarray, matched: set[int]) -> list[dict]:
@@ -100,17 +88,7 @@ def summary(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("roots", nargs="+", type=Path, help="family, preset or movie folders")
-    parser.add_argument("--out", type=Path, default=None, help="the per-cell records as JSON")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    rows = probe(movie_folders(args.roots))
-    if args.out is not None:
-        args.out.write_text(json.dumps(rows, indent=1))
-    print(summary(rows))
-    return 0
-
+    return probe_main(__doc__.split("\n\n")[0], probe, summary, argv)
 
 if __name__ == "__main__":
     raise SystemExit(main())

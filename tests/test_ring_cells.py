@@ -156,8 +156,8 @@ def test_the_probe_measures_the_cells_on_cores_as_the_rule_judges_them(experimen
     assert "2 cells on filled cores, 1 false" in text and "| 0.1 | 1 | 0 |" in text
 
 
-def test_the_probe_reads_each_movie_once(experiment_script, tmp_path) -> None:
-    probe = experiment_script("probe_ring_cells")
+def test_the_probes_read_each_movie_once(experiment_script, tmp_path) -> None:
+    probe = experiment_script("_probes")  # probe_ring_cells.py's and probe_coarse_check.py's folders
     for root in ("family", "member_dev"):
         for name in ("movie_0", "movie_1") if root == "family" else ("movie_1", "movie_2"):
             (tmp_path / root / name).mkdir(parents=True)

@@ -953,8 +953,11 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
     from astro3s.postprocess import add_missing_cells
 
     factors = list(range(factor, max(FINEST_BIN_FACTOR, factor - options.bin_scales + 1) - 1, -1))
+    # the soma area that asked for binning: the median image's blobs', or the coarse check's somata's
+    area = float(np.median(coarse["coarse_check_somata"])) if coarse.get("bin_source") == "coarse_check" \
+        else coarse["blob_area"]
     log.info("%s: somata ~%.0f px, %.1fx wider than the parameters': segmenting the FOV binned %s",
-             name, coarse["blob_area"], coarse["coarse_scale"], ", ".join(f"{f}x{f}" for f in factors))
+             name, area, coarse["coarse_scale"], ", ".join(f"{f}x{f}" for f in factors))
     seg, added = None, []
     own_scale_somata = None  # somata added by a pass at the FOV's own scale: not grown over
     timings["binning_s"] = time.perf_counter() - started
@@ -1198,7 +1201,45 @@ def _bin_factor(pre: Any, model: Any, options: InferenceOptions) -> tuple[int, d
 
     factor, info = soma_bin_factor(pre, own_reach=rules.own_reach, wide_dominance=rules.wide_dominance,
                                    first_pass=run_first_pass if rules.first_pass_giant_soma else None)
+    if factor == 1 and rules.coarse_scale_check:
+        factor, info = _coarse_check(pre, model, options, info)
     return factor, info, first_pass.get("fov_probs")
+
+
+def _coarse_check(pre: Any, model: Any, options: InferenceOptions, info: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The bin factor that a whole-FOV pass over ``pre`` binned ``COARSE_CHECK_BIN`` times asks for.
+
+    A FOV the blob scale leaves at its own pixels may still hold giant somata
+    that small bright blobs outvoted (:data:`astro3s.inference.segment.COARSE_SCALE_CHECK`,
+    :func:`astro3s.inference.segment.coarse_bin_factor`). Nothing is done without the
+    motion-corrected movie, on a FOV narrower than ``LARGE_SOMA_MIN_FOV * COARSE_CHECK_BIN`` px, or when
+    filled rim cores refused the binning the blobs asked for (``info["ring_area"]``; the first pass did not
+    overrule them): the cores measured the somata, and a membrane-labelled FOV's bright territories look like
+    giant somata to the coarse pass as they do to the blob search (fresh cross-check ``membrane_96``: somata of
+    208-425 px binned 4x4 on one coarse "soma" of 2512 px, 4 of 7 true cells lost).
+
+    Returns
+    -------
+    factor, info
+        ``info`` with ``coarse_check_somata`` (the pass's soma areas at the FOV's pixels) when the pass ran;
+        when they ask for binning, ``coarse_scale``/``bin_factor`` set by them and ``bin_source`` ``"coarse_check"``.
+    """
+    from astro3s.inference.network import predict_fov
+    from astro3s.inference.segment import COARSE_CHECK_BIN, binned_preprocess, coarse_bin_factor
+
+    if pre.corrected is None or min(pre.fov_map.shape) < LARGE_SOMA_MIN_FOV * COARSE_CHECK_BIN or "ring_area" in info:
+        return 1, info
+    small = binned_preprocess(pre, COARSE_CHECK_BIN)
+    probs = predict_fov(model, small, normalize=options.normalize, tiling=options.tiling, device=options.device,
+                        amp=options.amp)
+    factor, areas = coarse_bin_factor(probs, COARSE_CHECK_BIN, pre.params.soma_area_range,
+                                      max_factor=min(pre.fov_map.shape) // 32)
+    info = {**info, "coarse_check_somata": areas}
+    if factor > 1:
+        lo, hi = (float(a) for a in pre.params.soma_area_range)
+        info.update(coarse_scale=round((float(np.median(areas)) / (lo * hi) ** 0.5) ** 0.5, 3), bin_factor=factor,
+                    bin_source="coarse_check")
+    return factor, info
 
 
 def _with_edge_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions,

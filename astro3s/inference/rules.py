@@ -136,6 +136,11 @@ class CellRules:
         A cell whose soma sits on a filled ring core and whose processes beyond 4 px of it cover less than this
         fraction of its soma's area goes: a neuron's ring around its dark nucleus
         (:data:`astro3s.inference.cells.RING_CELL_PROCESS_RATIO`; 0: off, as before 2026-12-07, sixteenth session).
+    coarse_scale_check : bool
+        A FOV the median image's blob scale leaves at its own pixels is also looked at binned 4x4 by the whole-FOV
+        network pass, and binned as its somata ask when they are giant
+        (:data:`astro3s.inference.segment.COARSE_SCALE_CHECK`; on by default, off before 2026-12-07, seventeenth
+        session).
     """
 
     soma_reach: float = grow.SOMA_REACH
@@ -171,6 +176,7 @@ class CellRules:
     fast_events_on_dff: bool = cells.FAST_EVENTS_ON_DFF
     separate_somata: bool = cells.SEPARATE_SOMATA
     ring_cell_process_ratio: float = cells.RING_CELL_PROCESS_RATIO
+    coarse_scale_check: bool = segment.COARSE_SCALE_CHECK
 
     def __post_init__(self) -> None:
         for spec in fields(self):

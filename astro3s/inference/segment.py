@@ -35,6 +35,20 @@ RING_VETO_MIN = 3
 #: little: ASTRA's D2 layout ``RoiSet_SMALL_033`` 1 -> 4 cells). experiments/README.md, fourteenth session
 FIRST_PASS_GIANT_SOMA = True
 
+#: a FOV that the median image's blob scale leaves at its own pixels is also looked at binned
+#: ``COARSE_CHECK_BIN x COARSE_CHECK_BIN`` by the whole-FOV network pass (:func:`coarse_bin_factor`): a soma that
+#: pass draws at the parameters' size is ``COARSE_CHECK_BIN**2`` times larger at the FOV's pixels, a giant that the
+#: blob vote missed where small bright blobs outnumber the giants (cross-check ``zoom_107``: out-of-focus discs and
+#: axon boutons read 321 px for three somata of 1950-3213 px, which the pass at the FOV's own pixels split into 49
+#: fragments). Of 187 development FOVs the vote leaves unbinned, the coarse pass drew somata of that size on exactly
+#: the 6 whose truth holds a soma of >= 1500 px and on none of the 181 others
+#: (experiments/results/coarse_check_probe.md); fresh cross-check ``zoom`` 108-111 0.308 -> 0.889
+#: (experiments/README.md, seventeenth session). Not where filled rim cores refused binning (they measured the
+#: somata). ``CellRules.coarse_scale_check`` switches it
+COARSE_SCALE_CHECK = True
+#: bin factor of that look (a FOV narrower than ``cells.LARGE_SOMA_MIN_FOV * COARSE_CHECK_BIN`` px, 256, gets none)
+COARSE_CHECK_BIN = 4
+
 #: factor below the parameters' centre soma area at which the first pass's median soma makes
 #: :func:`adapt_soma_scale` shrink the scale (read when called). Lower than the enlarging side's 1.5:
 #: at the parameters' scale the first pass misses many of a crowded FOV's smallest somata, so its
@@ -42,7 +56,7 @@ FIRST_PASS_GIANT_SOMA = True
 #: of 82-91 px, left unzoomed at 1.5 and missing 3-13 somata of 40-55 px each; experiments/results/heldout_ablation.md)
 SHRINK_TOLERANCE = 1.25
 
-__all__ = ["adapt_soma_scale", "binned_preprocess", "estimate_soma_area_range", "fixed_scale_info",
+__all__ = ["adapt_soma_scale", "binned_preprocess", "coarse_bin_factor", "estimate_soma_area_range", "fixed_scale_info",
            "segment_preprocessed", "soma_bin_factor", "soma_component_areas", "soma_px_in_blobs"]
 
 
@@ -345,6 +359,49 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None
         return 1, info
     info["bin_factor"] = factor
     return factor, info
+
+
+def coarse_bin_factor(coarse_probs: Any, factor: int, soma_area_range: tuple[float, float], *,
+                      min_scale: float = 2.0, max_factor: int | None = None) -> tuple[int, list[int]]:
+    """Bin factor that the somata of a whole-FOV pass over the FOV binned ``factor x factor`` ask for.
+
+    The pass sees the FOV ``factor`` times smaller; a soma it draws with at
+    least the parameters' smallest area (``soma_area_range[0]``, binned pixels)
+    is ``factor**2`` times that at the FOV's own pixels. Their median, ``scale``
+    times wider than the centre ``sqrt(lo * hi)`` of the range, asks for
+    binning ``round(scale)`` times when ``scale >= min_scale``, as
+    :func:`soma_bin_factor` does with the median image's blob scale.
+
+    Parameters
+    ----------
+    coarse_probs : array_like of float, shape (3, h, w)
+        Class probabilities of the pass over the binned FOV.
+    factor : int
+        The bin factor of that pass.
+    soma_area_range : (float, float)
+        The parameters' soma areas (px).
+    min_scale : float
+        Smallest width ratio that bins.
+    max_factor : int or None
+        Largest factor returned (None: no limit).
+
+    Returns
+    -------
+    bin_factor : int
+        1: no soma of that size, or not wide enough to bin.
+    areas : list of int
+        Those somata's areas at the FOV's own pixels (px), sorted.
+    """
+    import numpy as np
+
+    lo, hi = (float(a) for a in soma_area_range)
+    binned = soma_component_areas(coarse_probs, min_area=max(int(np.ceil(lo)), 1))
+    areas = [int(a) * int(factor) ** 2 for a in binned]
+    if not areas:
+        return 1, areas
+    scale = (float(np.median(areas)) / (lo * hi) ** 0.5) ** 0.5
+    bin_factor = int(round(scale)) if max_factor is None else min(int(round(scale)), int(max_factor))
+    return (bin_factor if scale >= min_scale and bin_factor >= 2 else 1), areas
 
 
 def binned_preprocess(pre: Any, factor: int, *, progress: bool | None = False) -> Any:
