@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from astro3s.inference.segment import COARSE_CHECK_BIN, coarse_bin_factor
+from astro3s.inference.segment import COARSE_CHECK_BIN, coarse_bin_factor, coarse_soma_scale
 from astro3s.models.classes import SOMA
 
 
@@ -30,8 +30,18 @@ def test_somata_of_the_parameters_size_on_the_binned_fov_ask_for_binning_by_thei
     binned = [int((_probs((64, 64), [d])[SOMA] > 0).sum()) for d in [(15.0, 15.0, 6.0), (45.0, 40.0, 7.0)]]
     assert areas == sorted(16 * a for a in binned)  # the speck of radius 2 (13 px < 89) is left out
     centre = (89.0 * 345.0) ** 0.5
-    assert factor == round((np.median(areas) / centre) ** 0.5) == 3
+    assert factor == round((min(areas) / centre) ** 0.5) == 3
     assert coarse_bin_factor(probs, 4, (89.0, 345.0), max_factor=2)[0] == 2
+
+
+def test_the_smallest_coarse_soma_sets_the_factor_so_a_patch_of_haze_cannot_bin_the_cells_out_of_sight() -> None:
+    # a cell of ~100 binned px and a haze patch of ~470 (radius 12): the median would bin 5x5 and shrink the cell
+    # under the training data's size; the smallest bins 3x3
+    probs = _probs((64, 64), [(15.0, 15.0, 5.7), (40.0, 40.0, 12.3)])
+    factor, areas = coarse_bin_factor(probs, 4, (89.0, 345.0))
+    centre = (89.0 * 345.0) ** 0.5
+    assert len(areas) == 2 and round((float(np.median(areas)) / centre) ** 0.5) >= 5
+    assert factor == 3 == round(coarse_soma_scale(areas, (89.0, 345.0)))
 
 
 def test_no_soma_of_the_parameters_size_on_the_binned_fov_leaves_the_fov_as_it_is() -> None:
@@ -72,7 +82,7 @@ def test_the_coarse_check_bins_only_when_its_somata_ask_and_changes_nothing_on_a
     giant, info = run(True)
     assert info["bin_factor"] == 3 and info["bin_source"] == "coarse_check" and info["bin_factors"] == [3, 2, 1]
     assert info["coarse_check_somata"] == [1800, 2000] and info["coarse_scale"] == pytest.approx(
-        (1900 / (89.0 * 345.0) ** 0.5) ** 0.5, abs=1e-3)
+        (1800 / (89.0 * 345.0) ** 0.5) ** 0.5, abs=1e-3)
     assert giant.soma.shape == pre.median_image.shape
     # a FOV narrower than 4 x 64 px is not looked at
     narrow = dataclasses.replace(pre, fov_map=pre.fov_map[:200, :200])

@@ -953,8 +953,8 @@ def _segment_binned(pre: Any, model: Any, options: InferenceOptions, factor: int
     from astro3s.postprocess import add_missing_cells
 
     factors = list(range(factor, max(FINEST_BIN_FACTOR, factor - options.bin_scales + 1) - 1, -1))
-    # the soma area that asked for binning: the median image's blobs', or the coarse check's somata's
-    area = float(np.median(coarse["coarse_check_somata"])) if coarse.get("bin_source") == "coarse_check" \
+    # the soma area that asked for binning: the median image's blobs', or the coarse check's smallest soma
+    area = float(min(coarse["coarse_check_somata"])) if coarse.get("bin_source") == "coarse_check" \
         else coarse["blob_area"]
     log.info("%s: somata ~%.0f px, %.1fx wider than the parameters': segmenting the FOV binned %s",
              name, area, coarse["coarse_scale"], ", ".join(f"{f}x{f}" for f in factors))
@@ -1225,7 +1225,7 @@ def _coarse_check(pre: Any, model: Any, options: InferenceOptions, info: dict[st
         when they ask for binning, ``coarse_scale``/``bin_factor`` set by them and ``bin_source`` ``"coarse_check"``.
     """
     from astro3s.inference.network import predict_fov
-    from astro3s.inference.segment import COARSE_CHECK_BIN, binned_preprocess, coarse_bin_factor
+    from astro3s.inference.segment import COARSE_CHECK_BIN, binned_preprocess, coarse_bin_factor, coarse_soma_scale
 
     if pre.corrected is None or min(pre.fov_map.shape) < LARGE_SOMA_MIN_FOV * COARSE_CHECK_BIN or "ring_area" in info:
         return 1, info
@@ -1236,8 +1236,7 @@ def _coarse_check(pre: Any, model: Any, options: InferenceOptions, info: dict[st
                                       max_factor=min(pre.fov_map.shape) // 32)
     info = {**info, "coarse_check_somata": areas}
     if factor > 1:
-        lo, hi = (float(a) for a in pre.params.soma_area_range)
-        info.update(coarse_scale=round((float(np.median(areas)) / (lo * hi) ** 0.5) ** 0.5, 3), bin_factor=factor,
+        info.update(coarse_scale=round(coarse_soma_scale(areas, pre.params.soma_area_range), 3), bin_factor=factor,
                     bin_source="coarse_check")
     return factor, info
 

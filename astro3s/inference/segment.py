@@ -42,7 +42,7 @@ FIRST_PASS_GIANT_SOMA = True
 #: axon boutons read 321 px for three somata of 1950-3213 px, which the pass at the FOV's own pixels split into 49
 #: fragments). Of 187 development FOVs the vote leaves unbinned, the coarse pass drew somata of that size on exactly
 #: the 6 whose truth holds a soma of >= 1500 px and on none of the 181 others
-#: (experiments/results/coarse_check_probe.md); fresh cross-check ``zoom`` 108-111 0.308 -> 0.889
+#: (experiments/results/coarse_check_probe.md); fresh cross-check ``zoom`` 108-111 0.308 -> 0.889 (the median's form)
 #: (experiments/README.md, seventeenth session). Not where filled rim cores refused binning (they measured the
 #: somata). ``CellRules.coarse_scale_check`` switches it
 COARSE_SCALE_CHECK = True
@@ -56,8 +56,9 @@ COARSE_CHECK_BIN = 4
 #: of 82-91 px, left unzoomed at 1.5 and missing 3-13 somata of 40-55 px each; experiments/results/heldout_ablation.md)
 SHRINK_TOLERANCE = 1.25
 
-__all__ = ["adapt_soma_scale", "binned_preprocess", "coarse_bin_factor", "estimate_soma_area_range", "fixed_scale_info",
-           "segment_preprocessed", "soma_bin_factor", "soma_component_areas", "soma_px_in_blobs"]
+__all__ = ["adapt_soma_scale", "binned_preprocess", "coarse_bin_factor", "coarse_soma_scale",
+           "estimate_soma_area_range", "fixed_scale_info", "segment_preprocessed", "soma_bin_factor",
+           "soma_component_areas", "soma_px_in_blobs"]
 
 
 def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize: str = "mean",
@@ -367,10 +368,17 @@ def coarse_bin_factor(coarse_probs: Any, factor: int, soma_area_range: tuple[flo
 
     The pass sees the FOV ``factor`` times smaller; a soma it draws with at
     least the parameters' smallest area (``soma_area_range[0]``, binned pixels)
-    is ``factor**2`` times that at the FOV's own pixels. Their median, ``scale``
-    times wider than the centre ``sqrt(lo * hi)`` of the range, asks for
-    binning ``round(scale)`` times when ``scale >= min_scale``, as
-    :func:`soma_bin_factor` does with the median image's blob scale.
+    is ``factor**2`` times that at the FOV's own pixels. The smallest of them,
+    ``scale`` times wider than the centre ``sqrt(lo * hi)`` of the range
+    (:func:`coarse_soma_scale`), asks for binning ``round(scale)`` times when
+    ``scale >= min_scale``, as :func:`soma_bin_factor` does with the median
+    image's blob scale. The smallest, not the median: binned to it, every
+    giant is at least the training data's size (the binned pass fits its own
+    soma range to larger ones), and a patch of haze the coarse pass draws as a
+    soma, larger than the cells, cannot bin them out of sight (cross-check
+    ``zoom_111``: 1584 and 7552 px; the median binned 5x5 and lost the cell,
+    the smallest 3x3 finds it; ``zoom_47`` and ``zoom_49``, binned 4x4 by the
+    median, read the same 3x3).
 
     Parameters
     ----------
@@ -399,9 +407,18 @@ def coarse_bin_factor(coarse_probs: Any, factor: int, soma_area_range: tuple[flo
     areas = [int(a) * int(factor) ** 2 for a in binned]
     if not areas:
         return 1, areas
-    scale = (float(np.median(areas)) / (lo * hi) ** 0.5) ** 0.5
+    scale = coarse_soma_scale(areas, (lo, hi))
     bin_factor = int(round(scale)) if max_factor is None else min(int(round(scale)), int(max_factor))
     return (bin_factor if scale >= min_scale and bin_factor >= 2 else 1), areas
+
+
+def coarse_soma_scale(areas: Any, soma_area_range: tuple[float, float]) -> float:
+    """How many times wider than the centre ``sqrt(lo * hi)`` of ``soma_area_range`` the smallest of ``areas`` (px) is.
+
+    The scale :func:`coarse_bin_factor` bins by; ``areas`` must not be empty.
+    """
+    lo, hi = (float(a) for a in soma_area_range)
+    return (float(min(areas)) / (lo * hi) ** 0.5) ** 0.5
 
 
 def binned_preprocess(pre: Any, factor: int, *, progress: bool | None = False) -> Any:
