@@ -1225,7 +1225,8 @@ def _coarse_check(pre: Any, model: Any, options: InferenceOptions, info: dict[st
         when they ask for binning, ``coarse_scale``/``bin_factor`` set by them and ``bin_source`` ``"coarse_check"``.
     """
     from astro3s.inference.network import predict_fov
-    from astro3s.inference.segment import COARSE_CHECK_BIN, binned_preprocess, coarse_bin_factor, coarse_soma_scale
+    from astro3s.inference.segment import (COARSE_CHECK_BIN, binned_preprocess, coarse_bin_factor, coarse_soma_scale,
+                                           max_bin_factor)
 
     if pre.corrected is None or min(pre.fov_map.shape) < LARGE_SOMA_MIN_FOV * COARSE_CHECK_BIN or "ring_area" in info:
         return 1, info
@@ -1233,7 +1234,7 @@ def _coarse_check(pre: Any, model: Any, options: InferenceOptions, info: dict[st
     probs = predict_fov(model, small, normalize=options.normalize, tiling=options.tiling, device=options.device,
                         amp=options.amp)
     factor, areas = coarse_bin_factor(probs, COARSE_CHECK_BIN, pre.params.soma_area_range,
-                                      max_factor=min(pre.fov_map.shape) // 32)
+                                      max_factor=max_bin_factor(pre.fov_map.shape))
     info = {**info, "coarse_check_somata": areas}
     if factor > 1:
         info.update(coarse_scale=round(coarse_soma_scale(areas, pre.params.soma_area_range), 3), bin_factor=factor,

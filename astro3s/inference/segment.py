@@ -48,6 +48,8 @@ FIRST_PASS_GIANT_SOMA = True
 COARSE_SCALE_CHECK = True
 #: bin factor of that look (a FOV narrower than ``cells.LARGE_SOMA_MIN_FOV * COARSE_CHECK_BIN`` px, 256, gets none)
 COARSE_CHECK_BIN = 4
+#: narrowest side (px) of a binned FOV (:func:`max_bin_factor`)
+MIN_BINNED_SIDE = 32
 
 #: factor below the parameters' centre soma area at which the first pass's median soma makes
 #: :func:`adapt_soma_scale` shrink the scale (read when called). Lower than the enlarging side's 1.5:
@@ -57,8 +59,8 @@ COARSE_CHECK_BIN = 4
 SHRINK_TOLERANCE = 1.25
 
 __all__ = ["adapt_soma_scale", "binned_preprocess", "coarse_bin_factor", "coarse_soma_scale",
-           "estimate_soma_area_range", "fixed_scale_info", "segment_preprocessed", "soma_bin_factor",
-           "soma_component_areas", "soma_px_in_blobs"]
+           "estimate_soma_area_range", "factor_for_scale", "fixed_scale_info", "max_bin_factor",
+           "segment_preprocessed", "soma_bin_factor", "soma_component_areas", "soma_px_in_blobs"]
 
 
 def segment_preprocessed(pre: Any, model: Any, *, combine: Any = None, normalize: str = "mean",
@@ -353,13 +355,26 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None
         info["first_pass_soma"] = round(in_blob, 1)
         if in_blob < giant:
             return 1, info
-    # a binned FOV narrower than 32 px leaves the network nothing to see
-    factor = min(int(round(scale)), min(pre.median_image.shape) // 32)
+    factor = factor_for_scale(scale, min_scale=min_scale, max_factor=max_bin_factor(pre.median_image.shape))
     info["coarse_scale"] = round(float(scale), 3)
-    if factor < 2:
+    if factor == 1:
         return 1, info
     info["bin_factor"] = factor
     return factor, info
+
+
+def factor_for_scale(scale: float, *, min_scale: float = 2.0, max_factor: int | None = None) -> int:
+    """Bin factor for somata ``scale`` times wider than the parameters' centre: ``round(scale)``, at most
+    ``max_factor``; 1 (no binning) when ``scale < min_scale`` or the factor is under 2. The rule of
+    :func:`soma_bin_factor` and :func:`coarse_bin_factor`."""
+    factor = int(round(scale)) if max_factor is None else min(int(round(scale)), int(max_factor))
+    return factor if scale >= min_scale and factor >= 2 else 1
+
+
+def max_bin_factor(fov_shape: tuple[int, ...]) -> int:
+    """Largest bin factor of a FOV of ``fov_shape`` (H, W): a binned FOV narrower than
+    :data:`MIN_BINNED_SIDE` px leaves the network nothing to see."""
+    return min(fov_shape) // MIN_BINNED_SIDE
 
 
 def coarse_bin_factor(coarse_probs: Any, factor: int, soma_area_range: tuple[float, float], *,
@@ -407,9 +422,7 @@ def coarse_bin_factor(coarse_probs: Any, factor: int, soma_area_range: tuple[flo
     areas = [int(a) * int(factor) ** 2 for a in binned]
     if not areas:
         return 1, areas
-    scale = coarse_soma_scale(areas, (lo, hi))
-    bin_factor = int(round(scale)) if max_factor is None else min(int(round(scale)), int(max_factor))
-    return (bin_factor if scale >= min_scale and bin_factor >= 2 else 1), areas
+    return factor_for_scale(coarse_soma_scale(areas, (lo, hi)), min_scale=min_scale, max_factor=max_factor), areas
 
 
 def coarse_soma_scale(areas: Any, soma_area_range: tuple[float, float]) -> float:
