@@ -367,7 +367,14 @@ RULE_FLAGS = {
          "session)"),
     "faint_own_scale_contrast":
         ("astro3s.inference.cells.FAINT_OWN_SCALE_CONTRAST: a cell of a FOV at its own scale whose soma stands "
-         "out less than this x the FOV's median soma goes (default: its value, 0: off)"),
+         "out less than this x the FOV's median soma goes, unless its soma looks like one (default: its value, "
+         "0.3; 0: off, as before 2026-12-07, eighteenth session)"),
+    "faint_soma_solidity":
+        ("astro3s.inference.cells.FAINT_SOMA_SOLIDITY: with faint_own_scale_contrast, a faint soma at least this "
+         "solid ... (default: its value, 0.9)"),
+    "faint_soma_area":
+        ("astro3s.inference.cells.FAINT_SOMA_AREA: ... and at least this x the FOV's median soma area keeps its "
+         "cell (default: its value, 0.7; both 0: none stays)"),
     "small_soma_slack":
         ("astro3s.inference.cells.SMALL_SOMA_SLACK: lower end of the soma-size filter of a FOV at its own scale, "
          "x the fitted range's (default: its value, 0.8; 1 as before 2026-12-04)"),

