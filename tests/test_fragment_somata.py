@@ -260,7 +260,6 @@ def test_at_a_fovs_own_scale_the_faint_rule_can_read_contrast_against_the_median
 def test_the_faint_rules_reference_can_be_capped_so_one_outlier_bright_soma_does_not_set_the_bar() -> None:
     # randomised_s5000: one soma far brighter than the rest (its dark nucleus filled as a ring core) took the
     # clearest contrast to 923 against 102-462, and 8 true cells fell under 0.2 of it
-    from scipy import ndimage
 
     from astro3s.inference.cells import drop_faint_cells
     from astro3s.postprocess import CombineParams
@@ -270,18 +269,13 @@ def test_the_faint_rules_reference_can_be_capped_so_one_outlier_bright_soma_does
     centres = ((50, 50), (50, 150), (50, 250), (50, 350), (150, 100), (150, 300))
     levels = (400.0, 60.0, 50.0, 70.0, 55.0, 4.0)  # one outlier, four ordinary cells, one faint patch
     discs = [np.hypot(yy - y, xx - x) < 18 for y, x in centres]
-    image = np.full((200, 400), 10.0)
-    soma = np.zeros((200, 400), np.int32)
-    for k, (disc, level) in enumerate(zip(discs, levels), start=1):
-        image += level * ndimage.gaussian_filter(disc.astype(float), 1.5)
-        soma[disc] = k
-    seg = _segmentation(soma, np.zeros_like(soma), len(discs), CombineParams(), {"cells": len(discs)})
-    image = image.astype(np.float32)
+    seg, image = _painted_somata(discs, levels, sigma=1.5)
     assert drop_faint_cells(seg, image).n_cells == 1  # against the outlier, every ordinary cell is faint
     capped = drop_faint_cells(seg, image, reference_cap=2.0)  # at most 2x the median soma: only the patch goes
     assert capped.n_cells == 5 and capped.counts["faint_removed"] == 1
     assert not (capped.soma[discs[-1]] > 0).any()
     # a FOV without an outlier reads the same with the cap
+    soma = seg.soma
     tame = _segmentation(np.where(soma == 1, 0, soma), np.zeros_like(soma), len(discs), CombineParams(), {})
     assert drop_faint_cells(tame, image).n_cells == drop_faint_cells(tame, image, reference_cap=2.0).n_cells
 
@@ -289,11 +283,8 @@ def test_the_faint_rules_reference_can_be_capped_so_one_outlier_bright_soma_does
 def test_a_faint_soma_that_looks_like_one_keeps_its_cell() -> None:
     # eighteenth session: under 0.3 of the FOV's median soma lay haze patches, out-of-focus cells and boutons
     # (ragged or small) and the dim, compact, typical-size somata of `d1_like`; only the first go
-    from scipy import ndimage
 
     from astro3s.inference.cells import drop_faint_cells
-    from astro3s.postprocess import CombineParams
-    from astro3s.postprocess.combine import _segmentation
 
     yy, xx = np.mgrid[:200, :500]
     radius = np.hypot(yy - 150, xx - 100)
@@ -302,14 +293,7 @@ def test_a_faint_soma_that_looks_like_one_keeps_its_cell() -> None:
     shapes.append(np.hypot(yy - 150, xx - 300) < 7)                           # a dim small blob (0.2x)
     star = (radius < 22) & ((np.abs(yy - 150) < 4) | (np.abs(xx - 100) < 4) | (radius < 8))
     shapes.append(star)                                                       # a dim ragged patch
-    levels = (40.0, 40.0, 40.0, 40.0, 8.0, 8.0, 8.0)
-    image = np.full((200, 500), 10.0)
-    soma = np.zeros((200, 500), np.int32)
-    for k, (shape, level) in enumerate(zip(shapes, levels), start=1):
-        image += level * ndimage.gaussian_filter(shape.astype(float), 1.0)
-        soma[shape] = k
-    seg = _segmentation(soma, np.zeros_like(soma), len(shapes), CombineParams(), {"cells": len(shapes)})
-    image = image.astype(np.float32)
+    seg, image = _painted_somata(shapes, (40.0, 40.0, 40.0, 40.0, 8.0, 8.0, 8.0), sigma=1.0)
     strict = drop_faint_cells(seg, image, min_relative_contrast=0.3, reference="median")
     assert strict.n_cells == 4 and strict.counts["faint_removed"] == 3
     kept = drop_faint_cells(seg, image, min_relative_contrast=0.3, reference="median", keep_solidity=0.9,
@@ -321,3 +305,20 @@ def test_a_faint_soma_that_looks_like_one_keeps_its_cell() -> None:
                             keep_solidity=0.9).n_cells == 6
     assert drop_faint_cells(seg, image, min_relative_contrast=0.3, reference="median",
                             keep_area_ratio=0.7).n_cells == 6
+
+
+def _painted_somata(masks: list[np.ndarray], levels: tuple[float, ...], *, sigma: float):
+    """A segmentation of one cell per mask (ids in order, no processes) and a median image of 10 plus each mask
+    blurred by ``sigma`` px at its level."""
+    from scipy import ndimage
+
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+
+    image = np.full(masks[0].shape, 10.0)
+    soma = np.zeros(masks[0].shape, np.int32)
+    for k, (mask, level) in enumerate(zip(masks, levels), start=1):
+        image += level * ndimage.gaussian_filter(mask.astype(float), sigma)
+        soma[mask] = k
+    seg = _segmentation(soma, np.zeros_like(soma), len(masks), CombineParams(), {"cells": len(masks)})
+    return seg, image.astype(np.float32)

@@ -485,6 +485,11 @@ def test_lookalike_rule_runs_once_on_the_movie_pixels_and_can_be_switched_off(
     pre = preprocess(read_movie(tiny_movie), options.preprocess, progress=False)
     calls = record_calls(lookalike, "remove_lookalikes")
     _, seg, _ = segment_movie(pre, model, options)
+    # once per pass: the FOV's and the active view's (on by default; its cells are judged as the FOV's are)
+    assert [args[1].shape for args, _ in calls] == [pre.median_image.shape] * 2 and "lookalikes_removed" in seg.counts
+    calls.clear()
+    options = dataclasses.replace(options, active_view=False)
+    _, seg, _ = segment_movie(pre, model, options)
     assert [args[1].shape for args, _ in calls] == [pre.median_image.shape] and "lookalikes_removed" in seg.counts
     off = dataclasses.replace(options, combine={"reject_lookalikes": False})
     _, seg, _ = segment_movie(pre, model, off)

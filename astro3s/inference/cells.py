@@ -1233,10 +1233,13 @@ def _coarse_check(pre: Any, model: Any, options: InferenceOptions, info: dict[st
     that small bright blobs outvoted (:data:`astro3s.inference.segment.COARSE_SCALE_CHECK`,
     :func:`astro3s.inference.segment.coarse_bin_factor`). Nothing is done without the
     motion-corrected movie, on a FOV narrower than ``LARGE_SOMA_MIN_FOV * COARSE_CHECK_BIN`` px, or when
-    filled rim cores refused the binning the blobs asked for (``info["ring_area"]``; the first pass did not
-    overrule them): the cores measured the somata, and a membrane-labelled FOV's bright territories look like
-    giant somata to the coarse pass as they do to the blob search (fresh cross-check ``membrane_96``: somata of
-    208-425 px binned 4x4 on one coarse "soma" of 2512 px, 4 of 7 true cells lost).
+    filled rim cores measure somata smaller than the coarse pass's giants (at least
+    :data:`~astro3s.inference.segment.RING_VETO_MIN` cores, :func:`~astro3s.inference.segment.ring_soma_area`;
+    the seventeenth session's form asked only where the cores had refused a binning the blobs asked for,
+    ``info["ring_area"]``): a membrane-labelled FOV's bright territories look like giant somata to the coarse
+    pass as they do to the blob search (fresh cross-check ``membrane_96``: somata of 208-425 px binned 4x4 on
+    one coarse "soma" of 2512 px, 4 of 7 true cells lost; never-seen ``heldout_membrane_293``, six cores
+    measuring ~176 px, binned 4x4 on a 2240-px territory, 0 of 5 true cells found).
 
     Returns
     -------
@@ -1246,10 +1249,13 @@ def _coarse_check(pre: Any, model: Any, options: InferenceOptions, info: dict[st
     """
     from astro3s.inference.network import predict_fov
     from astro3s.inference.segment import (COARSE_CHECK_BIN, binned_preprocess, coarse_bin_factor, coarse_soma_scale,
-                                           max_bin_factor)
+                                           max_bin_factor, ring_soma_area)
 
-    if pre.corrected is None or min(pre.fov_map.shape) < LARGE_SOMA_MIN_FOV * COARSE_CHECK_BIN or "ring_area" in info:
+    if pre.corrected is None or min(pre.fov_map.shape) < LARGE_SOMA_MIN_FOV * COARSE_CHECK_BIN:
         return 1, info
+    cores_say = ring_soma_area(pre.details.get("ring_core_areas"))
+    if cores_say is not None and cores_say < COARSE_CHECK_BIN ** 2 * pre.params.soma_area_range[0]:
+        return 1, info  # (where the cores refused binning, info["ring_area"], they always say so)
     small = binned_preprocess(pre, COARSE_CHECK_BIN)
     probs = predict_fov(model, small, normalize=options.normalize, tiling=options.tiling, device=options.device,
                         amp=options.amp)

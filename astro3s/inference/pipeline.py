@@ -42,8 +42,8 @@ BINNED_PROCESS_MODES = ("ridges", "grown", "network")
 # that annotators would keep (process F1 0.647 -> 0.630, 0.646 -> 0.493); 2.5 moved none of them down and
 # small-soma FOVs' process F1 0.538 -> 0.585 (experiments/results/heldout_ablation.md).
 MAX_PROCESS_RATIO = 2.5
-# the temporal percentile of the active view (InferenceOptions.active_view, off by default; tried 2026-12-05,
-# fourth night session, on the held-out `faint` member, experiments/results/heldout_ablation.md)
+# the temporal percentile of the active view (InferenceOptions.active_view; tried 2026-12-05, fourth night session,
+# on the held-out `faint` member, experiments/results/heldout_ablation.md; on by default since 2026-12-07)
 ACTIVE_VIEW_PERCENTILE = 80.0
 # how bright the correlation view draws an active cell (InferenceOptions.correlation_view, activity_brightened's
 # weight: the 99th percentile of the significant correlation, 0.5x the median image's; the weight of the retrained
@@ -160,9 +160,12 @@ class InferenceOptions:
         not much smaller than the cells found
         (:func:`astro3s.inference.cells.add_active_view_cells`): cells dim at
         rest look like background in the median image but not when active.
-        Off by default: it found such cells on the movies it was designed on,
-        but on never-seen held-out movies it added more neuropil patches and
-        vessel-wall stretches than cells (experiments/results/heldout_ablation.md).
+        On by default since 2026-12-07 (eighteenth session): off before, since
+        on never-seen held-out movies of 2026-12-05 it added more neuropil
+        patches and vessel-wall stretches than cells; with the later rules (the
+        faint-cell rule of that session above all, which drops the ragged faint
+        patches it adds) it added 25 true cells and 1 false one on the fresh
+        never-seen 296-299 and cross-check 112-115 (experiments/README.md).
     correlation_view : bool
         Like ``active_view``, with a second view made from the median image brightened where the movie's
         local temporal-correlation image is significant
@@ -208,7 +211,7 @@ class InferenceOptions:
     extend_processes: bool = True
     scale_clahe_tiles: bool = True
     max_process_ratio: float | None = MAX_PROCESS_RATIO
-    active_view: bool = False
+    active_view: bool = True
     correlation_view: bool = False
     drop_fast_event_cells: bool = True
     rules: Any = None

@@ -48,6 +48,12 @@ FIRST_PASS_GIANT_SOMA = True
 COARSE_SCALE_CHECK = True
 #: bin factor of that look (a FOV narrower than ``cells.LARGE_SOMA_MIN_FOV * COARSE_CHECK_BIN`` px, 256, gets none)
 COARSE_CHECK_BIN = 4
+#: the coarse look bins only when the largest soma it draws is at least this many times the parameters' smallest
+#: area (at the FOV's pixels: 1.2 x 1424 px); the smallest one still sets the factor. On the 6 development FOVs
+#: with giants the largest coarse soma read 1.39-3.25x (1984-4624 px); on never-seen ``heldout_low_snr_286`` (the
+#: draw 284-287, written before the look and not scored with it by the seventeenth session) one coarse "soma" of
+#: 1456 px (1.02x) in a low-SNR haze binned a FOV of ~150-px somata 3x3 and added a false cell (eighteenth session)
+COARSE_MIN_LARGEST = 1.2
 #: narrowest side (px) of a binned FOV (:func:`max_bin_factor`)
 MIN_BINNED_SIDE = 32
 
@@ -378,7 +384,8 @@ def max_bin_factor(fov_shape: tuple[int, ...]) -> int:
 
 
 def coarse_bin_factor(coarse_probs: Any, factor: int, soma_area_range: tuple[float, float], *,
-                      min_scale: float = 2.0, max_factor: int | None = None) -> tuple[int, list[int]]:
+                      min_scale: float = 2.0, max_factor: int | None = None,
+                      min_largest: float = COARSE_MIN_LARGEST) -> tuple[int, list[int]]:
     """Bin factor that the somata of a whole-FOV pass over the FOV binned ``factor x factor`` ask for.
 
     The pass sees the FOV ``factor`` times smaller; a soma it draws with at
@@ -407,11 +414,14 @@ def coarse_bin_factor(coarse_probs: Any, factor: int, soma_area_range: tuple[flo
         Smallest width ratio that bins.
     max_factor : int or None
         Largest factor returned (None: no limit).
+    min_largest : float
+        No binning unless the largest of those somata is at least this many times the smallest area
+        (:data:`COARSE_MIN_LARGEST`; 1: any).
 
     Returns
     -------
     bin_factor : int
-        1: no soma of that size, or not wide enough to bin.
+        1: no soma of that size, none large enough, or not wide enough to bin.
     areas : list of int
         Those somata's areas at the FOV's own pixels (px), sorted.
     """
@@ -420,7 +430,7 @@ def coarse_bin_factor(coarse_probs: Any, factor: int, soma_area_range: tuple[flo
     lo, hi = (float(a) for a in soma_area_range)
     binned = soma_component_areas(coarse_probs, min_area=max(int(np.ceil(lo)), 1))
     areas = [int(a) * int(factor) ** 2 for a in binned]
-    if not areas:
+    if not areas or max(areas) < float(min_largest) * lo * int(factor) ** 2:
         return 1, areas
     return factor_for_scale(coarse_soma_scale(areas, (lo, hi)), min_scale=min_scale, max_factor=max_factor), areas
 
