@@ -177,7 +177,8 @@ def test_startup_without_gc_turns_the_collector_back_on_and_freezes_startup():
     assert gc.isenabled()
     frozen = gc.get_freeze_count()
     end_startup()  # outside a start-up block: nothing
-    assert gc.isenabled() and gc.get_freeze_count() == frozen
+    # (frozen objects of earlier tests may be freed meanwhile, by another thread too: the count never grows here)
+    assert gc.isenabled() and gc.get_freeze_count() <= frozen
     try:
         with startup_without_gc():
             assert not gc.isenabled()
@@ -192,7 +193,7 @@ def test_startup_without_gc_turns_the_collector_back_on_and_freezes_startup():
         with pytest.raises(RuntimeError), startup_without_gc():
             assert not gc.isenabled()
             raise RuntimeError("the model could not be loaded")
-        assert gc.isenabled() and gc.get_freeze_count() == count
+        assert gc.isenabled() and gc.get_freeze_count() <= count
         # a collector the caller had turned off stays off
         gc.disable()
         with startup_without_gc():
