@@ -1253,8 +1253,8 @@ def _coarse_check(pre: Any, model: Any, options: InferenceOptions, info: dict[st
 
     if pre.corrected is None or min(pre.fov_map.shape) < LARGE_SOMA_MIN_FOV * COARSE_CHECK_BIN:
         return 1, info
-    cores_say = ring_soma_area(pre.details.get("ring_core_areas"))
-    if cores_say is not None and cores_say < COARSE_CHECK_BIN ** 2 * pre.params.soma_area_range[0]:
+    core_soma_area = ring_soma_area((pre.details or {}).get("ring_core_areas"))
+    if core_soma_area is not None and core_soma_area < COARSE_CHECK_BIN ** 2 * pre.params.soma_area_range[0]:
         return 1, info  # (where the cores refused binning, info["ring_area"], they always say so)
     small = binned_preprocess(pre, COARSE_CHECK_BIN)
     probs = predict_fov(model, small, normalize=options.normalize, tiling=options.tiling, device=options.device,
