@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare_reports, beside this script
+
 #: the grid printed: relative contrast under which a cell is faint, and the shape that exempts it (0: none)
 CONTRASTS = (0.25, 0.3, 0.35)
 SOLIDITIES = (0.0, 0.85, 0.9)
@@ -55,20 +57,10 @@ def cell_records(segmentation: Path) -> list[dict]:
 
 def bin_factors(report: Path) -> dict[str, int]:
     """Movie name -> bin factor, from an ``evaluate_model.py`` JSON report (1 where it records none)."""
-    found: dict[str, int] = {}
+    from compare_reports import load_report, movies_of
 
-    def walk(node) -> None:
-        if isinstance(node, dict):
-            if "name" in node and isinstance(node.get("soma_scale"), dict):
-                found[node["name"]] = int(node["soma_scale"].get("bin_factor", 1))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(json.loads(report.read_text()))
-    return found
+    return {name: int((row.get("soma_scale") or {}).get("bin_factor", 1))
+            for name, (_, row) in movies_of(load_report(report)).items()}
 
 
 def removed(records: list[dict], contrast: float, solidity: float, area_ratio: float) -> tuple[int, int]:

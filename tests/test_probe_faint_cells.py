@@ -41,8 +41,8 @@ def test_binned_fovs_are_left_out_and_the_grid_is_printed(experiment_script, tmp
     _saved_fov(segs / "fov_a.npz")
     _saved_fov(segs / "fov_b.npz")
     report = tmp_path / "report.json"
-    report.write_text(json.dumps({"members": [{"movies": [{"name": "fov_a", "soma_scale": {"bin_factor": 1}},
-                                                           {"name": "fov_b", "soma_scale": {"bin_factor": 3}}]}]}))
+    report.write_text(json.dumps({"heldout": {"m": {"movies": [{"name": "fov_a", "soma_scale": {"bin_factor": 1}},
+                                                               {"name": "fov_b", "soma_scale": {"bin_factor": 3}}]}}}))
     assert probe.main([f"{segs}={report}", "--out", str(tmp_path / "cells.json")]) == 0
     text = capsys.readouterr().out
     assert "| segs | 3 | 2 |" in text  # fov_b, binned, left out

@@ -43,8 +43,9 @@ FIRST_PASS_GIANT_SOMA = True
 #: fragments). Of 187 development FOVs the vote leaves unbinned, the coarse pass drew somata of that size on exactly
 #: the 6 whose truth holds a soma of >= 1500 px and on none of the 181 others
 #: (experiments/results/coarse_check_probe.md); fresh cross-check ``zoom`` 108-111 0.308 -> 0.889 (the median's form)
-#: (experiments/README.md, seventeenth session). Not where filled rim cores refused binning (they measured the
-#: somata). ``CellRules.coarse_scale_check`` switches it
+#: (experiments/README.md, seventeenth session). Not where >= 3 filled rim cores measure smaller somata (they
+#: measured the somata; eighteenth session: also where they had not refused a binning, ``heldout_membrane_293``).
+#: ``CellRules.coarse_scale_check`` switches it
 COARSE_SCALE_CHECK = True
 #: bin factor of that look (a FOV narrower than ``cells.LARGE_SOMA_MIN_FOV * COARSE_CHECK_BIN`` px, 256, gets none)
 COARSE_CHECK_BIN = 4
