@@ -168,7 +168,7 @@ def _score_group(model, options, folders: list[Path], *, member: str = "", save_
             pre, seg, scale = segment_movie(pre, model, options, name=folder.name)
             if options.drop_fast_event_cells:
                 seg = _without_fast_event_cells(seg, pre.corrected if pre.corrected is not None else movie,
-                                                on_dff=options.rules.fast_events_on_dff)
+                                                rules=options.rules)
         finally:
             movie.close()
         seconds = time.perf_counter() - start
@@ -190,24 +190,27 @@ def _score_group(model, options, folders: list[Path], *, member: str = "", save_
             "seconds_per_movie": round(float(np.mean([m["seconds"] for m in movies])), 2) if movies else None}
 
 
-def _without_fast_event_cells(seg, movie, *, on_dff: bool = True):
-    """``seg`` without the cells :func:`astro3s.events.kinetics.fast_event_cells` names, from the events of
-    its soma and process traces (the traces and detector of ``astro3s-infer``, before its CC analysis); with
-    ``on_dff`` (``rules.fast_events_on_dff``) from the somata's dF/F events
-    (:func:`~astro3s.events.kinetics.kinetics_events`)."""
+def _without_fast_event_cells(seg, movie, *, rules):
+    """``seg`` without the cells ``astro3s-infer`` drops by their kinetics
+    (:func:`astro3s.inference.pipeline.neuron_like_cells`: many fast somatic events, or fairly fast ones with
+    processes that do not follow the soma), judged on its soma and process traces (the traces and detector of
+    ``astro3s-infer``, before its CC analysis) with ``rules`` (``fast_events_on_dff``,
+    ``unfollowed_max_correlation``)."""
     from astro3s.correlation import extract_traces
     from astro3s.events import roi_events
-    from astro3s.events.kinetics import fast_event_cells, kinetics_events
+    from astro3s.inference.pipeline import neuron_like_cells
     from astro3s.postprocess.combine import remove_cells
 
     if not seg.n_cells:
         return seg
     traces = extract_traces(movie, seg.soma, seg.processes, fs=getattr(movie, "fs", None))
-    fast = fast_event_cells(kinetics_events(traces) if on_dff else roi_events([traces])[0])
-    if len(fast):
-        log.info("dropped %d cell(s) whose somatic events decay fast: %s", len(fast), fast.tolist())
+    events = None if rules.fast_events_on_dff else roi_events([traces])[0]
+    fast, unfollowed = neuron_like_cells(traces, events, rules)
+    if len(fast) or len(unfollowed):
+        log.info("dropped %d cell(s) whose somatic events decay fast: %s; %d whose processes do not follow: %s",
+                 len(fast), fast.tolist(), len(unfollowed), unfollowed.tolist())
     drop = np.zeros(seg.n_cells, bool)
-    drop[fast - 1] = True
+    drop[np.union1d(fast, unfollowed) - 1] = True
     return remove_cells(seg, drop, count_key="fast_event_cells_dropped")
 
 
@@ -362,6 +365,10 @@ RULE_FLAGS = {
     "fast_events_on_dff":
         ("astro3s.inference.cells.FAST_EVENTS_ON_DFF: the fast-event rule judges the somata's events detected on "
          "dF/F, not on the raw fluorescence (default: its value, 1; 0 as before 2026-12-06, ninth session)"),
+    "unfollowed_max_correlation":
+        ("astro3s.events.kinetics.UNFOLLOWED_MAX_CORRELATION: with the fast-event rule, a cell whose somatic events "
+         "are fairly fast (>= 3 of median decay < 1.6 s) and whose processes' mean dF/F correlates with its soma's "
+         "under this goes (unfollowed_cells; default: its value, 0.4; 0 as before 2026-12-07, nineteenth session)"),
     "separate_somata":
         ("astro3s.inference.cells.SEPARATE_SOMATA: a one-pixel gap wherever two cells' somata touch, cut from the "
          "larger, so that the soma mask read alone shows both (default: its value, 1; 0 as before 2026-12-06, ninth "

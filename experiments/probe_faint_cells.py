@@ -17,15 +17,14 @@ cells the rule would remove::
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare_reports, beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare_reports, _probes, beside this script
+from _probes import grid_table, segmentation_sets_main, set_table  # noqa: E402  (the experiments folder on the path first)
 
 #: the grid printed: relative contrast under which a cell is faint, and the shape that exempts it (0: none)
 CONTRASTS = (0.25, 0.3, 0.35)
@@ -79,41 +78,25 @@ def removed(records: list[dict], contrast: float, solidity: float, area_ratio: f
 
 def summary(sets: dict[str, list[dict]]) -> str:
     """Markdown: the cells of each set, then per grid setting the false / true cells removed per set."""
-    names = list(sets)
-    lines = ["| set | true cells | false cells |", "|---|---|---|"]
-    lines += [f"| {n} | {sum(r['true'] for r in sets[n])} | {sum(not r['true'] for r in sets[n])} |" for n in names]
-    lines += ["", "| faint under | exempt: solidity >= | and area >= x median | " + " | ".join(names) + " | all |",
-              "|---|---|---|" + "---|" * (len(names) + 1)]
-    for contrast, solidity, area in itertools.product(CONTRASTS, SOLIDITIES, AREA_RATIOS):
-        if (solidity == 0) != (area == 0):
-            continue  # the exemption takes both bounds
-        counts = [removed(sets[n], contrast, solidity, area) for n in names]
-        cells = [f"-{f} / -{t}" for f, t in counts]
-        total = f"-{sum(f for f, _ in counts)} / -{sum(t for _, t in counts)}"
-        exempt = ("–", "–") if solidity == 0 else (f"{solidity:g}", f"{area:g}")
-        lines.append(f"| {contrast:g} | {exempt[0]} | {exempt[1]} | " + " | ".join(cells) + f" | {total} |")
-    lines.append("")
-    lines.append("Each cell of the grid: false / true cells removed.")
-    return "\n".join(lines)
+    settings = [([f"{c:g}", "–" if s == 0 else f"{s:g}", "–" if a == 0 else f"{a:g}"],
+                 lambda records, c=c, s=s, a=a: removed(records, c, s, a))
+                for c, s, a in itertools.product(CONTRASTS, SOLIDITIES, AREA_RATIOS)
+                if (s == 0) == (a == 0)]  # the exemption takes both bounds
+    header = ["faint under", "exempt: solidity >=", "and area >= x median"]
+    lines = set_table(sets) + [""] + grid_table(sets, settings, header)
+    return "\n".join(lines + ["", "Each cell of the grid: false / true cells removed."])
+
+
+def set_records(segmentations: Path, report: Path) -> list[dict]:
+    """The records of every saved segmentation of a folder whose FOV was not binned (``report``'s bin factors)."""
+    factors = bin_factors(report)
+    return [r for path in sorted(segmentations.glob("*.npz")) if factors.get(path.stem, 1) == 1
+            for r in cell_records(path)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sets", nargs="+", help="SEGMENTATIONS_DIR=REPORT.json (evaluate_model.py's outputs)")
-    parser.add_argument("--out", type=Path, default=None, help="the per-cell records as JSON")
-    args = parser.parse_args(argv)
-    sets: dict[str, list[dict]] = {}
-    for spec in args.sets:
-        folder, _, report = spec.partition("=")
-        if not report:
-            parser.error(f"{spec}: give SEGMENTATIONS_DIR=REPORT.json")
-        factors = bin_factors(Path(report))
-        sets[Path(folder).name] = [r for path in sorted(Path(folder).glob("*.npz"))
-                                   if factors.get(path.stem, 1) == 1 for r in cell_records(path)]
-    if args.out is not None:
-        args.out.write_text(json.dumps(sets, indent=1))
-    print(summary(sets))
-    return 0
+    return segmentation_sets_main(__doc__.split("\n\n")[0], "REPORT.json (evaluate_model.py's outputs)",
+                                  set_records, summary, argv)
 
 
 if __name__ == "__main__":

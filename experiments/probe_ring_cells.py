@@ -66,7 +66,7 @@ def probe(folders: list[Path]) -> list[dict]:
             pre, seg, _ = segment_movie(pre, model, options, name=folder.name)
             if options.drop_fast_event_cells:
                 seg = em._without_fast_event_cells(seg, pre.corrected if pre.corrected is not None else movie,
-                                                   on_dff=options.rules.fast_events_on_dff)
+                                                   rules=options.rules)
         finally:
             movie.close()
         soma, _, _ = em._read_truth(folder)

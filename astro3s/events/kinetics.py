@@ -16,6 +16,22 @@ draw of ASTRA's layouts, 168 movies) it dropped 4 false cells and one true
 astrocyte (a D4-layout cell whose four measured decays, at 3.3 Hz, had a
 median of 1.15 s): on by default since 2026-12-06
 (``InferenceOptions.drop_fast_event_cells``).
+
+A neuron whose events decay a little slower than that bound is still told
+from an astrocyte by a second signature: the network draws "processes"
+round any bright soma, and round a neuron they are neuropil whose activity
+does not follow the soma, while an astrocyte's processes carry its somatic
+events (issue 13: "an astrocyte's processes follow its soma").
+:func:`unfollowed_cells` returns the cells whose somatic events are fairly
+fast (median decay under ``UNFOLLOWED_MAX_DECAY_S``, at least
+``UNFOLLOWED_MIN_EVENTS`` of them) *and* whose processes' mean dF/F
+correlates with the soma's under ``UNFOLLOWED_MAX_CORRELATION``. Measured
+2026-12-07 (nineteenth session) on 312 development movies of both
+independent families and of ASTRA's annotated layouts
+(experiments/results/unfollowed_cells_probe.md): 10 false cells beyond
+those of the fast-event rule, no true one; of the cells with so few
+followers and >= 3 strong events, every true one decayed in 1.77 s or
+more, every false one in 1.51 s or less.
 """
 
 from __future__ import annotations
@@ -24,7 +40,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FAST_MAX_DECAY_S", "FAST_MIN_EVENTS", "FAST_MIN_SNR", "fast_event_cells", "kinetics_events"]
+__all__ = ["FAST_MAX_DECAY_S", "FAST_MIN_EVENTS", "FAST_MIN_SNR", "UNFOLLOWED_MAX_CORRELATION",
+           "UNFOLLOWED_MAX_DECAY_S", "UNFOLLOWED_MIN_EVENTS", "fast_event_cells", "kinetics_events",
+           "process_following", "somatic_kinetics", "unfollowed_cells"]
 
 #: fewest somatic events a cell needs before its kinetics are judged (one or two fast events prove nothing)
 FAST_MIN_EVENTS = 5
@@ -34,6 +52,13 @@ FAST_MAX_DECAY_S = 1.2
 #: detector's threshold decay fast whatever the cell (a true giant astrocyte of never-seen heldout_giant_177 had
 #: eight such events, SNR 3-6, beside one of SNR 260 decaying in 2.9 s)
 FAST_MIN_SNR = 5.0
+#: the second signature (:func:`unfollowed_cells`): processes whose mean dF/F correlates with the soma's under this
+UNFOLLOWED_MAX_CORRELATION = 0.4
+#: ... with somatic events of median decay (s) under this (between a neuron's, <= ~1.5 s as measured at 1-10 Hz,
+#: and the fastest true astrocytes with so few followers, >= 1.77 s) ...
+UNFOLLOWED_MAX_DECAY_S = 1.6
+#: ... and at least this many of them (SNR >= FAST_MIN_SNR)
+UNFOLLOWED_MIN_EVENTS = 3
 
 
 def fast_event_cells(events: Any, *, min_events: int = FAST_MIN_EVENTS, max_decay_s: float = FAST_MAX_DECAY_S,
@@ -56,19 +81,99 @@ def fast_event_cells(events: Any, *, min_events: int = FAST_MIN_EVENTS, max_deca
     ndarray of int64
         Sorted cell ids; empty without a frame rate (decays in frames say nothing about kinetics).
     """
+    cells, counts, decay_s = somatic_kinetics(events, min_snr=min_snr)
+    return cells[(counts >= min_events) & (decay_s < max_decay_s)]
+
+
+def somatic_kinetics(events: Any, *, min_snr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell with somatic events of SNR >= ``min_snr``: its id, how many, and their median decay (s).
+
+    Returns
+    -------
+    cells : ndarray of int64, shape (n,)
+    counts : ndarray of int64, shape (n,)
+    decay_s : ndarray of float64, shape (n,)
+        NaN where no decay was measured (an event cut by the movie's end has none). All empty without a frame
+        rate: decays in frames say nothing about kinetics.
+    """
     fs = getattr(events, "fs", None)
     if not fs or not len(events):
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     soma = np.array([kind == "soma" for kind in events.kind]) & (np.asarray(events.snr, np.float64) >= min_snr)
-    cells = np.asarray(events.cell_id)[soma]
-    decay_s = np.asarray(events.decay_frames, np.float64)[soma] / float(fs)
-    fast = []
-    for cell in np.unique(cells):  # a loop over the cells with somatic events
-        mine = decay_s[cells == cell]
-        measured = mine[np.isfinite(mine)]  # an event cut by the movie's end has no decay
-        if len(mine) >= min_events and len(measured) and np.median(measured) < max_decay_s:
-            fast.append(int(cell))
-    return np.asarray(fast, np.int64)
+    ids = np.asarray(events.cell_id, np.int64)[soma]
+    decays = np.asarray(events.decay_frames, np.float64)[soma] / float(fs)
+    cells, counts = np.unique(ids, return_counts=True)
+    decay_s = np.full(cells.size, np.nan)
+    for j, cell in enumerate(cells):  # a loop over the cells with somatic events (tens)
+        measured = decays[(ids == cell) & np.isfinite(decays)]
+        if measured.size:
+            decay_s[j] = float(np.median(measured))
+    return cells, counts.astype(np.int64), decay_s
+
+
+def process_following(traces: Any) -> dict[int, float]:
+    """How closely each cell's processes follow its soma: the correlation of their mean dF/F with the soma's.
+
+    Parameters
+    ----------
+    traces : RoiTraces
+        Soma and process traces (:func:`astro3s.correlation.extract_traces`).
+
+    Returns
+    -------
+    dict of int to float
+        Cell id -> Pearson correlation over the frames where both are finite, for every cell with a soma trace
+        and at least one process trace (NaN where either is flat).
+    """
+    dff = np.asarray(traces.dff, np.float64)
+    ids = np.asarray(traces.cell_ids, np.int64)
+    is_soma = np.array([kind == "soma" for kind in traces.kinds], bool)
+    is_process = np.array([kind == "process" for kind in traces.kinds], bool)
+    following: dict[int, float] = {}
+    for cell in np.unique(ids[is_soma]):  # a loop over the cells (tens)
+        mine = ids == cell
+        if not (mine & is_process).any():
+            continue
+        soma = dff[:, np.flatnonzero(mine & is_soma)[0]]
+        processes = dff[:, mine & is_process].mean(axis=1)
+        finite = np.isfinite(soma) & np.isfinite(processes)
+        a, b = soma[finite] - soma[finite].mean(), processes[finite] - processes[finite].mean()
+        scale = float(np.sqrt((a * a).sum() * (b * b).sum()))
+        following[int(cell)] = float((a * b).sum() / scale) if scale > 0 else float("nan")
+    return following
+
+
+def unfollowed_cells(traces: Any, events: Any, *, max_correlation: float = UNFOLLOWED_MAX_CORRELATION,
+                     max_decay_s: float = UNFOLLOWED_MAX_DECAY_S, min_events: int = UNFOLLOWED_MIN_EVENTS,
+                     min_snr: float = FAST_MIN_SNR) -> np.ndarray:
+    """Ids of the cells whose somatic events are fairly fast and whose processes do not follow the soma.
+
+    Parameters
+    ----------
+    traces : RoiTraces
+        The cells' soma and process traces (:func:`process_following`).
+    events : EventTable
+        Their somatic events (:func:`kinetics_events`).
+    max_correlation : float
+        A cell's processes follow its soma when their mean dF/F correlates with the soma's at least this much
+        (0: no cell is returned).
+    max_decay_s, min_events, min_snr : float, int, float
+        As :func:`fast_event_cells`'s, looser by default: the correlation is the second signature.
+
+    Returns
+    -------
+    ndarray of int64
+        Sorted cell ids; empty without a frame rate. A cell with no process trace, or whose traces are flat, is
+        not judged.
+    """
+    if max_correlation <= 0:
+        return np.zeros(0, np.int64)
+    cells, counts, decay_s = somatic_kinetics(events, min_snr=min_snr)
+    candidates = cells[(counts >= min_events) & (decay_s < max_decay_s)]
+    if not candidates.size:
+        return candidates
+    following = process_following(traces)
+    return np.asarray([c for c in candidates.tolist() if following.get(c, np.nan) < max_correlation], np.int64)
 
 
 def kinetics_events(traces: Any, *, params: Any = None) -> Any:

@@ -584,22 +584,53 @@ def _analyse(mov: Any, movie_path: Path, model: Any, options: InferenceOptions, 
         source_movie, soma, processes, options, movie_path=movie_path, progress=progress, timings=timings,
         stages=stages)
     if options.drop_fast_event_cells and rois is None:
-        from astro3s.events.kinetics import FAST_MAX_DECAY_S, fast_event_cells, kinetics_events
+        fast, unfollowed = neuron_like_cells(traces, events, options.rules, event_params=event_params)
+        segmentation = {**segmentation, "fast_event_cells_dropped": int(len(fast)),
+                        "unfollowed_cells_dropped": int(len(unfollowed))}
+        if len(fast) or len(unfollowed):
+            from astro3s.events.kinetics import FAST_MAX_DECAY_S
 
-        # judged on the somata's dF/F events (a bleaching or flickering movie's noise is not stationary in F)
-        fast = fast_event_cells(kinetics_events(traces, params=event_params) if options.rules.fast_events_on_dff
-                                else events)
-        segmentation = {**segmentation, "fast_event_cells_dropped": int(len(fast))}
-        if len(fast):
-            # neuron-like: their somatic events are many and decay within ~1 s; the analysis is redone without them
-            log.info("%s: %d cell(s) dropped, their somatic events decaying in under %.1f s (neuron-like): %s",
-                     movie_path.name, len(fast), FAST_MAX_DECAY_S, fast.tolist())
-            soma, processes = _without_cells(soma, processes, fast)
+            # neuron-like: their somatic events are many and decay within ~1 s, or fairly fast with processes that do
+            # not follow the soma; the analysis is redone without them
+            log.info("%s: %d cell(s) dropped, their somatic events decaying in under %.1f s (neuron-like): %s; "
+                     "%d more whose processes do not follow their fairly fast soma: %s", movie_path.name, len(fast),
+                     FAST_MAX_DECAY_S, fast.tolist(), len(unfollowed), unfollowed.tolist())
+            soma, processes = _without_cells(soma, processes, np.union1d(fast, unfollowed))
             traces, domains, territory, events, event_params = _domains_and_events(
                 source_movie, soma, processes, options, movie_path=movie_path, progress=progress, timings=timings,
                 stages=None)
     return _Run(movie_path, mov, pre, soma, processes, segmentation, combine_params, scale_info, traces,
                 domains, territory, events, event_params, timings)
+
+
+def neuron_like_cells(traces: Any, events: Any, rules: Any, *,
+                      event_params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """The cells ``InferenceOptions.drop_fast_event_cells`` drops, by the two kinetics rules.
+
+    Parameters
+    ----------
+    traces : RoiTraces
+        The cells' soma and process traces.
+    events : EventTable
+        The run's events (judged when ``rules.fast_events_on_dff`` is off).
+    rules : CellRules
+    event_params : EventParams, optional
+
+    Returns
+    -------
+    fast : ndarray of int64
+        Cells with many somatic events that decay within ~1 s (:func:`astro3s.events.kinetics.fast_event_cells`).
+    unfollowed : ndarray of int64
+        The others whose somatic events are fairly fast and whose processes do not follow the soma
+        (:func:`astro3s.events.kinetics.unfollowed_cells`, ``rules.unfollowed_max_correlation``).
+    """
+    from astro3s.events.kinetics import fast_event_cells, kinetics_events, unfollowed_cells
+
+    # judged on the somata's dF/F events (a bleaching or flickering movie's noise is not stationary in F)
+    somatic = kinetics_events(traces, params=event_params) if rules.fast_events_on_dff else events
+    fast = fast_event_cells(somatic)
+    unfollowed = unfollowed_cells(traces, somatic, max_correlation=rules.unfollowed_max_correlation)
+    return fast, np.setdiff1d(unfollowed, fast)
 
 
 def _without_cells(soma: np.ndarray, processes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
