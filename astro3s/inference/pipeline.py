@@ -592,8 +592,8 @@ def _analyse(mov: Any, movie_path: Path, model: Any, options: InferenceOptions, 
 
             # neuron-like: their somatic events are many and decay within ~1 s, or fairly fast with processes that do
             # not follow the soma; the analysis is redone without them
-            log.info("%s: %d cell(s) dropped, their somatic events decaying in under %.1f s (neuron-like): %s; "
-                     "%d more whose processes do not follow their fairly fast soma: %s", movie_path.name, len(fast),
+            log.info("%s: neuron-like cells dropped: %d whose somatic events decay in under %.1f s %s, %d whose "
+                     "processes do not follow their fairly fast soma %s", movie_path.name, len(fast),
                      FAST_MAX_DECAY_S, fast.tolist(), len(unfollowed), unfollowed.tolist())
             soma, processes = _without_cells(soma, processes, np.union1d(fast, unfollowed))
             traces, domains, territory, events, event_params = _domains_and_events(
