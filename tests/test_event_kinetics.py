@@ -139,6 +139,7 @@ def test_process_following_is_the_correlation_of_the_processes_mean_with_the_som
     following = process_following(traces)
     assert set(following) == {1, 2}  # cell 3 has no process trace: not judged
     assert following[1] > 0.9 and abs(following[2]) < 0.2
+    assert set(process_following(traces, [2, 3])) == {2}  # only the cells asked for
     flat = _traces(np.ones((50, 1)), [rng.normal(size=(50, 1))])
     assert np.isnan(process_following(flat)[1])  # a flat soma says nothing
 

@@ -111,13 +111,15 @@ def somatic_kinetics(events: Any, *, min_snr: float) -> tuple[np.ndarray, np.nda
     return cells, counts.astype(np.int64), decay_s
 
 
-def process_following(traces: Any) -> dict[int, float]:
+def process_following(traces: Any, cells: Any = None) -> dict[int, float]:
     """How closely each cell's processes follow its soma: the correlation of their mean dF/F with the soma's.
 
     Parameters
     ----------
     traces : RoiTraces
         Soma and process traces (:func:`astro3s.correlation.extract_traces`).
+    cells : array_like of int, optional
+        Only these cells (None: every cell).
 
     Returns
     -------
@@ -125,17 +127,18 @@ def process_following(traces: Any) -> dict[int, float]:
         Cell id -> Pearson correlation over the frames where both are finite, for every cell with a soma trace
         and at least one process trace (NaN where either is flat).
     """
-    dff = np.asarray(traces.dff, np.float64)
+    dff = traces.dff  # (T, R), read a cell's columns at a time
     ids = np.asarray(traces.cell_ids, np.int64)
     is_soma = np.array([kind == "soma" for kind in traces.kinds], bool)
     is_process = np.array([kind == "process" for kind in traces.kinds], bool)
+    judged = np.unique(ids[is_soma]) if cells is None else np.intersect1d(ids[is_soma], np.asarray(cells, np.int64))
     following: dict[int, float] = {}
-    for cell in np.unique(ids[is_soma]):  # a loop over the cells (tens)
+    for cell in judged:  # a loop over the cells (tens)
         mine = ids == cell
         if not (mine & is_process).any():
             continue
-        soma = dff[:, np.flatnonzero(mine & is_soma)[0]]
-        processes = dff[:, mine & is_process].mean(axis=1)
+        soma = np.asarray(dff[:, np.flatnonzero(mine & is_soma)[0]], np.float64)
+        processes = np.asarray(dff[:, np.flatnonzero(mine & is_process)], np.float64).mean(axis=1)
         finite = np.isfinite(soma) & np.isfinite(processes)
         a, b = soma[finite] - soma[finite].mean(), processes[finite] - processes[finite].mean()
         scale = float(np.sqrt((a * a).sum() * (b * b).sum()))
@@ -172,7 +175,7 @@ def unfollowed_cells(traces: Any, events: Any, *, max_correlation: float = UNFOL
     candidates = cells[(counts >= min_events) & (decay_s < max_decay_s)]
     if not candidates.size:
         return candidates
-    following = process_following(traces)
+    following = process_following(traces, candidates)
     return np.asarray([c for c in candidates.tolist() if following.get(c, np.nan) < max_correlation], np.int64)
 
 
