@@ -368,7 +368,7 @@ RULE_FLAGS = {
     "unfollowed_max_correlation":
         ("astro3s.events.kinetics.UNFOLLOWED_MAX_CORRELATION: with the fast-event rule, a cell whose somatic events "
          "are fairly fast (>= 3 of median decay < 1.6 s) and whose processes' mean dF/F correlates with its soma's "
-         "under this goes (unfollowed_cells; default: its value, 0.4; 0 as before 2026-12-07, nineteenth session)"),
+         "under this goes (unfollowed_cells; default 0: off; 0.4 the setting measured, nineteenth session)"),
     "separate_somata":
         ("astro3s.inference.cells.SEPARATE_SOMATA: a one-pixel gap wherever two cells' somata touch, cut from the "
          "larger, so that the soma mask read alone shows both (default: its value, 1; 0 as before 2026-12-06, ninth "

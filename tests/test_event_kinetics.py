@@ -183,9 +183,12 @@ def test_neuron_like_cells_reads_the_rules(monkeypatch) -> None:
     # cell 1: six events of 0.8 s (the fast-event rule's); cell 2: three of 1.4 s (only the second rule's)
     table = _table([1] * 6 + [2] * 3, ["soma"] * 9, [0.8 * fs] * 6 + [1.4 * fs] * 3, fs)
     monkeypatch.setattr(kinetics, "kinetics_events", lambda traces, **_: table)
-    fast, unfollowed = neuron_like_cells(traces, None, CellRules())
+    on = CellRules(unfollowed_max_correlation=0.4)
+    fast, unfollowed = neuron_like_cells(traces, None, on)
     assert fast.tolist() == [1] and unfollowed.tolist() == [2]
-    assert neuron_like_cells(traces, None, CellRules(unfollowed_max_correlation=0))[1].size == 0
+    assert CellRules().unfollowed_max_correlation == 0  # off by default (a true low-SNR cell lost on 304-307)
+    assert neuron_like_cells(traces, None, CellRules())[1].size == 0
     # with fast_events_on_dff off the run's own events are judged
-    fast, unfollowed = neuron_like_cells(traces, table, CellRules(fast_events_on_dff=False))
+    raw = CellRules(fast_events_on_dff=False, unfollowed_max_correlation=0.4)
+    fast, unfollowed = neuron_like_cells(traces, table, raw)
     assert fast.tolist() == [1] and unfollowed.tolist() == [2]

@@ -31,7 +31,13 @@ independent families and of ASTRA's annotated layouts
 (experiments/results/unfollowed_cells_probe.md): 10 false cells beyond
 those of the fast-event rule, no true one; of the cells with so few
 followers and >= 3 strong events, every true one decayed in 1.77 s or
-more, every false one in 1.51 s or less.
+more, every false one in 1.51 s or less. Scored once on fresh draws
+written before that choice (never-seen 300-303, cross-check 116-119) it
+dropped nothing; on the next fresh draw (never-seen 304-307) it dropped a
+true astrocyte of a low-SNR movie (six noisy somatic events of median
+decay 1.44 s, processes following at 0.23) and no false cell: the noise of
+a dim movie lowers both measures. So ``rules.unfollowed_max_correlation``
+ships at 0 (off); ``UNFOLLOWED_MAX_CORRELATION`` is the setting measured.
 """
 
 from __future__ import annotations
@@ -52,7 +58,8 @@ FAST_MAX_DECAY_S = 1.2
 #: detector's threshold decay fast whatever the cell (a true giant astrocyte of never-seen heldout_giant_177 had
 #: eight such events, SNR 3-6, beside one of SNR 260 decaying in 2.9 s)
 FAST_MIN_SNR = 5.0
-#: the second signature (:func:`unfollowed_cells`): processes whose mean dF/F correlates with the soma's under this
+#: the second signature (:func:`unfollowed_cells`; off in astro3s-infer, ``rules.unfollowed_max_correlation`` 0):
+#: processes whose mean dF/F correlates with the soma's under this
 UNFOLLOWED_MAX_CORRELATION = 0.4
 #: ... with somatic events of median decay (s) under this (between a neuron's, <= ~1.5 s as measured at 1-10 Hz,
 #: and the fastest true astrocytes with so few followers, >= 1.77 s) ...
