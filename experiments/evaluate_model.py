@@ -392,6 +392,10 @@ RULE_FLAGS = {
     "min_added_area":
         ("astro3s.inference.cells.MIN_ADDED_RELATIVE_AREA: a cell only a finer pass adds goes under this x the "
          "median soma found before (default: its value, 0.4; 0 as before 2026-12-05)"),
+    "correlation_view_max_blur":
+        ("astro3s.inference.cells.CORRELATION_VIEW_MAX_BLUR: a cell the correlation view adds goes when its soma "
+         "edge on the correlation image is more than this x as blurred as the cells found before (default: its "
+         "value, 1.3; 0: no such test, as before 2026-12-08)"),
     "large_soma_ratio":
         ("astro3s.inference.cells.LARGE_SOMA_RATIO: the 2x2-binned large-soma pass adds only somata this many "
          "times the FOV's median (default: its value, 1.5)"),
@@ -580,9 +584,12 @@ def main(argv: list[str] | None = None) -> int:
                            "astro3s.events.kinetics; the default since 2026-12-06)")
     fast.add_argument("--keep-fast-event-cells", dest="drop_fast_event_cells", action="store_false",
                       help="keep them (astro3s-infer drop_fast_event_cells=false; the figures before 2026-12-06)")
-    parser.add_argument("--correlation-view", action="store_true",
-                        help="a second network view on the median image brightened by the local correlation "
-                             "image (astro3s-infer correlation_view=true)")
+    corr = parser.add_mutually_exclusive_group()
+    corr.add_argument("--correlation-view", dest="correlation_view", action="store_true", default=False,
+                      help="a second network view on the median image brightened by the local correlation "
+                           "image (astro3s-infer correlation_view=true)")
+    corr.add_argument("--no-correlation-view", dest="correlation_view", action="store_false",
+                      help="without it (astro3s-infer correlation_view=false)")
     from astro3s.inference.rules import CellRules
 
     kinds = {spec.name: type(spec.default) for spec in dataclasses.fields(CellRules)}

@@ -225,3 +225,55 @@ def test_correlation_view_brightens_active_pixels_only(tiny_movie) -> None:
         cells.add_view_cells = original
     assert calls == ["correlation_view"] and "correlation_view_added" in seg.counts
     assert "correlation_view_added" not in off.counts
+
+
+def test_correlation_view_additions_must_be_sharp_on_the_correlation_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scipy import ndimage as ndi
+
+    from astro3s.inference import cells
+    from astro3s.inference.pipeline import InferenceOptions
+    from astro3s.inference.rules import CellRules
+    from astro3s.postprocess import CombineParams
+    from astro3s.postprocess.combine import _segmentation
+    from astro3s.preprocess import PreprocessParams
+
+    image, soma = _scene()
+    seg = _segmentation(soma, np.zeros_like(soma), 2, CombineParams(), {"cells": 2})
+    yy, xx = np.mgrid[:120, :160]
+    found = np.zeros(image.shape, np.int32)
+    for k, (y, x) in enumerate(((90, 30), (90, 80)), start=1):   # the two cells dim at rest, sharp in the median
+        found[np.hypot(yy - y, xx - x) <= 8] = k
+    view_seg = _segmentation(found, np.zeros_like(found), 2, CombineParams(), {})
+    monkeypatch.setattr(cells, "segment_movie", lambda pre, model, options, **kwargs: (pre, view_seg, {}))
+    # the correlation image: cells 1-3 active with sharp edges; at (90, 80) a blurred plateau (an active
+    # out-of-focus cell seen through a dim in-focus one's outline in the median image)
+    sharp = np.zeros(image.shape, np.float32)
+    for y, x in ((30, 30), (30, 80), (90, 30)):
+        sharp[np.hypot(yy - y, xx - x) <= 8] = 0.9
+    soft = ndi.gaussian_filter((np.hypot(yy - 90, xx - 80) <= 8).astype(np.float32), 4.0)
+    correlation = 0.05 + sharp + 0.9 * soft / soft.max()
+
+    @dataclasses.dataclass
+    class Pre:
+        median_image: np.ndarray
+        correlation_image: np.ndarray | None
+        crop_boxes: np.ndarray
+        crop_masks: np.ndarray
+        fov_mask: np.ndarray
+        params: PreprocessParams
+        enhanced: np.ndarray | None = None
+        crops: np.ndarray | None = None
+        fov_map: np.ndarray | None = None
+
+    pre = Pre(image, correlation, np.array([[0, 0, 96, 96]], np.int32), np.ones((1, 96, 96), bool),
+              np.ones(image.shape, bool), PreprocessParams())
+    judged = InferenceOptions(preprocess=PreprocessParams(), correlation_view=True)
+    assert judged.rules.correlation_view_max_blur == cells.CORRELATION_VIEW_MAX_BLUR == 1.3
+    added = cells.add_correlation_view_cells(seg, pre, None, judged)
+    assert added.n_cells == 3 and added.soma[90, 30] == 3 and added.soma[90, 80] == 0
+    assert added.counts["correlation_view_added"] == 1 and added.counts["correlation_view_unfocused_removed"] == 1
+    # without the test both go in; the median image's own blur rule sees two sharp discs
+    unjudged = dataclasses.replace(judged, rules=CellRules(correlation_view_max_blur=0.0))
+    both = cells.add_correlation_view_cells(seg, pre, None, unjudged)
+    assert both.n_cells == 4 and both.soma[90, 80] == 4 and both.counts["correlation_view_added"] == 2
+    assert "correlation_view_unfocused_removed" not in both.counts

@@ -61,7 +61,9 @@ def reject_lookalikes(seg: Any, pre: Any, options: InferenceOptions) -> Any:
     return remove_lookalikes(seg, pre.median_image)
 
 
-def drop_blurred_additions(seg: Any, n_before: int, pre: Any, options: InferenceOptions) -> tuple[Any, int]:
+def drop_blurred_additions(seg: Any, n_before: int, pre: Any, options: InferenceOptions, *,
+                           image: np.ndarray | None = None, max_blur: float | None = None,
+                           count_key: str = "added_blurred_removed") -> tuple[Any, int]:
     """Cells ``n_before + 1..`` of ``seg`` (added by a finer scale) without those blurrier than the others.
 
     A cell that only a second, finer scale finds must be in focus as the
@@ -76,6 +78,9 @@ def drop_blurred_additions(seg: Any, n_before: int, pre: Any, options: Inference
     (``BORDER_ADDITIONS``), an added soma the FOV's edge cuts is judged by its
     edge width in pixels instead: its radius reads small.
 
+    ``image`` and ``max_blur`` judge the edges on another summary image with another bound (defaults: the
+    median image, ``CombineParams.max_relative_blur``); ``count_key`` names the count of cells removed.
+
     Returns
     -------
     seg : Segmentation
@@ -85,18 +90,21 @@ def drop_blurred_additions(seg: Any, n_before: int, pre: Any, options: Inference
     from astro3s.postprocess import CombineParams
     from astro3s.postprocess.sharpness import remove_blurred_cells
 
-    max_blur = options.combine.get("max_relative_blur", CombineParams.max_relative_blur)
-    if max_blur is not None and getattr(pre, "median_image", None) is not None and seg.n_cells > n_before:
+    if max_blur is None:
+        max_blur = options.combine.get("max_relative_blur", CombineParams.max_relative_blur)
+    if image is None:
+        image = getattr(pre, "median_image", None)
+    if max_blur is not None and image is not None and seg.n_cells > n_before:
         found_before = np.arange(seg.n_cells) < n_before
         # additions that outnumber the cells found before are the FOV's cells: their blur is judged against
         # every cell's median (the cells found before are kept either way)
         reference = None if additions_dominate(seg.soma_area, n_before) else found_before
         before = seg.counts.get("blurred_removed")
-        seg = remove_blurred_cells(seg, pre.median_image, max_relative_blur=float(max_blur), min_cells=1,
+        seg = remove_blurred_cells(seg, image, max_relative_blur=float(max_blur), min_cells=1,
                                    reference=reference, keep=found_before,
                                    border_in_pixels=options.rules.border_additions)
         # the first pass's own count stays what it was; this one is counted apart
-        counts = {**seg.counts, "added_blurred_removed": seg.counts["blurred_removed"]}
+        counts = {**seg.counts, count_key: seg.counts["blurred_removed"]}
         if before is None:
             counts.pop("blurred_removed")
         else:
@@ -618,15 +626,20 @@ def add_active_view_cells(seg: Any, pre: Any, model: Any, options: InferenceOpti
     ``ACTIVE_VIEW_PERCENTILE``-th percentile image of the same frames. The
     FOV is segmented again on that view (:func:`active_view`) and the cells
     found there are added by :func:`add_view_cells`.
-    ``counts["active_view_added"]`` says how many were kept. Run only with
-    ``options.active_view`` (off by default): designed on held-out movies
-    where it found dim cells the median image hides, it added more false
-    cells than true on never-seen ones (neuropil patches, a vessel wall's
-    stretch, soft blobs: CLAHE turns the active image's texture into
-    cell-like patches), experiments/results/heldout_ablation.md.
+    ``counts["active_view_added"]`` says how many were kept. Run with
+    ``options.active_view`` (on by default since 2026-12-07, eighteenth
+    session; off before: on the never-seen movies of 2026-12-05 it added
+    neuropil patches, a vessel wall's stretch and soft blobs, CLAHE turning
+    the active image's texture into cell-like patches, before the faint-cell
+    rule), experiments/results/heldout_ablation.md.
     """
     view = active_view(pre) if seg.n_cells else None
     return add_view_cells(seg, view, pre, model, options, label="active_view", timings=timings, name=name)
+
+
+#: a cell the correlation view adds goes when its soma edge on the correlation image is more than this many times
+#: as blurred as the median of the cells found before (:func:`add_correlation_view_cells`; 0: no such test)
+CORRELATION_VIEW_MAX_BLUR = 1.3
 
 
 def add_correlation_view_cells(seg: Any, pre: Any, model: Any, options: InferenceOptions, *,
@@ -636,15 +649,26 @@ def add_correlation_view_cells(seg: Any, pre: Any, model: Any, options: Inferenc
     The median image the network was trained on, with cells dim at rest but active brightened through the
     movie's local temporal-correlation image; added by :func:`add_view_cells`
     (``counts["correlation_view_added"]``). Run only with ``options.correlation_view``.
+
+    The view draws what the correlation image shows, and that image draws an active out-of-focus cell or soft
+    blob as a plateau as sharp-edged as a cell's, the median image's blur cue gone: a cell the view adds must
+    also have a soma edge on the correlation image itself no more than
+    ``options.rules.correlation_view_max_blur`` (:data:`CORRELATION_VIEW_MAX_BLUR`) times as blurred as the
+    cells found before (``counts["correlation_view_unfocused_removed"]``). Measured 2026-12-08 (twentieth
+    session) on 29 development movies where the view added cells: 0 of 26 true additions above 1.11, 15 of 21
+    false ones above 1.46 (out-of-focus astrocytes and soft blobs), experiments/results/heldout_ablation.md.
     """
     from astro3s.inference.pipeline import CORRELATION_VIEW_WEIGHT
 
     view = correlation_view(pre, weight=CORRELATION_VIEW_WEIGHT) if seg.n_cells else None
-    return add_view_cells(seg, view, pre, model, options, label="correlation_view", timings=timings, name=name)
+    return add_view_cells(seg, view, pre, model, options, label="correlation_view", timings=timings, name=name,
+                          focus_image=getattr(pre, "correlation_image", None),
+                          max_focus_blur=options.rules.correlation_view_max_blur)
 
 
 def add_view_cells(seg: Any, view: Any, pre: Any, model: Any, options: InferenceOptions, *, label: str,
-                   timings: dict[str, float] | None = None, name: str = "") -> Any:
+                   timings: dict[str, float] | None = None, name: str = "", focus_image: np.ndarray | None = None,
+                   max_focus_blur: float = 0.0) -> Any:
     """``seg`` with the cells the FOV's second ``view`` finds and ``seg`` lacks.
 
     ``view`` is ``pre`` with other crops and FOV map (:func:`active_view`, :func:`correlation_view`):
@@ -652,7 +676,10 @@ def add_view_cells(seg: Any, view: Any, pre: Any, model: Any, options: Inference
     ``soma_scale="fixed"``), and its cells whose soma overlaps no soma of ``seg`` are added
     (:func:`astro3s.postprocess.add_missing_cells`), unless their soma edge is blurrier than the cells
     found allow (:func:`drop_blurred_additions`: out-of-focus cells are active too) or their soma is
-    under 0.4x their median area (:func:`drop_small_additions`). Nothing is added to a FOV without
+    under 0.4x their median area (:func:`drop_small_additions`). With ``focus_image`` and ``max_focus_blur``
+    > 0, a cell added must also be no more than ``max_focus_blur`` times as blurred as the cells found before on
+    ``focus_image`` (the summary image the view was made from; :func:`drop_blurred_additions`,
+    ``counts[f"{label}_unfocused_removed"]``). Nothing is added to a FOV without
     cells (``view`` None: no reference for the rules). ``counts[f"{label}_added"]`` says how many
     were kept; ``timings[f"{label}_s"]`` how long it took.
     """
@@ -667,6 +694,11 @@ def add_view_cells(seg: Any, view: Any, pre: Any, model: Any, options: Inference
     n_before = seg.n_cells
     counts = dict(seg.counts)
     merged, _ = drop_blurred_additions(add_missing_cells(seg, found), n_before, pre, options)
+    unfocused = 0
+    if focus_image is not None and max_focus_blur > 0:
+        merged, _ = drop_blurred_additions(merged, n_before, pre, options, image=focus_image,
+                                           max_blur=max_focus_blur, count_key="unfocused_removed")
+        unfocused = merged.counts.pop("unfocused_removed", 0)
     merged, n_added = drop_small_additions(merged, n_before, min_relative_area=options.rules.min_added_area,
                                            border_radii=options.rules.border_additions)
     if n_added:
@@ -674,6 +706,8 @@ def add_view_cells(seg: Any, view: Any, pre: Any, model: Any, options: Inference
     # the first pass's counts stay what they were; this view's are counted apart
     counts.update(cells=merged.n_cells, **{f"{label}_added": n_added,
                                            f"{label}_blurred_removed": merged.counts.get("added_blurred_removed", 0)})
+    if focus_image is not None and max_focus_blur > 0:
+        counts[f"{label}_unfocused_removed"] = unfocused
     if timings is not None:
         timings[f"{label}_s"] = time.perf_counter() - start
     return dataclasses.replace(merged, counts=counts)

@@ -95,6 +95,10 @@ class CellRules:
     min_added_area : float
         A cell that only a finer pass (or a second view) adds goes when its soma is under this fraction of the
         median soma of the cells found before (:data:`astro3s.inference.cells.MIN_ADDED_RELATIVE_AREA`; 0: never).
+    correlation_view_max_blur : float
+        A cell the correlation view adds goes when its soma edge on the movie's local correlation image is more
+        than this many times as blurred as the cells found before
+        (:data:`astro3s.inference.cells.CORRELATION_VIEW_MAX_BLUR`; 0: no such test).
     large_soma_ratio : float
         The 2x2-binned large-soma pass adds a cell only when its soma is at least this many times the FOV's
         median soma (:data:`astro3s.inference.cells.LARGE_SOMA_RATIO`).
@@ -179,6 +183,7 @@ class CellRules:
     small_soma_slack: float = cells.SMALL_SOMA_SLACK
     crowded_soma_slack: float = cells.CROWDED_SOMA_SLACK
     min_added_area: float = cells.MIN_ADDED_RELATIVE_AREA
+    correlation_view_max_blur: float = cells.CORRELATION_VIEW_MAX_BLUR
     large_soma_ratio: float = cells.LARGE_SOMA_RATIO
     border_centred_crops: bool = cells.BORDER_CENTRED_CROPS
     border_centred_agreement: float = cells.BORDER_CENTRED_AGREEMENT
