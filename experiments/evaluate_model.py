@@ -551,6 +551,14 @@ def markdown(report: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+def _switch(parser: argparse.ArgumentParser, dest: str, flags: tuple[str, str], default: bool, on_help: str,
+            off_help: str) -> None:
+    """A pair of flags setting ``dest`` on and off (``default`` when neither is given)."""
+    pair = parser.add_mutually_exclusive_group()
+    pair.add_argument(flags[0], dest=dest, action="store_true", default=default, help=on_help)
+    pair.add_argument(flags[1], dest=dest, action="store_false", help=off_help)
+
+
 def main(argv: list[str] | None = None) -> int:
     from astro3s.inference.pipeline import BINNED_PROCESS_MODES, SOMATA_MODES
 
@@ -571,25 +579,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fixed-clahe-tiles", action="store_true",
                         help="the CLAHE tiles stay as configured when the fitted somata are larger "
                              "(astro3s-infer scale_clahe_tiles=false)")
-    view = parser.add_mutually_exclusive_group()
-    view.add_argument("--active-view", dest="active_view", action="store_true", default=True,
-                      help="a second network view on the active image (astro3s-infer active_view=true; the default "
-                           "since 2026-12-07, eighteenth session)")
-    view.add_argument("--no-active-view", dest="active_view", action="store_false",
-                      help="without it (astro3s-infer active_view=false; the figures before 2026-12-07, eighteenth "
-                           "session)")
-    fast = parser.add_mutually_exclusive_group()
-    fast.add_argument("--drop-fast-event-cells", dest="drop_fast_event_cells", action="store_true", default=True,
-                      help="drop cells whose >= 5 somatic events (SNR >= 5) decay in a median < 1.2 s (neuron-like; "
-                           "astro3s.events.kinetics; the default since 2026-12-06)")
-    fast.add_argument("--keep-fast-event-cells", dest="drop_fast_event_cells", action="store_false",
-                      help="keep them (astro3s-infer drop_fast_event_cells=false; the figures before 2026-12-06)")
-    corr = parser.add_mutually_exclusive_group()
-    corr.add_argument("--correlation-view", dest="correlation_view", action="store_true", default=False,
-                      help="a second network view on the median image brightened by the local correlation "
-                           "image (astro3s-infer correlation_view=true)")
-    corr.add_argument("--no-correlation-view", dest="correlation_view", action="store_false",
-                      help="without it (astro3s-infer correlation_view=false)")
+    _switch(parser, "active_view", ("--active-view", "--no-active-view"), True,
+            "a second network view on the active image (astro3s-infer active_view=true; the default since "
+            "2026-12-07, eighteenth session)",
+            "without it (astro3s-infer active_view=false; the figures before 2026-12-07, eighteenth session)")
+    _switch(parser, "drop_fast_event_cells", ("--drop-fast-event-cells", "--keep-fast-event-cells"), True,
+            "drop cells whose >= 5 somatic events (SNR >= 5) decay in a median < 1.2 s (neuron-like; "
+            "astro3s.events.kinetics; the default since 2026-12-06)",
+            "keep them (astro3s-infer drop_fast_event_cells=false; the figures before 2026-12-06)")
+    _switch(parser, "correlation_view", ("--correlation-view", "--no-correlation-view"), False,
+            "a second network view on the median image brightened by the local correlation image (astro3s-infer "
+            "correlation_view=true)",
+            "without it (astro3s-infer correlation_view=false; the default)")
     from astro3s.inference.rules import CellRules
 
     kinds = {spec.name: type(spec.default) for spec in dataclasses.fields(CellRules)}

@@ -66,6 +66,22 @@ def test_inference_options_ask_for_the_active_image() -> None:
     assert not off.active_view and off.preprocess.active_percentile is None
 
 
+@dataclasses.dataclass
+class _Pre:
+    """What the second views and the rules on their cells read of a pre-processed movie."""
+
+    median_image: np.ndarray
+    crop_boxes: np.ndarray
+    crop_masks: np.ndarray
+    fov_mask: np.ndarray
+    params: object
+    active_image: np.ndarray | None = None
+    correlation_image: np.ndarray | None = None
+    enhanced: np.ndarray | None = None
+    crops: np.ndarray | None = None
+    fov_map: np.ndarray | None = None
+
+
 def _scene() -> tuple[np.ndarray, np.ndarray]:
     # four sharp discs of radius 8 in the median image (cells 1-2 found, 3-4 not), one soft blob, one speck
     yy, xx = np.mgrid[:120, :160]
@@ -111,20 +127,8 @@ def test_the_active_view_adds_the_sharp_cells_it_alone_finds(monkeypatch: pytest
 
     monkeypatch.setattr(cells, "segment_movie", fake_segment_movie)
 
-    @dataclasses.dataclass
-    class Pre:  # what the view and the rules read of a pre-processed movie
-        median_image: np.ndarray
-        active_image: np.ndarray | None
-        crop_boxes: np.ndarray
-        crop_masks: np.ndarray
-        fov_mask: np.ndarray
-        params: PreprocessParams
-        enhanced: np.ndarray | None = None
-        crops: np.ndarray | None = None
-        fov_map: np.ndarray | None = None
-
-    boxes = np.array([[0, 0, 96, 96]], np.int32)
-    pre = Pre(image, image * 2, boxes, np.ones((1, 96, 96), bool), np.ones(image.shape, bool), PreprocessParams())
+    pre = _Pre(image, np.array([[0, 0, 96, 96]], np.int32), np.ones((1, 96, 96), bool), np.ones(image.shape, bool),
+               PreprocessParams(), active_image=image * 2)
     options = InferenceOptions(preprocess=PreprocessParams(), active_view=True)
     timings: dict[str, float] = {}
     added = cells.add_active_view_cells(seg, pre, model=None, options=options, timings=timings, name="x")
@@ -253,20 +257,8 @@ def test_correlation_view_additions_must_be_sharp_on_the_correlation_image(monke
     soft = ndi.gaussian_filter((np.hypot(yy - 90, xx - 80) <= 8).astype(np.float32), 4.0)
     correlation = 0.05 + sharp + 0.9 * soft / soft.max()
 
-    @dataclasses.dataclass
-    class Pre:
-        median_image: np.ndarray
-        correlation_image: np.ndarray | None
-        crop_boxes: np.ndarray
-        crop_masks: np.ndarray
-        fov_mask: np.ndarray
-        params: PreprocessParams
-        enhanced: np.ndarray | None = None
-        crops: np.ndarray | None = None
-        fov_map: np.ndarray | None = None
-
-    pre = Pre(image, correlation, np.array([[0, 0, 96, 96]], np.int32), np.ones((1, 96, 96), bool),
-              np.ones(image.shape, bool), PreprocessParams())
+    pre = _Pre(image, np.array([[0, 0, 96, 96]], np.int32), np.ones((1, 96, 96), bool), np.ones(image.shape, bool),
+               PreprocessParams(), correlation_image=correlation)
     judged = InferenceOptions(preprocess=PreprocessParams(), correlation_view=True)
     assert judged.rules.correlation_view_max_blur == cells.CORRELATION_VIEW_MAX_BLUR == 1.3
     added = cells.add_correlation_view_cells(seg, pre, None, judged)
