@@ -175,7 +175,7 @@ class InferenceOptions:
         its texture, stays the median image the network was trained on
         (:func:`astro3s.inference.cells.add_correlation_view_cells`; its cells must also be sharp on the
         correlation image itself, ``rules.correlation_view_max_blur``). Off by default: on fresh never-seen
-        movies it adds active look-alikes (soft blobs, out-of-focus cells) as often as cells dim at rest.
+        movies it added more active look-alikes (soft blobs, out-of-focus cells) than cells dim at rest.
     drop_fast_event_cells : bool
         Drop the cells whose somatic events are many (>= ``FAST_MIN_EVENTS``) and decay in a median under
         ``FAST_MAX_DECAY_S`` seconds (:func:`astro3s.events.kinetics.fast_event_cells`): neuron-like
