@@ -655,8 +655,9 @@ def add_correlation_view_cells(seg: Any, pre: Any, model: Any, options: Inferenc
     also have a soma edge on the correlation image itself no more than
     ``options.rules.correlation_view_max_blur`` (:data:`CORRELATION_VIEW_MAX_BLUR`) times as blurred as the
     cells found before (``counts["correlation_view_unfocused_removed"]``). Measured 2026-12-08 (twentieth
-    session) on 29 development movies where the view added cells: 0 of 26 true additions above 1.11, 15 of 21
-    false ones above 1.46 (out-of-focus astrocytes and soft blobs), experiments/results/heldout_ablation.md.
+    session) on 29 development movies where the view added cells: its 26 true additions at 1.10 or less, 14 of
+    its 19 false ones at 1.46 or more (out-of-focus astrocytes and soft blobs),
+    experiments/results/view_additions_probe.md.
     """
     from astro3s.inference.pipeline import CORRELATION_VIEW_WEIGHT
 
