@@ -699,7 +699,7 @@ def add_view_cells(seg: Any, view: Any, pre: Any, model: Any, options: Inference
     if focus_image is not None and max_focus_blur > 0:
         merged, _ = drop_blurred_additions(merged, n_before, pre, options, image=focus_image,
                                            max_blur=max_focus_blur, count_key="unfocused_removed")
-        unfocused = merged.counts.pop("unfocused_removed", 0)
+        unfocused = merged.counts.get("unfocused_removed", 0)
     merged, n_added = drop_small_additions(merged, n_before, min_relative_area=options.rules.min_added_area,
                                            border_radii=options.rules.border_additions)
     if n_added:
