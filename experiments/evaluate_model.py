@@ -154,23 +154,12 @@ def _score_group(model, options, folders: list[Path], *, member: str = "", save_
 
     ``save_dir``: each movie's segmentation and truth also go to ``save_dir/<name>.npz`` (:func:`save_segmentation`).
     """
-    from astro3s.inference import segment_movie
-    from astro3s.io import read_movie
     from astro3s.metrics import astra_scores
-    from astro3s.preprocess import preprocess
 
     preds, gts, movies = [], [], []
     for folder in folders:  # loop over movies
         start = time.perf_counter()
-        movie = read_movie(folder / f"{folder.name}.tif")
-        try:
-            pre = preprocess(movie, options.preprocess, progress=False)
-            pre, seg, scale = segment_movie(pre, model, options, name=folder.name)
-            if options.drop_fast_event_cells:
-                seg = _without_fast_event_cells(seg, pre.corrected if pre.corrected is not None else movie,
-                                                rules=options.rules)
-        finally:
-            movie.close()
+        pre, seg, scale = segment_folder(folder, model, options)
         seconds = time.perf_counter() - start
         soma, processes, thin = _read_truth(folder)
         if save_dir is not None:
@@ -188,6 +177,26 @@ def _score_group(model, options, folders: list[Path], *, member: str = "", save_
                  scores["process_f1"], scores["thin_process_f1"], seconds)
     return {"pooled": _pool(movies, preds, gts), "movies": movies,
             "seconds_per_movie": round(float(np.mean([m["seconds"] for m in movies])), 2) if movies else None}
+
+
+def segment_folder(folder: Path, model, options):
+    """The cells of ``folder/<name>.tif`` as ``astro3s-infer`` finds them before its CC analysis: pre-processed,
+    segmented (:func:`astro3s.inference.segment_movie`) and, with ``options.drop_fast_event_cells``, without the
+    neuron-like cells (:func:`_without_fast_event_cells`). Returns ``(pre, seg, soma_scale_info)``."""
+    from astro3s.inference import segment_movie
+    from astro3s.io import read_movie
+    from astro3s.preprocess import preprocess
+
+    movie = read_movie(folder / f"{folder.name}.tif")
+    try:
+        pre = preprocess(movie, options.preprocess, progress=False)
+        pre, seg, scale = segment_movie(pre, model, options, name=folder.name)
+        if options.drop_fast_event_cells:
+            seg = _without_fast_event_cells(seg, pre.corrected if pre.corrected is not None else movie,
+                                            rules=options.rules)
+    finally:
+        movie.close()
+    return pre, seg, scale
 
 
 def _without_fast_event_cells(seg, movie, *, rules):

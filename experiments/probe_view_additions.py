@@ -56,46 +56,39 @@ def probe(folders: list[Path]) -> list[dict]:
     """One record per cell a view adds, the pipeline run with the correlation view on and its focus test off."""
     import evaluate_model as em
 
-    from astro3s.inference import cells, load_inference_model, segment_movie
-    from astro3s.io import read_movie
+    from astro3s.inference import cells, load_inference_model
     from astro3s.metrics import match_instances
-    from astro3s.preprocess import preprocess
 
     model, options = load_inference_model("default", figures=False, correlation_view=True)
     options = dataclasses.replace(options, rules=dataclasses.replace(options.rules, correlation_view_max_blur=0.0))
     original = cells.add_view_cells
+    added: list[tuple[str, np.ndarray, float, float]] = []  # the current movie's additions
+
+    def recorded(seg, view, pre, *args, **kwargs):
+        out = original(seg, view, pre, *args, **kwargs)
+        on_correlation = relative_blur(getattr(pre, "correlation_image", None), out.soma, seg.n_cells)
+        on_median = relative_blur(getattr(pre, "median_image", None), out.soma, seg.n_cells)
+        for k in range(seg.n_cells + 1, out.n_cells + 1):
+            added.append((kwargs["label"], out.soma == k, on_correlation[k - seg.n_cells - 1],
+                          on_median[k - seg.n_cells - 1]))
+        return out
+
     rows: list[dict] = []
-    for folder in folders:  # a loop over movies
-        added: list[tuple[str, np.ndarray, float, float]] = []
-
-        def recorded(seg, view, pre, *args, **kwargs):
-            out = original(seg, view, pre, *args, **kwargs)
-            on_correlation = relative_blur(getattr(pre, "correlation_image", None), out.soma, seg.n_cells)
-            on_median = relative_blur(getattr(pre, "median_image", None), out.soma, seg.n_cells)
-            for k in range(seg.n_cells + 1, out.n_cells + 1):
-                added.append((kwargs["label"], out.soma == k, on_correlation[k - seg.n_cells - 1],
-                              on_median[k - seg.n_cells - 1]))
-            return out
-
-        cells.add_view_cells = recorded
-        movie = read_movie(folder / f"{folder.name}.tif")
-        try:
-            pre = preprocess(movie, options.preprocess, progress=False)
-            pre, seg, _ = segment_movie(pre, model, options, name=folder.name)
-            if options.drop_fast_event_cells:
-                seg = em._without_fast_event_cells(seg, pre.corrected if pre.corrected is not None else movie,
-                                                   rules=options.rules)
-        finally:
-            cells.add_view_cells = original
-            movie.close()
-        soma, _, _ = em._read_truth(folder)
-        matched = set(match_instances(seg.soma, soma).pred_ids.tolist())
-        for label, mask, blur_correlation, blur_median in added:
-            kept, true = fate(mask, seg.soma, matched)
-            rows.append({"movie": folder.name, "view": label, "kept": kept, "true": true,
-                         "area": int(mask.sum()), "blur_on_correlation": float(blur_correlation),
-                         "blur_on_median": float(blur_median)})
-        log.info("%s: %d cell(s) added by the views", folder.name, len(added))
+    cells.add_view_cells = recorded
+    try:
+        for folder in folders:  # a loop over movies
+            added.clear()
+            _, seg, _ = em.segment_folder(folder, model, options)
+            soma, _, _ = em._read_truth(folder)
+            matched = set(match_instances(seg.soma, soma).pred_ids.tolist())
+            for label, mask, blur_correlation, blur_median in added:
+                kept, true = fate(mask, seg.soma, matched)
+                rows.append({"movie": folder.name, "view": label, "kept": kept, "true": true,
+                             "area": int(mask.sum()), "blur_on_correlation": float(blur_correlation),
+                             "blur_on_median": float(blur_median)})
+            log.info("%s: %d cell(s) added by the views", folder.name, len(added))
+    finally:
+        cells.add_view_cells = original
     return rows
 
 

@@ -695,7 +695,7 @@ def add_view_cells(seg: Any, view: Any, pre: Any, model: Any, options: Inference
     n_before = seg.n_cells
     counts = dict(seg.counts)
     merged, _ = drop_blurred_additions(add_missing_cells(seg, found), n_before, pre, options)
-    unfocused = 0
+    unfocused = None  # the focus test's count, when it ran
     if focus_image is not None and max_focus_blur > 0:
         merged, _ = drop_blurred_additions(merged, n_before, pre, options, image=focus_image,
                                            max_blur=max_focus_blur, count_key="unfocused_removed")
@@ -707,7 +707,7 @@ def add_view_cells(seg: Any, view: Any, pre: Any, model: Any, options: Inference
     # the first pass's counts stay what they were; this view's are counted apart
     counts.update(cells=merged.n_cells, **{f"{label}_added": n_added,
                                            f"{label}_blurred_removed": merged.counts.get("added_blurred_removed", 0)})
-    if focus_image is not None and max_focus_blur > 0:
+    if unfocused is not None:
         counts[f"{label}_unfocused_removed"] = unfocused
     if timings is not None:
         timings[f"{label}_s"] = time.perf_counter() - start
