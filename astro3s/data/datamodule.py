@@ -141,6 +141,11 @@ class AstroDataModule(pl.LightningDataModule):
         Target of pixels outside a sample's valid mask.
     drop_last : bool
         Drop the last incomplete training batch.
+    input_channels : int
+        Channels of every sample (the network's ``in_channels``): 1 the enhanced median image, ASTRA's
+        input; 2 also the local temporal-correlation image
+        (:mod:`astro3s.preprocess.network_input`; the pre-processing then keeps it:
+        ``keep_correlation_image`` is set).
 
     Attributes
     ----------
@@ -175,10 +180,18 @@ class AstroDataModule(pl.LightningDataModule):
         normalize: str = "mean",
         outside_mask: str = "background",
         drop_last: bool = False,
+        input_channels: int = 1,
     ) -> None:
         super().__init__()
         self.source = as_source(fovs)
         self.params = as_preprocess_params(preprocess)
+        self.input_channels = int(input_channels)
+        if self.input_channels not in (1, 2):
+            raise ConfigError(f"data.input_channels must be 1 (median image) or 2 (and correlation image), "
+                              f"got {input_channels}")
+        if self.input_channels > 1 and not self.params.keep_correlation_image:
+            # the second channel is cut from it; the flag is part of the cache key and of the model's preprocess.yaml
+            self.params = self.params.replace(keep_correlation_image=True)
         self.cache_dir = Path(cache_dir)
         self.split = str(split)
         self.fold = int(fold)
@@ -313,11 +326,12 @@ class AstroDataModule(pl.LightningDataModule):
             raise InputError(spec.soma or spec.roiset, f"ground truth shape {soma.shape} differs from the "
                              f"movie's FOV {tuple(pre.fov_map.shape)}.", "give the annotation of this movie.")
         classes = class_image(soma, processes)
-        parts = [crop_samples(pre, classes, normalize=self.normalize, outside_mask=self.outside_mask)]
+        parts = [crop_samples(pre, classes, normalize=self.normalize, outside_mask=self.outside_mask,
+                              channels=self.input_channels)]
         if self.use_fov_samples:
             parts.append(fov_tile_samples(pre, classes, tile_size=int(self.params.crop_size),
                                           stride=self.fov_tile_stride, normalize=self.normalize,
-                                          outside_mask=self.outside_mask))
+                                          outside_mask=self.outside_mask, channels=self.input_channels))
         self._samples[spec.name] = parts
         self._classes[spec.name] = classes
         self._labels[spec.name] = (soma, processes)
@@ -364,7 +378,7 @@ class AstroDataModule(pl.LightningDataModule):
         items = []
         for name in getattr(self.split_names, stage):  # loop over FOVs
             image, target = whole_fov_sample(self._pre[name], self._classes[name], normalize=self.normalize,
-                                             outside_mask=self.outside_mask)
+                                             outside_mask=self.outside_mask, channels=self.input_channels)
             items.append((index_of[name], image, target, self._pre[name].crop_boxes))
         return FOVDataset(items)
 
@@ -391,6 +405,7 @@ class AstroDataModule(pl.LightningDataModule):
             "split": self.split, "fold": self.fold,
             "normalize": self.normalize, "outside_mask": self.outside_mask,
             "use_fov_samples": self.use_fov_samples, "batch_size": self.batch_size,
+            "input_channels": self.input_channels,
             "augment": self.augment_params is not None,
         }
 

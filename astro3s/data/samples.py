@@ -43,6 +43,7 @@ __all__ = [
     "class_image",
     "crop_samples",
     "fov_tile_samples",
+    "normalize_channels",
     "normalize_images",
 ]
 
@@ -113,15 +114,22 @@ def normalize_images(images: np.ndarray, how: str) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def normalize_channels(images: np.ndarray, how: str) -> np.ndarray:
+    """:func:`normalize_images` of each channel of each image of ``(N, C, H, W)`` on its own."""
+    images = np.asarray(images, dtype=np.float32)
+    n, c = images.shape[:2]
+    return normalize_images(images.reshape(n * c, *images.shape[2:]), how).reshape(images.shape)
+
+
 class SampleArrays:
-    """Stacked samples of one FOV: ``images (N, 1, S, S) float32``, ``targets (N, S, S) uint8``.
+    """Stacked samples of one FOV: ``images (N, C, S, S) float32``, ``targets (N, S, S) uint8``.
 
     ``kind`` is ``"crop"`` (single-cell crops) or ``"fov_tile"`` (tiles of the FOV map).
     """
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, kind: str) -> None:
-        if images.ndim != 4 or images.shape[1] != 1 or targets.shape != (images.shape[0], *images.shape[2:]):
-            raise ValueError(f"images (N,1,S,S) and targets (N,S,S) expected, got {images.shape}, {targets.shape}")
+        if images.ndim != 4 or targets.shape != (images.shape[0], *images.shape[2:]):
+            raise ValueError(f"images (N,C,S,S) and targets (N,S,S) expected, got {images.shape}, {targets.shape}")
         self.images = images
         self.targets = targets
         self.kind = kind
@@ -131,7 +139,7 @@ class SampleArrays:
 
 
 def crop_samples(pre, classes: np.ndarray, *, normalize: str = "mean",
-                 outside_mask: str = "background") -> SampleArrays:
+                 outside_mask: str = "background", channels: int = 1) -> SampleArrays:
     """Single-cell crop samples of a pre-processed FOV.
 
     Parameters
@@ -142,12 +150,17 @@ def crop_samples(pre, classes: np.ndarray, *, normalize: str = "mean",
         From :func:`class_image`.
     normalize, outside_mask : str
         See the module notes.
+    channels : int
+        Input channels (:func:`astro3s.preprocess.network_input.crop_channels`): 1 the enhanced
+        median image, 2 also the local correlation image (``pre.correlation_image``).
 
     Returns
     -------
     SampleArrays
-        ``images (N, 1, S, S)`` float32, ``targets (N, S, S)`` uint8 class indices.
+        ``images (N, channels, S, S)`` float32, ``targets (N, S, S)`` uint8 class indices.
     """
+    from astro3s.preprocess.network_input import crop_channels
+
     check_choice("outside_mask", outside_mask, OUTSIDE_MASK_RULES)
     crops = np.asarray(pre.crops, dtype=np.float32)
     size = crops.shape[-1] if crops.ndim == 3 else int(pre.params.crop_size)
@@ -155,14 +168,15 @@ def crop_samples(pre, classes: np.ndarray, *, normalize: str = "mean",
         raise ValueError(f"ground truth shape {classes.shape} differs from the movie's FOV {pre.fov_map.shape}")
     boxes = np.asarray(pre.crop_boxes).reshape(-1, 4)
     if len(boxes) == 0:
-        return SampleArrays(np.zeros((0, 1, size, size), np.float32), np.zeros((0, size, size), np.uint8), "crop")
+        return SampleArrays(np.zeros((0, channels, size, size), np.float32), np.zeros((0, size, size), np.uint8),
+                            "crop")
     targets, padding = _cut_classes(classes, boxes, size)
     if outside_mask == "keep":
         targets[padding] = BACKGROUND
     else:
         invalid = ~np.asarray(pre.crop_masks, dtype=bool) | padding
         targets[invalid] = _invalid_label(outside_mask)
-    images = normalize_images(crops, normalize)[:, None]
+    images = normalize_channels(crop_channels(pre, channels), normalize)
     return SampleArrays(images, targets, "crop")
 
 
@@ -178,7 +192,7 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
 
 def fov_tile_samples(pre, classes: np.ndarray, *, tile_size: int = 96, stride: int = 48,
                      normalize: str = "mean", outside_mask: str = "background",
-                     min_valid_fraction: float = 0.01) -> SampleArrays:
+                     min_valid_fraction: float = 0.01, channels: int = 1) -> SampleArrays:
     """Whole-FOV samples served as ``tile_size`` tiles of the FOV map, so that they batch with the crops.
 
     The networks are fully convolutional: tiles of the FOV map teach them the
@@ -191,12 +205,15 @@ def fov_tile_samples(pre, classes: np.ndarray, *, tile_size: int = 96, stride: i
     Returns
     -------
     SampleArrays
-        ``images (N, 1, T, T)`` float32, ``targets (N, T, T)`` uint8, ``kind="fov_tile"``.
+        ``images (N, channels, T, T)`` float32 (:func:`astro3s.preprocess.network_input.fov_channels`),
+        ``targets (N, T, T)`` uint8, ``kind="fov_tile"``.
     """
+    from astro3s.preprocess.network_input import fov_channels
+
     check_choice("outside_mask", outside_mask, OUTSIDE_MASK_RULES)
-    fov = np.asarray(pre.fov_map, dtype=np.float32)
+    fov = fov_channels(pre, channels)
     valid = np.asarray(pre.fov_mask, dtype=bool)
-    height, width = fov.shape
+    height, width = fov.shape[-2:]
     targets_full = classes.copy()
     if outside_mask != "keep":
         targets_full[~valid] = _invalid_label(outside_mask)
@@ -207,16 +224,16 @@ def fov_tile_samples(pre, classes: np.ndarray, *, tile_size: int = 96, stride: i
             y1, x1 = min(y0 + tile_size, height), min(x0 + tile_size, width)
             if valid[y0:y1, x0:x1].mean() < min_valid_fraction:
                 continue
-            image = np.zeros((tile_size, tile_size), np.float32)
+            image = np.zeros((channels, tile_size, tile_size), np.float32)
             target = np.full((tile_size, tile_size), pad_label, np.uint8)
-            image[: y1 - y0, : x1 - x0] = fov[y0:y1, x0:x1]
+            image[:, : y1 - y0, : x1 - x0] = fov[:, y0:y1, x0:x1]
             target[: y1 - y0, : x1 - x0] = targets_full[y0:y1, x0:x1]
             images.append(image)
             targets.append(target)
     if not images:
-        return SampleArrays(np.zeros((0, 1, tile_size, tile_size), np.float32),
+        return SampleArrays(np.zeros((0, channels, tile_size, tile_size), np.float32),
                             np.zeros((0, tile_size, tile_size), np.uint8), "fov_tile")
-    return SampleArrays(normalize_images(np.stack(images), normalize)[:, None], np.stack(targets), "fov_tile")
+    return SampleArrays(normalize_channels(np.stack(images), normalize), np.stack(targets), "fov_tile")
 
 
 class SampleDataset(Dataset):
@@ -229,7 +246,7 @@ class SampleDataset(Dataset):
 
     Notes
     -----
-    Items: ``image (1, S, S) float32``, ``target (S, S) int64``,
+    Items: ``image (C, S, S) float32``, ``target (S, S) int64``,
     ``fov_index`` int64 scalar (position of the FOV in the data module's list).
     """
 
@@ -263,7 +280,7 @@ class SampleDataset(Dataset):
 class FOVDataset(Dataset):
     """Whole-FOV samples (one per FOV, any size): for evaluation and prediction with ``batch_size=1``.
 
-    Items: ``image (1, H, W) float32`` (the normalised FOV map),
+    Items: ``image (C, H, W) float32`` (the normalised FOV map's channels),
     ``target (H, W) int64`` (full ground truth; outside the union mask per
     ``outside_mask``), ``fov_index``, ``crop_boxes (N, 4) int64``.
     """
@@ -284,12 +301,14 @@ class FOVDataset(Dataset):
         }
 
 
-def whole_fov_sample(pre, classes: np.ndarray, *, normalize: str = "mean",
-                     outside_mask: str = "background") -> tuple[np.ndarray, np.ndarray]:
-    """One whole-FOV sample: ``image (1, H, W) float32`` and ``target (H, W) uint8``."""
+def whole_fov_sample(pre, classes: np.ndarray, *, normalize: str = "mean", outside_mask: str = "background",
+                     channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """One whole-FOV sample: ``image (channels, H, W) float32`` and ``target (H, W) uint8``."""
+    from astro3s.preprocess.network_input import fov_channels
+
     check_choice("outside_mask", outside_mask, OUTSIDE_MASK_RULES)
     target = classes.copy()
     if outside_mask != "keep":
         target[~np.asarray(pre.fov_mask, dtype=bool)] = _invalid_label(outside_mask)
-    image = normalize_images(np.asarray(pre.fov_map, np.float32)[None], normalize)
+    image = normalize_channels(fov_channels(pre, channels)[None], normalize)[0]
     return image, target

@@ -371,11 +371,12 @@ def add_border_cut_cells(seg: Any, pre: Any, model: Any, options: InferenceOptio
     Segmentation
     """
     from astro3s.inference.network import border_centred_crops, cut_candidate_somata, predict_crops
+    from astro3s.models.base import input_channels
 
     image = _median_image_at(pre, seg)
     if seg.n_cells == 0 or image is None:
         return seg
-    index, crops, shift = border_centred_crops(pre)
+    index, crops, shift = border_centred_crops(pre, input_channels(model))
     if index.size == 0:
         return seg
     centred = predict_crops(model, dataclasses.replace(pre, crops=crops), normalize=options.normalize,

@@ -153,7 +153,7 @@ def _net_and_device(model: Any, device: str | None) -> tuple[Any, Any]:
 
 
 def _run_batches(net: Any, images: np.ndarray, *, device: Any, batch_size: int, amp: bool) -> np.ndarray:
-    """Softmax of ``net`` on ``images (N, 1, h, w)`` float32 -> ``(N, 3, h, w)`` float32."""
+    """Softmax of ``net`` on ``images (N, C, h, w)`` float32 -> ``(N, 3, h, w)`` float32."""
     import torch
 
     out = np.empty((images.shape[0], NUM_CLASSES, *images.shape[2:]), np.float32)
@@ -176,9 +176,10 @@ def predict_crops(model: Any, pre: Any, *, normalize: str = "mean", batch_size: 
     model : SegmentationModule or SegmentationNetwork
         Trained network (its ``net`` is used when it has one).
     pre : Preprocessed
-        Uses ``crops (N, S, S)`` float.
+        Uses ``crops (N, S, S)`` float (or already stacked ``(N, C, S, S)``), and for a network of two
+        input channels the correlation image (:func:`astro3s.preprocess.network_input.crop_channels`).
     normalize : {"mean", "none", "standardize"}
-        Per-crop normalisation, as in training (``data.normalize``).
+        Per-crop (and per-channel) normalisation, as in training (``data.normalize``).
     batch_size : int
         Crops per forward pass.
     device : str, optional
@@ -191,14 +192,16 @@ def predict_crops(model: Any, pre: Any, *, normalize: str = "mean", batch_size: 
     crop_probs : ndarray of float32, shape (N, 3, S, S)
         Softmax over :data:`astro3s.models.CLASS_NAMES`.
     """
-    from astro3s.data.samples import normalize_images
+    from astro3s.data.samples import normalize_channels
+    from astro3s.models.base import input_channels
+    from astro3s.preprocess.network_input import crop_channels
 
     crops = np.asarray(pre.crops, dtype=np.float32)
     size = int(pre.params.crop_size)
-    if crops.ndim != 3 or crops.shape[0] == 0:
+    if crops.ndim not in (3, 4) or crops.shape[0] == 0:
         return np.zeros((0, NUM_CLASSES, size, size), np.float32)
     net, dev = _net_and_device(model, device)
-    images = normalize_images(crops, normalize)[:, None]
+    images = normalize_channels(crop_channels(pre, input_channels(net)), normalize)
     return _run_batches(net, images, device=dev, batch_size=max(1, int(batch_size)), amp=amp)
 
 
@@ -230,11 +233,14 @@ def predict_crops_zoomed(model: Any, pre: Any, zoom: float = 1.0, *, normalize: 
     """
     from skimage.transform import resize
 
+    from astro3s.models.base import input_channels
+    from astro3s.preprocess.network_input import crop_channels
+
     boxes = np.asarray(pre.crop_boxes, dtype=np.int64).reshape(-1, 4)
     if zoom <= 1.0 or len(boxes) == 0:
         return predict_crops(model, pre, normalize=normalize, batch_size=batch_size, device=device,
                              amp=amp), np.asarray(pre.crop_boxes, np.int32)
-    crops = np.asarray(pre.crops, dtype=np.float32)
+    crops = crop_channels(pre, input_channels(model))  # (N, C, S, S): every channel zoomed alike
     size = crops.shape[-1]
     hw = boxes[:, 2:] - boxes[:, :2]
     side = int(hw.min())  # equal-sized boxes (an axis shorter than filter_box is taken whole)
@@ -243,8 +249,8 @@ def predict_crops_zoomed(model: Any, pre: Any, zoom: float = 1.0, *, normalize: 
     c = o + (side - m) // 2         # central m x m in the crop
     zoomed = np.zeros_like(crops)
     for n in range(len(crops)):  # loop over candidates
-        zoomed[n, o:o + side, o:o + side] = resize(crops[n, c:c + m, c:c + m], (side, side), order=1,
-                                                   preserve_range=True, anti_aliasing=False)
+        zoomed[n, :, o:o + side, o:o + side] = resize(crops[n, :, c:c + m, c:c + m], (crops.shape[1], side, side),
+                                                      order=1, preserve_range=True, anti_aliasing=False)
     probs = predict_crops(model, dataclasses.replace(pre, crops=zoomed), normalize=normalize,
                           batch_size=batch_size, device=device, amp=amp)
     out = np.zeros_like(probs)
@@ -264,7 +270,7 @@ def predict_crops_zoomed(model: Any, pre: Any, zoom: float = 1.0, *, normalize: 
 EDGE_BAND = 3
 
 
-def border_centred_crops(pre: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def border_centred_crops(pre: Any, channels: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Crops centred on the candidates whose box the FOV's edge moved, the FOV mirrored beyond the edge.
 
     A candidate's box (:func:`astro3s.preprocess.candidate_boxes`) is moved
@@ -274,23 +280,26 @@ def border_centred_crops(pre: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     part beyond the FOV's edge is the mirror image of the part inside
     (``enhanced`` times the candidate's local-filter mask, mirrored about
     the edge): the network then sees a whole soma. ``pre.candidates`` must
-    hold one label per box (the boxes' order).
+    hold one label per box (the boxes' order). With ``channels`` 2 the
+    correlation channel (:mod:`astro3s.preprocess.network_input`) is centred alike.
 
     Returns
     -------
     index : ndarray of int64, shape (K,)
         The boxes that moved (rows of ``pre.crop_boxes``).
-    crops : ndarray of float32, shape (K, S, S)
+    crops : ndarray of float32, shape (K, S, S), or (K, channels, S, S) when ``channels`` > 1
         Their centred crops, in the layout of ``pre.crops``.
     shift : ndarray of int64, shape (K, 2)
         ``(dy, dx)``: pixel ``(u, v)`` of a centred crop is pixel ``(u + dy, v + dx)`` of the box's own crop.
     """
     from astro3s.preprocess import crop_offsets
     from astro3s.preprocess.local_filter import candidate_centres
+    from astro3s.preprocess.network_input import channel_images
 
     boxes = np.asarray(pre.crop_boxes, dtype=np.int64).reshape(-1, 4)
     size = int(np.asarray(pre.crops).shape[-1]) if len(boxes) else 0
-    empty = (np.zeros(0, np.int64), np.zeros((0, size, size), np.float32), np.zeros((0, 2), np.int64))
+    layout = (size, size) if channels == 1 else (channels, size, size)
+    empty = (np.zeros(0, np.int64), np.zeros((0, *layout), np.float32), np.zeros((0, 2), np.int64))
     centres = candidate_centres(pre.candidates) if len(boxes) else np.zeros((0, 2))
     if len(boxes) == 0 or len(centres) != len(boxes):
         return empty
@@ -301,18 +310,19 @@ def border_centred_crops(pre: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if moved.size == 0:
         return empty
     offsets = crop_offsets(boxes, size)
-    enhanced = np.asarray(pre.enhanced, np.float32)
+    images = [np.asarray(pre.enhanced, np.float32), *channel_images(pre, channels)]
     masks = np.asarray(pre.crop_masks, bool)
-    crops = np.zeros((moved.size, size, size), np.float32)
+    crops = np.zeros((moved.size, len(images), size, size), np.float32)
     for j, n in enumerate(moved):  # loop over the moved boxes (a few per FOV)
         (y0, x0, y1, x1), (oy, ox) = boxes[n], offsets[n]
         h, w = y1 - y0, x1 - x0
-        inside = enhanced[y0:y1, x0:x1] * masks[n, oy:oy + h, ox:ox + w]
-        # the box's content, mirrored about each edge the box touches, then the window centred on the candidate
-        padded = np.pad(inside, ((h, h), (w, w)), mode="symmetric")
         wy, wx = wanted[n] - boxes[n, :2] + (h, w)
-        crops[j, oy:oy + h, ox:ox + w] = padded[wy:wy + h, wx:wx + w]
-    return moved.astype(np.int64), crops, shift[moved]
+        for c, image in enumerate(images):  # loop over the input channels (1 or 2)
+            inside = image[y0:y1, x0:x1] * masks[n, oy:oy + h, ox:ox + w]
+            # the box's content, mirrored about each edge the box touches, then the window centred on the candidate
+            padded = np.pad(inside, ((h, h), (w, w)), mode="symmetric")
+            crops[j, c, oy:oy + h, ox:ox + w] = padded[wy:wy + h, wx:wx + w]
+    return moved.astype(np.int64), (crops[:, 0] if channels == 1 else crops), shift[moved]
 
 
 def cut_candidate_somata(pre: Any, centred: np.ndarray, index: np.ndarray,
@@ -390,10 +400,11 @@ def with_border_centred_predictions(model: Any, pre: Any, crop_probs: np.ndarray
     """
     from scipy import ndimage as ndi
 
+    from astro3s.models.base import input_channels
     from astro3s.models.classes import SOMA
     from astro3s.preprocess import crop_offsets
 
-    index, crops, shift = border_centred_crops(pre)
+    index, crops, shift = border_centred_crops(pre, input_channels(model))
     if index.size == 0:
         return crop_probs
     centred = predict_crops(model, dataclasses.replace(pre, crops=crops), normalize=normalize,
@@ -460,9 +471,10 @@ def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", tiling: Tiling
     ----------
     model : SegmentationModule or SegmentationNetwork
     pre : Preprocessed
-        Uses ``fov_map (H, W)`` float.
+        Uses ``fov_map (H, W)`` float (or already stacked ``(C, H, W)``), and for a network of two
+        input channels the correlation image (:func:`astro3s.preprocess.network_input.fov_channels`).
     normalize : {"mean", "none", "standardize"}
-        As in training; the statistics are those of the whole map.
+        As in training; the statistics are those of the whole map, channel by channel.
     tiling : TilingParams, optional
         When and how the map is tiled (default: :class:`TilingParams`).
     batch_size : int
@@ -486,39 +498,41 @@ def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", tiling: Tiling
     fov_probs : ndarray of float32, shape (3, H, W)
         Softmax; background ``(0, 0, 1)`` nowhere forced (the network decides).
     """
+    from astro3s.models.base import input_channels
+    from astro3s.preprocess.network_input import fov_channels
+
+    fov = fov_channels(pre, input_channels(model))  # (C, H, W): every channel mirrored and zoomed alike
+    height, width = fov.shape[-2:]
     if mirror > 0:
-        fov = np.asarray(pre.fov_map, dtype=np.float32)
         # per axis no wider than the map (wider symmetric padding would repeat it)
-        pad_y, pad_x = min(int(mirror), fov.shape[0]), min(int(mirror), fov.shape[1])
-        extended = np.pad(fov, ((pad_y, pad_y), (pad_x, pad_x)), mode="symmetric")
+        pad_y, pad_x = min(int(mirror), height), min(int(mirror), width)
+        extended = np.pad(fov, ((0, 0), (pad_y, pad_y), (pad_x, pad_x)), mode="symmetric")
         tiling = tiling or TilingParams()
-        if math.prod(_zoomed_shape(fov.shape, zoom)) <= tiling.max_fov_pixels:
+        if math.prod(_zoomed_shape((height, width), zoom)) <= tiling.max_fov_pixels:
             # tiles cost ~2.7x one pass on a 512-px FOV (their overlaps) and read its edges differently
-            tiling = dataclasses.replace(tiling, max_fov_pixels=max(int(tiling.max_fov_pixels),
-                                                                    math.prod(_zoomed_shape(extended.shape, zoom))))
+            tiling = dataclasses.replace(tiling, max_fov_pixels=max(
+                int(tiling.max_fov_pixels), math.prod(_zoomed_shape(extended.shape[-2:], zoom))))
         probs = predict_fov(model, dataclasses.replace(pre, fov_map=extended), normalize=normalize,
                             tiling=tiling, batch_size=batch_size, device=device, amp=amp, zoom=zoom)
-        return np.ascontiguousarray(probs[:, pad_y:pad_y + fov.shape[0], pad_x:pad_x + fov.shape[1]])
+        return np.ascontiguousarray(probs[:, pad_y:pad_y + height, pad_x:pad_x + width])
     if zoom != 1.0:
         from skimage.transform import resize
 
-        fov = np.asarray(pre.fov_map, dtype=np.float32)
-        shape = _zoomed_shape(fov.shape, zoom)
-        big = resize(fov, shape, order=1, preserve_range=True, anti_aliasing=zoom < 1).astype(np.float32)
+        shape = _zoomed_shape((height, width), zoom)
+        big = resize(fov, (fov.shape[0], *shape), order=1, preserve_range=True,
+                     anti_aliasing=zoom < 1).astype(np.float32)
         probs = predict_fov(model, dataclasses.replace(pre, fov_map=big), normalize=normalize, tiling=tiling,
                             batch_size=batch_size, device=device, amp=amp)
-        return resize(probs, (NUM_CLASSES, *fov.shape), order=1, preserve_range=True,
+        return resize(probs, (NUM_CLASSES, height, width), order=1, preserve_range=True,
                       anti_aliasing=zoom > 1).astype(np.float32)
-    from astro3s.data.samples import normalize_images
+    from astro3s.data.samples import normalize_channels
     from astro3s.postprocess.blend import crop_weight
 
-    fov = np.asarray(pre.fov_map, dtype=np.float32)
-    height, width = fov.shape
-    image = normalize_images(fov[None], normalize)[0]
+    image = normalize_channels(fov[None], normalize)[0]
     net, dev = _net_and_device(model, device)
     tiling = tiling or TilingParams()
     if height * width <= int(tiling.max_fov_pixels):
-        return _run_batches(net, image[None, None], device=dev, batch_size=1, amp=amp)[0]
+        return _run_batches(net, image[None], device=dev, batch_size=1, amp=amp)[0]
 
     boxes = tile_boxes((height, width), tile=tiling.tile_size, overlap=tiling.tile_overlap)
     log.info("whole-FOV pass in %d tiles of %d px", len(boxes), tiling.tile_size)
@@ -529,7 +543,7 @@ def predict_fov(model: Any, pre: Any, *, normalize: str = "mean", tiling: Tiling
     bs = max(1, int(batch_size))
     for start in range(0, len(boxes), bs):  # loop over tile batches; memory = one batch of tiles
         chunk = boxes[start:start + bs]
-        tiles = np.stack([image[y0:y1, x0:x1] for y0, x0, y1, x1 in chunk])[:, None]
+        tiles = np.stack([image[:, y0:y1, x0:x1] for y0, x0, y1, x1 in chunk])
         probs = _run_batches(net, tiles, device=dev, batch_size=bs, amp=amp)
         for (y0, x0, y1, x1), p in zip(chunk, probs, strict=True):
             num[:, y0:y1, x0:x1] += p * weight

@@ -350,6 +350,7 @@ def load_inference_model(model: str | Path = "default", *, preprocess: Any = Non
     """
     from astro3s.correlation import CorrelationParams
     from astro3s.events import EventParams
+    from astro3s.models.base import input_channels
     from astro3s.models.checkpoint import load_network, model_preprocess_params
     from astro3s.preprocess.params import as_preprocess_params
     from astro3s.utils.device import resolve_device
@@ -366,6 +367,9 @@ def load_inference_model(model: str | Path = "default", *, preprocess: Any = Non
     if params is None:
         log.warning("%s: no preprocess.yaml beside the checkpoint; using ASTRA's published parameters", model)
         params = as_preprocess_params(None)
+    if input_channels(network) > 1 and not params.keep_correlation_image:
+        # its second input channel is the movie's local correlation image (astro3s.preprocess.network_input)
+        params = params.replace(keep_correlation_image=True)
     options.setdefault("correlation", CorrelationParams())
     options.setdefault("events", EventParams())
     known = {f.name for f in dataclasses.fields(InferenceOptions)}

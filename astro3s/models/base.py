@@ -157,6 +157,49 @@ class SegmentationNetwork(nn.Module):
         return load_encoder_weights(self.encoder, path, prefix=prefix)
 
 
+def input_channels(model: Any) -> int:
+    """Input channels a network reads (``config["in_channels"]``, else its first convolution's).
+
+    ``model`` may be a :class:`SegmentationNetwork`, a Lightning module with a ``net``, or a wrapper
+    (test-time flips) with an ``inner`` network; 1 when none of these tells.
+    """
+    net = getattr(model, "net", model)
+    net = getattr(net, "inner", net)
+    config = getattr(net, "config", None) or {}
+    if "in_channels" in config:
+        return int(config["in_channels"])
+    for module in net.modules() if isinstance(net, nn.Module) else ():  # the first convolution reads the input
+        if isinstance(module, nn.Conv2d):
+            return int(module.in_channels)
+    return 1
+
+
+def widened_input_weights(state: dict[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> list[str]:
+    """Fit a checkpoint's weights of a narrower input onto a network that reads more channels, in place.
+
+    Every tensor of ``state`` that differs from ``target``'s only by having fewer input channels (axis 1 of a
+    convolution's weight) gets the missing channels as zeros: the widened network first computes exactly
+    what the checkpoint's did, and learns what the new channels add (the correlation image,
+    :mod:`astro3s.preprocess.network_input`).
+
+    Returns
+    -------
+    list of str
+        The names widened.
+    """
+    widened = []
+    for name, value in list(state.items()):
+        want = target.get(name)
+        if want is None or value.shape == want.shape or value.ndim != 4 or value.shape[0] != want.shape[0] \
+                or value.shape[2:] != want.shape[2:] or value.shape[1] >= want.shape[1]:
+            continue
+        grown = torch.zeros(want.shape, dtype=value.dtype, device=value.device)
+        grown[:, : value.shape[1]] = value
+        state[name] = grown
+        widened.append(name)
+    return widened
+
+
 def check_io_channels(in_channels: Any, num_classes: Any) -> tuple[int, int]:
     in_channels = check_positive_int("in_channels", in_channels)
     num_classes = check_positive_int("num_classes", num_classes, minimum=2)

@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics.segmentation import DiceScore, MeanIoU
 
 from astro3s.errors import ConfigError
-from astro3s.models.base import plain
+from astro3s.models.base import input_channels, plain, widened_input_weights
 from astro3s.models.classes import BACKGROUND, CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from astro3s.models.losses import AstraLoss
 from astro3s.models.panels import render_panels
@@ -193,6 +193,10 @@ class SegmentationModule(pl.LightningModule):
         """Copy the network weights of a checkpoint or bundled model into ``self.net``."""
         path, _, state = read_model_checkpoint(source)
         net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+        widened = widened_input_weights(net_state, self.net.state_dict())
+        if widened:
+            log.info("init_weights: %s widened to %d input channels (the new ones start at zero weight)",
+                     ", ".join(widened), input_channels(self.net))
         try:
             self.net.load_state_dict(net_state, strict=True)
         except RuntimeError as error:

@@ -4,7 +4,8 @@ Layout (format version 1), one ``.npz`` written by :func:`save_preprocessed`:
 
 - the arrays of :class:`~astro3s.preprocess.result.Preprocessed` under their
   names (``_ARRAYS``: shifts, reference, mean_image, enhanced, activity_map,
-  candidates, crop_boxes, crop_masks, crops, fov_map, fov_mask);
+  candidates, crop_boxes, crop_masks, crops, fov_map, fov_mask), and those of
+  ``_OPTIONAL_ARRAYS`` (correlation_image) when the result has them;
 - ``params``: JSON of the :class:`~astro3s.preprocess.params.PreprocessParams`;
 - ``meta``: JSON of ``fs``, ``shape``, ``source`` and ``format_version``;
 - ``details``: JSON of ``Preprocessed.details`` (arrays as lists);
@@ -38,6 +39,8 @@ FORMAT_VERSION = 1
 # the arrays of Preprocessed stored under their own names
 _ARRAYS = ("shifts", "reference", "mean_image", "enhanced", "activity_map", "candidates", "crop_boxes",
            "crop_masks", "crops", "fov_map", "fov_mask")
+# stored only when set (a network reading the correlation image as its second channel is trained on them)
+_OPTIONAL_ARRAYS = ("correlation_image",)
 
 
 def save_preprocessed(result: Preprocessed, path: str | Path) -> Path:
@@ -53,6 +56,8 @@ def save_preprocessed(result: Preprocessed, path: str | Path) -> Path:
     meta = {"fs": result.fs, "shape": list(result.shape), "source": result.source,
             "format_version": FORMAT_VERSION}
     payload = {name: np.asarray(getattr(result, name)) for name in _ARRAYS}
+    payload.update({name: np.asarray(getattr(result, name)) for name in _OPTIONAL_ARRAYS
+                    if getattr(result, name, None) is not None})
     payload["params"] = np.asarray(json.dumps(result.params.to_dict()))
     payload["meta"] = np.asarray(json.dumps(meta))
     payload["details"] = np.asarray(json.dumps(result.details, default=_jsonable))
@@ -90,6 +95,7 @@ def load_preprocessed(path: str | Path, *, movie: Any = None) -> Preprocessed:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in _ARRAYS}
+            arrays.update({name: data[name] for name in _OPTIONAL_ARRAYS if name in data.files})
             params = params_from_dict(json.loads(str(data["params"])))
             meta = json.loads(str(data["meta"]))
             details = json.loads(str(data["details"]))
