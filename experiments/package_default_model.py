@@ -91,7 +91,10 @@ def model_card(slim: dict, *, checkpoint: Path, eval_table: str | None, train_sc
         f"- `{net.get('_target_', net.get('name', '?'))}` with "
         f"{json.dumps({k: v for k, v in net.items() if k != '_target_'})}",
         f"- {n_params / 1e6:.2f} M parameters, float32; input: one 96×96 crop (or a whole FOV map), "
-        "mean-subtracted; output: softmax over (processes, soma, background).",
+        + ("two channels, the enhanced median image and the movie's local correlation image (Fisher-scaled, "
+           "`astro3s/preprocess/network_input.py`), each mean-subtracted; "
+           if int(net.get("in_channels", 1)) == 2 else "mean-subtracted; ")
+        + "output: softmax over (processes, soma, background).",
         *([f"- Size: `model.ckpt` {size_mb:.1f} MB (the network's cost on a D1-size movie: see Size and cost)."]
           if size_mb is not None else []),
         f"- Trained {int(slim.get('epoch', -1)) + 1} epoch(s) ({slim.get('global_step', '?')} steps) on 2 CPU cores; "

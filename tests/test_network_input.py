@@ -201,10 +201,61 @@ def test_training_composes_and_runs_with_two_input_channels(tmp_path: Path) -> N
     assert load_params(tmp_path / "checkpoints" / "preprocess.yaml").keep_correlation_image
 
 
-def test_the_correlation_experiment_widens_the_bundled_model(tmp_path: Path) -> None:
+def test_the_correlation_experiments_compose_as_two_stages(tmp_path: Path) -> None:
     from _hydra import compose_config
 
-    cfg = compose_config("train", ["experiment=default_model_correlation"], output_dir=tmp_path,
-                         log_dir=tmp_path / "logs", data_dir=tmp_path / "data")
-    assert cfg.model.net.in_channels == 2 and cfg.data.input_channels == 2
-    assert cfg.model.init_weights == "default" and cfg.trainer.max_epochs == 6
+    def compose(overrides):
+        return compose_config("train", overrides, output_dir=tmp_path, log_dir=tmp_path / "logs",
+                              data_dir=tmp_path / "data")
+
+    first = compose(["experiment=default_model_correlation_stage1"])
+    assert first.model.net.in_channels == 2 and first.data.input_channels == 2
+    assert first.data.silence_fraction == 0.35 and first.model.get("init_weights") is None
+    assert first.trainer.max_epochs == 20
+    second = compose(["experiment=default_model_correlation", "model.init_weights=RUN/checkpoints/last.ckpt"])
+    assert second.model.net.in_channels == 2 and second.data.silence_fraction == 0.35
+    assert second.trainer.max_epochs == 6 and second.model.optimizer.lr == pytest.approx(3e-4)
+    # without a stage-1 checkpoint it widens the bundled model (the warm start that was tried)
+    assert compose(["experiment=default_model_correlation"]).model.init_weights == "default"
+
+def test_silenced_cells_lose_their_correlation_and_their_territory_only() -> None:
+    from astro3s.data.samples import silence_cells
+
+    rng = np.random.default_rng(0)
+    image = (0.3 + 0.02 * rng.standard_normal((96, 96))).astype(np.float32)
+    soma = np.zeros((96, 96), np.uint16)
+    processes = np.zeros_like(soma)
+    soma[20:26, 20:26] = 1
+    soma[60:66, 60:66] = 2
+    processes[26:34, 22:24] = 1
+    image[12:40, 12:40] += 0.5            # cell 1's correlated territory
+    image[52:74, 52:74] += 0.5            # cell 2's
+    out = silence_cells(image, soma, processes, fraction=1.0, rng=np.random.default_rng(1))
+    for box in (np.s_[12:40, 12:40], np.s_[52:74, 52:74]):
+        assert abs(float(out[box].mean()) - 0.3) < 0.03       # back to the background's level
+    assert out[80:, :10].tolist() == image[80:, :10].tolist()  # far from every cell: untouched
+    assert silence_cells(image, soma, processes, fraction=0.0, rng=rng) is image
+    # one of two: the other cell keeps its activity
+    kept = [silence_cells(image, soma, processes, fraction=0.5, rng=np.random.default_rng(s)) for s in range(20)]
+    partial = [k for k in kept if (k[60:66, 60:66].mean() > 0.7) != (k[20:26, 20:26].mean() > 0.7)]
+    assert partial
+
+
+def test_the_data_module_silences_training_fovs_only(simulated, tmp_path: Path) -> None:
+    from astro3s.data import AstroDataModule
+
+    folders = [str(simulated("tiny", seed, overview=False)) for seed in (0, 1)]
+    names = [Path(f).name for f in folders]
+
+    def channel_two(fraction: float):
+        dm = AstroDataModule(folders, cache_dir=tmp_path / "cache", split="explicit", train=names[:1],
+                             val=names[1:], input_channels=2, silence_fraction=fraction, augment=False)
+        dm.setup("fit")
+        return dm.dataset("train").images[:, 1], dm.dataset("val").images[:, 1]
+
+    train_on, val_on = channel_two(1.0)
+    train_off, val_off = channel_two(0.0)
+    np.testing.assert_array_equal(val_on, val_off)
+    assert np.abs(train_on - train_off).max() > 0.05
+    with pytest.raises(ConfigError, match="silence_fraction"):
+        AstroDataModule(folders, cache_dir=tmp_path / "cache", silence_fraction=1.5)

@@ -141,6 +141,10 @@ class AstroDataModule(pl.LightningDataModule):
         Target of pixels outside a sample's valid mask.
     drop_last : bool
         Drop the last incomplete training batch.
+    silence_fraction : float
+        With two input channels, each cell of a training FOV is silenced in its correlation image with
+        this probability (:func:`~astro3s.data.samples.silence_cells`; drawn once per FOV from ``seed``):
+        the network learns that a cell still is one when it is silent. Validation and test FOVs keep theirs.
     input_channels : int
         Channels of every sample (the network's ``in_channels``): 1 the enhanced median image, ASTRA's
         input; 2 also the local temporal-correlation image
@@ -181,11 +185,15 @@ class AstroDataModule(pl.LightningDataModule):
         outside_mask: str = "background",
         drop_last: bool = False,
         input_channels: int = 1,
+        silence_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         self.source = as_source(fovs)
         self.params = as_preprocess_params(preprocess)
         self.input_channels = int(input_channels)
+        self.silence_fraction = float(silence_fraction)
+        if not 0.0 <= self.silence_fraction <= 1.0:
+            raise ConfigError(f"data.silence_fraction must lie in [0, 1], got {silence_fraction}")
         if self.input_channels not in (1, 2):
             raise ConfigError(f"data.input_channels must be 1 (median image) or 2 (and correlation image), "
                               f"got {input_channels}")
@@ -319,17 +327,27 @@ class AstroDataModule(pl.LightningDataModule):
 
     # -- samples --------------------------------------------------------------------------------
 
-    def _load_fov(self, spec: FOVSpec) -> None:
+    def _load_fov(self, spec: FOVSpec, *, training: bool = False) -> None:
         pre = self.preprocessed(spec)
         soma, processes = spec.read_labels()
         if soma.shape != tuple(pre.fov_map.shape):
             raise InputError(spec.soma or spec.roiset, f"ground truth shape {soma.shape} differs from the "
                              f"movie's FOV {tuple(pre.fov_map.shape)}.", "give the annotation of this movie.")
         classes = class_image(soma, processes)
-        parts = [crop_samples(pre, classes, normalize=self.normalize, outside_mask=self.outside_mask,
+        sampled = pre
+        if training and self.input_channels > 1 and self.silence_fraction > 0 and pre.correlation_image is not None:
+            import dataclasses
+            import zlib
+
+            from astro3s.data.samples import silence_cells
+
+            rng = np.random.default_rng([self.seed, zlib.crc32(spec.name.encode())])
+            sampled = dataclasses.replace(pre, correlation_image=silence_cells(
+                pre.correlation_image, soma, processes, fraction=self.silence_fraction, rng=rng))
+        parts = [crop_samples(sampled, classes, normalize=self.normalize, outside_mask=self.outside_mask,
                               channels=self.input_channels)]
         if self.use_fov_samples:
-            parts.append(fov_tile_samples(pre, classes, tile_size=int(self.params.crop_size),
+            parts.append(fov_tile_samples(sampled, classes, tile_size=int(self.params.crop_size),
                                           stride=self.fov_tile_stride, normalize=self.normalize,
                                           outside_mask=self.outside_mask, channels=self.input_channels))
         self._samples[spec.name] = parts
@@ -350,7 +368,7 @@ class AstroDataModule(pl.LightningDataModule):
         needed = set(self.split_names.train) | set(self.split_names.val) | set(self.split_names.test)
         for spec in self.fov_specs:  # loop over FOVs
             if spec.name in needed:
-                self._load_fov(spec)
+                self._load_fov(spec, training=spec.name in self.split_names.train)
         index_of = {name: i for i, name in enumerate(names)}
         for stage_name in STAGES:
             parts = [(index_of[name], arrays) for name in getattr(self.split_names, stage_name)
@@ -405,7 +423,7 @@ class AstroDataModule(pl.LightningDataModule):
             "split": self.split, "fold": self.fold,
             "normalize": self.normalize, "outside_mask": self.outside_mask,
             "use_fov_samples": self.use_fov_samples, "batch_size": self.batch_size,
-            "input_channels": self.input_channels,
+            "input_channels": self.input_channels, "silence_fraction": self.silence_fraction,
             "augment": self.augment_params is not None,
         }
 

@@ -45,6 +45,7 @@ __all__ = [
     "fov_tile_samples",
     "normalize_channels",
     "normalize_images",
+    "silence_cells",
 ]
 
 Normalization = Literal["mean", "none", "standardize"]
@@ -178,6 +179,62 @@ def crop_samples(pre, classes: np.ndarray, *, normalize: str = "mean",
         targets[invalid] = _invalid_label(outside_mask)
     images = normalize_channels(crop_channels(pre, channels), normalize)
     return SampleArrays(images, targets, "crop")
+
+
+def silence_cells(correlation_image: np.ndarray, soma: np.ndarray, processes: np.ndarray, *, fraction: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """The correlation image with a random part of the cells made silent, for training.
+
+    The training simulator's astrocytes are all active, so a network that reads the correlation image
+    learns that a cell without activity is no cell; real FOVs (and the held-out family) hold silent
+    astrocytes, which the annotators draw from the morphology alone. Each cell is silenced with
+    probability ``fraction``: over its soma and processes, dilated by 3 px, and the pixels above the
+    image's Otsu threshold within 30 px of it and nearer to it than to any other cell (its correlated
+    territory: the training simulator draws one around each cell, and a silent hole in it would be a cue
+    no real movie gives), the image is replaced by smooth noise with the mean and SD of the 6-px ring
+    around that region (its pixels below the threshold when those are enough and the FOV is mostly below
+    it, of no cell).
+
+    Parameters
+    ----------
+    correlation_image : ndarray of float32, shape (H, W)
+    soma, processes : ndarray of int, shape (H, W)
+        Label images (a cell's soma and processes share its id).
+    fraction : float
+        Probability that a cell is silenced.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W)
+        A new image (``correlation_image`` itself when no cell was chosen).
+    """
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+
+    soma, processes = np.asarray(soma), np.asarray(processes)
+    ids = np.unique(soma[soma > 0])
+    chosen = ids[rng.random(len(ids)) < float(fraction)]
+    image = np.asarray(correlation_image, np.float32)
+    if chosen.size == 0 or np.ptp(image) <= 0:
+        return correlation_image
+    region = ndi.binary_dilation(np.isin(soma, chosen) | np.isin(processes, chosen), iterations=3)
+    above = image > threshold_otsu(image)
+    cells = np.where(soma > 0, soma, processes)
+    distance, (iy, ix) = ndi.distance_transform_edt(cells == 0, return_indices=True)
+    nearest = cells[iy, ix]
+    region |= above & (distance <= 30) & np.isin(nearest, chosen)
+    ring = ndi.binary_dilation(region, iterations=6) & ~region & (cells == 0)
+    # a FOV mostly above the threshold (correlated nearly everywhere) keeps that level around a silent cell
+    quiet = ring & ~above if above.mean() < 0.5 and (ring & ~above).sum() >= 16 else ring
+    background = image[quiet]
+    if background.size < 16:
+        return correlation_image
+    noise = ndi.gaussian_filter(rng.standard_normal(image.shape).astype(np.float32), 1.0)
+    noise *= float(background.std()) / max(float(noise.std()), 1e-6)
+    out = image.copy()
+    out[region] = noise[region] + float(background.mean())
+    return out
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
