@@ -24,8 +24,10 @@ place of the model's, so the model needs nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ from astro3s.data.samples import (
     class_image,
     crop_samples,
     fov_tile_samples,
+    silence_cells,
     whole_fov_sample,
 )
 from astro3s.data.splits import Split, split_fovs
@@ -336,11 +339,6 @@ class AstroDataModule(pl.LightningDataModule):
         classes = class_image(soma, processes)
         sampled = pre
         if training and self.input_channels > 1 and self.silence_fraction > 0 and pre.correlation_image is not None:
-            import dataclasses
-            import zlib
-
-            from astro3s.data.samples import silence_cells
-
             rng = np.random.default_rng([self.seed, zlib.crc32(spec.name.encode())])
             sampled = dataclasses.replace(pre, correlation_image=silence_cells(
                 pre.correlation_image, soma, processes, fraction=self.silence_fraction, rng=rng))

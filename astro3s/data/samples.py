@@ -188,13 +188,12 @@ def silence_cells(correlation_image: np.ndarray, soma: np.ndarray, processes: np
     The training simulator's astrocytes have many events or none (and its silent ones are not ground
     truth), so a network that reads the correlation image learns that a cell without activity is no cell;
     real FOVs (and the held-out family) hold rarely active astrocytes, which the annotators draw from the
-    morphology. Each cell is silenced with
-    probability ``fraction``: over its soma and processes, dilated by 3 px, and the pixels above the
-    image's Otsu threshold within 30 px of it and nearer to it than to any other cell (its correlated
-    territory: the training simulator draws one around each cell, and a silent hole in it would be a cue
-    no real movie gives), the image is replaced by smooth noise with the mean and SD of the 6-px ring
-    around that region (its pixels below the threshold when those are enough and the FOV is mostly below
-    it, of no cell).
+    morphology. Each cell is silenced with probability ``fraction``: over its soma and processes, dilated
+    by 3 px, and the pixels above the image's Otsu threshold within 30 px of it and nearer to it than to
+    any other cell (its correlated territory: the training simulator draws one around each cell, and a
+    silent hole in it would be a cue no real movie gives), the image is replaced by smooth noise with the
+    mean and SD of the 6-px ring around that region (its pixels below the threshold when those are enough
+    and the FOV is mostly below it, of no cell).
 
     Parameters
     ----------

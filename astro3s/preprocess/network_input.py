@@ -100,22 +100,19 @@ def crop_channels(pre: Any, channels: int = 1) -> np.ndarray:
         Channel 0 ``pre.crops``; channel 1 the correlation channel cut with
         the same boxes and zeroed outside the same masks.
     """
+    from astro3s.preprocess.crops import extract_crops
+
     crops = np.asarray(pre.crops, np.float32)
     if crops.ndim == 4:
         if crops.shape[1] != channels:
             raise ValueError(f"crops have {crops.shape[1]} channel(s), the network reads {channels}")
         return crops
-    stacked = [crops]
-    if channels > 1 and len(crops):
-        from astro3s.preprocess.crops import extract_crops
-
-        masks = np.asarray(pre.crop_masks, bool)
-        for image in channel_images(pre, channels):
-            stacked.append(extract_crops(image, pre.crop_boxes, crop_size=crops.shape[-1]) * masks)
-    elif channels > 1:
-        _check_channels(channels)
-        stacked.append(np.zeros_like(crops))
-    return np.stack(stacked, axis=1)
+    if len(crops) == 0:  # no candidate: nothing to cut, whatever the pre-processing kept
+        return np.zeros((0, _check_channels(channels), *crops.shape[1:]), np.float32)
+    masks = np.asarray(pre.crop_masks, bool)
+    extra = [extract_crops(image, pre.crop_boxes, crop_size=crops.shape[-1]) * masks
+             for image in channel_images(pre, channels)]
+    return np.stack([crops, *extra], axis=1)
 
 
 def fov_channels(pre: Any, channels: int = 1) -> np.ndarray:
