@@ -199,6 +199,10 @@ class SyntheticFOVs:
     first_seed : int
     overview : bool
         Also write each movie's ``overview.png``.
+    simulate : mapping, optional
+        Simulator range overrides for every movie (e.g. ``{silent_labelled: 1}``), as
+        :func:`astro3s.simulate.simulate_preset` takes them. Movies already written are
+        reused as they are: give such a source a ``root`` of its own.
 
     Notes
     -----
@@ -208,10 +212,11 @@ class SyntheticFOVs:
     """
 
     def __init__(self, *, preset: str, n_fovs: int, root: str | Path, seeds: Sequence[int] | None = None,
-                 first_seed: int = 0, overview: bool = False) -> None:
+                 first_seed: int = 0, overview: bool = False, simulate: Mapping[str, Any] | None = None) -> None:
         if int(n_fovs) < 1:
             raise ConfigError(f"n_fovs must be at least 1, got {n_fovs}")
         self.preset = str(preset)
+        self.simulate = _simulator_overrides(simulate)
         self.n_fovs = int(n_fovs)
         self.root = Path(root)
         self.seeds = _seeds(self.n_fovs, seeds, first_seed)
@@ -227,10 +232,27 @@ class SyntheticFOVs:
                 from astro3s.simulate import simulate_preset, write_simulation
 
                 log.info("simulating %s (preset %s, seed %d)", folder, self.preset, seed)
-                sim = simulate_preset(self.preset, seed=seed, name=folder.name)
+                sim = simulate_preset(self.preset, seed=seed, name=folder.name, **self.simulate)
                 write_simulation(sim, out_dir, overview=self.overview)
             specs.append(simulated_fov(folder))
         return specs
+
+
+def _simulator_overrides(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Simulator range overrides of a source, checked against the preset fields now rather than mid-run."""
+    if not values:
+        return {}
+    from dataclasses import fields
+
+    from astro3s.simulate.params import PresetRanges
+
+    known = {f.name for f in fields(PresetRanges)} - {"preset"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"simulate: unknown simulator parameter(s) {', '.join(unknown)}; "
+                          "see conf/simulate/base.yaml for the names")
+    # a range given as a list (YAML, OmegaConf) goes on as the (low, high) tuple the simulator takes
+    return {k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v for k, v in values.items()}
 
 
 def _layout_zips(annotations: Path, n_fovs: int | None) -> list[Path]:
@@ -260,6 +282,8 @@ class StandinFOVs:
         Use the first ``n_fovs`` zips (None: all).
     seed : int
         Seed of every stand-in (movies differ by their layouts).
+    simulate : mapping, optional
+        Simulator range overrides, as for :class:`SyntheticFOVs`.
 
     Notes
     -----
@@ -268,8 +292,9 @@ class StandinFOVs:
     """
 
     def __init__(self, *, annotations: str | Path, shape: Sequence[int], root: str | Path, preset: str = "d1_like",
-                 n_fovs: int | None = None, seed: int = 0) -> None:
+                 n_fovs: int | None = None, seed: int = 0, simulate: Mapping[str, Any] | None = None) -> None:
         self.annotations = Path(annotations)
+        self.simulate = _simulator_overrides(simulate)
         self.shape = (int(shape[0]), int(shape[1]))
         self.root = Path(root)
         self.preset = str(preset)
@@ -288,7 +313,7 @@ class StandinFOVs:
 
                 log.info("simulating stand-in %s on %s", folder.name, zip_path.name)
                 sim = simulate_preset(self.preset, seed=self.seed, layout=zip_path, shape=self.shape,
-                                      name=folder.name)
+                                      name=folder.name, **self.simulate)
                 write_simulation(sim, self.root, overview=False)
             specs.append(simulated_fov(folder))
         return specs

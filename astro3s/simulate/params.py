@@ -150,6 +150,15 @@ class PresetRanges:
                                          "(Lck-GCaMP) rather than in the cytosol: 0 (or less) cytosolic, "
                                          "1 membrane-bound (a dim soma inside a bright rim, bright fine "
                                          "territory)")
+    # --- added 2026-12-08 (last, so that every earlier draw, and the movies of presets that keep them at 0,
+    # are unchanged): the ground-truth convention of cells without events, and rarely active cells
+    sparse_fraction: Range = _r(0, 0, doc="fraction of the active cells that are rarely active: one or two "
+                                          "small whole-cell events in the movie, no soma-only event, no wave, "
+                                          "a third of the microdomain sites")
+    silent_labelled: Range = _r(0, 0, doc="ground-truth convention, not a scene property: 1 labels silent "
+                                          "cells (no event in the movie) as cells, as annotators draw an "
+                                          "astrocyte from its shape; 0 leaves them out (nothing in the "
+                                          "activity reveals them)")
 
 
 # Fields of SimulationParams that are whole numbers.
@@ -158,9 +167,10 @@ _INT_FIELDS = frozenset({"height", "width", "n_frames", "n_cells", "n_branches",
 # Fields that are fractions: their high end must not exceed 1.
 _FRACTION_FIELDS = frozenset({"faint_fraction", "silent_fraction", "vessel_depth", "bleach_amount",
                               "territory_participation", "faint_factor", "domain_min_correlation",
-                              "noise_correlation", "psf_halo"})
+                              "noise_correlation", "psf_halo", "sparse_fraction",
+                              "silent_labelled"})
 # Fields that define the ground truth rather than the scene: never widened.
-_DEFINITION_FIELDS = frozenset({"domain_min_correlation"})
+_DEFINITION_FIELDS = frozenset({"domain_min_correlation", "silent_labelled"})
 # Fields that must be strictly positive at their low end.
 _POSITIVE_FIELDS = frozenset({"height", "width", "n_frames", "fs", "soma_area", "soma_area_median",
                               "gain", "psf_sigma", "rise_slow", "decay_slow", "rise_fast",
@@ -261,6 +271,8 @@ class SimulationParams:
     psf_anisotropy: float = 1.0
     psf_halo: float = 0.0
     membrane_label: float = 0.0
+    sparse_fraction: float = 0.0
+    silent_labelled: float = 0.0
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -120,6 +120,7 @@ class CellInfo:
     n_soma: int = 0
     n_micro: int = 0
     n_wave: int = 0
+    sparse: bool = False
 
     @property
     def active(self) -> bool:
@@ -437,6 +438,10 @@ def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = 
     brightness = np.where(faint, brightness * params.faint_factor, brightness)
     silent = rng_signal.random(n_cells) < params.silent_fraction
     infos = [CellInfo(float(b), bool(f), bool(s)) for b, f, s in zip(brightness, faint, silent)]
+    # rarely active cells come from a stream of their own, drawn only when asked for: a preset without them
+    # keeps every movie it wrote
+    rng_sparse = np.random.default_rng(np.random.SeedSequence(entropy).spawn(8)[7]) \
+        if params.sparse_fraction > 0 else None
 
     baseline = params.background_photons * np.clip(
         1 + params.background_texture * (
@@ -485,6 +490,9 @@ def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = 
             onset = rng_signal.uniform(0, max(duration - 2 * params.decay_slow, 0.5 * duration))
             ev = tuple(np.append(a, v) for a, v in zip(ev, (onset, params.whole_amplitude,
                                                              params.rise_slow, params.decay_slow)))
+        if rng_sparse is not None and rng_sparse.random() < params.sparse_fraction:
+            ev, soma_ev, wave_onsets = _sparse_events(params, duration, rng_sparse)
+            info.sparse = True
         info.n_whole = int((ev[0] > -params.decay_slow).sum())
         info.n_soma = int((soma_ev[0] > -params.decay_slow).sum())
         add(whole_fp, cell.origin, event_train(times, *ev), "whole", i, events=ev)
@@ -494,6 +502,8 @@ def build_scene(params: SimulationParams, seed: int, *, layout: Layout | None = 
         # microdomains: recurrent hot spots on processes and in the territory
         n_sites = rng_signal.poisson(params.micro_sites * max(cell.territory_radius / (3.5 * cell.soma_radius), 0.3)) \
             if params.micro_sites > 0 else 0
+        if info.sparse:
+            n_sites //= 3
         on_process = np.flatnonzero(cell.branches.ravel())
         in_territory = np.flatnonzero((cell.territory_mask & ~cell.soma_mask).ravel())
         local_rest = b * np.maximum(params.process_brightness * cell.process,
@@ -733,6 +743,25 @@ def iter_chunks(scene: Scene, *, motion: bool = True, noise: bool = True) -> Ite
                                 motion=motion, noise=noise)
 
 
+def _sparse_events(params: SimulationParams, duration: float,
+                   rng: np.random.Generator) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], np.ndarray]:
+    """Events of a rarely active cell: one or two small whole-cell events inside the movie, nothing else.
+
+    Returns
+    -------
+    whole, soma : tuple of 4 float64 arrays
+        ``(onsets, amplitudes, rise, decay)`` of the whole-cell events (1 or 2) and of the soma-only ones (none).
+    wave_onsets : ndarray of float64, shape (0,)
+    """
+    n = int(rng.integers(1, 3))
+    # inside the movie, far enough from its end for the event to be seen rising and falling
+    onsets = rng.uniform(0, max(duration - 2 * params.decay_slow, 0.5 * duration), n)
+    amplitudes = params.whole_amplitude * rng.uniform(0.25, 0.6, n)
+    whole = (onsets, amplitudes, np.full(n, params.rise_slow), np.full(n, params.decay_slow))
+    empty = np.zeros(0)
+    return whole, (empty, empty, empty, empty), empty
+
+
 # ---------------------------------------------------------------------------- ground truth
 
 
@@ -746,17 +775,21 @@ def ground_truth(scene: Scene) -> GroundTruth:
     ``params.domain_min_correlation``, in components connected to the cell's
     soma or processes. A territory whose shared signal is buried in shot noise
     is therefore not a domain, as a cell without events is not a cell: nothing
-    in the data reveals it.
+    in the data reveals it (unless ``params.silent_labelled`` says that silent
+    cells are cells, as annotators draw an astrocyte from its shape: their
+    domain is then their soma and processes).
 
     Each pixel has one owner: somata beat processes beat domains; between
     somata (or processes) of several cells the larger footprint wins, between
-    domains the higher expected correlation. Only active cells compete (an
-    inactive cell is invisible in the activity, so its pixels belong to
-    whoever's signal is there); ids ``1..N`` follow the scene order.
+    domains the higher expected correlation. Only the cells of the ground truth
+    compete (an unlabelled inactive cell is invisible in the activity, so its
+    pixels belong to whoever's signal is there); ids ``1..N`` follow the scene
+    order.
     """
     hc, wc = scene.canvas_shape
-    active = [i for i, info in enumerate(scene.cell_info) if info.active]
-    dropped = [i for i, info in enumerate(scene.cell_info) if not info.active]
+    silent_labelled = scene.params.silent_labelled >= 0.5
+    active = [i for i, info in enumerate(scene.cell_info) if info.active or (silent_labelled and info.silent)]
+    dropped = sorted(set(range(len(scene.cell_info))) - set(active))
     best = np.zeros(canvas_shape := (hc, wc), np.float32)
     owner = np.zeros(canvas_shape, np.uint16)
     kind = np.zeros(canvas_shape, np.uint8)  # 1 soma, 2 process, 3 domain
@@ -766,7 +799,8 @@ def ground_truth(scene: Scene) -> GroundTruth:
     on_branch = np.zeros(canvas_shape, bool)
     for gt_id, i in enumerate(active, start=1):
         cell = scene.cells[i]
-        rho = expected_domain_correlation(scene, i)
+        # a silent cell labelled by convention has no signal: its domain is its soma and processes
+        rho = expected_domain_correlation(scene, i) if scene.cell_info[i].active else np.zeros(cell.shape, np.float32)
         roi = cell.soma_mask | cell.process_mask
         # candidates: wherever the cell has a footprint (its territory fades out
         # beyond territory_mask, and still carries its signal there)
