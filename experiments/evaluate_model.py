@@ -367,6 +367,10 @@ RULE_FLAGS = {
     "max_soma_elongation":
         ("astro3s.inference.cells.MAX_SOMA_ELONGATION: a cell whose soma is more than this many times as long as it "
          "is wide goes (default: its value, 4; 0: off, as before 2026-12-07, thirteenth session)"),
+    "min_blob_scale":
+        ("astro3s.inference.segment.MIN_BLOB_SCALE: the median image's blob scale bins a FOV only when its somata "
+         "read at least this many times wider than the parameters' centre (default: its value; 2.0 before the "
+         "twenty-second session)"),
     "first_pass_giant_soma":
         ("astro3s.inference.segment.FIRST_PASS_GIANT_SOMA: binning refused by the filled cores of membrane-labelled "
          "somata goes ahead when the whole-FOV network pass draws a giant soma's worth of soma inside one blob that "

@@ -111,7 +111,7 @@ def test_segment_movie_hands_each_setting_to_the_step_that_reads_it(tiny_movie, 
     rules = {"own_reach": 2.5, "wide_dominance": 6.0, "shrink_tolerance": 1.7, "soma_reach": 0.5,
              "border_sliver_ratio": 0.7, "faint_cell_contrast": 0.1, "faint_reference_cap": 3.0,
              "plateau_opening": 0.25, "fragment_ratio": 0.05,
-             "small_soma_slack": 0.9, "crowded_soma_slack": 0.55, "min_added_area": 0.3}
+             "small_soma_slack": 0.9, "crowded_soma_slack": 0.55, "min_added_area": 0.3, "min_blob_scale": 2.7}
     model, options = load_inference_model("default", device="cpu", rules=rules)
     scales, fits = record_calls(segment, "soma_bin_factor"), record_calls(segment, "adapt_soma_scale")
     refined, slivers = record_calls(grow, "with_refined_somata"), record_calls(cells, "drop_border_slivers")
@@ -124,7 +124,7 @@ def test_segment_movie_hands_each_setting_to_the_step_that_reads_it(tiny_movie, 
     assert info["estimated"] is not None  # the tiny movie's first pass gives a fitted range ...
     assert info["size_filter_range"][0] == pytest.approx(slack * lower)  # ... whose lower end the setting loosens
     asked = scales[0][1].pop("first_pass")  # rules.first_pass_giant_soma: the network's first pass
-    assert callable(asked) and scales[0][1] == {"own_reach": 2.5, "wide_dominance": 6.0}
+    assert callable(asked) and scales[0][1] == {"own_reach": 2.5, "wide_dominance": 6.0, "min_blob_scale": 2.7}
     assert fits[0][1]["shrink_tolerance"] == 1.7
     assert refined and all(kwargs["reach"] == 0.5 for _, kwargs in refined)
     assert slivers[0][1] == {"min_ratio": 0.7} and absorbed[0][1] == {"max_ratio": 0.05}
@@ -167,3 +167,38 @@ def test_evaluate_model_flags_are_the_rule_settings(experiment_script, monkeypat
     with pytest.raises(Stop):
         module.main(["--sets", "--visible-processes", "0", "--border-sliver-ratio", "0"])
     assert seen["rules"] == {"visible_processes": False, "border_sliver_ratio": 0.0}
+
+
+@pytest.mark.parametrize(("blob_area", "min_blob_scale", "factor"),
+                         [(785.0, 2.0, 2), (785.0, 2.4, 1), (1226.0, 2.0, 3), (1226.0, 2.4, 3), (3000.0, 2.4, 4)])
+def test_min_blob_scale_sets_the_smallest_blob_scale_that_bins(blob_area, min_blob_scale, factor,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # the parameters' centre soma is sqrt(89 * 345) = 175 px: 785 px read 2.12x wider, 1226 px 2.65x, 3000 px 4.1x
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import astro3s.preprocess
+    import astro3s.preprocess.scale as scale
+    from astro3s.inference.segment import soma_bin_factor
+    from astro3s.preprocess import PreprocessParams
+    from astro3s.preprocess.scale import SomaBlobs
+
+    monkeypatch.setattr(astro3s.preprocess, "blob_soma_area", lambda image, **_: blob_area)
+    blob = SomaBlobs(rows=np.array([100]), cols=np.array([100]), radii=np.array([(blob_area / np.pi) ** 0.5]),
+                     strength=np.array([1.0], np.float32))
+    monkeypatch.setattr(scale, "soma_blobs", lambda image, **_: blob)
+    pre = SimpleNamespace(median_image=np.zeros((256, 256), np.float32), params=PreprocessParams(), details={})
+    got, info = soma_bin_factor(pre, min_blob_scale=min_blob_scale)
+    assert got == factor and info["blob_area"] == blob_area
+    assert info["bin_factor"] == factor
+
+
+def test_min_blob_scale_defaults_to_the_shipped_setting_and_is_checked() -> None:
+    from astro3s.errors import ConfigError
+    from astro3s.inference import segment
+    from astro3s.inference.rules import CellRules
+
+    assert CellRules().min_blob_scale == segment.MIN_BLOB_SCALE
+    with pytest.raises(ConfigError, match="rules.min_blob_scale"):
+        CellRules(min_blob_scale=-1)

@@ -1256,7 +1256,8 @@ def _bin_factor(pre: Any, model: Any, options: InferenceOptions) -> tuple[int, d
         return first_pass["fov_probs"]
 
     factor, info = soma_bin_factor(pre, own_reach=rules.own_reach, wide_dominance=rules.wide_dominance,
-                                   first_pass=run_first_pass if rules.first_pass_giant_soma else None)
+                                   first_pass=run_first_pass if rules.first_pass_giant_soma else None,
+                                   min_blob_scale=rules.min_blob_scale)
     if factor == 1 and rules.coarse_scale_check:
         factor, info = _coarse_check(pre, model, options, info)
     return factor, info, first_pass.get("fov_probs")

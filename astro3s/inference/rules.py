@@ -130,6 +130,9 @@ class CellRules:
     max_soma_elongation : float
         A cell whose soma is more than this many times as long as it is wide goes
         (:data:`astro3s.inference.cells.MAX_SOMA_ELONGATION`; 0: off, as before 2026-12-07, thirteenth session).
+    min_blob_scale : float
+        The median image's blob scale bins a FOV only when its somata read at least this many times wider than the
+        parameters' centre (:data:`astro3s.inference.segment.MIN_BLOB_SCALE`; 2.0 before the twenty-second session).
     first_pass_giant_soma : bool
         Binning refused by the filled cores of membrane-labelled somata goes ahead when the whole-FOV network pass at
         the FOV's own pixels draws a giant soma's worth of soma inside one blob that voted for binning
@@ -194,6 +197,7 @@ class CellRules:
     faint_soma_area: float = cells.FAINT_SOMA_AREA
     min_soma_solidity: float = cells.MIN_SOMA_SOLIDITY
     max_soma_elongation: float = cells.MAX_SOMA_ELONGATION
+    min_blob_scale: float = segment.MIN_BLOB_SCALE
     first_pass_giant_soma: bool = segment.FIRST_PASS_GIANT_SOMA
     fast_events_on_dff: bool = cells.FAST_EVENTS_ON_DFF
     unfollowed_max_correlation: float = 0.0  # off: see the description (kinetics.UNFOLLOWED_MAX_CORRELATION)

@@ -58,6 +58,11 @@ COARSE_MIN_LARGEST = 1.2
 #: narrowest side (px) of a binned FOV (:func:`max_bin_factor`)
 MIN_BINNED_SIDE = 32
 
+#: the median image's blob scale bins a FOV only from this width ratio to the parameters' centre soma (the
+#: bin factor still rounds the scale; :func:`soma_bin_factor`'s ``min_blob_scale``). 2.0 (a 2x2 binning for
+#: blobs of ~4x the centre's area) before the twenty-second session
+MIN_BLOB_SCALE = 2.0
+
 #: factor below the parameters' centre soma area at which the first pass's median soma makes
 #: :func:`adapt_soma_scale` shrink the scale (read when called). Lower than the enlarging side's 1.5:
 #: at the parameters' scale the first pass misses many of a crowded FOV's smallest somata, so its
@@ -290,7 +295,8 @@ def ring_soma_area(core_areas: Any, *, rim_px: float = 2.0, min_rings: int = RIN
 
 def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None = None,
                     wide_dominance: float | None = None,
-                    first_pass: Callable[[], Any] | None = None) -> tuple[int, dict[str, Any]]:
+                    first_pass: Callable[[], Any] | None = None,
+                    min_blob_scale: float | None = None) -> tuple[int, dict[str, Any]]:
     """How much to bin a FOV whose somata are much larger than the parameters', read off its image.
 
     The typical soma area is read off the median image by blob scale selection
@@ -306,6 +312,9 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None
 
     ``own_reach`` and ``wide_dominance`` go to :func:`~astro3s.preprocess.blob_soma_area`
     (None: its defaults; ``CellRules.own_reach`` and ``.wide_dominance``).
+    ``min_blob_scale`` (None: :data:`MIN_BLOB_SCALE`; ``CellRules.min_blob_scale``) is the
+    smallest blob scale that bins, when above ``min_scale``: the vote's scale is read off
+    blobs, and haze or a bright territory around a soma answers it as a somewhat wider one.
 
     A membrane-labelled FOV's bright territories also answer the blob search
     as giant somata; when at least :data:`RING_VETO_MIN` dim cores inside
@@ -346,7 +355,7 @@ def soma_bin_factor(pre: Any, *, min_scale: float = 2.0, own_reach: float | None
     centre = (lo * hi) ** 0.5
     scale = (area / centre) ** 0.5
     info["blob_area"] = round(float(area), 1)
-    if scale < min_scale:
+    if scale < max(min_scale, MIN_BLOB_SCALE if min_blob_scale is None else float(min_blob_scale)):
         return 1, info
     rings = ring_soma_area((pre.details or {}).get("ring_core_areas"))
     if rings is not None and (rings / centre) ** 0.5 < min_scale:
