@@ -369,7 +369,7 @@ RULE_FLAGS = {
          "is wide goes (default: its value, 4; 0: off, as before 2026-12-07, thirteenth session)"),
     "min_blob_scale":
         ("astro3s.inference.segment.MIN_BLOB_SCALE: the median image's blob scale bins a FOV only when its somata "
-         "read at least this many times wider than the parameters' centre (default: its value; 2.0 before the "
+         "read at least this many times wider than the parameters' centre (default: its value, 2.4; 2.0 before the "
          "twenty-second session)"),
     "first_pass_giant_soma":
         ("astro3s.inference.segment.FIRST_PASS_GIANT_SOMA: binning refused by the filled cores of membrane-labelled "

@@ -132,7 +132,8 @@ class CellRules:
         (:data:`astro3s.inference.cells.MAX_SOMA_ELONGATION`; 0: off, as before 2026-12-07, thirteenth session).
     min_blob_scale : float
         The median image's blob scale bins a FOV only when its somata read at least this many times wider than the
-        parameters' centre (:data:`astro3s.inference.segment.MIN_BLOB_SCALE`; 2.0 before the twenty-second session).
+        parameters' centre (:data:`astro3s.inference.segment.MIN_BLOB_SCALE`, 2.4; 2.0 before the twenty-second
+        session).
     first_pass_giant_soma : bool
         Binning refused by the filled cores of membrane-labelled somata goes ahead when the whole-FOV network pass at
         the FOV's own pixels draws a giant soma's worth of soma inside one blob that voted for binning

@@ -59,9 +59,14 @@ COARSE_MIN_LARGEST = 1.2
 MIN_BINNED_SIDE = 32
 
 #: the median image's blob scale bins a FOV only from this width ratio to the parameters' centre soma (the
-#: bin factor still rounds the scale; :func:`soma_bin_factor`'s ``min_blob_scale``). 2.0 (a 2x2 binning for
-#: blobs of ~4x the centre's area) before the twenty-second session
-MIN_BLOB_SCALE = 2.0
+#: bin factor still rounds the scale; :func:`soma_bin_factor`'s ``min_blob_scale``). The vote's areas come in
+#: steps of 1.56x; its lowest binning step, 785 px (2.12x the centre of 89-345 px, binned 2x2), held a giant soma
+#: on 6 of 101 FOVs over every report, and binning lost the small cells of the others (development screen:
+#: `heldout_mixed_309`/`_315`/`_317` 4 true cells more, `crosscheck_zoom_36` 43 false fewer, `crosscheck_thick`
+#: 3 false more; a D2 layout's 3000-px soma that read 785 px is binned 4x4 by the coarse look instead, process
+#: F1 0.02 -> 0.79; fresh 320-323 and cross-check 132-135: detection unchanged, soma and process F1 up on the
+#: 2 FOVs it changed). 2.0 before the twenty-second session (experiments/README.md)
+MIN_BLOB_SCALE = 2.4
 
 #: factor below the parameters' centre soma area at which the first pass's median soma makes
 #: :func:`adapt_soma_scale` shrink the scale (read when called). Lower than the enlarging side's 1.5:
