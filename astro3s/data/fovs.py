@@ -216,7 +216,7 @@ class SyntheticFOVs:
         if int(n_fovs) < 1:
             raise ConfigError(f"n_fovs must be at least 1, got {n_fovs}")
         self.preset = str(preset)
-        self.simulate = _simulator_overrides(simulate)
+        self.simulate = _simulator_overrides(self.preset, simulate)
         self.n_fovs = int(n_fovs)
         self.root = Path(root)
         self.seeds = _seeds(self.n_fovs, seeds, first_seed)
@@ -238,21 +238,15 @@ class SyntheticFOVs:
         return specs
 
 
-def _simulator_overrides(values: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Simulator range overrides of a source, checked against the preset fields now rather than mid-run."""
-    if not values:
-        return {}
-    from dataclasses import fields
+def _simulator_overrides(preset: str, values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Simulator range overrides of a source, checked now by the simulator's own preset check
+    (:func:`astro3s.simulate.params.load_preset`: names and values) rather than mid-run."""
+    overrides = dict(values or {})
+    if overrides:
+        from astro3s.simulate.params import load_preset
 
-    from astro3s.simulate.params import PresetRanges
-
-    known = {f.name for f in fields(PresetRanges)} - {"preset"}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"simulate: unknown simulator parameter(s) {', '.join(unknown)}; "
-                          "see conf/simulate/base.yaml for the names")
-    # a range given as a list (YAML, OmegaConf) goes on as the (low, high) tuple the simulator takes
-    return {k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v for k, v in values.items()}
+        load_preset(preset, **overrides)
+    return overrides
 
 
 def _layout_zips(annotations: Path, n_fovs: int | None) -> list[Path]:
@@ -294,10 +288,10 @@ class StandinFOVs:
     def __init__(self, *, annotations: str | Path, shape: Sequence[int], root: str | Path, preset: str = "d1_like",
                  n_fovs: int | None = None, seed: int = 0, simulate: Mapping[str, Any] | None = None) -> None:
         self.annotations = Path(annotations)
-        self.simulate = _simulator_overrides(simulate)
         self.shape = (int(shape[0]), int(shape[1]))
         self.root = Path(root)
         self.preset = str(preset)
+        self.simulate = _simulator_overrides(self.preset, simulate)
         self.n_fovs = None if n_fovs is None else int(n_fovs)
         if self.n_fovs is not None and self.n_fovs < 1:
             raise ConfigError(f"n_fovs must be at least 1 or null (all), got {n_fovs}")
