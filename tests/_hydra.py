@@ -27,6 +27,13 @@ def compose_config(config_name: str, overrides: list[str], *, output_dir: Path, 
     return cfg
 
 
+def compose_train(overrides: list[str], tmp_path: Path, *, data_dir: Path | None = None) -> DictConfig:
+    """The training config for ``overrides``, its run, logs and data (``data_dir``, default ``tmp_path/data``)
+    under ``tmp_path``."""
+    return compose_config("train", overrides, output_dir=tmp_path, log_dir=tmp_path / "logs",
+                          data_dir=tmp_path / "data" if data_dir is None else data_dir)
+
+
 def infer_options(movie: Path, tmp_path: Path, *overrides: str) -> Any:
     """The ``InferenceOptions`` that ``astro3s-infer input=<movie> ... <overrides>`` runs with (CPU, no movie read)."""
     from astro3s.cli.infer import inference_setup

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _hydra import compose_config
+from _hydra import compose_train
 from omegaconf import DictConfig
 
 from astro3s.errors import ConfigError
@@ -24,7 +24,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _compose(overrides: list[str], tmp_path: Path, data_dir: Path) -> DictConfig:
-    return compose_config("train", overrides, output_dir=tmp_path, log_dir=tmp_path / "logs", data_dir=data_dir)
+    return compose_train(overrides, tmp_path, data_dir=data_dir)
 
 
 @pytest.mark.parametrize("group", ["correlation_analysis", "[default,correlation_analysis]"])

@@ -183,15 +183,14 @@ def test_a_widened_checkpoint_runs_through_astro3s_infer(tiny_movie: Path, rando
 
 
 def test_training_composes_and_runs_with_two_input_channels(tmp_path: Path) -> None:
-    from _hydra import compose_config
+    from _hydra import compose_train
 
     from astro3s.cli.train import train_task
 
-    data_dir = tmp_path / "data"
     overrides = ["data=synthetic", "data.preset=tiny", "data.n_fovs=2", "data.batch_size=4",
                  "extras.print_config=false", "callbacks.rich_progress_bar=null", "model=unet",
                  "model.net.base_channels=8", "model.net.depth=3", "model.net.in_channels=2", "debug=fast_dev_run"]
-    cfg = compose_config("train", overrides, output_dir=tmp_path, log_dir=tmp_path / "logs", data_dir=data_dir)
+    cfg = compose_train(overrides, tmp_path)
     assert cfg.data.input_channels == 2
     metrics = train_task(cfg)
     assert "train/loss" in metrics and all(np.isfinite(float(v)) for v in metrics.values())
@@ -202,21 +201,18 @@ def test_training_composes_and_runs_with_two_input_channels(tmp_path: Path) -> N
 
 
 def test_the_correlation_experiments_compose_as_two_stages(tmp_path: Path) -> None:
-    from _hydra import compose_config
+    from _hydra import compose_train
 
-    def compose(overrides):
-        return compose_config("train", overrides, output_dir=tmp_path, log_dir=tmp_path / "logs",
-                              data_dir=tmp_path / "data")
-
-    first = compose(["experiment=default_model_correlation_stage1"])
+    first = compose_train(["experiment=default_model_correlation_stage1"], tmp_path)
     assert first.model.net.in_channels == 2 and first.data.input_channels == 2
     assert first.data.silence_fraction == 0.35 and first.model.get("init_weights") is None
     assert first.trainer.max_epochs == 20
-    second = compose(["experiment=default_model_correlation", "model.init_weights=RUN/checkpoints/last.ckpt"])
+    second = compose_train(["experiment=default_model_correlation", "model.init_weights=RUN/checkpoints/last.ckpt"],
+                           tmp_path)
     assert second.model.net.in_channels == 2 and second.data.silence_fraction == 0.35
     assert second.trainer.max_epochs == 6 and second.model.optimizer.lr == pytest.approx(3e-4)
     # without a stage-1 checkpoint it widens the bundled model (the warm start that was tried)
-    assert compose(["experiment=default_model_correlation"]).model.init_weights == "default"
+    assert compose_train(["experiment=default_model_correlation"], tmp_path).model.init_weights == "default"
 
 def test_silenced_cells_lose_their_correlation_and_their_territory_only() -> None:
     from astro3s.data.samples import silence_cells

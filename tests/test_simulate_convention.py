@@ -100,18 +100,15 @@ def test_a_source_passes_simulator_overrides_and_refuses_unknown_names(tmp_path:
 
 
 def test_the_all_cells_experiments_compose_as_two_stages(tmp_path: Path) -> None:
-    from _hydra import compose_config
+    from _hydra import compose_train
 
-    def compose(overrides):
-        return compose_config("train", overrides, output_dir=tmp_path, log_dir=tmp_path / "logs",
-                              data_dir=tmp_path / "data")
-
-    first = compose(["experiment=default_model_all_cells_stage1"])
+    first = compose_train(["experiment=default_model_all_cells_stage1"], tmp_path)
     assert first.model.net.in_channels == 2 and first.data.input_channels == 2
     assert first.data.root.endswith("default_mix_all_cells") and first.model.get("init_weights") is None
     assert first.data.silence_fraction == 0
     for source in first.data.sources:
         assert source.simulate.silent_labelled == 1 and list(source.simulate.sparse_fraction) == [0.1, 0.4]
-    second = compose(["experiment=default_model_all_cells", "model.init_weights=RUN/checkpoints/last.ckpt"])
+    second = compose_train(["experiment=default_model_all_cells", "model.init_weights=RUN/checkpoints/last.ckpt"],
+                           tmp_path)
     assert second.model.net.in_channels == 2 and second.data.root == first.data.root
     assert second.trainer.max_epochs == 6

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _hydra import compose_config
+from _hydra import compose_train
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
@@ -28,7 +28,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _compose(overrides: list[str], tmp_path: Path, data_dir: Path) -> DictConfig:
-    return compose_config("train", overrides, output_dir=tmp_path, log_dir=tmp_path / "logs", data_dir=data_dir)
+    return compose_train(overrides, tmp_path, data_dir=data_dir)
 
 
 @pytest.mark.parametrize("model", sorted(TINY_NETS))
